@@ -1,0 +1,3 @@
+from rvlm.cli.main import main
+
+main()

@@ -1,0 +1,99 @@
+"""Connecting to Redis, and the few index-level reads every command needs.
+
+``connect`` turns a bad URL or an unreachable server into one clear :class:`RvlmError` line
+(with the password redacted). Clients never decode responses: keys and values are bytes
+everywhere in rvlm, and :mod:`rvlm.core.resp` normalises replies under RESP2 and RESP3.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from rvlm.core.errors import RvlmError
+from rvlm.core.ftinfo import IndexInfo, parse_ft_info
+from rvlm.core.resp import to_list, to_str
+
+DEFAULT_URL = "redis://localhost:6379"
+
+
+def resolve_url(url: str | None) -> str:
+    """The URL to use: the one given, else ``REDIS_URL``, else localhost:6379."""
+    return url or os.environ.get("REDIS_URL") or DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe to print or store in a plan)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def connect(url: str | None = None, *, protocol: int | None = None, check: bool = True) -> redis.Redis:
+    """A bytes client for ``url`` (see :func:`resolve_url`), pinged unless ``check`` is False.
+
+    ``protocol`` 2 or 3 forces RESP2 or RESP3; by default ``RVLM_PROTOCOL`` or the client's own
+    default. Raises :class:`RvlmError` naming the (redacted) URL when it cannot connect.
+    """
+    target = resolve_url(url)
+    if protocol is None and os.environ.get("RVLM_PROTOCOL"):
+        protocol = int(os.environ["RVLM_PROTOCOL"])
+    kwargs: dict[str, Any] = {"decode_responses": False}
+    if protocol is not None:
+        kwargs["protocol"] = protocol
+    try:
+        client = redis.Redis.from_url(target, **kwargs)
+    except ValueError as exc:
+        raise RvlmError(f"bad Redis URL {redact(target)}: {exc}") from None
+    if check:
+        try:
+            client.ping()
+        except redis.AuthenticationError as exc:
+            raise RvlmError(f"Redis at {redact(target)} refused the credentials: {exc}") from None
+        except redis.RedisError as exc:
+            raise RvlmError(f"cannot reach Redis at {redact(target)}: {exc}") from None
+    return client
+
+
+def list_indexes(client: redis.Redis) -> list[str]:
+    """Every index name on the server (FT._LIST), sorted."""
+    try:
+        reply = client.execute_command("FT._LIST")
+    except redis.ResponseError as exc:
+        raise RvlmError(f"the server has no Search module (FT._LIST failed: {exc})") from None
+    return sorted(to_str(n) for n in to_list(reply))
+
+
+def read_index(client: redis.Redis, name: str) -> IndexInfo:
+    """The live index ``name`` (or an alias of it) as an :class:`IndexInfo`.
+
+    Raises :class:`RvlmError` ("no index named ...") when it does not exist.
+    """
+    try:
+        reply = client.execute_command("FT.INFO", name)
+    except redis.ResponseError as exc:
+        text = str(exc).lower()
+        if "unknown index" in text or "no such index" in text or "not found" in text:
+            raise RvlmError(f"no index named {name!r} on this server") from None
+        raise RvlmError(f"FT.INFO {name} failed: {exc}") from None
+    return parse_ft_info(reply)
+
+
+def index_exists(client: redis.Redis, name: str) -> bool:
+    """True when ``name`` is an index or an alias."""
+    try:
+        client.execute_command("FT.INFO", name)
+    except redis.ResponseError:
+        return False
+    return True

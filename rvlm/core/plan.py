@@ -1,0 +1,221 @@
+"""The plan: the whole contract between ``rvlm plan`` and ``rvlm apply``.
+
+Apply does what the plan says and nothing it does not. The YAML keeps the keys RedisVL users
+know (``version``, ``mode``, ``source``, ``requested_changes``, ``merged_target_schema``,
+``diff_classification``, ``rename_operations``, ``warnings``) and adds rvlm's: the server seen,
+each change with the plugin (and version) that classified it, the ordered document
+``operations``, whether it is lossy, overrides the user asked for, and a ``fingerprint`` that
+binds backups and journals to this exact plan. Plans are deterministic: no timestamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from rvlm.core.documents import DocumentOperation
+from rvlm.core.errors import RvlmError
+from rvlm.core.ftinfo import IndexStats
+from rvlm.core.schema import IndexSchema
+from rvlm.core.schema_yaml import dump_yaml, load_yaml, schema_from_dict, schema_to_dict
+
+PLAN_VERSION = 1
+MODE = "drop_recreate"
+
+
+@attrs.frozen(kw_only=True)
+class PlannedChange:
+    """One change as planned: its type, the plugin that classified it, and the verdict."""
+
+    type: str
+    plugin: str
+    plugin_version: str
+    field: str | None = None
+    new_field: str | None = None
+    supported: bool = True
+    blocked_reasons: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    lossy: bool = False
+    summary: str = ""
+    details: dict[str, Any] = attrs.field(factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "plugin": self.plugin,
+                               "plugin_version": self.plugin_version}
+        if self.field is not None:
+            out["field"] = self.field
+        if self.new_field is not None:
+            out["new_field"] = self.new_field
+        out["supported"] = self.supported
+        if self.blocked_reasons:
+            out["blocked_reasons"] = list(self.blocked_reasons)
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        if self.lossy:
+            out["lossy"] = True
+        if self.summary:
+            out["summary"] = self.summary
+        if self.details:
+            out["details"] = self.details
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PlannedChange:
+        return cls(**d)
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    """A reviewed migration of one index (see the module docstring)."""
+
+    source_schema: IndexSchema
+    source_stats: IndexStats
+    key_sample: tuple[str, ...]
+    requested_changes: dict[str, Any]
+    target_schema: IndexSchema
+    changes: tuple[PlannedChange, ...]
+    operations: tuple[DocumentOperation, ...]
+    warnings: tuple[str, ...] = ()
+    server: dict[str, Any] = attrs.field(factory=dict)
+    overrides: dict[str, Any] = attrs.field(factory=dict)
+    version: int = PLAN_VERSION
+    mode: str = MODE
+
+    # -- derived views -------------------------------------------------------------------
+    @property
+    def source_index(self) -> str:
+        return self.source_schema.index.name
+
+    @property
+    def target_index(self) -> str:
+        return self.target_schema.index.name
+
+    @property
+    def supported(self) -> bool:
+        return all(c.supported for c in self.changes)
+
+    @property
+    def blocked_reasons(self) -> list[str]:
+        return [f"{c.type}{' ' + (c.field or c.new_field) if (c.field or c.new_field) else ''}: "
+                f"{r}" for c in self.changes for r in c.blocked_reasons]
+
+    @property
+    def lossy(self) -> bool:
+        return any(c.lossy for c in self.changes) or any(o.lossy for o in self.operations)
+
+    @property
+    def rewrites_documents(self) -> bool:
+        return bool(self.operations)
+
+    def rename_operations(self) -> dict[str, Any]:
+        rename_index = self.target_index if self.target_index != self.source_index else None
+        change_prefix = None
+        if self.target_schema.index.prefix != self.source_schema.index.prefix:
+            p = self.target_schema.index.prefix
+            change_prefix = p[0] if len(p) == 1 else list(p)
+        renames = [{"old_name": c.field, "new_name": c.new_field}
+                   for c in self.changes if c.type == "rename_field"]
+        return {"rename_index": rename_index, "change_prefix": change_prefix,
+                "rename_fields": renames}
+
+    def all_warnings(self) -> list[str]:
+        out = list(self.warnings)
+        for c in self.changes:
+            out.extend(c.warnings)
+        return out
+
+    # -- YAML ----------------------------------------------------------------------------
+    def body(self) -> dict[str, Any]:
+        """Everything but the fingerprint, in file order."""
+        return {
+            "version": self.version,
+            "mode": self.mode,
+            "source": {
+                "index_name": self.source_index,
+                "schema_snapshot": schema_to_dict(self.source_schema),
+                "stats_snapshot": attrs.asdict(self.source_stats),
+                "keyspace": {
+                    "storage_type": self.source_schema.index.storage_type,
+                    "prefixes": list(self.source_schema.index.prefix),
+                    "key_separator": self.source_schema.index.key_separator,
+                    "key_sample": list(self.key_sample),
+                },
+            },
+            "requested_changes": self.requested_changes,
+            "merged_target_schema": schema_to_dict(self.target_schema),
+            "diff_classification": {"supported": self.supported,
+                                    "blocked_reasons": self.blocked_reasons},
+            "rename_operations": self.rename_operations(),
+            "warnings": self.all_warnings(),
+            "rvlm": {
+                "server": self.server,
+                "lossy": self.lossy,
+                "overrides": self.overrides,
+                "changes": [c.to_dict() for c in self.changes],
+                "operations": [o.to_dict() for o in self.operations],
+                "plan_warnings": list(self.warnings),
+            },
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the plan's canonical JSON: binds backups and journals to this plan."""
+        text = json.dumps(self.body(), sort_keys=True, default=str, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def to_dict(self) -> dict[str, Any]:
+        body = self.body()
+        body["rvlm"]["fingerprint"] = self.fingerprint
+        return body
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.to_dict())
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "plan") -> Plan:
+        if not isinstance(data, dict):
+            raise RvlmError(f"{source}: a plan must be a mapping")
+        try:
+            if data.get("version") != PLAN_VERSION:
+                raise RvlmError(f"{source}: unsupported plan version {data.get('version')!r}")
+            src = data["source"]
+            extra = data.get("rvlm") or {}
+            if not extra:
+                raise RvlmError(f"{source}: not an rvlm plan (no 'rvlm' section); "
+                                "make one with 'rvlm plan'")
+            plan = cls(
+                version=data["version"],
+                mode=data.get("mode", MODE),
+                source_schema=schema_from_dict(src["schema_snapshot"], f"{source}: source"),
+                source_stats=IndexStats(**src.get("stats_snapshot", {})),
+                key_sample=tuple(src.get("keyspace", {}).get("key_sample", ())),
+                requested_changes=data.get("requested_changes") or {},
+                target_schema=schema_from_dict(data["merged_target_schema"],
+                                               f"{source}: merged_target_schema"),
+                changes=tuple(PlannedChange.from_dict(c) for c in extra.get("changes", ())),
+                operations=tuple(DocumentOperation.from_dict(o)
+                                 for o in extra.get("operations", ())),
+                warnings=tuple(extra.get("plan_warnings", ())),
+                server=extra.get("server") or {},
+                overrides=extra.get("overrides") or {},
+            )
+        except RvlmError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RvlmError(f"{source}: malformed plan ({type(exc).__name__}: {exc})") from None
+        recorded = extra.get("fingerprint")
+        if recorded and recorded != plan.fingerprint:
+            raise RvlmError(f"{source}: the plan was edited after it was made (fingerprint "
+                            "mismatch); make a new plan with 'rvlm plan'")
+        return plan
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        return cls.from_dict(load_yaml(path), str(path))

@@ -1,0 +1,291 @@
+"""The lossless model of a search index schema.
+
+One frozen attrs class per field type's attributes, a :class:`Field` that holds a name, a type,
+an optional path and those attributes, and an :class:`IndexSchema` with the index definition
+(name, storage type, prefixes, options) and the fields.
+
+Vocabulary (the same in YAML, code, CLI and docs):
+
+* ``name`` is the attribute name queries use (``@name``);
+* ``path`` is where the value lives in a document: a JSON path for JSON storage, or the hash
+  field name when it differs from ``name`` (the ``AS`` form); ``None`` for hash means "same as
+  name";
+* ``attrs`` are the field's options, named like RedisVL's (``sortable``, ``no_stem``, ``dims``,
+  ``distance_metric``, ...); datatypes, algorithms and metrics are lower-case.
+
+Values FT.INFO does not report (for example ``ef_runtime`` or ``epsilon``) are ``None`` and the
+field's ``unknown_attrs`` names them, so a plan can warn rather than invent a default.
+Defaults are canonical: a value equal to the server default is stored as the default, so two
+schemas that behave the same compare equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Union
+
+import attrs
+
+STORAGE_TYPES = ("hash", "json")
+FIELD_TYPES = ("text", "tag", "numeric", "geo", "geoshape", "vector")
+VECTOR_ALGORITHMS = ("flat", "hnsw", "svs-vamana")
+VECTOR_DATATYPES = ("float64", "float32", "float16", "bfloat16", "int8", "uint8")
+DISTANCE_METRICS = ("cosine", "l2", "ip")
+DATATYPE_WIDTH = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1}
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+        if value not in choices:
+            raise ValueError(
+                f"{attribute.name} must be one of {', '.join(choices)}, not {value!r}"
+            )
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class TextAttrs:
+    """TEXT options."""
+
+    weight: float = attrs.field(default=1.0, converter=float)
+    no_stem: bool = False
+    withsuffixtrie: bool = False
+    phonetic_matcher: str | None = None
+    sortable: bool = False
+    unf: bool = False
+    no_index: bool = False
+    index_missing: bool = False
+    index_empty: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class TagAttrs:
+    """TAG options. ``separator`` None means the server default (',' on hash, none on JSON)."""
+
+    separator: str | None = None
+    case_sensitive: bool = False
+    withsuffixtrie: bool = False
+    sortable: bool = False
+    unf: bool = False
+    no_index: bool = False
+    index_missing: bool = False
+    index_empty: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class NumericAttrs:
+    """NUMERIC options (numeric sort keys are never normalised, so there is no ``unf``)."""
+
+    sortable: bool = False
+    no_index: bool = False
+    index_missing: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class GeoAttrs:
+    """GEO options."""
+
+    sortable: bool = False
+    no_index: bool = False
+    index_missing: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class GeoshapeAttrs:
+    """GEOSHAPE options: ``coord_system`` is ``spherical`` (default) or ``flat``."""
+
+    coord_system: str = attrs.field(
+        default="spherical", converter=_lower, validator=_one_of(("spherical", "flat"))
+    )
+    index_missing: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class VectorAttrs:
+    """VECTOR options for FLAT, HNSW and SVS-VAMANA; ``None`` means unset or unknown."""
+
+    dims: int = attrs.field(converter=int)
+    algorithm: str = attrs.field(
+        default="flat", converter=_lower, validator=_one_of(VECTOR_ALGORITHMS)
+    )
+    datatype: str = attrs.field(
+        default="float32", converter=_lower, validator=_one_of(VECTOR_DATATYPES)
+    )
+    distance_metric: str = attrs.field(
+        default="cosine", converter=_lower, validator=_one_of(DISTANCE_METRICS)
+    )
+    initial_cap: int | None = attrs.field(default=None, converter=_opt_int)
+    block_size: int | None = attrs.field(default=None, converter=_opt_int)
+    m: int | None = attrs.field(default=None, converter=_opt_int)
+    ef_construction: int | None = attrs.field(default=None, converter=_opt_int)
+    ef_runtime: int | None = attrs.field(default=None, converter=_opt_int)
+    epsilon: float | None = attrs.field(default=None, converter=_opt_float)
+    graph_max_degree: int | None = attrs.field(default=None, converter=_opt_int)
+    construction_window_size: int | None = attrs.field(default=None, converter=_opt_int)
+    search_window_size: int | None = attrs.field(default=None, converter=_opt_int)
+    compression: str | None = None
+    reduce: int | None = attrs.field(default=None, converter=_opt_int)
+    training_threshold: int | None = attrs.field(default=None, converter=_opt_int)
+    index_missing: bool = False
+
+    @property
+    def width(self) -> int:
+        """Bytes per component of the stored vector."""
+        return DATATYPE_WIDTH[self.datatype]
+
+
+FieldAttrs = Union[TextAttrs, TagAttrs, NumericAttrs, GeoAttrs, GeoshapeAttrs, VectorAttrs]
+ATTRS_BY_TYPE: dict[str, type] = {
+    "text": TextAttrs,
+    "tag": TagAttrs,
+    "numeric": NumericAttrs,
+    "geo": GeoAttrs,
+    "geoshape": GeoshapeAttrs,
+    "vector": VectorAttrs,
+}
+
+
+@attrs.frozen(kw_only=True)
+class Field:
+    """One indexed attribute: its name, type, where it lives, and its options."""
+
+    name: str
+    type: str = attrs.field(converter=_lower, validator=_one_of(FIELD_TYPES))
+    path: str | None = None
+    attrs: FieldAttrs
+    unknown_attrs: tuple[str, ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(v)))
+
+    def __attrs_post_init__(self) -> None:
+        expected = ATTRS_BY_TYPE[self.type]
+        if not isinstance(self.attrs, expected):
+            raise ValueError(
+                f"field {self.name!r}: attrs for a {self.type} field must be {expected.__name__}"
+            )
+
+    def identifier(self, storage_type: str) -> str:
+        """Where the value lives: the JSON path, or the hash field name."""
+        if self.path is not None:
+            return self.path
+        return f"$.{self.name}" if storage_type == "json" else self.name
+
+    def evolve(self, **changes: Any) -> Field:
+        """A copy with some values changed (attrs.evolve, typed)."""
+        return attrs.evolve(self, **changes)
+
+
+def _prefixes(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ("",)
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(p) for p in value)
+
+
+def _opt_stopwords(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def _score(value: Any) -> float | None:
+    if value is None:
+        return None
+    f = float(value)
+    return None if f == 1.0 else f
+
+
+def _language(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).lower()
+    return None if text == "english" else text
+
+
+@attrs.frozen(kw_only=True)
+class IndexDefinition:
+    """The index itself: name, storage, key prefixes and FT.CREATE options.
+
+    ``prefix`` is a tuple of every prefix, exactly as FT.CREATE receives them. ``key_separator``
+    is not stored by Redis; it is kept for RedisVL compatibility and defaults to ``:``.
+    ``stopwords`` None means the server's default list; an empty tuple means ``STOPWORDS 0``.
+    """
+
+    name: str
+    prefix: tuple[str, ...] = attrs.field(default=("",), converter=_prefixes)
+    storage_type: str = attrs.field(
+        default="hash", converter=_lower, validator=_one_of(STORAGE_TYPES)
+    )
+    key_separator: str = ":"
+    stopwords: tuple[str, ...] | None = attrs.field(default=None, converter=_opt_stopwords)
+    filter: str | None = None
+    language: str | None = attrs.field(default=None, converter=_language)
+    language_field: str | None = None
+    score: float | None = attrs.field(default=None, converter=_score)
+    score_field: str | None = None
+    payload_field: str | None = None
+    maxtextfields: bool = False
+    nooffsets: bool = False
+    nohl: bool = False
+    nofields: bool = False
+    nofreqs: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class IndexSchema:
+    """An index definition and its fields, in order."""
+
+    index: IndexDefinition
+    fields: tuple[Field, ...] = attrs.field(converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        seen: set[str] = set()
+        for f in self.fields:
+            if f.name in seen:
+                raise ValueError(f"field {f.name!r} appears twice")
+            seen.add(f.name)
+
+    @property
+    def name(self) -> str:
+        return self.index.name
+
+    @property
+    def storage_type(self) -> str:
+        return self.index.storage_type
+
+    def field(self, name: str) -> Field | None:
+        """The field called ``name``, or None."""
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def vector_fields(self) -> list[Field]:
+        return [f for f in self.fields if f.type == "vector"]
+
+    def with_fields(self, fields: Iterable[Field]) -> IndexSchema:
+        return attrs.evolve(self, fields=tuple(fields))
+
+    def with_index(self, **changes: Any) -> IndexSchema:
+        return attrs.evolve(self, index=attrs.evolve(self.index, **changes))
+
+    def unknown_attrs(self) -> dict[str, tuple[str, ...]]:
+        """Field name -> attrs FT.INFO could not report, for fields that have any."""
+        return {f.name: f.unknown_attrs for f in self.fields if f.unknown_attrs}
+
+    def without_unknowns(self) -> IndexSchema:
+        """The same schema with ``unknown_attrs`` cleared (for comparing behaviour)."""
+        return self.with_fields(attrs.evolve(f, unknown_attrs=()) for f in self.fields)

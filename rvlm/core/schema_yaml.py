@@ -1,0 +1,244 @@
+"""The schema model in and out of YAML, in the RedisVL ``IndexSchema`` format.
+
+```yaml
+index:
+  name: docs
+  prefix: "doc:"            # one prefix as a string, several as a list
+  storage_type: hash        # or json
+  key_separator: ":"
+  # rvlm additions, all optional: stopwords, filter, language, language_field, score,
+  # score_field, payload_field, maxtextfields, nooffsets, nohl, nofields, nofreqs
+fields:
+  - name: title
+    type: text
+    attrs: {weight: 2.0, sortable: true}
+  - name: embedding
+    type: vector
+    attrs: {dims: 768, algorithm: hnsw, datatype: float32, distance_metric: cosine, m: 16}
+```
+
+Round trip is exact: ``schema_from_dict(schema_to_dict(s)) == s``, and a dict written by
+:func:`schema_to_dict` reads back and writes out identical. Unknown keys and wrong types are
+:class:`RvlmError` lines naming the key and the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+import yaml
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from rvlm.core.errors import RvlmError
+from rvlm.core.schema import (
+    ATTRS_BY_TYPE,
+    Field,
+    FieldAttrs,
+    IndexDefinition,
+    IndexSchema,
+    VectorAttrs,
+)
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+
+for _cls in (*ATTRS_BY_TYPE.values(), IndexDefinition):
+    _overrides: dict[str, Any] = {}
+    if _cls is VectorAttrs:
+        _overrides = {
+            k: override(omit_if_default=False)
+            for k in ("dims", "algorithm", "datatype", "distance_metric")
+        }
+    if _cls is IndexDefinition:
+        _overrides = {k: override(omit_if_default=False) for k in ("name", "storage_type")}
+    _converter.register_unstructure_hook(
+        _cls, make_dict_unstructure_fn(_cls, _converter, _cattrs_omit_if_default=True, **_overrides)
+    )
+    _converter.register_structure_hook(
+        _cls, make_dict_structure_fn(_cls, _converter, _cattrs_forbid_extra_keys=True)
+    )
+
+
+def _describe(exc: BaseException, where: str) -> str:
+    if isinstance(exc, (cattrs.BaseValidationError,)):
+        messages = cattrs.transform_error(exc, path=where)
+        return "; ".join(messages)
+    return f"{where}: {exc}"
+
+
+def _structure(data: Any, cls: type, where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise RvlmError(f"{where} must be a mapping, not {type(data).__name__}")
+    try:
+        return _converter.structure(dict(data), cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        raise RvlmError(_describe(exc, where)) from None
+
+
+def field_attrs_from_dict(ftype: str, data: Any, where: str) -> FieldAttrs:
+    """A field's ``attrs`` mapping as the attrs class for its type."""
+    cls = ATTRS_BY_TYPE.get(str(ftype).lower())
+    if cls is None:
+        raise RvlmError(f"{where}.type: unknown field type {ftype!r} "
+                        f"(one of {', '.join(ATTRS_BY_TYPE)})")
+    result: FieldAttrs = _structure(data or {}, cls, f"{where}.attrs")
+    return result
+
+
+FIELD_KEYS = ("name", "type", "path", "attrs", "unknown_attrs")
+
+
+def field_from_dict(data: Any, where: str) -> Field:
+    """One ``fields:`` entry as a :class:`Field`."""
+    if not isinstance(data, Mapping):
+        raise RvlmError(f"{where} must be a mapping with name and type")
+    extra = sorted(set(map(str, data)) - set(FIELD_KEYS))
+    if extra:
+        raise RvlmError(f"{where}: unknown key {extra[0]!r} (a field has {', '.join(FIELD_KEYS)})")
+    for key in ("name", "type"):
+        if not isinstance(data.get(key), str) or not data.get(key):
+            raise RvlmError(f"{where}.{key} is required and must be a string")
+    name = data["name"]
+    path = data.get("path")
+    if path is not None and not isinstance(path, str):
+        raise RvlmError(f"{where}.path must be a string")
+    unknown = data.get("unknown_attrs") or ()
+    if not isinstance(unknown, (list, tuple)):
+        raise RvlmError(f"{where}.unknown_attrs must be a list")
+    a = field_attrs_from_dict(data["type"], data.get("attrs"), f"{where}[{name}]")
+    try:
+        return Field(name=name, type=data["type"], path=path, attrs=a, unknown_attrs=unknown)
+    except ValueError as exc:
+        raise RvlmError(f"{where}: {exc}") from None
+
+
+def field_to_dict(field: Field) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": field.name, "type": field.type}
+    if field.path is not None:
+        out["path"] = field.path
+    out["attrs"] = _converter.unstructure(field.attrs)
+    if field.unknown_attrs:
+        out["unknown_attrs"] = list(field.unknown_attrs)
+    return out
+
+
+def attrs_to_dict(a: FieldAttrs) -> dict[str, Any]:
+    """A field's attrs as the YAML mapping (defaults left out, vector basics always in)."""
+    result: dict[str, Any] = _converter.unstructure(a)
+    return result
+
+
+def index_from_dict(data: Any, where: str) -> IndexDefinition:
+    if isinstance(data, Mapping) and isinstance(data.get("stopwords"), list):
+        data = {**data, "stopwords": tuple(data["stopwords"])}
+    if isinstance(data, Mapping) and isinstance(data.get("prefix"), list):
+        data = {**data, "prefix": tuple(data["prefix"])}
+    elif isinstance(data, Mapping) and isinstance(data.get("prefix"), str):
+        data = {**data, "prefix": (data["prefix"],)}
+    if isinstance(data, Mapping) and isinstance(data.get("stopwords"), str):
+        raise RvlmError(f"{where}.stopwords must be a list of words")
+    result: IndexDefinition = _structure(data, IndexDefinition, where)
+    return result
+
+
+def index_to_dict(index: IndexDefinition) -> dict[str, Any]:
+    out: dict[str, Any] = _converter.unstructure(index)
+    prefixes = list(index.prefix)
+    out["prefix"] = prefixes[0] if len(prefixes) == 1 else prefixes
+    if index.stopwords is not None:
+        out["stopwords"] = list(index.stopwords)
+    order = ["name", "prefix", "storage_type", "key_separator"]
+    return {k: out[k] for k in order if k in out} | {k: v for k, v in out.items() if k not in order}
+
+
+SCHEMA_KEYS = ("version", "index", "fields")
+
+
+def schema_from_dict(data: Any, source: str = "schema") -> IndexSchema:
+    """A RedisVL-format schema mapping as an :class:`IndexSchema`; ``source`` names the file."""
+    if not isinstance(data, Mapping):
+        raise RvlmError(f"{source}: a schema must be a mapping with 'index' and 'fields'")
+    extra = sorted(set(map(str, data)) - set(SCHEMA_KEYS))
+    if extra:
+        raise RvlmError(f"{source}: unknown key {extra[0]!r} (a schema has index and fields)")
+    if "index" not in data:
+        raise RvlmError(f"{source}: 'index' is required")
+    index = index_from_dict(data["index"], f"{source}: index")
+    raw_fields = data.get("fields") or []
+    if not isinstance(raw_fields, list):
+        raise RvlmError(f"{source}: fields must be a list")
+    fields = [field_from_dict(f, f"{source}: fields[{i}]") for i, f in enumerate(raw_fields)]
+    try:
+        return IndexSchema(index=index, fields=fields)
+    except ValueError as exc:
+        raise RvlmError(f"{source}: {exc}") from None
+
+
+def schema_to_dict(schema: IndexSchema) -> dict[str, Any]:
+    """The RedisVL-format mapping of a schema (YAML-safe plain values)."""
+    return {
+        "index": index_to_dict(schema.index),
+        "fields": [field_to_dict(f) for f in schema.fields],
+    }
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file, turning every failure into one line naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RvlmError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise RvlmError(f"{p}: cannot read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RvlmError(f"{p}: malformed YAML{where}: {problem}") from None
+
+
+def dump_yaml(data: Any) -> str:
+    """Deterministic YAML text (keys in insertion order, no aliases)."""
+
+    class _NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return yaml.dump(data, Dumper=_NoAliases, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=100)
+
+
+def load_schema(path: str | Path) -> IndexSchema:
+    """Read a target schema file."""
+    return schema_from_dict(load_yaml(path), str(path))
+
+
+def dump_schema(schema: IndexSchema) -> str:
+    return dump_yaml(schema_to_dict(schema))
+
+
+def evolve_attrs(a: FieldAttrs, updates: Mapping[str, Any], where: str) -> FieldAttrs:
+    """``a`` with ``updates`` applied, validated like YAML input (unknown keys refused)."""
+    merged = {**attrs_to_dict(a), **dict(updates)}
+    ftype = next(t for t, c in ATTRS_BY_TYPE.items() if isinstance(a, c))
+    return field_attrs_from_dict(ftype, merged, where)
+
+
+__all__ = [
+    "attrs",
+    "dump_schema",
+    "dump_yaml",
+    "evolve_attrs",
+    "field_from_dict",
+    "field_to_dict",
+    "load_schema",
+    "load_yaml",
+    "schema_from_dict",
+    "schema_to_dict",
+]

@@ -1,0 +1,173 @@
+"""The hooks every rvlm change is built from, built-in or third-party.
+
+A plugin is a module or object with functions marked ``@hookimpl`` (from :mod:`rvlm`). The
+built-in changes (add/remove/rename/update a field, rename the index, change the prefix, vector
+index parameters, quantization) are plugins registered exactly like a third-party one, which is
+installed with pip and found through the ``rvlm`` entry point group::
+
+    # pyproject.toml of your plugin package
+    [project.entry-points.rvlm]
+    hash_to_json = "rvlm_hash_to_json.plugin"
+
+Plugins *describe and transform*; the executor owns every side effect (connections, batching,
+the journal, backups, locks), so crash safety, resume and rollback are written once, for all.
+
+Order of hooks in one migration:
+
+1. ``rvlm_change_types`` once, when the plugin manager is built.
+2. ``merge_patch_section`` while the planner merges a patch (plugin-owned sections only).
+3. ``classify_change`` once per change while planning.
+4. ``pre_drop`` once, after the executor's checks and before the source index is dropped.
+5. ``transform_documents`` once per batch per operation, while no index covers the keys.
+6. ``post_create`` once, after the target index is created.
+7. ``validate`` once, after indexing finished (also by ``rvlm validate``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from rvlm.core.changes import Change, ChangeType, Classification
+    from rvlm.core.context import ApplyContext, PlanContext
+    from rvlm.core.documents import Document, DocumentOperation, DocumentUpdate
+    from rvlm.core.plan import Plan
+    from rvlm.core.schema import IndexSchema
+    from rvlm.core.validation import CheckResult
+
+PROJECT = "rvlm"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def rvlm_change_types() -> Sequence[ChangeType]:
+    """Declare the change types this plugin owns.
+
+    Called once when the plugin manager is built. Each change type must be owned by exactly
+    one plugin; two plugins claiming the same name is an error reported by ``rvlm plugins``
+    and by every command. A change type with ``patch_section`` set also owns that key under
+    ``changes:`` in a schema patch.
+
+    :return: the change types, e.g.
+        ``[ChangeType(name="hash_to_json", description="...", patch_section="hash_to_json")]``
+    """
+
+
+@hookspec(firstresult=True)
+def merge_patch_section(
+    section: str, value: Any, target: IndexSchema, context: PlanContext
+) -> IndexSchema | None:
+    """Apply a plugin-owned patch section to the target schema.
+
+    Called by the planner for each key under ``changes:`` that a plugin declared as its
+    ``patch_section``, after the built-in sections were merged. Return ``None`` for sections
+    you do not own. Raise :class:`rvlm.RvlmError` with one line naming the key for bad input.
+
+    :param section: the key under ``changes:``.
+    :param value: its YAML value, as loaded.
+    :param target: the target schema so far.
+    :return: the new target schema.
+
+    Example::
+
+        @hookimpl
+        def merge_patch_section(section, value, target, context):
+            if section != "hash_to_json":
+                return None
+            return target.with_index(storage_type="json")
+    """
+
+
+@hookspec(firstresult=True)
+def classify_change(change: Change, context: PlanContext) -> Classification | None:
+    """Say whether a change is supported, what users must know, and what it does to documents.
+
+    Called by the planner once per change; return ``None`` for change types you do not own.
+    Never write to Redis here: read documents through ``context.sample(names)``.
+
+    :param change: the change (``change.type`` is one of your change types).
+    :param context: source and target schemas, stats, server capabilities, a document sample.
+    :return: a :class:`~rvlm.core.changes.Classification`: ``supported`` or blocked with
+        reasons that say why and what to do instead, ``warnings``, ``lossy``, and the
+        :class:`~rvlm.core.documents.DocumentOperation` list the executor will run.
+
+    Example::
+
+        @hookimpl
+        def classify_change(change, context):
+            if change.type != "rename_field":
+                return None
+            return Classification(summary=f"rename {change.field} to {change.new_field}",
+                                  operations=[DocumentOperation(plugin="rename_field", ...)])
+    """
+
+
+@hookspec
+def pre_drop(plan: Plan, context: ApplyContext) -> Sequence[str] | None:
+    """Last checks before the source index is dropped.
+
+    Called once per apply, after the executor verified the source and every collision, with
+    nothing changed yet. ``context.client`` may be used to *read*. Return problems (one line
+    each) to stop the migration with nothing changed, or ``None``/``[]`` to go on.
+    """
+
+
+@hookspec(firstresult=True)
+def transform_documents(
+    operation: DocumentOperation, documents: Sequence[Document], context: ApplyContext
+) -> Sequence[DocumentUpdate] | None:
+    """Compute new values for one batch of documents.
+
+    Called by the executor for each batch and each operation whose ``plugin`` is yours, while
+    no index covers the documents; return ``None`` for operations you do not own. Pure: no
+    I/O, no Redis. Work on the whole batch at once (numpy-friendly). The executor backs up
+    the originals, journals the batch, writes your updates, and on a resume or rollback
+    restores the originals, so a transform never runs twice on a value it already changed.
+
+    :param operation: the operation from the plan (its ``params`` are yours).
+    :param documents: the batch, each with the values of ``operation.reads``/``writes``
+        (:data:`~rvlm.core.documents.MISSING` when a document lacks one).
+    :return: one :class:`~rvlm.core.documents.DocumentUpdate` per document, in order.
+
+    Example::
+
+        @hookimpl
+        def transform_documents(operation, documents, context):
+            if operation.plugin != "rename_field":
+                return None
+            old, new = operation.params["old"], operation.params["new"]
+            return [DocumentUpdate(set={new: d.get(old)}, delete=(old,))
+                    if d.get(old) is not MISSING else NO_CHANGE for d in documents]
+    """
+
+
+@hookspec
+def post_create(plan: Plan, context: ApplyContext) -> None:
+    """Called once after the target index was created, before waiting for it to be indexed."""
+
+
+@hookspec
+def validate(plan: Plan, context: ApplyContext) -> Sequence[CheckResult] | None:
+    """Checks of your own after the migration (also run by ``rvlm validate``).
+
+    Called once after indexing finished. Return :class:`~rvlm.core.validation.CheckResult`
+    items; a failed one makes the migration's result ``failed``.
+    """
+
+
+__all__ = [
+    "PROJECT",
+    "classify_change",
+    "hookimpl",
+    "hookspec",
+    "merge_patch_section",
+    "post_create",
+    "pre_drop",
+    "rvlm_change_types",
+    "transform_documents",
+    "validate",
+]

@@ -1,0 +1,15 @@
+"""The built-in changes. Each module is a plugin registered exactly like a third-party one
+(see ``rvlm.core.plugins.DEFAULT_PLUGINS``); each owns the change type of the same name.
+
+| module          | change type     | document work                                  |
+|-----------------|-----------------|------------------------------------------------|
+| add_field       | add_field       | none (a new vector field is blocked)           |
+| remove_field    | remove_field    | none (documents keep their values)             |
+| rename_field    | rename_field    | hash field renamed / JSON value moved          |
+| update_field    | update_field    | none (type and path changes are blocked)       |
+| vector_index    | vector_index    | none (algorithm, metric, parameters)           |
+| quantize        | quantize        | every vector converted to the new datatype     |
+| rename_index    | rename_index    | none                                           |
+| change_prefix   | change_prefix   | every key moved to the new prefix              |
+| update_index    | update_index    | none (storage type and key separator blocked)  |
+"""

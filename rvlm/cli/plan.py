@@ -1,0 +1,99 @@
+"""``rvlm plan`` and ``rvlm estimate``: make a plan a person can review, and size it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rvlm.cli.common import IndexOption, UrlOption, handle_errors
+
+PatchOption = Annotated[
+    Path | None,
+    typer.Option("--schema-patch", "-p", help="Schema patch YAML (RedisVL format + plugin "
+                                              "sections)."),
+]
+TargetOption = Annotated[
+    Path | None,
+    typer.Option("--target-schema", "-t", help="Complete target schema YAML (RedisVL "
+                                               "IndexSchema); the patch is derived."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)
+    app.command("estimate")(estimate)
+
+
+@handle_errors
+def plan(
+    index: IndexOption,
+    schema_patch: PatchOption = None,
+    target_schema: TargetOption = None,
+    url: UrlOption = None,
+    plan_out: Annotated[Path, typer.Option("--plan-out", "-o", help="Where to write the plan "
+                                                                     "YAML.")] = Path(
+        "migration_plan.yaml"),
+    allow_shared_keys: Annotated[bool, typer.Option(
+        "--allow-shared-keys", help="Rewrite documents that another live index also covers "
+                                    "(recorded in the plan).")] = False,
+    sample_size: Annotated[int, typer.Option(
+        "--sample-size", min=1, help="Documents read to calibrate and measure quantization.")
+    ] = 1000,
+) -> None:
+    """Plan a schema change of one index and write the plan for review (never writes to Redis).
+
+    Exit code 0 when every change is supported, 1 when some change is blocked (the plan is
+    written anyway, with the reasons), 2 for bad input.
+    """
+    from rvlm.core.connection import connect
+    from rvlm.core.errors import RvlmError
+    from rvlm.core.patch import load_patch
+    from rvlm.core.planner import PlanOptions, make_plan
+    from rvlm.core.plugins import get_host
+    from rvlm.core.schema_yaml import load_schema
+
+    if (schema_patch is None) == (target_schema is None):
+        raise RvlmError("give --schema-patch or --target-schema (exactly one)")
+    host = get_host()
+    host.check()
+    # Validate the input files before touching the server.
+    patch = load_patch(schema_patch, tuple(host.patch_sections())) if schema_patch else None
+    target = load_schema(target_schema) if target_schema else None
+    client = connect(url)
+    result = make_plan(client, index, patch=patch, target=target, host=host,
+                       options=PlanOptions(sample_size=sample_size,
+                                           allow_shared_keys=allow_shared_keys))
+    plan_out.write_text(result.to_yaml(), encoding="utf-8")
+    from rvlm.cli.render import print_plan
+
+    print_plan(result, plan_out)
+    if not result.supported:
+        raise typer.Exit(1)
+
+
+@handle_errors
+def estimate(
+    plan: Annotated[Path, typer.Option("--plan", help="Plan YAML made by 'rvlm plan'.")],
+    url: UrlOption = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Backup disk, Redis memory before and after, bytes to rewrite and expected downtime."""
+    from rvlm.cli.common import echo_json
+    from rvlm.core.estimate import estimate_plan
+    from rvlm.core.plan import Plan
+
+    loaded = Plan.load(plan)
+    client = None
+    if url:
+        from rvlm.core.connection import connect
+
+        client = connect(url)
+    result = estimate_plan(loaded, client)
+    if json_out:
+        echo_json(result)
+        return
+    from rvlm.cli.render import print_estimate
+
+    print_estimate(result)

@@ -1,0 +1,298 @@
+"""The planner: from an index and a patch (or a target schema) to a plan a person can trust.
+
+It reads the live index once (FT.INFO into the lossless model), merges the patch, computes the
+changes, and asks each change's plugin to ``classify_change``. It never writes to Redis. The
+checks that concern the whole plan (other live indexes covering the same keys, downtime, an
+index still building, indexing failures, values FT.INFO cannot report) live here; the checks
+of one change live in its plugin.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import redis
+
+from rvlm.core.capabilities import Capabilities, detect
+from rvlm.core.changes import Change, Classification
+from rvlm.core.connection import list_indexes, read_index
+from rvlm.core.context import PlanContext
+from rvlm.core.diff import diff, likely_renames
+from rvlm.core.documents import MISSING, Document
+from rvlm.core.errors import RvlmError
+from rvlm.core.patch import SchemaPatch, load_patch, merge, patch_from_target
+from rvlm.core.plan import Plan, PlannedChange
+from rvlm.core.plugins import PluginHost, host_with
+from rvlm.core.resp import to_list, to_str
+from rvlm.core.schema import IndexSchema
+
+KEY_SAMPLE_SIZE = 20
+DEFAULT_SAMPLE_SIZE = 1000
+
+
+@attrs.frozen(kw_only=True)
+class PlanOptions:
+    """``sample_size``: documents read to calibrate and measure quantization.
+    ``allow_shared_keys``: go on although another live index covers the same keys (recorded
+    in the plan as an override)."""
+
+    sample_size: int = DEFAULT_SAMPLE_SIZE
+    allow_shared_keys: bool = False
+
+
+def prefixes_overlap(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs of prefixes where one is a string prefix of the other (or equal)."""
+    return [(x, y) for x in a for y in b if x.startswith(y) or y.startswith(x)]
+
+
+def sample_keys(client: redis.Redis, index: str, count: int) -> list[bytes]:
+    """The first ``count`` document keys of an index, in document-id order (deterministic)."""
+    if count <= 0:
+        return []
+    reply = client.execute_command("FT.SEARCH", index, "*", "NOCONTENT", "LIMIT", "0", str(count),
+                                   "DIALECT", "2")
+    if isinstance(reply, dict) or (hasattr(reply, "get") and not isinstance(reply, list)):
+        results = to_list(reply.get(b"results", reply.get("results", [])))
+        return [_as_bytes(r.get(b"id", r.get("id"))) for r in results]
+    items = to_list(reply)
+    return [_as_bytes(k) for k in items[1:]]
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def read_documents(client: redis.Redis, storage_type: str, keys: Sequence[bytes],
+                   names: Sequence[str]) -> list[Document]:
+    """Read hash fields or JSON paths of ``keys`` (MISSING where absent). Read-only."""
+    if not keys or not names:
+        return [Document(k, {}) for k in keys]
+    pipe = client.pipeline(transaction=False)
+    for k in keys:
+        if storage_type == "json":
+            pipe.execute_command("JSON.GET", k, *names)
+        else:
+            pipe.hmget(k, list(names))
+    docs = []
+    for k, raw in zip(keys, pipe.execute(), strict=True):
+        values: dict[str, Any] = {}
+        if storage_type == "json":
+            if raw is not None:
+                decoded = json.loads(raw)
+                if len(names) == 1:
+                    decoded = {names[0]: decoded}
+                for n in names:
+                    found = decoded.get(n, [])
+                    values[n] = found[0] if found else MISSING
+            else:
+                values = {n: MISSING for n in names}
+        else:
+            values = {n: (MISSING if v is None else v) for n, v in zip(names, raw, strict=True)}
+        docs.append(Document(k, values))
+    return docs
+
+
+def _other_indexes(client: redis.Redis, source: str) -> dict[str, IndexSchema]:
+    out = {}
+    for name in list_indexes(client):
+        if name == source:
+            continue
+        try:
+            out[name] = read_index(client, name).schema
+        except RvlmError:
+            continue
+    return out
+
+
+def make_plan(
+    client: redis.Redis,
+    index_name: str,
+    *,
+    patch: SchemaPatch | None = None,
+    target: IndexSchema | None = None,
+    options: PlanOptions | None = None,
+    host: PluginHost | None = None,
+    plugins: Sequence[Any] = (),
+) -> Plan:
+    """Plan the migration of ``index_name`` by ``patch`` or to ``target`` (exactly one)."""
+    if (patch is None) == (target is None):
+        raise RvlmError("give a schema patch or a target schema (exactly one)")
+    options = options or PlanOptions()
+    host = host or host_with(plugins)
+    host.check()
+    caps = detect(client)
+    info = read_index(client, index_name)
+    source = info.schema
+    warnings: list[str] = []
+    if source.name != index_name:
+        warnings.append(f"{index_name!r} is an alias of {source.name!r}; the plan migrates "
+                        f"{source.name!r}")
+    index_names = tuple(list_indexes(client))
+
+    cache: dict[tuple[str, ...], list[Document]] = {}
+    calib_keys: list[bytes] | None = None
+
+    def sample(names: Sequence[str]) -> list[Document]:
+        nonlocal calib_keys
+        key = tuple(names)
+        if key not in cache:
+            if calib_keys is None:
+                calib_keys = sample_keys(client, source.name, options.sample_size)
+            cache[key] = read_documents(client, source.storage_type, calib_keys, names)
+        return cache[key]
+
+    def keys_exist(keys: Sequence[bytes]) -> list[bool]:
+        pipe = client.pipeline(transaction=False)
+        for k in keys:
+            pipe.exists(k)
+        return [bool(x) for x in pipe.execute()]
+
+    key_sample = tuple(sample_keys(client, source.name, KEY_SAMPLE_SIZE))
+    others = _other_indexes(client, source.name)
+
+    renames: dict[str, str] = {}
+    sections: dict[str, Any] = {}
+    if patch is not None:
+        owned = host.patch_sections()
+        unknown = [s for s in patch.sections if s not in owned]
+        if unknown:
+            raise RvlmError(f"{patch.source}: changes.{unknown[0]}: no installed plugin owns "
+                            "this section")
+        merged = merge(source, patch)
+        renames = patch.renames
+        sections = dict(patch.sections)
+        requested = patch.requested_changes()
+    else:
+        assert target is not None
+        merged = target
+        requested = patch_from_target(source, target).requested_changes()
+        for old, new in likely_renames(source, target, renames):
+            warnings.append(
+                f"field {old!r} disappears and an identical field {new!r} appears: if this is "
+                f"a rename, use a schema patch with rename_fields: [{{old_name: {old}, "
+                f"new_name: {new}}}] (as planned, {old!r} is removed and {new!r} added)")
+
+    def context_for(tgt: IndexSchema) -> PlanContext:
+        return PlanContext(source=source, target=tgt, stats=info.stats, capabilities=caps,
+                           sample=sample, key_sample=key_sample, other_indexes=others,
+                           index_names=index_names, keys_exist=keys_exist,
+                           options=attrs.asdict(options))
+
+    changes = diff(source, merged, renames)
+    final = merged
+    owners = host.change_types()
+    section_owner = {ct.patch_section: name for name, (_p, ct) in owners.items() if ct.patch_section}
+    for section, value in sections.items():
+        final = host.merge_patch_section(section, value, final, context_for(final))
+        changes.append(Change(type=section_owner[section], details={"section": section,
+                                                                    "value": value}))
+    context = context_for(final)
+
+    planned: list[PlannedChange] = []
+    operations = []
+    for change in changes:
+        verdict: Classification = host.classify(change, context)
+        plugin = owners[change.type][0]
+        planned.append(PlannedChange(
+            type=change.type, plugin=plugin, plugin_version=host.version(plugin),
+            field=change.field, new_field=change.new_field, supported=verdict.supported,
+            blocked_reasons=verdict.blocked_reasons, warnings=verdict.warnings,
+            lossy=verdict.lossy, summary=verdict.summary,
+            details={**change.details, **verdict.details},
+        ))
+        operations.extend(verdict.operations)
+
+    overrides: dict[str, Any] = {}
+    warnings += _plan_checks(source, final, info, caps, operations, others, options, overrides,
+                             planned)
+    if not changes:
+        warnings.append("the patch changes nothing: the target schema equals the source")
+
+    return Plan(
+        source_schema=source,
+        source_stats=info.stats,
+        key_sample=tuple(to_str(k) for k in key_sample),
+        requested_changes=requested,
+        target_schema=final,
+        changes=tuple(planned),
+        operations=tuple(operations),
+        warnings=tuple(warnings),
+        server=caps.to_dict(),
+        overrides=overrides,
+    )
+
+
+def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any, caps: Capabilities,
+                 operations: list[Any], others: dict[str, IndexSchema], options: PlanOptions,
+                 overrides: dict[str, Any], planned: list[PlannedChange]) -> list[str]:
+    """Whole-plan checks; blocking ones are added to ``planned`` as a blocked change."""
+    warnings: list[str] = []
+    stats = info.stats
+    if operations:
+        shared = []
+        for name, other in sorted(others.items()):
+            pairs = prefixes_overlap(source.index.prefix, other.index.prefix)
+            if pairs and other.storage_type == source.storage_type:
+                shared.append(f"{name} ({', '.join(sorted({p for pair in pairs for p in pair}))})")
+        if shared:
+            text = (f"other live indexes cover the same keys and would see their documents "
+                    f"rewritten: {'; '.join(shared)}")
+            if options.allow_shared_keys:
+                overrides["allow_shared_keys"] = True
+                warnings.append(text + " (allowed by --allow-shared-keys)")
+            else:
+                planned.append(PlannedChange(
+                    type="shared_keys", plugin="rvlm", plugin_version="core", supported=False,
+                    blocked_reasons=(text + "; migrate them together with 'rvlm batch', or pass "
+                                     "--allow-shared-keys to accept it",)))
+    if stats.indexing_failures:
+        warnings.append(f"the source index has {stats.indexing_failures} indexing failures; "
+                        "those documents are migrated too and will still fail to index")
+    if stats.indexing or stats.percent_indexed < 1.0:
+        warnings.append(f"the source index is still building ({stats.percent_indexed:.0%} "
+                        "indexed); wait until it finishes so the document count is final")
+    unknown = [f"{f.name}.{a}" for f in target.fields for a in f.unknown_attrs]
+    if unknown:
+        warnings.append(f"FT.INFO cannot report {', '.join(unknown)}; the rebuilt index uses the "
+                        "server defaults for them unless the patch sets them in update_fields")
+    docs = stats.num_docs + stats.indexing_failures
+    per_doc_ms = stats.total_indexing_time_ms / docs if docs and stats.total_indexing_time_ms else 0
+    estimate = per_doc_ms * docs / 1000.0
+    if docs:
+        if not per_doc_ms:
+            est = "indexing time unknown"
+        else:
+            est = "under a second of indexing" if estimate < 1 else f"about {estimate:.0f} s of indexing"
+        warnings.append(f"downtime: queries on {source.name!r} fail from the drop until "
+                        f"{target.name!r} has indexed {docs} documents ({est}"
+                        f"{', plus the document rewrite' if operations else ''})")
+    return warnings
+
+
+def plan_from_files(client: redis.Redis, index_name: str, *, schema_patch: str | None = None,
+                    target_schema: str | None = None, options: PlanOptions | None = None,
+                    host: PluginHost | None = None) -> Plan:
+    """``make_plan`` from file paths, validating the files before touching the server."""
+    from rvlm.core.schema_yaml import load_schema
+
+    host = host or host_with()
+    if (schema_patch is None) == (target_schema is None):
+        raise RvlmError("give --schema-patch or --target-schema (exactly one)")
+    if schema_patch is not None:
+        patch = load_patch(schema_patch, tuple(host.patch_sections()))
+        return make_plan(client, index_name, patch=patch, options=options, host=host)
+    assert target_schema is not None
+    return make_plan(client, index_name, target=load_schema(target_schema), options=options,
+                     host=host)
+
+
+def match_indexes(names: Sequence[str], pattern: str) -> list[str]:
+    """Index names matching a glob pattern."""
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+
+
+SampleFn = Callable[[Sequence[str]], list[Document]]

@@ -1,0 +1,32 @@
+"""add_field: a new field in the index. Documents are not touched; those that hold a value
+under the new field's name or path are indexed by the rebuilt index."""
+
+from __future__ import annotations
+
+from rvlm.core.changes import Change, ChangeType, Classification
+from rvlm.core.context import PlanContext
+from rvlm.hookspecs import hookimpl
+
+NAME = "add_field"
+
+
+@hookimpl
+def rvlm_change_types() -> list[ChangeType]:
+    return [ChangeType(name=NAME, description="Add a field to the index (no document rewrite).")]
+
+
+@hookimpl
+def classify_change(change: Change, context: PlanContext) -> Classification | None:
+    if change.type != NAME:
+        return None
+    field = context.target.field(change.new_field or "")
+    assert field is not None
+    if field.type == "vector":
+        return Classification.blocked(
+            f"adding vector field {field.name!r} needs a vector in every document, which rvlm "
+            "cannot invent; compute it with a plugin (see examples/plugins/computed_vector) or "
+            "write the vectors first and then add the field"
+        )
+    where = field.identifier(context.target.storage_type)
+    return Classification(summary=f"add {field.type} field {field.name!r} ({where}); documents "
+                                  "that hold it are indexed")

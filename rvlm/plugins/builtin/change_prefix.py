@@ -1,0 +1,61 @@
+"""change_prefix: every document key moves from the old prefix to the new one.
+
+Keys are renamed by the executor (RENAME on one node; DUMP/PTTL/RESTORE/DEL across cluster
+hash slots), TTLs kept, with the original names in the backup. A new key that already exists
+is refused: on a sample at plan time, and over every key before the drop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rvlm.core.changes import Change, ChangeType, Classification
+from rvlm.core.context import ApplyContext, PlanContext
+from rvlm.core.documents import NO_CHANGE, Document, DocumentOperation, DocumentUpdate
+from rvlm.hookspecs import hookimpl
+
+NAME = "change_prefix"
+
+
+@hookimpl
+def rvlm_change_types() -> list[ChangeType]:
+    return [ChangeType(name=NAME, description="Move every document to a new key prefix.")]
+
+
+@hookimpl
+def classify_change(change: Change, context: PlanContext) -> Classification | None:
+    if change.type != NAME:
+        return None
+    before, after = change.details["before"], change.details["after"]
+    if len(before) != 1 or len(after) != 1:
+        return Classification.blocked(
+            f"the index has prefixes {before} -> {after}: only a change from one prefix to "
+            "one prefix is supported (keys under several prefixes cannot be mapped safely)")
+    old, new = before[0], after[0]
+    if old.startswith(new) and old != new:
+        return Classification.blocked(
+            f"the new prefix {new!r} is a prefix of the old one {old!r}: renamed keys would "
+            "still match the old prefix; choose a prefix that does not contain the old one")
+    sample = [k for k in context.key_sample if k.startswith(old.encode())]
+    new_keys = [new.encode() + k[len(old):] for k in sample]
+    if new_keys and context.keys_exist is not None:
+        taken = [k for k, e in zip(new_keys, context.keys_exist(new_keys), strict=True) if e]
+        if taken:
+            return Classification.blocked(
+                f"{len(taken)} of {len(new_keys)} sampled keys already exist under the new "
+                f"prefix (e.g. {taken[0].decode(errors='replace')}); moving would overwrite them")
+    return Classification(
+        summary=f"move every key from prefix {old!r} to {new!r} (RENAME, TTLs kept)",
+        operations=(DocumentOperation(plugin=NAME, kind="rename_keys",
+                                      rename_prefix=(old, new)),),
+        warnings=(f"applications that read keys under {old!r} must switch to {new!r}",),
+    )
+
+
+@hookimpl
+def transform_documents(operation: DocumentOperation, documents: Sequence[Document],
+                        context: ApplyContext) -> list[DocumentUpdate] | None:
+    if operation.plugin != NAME:
+        return None
+    # The executor moves keys itself from the operation's rename_prefix.
+    return [NO_CHANGE] * len(documents)

@@ -1,0 +1,184 @@
+"""quantize: a vector field's datatype changes (float64/32/16, bfloat16, int8, uint8).
+
+Every stored vector is converted with numpy, a whole batch at a time, using a scheme the plan
+records (see :mod:`rvlm.core.vectors`): casts between floats (bfloat16 rounds to nearest
+even), per-vector max-abs scaling to int8 for COSINE, a global scale (and offset for uint8
+under L2) calibrated on a sample for L2 and IP, so rankings survive. The planner measures the
+error on the sampled vectors and blocks what the server cannot index before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rvlm.core import vectors
+from rvlm.core.changes import Change, ChangeType, Classification
+from rvlm.core.context import ApplyContext, PlanContext
+from rvlm.core.documents import MISSING, NO_CHANGE, Document, DocumentOperation, DocumentUpdate
+from rvlm.core.schema import VectorAttrs
+from rvlm.core.validation import CheckResult
+from rvlm.hookspecs import hookimpl
+
+NAME = "quantize"
+SVS_DATATYPES = ("float16", "float32")
+
+
+@hookimpl
+def rvlm_change_types() -> list[ChangeType]:
+    return [ChangeType(name=NAME, description="Convert stored vectors to another datatype.")]
+
+
+def _sample_matrix(docs: Sequence[Document], path: str, storage: str, datatype: str,
+                   dims: int) -> np.ndarray:
+    values = [d.get(path) for d in docs]
+    if storage == "json":
+        rows = [v for v in values if isinstance(v, list) and len(v) == dims]
+        return np.asarray(rows, dtype=np.float64).reshape(-1, dims)
+    width = vectors.WIDTH[datatype]
+    raws = [v for v in values if isinstance(v, bytes) and len(v) == dims * width]
+    if not raws:
+        return np.zeros((0, dims))
+    return vectors.decode_batch(raws, datatype, dims)
+
+
+@hookimpl
+def classify_change(change: Change, context: PlanContext) -> Classification | None:
+    if change.type != NAME:
+        return None
+    source = context.source.field(change.field or "")
+    target = context.target.field(change.new_field or "")
+    assert source is not None and target is not None
+    assert isinstance(source.attrs, VectorAttrs) and isinstance(target.attrs, VectorAttrs)
+    src_dt, dst_dt = source.attrs.datatype, target.attrs.datatype
+    caps = context.capabilities
+    label = f"{change.field!r} {src_dt} -> {dst_dt}"
+    if dst_dt not in caps.datatypes:
+        gate = "Redis 8.0" if dst_dt in ("int8", "uint8") else "RediSearch 2.10"
+        return Classification.blocked(
+            f"{label}: this server (search {caps.to_dict()['search_version']}) cannot index "
+            f"{dst_dt.upper()} vectors (needs {gate}); nothing was changed")
+    if target.attrs.algorithm == "svs-vamana" and dst_dt not in SVS_DATATYPES:
+        return Classification.blocked(f"{label}: SVS-VAMANA indexes only float16 and float32")
+    storage = context.source.storage_type
+    read_path = source.identifier(storage)
+    write_path = target.identifier(context.target.storage_type)
+    dims = target.attrs.dims
+    sample = _sample_matrix(context.sample([read_path]), read_path, storage, src_dt, dims)
+    try:
+        scheme = vectors.choose_scheme(src_dt, dst_dt, target.attrs.distance_metric, sample)
+    except vectors.VectorError as exc:
+        return Classification.blocked(f"{label}: {exc}")
+    lossy = vectors.is_lossy(scheme)
+    details: dict[str, object] = {"scheme": scheme.to_dict()}
+    warnings = []
+    if len(sample):
+        try:
+            err = vectors.measure_error(sample, scheme)
+        except vectors.VectorError as exc:
+            return Classification.blocked(f"{label}: {exc}")
+        details["error_on_sample"] = err.to_dict()
+        if lossy:
+            warnings.append(
+                f"{label} is lossy: on {err.sample_size} sampled vectors max abs error "
+                f"{err.max_abs_error:.3g}, mean abs error {err.mean_abs_error:.3g}, mean cosine "
+                f"similarity to the original {err.mean_cosine_similarity:.6f} (min "
+                f"{err.min_cosine_similarity:.6f}); originals are kept in the backup for rollback")
+    elif lossy:
+        warnings.append(f"{label} is lossy; no sampled vectors to measure the error on")
+    width_note = f"{vectors.WIDTH[src_dt] * dims} -> {vectors.WIDTH[dst_dt] * dims} bytes"
+    return Classification(
+        summary=f"quantize {label} ({scheme.kind}; {width_note} per vector)",
+        lossy=lossy,
+        warnings=tuple(warnings),
+        details=details,
+        operations=(DocumentOperation(
+            plugin=NAME, kind="convert_vector", reads=(write_path,), writes=(write_path,),
+            lossy=lossy,
+            params={"field": target.name, "path": write_path, "storage_type": storage,
+                    "dims": dims, "scheme": scheme.to_dict()},
+        ),),
+    )
+
+
+@hookimpl
+def transform_documents(operation: DocumentOperation, documents: Sequence[Document],
+                        context: ApplyContext) -> list[DocumentUpdate] | None:
+    if operation.plugin != NAME:
+        return None
+    p = operation.params
+    path, dims = p["path"], int(p["dims"])
+    scheme = vectors.QuantizationScheme.from_dict(p["scheme"])
+    updates: list[DocumentUpdate] = [NO_CHANGE] * len(documents)
+    if scheme.source_datatype == scheme.target_datatype:
+        return updates
+    picked: list[int] = []
+    if p["storage_type"] == "json":
+        values = []
+        for i, d in enumerate(documents):
+            v = d.get(path)
+            if isinstance(v, list) and len(v) == dims:
+                picked.append(i)
+                values.append(v)
+        converted: Sequence[object] = vectors.convert_values_batch(values, dims, scheme) \
+            if values else []
+    else:
+        size = dims * vectors.WIDTH[scheme.source_datatype]
+        raws = []
+        for i, d in enumerate(documents):
+            v = d.get(path)
+            # A vector of the wrong length never indexed (an indexing failure): leave it.
+            if isinstance(v, bytes) and len(v) == size:
+                picked.append(i)
+                raws.append(v)
+        converted = vectors.convert_bytes_batch(raws, dims, scheme) if raws else []
+    for i, new in zip(picked, converted, strict=True):
+        updates[i] = DocumentUpdate(set={path: new})
+    return updates
+
+
+@hookimpl
+def validate(plan: object, context: ApplyContext) -> list[CheckResult] | None:
+    """Sampled documents hold vectors of the target datatype's size."""
+    from rvlm.core.planner import read_documents
+
+    checks: list[CheckResult] = []
+    client = context.client
+    if client is None:
+        return None
+    for op in context.plan.operations:
+        if op.plugin != NAME:
+            continue
+        p = op.params
+        scheme = vectors.QuantizationScheme.from_dict(p["scheme"])
+        keys = [k.encode() for k in _sample_keys_after(context)]
+        docs = read_documents(client, p["storage_type"], keys, [p["path"]])
+        bad = []
+        for d in docs:
+            v = d.get(p["path"])
+            if v is MISSING:
+                continue
+            if p["storage_type"] == "json":
+                ok = isinstance(v, list) and len(v) == p["dims"]
+            else:
+                ok = isinstance(v, bytes) and len(v) == p["dims"] * vectors.WIDTH[
+                    scheme.target_datatype]
+            if not ok:
+                bad.append(d.key.decode(errors="replace"))
+        checks.append(CheckResult(
+            name=f"quantize:{p['field']}", passed=not bad,
+            details=(f"sampled vectors are {scheme.target_datatype}" if not bad else
+                     f"{len(bad)} sampled documents have a vector of the wrong size, e.g. "
+                     f"{bad[0]}")))
+    return checks
+
+
+def _sample_keys_after(context: ApplyContext) -> list[str]:
+    plan = context.plan
+    old = plan.source_schema.index.prefix
+    new = plan.target_schema.index.prefix
+    keys = list(plan.key_sample)
+    if old != new and len(old) == 1 and len(new) == 1:
+        keys = [new[0] + k[len(old[0]):] if k.startswith(old[0]) else k for k in keys]
+    return keys

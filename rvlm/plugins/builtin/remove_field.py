@@ -1,0 +1,24 @@
+"""remove_field: the index stops indexing a field. Documents keep their values."""
+
+from __future__ import annotations
+
+from rvlm.core.changes import Change, ChangeType, Classification
+from rvlm.core.context import PlanContext
+from rvlm.hookspecs import hookimpl
+
+NAME = "remove_field"
+
+
+@hookimpl
+def rvlm_change_types() -> list[ChangeType]:
+    return [ChangeType(name=NAME, description="Remove a field from the index (values are kept).")]
+
+
+@hookimpl
+def classify_change(change: Change, context: PlanContext) -> Classification | None:
+    if change.type != NAME:
+        return None
+    return Classification(
+        summary=f"remove field {change.field!r} from the index (documents keep the value)",
+        warnings=(f"queries that use @{change.field} stop matching after the migration",),
+    )

@@ -1,0 +1,32 @@
+"""rename_index: the rebuilt index gets a new name. Documents are not touched.
+
+Renaming onto a name that already exists is blocked at plan time (the peer drops the source
+and silently creates nothing); the executor checks again before the drop.
+"""
+
+from __future__ import annotations
+
+from rvlm.core.changes import Change, ChangeType, Classification
+from rvlm.core.context import PlanContext
+from rvlm.hookspecs import hookimpl
+
+NAME = "rename_index"
+
+
+@hookimpl
+def rvlm_change_types() -> list[ChangeType]:
+    return [ChangeType(name=NAME, description="Give the rebuilt index a new name.")]
+
+
+@hookimpl
+def classify_change(change: Change, context: PlanContext) -> Classification | None:
+    if change.type != NAME:
+        return None
+    before, after = change.details["before"], change.details["after"]
+    if after in context.index_names:
+        return Classification.blocked(
+            f"an index named {after!r} already exists; pick another name or drop it first")
+    return Classification(
+        summary=f"rename index {before!r} -> {after!r}",
+        warnings=(f"clients that query {before!r} must switch to {after!r} (or point an "
+                  f"alias at it: FT.ALIASADD {before} {after})",))

@@ -83,8 +83,8 @@ class Capabilities:
 
 def detect(client: redis.Redis) -> Capabilities:
     """Ask the server (INFO server, MODULE LIST, INFO cluster)."""
-    server = client.info("server")
-    version = to_str(server.get("redis_version", server.get(b"redis_version", "")))
+    server = to_map(client.info("server"))
+    version = to_str(server.get("redis_version", ""))
     search = 0
     json = 0
     try:

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from rvlm.core.convert import items, strings
 from rvlm.core.documents import DocumentOperation
 
 
@@ -57,9 +58,9 @@ class Classification:
     """A plugin's verdict on one change."""
 
     supported: bool = True
-    blocked_reasons: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    operations: tuple[DocumentOperation, ...] = attrs.field(default=(), converter=tuple)
+    blocked_reasons: tuple[str, ...] = attrs.field(default=(), converter=strings)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=strings)
+    operations: tuple[DocumentOperation, ...] = attrs.field(default=(), converter=items)
     lossy: bool = False
     summary: str = ""
     details: dict[str, Any] = attrs.field(factory=dict)

@@ -17,11 +17,13 @@ from typing import Any
 
 import attrs
 
+from rvlm.core.convert import strings
+
 
 class _Missing:
     _instance: _Missing | None = None
 
-    def __new__(cls) -> _Missing:
+    def __new__(cls) -> _Missing:  # noqa: PYI034
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -35,6 +37,10 @@ class _Missing:
 
 MISSING: Any = _Missing()
 """A field or path that the document does not have."""
+
+
+def _pair(value: Any) -> tuple[str, str] | None:
+    return None if value is None else (str(value[0]), str(value[1]))
 
 
 @attrs.frozen(kw_only=True)
@@ -54,12 +60,10 @@ class DocumentOperation:
 
     plugin: str
     kind: str
-    reads: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    writes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    creates: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    rename_prefix: tuple[str, str] | None = attrs.field(
-        default=None, converter=lambda v: None if v is None else (str(v[0]), str(v[1]))
-    )
+    reads: tuple[str, ...] = attrs.field(default=(), converter=strings)
+    writes: tuple[str, ...] = attrs.field(default=(), converter=strings)
+    creates: tuple[str, ...] = attrs.field(default=(), converter=strings)
+    rename_prefix: tuple[str, str] | None = attrs.field(default=None, converter=_pair)
     lossy: bool = False
     params: dict[str, Any] = attrs.field(factory=dict)
 
@@ -117,7 +121,7 @@ class DocumentUpdate:
     """
 
     set: dict[str, Any] = attrs.field(factory=dict)
-    delete: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    delete: tuple[str, ...] = attrs.field(default=(), converter=strings)
     new_key: bytes | None = None
 
     @property

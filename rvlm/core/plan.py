@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from rvlm.core.convert import strings
 from rvlm.core.documents import DocumentOperation
 from rvlm.core.errors import RvlmError
 from rvlm.core.ftinfo import IndexStats
@@ -37,8 +38,8 @@ class PlannedChange:
     field: str | None = None
     new_field: str | None = None
     supported: bool = True
-    blocked_reasons: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    blocked_reasons: tuple[str, ...] = attrs.field(default=(), converter=strings)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=strings)
     lossy: bool = False
     summary: str = ""
     details: dict[str, Any] = attrs.field(factory=dict)
@@ -100,8 +101,12 @@ class Plan:
 
     @property
     def blocked_reasons(self) -> list[str]:
-        return [f"{c.type}{' ' + (c.field or c.new_field) if (c.field or c.new_field) else ''}: "
-                f"{r}" for c in self.changes for r in c.blocked_reasons]
+        out: list[str] = []
+        for c in self.changes:
+            name = c.field or c.new_field
+            label = f"{c.type} {name}" if name else c.type
+            out.extend(f"{label}: {r}" for r in c.blocked_reasons)
+        return out
 
     @property
     def lossy(self) -> bool:

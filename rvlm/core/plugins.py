@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pluggy
@@ -113,8 +113,8 @@ class PluginHost:
 
     def register(self, plugin: Any, name: str | None = None, version: str | None = None) -> str:
         """Register a plugin object or module; returns the name it got."""
-        name = name or getattr(plugin, "name", None) or getattr(plugin, "__name__", None)
-        name = name or type(plugin).__name__
+        name = str(name or getattr(plugin, "name", None) or getattr(plugin, "__name__", None)
+                   or type(plugin).__name__)
         if self.pm.get_plugin(name) is not None:
             raise RvlmError(f"a plugin named {name!r} is already registered")
         self.pm.register(plugin, name=name)
@@ -132,7 +132,8 @@ class PluginHost:
         """change type name -> (owning plugin, ChangeType). Raises on a double claim."""
         owners: dict[str, tuple[str, ChangeType]] = {}
         for impl in self.pm.hook.rvlm_change_types.get_hookimpls():
-            for ct in impl.function() or ():
+            declared = cast("Iterable[ChangeType]", impl.function() or ())
+            for ct in declared:
                 if ct.name in owners and owners[ct.name][0] != impl.plugin_name:
                     raise RvlmError(
                         f"plugins {owners[ct.name][0]!r} and {impl.plugin_name!r} both claim "
@@ -158,8 +159,8 @@ class PluginHost:
 
     def plugins(self) -> list[PluginInfo]:
         types: dict[str, list[str]] = {}
-        for name, (plugin, _ct) in self.change_types().items():
-            types.setdefault(plugin, []).append(name)
+        for type_name, (owner, _ct) in self.change_types().items():
+            types.setdefault(owner, []).append(type_name)
         out = []
         for name, plugin in self.pm.list_name_plugin():
             hooks = sorted(

@@ -40,6 +40,8 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except RvlmError as exc:
             fail(str(exc), exc.exit_code)
+        except (typer.Exit, typer.Abort):
+            raise
         except KeyboardInterrupt:
             typer.secho("interrupted; re-run the same command to resume", err=True)
             raise typer.Exit(130) from None

@@ -1,0 +1,305 @@
+"""What a migration has done so far: an append-only, checksummed JSON-lines log per worker.
+
+Each worker writes ``journal-{worker}.jsonl`` in the backup directory. One line per event::
+
+    {"crc":"1a2b3c4d","rec":{"event":"batch_done","batch":3,"ts":1700000000.25,"worker":0}}
+
+``crc`` is the crc32 (8 lowercase hex digits) of the exact bytes of the ``rec`` object as
+written, so a line is checked without re-serialising it, and every line is still plain JSON
+(``jq`` works). :meth:`Journal.append` writes the line with one ``write``, then ``fsync``:
+once it returns, the event survives a crash.
+
+Vocabulary (every event also carries ``ts``, seconds since the epoch, and ``worker``):
+
+* ``phase``: ``value`` is one of :data:`PHASES` (planned, checked, keys_enumerated,
+  pre_drop_done, dropped, transforming, transformed, created, indexed, validated, done,
+  rolled_back, failed).
+* ``batch_started`` / ``batch_done``: ``batch`` (int). A batch is journaled as started only
+  after its backup is fsynced, and as done only after all its writes succeeded.
+* ``error``: ``message`` (str), plus any JSON-serialisable detail.
+
+Damage: a torn *last* line (crash during an append, so the event was never acknowledged and
+the executor did not act on it) is ignored by readers and cut off by the next
+:meth:`Journal.append`. A damaged line with a good line after it is corruption and raises
+:class:`~rvlm.core.backup.BackupCorrupt` naming file and line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+import zlib
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import attrs
+
+from rvlm.core.backup import BackupBusy, BackupCorrupt, fsync_directory
+
+PHASES: tuple[str, ...] = (
+    "planned",
+    "checked",
+    "keys_enumerated",
+    "pre_drop_done",
+    "dropped",
+    "transforming",
+    "transformed",
+    "created",
+    "indexed",
+    "validated",
+    "done",
+    "rolled_back",
+    "failed",
+)
+EVENTS: tuple[str, ...] = ("phase", "batch_started", "batch_done", "error")
+
+_PREFIX = b'{"crc":"'
+_MIDDLE = b'","rec":'
+_CRC_AT = len(_PREFIX)
+_REC_AT = _CRC_AT + 8 + len(_MIDDLE)
+_JOURNAL_RE = re.compile(r"^journal-(\d+)\.jsonl$")
+_RESERVED = frozenset({"event", "ts", "worker"})
+
+
+def journal_path(directory: Path, worker: int) -> Path:
+    """Where worker ``worker``'s journal lives in ``directory``."""
+    return Path(directory) / f"journal-{worker}.jsonl"
+
+
+def _encode(rec: dict[str, Any]) -> bytes:
+    body = json.dumps(rec, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    return b"%s%08x%s%s}\n" % (_PREFIX, zlib.crc32(body), _MIDDLE, body)
+
+
+def _decode(line: bytes) -> dict[str, Any] | None:
+    """The event of one line (without its newline), or None if the line is damaged."""
+    if not (line.startswith(_PREFIX) and line[_CRC_AT + 8 : _REC_AT] == _MIDDLE):
+        return None
+    if not line.endswith(b"}"):
+        return None
+    body = line[_REC_AT:-1]
+    try:
+        crc = int(line[_CRC_AT : _CRC_AT + 8], 16)
+    except ValueError:
+        return None
+    if zlib.crc32(body) != crc:
+        return None
+    try:
+        rec = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("event"), str):
+        return None
+    return rec
+
+
+def _parse(path: Path, data: bytes) -> tuple[list[dict[str, Any]], int, bool]:
+    """(events, length of the good prefix, whether a torn last line was dropped)."""
+    events: list[dict[str, Any]] = []
+    pos = 0
+    lineno = 0
+    n = len(data)
+    while pos < n:
+        nl = data.find(b"\n", pos)
+        lineno += 1
+        if nl < 0:  # no newline: an append that never completed, whatever its bytes say
+            return events, pos, True
+        rec = _decode(data[pos:nl])
+        if rec is None:
+            if nl + 1 == n:  # the last line: a torn append
+                return events, pos, True
+            raise BackupCorrupt(
+                f"{path}: line {lineno} (offset {pos}) is damaged (checksum mismatch or "
+                "garbled) and later lines exist",
+                path=path,
+                offset=pos,
+            )
+        events.append(rec)
+        pos = nl + 1
+    return events, pos, False
+
+
+class Journal:
+    """One worker's journal. Reading methods re-read the file each call (it is small).
+
+    The file is opened for writing lazily, on the first :meth:`append`, which takes an
+    exclusive ``flock`` (a second live writer for the same worker is refused with
+    :class:`~rvlm.core.backup.BackupBusy`) and cuts off a torn last line left by a crash.
+    """
+
+    def __init__(self, directory: Path, worker: int) -> None:
+        if isinstance(worker, bool) or not isinstance(worker, int) or worker < 0:
+            raise ValueError(f"worker must be a non-negative int, got {worker!r}")
+        self.directory = Path(directory)
+        self.worker = worker
+        self.path = journal_path(self.directory, worker)
+        self._fd = -1
+        #: True if the last read found (and ignored) a torn last line.
+        self.torn_tail = False
+
+    def _open_for_append(self) -> None:
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BackupBusy(f"{self.path} is open for writing by another process") from None
+            data = _read_all(fd)
+            _events, good, _torn = _parse(self.path, data)
+            if good != len(data):
+                os.ftruncate(fd, good)
+                os.fsync(fd)
+            if created:
+                fsync_directory(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def append(self, event: str, **data: Any) -> dict[str, Any]:
+        """Write one event and fsync it; returns the event dict as written.
+
+        ``event`` must be in :data:`EVENTS`; ``phase`` needs ``value`` in :data:`PHASES`,
+        ``batch_started``/``batch_done`` need an int ``batch``. ``data`` must be
+        JSON-serialisable and must not use the reserved names ``event``, ``ts``, ``worker``.
+        """
+        _validate(event, data)
+        rec: dict[str, Any] = {"event": event, **data, "ts": time.time(), "worker": self.worker}
+        line = _encode(rec)
+        if self._fd < 0:
+            self._open_for_append()
+        view = memoryview(line)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        os.fsync(self._fd)
+        return rec
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every acknowledged event, oldest first (a torn last line is left out)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        events, _good, self.torn_tail = _parse(self.path, data)
+        return events
+
+    def phase(self) -> str | None:
+        """The value of the last ``phase`` event, or None if there is none."""
+        for rec in reversed(self.events()):
+            if rec["event"] == "phase":
+                return str(rec.get("value"))
+        return None
+
+    def batches_started(self) -> set[int]:
+        """Batch numbers with a ``batch_started`` event."""
+        return {int(r["batch"]) for r in self.events() if r["event"] == "batch_started"}
+
+    def batches_done(self) -> set[int]:
+        """Batch numbers with a ``batch_done`` event."""
+        return {int(r["batch"]) for r in self.events() if r["event"] == "batch_done"}
+
+    def close(self) -> None:
+        """Close the file if it was opened for appending (releasing the lock). Idempotent."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks = []
+    pos = 0
+    while pos < size:
+        chunk = os.pread(fd, size - pos, pos)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        pos += len(chunk)
+    return b"".join(chunks)
+
+
+def _validate(event: str, data: dict[str, Any]) -> None:
+    if event not in EVENTS:
+        raise ValueError(f"unknown journal event {event!r} (known: {', '.join(EVENTS)})")
+    reserved = _RESERVED.intersection(data)
+    if reserved:
+        raise ValueError(f"reserved journal field(s): {', '.join(sorted(reserved))}")
+    if event == "phase" and data.get("value") not in PHASES:
+        raise ValueError(f"unknown phase {data.get('value')!r} (known: {', '.join(PHASES)})")
+    if event in ("batch_started", "batch_done"):
+        batch = data.get("batch")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+            raise ValueError(f"{event} needs a non-negative int batch, got {batch!r}")
+    if event == "error" and not isinstance(data.get("message"), str):
+        raise ValueError("error needs a str message")
+
+
+@attrs.frozen
+class RunState:
+    """Where a migration stands, from every worker's journal in a directory.
+
+    ``phase`` is the value of the most recent ``phase`` event across all journals (by ``ts``,
+    then worker, then position), None if none. ``done`` holds batches with a ``batch_done``
+    event in any journal; ``started_not_done`` those started but not done: on resume their
+    originals must be restored from the backup before they are redone.
+    """
+
+    phase: str | None
+    done: frozenset[int]
+    started_not_done: frozenset[int]
+    errors: tuple[dict[str, Any], ...]
+    workers: tuple[int, ...]
+
+    @property
+    def started(self) -> frozenset[int]:
+        """Every batch journaled as started, done or not: each must be in the backup."""
+        return self.done | self.started_not_done
+
+    @classmethod
+    def load(cls, directory: Path) -> RunState:
+        """Read every ``journal-*.jsonl`` in ``directory``; ``BackupCorrupt`` on damage."""
+        directory = Path(directory)
+        workers = sorted(
+            int(m.group(1)) for p in directory.iterdir() if (m := _JOURNAL_RE.match(p.name))
+        )
+        last_phase: tuple[float, int, int, str] | None = None
+        started: set[int] = set()
+        done: set[int] = set()
+        errors: list[dict[str, Any]] = []
+        for w in workers:
+            for i, rec in enumerate(Journal(directory, w).events()):
+                kind = rec["event"]
+                if kind == "phase":
+                    key = (float(rec.get("ts", 0.0)), w, i, str(rec.get("value")))
+                    if last_phase is None or key > last_phase:
+                        last_phase = key
+                elif kind == "batch_started":
+                    started.add(int(rec["batch"]))
+                elif kind == "batch_done":
+                    done.add(int(rec["batch"]))
+                elif kind == "error":
+                    errors.append(rec)
+        return cls(
+            phase=last_phase[3] if last_phase else None,
+            done=frozenset(done),
+            started_not_done=frozenset(started - done),
+            errors=tuple(errors),
+            workers=tuple(workers),
+        )

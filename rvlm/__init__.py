@@ -1,10 +1,76 @@
-"""rvlm: change the schema of a Redis search index without losing a document."""
+"""rvlm: change the schema of a Redis search index without losing a document.
+
+The public API is imported lazily (``import rvlm`` and ``rvlm --help`` stay fast)::
+
+    from rvlm import MigrationPlanner, MigrationExecutor
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from rvlm.core.errors import MigrationFailed, RvlmError  # noqa: E402
-from rvlm.hookspecs import hookimpl  # noqa: E402
+from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.hookspecs import hookimpl
 
-__all__ = ["MigrationFailed", "RvlmError", "__version__", "hookimpl"]
+if TYPE_CHECKING:
+    from rvlm.aio import AsyncMigrationExecutor, AsyncMigrationPlanner
+    from rvlm.api import MigrationPlanner, rollback, validate
+    from rvlm.core.batch import BatchMigrationExecutor, BatchMigrationPlanner
+    from rvlm.core.executor import MigrationExecutor
+    from rvlm.core.patch import SchemaPatch
+    from rvlm.core.plan import Plan
+    from rvlm.core.report import MigrationReport
+    from rvlm.core.schema import IndexSchema
+
+#: public name -> module that defines it (imported on first access)
+_LAZY: dict[str, str] = {
+    "MigrationPlanner": "rvlm.api",
+    "rollback": "rvlm.api",
+    "validate": "rvlm.api",
+    "MigrationExecutor": "rvlm.core.executor",
+    "BatchMigrationPlanner": "rvlm.core.batch",
+    "BatchMigrationExecutor": "rvlm.core.batch",
+    "AsyncMigrationPlanner": "rvlm.aio",
+    "AsyncMigrationExecutor": "rvlm.aio",
+    "Plan": "rvlm.core.plan",
+    "MigrationReport": "rvlm.core.report",
+    "SchemaPatch": "rvlm.core.patch",
+    "IndexSchema": "rvlm.core.schema",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rvlm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "AsyncMigrationExecutor",
+    "AsyncMigrationPlanner",
+    "BatchMigrationExecutor",
+    "BatchMigrationPlanner",
+    "IndexSchema",
+    "MigrationExecutor",
+    "MigrationFailed",
+    "MigrationPlanner",
+    "MigrationReport",
+    "Plan",
+    "RvlmError",
+    "SchemaPatch",
+    "__version__",
+    "hookimpl",
+    "rollback",
+    "validate",
+]

@@ -1,0 +1,419 @@
+"""``AsyncMigrationPlanner`` and ``AsyncMigrationExecutor``: one migration, on ``redis.asyncio``.
+
+How it works, precisely:
+
+* Every Redis command of a plan or an apply (FT.INFO, key enumeration, batch reads, pipelined
+  writes, renames, FT.DROPINDEX/FT.CREATE, index polling, validation, the lock and its lease)
+  is sent by a ``redis.asyncio`` client on *the caller's event loop*.
+* The control flow is the sync planner's and executor's own code (the same plugin host, the
+  same journal, backup, key file and lock modules), run in a worker thread that talks to Redis
+  through :class:`AsyncBridge`: each command or pipeline is handed to the event loop with
+  ``asyncio.run_coroutine_threadsafe`` and the thread waits for its reply. Plans, document
+  bytes, backups, journals and reports are therefore identical to the sync path's, and crash
+  safety and resume are the same code.
+* The event loop is never blocked: file I/O (backup fsync, journal, key file), the plugins'
+  ``transform_documents`` (numpy) and YAML work run in the worker thread.
+* Not on the event loop: with ``num_workers > 1`` the transform forks worker processes, which
+  use their own sync clients (as the sync executor does); and rollback runs the sync rollback
+  in a thread (:meth:`AsyncMigrationExecutor.rollback`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from rvlm.core.patch import SchemaPatch
+    from rvlm.core.plan import Plan
+    from rvlm.core.report import MigrationReport
+    from rvlm.core.schema import IndexSchema
+
+T = TypeVar("T")
+
+
+class AsyncBridge:
+    """A sync-looking client whose every command runs on a ``redis.asyncio`` client's loop.
+
+    Only for use from a thread other than the loop's thread (the loop would wait on itself).
+    Supports what rvlm's core uses: any command method (``execute_command``, ``get``, ``set``,
+    ``eval``, ``info``, ...) and ``pipeline()`` (queue, then ``execute``).
+    """
+
+    def __init__(self, client: aioredis.Redis, loop: asyncio.AbstractEventLoop) -> None:
+        self._client = client
+        self._loop = loop
+
+    def run(self, awaitable: Awaitable[T]) -> T:
+        """Run ``awaitable`` on the loop and wait for it (from a worker thread)."""
+        if _running_loop() is self._loop:
+            raise RuntimeError("AsyncBridge used from its own event loop thread")
+
+        async def wrap() -> T:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result()
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> _BridgePipeline:
+        return _BridgePipeline(self, self._client.pipeline(transaction=transaction,
+                                                            shard_hint=shard_hint))
+
+    def close(self) -> None:
+        """No-op: the async client belongs to its creator."""
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = attr(*args, **kwargs)
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                return self.run(result)
+            return result
+
+        return call
+
+
+class _BridgePipeline:
+    """Queues commands on an async pipeline; ``execute`` runs it on the loop."""
+
+    def __init__(self, bridge: AsyncBridge, pipe: Any) -> None:
+        self._bridge = bridge
+        self._pipe = pipe
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        result: list[Any] = self._bridge.run(self._pipe.execute(raise_on_error=raise_on_error))
+        return result
+
+    def __enter__(self) -> _BridgePipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bridge.run(self._pipe.reset())
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._pipe, name)
+        if not callable(attr):
+            return attr
+
+        def queue(*args: Any, **kwargs: Any) -> _BridgePipeline:
+            attr(*args, **kwargs)
+            return self
+
+        return queue
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def async_connect(url: str | None = None) -> aioredis.Redis:
+    """A bytes ``redis.asyncio`` client for ``url`` (else ``REDIS_URL``, else localhost),
+    honouring ``RVLM_PROTOCOL`` like the sync :func:`rvlm.core.connection.connect`."""
+    import os
+
+    import redis.asyncio as aioredis
+
+    from rvlm.core.connection import redact, resolve_url
+    from rvlm.core.errors import RvlmError
+
+    target = resolve_url(url)
+    kwargs: dict[str, Any] = {"decode_responses": False}
+    if os.environ.get("RVLM_PROTOCOL"):
+        kwargs["protocol"] = int(os.environ["RVLM_PROTOCOL"])
+    try:
+        return aioredis.Redis.from_url(target, **kwargs)
+    except ValueError as exc:
+        raise RvlmError(f"bad Redis URL {redact(target)}: {exc}") from None
+
+
+def url_of(client: Any) -> str | None:
+    """A URL for the server a ``redis.asyncio`` client talks to (for the executor's sync
+    connections: its start-up check and ``num_workers > 1``); None for a unix socket."""
+    from urllib.parse import quote
+
+    kw = client.connection_pool.connection_kwargs
+    if "path" in kw or "host" not in kw:
+        return None
+    scheme = "rediss" if kw.get("ssl") or "ssl_cert_reqs" in kw else "redis"
+    auth = ""
+    if kw.get("password"):
+        auth = f"{quote(str(kw.get('username') or ''))}:{quote(str(kw['password']))}@"
+    elif kw.get("username"):
+        auth = f"{quote(str(kw['username']))}@"
+    return f"{scheme}://{auth}{kw['host']}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+async def _ping(client: aioredis.Redis, url: str | None) -> None:
+    import redis
+
+    from rvlm.core.connection import redact, resolve_url
+    from rvlm.core.errors import RvlmError
+
+    try:
+        await client.ping()
+    except redis.AuthenticationError as exc:
+        raise RvlmError(f"Redis at {redact(resolve_url(url))} refused the credentials: "
+                        f"{exc}") from None
+    except redis.RedisError as exc:
+        raise RvlmError(f"cannot reach Redis at {redact(resolve_url(url))}: {exc}") from None
+
+
+async def _in_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``func`` in a fresh thread (not the default executor, so a blocked pool cannot stall it)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def target() -> None:
+        try:
+            value = func(*args, **kwargs)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_set_exception, future, exc)
+        else:
+            loop.call_soon_threadsafe(_set_result, future, value)
+
+    threading.Thread(target=target, name="rvlm-async-worker", daemon=True).start()
+    return await future
+
+
+def _set_result(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+class _Session:
+    """An async client (given or owned) and its bridge, closed on exit when owned."""
+
+    def __init__(self, redis_url: str | None, client: aioredis.Redis | None) -> None:
+        self.url = redis_url
+        self.given = client
+        self.client: aioredis.Redis | None = client
+
+    async def __aenter__(self) -> AsyncBridge:
+        if self.client is None:
+            self.client = async_connect(self.url)
+            await _ping(self.client, self.url)
+        return AsyncBridge(self.client, asyncio.get_running_loop())
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.given is None and self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.aclose()
+
+
+class AsyncMigrationPlanner:
+    """:class:`rvlm.MigrationPlanner` with ``await``: the same plan, read over redis.asyncio."""
+
+    def __init__(self, *, sample_size: int = 1000, allow_shared_keys: bool = False) -> None:
+        self.sample_size = sample_size
+        self.allow_shared_keys = allow_shared_keys
+
+    async def create_plan(
+        self,
+        index_name: str,
+        *,
+        redis_url: str | None = None,
+        schema_patch_path: str | Path | None = None,
+        target_schema_path: str | Path | None = None,
+        schema_patch: Mapping[str, Any] | SchemaPatch | None = None,
+        target_schema: Mapping[str, Any] | IndexSchema | None = None,
+        redis_client: aioredis.Redis | None = None,
+        plugins: Sequence[Any] = (),
+    ) -> Plan:
+        """Same arguments and result as :meth:`rvlm.MigrationPlanner.create_plan`;
+        ``redis_client`` is a ``redis.asyncio.Redis`` (bytes responses)."""
+        from rvlm.api import MigrationPlanner
+
+        sync = MigrationPlanner(sample_size=self.sample_size,
+                                allow_shared_keys=self.allow_shared_keys)
+        # Validate the input files before contacting the server (as the sync path does).
+        from rvlm.api import _host, _one, resolve_inputs
+
+        host = _host(plugins)
+        patch, target = resolve_inputs(
+            host, schema_patch=_one(schema_patch_path, schema_patch, "schema_patch"),
+            target_schema=_one(target_schema_path, target_schema, "target_schema"))
+        async with _Session(redis_url, redis_client) as bridge:
+            from rvlm.core.planner import make_plan
+
+            return await _in_thread(make_plan, bridge, index_name, patch=patch, target=target,
+                                    host=host, options=sync.options())
+
+
+class AsyncMigrationExecutor:
+    """:class:`rvlm.MigrationExecutor` with ``await``: same arguments, report and effects."""
+
+    async def apply(
+        self,
+        plan: Plan,
+        *,
+        redis_url: str | None = None,
+        backup_dir: str | Path,
+        batch_size: int = 500,
+        num_workers: int = 1,
+        plugins: Sequence[Any] = (),
+        progress_callback: Callable[[str, int, int], None] | None = None,
+        accept_data_loss: bool = True,
+        index_timeout: float = 600.0,
+        redis_client: aioredis.Redis | None = None,
+    ) -> MigrationReport:
+        """Apply (or resume) ``plan``; see :meth:`rvlm.MigrationExecutor.apply`.
+
+        ``progress_callback(phase, done, total)`` is called on the event loop thread.
+        ``redis_client`` is an optional ``redis.asyncio.Redis`` (bytes responses).
+        """
+        loop = asyncio.get_running_loop()
+        progress = None
+        if progress_callback is not None:
+            cb = progress_callback
+
+            def progress(phase: str, done: int, total: int) -> None:
+                loop.call_soon_threadsafe(cb, phase, done, total)
+
+        url = redis_url if redis_url is not None or redis_client is None else \
+            url_of(redis_client)
+        async with _Session(redis_url, redis_client) as bridge:
+            return await _in_thread(
+                apply_with_client, bridge, url, plan, backup_dir=backup_dir,
+                batch_size=batch_size, workers=num_workers, accept_data_loss=accept_data_loss,
+                progress=progress, plugins=plugins, index_timeout=index_timeout)
+
+    async def rollback(self, backup_dir: str | Path, *, redis_url: str | None = None,
+                       index_timeout: float = 600.0) -> MigrationReport:
+        """:func:`rvlm.rollback` in a worker thread (sync client; the loop is not blocked)."""
+        from rvlm.api import rollback
+
+        return await _in_thread(rollback, backup_dir, redis_url=redis_url,
+                                index_timeout=index_timeout)
+
+
+def apply_with_client(
+    client: Any,
+    url: str | None,
+    plan: Plan,
+    *,
+    backup_dir: str | Path,
+    batch_size: int = 500,
+    workers: int = 1,
+    accept_data_loss: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+    plugins: Sequence[Any] = (),
+    index_timeout: float = 600.0,
+) -> MigrationReport:
+    """:func:`rvlm.core.executor.apply_plan` with every command sent through ``client``.
+
+    Uses the executor's own run class, checks, journal, backup and lock code; only the client
+    differs. ``url`` is still needed for worker processes (``workers > 1``).
+    """
+    from rvlm.core import executor as ex
+
+    if "client" in _params(ex.apply_plan):
+        apply: Callable[..., MigrationReport] = ex.apply_plan
+        return apply(url, plan, backup_dir=backup_dir, batch_size=batch_size, workers=workers,
+                     accept_data_loss=accept_data_loss, progress=progress, plugins=plugins,
+                     index_timeout=index_timeout, client=client)
+    return _apply_compat(client, url, plan, backup_dir=backup_dir, batch_size=batch_size,
+                         workers=workers, accept_data_loss=accept_data_loss, progress=progress,
+                         plugins=plugins, index_timeout=index_timeout)
+
+
+def _params(func: Callable[..., Any]) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(func).parameters)
+
+
+def _apply_compat(
+    client: Any, url: str | None, plan: Plan, *, backup_dir: str | Path, batch_size: int,
+    workers: int, accept_data_loss: bool, progress: Callable[[str, int, int], None] | None,
+    plugins: Sequence[Any], index_timeout: float,
+) -> MigrationReport:
+    """The body of ``apply_plan`` with the run's client swapped (until the executor takes a
+    ``client`` argument itself)."""
+    import redis
+
+    from rvlm.core import executor as ex
+    from rvlm.core.capabilities import detect
+    from rvlm.core.context import ApplyContext
+    from rvlm.core.errors import RvlmError
+    from rvlm.core.plugins import host_with
+
+    host = host_with(plugins)
+    host.check()
+    directory = Path(backup_dir)
+    manifest, _created = ex.prepare_backup_dir(directory, plan, batch_size)
+    size = int(manifest["batch_size"])
+    run = _BridgedRun(client=client, url=url or "", plan=plan, backup_dir=directory,
+                      batch_size=size, workers=workers, accept_data_loss=accept_data_loss,
+                      progress=progress, host=host, index_timeout=index_timeout)
+    run.caps = detect(client)
+    run.ctx = ApplyContext(plan=plan, capabilities=run.caps, client=client,
+                           backup_dir=str(directory))
+    if size != batch_size:
+        run.report.warnings.append(f"resuming with the backup dir's batch size {size} "
+                                   f"(not {batch_size})")
+    run.report.backup_paths = [str(directory / ex.PLAN_NAME), str(directory / ex.KEYS_NAME)]
+    owner = ex._owner("apply")
+    locks: list[Any] = []
+    keepers: list[Any] = []
+    try:
+        for name in dict.fromkeys((plan.source_index, plan.target_index)):
+            locks.append(ex.acquire_lock(run.client, name, owner))
+        for lock in locks:
+            keeper = ex.LeaseKeeper(lock)
+            keeper.start()
+            keepers.append(keeper)
+        run.keeper = keepers[0]
+        try:
+            report = run.execute()
+        except Exception as exc:
+            if not run.mutated:
+                raise
+            message = str(exc) if isinstance(exc, RvlmError) else f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                run.journal.append("error", message=message)
+            run.report.error = message
+            run.report.manual_actions.append(
+                f"re-run the same command to resume, or 'rvlm rollback --backup-dir "
+                f"{directory}' to restore the source index")
+            report = run.report.finish(False)
+    finally:
+        for keeper in keepers:
+            keeper.stop()
+        for lock in locks:
+            with contextlib.suppress(redis.RedisError):
+                lock.release()
+        run.journal.close()
+    report.timings = dict(run.timer.seconds)
+    report.backup_paths += sorted(str(p) for p in directory.glob("data-*.rvb"))
+    return report
+
+
+def _BridgedRun(*, client: Any, **kwargs: Any) -> Any:
+    """The executor's ``_Run`` talking to Redis through ``client`` (its own connection, made by
+    ``_Run.__init__``, is closed at once: one sync PING until the executor takes a client)."""
+    from rvlm.core.executor import _Run
+
+    run = _Run(**kwargs)
+    with contextlib.suppress(Exception):
+        run.client.close()
+    run.client = client
+    return run
+
+
+__all__ = ["AsyncBridge", "AsyncMigrationExecutor", "AsyncMigrationPlanner", "async_connect"]

@@ -1,0 +1,230 @@
+"""The public Python API: what the CLI does, composable from a program.
+
+RedisVL users' call shapes work unchanged::
+
+    from rvlm import MigrationPlanner, MigrationExecutor
+
+    plan = MigrationPlanner().create_plan("myindex", redis_url=url,
+                                          schema_patch_path="patch.yaml")
+    report = MigrationExecutor().apply(plan, redis_url=url, backup_dir="backup",
+                                       batch_size=500, num_workers=4)
+    assert report.result == "succeeded"
+
+Everything here is a thin layer over :mod:`rvlm.core` (the planner, executor, batch runner,
+rollback and validation the CLI uses), so a plan made here is byte-for-byte the plan
+``rvlm plan`` writes, and a report is the report ``rvlm apply`` writes. Extra plugin objects
+can be passed for one run (``plugins=[MyPlugin()]``) without packaging them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rvlm.core.errors import RvlmError
+
+if TYPE_CHECKING:
+    import redis
+
+    from rvlm.aio import AsyncMigrationExecutor, AsyncMigrationPlanner
+    from rvlm.core.batch import BatchMigrationExecutor, BatchMigrationPlanner
+    from rvlm.core.executor import MigrationExecutor
+    from rvlm.core.patch import SchemaPatch
+    from rvlm.core.plan import Plan
+    from rvlm.core.plugins import PluginHost
+    from rvlm.core.report import MigrationReport
+    from rvlm.core.schema import IndexSchema
+
+
+def _host(plugins: Sequence[Any]) -> PluginHost:
+    from rvlm.core.plugins import host_with
+
+    host = host_with(plugins)
+    host.check()
+    return host
+
+
+def resolve_inputs(
+    host: PluginHost,
+    *,
+    schema_patch: str | Path | Mapping[str, Any] | SchemaPatch | None = None,
+    target_schema: str | Path | Mapping[str, Any] | IndexSchema | None = None,
+) -> tuple[SchemaPatch | None, IndexSchema | None]:
+    """Turn a patch or target (a path, a mapping, or a parsed object) into objects.
+
+    Exactly one must be given; files are validated before any server is contacted.
+    """
+    from rvlm.core.patch import SchemaPatch, load_patch, patch_from_dict
+    from rvlm.core.schema import IndexSchema
+    from rvlm.core.schema_yaml import load_schema, schema_from_dict
+
+    if (schema_patch is None) == (target_schema is None):
+        raise RvlmError("give schema_patch_path/schema_patch or target_schema_path/"
+                        "target_schema (exactly one)")
+    sections = tuple(host.patch_sections())
+    patch: SchemaPatch | None = None
+    target: IndexSchema | None = None
+    if isinstance(schema_patch, SchemaPatch):
+        patch = schema_patch
+    elif isinstance(schema_patch, Mapping):
+        patch = patch_from_dict(schema_patch, "schema_patch", sections)
+    elif schema_patch is not None:
+        patch = load_patch(schema_patch, sections)
+    if isinstance(target_schema, IndexSchema):
+        target = target_schema
+    elif isinstance(target_schema, Mapping):
+        target = schema_from_dict(target_schema, "target_schema")
+    elif target_schema is not None:
+        target = load_schema(target_schema)
+    return patch, target
+
+
+class MigrationPlanner:
+    """Make a plan for one index (RedisVL's ``MigrationPlanner``).
+
+    ``sample_size`` documents are read to calibrate quantization; ``allow_shared_keys`` lets a
+    plan rewrite documents another live index also covers (recorded in the plan).
+    """
+
+    def __init__(self, *, sample_size: int = 1000, allow_shared_keys: bool = False) -> None:
+        self.sample_size = sample_size
+        self.allow_shared_keys = allow_shared_keys
+
+    def create_plan(
+        self,
+        index_name: str,
+        *,
+        redis_url: str | None = None,
+        schema_patch_path: str | Path | None = None,
+        target_schema_path: str | Path | None = None,
+        schema_patch: Mapping[str, Any] | SchemaPatch | None = None,
+        target_schema: Mapping[str, Any] | IndexSchema | None = None,
+        redis_client: redis.Redis | None = None,
+        plugins: Sequence[Any] = (),
+    ) -> Plan:
+        """Plan the migration of ``index_name`` by a patch or to a target schema.
+
+        Give exactly one of ``schema_patch_path`` / ``schema_patch`` (a mapping in the patch
+        format, or a :class:`~rvlm.core.patch.SchemaPatch`) and ``target_schema_path`` /
+        ``target_schema``. Connects to ``redis_url`` (else ``REDIS_URL``, else localhost)
+        unless ``redis_client`` is given. Never writes to Redis. Raises
+        :class:`~rvlm.RvlmError` for bad input; a blocked change is not an error: check
+        ``plan.supported`` and ``plan.blocked_reasons``.
+        """
+        from rvlm.core.connection import connect
+        from rvlm.core.planner import make_plan
+
+        patch_in = _one(schema_patch_path, schema_patch, "schema_patch")
+        target_in = _one(target_schema_path, target_schema, "target_schema")
+        host = _host(plugins)
+        patch, target = resolve_inputs(host, schema_patch=patch_in, target_schema=target_in)
+        client = redis_client if redis_client is not None else connect(redis_url)
+        try:
+            return make_plan(client, index_name, patch=patch, target=target, host=host,
+                             options=self.options())
+        finally:
+            if redis_client is None:
+                client.close()
+
+    def options(self) -> Any:
+        """The :class:`~rvlm.core.planner.PlanOptions` this planner uses."""
+        from rvlm.core.planner import PlanOptions
+
+        return PlanOptions(sample_size=self.sample_size, allow_shared_keys=self.allow_shared_keys)
+
+    @staticmethod
+    def write_plan(plan: Plan, path: str | Path) -> Path:
+        """Write ``plan`` as YAML (what ``rvlm plan --plan-out`` writes); returns the path."""
+        p = Path(path)
+        plan.write(p)
+        return p
+
+    @staticmethod
+    def load_plan(path: str | Path) -> Plan:
+        """Read a plan file (refused if edited after it was made)."""
+        from rvlm.core.plan import Plan
+
+        return Plan.load(path)
+
+
+def _one(path: str | Path | None, value: Any, name: str) -> Any:
+    if path is not None and value is not None:
+        raise RvlmError(f"give {name}_path or {name}, not both")
+    return path if path is not None else value
+
+
+def validate(
+    plan: Plan | str | Path,
+    *,
+    redis_url: str | None = None,
+    plugins: Sequence[Any] = (),
+) -> MigrationReport:
+    """Check the live index against a plan's target (schema, documents, sampled keys,
+    indexing failures, plugin checks) without changing anything; returns a report whose
+    ``result`` is ``succeeded`` when every check passed."""
+    from rvlm.core.capabilities import detect
+    from rvlm.core.connection import connect
+    from rvlm.core.context import ApplyContext
+    from rvlm.core.plan import Plan
+    from rvlm.core.report import MigrationReport
+    from rvlm.core.validate import validate_migration
+
+    loaded = plan if isinstance(plan, Plan) else Plan.load(plan)
+    host = _host(plugins)
+    client = connect(redis_url)
+    try:
+        ctx = ApplyContext(plan=loaded, capabilities=detect(client), client=client)
+        result = validate_migration(client, loaded, host=host, context=ctx)
+    finally:
+        client.close()
+    report = MigrationReport(mode="validate", source_index=loaded.source_index,
+                             target_index=loaded.target_index,
+                             plan_fingerprint=loaded.fingerprint)
+    report.validation = result
+    return report.finish(result.passed)
+
+
+def rollback(
+    backup_dir: str | Path,
+    *,
+    redis_url: str | None = None,
+    index_timeout: float = 600.0,
+    progress_callback: Any = None,
+) -> MigrationReport:
+    """Restore the source index and documents from ``backup_dir`` (see ``rvlm rollback``)."""
+    from rvlm.core.rollback import rollback as _rollback
+
+    return _rollback(redis_url, backup_dir, index_timeout=index_timeout,
+                     progress=progress_callback)
+
+
+def __getattr__(name: str) -> Any:
+    """``MigrationExecutor``, ``BatchMigrationPlanner``, ``BatchMigrationExecutor`` and the
+    async classes, imported on first use."""
+    if name == "MigrationExecutor":
+        from rvlm.core.executor import MigrationExecutor
+
+        return MigrationExecutor
+    if name in ("BatchMigrationPlanner", "BatchMigrationExecutor"):
+        from rvlm.core import batch
+
+        return getattr(batch, name)
+    if name in ("AsyncMigrationPlanner", "AsyncMigrationExecutor"):
+        from rvlm import aio
+
+        return getattr(aio, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "AsyncMigrationExecutor",
+    "AsyncMigrationPlanner",
+    "BatchMigrationExecutor",
+    "BatchMigrationPlanner",
+    "MigrationExecutor",
+    "MigrationPlanner",
+    "resolve_inputs",
+    "rollback",
+    "validate",
+]

@@ -1,0 +1,192 @@
+"""The migration report: what ``apply``, ``validate`` and ``rollback`` hand back and write.
+
+The YAML keeps RedisVL's keys (``version``, ``mode``, ``source_index``, ``target_index``,
+``result``, ``started_at``, ``finished_at``, ``timings``, ``validation``, ``benchmark_summary``,
+``backup``, ``warnings``, ``manual_actions``) and adds rvlm's under ``rvlm``: documents per
+second, documents and bytes rewritten, batches, workers, whether the run resumed.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from rvlm.core.schema_yaml import dump_yaml
+from rvlm.core.validation import CheckResult
+
+REPORT_VERSION = 1
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 with a Z."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@attrs.define(kw_only=True)
+class ValidationResult:
+    """The outcome of post-migration validation (RedisVL's ``validation`` keys + checks)."""
+
+    schema_match: bool = False
+    doc_count_match: bool = False
+    key_sample_exists: bool = False
+    indexing_failures_delta: int = 0
+    query_checks: list[dict[str, Any]] = attrs.field(factory=list)
+    errors: list[str] = attrs.field(factory=list)
+    checks: list[CheckResult] = attrs.field(factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """True when every check passed."""
+        return all(c.passed for c in self.checks) and not self.errors
+
+    def add(self, check: CheckResult) -> None:
+        """Record a check; a failed one adds its detail to ``errors``."""
+        self.checks.append(check)
+        if not check.passed:
+            self.errors.append(f"{check.name}: {check.details}" if check.details else check.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_match": self.schema_match,
+            "doc_count_match": self.doc_count_match,
+            "key_sample_exists": self.key_sample_exists,
+            "indexing_failures_delta": self.indexing_failures_delta,
+            "query_checks": self.query_checks,
+            "errors": list(self.errors),
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+class Timer:
+    """Phase timings: ``with timer.phase("transform"): ...`` adds seconds to that phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.down_start: float | None = None
+        self.down_end: float | None = None
+
+    def phase(self, name: str) -> _PhaseTimer:
+        return _PhaseTimer(self, name)
+
+
+class _PhaseTimer:
+    def __init__(self, timer: Timer, name: str) -> None:
+        self.timer, self.name, self.t0 = timer, name, 0.0
+
+    def __enter__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.seconds[self.name] = (self.timer.seconds.get(self.name, 0.0)
+                                         + time.monotonic() - self.t0)
+
+
+@attrs.define(kw_only=True)
+class MigrationReport:
+    """One run of apply / validate / rollback. ``result`` is ``succeeded`` or ``failed``."""
+
+    mode: str = "drop_recreate"
+    source_index: str = ""
+    target_index: str = ""
+    result: str = "failed"
+    started_at: str = attrs.field(factory=now_iso)
+    finished_at: str = ""
+    timings: dict[str, float] = attrs.field(factory=dict)
+    downtime_duration_seconds: float | None = None
+    validation: ValidationResult = attrs.field(factory=ValidationResult)
+    backup_dir: str | None = None
+    backup_paths: list[str] = attrs.field(factory=list)
+    warnings: list[str] = attrs.field(factory=list)
+    manual_actions: list[str] = attrs.field(factory=list)
+    error: str | None = None
+    documents: int = 0
+    documents_rewritten: int = 0
+    bytes_rewritten: int = 0
+    batches: int = 0
+    batches_resumed: int = 0
+    workers: int = 1
+    resumed: bool = False
+    key_enumeration: str = ""
+    plan_fingerprint: str = ""
+    restored_records: int = 0
+    version: int = REPORT_VERSION
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result == "succeeded"
+
+    @property
+    def documents_per_second(self) -> float:
+        t = self.timings.get("transform", 0.0)
+        return round(self.documents_rewritten / t, 1) if t > 0 else 0.0
+
+    def finish(self, succeeded: bool) -> MigrationReport:
+        """Set ``result`` and ``finished_at``; returns self."""
+        self.result = "succeeded" if succeeded else "failed"
+        self.finished_at = now_iso()
+        return self
+
+    def benchmark_summary(self) -> dict[str, Any]:
+        return {
+            "documents": self.documents,
+            "documents_rewritten": self.documents_rewritten,
+            "bytes_rewritten": self.bytes_rewritten,
+            "documents_per_second": self.documents_per_second,
+            "total_seconds": round(sum(self.timings.values()), 3),
+            "downtime_seconds": self.downtime_duration_seconds,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        timings: dict[str, float | None] = {k: round(v, 3) for k, v in self.timings.items()}
+        timings["downtime_duration_seconds"] = (
+            None if self.downtime_duration_seconds is None
+            else round(self.downtime_duration_seconds, 3)
+        )
+        out: dict[str, Any] = {
+            "version": self.version,
+            "mode": self.mode,
+            "source_index": self.source_index,
+            "target_index": self.target_index,
+            "result": self.result,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "timings": timings,
+            "validation": self.validation.to_dict(),
+            "benchmark_summary": self.benchmark_summary(),
+            "backup": {"backup_dir": self.backup_dir, "backup_paths": list(self.backup_paths)},
+            "warnings": list(self.warnings),
+            "manual_actions": list(self.manual_actions),
+            "rvlm": {
+                "error": self.error,
+                "plan_fingerprint": self.plan_fingerprint,
+                "documents": self.documents,
+                "documents_rewritten": self.documents_rewritten,
+                "bytes_rewritten": self.bytes_rewritten,
+                "documents_per_second": self.documents_per_second,
+                "batches": self.batches,
+                "batches_resumed": self.batches_resumed,
+                "workers": self.workers,
+                "resumed": self.resumed,
+                "key_enumeration": self.key_enumeration,
+                "restored_records": self.restored_records,
+            },
+        }
+        return out
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.to_dict())
+
+    def write(self, path: str | Path) -> None:
+        """Write the YAML report to ``path``."""
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
+
+    def write_benchmark(self, path: str | Path) -> None:
+        """Write only ``benchmark_summary`` and timings (``--benchmark-out``)."""
+        d = self.to_dict()
+        Path(path).write_text(
+            dump_yaml({"benchmark_summary": d["benchmark_summary"], "timings": d["timings"],
+                       "rvlm": d["rvlm"]}), encoding="utf-8")

@@ -1,0 +1,172 @@
+"""Undo a migration as far as it went, from its backup dir alone.
+
+The backup dir holds the plan (``plan.yaml``), the manifest, the journals and the backup data.
+:func:`rollback` verifies all of it first (a corrupt or truncated backup is refused with one
+line before anything is restored), takes the index lock, drops the target index if it exists,
+restores every backup record newest batch first (values, deleted fields, key names, TTLs),
+recreates the source index from the plan's source schema if it is not there, waits until it is
+indexed and journals ``rolled_back``. Running it twice is fine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from rvlm.core.backup import BackupCorrupt, BackupReader, read_manifest
+from rvlm.core.capabilities import detect
+from rvlm.core.connection import connect, index_exists, read_index
+from rvlm.core.docio import restore_records
+from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.executor import PLAN_NAME, _owner, _reached, acquire_lock
+from rvlm.core.ftcreate import create_arguments
+from rvlm.core.journal import Journal, RunState
+from rvlm.core.lock import IndexLock, LeaseKeeper
+from rvlm.core.plan import Plan
+from rvlm.core.report import MigrationReport, Timer, ValidationResult
+from rvlm.core.validation import CheckResult
+
+
+def load_backup_plan(directory: Path) -> Plan:
+    """The plan a backup dir was made for, checked against its manifest."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RvlmError(f"backup dir {directory} does not exist")
+    manifest = read_manifest(directory)
+    try:
+        plan = Plan.load(directory / PLAN_NAME)
+    except FileNotFoundError:
+        raise BackupCorrupt(f"{directory / PLAN_NAME}: plan copy missing") from None
+    if manifest.get("plan_fingerprint") != plan.fingerprint:
+        raise BackupCorrupt(f"{directory}: plan.yaml does not match the manifest's fingerprint")
+    return plan
+
+
+def _wait_indexed(client: redis.Redis, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = read_index(client, name).stats
+        if not stats.indexing and stats.percent_indexed >= 1.0:
+            return
+        if time.monotonic() > deadline:
+            raise MigrationFailed(f"index {name!r} still indexing after {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def rollback(
+    url: str | None,
+    backup_dir: str | Path,
+    *,
+    index_timeout: float = 600.0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> MigrationReport:
+    """Restore the source index and documents from ``backup_dir``; returns a report
+    (``mode: rollback``). Raises :class:`RvlmError` (nothing restored) for a corrupt or
+    foreign backup dir or a held lock; a failure while restoring gives a failed report and
+    re-running resumes (every step is idempotent).
+    """
+    directory = Path(backup_dir)
+    plan = load_backup_plan(directory)
+    state = RunState.load(directory)
+    reader = BackupReader(directory, plan.fingerprint)
+    reader.verify()
+    missing = sorted((state.done | state.started_not_done) - set(reader.batch_numbers()))
+    if missing:
+        raise BackupCorrupt(f"{directory}: the journal says batch {missing[0]} was started but "
+                            "its backup is missing")
+    report = MigrationReport(mode="rollback", source_index=plan.source_index,
+                             target_index=plan.target_index, backup_dir=str(directory),
+                             plan_fingerprint=plan.fingerprint, resumed=False)
+    report.backup_paths = sorted(str(p) for p in directory.glob("data-*.rvb"))
+    timer = Timer()
+    client = connect(url)
+    caps = detect(client)
+    storage = plan.source_schema.storage_type
+    locks: list[IndexLock] = []
+    keepers: list[LeaseKeeper] = []
+    journal = Journal(directory, 0)
+    try:
+        for name in dict.fromkeys((plan.source_index, plan.target_index)):
+            locks.append(acquire_lock(client, name, _owner("rollback")))
+        for lock in locks:
+            keeper = LeaseKeeper(lock)
+            keeper.start()
+            keepers.append(keeper)
+        if state.phase == "rolled_back":
+            report.warnings.append("already rolled back; nothing to do")
+            report.validation = _check_source(client, plan)
+            return report.finish(report.validation.passed)
+        dropped = _reached(state.phase, "dropped") or (
+            state.phase == "pre_drop_done" and not index_exists(client, plan.source_index)
+        ) or bool(reader.batch_numbers())
+        if not dropped:
+            report.warnings.append("the source index was never dropped; nothing to restore")
+            report.validation = _check_source(client, plan)
+            return report.finish(report.validation.passed)
+        try:
+            with timer.phase("drop"):
+                if index_exists(client, plan.target_index):
+                    live = read_index(client, plan.target_index).schema.index.name
+                    if live == plan.target_index:
+                        client.execute_command("FT.DROPINDEX", plan.target_index)
+            with timer.phase("restore"):
+                total = len(reader.batch_numbers())
+                for n, (_b, records) in enumerate(reader.reversed_batches(), 1):
+                    for key in restore_records(client, storage, records, cluster=caps.cluster):
+                        if len(report.warnings) < 20:
+                            report.warnings.append(f"{key!r} no longer exists; not restored")
+                    report.restored_records += len(records)
+                    keepers[0].check()
+                    if progress is not None:
+                        progress("restore", n, total)
+                report.batches = total
+            with timer.phase("create"):
+                if not index_exists(client, plan.source_index):
+                    client.execute_command(*create_arguments(plan.source_schema))
+            with timer.phase("indexing"):
+                _wait_indexed(client, plan.source_index, index_timeout)
+            journal.append("phase", value="rolled_back")
+        except (MigrationFailed, redis.RedisError) as exc:
+            report.error = str(exc)
+            with contextlib.suppress(Exception):
+                journal.append("error", message=f"rollback: {exc}")
+            report.manual_actions.append(f"re-run 'rvlm rollback --backup-dir {directory}'")
+            return report.finish(False)
+        report.validation = _check_source(client, plan)
+        return report.finish(report.validation.passed)
+    finally:
+        report.timings = dict(timer.seconds)
+        for keeper in keepers:
+            keeper.stop()
+        for lock in locks:
+            with contextlib.suppress(redis.RedisError):
+                lock.release()
+        journal.close()
+        client.close()
+
+
+def _check_source(client: redis.Redis, plan: Plan) -> ValidationResult:
+    """The source index exists with the plan's source schema and its documents."""
+    from rvlm.core.validate import comparable
+
+    result = ValidationResult()
+    try:
+        info = read_index(client, plan.source_index)
+    except RvlmError as exc:
+        result.add(CheckResult(name="schema_match", passed=False, details=str(exc)))
+        return result
+    result.schema_match = (comparable(info.schema, plan.source_schema)
+                           == plan.source_schema.without_unknowns())
+    result.add(CheckResult(name="schema_match", passed=result.schema_match))
+    got = info.stats.num_docs + info.stats.indexing_failures
+    want = plan.source_stats.num_docs + plan.source_stats.indexing_failures
+    result.doc_count_match = got == want
+    # informational: documents may have been added or deleted since the plan was made
+    result.checks.append(CheckResult(name="doc_count_match", passed=True,
+                                     details=f"{got} indexed + failures, plan saw {want}"))
+    result.key_sample_exists = True
+    return result

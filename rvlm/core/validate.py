@@ -1,0 +1,209 @@
+"""Post-migration validation (used by ``rvlm apply`` and ``rvlm validate --plan F``).
+
+Checks, each a :class:`~rvlm.core.validation.CheckResult`:
+
+* ``schema_match``: the live target schema equals the plan's target (index and field options
+  included; values FT.INFO cannot report are compared as the plan has them).
+* ``doc_count_match``: indexed documents plus indexing failures equal the source's count over
+  the *index* at apply time (not every key under the prefix: an unrelated key must not fail a
+  correct migration).
+* ``key_sample_exists``: the plan's sampled keys exist, mapped through prefix renames.
+* ``vector_bytes:<field>``: a sampled document's vector has the target's length.
+* ``indexing_failures``: indexing failures did not grow.
+* ``query:*`` / ``query:knn:<field>``: queries return results.
+* every plugin's ``validate`` results.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import redis
+
+from rvlm.core.connection import read_index
+from rvlm.core.context import ApplyContext
+from rvlm.core.errors import RvlmError
+from rvlm.core.plan import Plan
+from rvlm.core.plugins import PluginHost
+from rvlm.core.report import ValidationResult
+from rvlm.core.resp import to_int, to_list, to_map
+from rvlm.core.schema import Field, IndexSchema
+from rvlm.core.validation import CheckResult
+
+
+def map_key(plan: Plan, key: bytes) -> bytes:
+    """Where ``key`` lives after the plan's prefix renames."""
+    for op in plan.operations:
+        if op.rename_prefix is not None:
+            old, new = op.rename_prefix[0].encode(), op.rename_prefix[1].encode()
+            if key.startswith(old):
+                key = new + key[len(old):]
+    return key
+
+
+def comparable(live: IndexSchema, expected: IndexSchema) -> IndexSchema:
+    """``live`` with what the server cannot report taken from ``expected``: the key separator
+    and each field's ``unknown_attrs`` values; then ``without_unknowns()``."""
+    fields: list[Field] = []
+    for f in live.fields:
+        want = expected.field(f.name)
+        if f.unknown_attrs and want is not None and type(want.attrs) is type(f.attrs):
+            fill = {k: getattr(want.attrs, k) for k in f.unknown_attrs}
+            f = f.evolve(attrs=attrs.evolve(f.attrs, **fill))
+        fields.append(f)
+    out = live.with_fields(fields).with_index(key_separator=expected.index.key_separator)
+    return out.without_unknowns()
+
+
+def _schema_diff(live: IndexSchema, want: IndexSchema) -> str:
+    if live.index != want.index:
+        for a in attrs.fields(type(live.index)):
+            if getattr(live.index, a.name) != getattr(want.index, a.name):
+                return (f"index {a.name}: live {getattr(live.index, a.name)!r}, "
+                        f"plan {getattr(want.index, a.name)!r}")
+    if live.field_names() != want.field_names():
+        return f"fields: live {live.field_names()}, plan {want.field_names()}"
+    for lf, wf in zip(live.fields, want.fields, strict=True):
+        if lf != wf:
+            return f"field {lf.name}: live {lf}, plan {wf}"
+    return "differs"
+
+
+def _vector_bytes(client: redis.Redis, schema: IndexSchema, field: Field,
+                  key: bytes) -> tuple[Any, str]:
+    """(value usable as a KNN query vector or None, problem or '')."""
+    from rvlm.core.vectors import encode_batch
+
+    a = field.attrs
+    dims, dtype = a.dims, a.datatype  # type: ignore[union-attr]
+    ident = field.identifier(schema.storage_type)
+    if schema.storage_type == "json":
+        raw = client.execute_command("JSON.GET", key, ident)
+        matches = json.loads(raw) if raw is not None else []
+        if not matches:
+            return None, f"{key!r} has no {ident}"
+        vec = matches[0]
+        if not isinstance(vec, list) or len(vec) != dims:
+            n = len(vec) if isinstance(vec, list) else type(vec).__name__
+            return None, f"{key!r}: {ident} has {n} values, expected {dims}"
+        import numpy as np
+
+        return encode_batch(np.asarray([vec], dtype=np.float64), dtype)[0], ""
+    value: Any = client.hget(key, ident)
+    if value is None:
+        return None, f"{key!r} has no field {ident}"
+    width = a.width  # type: ignore[union-attr]
+    if len(value) != dims * width:
+        return None, (f"{key!r}: {ident} is {len(value)} bytes, expected {dims} x {width} = "
+                      f"{dims * width}")
+    return bytes(value), ""
+
+
+def validate_migration(
+    client: redis.Redis,
+    plan: Plan,
+    *,
+    expected_docs: int | None = None,
+    source_failures: int | None = None,
+    host: PluginHost | None = None,
+    context: ApplyContext | None = None,
+) -> ValidationResult:
+    """Run every check against the live target index and return the result.
+
+    ``expected_docs`` is the source's ``num_docs + indexing_failures`` counted over the index
+    at apply time (from the journal); None falls back to the plan's stats snapshot.
+    ``source_failures`` likewise. Never raises for a failed check; raises
+    :class:`RvlmError` only for a bad plan.
+    """
+    result = ValidationResult()
+    stats_src = plan.source_stats
+    if expected_docs is None:
+        expected_docs = stats_src.num_docs + stats_src.indexing_failures
+    if source_failures is None:
+        source_failures = stats_src.indexing_failures
+    target = plan.target_schema
+    try:
+        info = read_index(client, plan.target_index)
+    except RvlmError as exc:
+        result.add(CheckResult(name="schema_match", passed=False, details=str(exc)))
+        return result
+    live = comparable(info.schema, target)
+    want = target.without_unknowns()
+    result.schema_match = live == want
+    result.add(CheckResult(name="schema_match", passed=result.schema_match,
+                           details="" if result.schema_match else _schema_diff(live, want)))
+
+    got = info.stats.num_docs + info.stats.indexing_failures
+    result.doc_count_match = got == expected_docs
+    result.add(CheckResult(
+        name="doc_count_match", passed=result.doc_count_match,
+        details=f"indexed {info.stats.num_docs} + failures {info.stats.indexing_failures} = "
+                f"{got}, source had {expected_docs}"))
+
+    sample = [map_key(plan, k.encode("utf-8", "surrogateescape")) for k in plan.key_sample]
+    existing: list[bytes] = []
+    if sample:
+        pipe = client.pipeline(transaction=False)
+        for k in sample:
+            pipe.exists(k)
+        flags = [bool(to_int(x)) for x in pipe.execute()]
+        existing = [k for k, ok in zip(sample, flags, strict=True) if ok]
+        missing = [k for k, ok in zip(sample, flags, strict=True) if not ok]
+        result.key_sample_exists = not missing
+        result.add(CheckResult(
+            name="key_sample_exists", passed=not missing,
+            details=f"{len(existing)}/{len(sample)} sampled keys exist"
+            + (f"; missing: {', '.join(repr(m) for m in missing[:5])}" if missing else "")))
+    else:
+        result.key_sample_exists = True
+        result.add(CheckResult(name="key_sample_exists", passed=True, details="no key sample"))
+
+    for field in target.vector_fields():
+        if not existing:
+            break
+        vec, problem = _vector_bytes(client, target, field, existing[0])
+        result.add(CheckResult(name=f"vector_bytes:{field.name}", passed=not problem,
+                               details=problem or f"{existing[0]!r} has the target length"))
+        if vec is None:
+            continue
+        try:
+            reply = client.execute_command(
+                "FT.SEARCH", plan.target_index, f"*=>[KNN 3 @{field.name} $vec]",
+                "PARAMS", "2", "vec", vec, "NOCONTENT", "DIALECT", "2")
+            total = _total(reply)
+        except redis.ResponseError as exc:
+            total, problem = 0, str(exc)
+        ok = total > 0
+        result.query_checks.append({"name": f"knn:{field.name}", "passed": ok,
+                                    "results": total})
+        result.add(CheckResult(name=f"query:knn:{field.name}", passed=ok,
+                               details=problem if not ok and problem else f"{total} results"))
+
+    delta = info.stats.indexing_failures - source_failures
+    result.indexing_failures_delta = delta
+    result.add(CheckResult(name="indexing_failures", passed=delta <= 0,
+                           details=f"{info.stats.indexing_failures} now, {source_failures} "
+                                   "before"))
+    try:
+        total = _total(client.execute_command("FT.SEARCH", plan.target_index, "*",
+                                              "LIMIT", "0", "0"))
+        ok = total == info.stats.num_docs
+        result.query_checks.append({"name": "*", "passed": ok, "results": total})
+        result.add(CheckResult(name="query:*", passed=ok,
+                               details=f"{total} results, {info.stats.num_docs} indexed"))
+    except redis.ResponseError as exc:
+        result.add(CheckResult(name="query:*", passed=False, details=str(exc)))
+
+    if host is not None and context is not None:
+        for check in host.validate(plan, context):
+            result.add(check)
+    return result
+
+
+def _total(reply: Any) -> int:
+    """The total count of an FT.SEARCH reply under RESP2 (list) or RESP3 (map)."""
+    if isinstance(reply, dict):
+        return to_int(to_map(reply).get("total_results"))
+    return to_int(to_list(reply)[0])

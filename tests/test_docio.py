@@ -1,0 +1,120 @@
+"""Key enumeration, batch reads and writes, renames (RENAMENX and DUMP/RESTORE), restores."""
+
+from __future__ import annotations
+
+import pytest
+from test_apply_helpers import make_hash_index, make_json_index
+
+from rvlm.core.backup import BackupRecord, FieldOriginal
+from rvlm.core.connection import connect, read_index
+from rvlm.core.docio import (
+    KeyWrite,
+    enumerate_keys,
+    escape_glob,
+    fields_exist,
+    move_keys,
+    read_batch,
+    restore_records,
+    write_batch,
+)
+from rvlm.core.documents import MISSING
+from rvlm.core.keyfile import KeyFileReader
+
+
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def client(request, redis_client, redis_url):
+    c = connect(redis_url, protocol=request.param)
+    yield c
+    c.close()
+
+
+def _keys(path):
+    with KeyFileReader(path) as r:
+        return [k for b in r.iter_batches(100) for k in b]
+
+
+def test_cursor_enumeration(client, tmp_path):
+    make_hash_index(client, n=2500)  # more than one cursor page
+    info = read_index(client, "idx")
+    en = enumerate_keys(client, info.schema, info.stats.num_docs, 0, tmp_path / "k")
+    assert en.method == "cursor" and en.count == 2500
+    assert sorted(_keys(tmp_path / "k")) == sorted(f"doc:{i}".encode() for i in range(2500))
+
+
+def test_scan_when_failures_includes_failed_documents(client, tmp_path):
+    make_hash_index(client, n=30)
+    client.hset("doc:bad", mapping={"t": "x", "v": b"short"})  # fails indexing
+    client.set("doc:string", "not a hash")  # other type: not part of the index
+    info = read_index(client, "idx")
+    assert info.stats.indexing_failures == 1
+    en = enumerate_keys(client, info.schema, info.stats.num_docs,
+                        info.stats.indexing_failures, tmp_path / "k")
+    assert en.method == "scan" and en.count == 31
+    keys = _keys(tmp_path / "k")
+    assert b"doc:bad" in keys and b"doc:string" not in keys and len(set(keys)) == len(keys)
+
+
+def test_scan_fallback_on_count_mismatch_and_overlapping_prefixes(client, tmp_path):
+    make_hash_index(client, n=20)
+    info = read_index(client, "idx")
+    schema = info.schema.with_index(prefix=("doc:", "doc:1"))  # overlapping: keys twice
+    en = enumerate_keys(client, schema, info.stats.num_docs + 5, 0, tmp_path / "k")
+    assert en.method == "scan" and "cursor gave 20" in en.fallback
+    assert sorted(_keys(tmp_path / "k")) == sorted(f"doc:{i}".encode() for i in range(20))
+
+
+def test_escape_glob():
+    assert escape_glob("a*b?[c]\\") == b"a\\*b\\?\\[c\\]\\\\"
+
+
+def test_hash_read_write_and_restore(client):
+    client.hset("h:1", mapping={"a": b"1", "b": b"\x00\xff"})
+    client.hset("h:2", mapping={"a": b"2"})
+    docs = read_batch(client, "hash", [b"h:1", b"h:2", b"h:gone"], ["a", "b"])
+    assert [d.key for d in docs] == [b"h:1", b"h:2"]
+    assert docs[0].values == {"a": b"1", "b": b"\x00\xff"} and docs[1].values["b"] is MISSING
+    assert fields_exist(client, "hash", [b"h:1", b"h:2"], ["b"]) == [["b"], []]
+    n = write_batch(client, "hash", [KeyWrite(b"h:1", {"c": b"xyz"}, ("a",))])
+    assert n == 3 and client.hgetall("h:1") == {b"b": b"\x00\xff", b"c": b"xyz"}
+    restore_records(client, "hash", [BackupRecord(b"h:1", None, (FieldOriginal(b"a", b"1"),
+                                                                 FieldOriginal(b"c", None)))])
+    assert client.hgetall("h:1") == {b"a": b"1", b"b": b"\x00\xff"}
+
+
+def test_json_read_write_restore_keeps_key_order(client):
+    make_json_index(client, n=3)
+    original = client.execute_command("JSON.GET", "j:1", "$")
+    docs = read_batch(client, "json", [b"j:1"], ["$.t", "$.nope"])
+    assert docs[0].values["$.t"] == "hello json 1" and docs[0].values["$.nope"] is MISSING
+    write_batch(client, "json", [KeyWrite(b"j:1", {"$.title": "x"}, ("$.t",))])
+    assert client.execute_command("JSON.GET", "j:1", "$.t") == b"[]"
+    restore_records(client, "json", [BackupRecord(b"j:1", None,
+                                                  (FieldOriginal(b"$", docs[0].raw_json),))])
+    assert client.execute_command("JSON.GET", "j:1", "$") == original
+
+
+@pytest.mark.parametrize("mode", ["rename", "dump"])
+def test_moves_keep_ttl_refuse_overwrite_and_restore(client, monkeypatch, mode):
+    if mode == "dump":
+        monkeypatch.setenv("RVLM_RENAME_MODE", "dump")
+    client.hset("a:1", "f", "1")
+    client.pexpire("a:1", 500_000)
+    client.hset("a:2", "f", "2")
+    move_keys(client, [(b"a:1", b"b:1"), (b"a:2", b"b:2")])
+    assert not client.exists("a:1") and client.hget("b:1", "f") == b"1"
+    assert 0 < client.pttl("b:1") <= 500_000 and client.pttl("b:2") == -1
+    client.hset("a:3", "f", "3")
+    client.hset("b:3", "f", "taken")
+    from rvlm.core.errors import MigrationFailed
+
+    with pytest.raises(MigrationFailed):
+        move_keys(client, [(b"a:3", b"b:3")])
+    assert client.hget("b:3", "f") == b"taken"
+    # restore moves them back (and a half-done DUMP/RESTORE copy is cleaned up)
+    client.hset("a:2", "f", "2")  # as if RESTORE happened but DEL did not
+    gone = restore_records(client, "hash", [
+        BackupRecord(b"a:1", b"b:1", (), 500_000), BackupRecord(b"a:2", b"b:2", ()),
+        BackupRecord(b"a:9", b"b:9", ())])
+    assert gone == [b"a:9"]
+    assert client.hget("a:1", "f") == b"1" and client.pttl("a:1") > 0
+    assert client.exists("a:2") and not client.exists("b:2") and not client.exists("b:1")

@@ -1,0 +1,192 @@
+"""``rvlm demo``: one real migration on a real server, start to finish.
+
+It starts the embedded server (or uses ``--url``), loads a small product index (text, tag,
+numeric and a float32 HNSW vector field), then plans, applies and validates a migration that
+renames a field and quantizes the vectors to float16, and shows the same KNN query before and
+after. Everything it writes goes to one work directory it prints.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rvlm.cli.common import handle_errors
+
+INDEX = "demo_products"
+PREFIX = "product:"
+DIMS = 16
+PATCH = """\
+version: 1
+changes:
+  rename_fields:
+    - {old_name: name, new_name: title}
+  update_fields:
+    - name: embedding
+      attrs: {datatype: float16}
+  add_fields:
+    - {name: brand, type: tag}
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+def load_sample(client: Any, count: int) -> None:
+    """The demo index: ``count`` products with deterministic float32 embeddings."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    categories = ["books", "garden", "kitchen", "toys"]
+    centers = rng.normal(size=(len(categories), DIMS))
+    client.execute_command(
+        "FT.CREATE", INDEX, "ON", "HASH", "PREFIX", "1", PREFIX, "SCHEMA",
+        "name", "TEXT", "WEIGHT", "2",
+        "category", "TAG",
+        "price", "NUMERIC", "SORTABLE",
+        "embedding", "VECTOR", "HNSW", "10", "TYPE", "FLOAT32", "DIM", str(DIMS),
+        "DISTANCE_METRIC", "COSINE", "M", "16", "EF_CONSTRUCTION", "200",
+    )
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        c = i % len(categories)
+        vec = (centers[c] + 0.3 * rng.normal(size=DIMS)).astype(np.float32)
+        pipe.hset(f"{PREFIX}{i}", mapping={
+            "name": f"{categories[c]} item {i}",
+            "category": categories[c],
+            "price": round(float(rng.uniform(1, 100)), 2),
+            "embedding": vec.tobytes(),
+        })
+    pipe.execute()
+
+
+def knn(client: Any, index: str, vector: bytes, k: int = 5) -> list[tuple[str, str]]:
+    """(key, score) of the ``k`` nearest neighbours of ``vector``."""
+    from rvlm.core.resp import to_list, to_map, to_str
+
+    reply = client.execute_command(
+        "FT.SEARCH", index, f"*=>[KNN {k} @embedding $v AS score]", "PARAMS", "2", "v", vector,
+        "SORTBY", "score", "RETURN", "1", "score", "DIALECT", "2")
+    out: list[tuple[str, str]] = []
+    if isinstance(reply, dict) or hasattr(reply, "keys"):
+        for r in to_list(to_map(reply).get("results")):
+            m = to_map(r)
+            attrs = to_map(m.get("extra_attributes"))
+            out.append((to_str(m.get("id")), f"{float(to_str(attrs.get('score'))):.4f}"))
+        return out
+    items = to_list(reply)[1:]
+    for key, fields in zip(items[::2], items[1::2], strict=False):
+        f = to_map(fields)
+        out.append((to_str(key), f"{float(to_str(f.get('score'))):.4f}"))
+    return out
+
+
+def wait_indexed(client: Any, index: str) -> None:
+    import time
+
+    from rvlm.core.connection import read_index
+
+    for _ in range(400):
+        stats = read_index(client, index).stats
+        if not stats.indexing and stats.percent_indexed >= 1.0:
+            return
+        time.sleep(0.05)
+
+
+@handle_errors
+def demo(
+    url: Annotated[str | None, typer.Option(
+        "--url", "-u", help="Use this server instead of starting the embedded one (its "
+                            "database must not hold an index named demo_products).")] = None,
+    work_dir: Annotated[Path | None, typer.Option(
+        "--work-dir", help="Where the patch, plan, backup and report go (default: a new "
+                           "temporary directory).")] = None,
+    documents: Annotated[int, typer.Option("--documents", min=10,
+                                           help="How many sample documents to load.")] = 1000,
+    keep: Annotated[bool, typer.Option(
+        "--keep", help="Leave the embedded server running afterwards.")] = False,
+) -> None:
+    """Run a real migration on the embedded server: plan, apply, validate, compare queries."""
+    from rich.console import Console
+
+    from rvlm.cli.render import print_plan
+    from rvlm.core.connection import connect, index_exists
+    from rvlm.core.errors import RvlmError
+    from rvlm.core.executor import apply_plan
+    from rvlm.core.patch import load_patch
+    from rvlm.core.planner import make_plan
+    from rvlm.core.plugins import get_host
+    from rvlm.core.server import EmbeddedServer, free_port
+
+    console = Console(highlight=False)
+    work = work_dir or Path(tempfile.mkdtemp(prefix="rvlm-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    server = None
+    if url is None:
+        server = EmbeddedServer(port=free_port(), directory=work / "server")
+        console.print(f"[bold]1. Server[/bold] starting the embedded Redis with Search and "
+                      f"JSON on port {server.port} (log: {server.log_path})")
+        server.start()
+        url = server.url
+    else:
+        console.print(f"[bold]1. Server[/bold] using {url}")
+    try:
+        client = connect(url)
+        if index_exists(client, INDEX):
+            raise RvlmError(f"an index named {INDEX!r} already exists on {url}; "
+                            "use another server or drop it")
+        load_sample(client, documents)
+        wait_indexed(client, INDEX)
+        console.print(f"[bold]2. Sample[/bold] index {INDEX!r}: {documents} products under "
+                      f"{PREFIX!r} (text, tag, numeric, float32 HNSW vectors of {DIMS} dims)")
+        query = client.hget(f"{PREFIX}7", "embedding")
+        before = knn(client, INDEX, query)
+        console.print(f"   KNN for {PREFIX}7 before: {before}")
+
+        patch_path = work / "patch.yaml"
+        patch_path.write_text(PATCH, encoding="utf-8")
+        console.print(f"[bold]3. Patch[/bold] {patch_path}:\n{PATCH}")
+        host = get_host()
+        patch = load_patch(patch_path, tuple(host.patch_sections()))
+        plan = make_plan(client, INDEX, patch=patch, host=host)
+        plan_path = work / "plan.yaml"
+        plan.write(plan_path)
+        console.print("[bold]4. Plan[/bold] (rvlm plan)")
+        print_plan(plan, plan_path, console)
+
+        backup_dir = work / "backup"
+        console.print(f"[bold]5. Apply[/bold] (rvlm apply --plan {plan_path} --backup-dir "
+                      f"{backup_dir} --accept-data-loss)")
+        report = apply_plan(url, plan, backup_dir=backup_dir, accept_data_loss=True)
+        report_path = work / "report.yaml"
+        report_path.write_text(report.to_yaml(), encoding="utf-8")
+        console.print(f"   result: [bold]{report.result}[/bold]; report: {report_path}")
+        for check in report.validation.checks:
+            mark = "[green]ok[/green]" if check.passed else "[red]FAILED[/red]"
+            console.print(f"   {mark} {check.name}: {check.details}")
+        if report.error:
+            console.print(f"   [red]{report.error}[/red]")
+
+        after = knn(client, INDEX, _float16(query))
+        console.print(f"[bold]6. Query[/bold] the same KNN after (float16 query vector): {after}")
+        same = [k for k, _ in before] == [k for k, _ in after]
+        console.print("   same neighbours, same order" if same else
+                      "   neighbours changed (expected only for near ties)")
+        console.print(f"[bold]Done.[/bold] Undo with: rvlm rollback --backup-dir {backup_dir} "
+                      f"--url {url}" + ("" if keep or server is None else
+                                        " (the embedded server stops now; use --keep)"))
+        if report.result != "succeeded":
+            raise typer.Exit(1)
+    finally:
+        if server is not None and not keep:
+            server.stop()
+
+
+def _float16(raw: bytes) -> bytes:
+    import numpy as np
+
+    return np.frombuffer(raw, dtype=np.float32).astype(np.float16).tobytes()

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from rvlm.core.changes import Change
 from rvlm.core.schema import Field, IndexSchema, VectorAttrs
 from rvlm.core.schema_yaml import attrs_to_dict, field_to_dict, index_to_dict
@@ -25,11 +27,38 @@ VECTOR_INDEX_KEYS = ("dims", "algorithm", "distance_metric", "initial_cap", "blo
                      "training_threshold")
 
 
-def _attr_diff(before: Field, after: Field, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+#: What a vector attribute left out (None) means on the server. The model stores these defaults
+#: as None, so a diff shows the value the index really uses ("m 8 -> 16", not "m 8 -> None").
+VECTOR_DEFAULTS: dict[str, Any] = {"m": 16, "ef_construction": 200, "ef_runtime": 10,
+                                   "epsilon": 0.01, "block_size": 1024}
+#: Shown for a value FT.INFO cannot report (the field's ``unknown_attrs``).
+UNKNOWN = "unknown"
+
+
+def _effective(field: Field, values: dict[str, Any], key: str) -> Any:
+    """The value the index uses for ``key``: the stored one, the server default, or unknown."""
+    value = values.get(key)
+    if value is not None:
+        return value
+    if key in field.unknown_attrs:
+        return UNKNOWN
+    if isinstance(field.attrs, VectorAttrs):
+        return VECTOR_DEFAULTS.get(key)
+    return None
+
+
+def attr_diff(before: Field, after: Field, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
     b = attrs_to_dict(before.attrs)
     a = attrs_to_dict(after.attrs)
     names = keys if keys is not None else tuple(dict.fromkeys([*b, *a]))
-    return {k: {"before": b.get(k), "after": a.get(k)} for k in names if b.get(k) != a.get(k)}
+    out: dict[str, Any] = {}
+    for k in names:
+        if b.get(k) == a.get(k):
+            continue
+        eb, ea = _effective(before, b, k), _effective(after, a, k)
+        if eb != ea:
+            out[k] = {"before": eb, "after": ea}
+    return out
 
 
 def diff(source: IndexSchema, target: IndexSchema, renames: dict[str, str]) -> list[Change]:
@@ -54,11 +83,12 @@ def diff(source: IndexSchema, target: IndexSchema, renames: dict[str, str]) -> l
             }))
     for name, g in tgt.items():
         old = reverse.get(name, name)
-        f = src.get(old)
-        if f is None:
+        found = src.get(old)
+        if found is None:
             changes.append(Change(type="add_field", new_field=name,
                                   details={"after": field_to_dict(g)}))
             continue
+        f = found
         if f.type != g.type:
             changes.append(Change(type="update_field", field=old, new_field=name, details={
                 "type": {"before": f.type, "after": g.type}}))
@@ -66,7 +96,7 @@ def diff(source: IndexSchema, target: IndexSchema, renames: dict[str, str]) -> l
         renamed = old != name
         path_changed = f.identifier(st) != g.identifier(tt) and not renamed
         if isinstance(f.attrs, VectorAttrs) and isinstance(g.attrs, VectorAttrs):
-            index_diff = _attr_diff(f, g, VECTOR_INDEX_KEYS)
+            index_diff = attr_diff(f, g, VECTOR_INDEX_KEYS)
             if index_diff:
                 changes.append(Change(type="vector_index", field=old, new_field=name,
                                       details={"attrs": index_diff}))
@@ -75,9 +105,9 @@ def diff(source: IndexSchema, target: IndexSchema, renames: dict[str, str]) -> l
                     "datatype": {"before": f.attrs.datatype, "after": g.attrs.datatype},
                     "dims": g.attrs.dims, "distance_metric": g.attrs.distance_metric,
                 }))
-            rest = _attr_diff(f, g, ("index_missing",))
+            rest = attr_diff(f, g, ("index_missing",))
         else:
-            rest = _attr_diff(f, g)
+            rest = attr_diff(f, g)
         if rest or path_changed:
             details: dict[str, Any] = {}
             if rest:
@@ -100,20 +130,64 @@ def diff(source: IndexSchema, target: IndexSchema, renames: dict[str, str]) -> l
     return changes
 
 
+@attrs.frozen
+class LikelyRename:
+    """A removed field and an added one that are identical but for the name (and maybe path).
+
+    ``patch`` is the exact ``changes:`` content that turns the removal and the addition into a
+    rename: a ``rename_fields`` entry, plus an ``update_fields`` entry when the value also
+    moves to another path.
+    """
+
+    old_name: str
+    new_name: str
+    new_path: str | None = None
+
+    @property
+    def patch(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rename_fields": [{"old_name": self.old_name,
+                                                  "new_name": self.new_name}]}
+        if self.new_path is not None:
+            out["update_fields"] = [{"name": self.new_name, "path": self.new_path}]
+        return out
+
+    def patch_text(self) -> str:
+        """The entry as one line of flow YAML, ready to paste under ``changes:``."""
+        parts = [f"rename_fields: [{{old_name: {self.old_name}, new_name: {self.new_name}}}]"]
+        if self.new_path is not None:
+            parts.append(f"update_fields: [{{name: {self.new_name}, path: '{self.new_path}'}}]")
+        return " and ".join(parts)
+
+
 def likely_renames(source: IndexSchema, target: IndexSchema,
-                   renames: dict[str, str]) -> list[tuple[str, str]]:
-    """(old, new) pairs where a removed field and an added one are identical but for the name."""
-    src = {f.name: f for f in source.fields if f.name not in renames}
+                   renames: dict[str, str]) -> list[LikelyRename]:
+    """Fields that disappear while an identical one (type and attrs) appears under another name.
+
+    A pair whose rename alone gives the target field exactly is suggested as a rename; when the
+    value also lives elsewhere (another JSON path or hash field), the suggestion adds the path.
+    """
+    tt = target.storage_type
+    if source.storage_type != tt:
+        return []
     tgt_names = {f.name for f in target.fields}
-    added = [g for g in target.fields if g.name not in src and g.name not in renames.values()]
-    removed = [f for n, f in src.items() if n not in tgt_names]
-    pairs = []
+    src_names = {f.name for f in source.fields}
+    removed = [f for f in source.fields if f.name not in renames and f.name not in tgt_names]
+    added = [g for g in target.fields
+             if g.name not in src_names and g.name not in renames.values()]
+
+    def renamed_place(f: Field, new_name: str) -> str:
+        # What rename_fields alone gives: the field under the new name, its path unchanged.
+        moved = IndexSchema(index=target.index, fields=[f.evolve(name=new_name)])
+        return moved.fields[0].identifier(tt)
+
+    out: list[LikelyRename] = []
     for f in removed:
-        for g in added:
-            same_attrs = f.type == g.type and f.attrs == g.attrs
-            same_place = f.path == g.path or f.path is None or g.path is None
-            if same_attrs and same_place:
-                pairs.append((f.name, g.name))
-                added.remove(g)
-                break
-    return pairs
+        candidates = [g for g in added if g.type == f.type and g.attrs == f.attrs]
+        exact = [g for g in candidates if renamed_place(f, g.name) == g.identifier(tt)]
+        if not candidates:
+            continue
+        pick = (exact or candidates)[0]
+        added.remove(pick)
+        new_path = None if exact else pick.identifier(tt)
+        out.append(LikelyRename(old_name=f.name, new_name=pick.name, new_path=new_path))
+    return out

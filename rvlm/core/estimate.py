@@ -9,12 +9,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from rvlm.core.ftinfo import IndexStats
 from rvlm.core.plan import Plan
 from rvlm.core.schema import DATATYPE_WIDTH, VectorAttrs
 
 #: Bytes a backup record costs beyond the values themselves (frame, key, field names).
 RECORD_OVERHEAD = 48
 MB = 1024 * 1024
+#: Documents per second the executor rewrites (pipelined read, transform, backup, write),
+#: measured on a laptop against a local server; a network hop lowers it.
+REWRITE_RATE = 50_000
+
+
+def downtime_seconds(stats: IndexStats, rewrites: bool) -> tuple[float | None, float | None]:
+    """(indexing, document rewrite) seconds of a drop-and-recreate migration.
+
+    Indexing comes from the source's measured ``total_indexing_time`` (None when the source
+    reports none); the rewrite from :data:`REWRITE_RATE` (None when nothing is rewritten).
+    """
+    docs = stats.num_docs + stats.indexing_failures
+    indexing = stats.total_indexing_time_ms / 1000.0 if docs and stats.total_indexing_time_ms \
+        else None
+    rewrite = docs / REWRITE_RATE if rewrites and docs else None
+    return indexing, rewrite
 
 
 def estimate_plan(plan: Plan, client: Any = None) -> dict[str, Any]:
@@ -29,55 +46,68 @@ def estimate_plan(plan: Plan, client: Any = None) -> dict[str, Any]:
     for f in plan.target_schema.fields:
         if isinstance(f.attrs, VectorAttrs):
             after += f.attrs.dims * DATATYPE_WIDTH[f.attrs.datatype] * docs
-    rewritten_bytes: float | None = 0.0
-    backup: float | None = 0.0
+    rewritten: float = 0.0
+    backup: float = 0.0
+    unknown_sizes = False
     docs_rewritten = docs if plan.operations else 0
     for op in plan.operations:
         if op.kind == "convert_vector":
             dims = int(op.params["dims"])
             src = op.params["scheme"]["source_datatype"]
             dst = op.params["scheme"]["target_datatype"]
-            assert rewritten_bytes is not None and backup is not None
-            rewritten_bytes += dims * DATATYPE_WIDTH[dst] * docs
+            rewritten += dims * DATATYPE_WIDTH[dst] * docs
             backup += dims * DATATYPE_WIDTH[src] * docs
         elif op.kind == "rename_keys":
             key_len = sum(len(k) for k in plan.key_sample) / max(len(plan.key_sample), 1)
-            if backup is not None:
-                backup += key_len * 2 * docs
+            backup += key_len * 2 * docs
         elif op.reads:
             size = _sample_value_size(plan, op.reads, client)
             if size is None:
-                rewritten_bytes = backup = None
+                unknown_sizes = True
                 notes.append(f"{op.kind}: value sizes unknown (give --url to measure a sample)")
-            elif rewritten_bytes is not None and backup is not None:
-                rewritten_bytes += size * docs
+            else:
+                rewritten += size * docs
                 backup += size * docs
-    if backup is not None and docs_rewritten:
+    if docs_rewritten:
         backup += RECORD_OVERHEAD * docs_rewritten
-    index_before = stats.total_index_memory_sz_mb * MB + stats.vector_index_sz_mb * MB
+    vector_index = stats.vector_index_sz_mb * MB
+    total = stats.total_index_memory_sz_mb * MB
+    # RediSearch 2.x leaves the vector index out of total_index_memory_sz_mb; Redis 8's
+    # engine counts it in. Either way: the rest of the index, plus the vector index.
+    includes_vectors = _search_major(plan) >= 8 and total >= vector_index
+    rest = total - vector_index if includes_vectors else total
     ratio = (after / before) if before else 1.0
-    index_after = (stats.total_index_memory_sz_mb * MB + stats.vector_index_sz_mb * MB * ratio)
-    downtime = None
-    if docs and stats.total_indexing_time_ms:
-        downtime = stats.total_indexing_time_ms / 1000.0
-        if plan.operations:
-            # Measured on this machine: the pipelined transform runs at roughly 50k docs/s.
-            downtime += docs / 50_000
-    else:
+    index_before = rest + vector_index
+    index_after = rest + vector_index * ratio
+    indexing_s, rewrite_s = downtime_seconds(stats, bool(plan.operations))
+    downtime: float | None = None
+    if not docs:
+        downtime = 0.0
+    elif indexing_s is None:
         notes.append("the source index reports no indexing time; downtime unknown")
+    else:
+        downtime = indexing_s + (rewrite_s or 0.0)
     return {
         "index": plan.source_index,
         "documents": docs,
         "documents_rewritten": docs_rewritten,
-        "bytes_rewritten": rewritten_bytes,
-        "backup_bytes": backup,
+        "bytes_rewritten": None if unknown_sizes else rewritten,
+        "backup_bytes": None if unknown_sizes else backup,
         "vector_bytes_before": before,
         "vector_bytes_after": after,
         "index_memory_before_bytes": index_before,
         "index_memory_after_bytes": index_after,
+        "memory_before_bytes": before + index_before,
+        "memory_after_bytes": after + index_after,
         "expected_downtime_seconds": downtime,
         "notes": notes,
     }
+
+
+def _search_major(plan: Plan) -> int:
+    text = str(plan.server.get("search_version", ""))
+    head = text.split(".")[0]
+    return int(head) if head.isdigit() else 0
 
 
 def _sample_value_size(plan: Plan, names: tuple[str, ...], client: Any) -> float | None:

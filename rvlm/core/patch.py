@@ -122,7 +122,8 @@ def patch_from_dict(data: Any, source: str = "patch",
     known = set(BUILTIN_SECTIONS) | set(plugin_sections)
     for key in changes:
         if key not in known:
-            more = f"; plugin sections: {', '.join(sorted(plugin_sections))}" if plugin_sections else ""
+            more = (f"; plugin sections: {', '.join(sorted(plugin_sections))}"
+                    if plugin_sections else "")
             raise RvlmError(f"{source}: changes.{key}: unknown section (built-in sections: "
                             f"{', '.join(BUILTIN_SECTIONS)}{more})")
     where = f"{source}: changes"
@@ -130,8 +131,8 @@ def patch_from_dict(data: Any, source: str = "patch",
     for i, f in enumerate(_list(changes.get("add_fields"), f"{where}.add_fields")):
         field_from_dict(f, f"{where}.add_fields[{i}]")  # validates now, merged later
         adds.append(dict(f))
-    removes = tuple(_name(n, f"{where}.remove_fields[{i}]")
-                    for i, n in enumerate(_list(changes.get("remove_fields"), f"{where}.remove_fields")))
+    removes = tuple(_name(n, f"{where}.remove_fields[{i}]") for i, n in
+                    enumerate(_list(changes.get("remove_fields"), f"{where}.remove_fields")))
     renames = []
     for i, r in enumerate(_list(changes.get("rename_fields"), f"{where}.rename_fields")):
         w = f"{where}.rename_fields[{i}]"
@@ -157,6 +158,9 @@ def patch_from_dict(data: Any, source: str = "patch",
             upd_attrs = {**u["options"], **upd_attrs}
         if not isinstance(upd_attrs, Mapping):
             raise RvlmError(f"{w}.attrs must be a mapping")
+        for key in ("path", "type"):
+            if u.get(key) is not None:
+                _name(u[key], f"{w}.{key}")
         updates.append(FieldUpdate(name=_name(u.get("name"), f"{w}.name"), attrs=dict(upd_attrs),
                                    path=u.get("path"), type=u.get("type")))
     index = changes.get("index") or {}
@@ -211,7 +215,13 @@ def _check_consistency(p: SchemaPatch) -> None:
                             "same patch; rename or add, not both")
         if n in news:
             raise RvlmError(f"{where}.add_fields: {n!r} is also the new name of {news[n]!r}")
+    updated: set[str] = set()
     for u in p.update_fields:
+        canonical = p.renames.get(u.name, u.name)
+        if canonical in updated:
+            raise RvlmError(f"{where}.update_fields: {u.name!r} is listed twice; put all its "
+                            "changes in one entry")
+        updated.add(canonical)
         if u.name in seen_removed:
             raise RvlmError(f"{where}.update_fields: {u.name!r} is also in remove_fields")
         if u.name in added:
@@ -242,8 +252,8 @@ def merge(source: IndexSchema, patch: SchemaPatch) -> IndexSchema:
     for r in patch.rename_fields:
         i = index_of(r.old_name, "rename_fields")
         if r.new_name in names:
-            raise RvlmError(f"{where}.rename_fields: {r.old_name!r} -> {r.new_name!r}: the index "
-                            f"already has a field named {r.new_name!r}")
+            raise RvlmError(f"{where}.rename_fields: {r.old_name!r} -> {r.new_name!r}: the "
+                            f"index already has a field named {r.new_name!r}")
         old = fields[i]
         # A hash field without AS keeps its identifier equal to its name: rename both.
         fields[i] = old.evolve(name=r.new_name)
@@ -256,7 +266,8 @@ def merge(source: IndexSchema, patch: SchemaPatch) -> IndexSchema:
         w = f"{where}.update_fields[{u.name}]"
         if u.type is not None and u.type.lower() != f.type:
             attrs_dict = dict(u.attrs)
-            new_attrs = field_from_dict({"name": f.name, "type": u.type, "attrs": attrs_dict}, w).attrs
+            new_attrs = field_from_dict({"name": f.name, "type": u.type, "attrs": attrs_dict},
+                                        w).attrs
             f = Field(name=f.name, type=u.type, path=f.path, attrs=new_attrs)
         elif u.attrs:
             f = f.evolve(attrs=evolve_attrs(f.attrs, u.attrs, w),
@@ -275,37 +286,45 @@ def merge(source: IndexSchema, patch: SchemaPatch) -> IndexSchema:
         merged = {**index_to_dict(index), **patch.index}
         index = index_from_dict(merged, f"{where}.index")
     try:
-        return IndexSchema(index=index, fields=fields)
+        return IndexSchema(index=index, fields=tuple(fields))
     except ValueError as exc:
         raise RvlmError(f"{where}: {exc}") from None
 
 
 def patch_from_target(source: IndexSchema, target: IndexSchema) -> SchemaPatch:
-    """The patch that turns ``source`` into ``target`` (no renames: those are only suggested)."""
+    """The patch that turns ``source`` into ``target`` (no renames: those are only suggested).
+
+    ``merge(source, patch_from_target(source, target))`` has the target's index definition and
+    fields (up to field order, and the source's ``unknown_attrs`` where the target is silent).
+    """
+    st, tt = source.storage_type, target.storage_type
     src = {f.name: f for f in source.fields}
     tgt = {f.name: f for f in target.fields}
     removes = tuple(n for n in src if n not in tgt)
     adds = tuple(field_to_dict(f) for n, f in tgt.items() if n not in src)
     updates = []
     for n, f in tgt.items():
-        if n in src and src[n].evolve(unknown_attrs=()) != f.evolve(unknown_attrs=()):
-            s = src[n]
-            before = attrs_to_dict(s.attrs) if s.type == f.type else {}
-            after = attrs_to_dict(f.attrs)
-            changed = {k: v for k, v in after.items() if before.get(k) != v}
-            defaults = {a.name: a.default for a in attrs.fields(type(f.attrs))}
-            for k in before:
-                if k not in after:
-                    changed[k] = defaults.get(k)
-            updates.append(FieldUpdate(
-                name=n, attrs=changed,
-                path=f.path if f.path != s.path else None,
-                type=f.type if f.type != s.type else None,
-            ))
-    index_changes = {k: v for k, v in index_to_dict(target.index).items()
-                     if index_to_dict(source.index).get(k) != v}
-    for k in index_to_dict(source.index):
-        if k not in index_to_dict(target.index):
-            index_changes[k] = None
+        s = src.get(n)
+        if s is None or s.evolve(unknown_attrs=()) == f.evolve(unknown_attrs=()):
+            continue
+        before = attrs_to_dict(s.attrs) if s.type == f.type else {}
+        after = attrs_to_dict(f.attrs)
+        changed = {k: v for k, v in after.items() if before.get(k) != v}
+        defaults = {a.name: a.default for a in attrs.fields(type(f.attrs))}
+        for k in before:
+            if k not in after:
+                changed[k] = defaults.get(k)
+        updates.append(FieldUpdate(
+            name=n, attrs=changed,
+            path=f.identifier(tt) if f.identifier(tt) != s.identifier(st) else None,
+            type=f.type if f.type != s.type else None,
+        ))
+    src_index, tgt_index = index_to_dict(source.index), index_to_dict(target.index)
+    index_defaults = {a.name: a.default for a in attrs.fields(type(target.index))}
+    index_changes = {k: v for k, v in tgt_index.items() if src_index.get(k) != v}
+    for k in src_index:
+        if k not in tgt_index:
+            default = index_defaults.get(k)
+            index_changes[k] = list(default) if isinstance(default, tuple) else default
     return SchemaPatch(add_fields=adds, remove_fields=removes, update_fields=tuple(updates),
                        index=index_changes, source="target schema")

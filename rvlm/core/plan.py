@@ -83,6 +83,9 @@ class Plan:
     warnings: tuple[str, ...] = ()
     server: dict[str, Any] = attrs.field(factory=dict)
     overrides: dict[str, Any] = attrs.field(factory=dict)
+    #: The alias the user named the index by (``--index ALIAS``), if any: FT.DROPINDEX removes
+    #: it with the index, so it must be pointed at the target again after the create.
+    source_alias: str | None = None
     version: int = PLAN_VERSION
     mode: str = MODE
 
@@ -127,11 +130,13 @@ class Plan:
         return {"rename_index": rename_index, "change_prefix": change_prefix,
                 "rename_fields": renames}
 
+    def change_warnings(self) -> list[str]:
+        return [w for c in self.changes for w in c.warnings]
+
     def all_warnings(self) -> list[str]:
-        out = list(self.warnings)
-        for c in self.changes:
-            out.extend(c.warnings)
-        return out
+        """Every warning: the plan's own (``warnings``), then each change's, in order. This is
+        the top-level ``warnings`` list of the YAML; each change also keeps its own."""
+        return [*self.warnings, *self.change_warnings()]
 
     # -- YAML ----------------------------------------------------------------------------
     def body(self) -> dict[str, Any]:
@@ -160,9 +165,9 @@ class Plan:
                 "server": self.server,
                 "lossy": self.lossy,
                 "overrides": self.overrides,
+                **({"source_alias": self.source_alias} if self.source_alias else {}),
                 "changes": [c.to_dict() for c in self.changes],
                 "operations": [o.to_dict() for o in self.operations],
-                "plan_warnings": list(self.warnings),
             },
         }
 
@@ -195,6 +200,7 @@ class Plan:
             if not extra:
                 raise RvlmError(f"{source}: not an rvlm plan (no 'rvlm' section); "
                                 "make one with 'rvlm plan'")
+            changes = tuple(PlannedChange.from_dict(c) for c in extra.get("changes", ()))
             plan = cls(
                 version=data["version"],
                 mode=data.get("mode", MODE),
@@ -204,12 +210,13 @@ class Plan:
                 requested_changes=data.get("requested_changes") or {},
                 target_schema=schema_from_dict(data["merged_target_schema"],
                                                f"{source}: merged_target_schema"),
-                changes=tuple(PlannedChange.from_dict(c) for c in extra.get("changes", ())),
+                changes=changes,
                 operations=tuple(DocumentOperation.from_dict(o)
                                  for o in extra.get("operations", ())),
-                warnings=tuple(extra.get("plan_warnings", ())),
+                warnings=_plan_warnings(data.get("warnings") or [], changes),
                 server=extra.get("server") or {},
                 overrides=extra.get("overrides") or {},
+                source_alias=extra.get("source_alias"),
             )
         except RvlmError:
             raise
@@ -224,3 +231,12 @@ class Plan:
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         return cls.from_dict(load_yaml(path), str(path))
+
+
+def _plan_warnings(top: list[Any], changes: tuple[PlannedChange, ...]) -> tuple[str, ...]:
+    """The plan's own warnings: the top-level list without the changes' (which end it)."""
+    own = [str(w) for w in top]
+    tail = [w for c in changes for w in c.warnings]
+    if tail and own[len(own) - len(tail):] == tail:
+        own = own[:len(own) - len(tail)]
+    return tuple(own)

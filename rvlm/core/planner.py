@@ -19,11 +19,12 @@ import redis
 
 from rvlm.core.capabilities import Capabilities, detect
 from rvlm.core.changes import Change, Classification
-from rvlm.core.connection import list_indexes, read_index
+from rvlm.core.connection import index_exists, list_indexes, read_index
 from rvlm.core.context import PlanContext
-from rvlm.core.diff import diff, likely_renames
-from rvlm.core.documents import MISSING, Document
+from rvlm.core.diff import LikelyRename, diff, likely_renames
+from rvlm.core.documents import MISSING, Document, DocumentOperation
 from rvlm.core.errors import RvlmError
+from rvlm.core.estimate import downtime_seconds
 from rvlm.core.patch import SchemaPatch, load_patch, merge, patch_from_target
 from rvlm.core.plan import Plan, PlannedChange
 from rvlm.core.plugins import PluginHost, host_with
@@ -54,7 +55,7 @@ def sample_keys(client: redis.Redis, index: str, count: int) -> list[bytes]:
     if count <= 0:
         return []
     reply = client.execute_command("FT.SEARCH", index, "*", "NOCONTENT", "LIMIT", "0", str(count),
-                                   "DIALECT", "2")
+                                   "TIMEOUT", "0", "DIALECT", "2")
     if isinstance(reply, dict) or (hasattr(reply, "get") and not isinstance(reply, list)):
         results = to_list(reply.get(b"results", reply.get("results", [])))
         return [_as_bytes(r.get(b"id", r.get("id"))) for r in results]
@@ -108,6 +109,16 @@ def _other_indexes(client: redis.Redis, source: str) -> dict[str, IndexSchema]:
     return out
 
 
+#: What the server uses for a value FT.INFO cannot report when FT.CREATE leaves it out.
+UNREPORTED_DEFAULTS = {
+    "ef_runtime": "10 (server default)",
+    "epsilon": "0.01 (server default)",
+    "block_size": "1024 (server default)",
+    "initial_cap": "the server default",
+    "phonetic_matcher": "none (no phonetic matching)",
+}
+
+
 def make_plan(
     client: redis.Redis,
     index_name: str,
@@ -117,20 +128,30 @@ def make_plan(
     options: PlanOptions | None = None,
     host: PluginHost | None = None,
     plugins: Sequence[Any] = (),
+    capabilities: Capabilities | None = None,
 ) -> Plan:
-    """Plan the migration of ``index_name`` by ``patch`` or to ``target`` (exactly one)."""
+    """Plan the migration of ``index_name`` by ``patch`` or to ``target`` (exactly one).
+
+    Reads the server (never writes). ``capabilities`` overrides what :func:`detect` would
+    report (for tests and for planning against a server you will upgrade first).
+    Raises :class:`RvlmError` for bad input (unknown index, field, section; a patch that
+    contradicts the live schema); a change that cannot run is a *blocked* change in the plan.
+    """
     if (patch is None) == (target is None):
         raise RvlmError("give a schema patch or a target schema (exactly one)")
     options = options or PlanOptions()
     host = host or host_with(plugins)
     host.check()
-    caps = detect(client)
+    if patch is not None:
+        owned = host.patch_sections()
+        unknown = [s for s in patch.sections if s not in owned]
+        if unknown:
+            raise RvlmError(f"{patch.source}: changes.{unknown[0]}: no installed plugin owns "
+                            "this section")
+    caps = capabilities or detect(client)
     info = read_index(client, index_name)
     source = info.schema
-    warnings: list[str] = []
-    if source.name != index_name:
-        warnings.append(f"{index_name!r} is an alias of {source.name!r}; the plan migrates "
-                        f"{source.name!r}")
+    alias = index_name if source.name != index_name else None
     index_names = tuple(list_indexes(client))
 
     cache: dict[tuple[str, ...], list[Document]] = {}
@@ -146,6 +167,8 @@ def make_plan(
         return cache[key]
 
     def keys_exist(keys: Sequence[bytes]) -> list[bool]:
+        if not keys:
+            return []
         pipe = client.pipeline(transaction=False)
         for k in keys:
             pipe.exists(k)
@@ -156,36 +179,40 @@ def make_plan(
 
     renames: dict[str, str] = {}
     sections: dict[str, Any] = {}
+    explicit: set[tuple[str, str]] = set()
+    suggestions: list[LikelyRename] = []
     if patch is not None:
-        owned = host.patch_sections()
-        unknown = [s for s in patch.sections if s not in owned]
-        if unknown:
-            raise RvlmError(f"{patch.source}: changes.{unknown[0]}: no installed plugin owns "
-                            "this section")
         merged = merge(source, patch)
         renames = patch.renames
         sections = dict(patch.sections)
         requested = patch.requested_changes()
+        explicit = {(renames.get(u.name, u.name), k) for u in patch.update_fields
+                    for k in u.attrs}
     else:
         assert target is not None
         merged = target
         requested = patch_from_target(source, target).requested_changes()
-        for old, new in likely_renames(source, target, renames):
-            warnings.append(
-                f"field {old!r} disappears and an identical field {new!r} appears: if this is "
-                f"a rename, use a schema patch with rename_fields: [{{old_name: {old}, "
-                f"new_name: {new}}}] (as planned, {old!r} is removed and {new!r} added)")
+        suggestions = likely_renames(source, target, renames)
+
+    def names_taken(tgt: IndexSchema) -> tuple[str, ...]:
+        # An alias is no index (FT._LIST omits it), yet FT.CREATE accepts its name and
+        # then two things answer to it: a rename onto an alias is refused like one onto an index.
+        if (tgt.name != source.name and tgt.name not in index_names
+                and index_exists(client, tgt.name)):
+            return (*index_names, tgt.name)
+        return index_names
 
     def context_for(tgt: IndexSchema) -> PlanContext:
         return PlanContext(source=source, target=tgt, stats=info.stats, capabilities=caps,
                            sample=sample, key_sample=key_sample, other_indexes=others,
-                           index_names=index_names, keys_exist=keys_exist,
+                           index_names=names_taken(tgt), keys_exist=keys_exist,
                            options=attrs.asdict(options))
 
     changes = diff(source, merged, renames)
     final = merged
     owners = host.change_types()
-    section_owner = {ct.patch_section: name for name, (_p, ct) in owners.items() if ct.patch_section}
+    section_owner = {ct.patch_section: name for name, (_p, ct) in owners.items()
+                     if ct.patch_section}
     for section, value in sections.items():
         final = host.merge_patch_section(section, value, final, context_for(final))
         changes.append(Change(type=section_owner[section], details={"section": section,
@@ -193,7 +220,7 @@ def make_plan(
     context = context_for(final)
 
     planned: list[PlannedChange] = []
-    operations = []
+    operations: list[DocumentOperation] = []
     for change in changes:
         verdict: Classification = host.classify(change, context)
         plugin = owners[change.type][0]
@@ -206,10 +233,22 @@ def make_plan(
         ))
         operations.extend(verdict.operations)
 
+    warnings: list[str] = []
+    if alias is not None:
+        warnings.append(
+            f"{alias!r} is an alias of {source.name!r}: the plan migrates {source.name!r}, and "
+            f"dropping it removes the alias; point it at the new index after the migration "
+            f"(FT.ALIASUPDATE {alias} {final.name})")
+    for s in suggestions:
+        warnings.append(
+            f"field {s.old_name!r} disappears and an identical field {s.new_name!r} appears: "
+            f"if this is a rename, plan with a schema patch containing {s.patch_text()} "
+            f"(as planned, {s.old_name!r} is removed and {s.new_name!r} added)")
     overrides: dict[str, Any] = {}
-    warnings += _plan_checks(source, final, info, caps, operations, others, options, overrides,
-                             planned)
-    if not changes:
+    if changes:
+        warnings += _plan_checks(source, final, info, operations, others, options, overrides,
+                                 planned, renames, explicit)
+    else:
         warnings.append("the patch changes nothing: the target schema equals the source")
 
     return Plan(
@@ -223,12 +262,33 @@ def make_plan(
         warnings=tuple(warnings),
         server=caps.to_dict(),
         overrides=overrides,
+        source_alias=alias,
     )
 
 
-def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any, caps: Capabilities,
-                 operations: list[Any], others: dict[str, IndexSchema], options: PlanOptions,
-                 overrides: dict[str, Any], planned: list[PlannedChange]) -> list[str]:
+def _unreported(source: IndexSchema, target: IndexSchema, renames: dict[str, str],
+                explicit: set[tuple[str, str]]) -> list[str]:
+    """``field.attr value`` for each value FT.INFO could not report that the rebuilt index
+    will take from the server's default (the patch did not set it)."""
+    out = []
+    for f in source.fields:
+        g = target.field(renames.get(f.name, f.name))
+        if g is None or type(g.attrs) is not type(f.attrs):
+            continue
+        for k in f.unknown_attrs:
+            if (g.name, k) in explicit:
+                continue
+            value = getattr(g.attrs, k, None)
+            if value is None:
+                out.append(f"{g.name}.{k} {UNREPORTED_DEFAULTS.get(k, 'the server default')}")
+    return out
+
+
+def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
+                 operations: list[DocumentOperation], others: dict[str, IndexSchema],
+                 options: PlanOptions, overrides: dict[str, Any],
+                 planned: list[PlannedChange], renames: dict[str, str],
+                 explicit: set[tuple[str, str]]) -> list[str]:
     """Whole-plan checks; blocking ones are added to ``planned`` as a blocked change."""
     warnings: list[str] = []
     stats = info.stats
@@ -237,40 +297,68 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any, caps: Capa
         for name, other in sorted(others.items()):
             pairs = prefixes_overlap(source.index.prefix, other.index.prefix)
             if pairs and other.storage_type == source.storage_type:
-                shared.append(f"{name} ({', '.join(sorted({p for pair in pairs for p in pair}))})")
+                prefixes = ", ".join(repr(p) for p in sorted({p for pair in pairs for p in pair}))
+                shared.append(f"{name} (prefix {prefixes})")
         if shared:
-            text = (f"other live indexes cover the same keys and would see their documents "
-                    f"rewritten: {'; '.join(shared)}")
+            text = (f"other live indexes cover the same keys: {'; '.join(shared)}; rewriting "
+                    f"the documents of {source.name!r} changes them under those indexes too")
             if options.allow_shared_keys:
-                overrides["allow_shared_keys"] = True
+                overrides["allow_shared_keys"] = sorted(
+                    n for n, o in others.items()
+                    if o.storage_type == source.storage_type
+                    and prefixes_overlap(source.index.prefix, o.index.prefix))
                 warnings.append(text + " (allowed by --allow-shared-keys)")
             else:
                 planned.append(PlannedChange(
-                    type="shared_keys", plugin="rvlm", plugin_version="core", supported=False,
+                    type="shared_keys", plugin="rvlm", plugin_version=_rvlm_version(),
+                    supported=False,
                     blocked_reasons=(text + "; migrate them together with 'rvlm batch', or pass "
-                                     "--allow-shared-keys to accept it",)))
-    if stats.indexing_failures:
-        warnings.append(f"the source index has {stats.indexing_failures} indexing failures; "
-                        "those documents are migrated too and will still fail to index")
+                                     "--allow-shared-keys to accept it (recorded in the plan)",)))
     if stats.indexing or stats.percent_indexed < 1.0:
         warnings.append(f"the source index is still building ({stats.percent_indexed:.0%} "
-                        "indexed); wait until it finishes so the document count is final")
-    unknown = [f"{f.name}.{a}" for f in target.fields for a in f.unknown_attrs]
+                        "indexed): wait until it finishes, then plan again, so the document "
+                        "count and the sample are final (apply refuses a building index)")
+    if stats.indexing_failures:
+        warnings.append(f"the source index has {stats.indexing_failures} indexing failures "
+                        "(documents it could not index, e.g. a hash vector of the wrong byte "
+                        "length): they are not searchable now and will not be after the "
+                        "migration; fix or delete them if they should be")
+    unknown = _unreported(source, target, renames, explicit)
     if unknown:
-        warnings.append(f"FT.INFO cannot report {', '.join(unknown)}; the rebuilt index uses the "
-                        "server defaults for them unless the patch sets them in update_fields")
+        warnings.append("FT.INFO cannot report some source values, so the rebuilt index uses: "
+                        f"{', '.join(unknown)}; set them in update_fields if the source used "
+                        "other values")
     docs = stats.num_docs + stats.indexing_failures
-    per_doc_ms = stats.total_indexing_time_ms / docs if docs and stats.total_indexing_time_ms else 0
-    estimate = per_doc_ms * docs / 1000.0
-    if docs:
-        if not per_doc_ms:
-            est = "indexing time unknown"
-        else:
-            est = "under a second of indexing" if estimate < 1 else f"about {estimate:.0f} s of indexing"
-        warnings.append(f"downtime: queries on {source.name!r} fail from the drop until "
-                        f"{target.name!r} has indexed {docs} documents ({est}"
-                        f"{', plus the document rewrite' if operations else ''})")
+    indexing_s, rewrite_s = downtime_seconds(stats, bool(operations))
+    if not docs:
+        length = "the index is empty: only the drop and the create"
+    elif indexing_s is None:
+        length = "indexing time unknown: the source reports none"
+    else:
+        total = indexing_s + (rewrite_s or 0.0)
+        length = "under a second" if total < 1 else f"about {_duration(total)}"
+        if rewrite_s:
+            length += (f": {_duration(indexing_s)} of indexing plus {_duration(rewrite_s)} "
+                       "of document rewrite")
+    warnings.append(f"downtime: queries on {source.name!r} fail from the drop until "
+                    f"{target.name!r} has indexed {docs} documents ({length})")
     return warnings
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _rvlm_version() -> str:
+    from rvlm import __version__
+
+    return __version__
 
 
 def plan_from_files(client: redis.Redis, index_name: str, *, schema_patch: str | None = None,

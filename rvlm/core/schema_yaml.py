@@ -45,6 +45,16 @@ from rvlm.core.schema import (
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
+
+def _strict_bool(value: Any, _type: Any) -> bool:
+    """YAML booleans only: ``sortable: "no"`` is an error, not True."""
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"must be true or false, not {value!r}")
+
+
+_converter.register_structure_hook(bool, _strict_bool)
+
 for _cls in (*ATTRS_BY_TYPE.values(), IndexDefinition):
     _overrides: dict[str, Any] = {}
     if _cls is VectorAttrs:
@@ -62,9 +72,16 @@ for _cls in (*ATTRS_BY_TYPE.values(), IndexDefinition):
     )
 
 
+def _format_exception(exc: BaseException, type_: Any) -> str:
+    """Keep our validators' own messages (they name the value and the choices)."""
+    if isinstance(exc, ValueError) and not isinstance(exc, cattrs.BaseValidationError) and str(exc):
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
 def _describe(exc: BaseException, where: str) -> str:
     if isinstance(exc, (cattrs.BaseValidationError,)):
-        messages = cattrs.transform_error(exc, path=where)
+        messages = cattrs.transform_error(exc, path=where, format_exception=_format_exception)
         return "; ".join(messages)
     return f"{where}: {exc}"
 
@@ -110,7 +127,8 @@ def field_from_dict(data: Any, where: str) -> Field:
         raise RvlmError(f"{where}.unknown_attrs must be a list")
     a = field_attrs_from_dict(data["type"], data.get("attrs"), f"{where}[{name}]")
     try:
-        return Field(name=name, type=data["type"], path=path, attrs=a, unknown_attrs=unknown)
+        return Field(name=name, type=data["type"], path=path, attrs=a,
+                     unknown_attrs=tuple(str(u) for u in unknown))
     except ValueError as exc:
         raise RvlmError(f"{where}: {exc}") from None
 

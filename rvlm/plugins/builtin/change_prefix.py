@@ -30,20 +30,25 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
     if len(before) != 1 or len(after) != 1:
         return Classification.blocked(
             f"the index has prefixes {before} -> {after}: only a change from one prefix to "
-            "one prefix is supported (keys under several prefixes cannot be mapped safely)")
+            "one prefix is supported (keys under several prefixes cannot be mapped safely); "
+            "keep the prefixes, or split the index into one index per prefix first")
     old, new = before[0], after[0]
     if old.startswith(new) and old != new:
         return Classification.blocked(
             f"the new prefix {new!r} is a prefix of the old one {old!r}: renamed keys would "
             "still match the old prefix; choose a prefix that does not contain the old one")
-    sample = [k for k in context.key_sample if k.startswith(old.encode())]
+    # The calibration sample (up to --sample-size keys) when the planner offers it, else the
+    # plan's key sample; the executor checks every key again before the drop.
+    keys = [d.key for d in context.sample(())] or list(context.key_sample)
+    sample = [k for k in keys if k.startswith(old.encode())]
     new_keys = [new.encode() + k[len(old):] for k in sample]
     if new_keys and context.keys_exist is not None:
         taken = [k for k, e in zip(new_keys, context.keys_exist(new_keys), strict=True) if e]
         if taken:
             return Classification.blocked(
                 f"{len(taken)} of {len(new_keys)} sampled keys already exist under the new "
-                f"prefix (e.g. {taken[0].decode(errors='replace')}); moving would overwrite them")
+                f"prefix {new!r} (e.g. {taken[0].decode(errors='replace')}); moving would "
+                "overwrite them. Pick another prefix, or move or delete those keys first")
     return Classification(
         summary=f"move every key from prefix {old!r} to {new!r} (RENAME, TTLs kept)",
         operations=(DocumentOperation(plugin=NAME, kind="rename_keys",

@@ -55,12 +55,17 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
     caps = context.capabilities
     label = f"{change.field!r} {src_dt} -> {dst_dt}"
     if dst_dt not in caps.datatypes:
-        gate = "Redis 8.0" if dst_dt in ("int8", "uint8") else "RediSearch 2.10"
+        gate = ("the Redis 8.0 query engine" if dst_dt in ("int8", "uint8")
+                else "RediSearch 2.10")
         return Classification.blocked(
-            f"{label}: this server (search {caps.to_dict()['search_version']}) cannot index "
-            f"{dst_dt.upper()} vectors (needs {gate}); nothing was changed")
+            f"{label}: this server (Redis {caps.redis_version}, search "
+            f"{caps.to_dict()['search_version']}) cannot index {dst_dt.upper()} vectors, which "
+            f"need {gate}; upgrade the server first, or pick a datatype it has "
+            f"({', '.join(caps.datatypes)})")
     if target.attrs.algorithm == "svs-vamana" and dst_dt not in SVS_DATATYPES:
-        return Classification.blocked(f"{label}: SVS-VAMANA indexes only float16 and float32")
+        return Classification.blocked(
+            f"{label}: SVS-VAMANA indexes only float16 and float32 vectors; pick one of those, "
+            "or keep the HNSW or FLAT algorithm")
     storage = context.source.storage_type
     read_path = source.identifier(storage)
     write_path = target.identifier(context.target.storage_type)

@@ -25,7 +25,9 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
     before, after = change.details["before"], change.details["after"]
     if after in context.index_names:
         return Classification.blocked(
-            f"an index named {after!r} already exists; pick another name or drop it first")
+            f"an index or alias named {after!r} already exists, and a rename onto it would "
+            "leave two things answering to that name; pick another name, or drop it (or "
+            "FT.ALIASDEL it) first")
     return Classification(
         summary=f"rename index {before!r} -> {after!r}",
         warnings=(f"clients that query {before!r} must switch to {after!r} (or point an "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rvlm.core.changes import Change, ChangeType, Classification
 from rvlm.core.context import PlanContext
+from rvlm.core.schema import VectorAttrs
 from rvlm.hookspecs import hookimpl
 
 NAME = "vector_index"
@@ -19,13 +20,17 @@ def rvlm_change_types() -> list[ChangeType]:
                        description="Change a vector field's algorithm, metric or parameters.")]
 
 
+def _show(value: object) -> str:
+    return value.upper() if isinstance(value, str) and value != "unknown" else str(value)
+
+
 @hookimpl
 def classify_change(change: Change, context: PlanContext) -> Classification | None:
     if change.type != NAME:
         return None
     attrs = change.details["attrs"]
     field = context.target.field(change.new_field or "")
-    assert field is not None and field.type == "vector"
+    assert field is not None and isinstance(field.attrs, VectorAttrs)
     reasons = []
     if "dims" in attrs:
         reasons.append(
@@ -33,13 +38,22 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
             f"{attrs['dims']['after']} needs new embeddings for every document; re-embed into a "
             "new field or index instead")
     algorithm = attrs.get("algorithm", {}).get("after")
-    if algorithm and algorithm not in context.capabilities.algorithms:
+    caps = context.capabilities
+    if algorithm and algorithm not in caps.algorithms:
         reasons.append(
-            f"this server (search {context.capabilities.to_dict()['search_version']}) has no "
-            f"{algorithm.upper()} algorithm (SVS-VAMANA needs Redis 8.2); nothing was changed")
+            f"{change.field!r}: this server (Redis {caps.redis_version}, search "
+            f"{caps.to_dict()['search_version']}) has no {algorithm.upper()} algorithm, which "
+            f"needs the Redis 8.2 query engine; upgrade the server first, or keep one it has "
+            f"({', '.join(a.upper() for a in caps.algorithms)})")
+    datatype = field.attrs.datatype
+    if (algorithm == "svs-vamana" and algorithm in caps.algorithms
+            and datatype not in ("float16", "float32")):
+        reasons.append(
+            f"{change.field!r}: SVS-VAMANA indexes only float16 and float32 vectors, not "
+            f"{datatype}; convert the vectors too (update_fields datatype: float32 or float16)")
     if reasons:
         return Classification.blocked(*reasons)
-    parts = [f"{k} {v['before']} -> {v['after']}" for k, v in attrs.items()]
+    parts = [f"{k} {_show(v['before'])} -> {_show(v['after'])}" for k, v in attrs.items()]
     warnings = []
     if "distance_metric" in attrs:
         warnings.append(f"{change.field!r}: the distance metric changes, so KNN scores and "

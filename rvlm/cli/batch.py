@@ -1,0 +1,257 @@
+"""``rvlm batch plan|apply|resume|status``: one schema patch over many indexes, resumable.
+
+Exit codes: ``plan`` 0 when the batch can run (1 when no index is applicable, 2 when it is
+refused or the input is bad); ``apply`` and ``resume`` 0 only when every applicable index
+succeeded, 1 otherwise, 2 for refused input (nothing run); ``status`` 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from rvlm.cli.common import UrlOption, echo_json, handle_errors
+
+if TYPE_CHECKING:
+    from rvlm.core.batch import BatchPlan, BatchReport, BatchState
+
+batch_app = typer.Typer(
+    name="batch",
+    help="Migrate many indexes with one schema patch: plan, apply, resume, status.",
+    no_args_is_help=True,
+)
+
+StateOption = Annotated[Path, typer.Option("--state", "-s", help="Batch state file "
+                                                                   "(checkpointed after every "
+                                                                   "step).")]
+ParallelOption = Annotated[int, typer.Option(
+    "--parallel", min=1, help="Run up to K indexes at once (only indexes whose key prefixes "
+                              "are disjoint run together).")]
+ReportDirOption = Annotated[Path | None, typer.Option(
+    "--report-dir", help="Where the batch report and per-index reports go (default: "
+                         "'reports' next to the state file).")]
+AcceptOption = Annotated[bool, typer.Option(
+    "--accept-data-loss", help="Apply plans that are lossy (values cannot be restored "
+                               "exactly).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(batch_app, name="batch")
+
+
+@batch_app.command("plan")
+@handle_errors
+def plan(
+    schema_patch: Annotated[Path, typer.Option("--schema-patch", "-p",
+                                               help="The schema patch applied to every index.")],
+    pattern: Annotated[str | None, typer.Option("--pattern", help="Glob over index names, "
+                                                                  "e.g. '*_idx'.")] = None,
+    indexes: Annotated[str | None, typer.Option("--indexes", help="Comma-separated index "
+                                                                  "names.")] = None,
+    indexes_file: Annotated[Path | None, typer.Option("--indexes-file",
+                                                      help="File with one index name a "
+                                                           "line.")] = None,
+    failure_policy: Annotated[str, typer.Option(
+        "--failure-policy", help="fail_fast (stop at the first failure) or continue_on_error."
+    )] = "fail_fast",
+    plan_out: Annotated[Path, typer.Option("--plan-out", "-o", help="Where to write the batch "
+                                                                    "plan; per-index plans go "
+                                                                    "next to it.")] = Path(
+        "batch_plan.yaml"),
+    url: UrlOption = None,
+    sample_size: Annotated[int | None, typer.Option(
+        "--sample-size", min=1, help="Documents read per index to calibrate quantization.")
+    ] = None,
+) -> None:
+    """Test one schema patch on every selected index; write a batch plan (no Redis writes).
+
+    Each applicable index gets its own full plan next to the batch plan, for review.
+    """
+    from rvlm.core.batch import BatchMigrationPlanner
+    from rvlm.core.errors import RvlmError
+
+    result = BatchMigrationPlanner(sample_size=sample_size).create_batch_plan(
+        redis_url=url, schema_patch_path=schema_patch, pattern=pattern, indexes=indexes,
+        indexes_file=indexes_file, failure_policy=failure_policy)
+    written = result.write(plan_out)
+    _print_plan(result, written)
+    if result.refused:
+        raise RvlmError(result.conflict_message())
+    if not result.applicable:
+        raise typer.Exit(1)
+
+
+@batch_app.command("apply")
+@handle_errors
+def apply(
+    plan: Annotated[Path, typer.Option("--plan", help="Batch plan made by 'rvlm batch plan'.")],
+    backup_dir: Annotated[Path, typer.Option(
+        "--backup-dir", help="Backups and journals, one subdirectory per index (required).")],
+    state: StateOption = Path("batch_state.yaml"),
+    report_dir: ReportDirOption = None,
+    accept_data_loss: AcceptOption = False,
+    parallel: ParallelOption = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1,
+                                            help="Documents per batch.")] = 500,
+    workers: Annotated[int, typer.Option("--workers", min=1,
+                                         help="Worker processes per index.")] = 1,
+    url: UrlOption = None,
+) -> None:
+    """Run every applicable index of a batch plan (re-run, or 'batch resume', to continue)."""
+    from rvlm.core.batch import BatchMigrationExecutor
+
+    executor = BatchMigrationExecutor(batch_size=batch_size, workers=workers)
+    report = executor.apply(plan, redis_url=url, state_path=state, report_dir=report_dir,
+                            backup_dir=backup_dir, progress_callback=_progress,
+                            accept_data_loss=accept_data_loss, parallel=parallel)
+    _finish(report, state)
+
+
+@batch_app.command("resume")
+@handle_errors
+def resume(
+    state: StateOption,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed",
+                                               help="Run failed indexes again too.")] = False,
+    backup_dir: Annotated[Path | None, typer.Option(
+        "--backup-dir", help="Must be the batch's backup dir (checked).")] = None,
+    report_dir: ReportDirOption = None,
+    accept_data_loss: AcceptOption = False,
+    parallel: ParallelOption = 1,
+    url: UrlOption = None,
+) -> None:
+    """Continue a batch where it stopped (a crashed index resumes from its journal)."""
+    from rvlm.core.batch import BatchMigrationExecutor
+
+    report = BatchMigrationExecutor().resume(
+        state, redis_url=url, retry_failed=retry_failed, backup_dir=backup_dir,
+        report_dir=report_dir, progress_callback=_progress, accept_data_loss=accept_data_loss,
+        parallel=parallel)
+    _finish(report, state)
+
+
+@batch_app.command("status")
+@handle_errors
+def status(
+    state: StateOption,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What a batch has done: succeeded, failed (with the error), in progress, remaining."""
+    from rvlm.core.batch import BatchMigrationExecutor
+
+    loaded = BatchMigrationExecutor.status(state)
+    rows = [_status_row(loaded, i.name) for i in loaded.indexes]
+    if json_out:
+        echo_json({"batch_id": loaded.batch_id, "status": loaded.status,
+                   "counts": loaded.counts(), "backup_dir": loaded.backup_dir,
+                   "indexes": rows})
+        return
+    _print_status(loaded, rows)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _progress(name: str, position: int, total: int, status: str) -> None:
+    colour = {"succeeded": typer.colors.GREEN, "failed": typer.colors.RED}.get(status)
+    typer.secho(f"[{position}/{total}] {name}: {status}", err=True, fg=colour)
+
+
+def _finish(report: BatchReport, state: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("index", "result", "documents", "seconds", "detail"):
+        table.add_column(col)
+    for row in report.indexes:
+        result = row["result"]
+        style = {"succeeded": "green", "failed": "red", "skipped": "yellow"}.get(result, "")
+        detail = row.get("error") or row.get("skip_reason") or (
+            "resumed" if row.get("resumed") else "")
+        table.add_row(row["name"], f"[{style}]{result}[/{style}]" if style else result,
+                      str(row.get("documents", 0)), f"{row.get('duration_seconds', 0):.2f}",
+                      str(detail))
+    out.print(table)
+    colour = "green" if report.succeeded else "red"
+    out.print(f"batch {report.batch_id}: [{colour}]{report.status}[/{colour}]  "
+              f"(report: {report.report_path})")
+    if not report.succeeded:
+        out.print(f"see 'rvlm batch status --state {state}'; 'rvlm batch resume --state "
+                  f"{state} --retry-failed' runs failed indexes again")
+        raise typer.Exit(1)
+
+
+def _print_plan(result: BatchPlan, path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    out.print(f"[bold]Batch plan[/bold] {result.batch_id}  ({len(result.indexes)} indexes, "
+              f"failure policy {result.failure_policy})")
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("index", "", "documents", "plan / reason"):
+        table.add_column(col)
+    for e in result.indexes:
+        mark = "[green]apply[/green]" if e.applicable else "[yellow]skip[/yellow]"
+        detail = e.plan_path if e.applicable else (e.skip_reason or "")
+        table.add_row(e.name, mark, str(e.documents), str(detail))
+    out.print(table)
+    for c in result.conflicts:
+        out.print(f"[red]conflict[/red] ({c.kind}): {c.message}")
+    for w in result.warnings:
+        out.print(f"[yellow]warning[/yellow]: {w}")
+    out.print(f"batch plan written to {path}")
+    if not result.refused and result.applicable:
+        out.print(f"next: rvlm batch apply --plan {path} --backup-dir <dir>")
+
+
+def _status_row(state: BatchState, name: str) -> dict[str, Any]:
+    i = state.index(name)
+    row: dict[str, Any] = {"name": i.name, "status": i.status, "error": i.error,
+                           "skip_reason": i.skip_reason, "started_at": i.started_at,
+                           "finished_at": i.finished_at,
+                           "duration_seconds": round(i.duration_seconds, 3),
+                           "documents": i.documents, "attempts": i.attempts,
+                           "backup_dir": i.backup_dir}
+    if i.status == "in_progress" and i.backup_dir and Path(i.backup_dir).is_dir():
+        try:
+            from rvlm.core.journal import RunState
+
+            run = RunState.load(Path(i.backup_dir))
+            row["journal_phase"] = run.phase
+            row["batches_done"] = len(run.done)
+        except Exception as exc:  # status must always print
+            row["journal_phase"] = f"unreadable ({exc})"
+    return row
+
+
+def _print_status(state: BatchState, rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    counts = state.counts()
+    out.print(f"[bold]Batch[/bold] {state.batch_id}: {state.status}  "
+              f"(succeeded {counts['succeeded']}, failed {counts['failed']}, in progress "
+              f"{counts['in_progress']}, remaining {counts['pending']}, skipped "
+              f"{counts['skipped']})")
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("index", "status", "documents", "seconds", "detail"):
+        table.add_column(col)
+    for r in rows:
+        style = {"succeeded": "green", "failed": "red", "in_progress": "cyan",
+                 "skipped": "yellow"}.get(r["status"], "")
+        detail = r.get("error") or r.get("skip_reason") or ""
+        if r["status"] == "in_progress":
+            detail = (f"crashed or running; journal phase {r.get('journal_phase')}, "
+                      f"{r.get('batches_done', 0)} batches done; 'rvlm batch resume' "
+                      "continues it")
+        status = r["status"] if r["status"] != "pending" else "remaining"
+        table.add_row(r["name"], f"[{style}]{status}[/{style}]" if style else status,
+                      str(r["documents"]), f"{r['duration_seconds']:.2f}", str(detail))
+    out.print(table)
+    out.print(f"backup dir: {state.backup_dir}")

@@ -101,8 +101,11 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
         def classify_change(change, context):
             if change.type != "rename_field":
                 return None
-            return Classification(summary=f"rename {change.field} to {change.new_field}",
-                                  operations=[DocumentOperation(plugin="rename_field", ...)])
+            old, new = change.field, change.new_field
+            op = DocumentOperation(plugin="rename_field", kind="rename_hash_field",
+                                   reads=(old,), writes=(old, new), creates=(new,),
+                                   params={"old": old, "new": new})
+            return Classification(summary=f"rename {old} to {new}", operations=[op])
     """
 
 

@@ -320,88 +320,11 @@ def apply_with_client(
     Uses the executor's own run class, checks, journal, backup and lock code; only the client
     differs. ``url`` is still needed for worker processes (``workers > 1``).
     """
-    from rvlm.core import executor as ex
+    from rvlm.core.executor import apply_plan
 
-    if "client" in _params(ex.apply_plan):
-        apply: Callable[..., MigrationReport] = ex.apply_plan
-        return apply(url, plan, backup_dir=backup_dir, batch_size=batch_size, workers=workers,
-                     accept_data_loss=accept_data_loss, progress=progress, plugins=plugins,
-                     index_timeout=index_timeout, client=client)
-    return _apply_compat(client, url, plan, backup_dir=backup_dir, batch_size=batch_size,
-                         workers=workers, accept_data_loss=accept_data_loss, progress=progress,
-                         plugins=plugins, index_timeout=index_timeout)
-
-
-def _params(func: Callable[..., Any]) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(func).parameters)
-
-
-def _apply_compat(
-    client: Any, url: str | None, plan: Plan, *, backup_dir: str | Path, batch_size: int,
-    workers: int, accept_data_loss: bool, progress: Callable[[str, int, int], None] | None,
-    plugins: Sequence[Any], index_timeout: float,
-) -> MigrationReport:
-    """The body of ``apply_plan`` with the run's client swapped (until the executor takes a
-    ``client`` argument itself)."""
-    import redis
-
-    from rvlm.core import executor as ex
-    from rvlm.core.capabilities import detect
-    from rvlm.core.context import ApplyContext
-    from rvlm.core.errors import RvlmError
-    from rvlm.core.plugins import host_with
-
-    host = host_with(plugins)
-    host.check()
-    directory = Path(backup_dir)
-    manifest, _created = ex.prepare_backup_dir(directory, plan, batch_size)
-    size = int(manifest["batch_size"])
-    run = _BridgedRun(client=client, url=url or "", plan=plan, backup_dir=directory,
-                      batch_size=size, workers=workers, accept_data_loss=accept_data_loss,
-                      progress=progress, host=host, index_timeout=index_timeout)
-    run.caps = detect(client)
-    run.ctx = ApplyContext(plan=plan, capabilities=run.caps, client=client,
-                           backup_dir=str(directory))
-    if size != batch_size:
-        run.report.warnings.append(f"resuming with the backup dir's batch size {size} "
-                                   f"(not {batch_size})")
-    run.report.backup_paths = [str(directory / ex.PLAN_NAME), str(directory / ex.KEYS_NAME)]
-    owner = ex._owner("apply")
-    locks: list[Any] = []
-    keepers: list[Any] = []
-    try:
-        for name in dict.fromkeys((plan.source_index, plan.target_index)):
-            locks.append(ex.acquire_lock(run.client, name, owner))
-        for lock in locks:
-            keeper = ex.LeaseKeeper(lock)
-            keeper.start()
-            keepers.append(keeper)
-        run.keeper = keepers[0]
-        try:
-            report = run.execute()
-        except Exception as exc:
-            if not run.mutated:
-                raise
-            message = str(exc) if isinstance(exc, RvlmError) else f"{type(exc).__name__}: {exc}"
-            with contextlib.suppress(Exception):
-                run.journal.append("error", message=message)
-            run.report.error = message
-            run.report.manual_actions.append(
-                f"re-run the same command to resume, or 'rvlm rollback --backup-dir "
-                f"{directory}' to restore the source index")
-            report = run.report.finish(False)
-    finally:
-        for keeper in keepers:
-            keeper.stop()
-        for lock in locks:
-            with contextlib.suppress(redis.RedisError):
-                lock.release()
-        run.journal.close()
-    report.timings = dict(run.timer.seconds)
-    report.backup_paths += sorted(str(p) for p in directory.glob("data-*.rvb"))
-    return report
+    return apply_plan(url, plan, backup_dir=backup_dir, batch_size=batch_size, workers=workers,
+                      accept_data_loss=accept_data_loss, progress=progress, plugins=plugins,
+                      index_timeout=index_timeout, client=client)
 
 
 def _BridgedRun(*, client: Any, **kwargs: Any) -> Any:

@@ -270,7 +270,7 @@ class _Run:
 
     def __init__(self, *, url: str, plan: Plan, backup_dir: Path, batch_size: int,
                  workers: int, accept_data_loss: bool, progress: Progress | None,
-                 host: PluginHost, index_timeout: float) -> None:
+                 host: PluginHost, index_timeout: float, client: Any = None) -> None:
         self.url = url
         self.plan = plan
         self.dir = Path(backup_dir)
@@ -287,7 +287,8 @@ class _Run:
         self.report = MigrationReport(
             mode=plan.mode, source_index=plan.source_index, target_index=plan.target_index,
             backup_dir=str(self.dir), workers=self.workers, plan_fingerprint=plan.fingerprint)
-        self.client: redis.Redis = connect(url)
+        self.owns_client = client is None
+        self.client: redis.Redis = connect(url) if client is None else client
         self.caps: Capabilities = detect(self.client)
         self.ctx = ApplyContext(plan=plan, capabilities=self.caps, client=self.client,
                                 backup_dir=str(self.dir))
@@ -638,13 +639,16 @@ def apply_plan(
     progress: Progress | None = None,
     plugins: Sequence[Any] = (),
     index_timeout: float = 600.0,
+    client: Any = None,
 ) -> MigrationReport:
     """Apply ``plan`` to the server at ``url``, or resume it from ``backup_dir``.
 
     Takes the plan, a backup dir (created, or reopened to resume the same plan), batch size
     and worker count (a resume uses the batch size the dir was made with), and extra plugin
-    objects. Returns a :class:`MigrationReport` whose ``result`` is ``succeeded`` only when
-    validation passed.
+    objects. ``client`` replaces the connection made from ``url`` for every command of this
+    process (the async executor passes a bridge to redis.asyncio); worker processes still
+    connect to ``url``. Returns a :class:`MigrationReport` whose ``result`` is ``succeeded``
+    only when validation passed.
 
     Raises :class:`RvlmError` (nothing changed) for a refused request: another apply holds the
     lock, the source changed since the plan, a lossy plan without ``accept_data_loss``,
@@ -659,7 +663,7 @@ def apply_plan(
     size = int(manifest["batch_size"])
     run = _Run(url=url or "", plan=plan, backup_dir=directory, batch_size=size,
                workers=workers, accept_data_loss=accept_data_loss, progress=progress,
-               host=host, index_timeout=index_timeout)
+               host=host, index_timeout=index_timeout, client=client)
     if size != batch_size:
         run.report.warnings.append(f"resuming with the backup dir's batch size {size} "
                                    f"(not {batch_size})")
@@ -695,7 +699,8 @@ def apply_plan(
             with contextlib.suppress(redis.RedisError):
                 lock.release()
         run.journal.close()
-        run.client.close()
+        if run.owns_client:
+            run.client.close()
     report.timings = dict(run.timer.seconds)
     report.backup_paths += sorted(str(p) for p in directory.glob("data-*.rvb"))
     return report

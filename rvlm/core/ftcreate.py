@@ -131,7 +131,7 @@ def field_arguments(field: Field, storage_type: str) -> list[str]:
         args += _tail(sortable=a.sortable, no_index=a.no_index, index_missing=a.index_missing)
     elif isinstance(a, GeoshapeAttrs):
         args += ["GEOSHAPE", a.coord_system.upper()]
-        args += _tail(sortable=False, index_missing=a.index_missing)
+        args += _tail(sortable=a.sortable, no_index=a.no_index, index_missing=a.index_missing)
     elif isinstance(a, VectorAttrs):
         params = _vector_params(a)
         args += ["VECTOR", a.algorithm.upper(), str(len(params)), *params]

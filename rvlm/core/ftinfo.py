@@ -4,6 +4,9 @@ RESP2 sends each attribute as a flat token list where key/value pairs and bare f
 (``identifier title attribute t type TEXT WEIGHT 2 SORTABLE UNF``); RESP3 sends a map with a
 ``flags`` list. Both go through :func:`_attribute_map` into one shape.
 
+FT.INFO prints ``default_score`` only when it is not zero (the default, 1, is always printed),
+so an index definition without it has ``SCORE 0``.
+
 What FT.INFO does not report is recorded, never invented: ``ef_runtime``, ``epsilon``,
 ``block_size``, ``initial_cap`` and ``phonetic_matcher`` are ``None`` in the model and named in
 the field's ``unknown_attrs`` (the planner warns, and a patch can set them explicitly).
@@ -36,6 +39,18 @@ FLAGS = frozenset(
         "INDEXEMPTY", "INDEXMISSING", "PHONETIC",
     }
 )
+#: Flags each field type's model understands; others land in ``IndexInfo.unparsed`` (the server
+#: also prints UNF after SORTABLE on NUMERIC and GEO fields, where it means nothing).
+_FLAGS_BY_TYPE = {
+    "text": frozenset({"SORTABLE", "UNF", "NOSTEM", "NOINDEX", "WITHSUFFIXTRIE", "INDEXEMPTY",
+                       "INDEXMISSING"}),
+    "tag": frozenset({"SORTABLE", "UNF", "NOINDEX", "CASESENSITIVE", "WITHSUFFIXTRIE",
+                      "INDEXEMPTY", "INDEXMISSING"}),
+    "numeric": frozenset({"SORTABLE", "UNF", "NOINDEX", "INDEXMISSING"}),
+    "geo": frozenset({"SORTABLE", "UNF", "NOINDEX", "INDEXMISSING"}),
+    "geoshape": frozenset({"SORTABLE", "NOINDEX", "INDEXMISSING"}),
+    "vector": frozenset({"INDEXMISSING"}),
+}
 #: Attrs that FT.INFO (RediSearch 2.10 to 8.2) does not report for a field type.
 UNREPORTED = {
     "text": ("phonetic_matcher",),
@@ -69,13 +84,13 @@ class IndexInfo:
 
 def _attribute_map(raw: Any) -> tuple[dict[str, Any], set[str]]:
     """One attribute's reply as (key -> value with lower-case keys, set of upper-case flags)."""
+    flags: set[str] = set()
     if isinstance(raw, dict):
         m = to_map(raw)
         flags = {to_str(f).upper() for f in to_list(m.pop("flags", []))}
         return {k.lower(): v for k, v in m.items()}, flags
     tokens = to_list(raw)
     values: dict[str, Any] = {}
-    flags: set[str] = set()
     i = 0
     while i < len(tokens):
         token = to_str(tokens[i])
@@ -131,7 +146,10 @@ def _field(raw: Any, storage_type: str, unparsed: dict[str, Any]) -> Field:
         a = GeoAttrs(sortable=sortable, no_index="NOINDEX" in flags, **common)
     elif ftype == "geoshape":
         a = GeoshapeAttrs(
-            coord_system=to_str(values.pop("coord_system", "spherical")).lower(), **common
+            coord_system=to_str(values.pop("coord_system", "spherical")).lower(),
+            sortable=sortable,
+            no_index="NOINDEX" in flags,
+            **common,
         )
     elif ftype == "vector":
         def opt_int(key: str) -> int | None:
@@ -158,6 +176,9 @@ def _field(raw: Any, storage_type: str, unparsed: dict[str, Any]) -> Field:
         )
     else:
         raise RvlmError(f"field {name!r} has a type rvlm does not know: {ftype}")
+    leftover_flags = sorted(flags - _FLAGS_BY_TYPE.get(ftype, frozenset()))
+    if leftover_flags:
+        values["flags"] = leftover_flags
     if values:
         unparsed[name] = {k: to_str(v) if isinstance(v, bytes) else v for k, v in values.items()}
     unknown = [k for k in UNREPORTED.get(ftype, ()) if getattr(a, k) is None]
@@ -168,7 +189,7 @@ def _field(raw: Any, storage_type: str, unparsed: dict[str, Any]) -> Field:
     path: str | None = identifier
     if storage_type == "hash" and identifier == name:
         path = None
-    return Field(name=name, type=ftype, path=path, attrs=a, unknown_attrs=unknown)
+    return Field(name=name, type=ftype, path=path, attrs=a, unknown_attrs=tuple(unknown))
 
 
 def parse_ft_info(reply: Any) -> IndexInfo:
@@ -178,17 +199,21 @@ def parse_ft_info(reply: Any) -> IndexInfo:
     storage_type = to_str(definition.get("key_type", "HASH")).lower()
     options = {to_str(o).upper() for o in to_list(info.get("index_options"))}
     stopwords_raw = info.get("stopwords_list")
+
+    def text(key: str) -> str | None:
+        return to_str(definition[key]) if key in definition else None
+
     index = IndexDefinition(
         name=to_str(info["index_name"]),
         prefix=tuple(to_str(p) for p in to_list(definition.get("prefixes"))) or ("",),
         storage_type=storage_type,
-        stopwords=None if stopwords_raw is None else tuple(to_str(s) for s in to_list(stopwords_raw)),
-        filter=to_str(definition["filter"]) if "filter" in definition else None,
-        language=to_str(definition["default_language"]) if "default_language" in definition else None,
-        language_field=to_str(definition["language_field"]) if "language_field" in definition else None,
-        score=to_float(definition["default_score"]) if "default_score" in definition else None,
-        score_field=to_str(definition["score_field"]) if "score_field" in definition else None,
-        payload_field=to_str(definition["payload_field"]) if "payload_field" in definition else None,
+        stopwords=None if stopwords_raw is None else [to_str(s) for s in to_list(stopwords_raw)],
+        filter=text("filter"),
+        language=text("default_language"),
+        language_field=text("language_field"),
+        score=to_float(definition["default_score"]) if "default_score" in definition else 0.0,
+        score_field=text("score_field"),
+        payload_field=text("payload_field"),
         maxtextfields="MAXTEXTFIELDS" in options,
         nooffsets="NOOFFSETS" in options,
         nohl="NOHL" in options,

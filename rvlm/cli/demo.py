@@ -144,6 +144,8 @@ def demo(
         console.print(f"[bold]2. Sample[/bold] index {INDEX!r}: {documents} products under "
                       f"{PREFIX!r} (text, tag, numeric, float32 HNSW vectors of {DIMS} dims)")
         query = client.hget(f"{PREFIX}7", "embedding")
+        if not isinstance(query, bytes):
+            raise RvlmError(f"the sample document {PREFIX}7 has no embedding")
         before = knn(client, INDEX, query)
         console.print(f"   KNN for {PREFIX}7 before: {before}")
 

@@ -7,6 +7,7 @@ the server version alone (the embedded stack is Redis 8.2.3 with RediSearch 2.10
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import attrs
@@ -101,16 +102,12 @@ def detect(client: redis.Redis) -> Capabilities:
             json = ver
     if not search and version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 8:
         # Redis 8 ships the query engine built in; it may not be listed as a module.
-        try:
+        with contextlib.suppress(redis.ResponseError):
             client.execute_command("FT._LIST")
-            major, minor, *_ = (version.split(".") + ["0", "0"])
+            major, minor, *_ = [*version.split("."), "0", "0"]
             search = int(major) * 10000 + int(minor) * 100
-        except redis.ResponseError:
-            pass
     cluster = False
-    try:
-        cluster = bool(to_int(client.info("cluster").get("cluster_enabled", 0)))
-    except redis.RedisError:
-        pass
+    with contextlib.suppress(redis.RedisError):
+        cluster = bool(to_int(to_map(client.info("cluster")).get("cluster_enabled", 0)))
     return Capabilities(redis_version=version, search_version=search, json_version=json,
                         cluster=cluster)

@@ -40,7 +40,9 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
-def connect(url: str | None = None, *, protocol: int | None = None, check: bool = True) -> redis.Redis:
+def connect(
+    url: str | None = None, *, protocol: int | None = None, check: bool = True
+) -> redis.Redis:
     """A bytes client for ``url`` (see :func:`resolve_url`), pinged unless ``check`` is False.
 
     ``protocol`` 2 or 3 forces RESP2 or RESP3; by default ``RVLM_PROTOCOL`` or the client's own

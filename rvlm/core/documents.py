@@ -9,10 +9,16 @@ writes the merged :class:`DocumentUpdate`.
 
 Values are raw ``bytes`` for hash fields and decoded JSON values for JSON paths. A value that is
 not present is :data:`MISSING` (never ``None``, which is JSON null).
+
+One operation per plan may *replace* whole documents (``converts_to``): it sees every field of
+each document and returns the new document, possibly of the other storage type (hash -> JSON,
+JSON -> hash); the executor backs up the whole original and its TTL and puts the new document
+in its place atomically. See :class:`DocumentOperation` and :func:`operation_problems`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -23,7 +29,7 @@ from rvlm.core.convert import strings
 class _Missing:
     _instance: _Missing | None = None
 
-    def __new__(cls) -> _Missing:  # noqa: PYI034
+    def __new__(cls) -> _Missing:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -43,6 +49,16 @@ def _pair(value: Any) -> tuple[str, str] | None:
     return None if value is None else (str(value[0]), str(value[1]))
 
 
+#: The storage types a ``converts_to`` operation can produce.
+STORAGE_TYPES = ("hash", "json")
+
+
+def _check_converts_to(_inst: object, _attr: Any, value: object) -> None:
+    if value is not None and value not in STORAGE_TYPES:
+        raise ValueError(f"converts_to must be one of {', '.join(STORAGE_TYPES)} or None, "
+                         f"not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class DocumentOperation:
     """One kind of document work, described by a plugin at plan time.
@@ -56,6 +72,17 @@ class DocumentOperation:
     * ``rename_prefix`` is ``(old, new)`` when the executor must move each key from one prefix
       to another (RENAME, or DUMP/PTTL/RESTORE/DEL across cluster slots, TTLs kept).
     * ``params`` are the operation's own YAML-safe values (a quantization scheme, ...).
+    * ``converts_to`` (``"json"`` or ``"hash"``; None: the operation edits fields) makes the
+      operation replace each document as a whole by a document of that storage type, which
+      must be the target index's. The executor then hands it *every* field of each document
+      (hash: ``HGETALL``, field name as ``str`` -> ``bytes``, earlier operations' changes
+      applied; JSON: the whole document under ``"$"``), ignores ``reads``/``writes``, and
+      expects one update with ``replace`` set per document. It backs up every original field
+      and the TTL, and replaces the key in one ``MULTI``/``EXEC`` (DEL, then the new document,
+      then the TTL again); a prefix change moves the new document afterwards, like any
+      ``rename_prefix``. Resume and rollback delete what is at the key (and at its new key) and
+      recreate the original exactly. At most one operation converts, and it is the plan's last
+      (the planner sorts it last); on a JSON source no earlier operation may read or write.
     """
 
     plugin: str
@@ -66,6 +93,7 @@ class DocumentOperation:
     rename_prefix: tuple[str, str] | None = attrs.field(default=None, converter=_pair)
     lossy: bool = False
     params: dict[str, Any] = attrs.field(factory=dict)
+    converts_to: str | None = attrs.field(default=None, validator=_check_converts_to)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"plugin": self.plugin, "kind": self.kind}
@@ -79,12 +107,14 @@ class DocumentOperation:
             out["lossy"] = True
         if self.params:
             out["params"] = self.params
+        if self.converts_to is not None:
+            out["converts_to"] = self.converts_to
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DocumentOperation:
         known = {"plugin", "kind", "reads", "writes", "creates", "rename_prefix", "lossy",
-                 "params"}
+                 "params", "converts_to"}
         extra = set(data) - known
         if extra:
             raise ValueError(f"unknown operation key {sorted(extra)[0]!r}")
@@ -97,12 +127,14 @@ class DocumentOperation:
             rename_prefix=data.get("rename_prefix"),
             lossy=bool(data.get("lossy", False)),
             params=dict(data.get("params") or {}),
+            converts_to=data.get("converts_to"),
         )
 
 
 @attrs.frozen
 class Document:
-    """One document of a batch: its key and the values the operations asked for."""
+    """One document of a batch: its key and the values the operations asked for (for a
+    ``converts_to`` operation: every field, or the JSON root under ``"$"``)."""
 
     key: bytes
     values: dict[str, Any]
@@ -118,15 +150,45 @@ class DocumentUpdate:
 
     ``set`` maps fields/paths to new values (bytes for hash, JSON-able values for JSON);
     ``delete`` lists fields/paths to remove; ``new_key`` renames the key.
+
+    ``replace`` (only from a ``converts_to`` operation, which must set it for every document)
+    is the whole new document: for ``converts_to="json"`` any JSON-able value, for ``"hash"``
+    a non-empty mapping of field name to ``bytes``/``str``/number. It is not combined with
+    ``set``/``delete``; ``new_key`` may be given (the new document ends up there).
     """
 
     set: dict[str, Any] = attrs.field(factory=dict)
     delete: tuple[str, ...] = attrs.field(default=(), converter=strings)
     new_key: bytes | None = None
+    replace: Any = MISSING
 
     @property
     def empty(self) -> bool:
-        return not self.set and not self.delete and self.new_key is None
+        return (not self.set and not self.delete and self.new_key is None
+                and self.replace is MISSING)
 
 
 NO_CHANGE = DocumentUpdate()
+
+
+def operation_problems(operations: Sequence[DocumentOperation], source_storage: str,
+                       target_storage: str) -> list[str]:
+    """Why a plan's operations cannot run as ordered (empty: they can). The rules of
+    ``converts_to``: at most one operation converts, it is the last, it produces the target
+    index's storage type, and on a JSON source no operation before it reads or writes (the
+    converting operation gets the document root as read)."""
+    problems: list[str] = []
+    converting = [i for i, op in enumerate(operations) if op.converts_to is not None]
+    for i in converting:
+        op = operations[i]
+        label = f"operation {op.kind!r} of plugin {op.plugin!r}"
+        if i != len(operations) - 1:
+            problems.append(f"{label} replaces whole documents (converts_to) and must be the "
+                            "last operation of the plan")
+        if op.converts_to != target_storage:
+            problems.append(f"{label} converts documents to {op.converts_to}, but the target "
+                            f"index stores {target_storage} documents")
+        if source_storage == "json" and any(o.reads or o.writes for o in operations[:i]):
+            problems.append(f"{label} replaces whole JSON documents: no operation before it may "
+                            "read or write fields (fold that work into the conversion)")
+    return problems

@@ -163,6 +163,8 @@ class PluginHost:
             types.setdefault(owner, []).append(type_name)
         out = []
         for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:  # blocked by RVLM_DISABLE_PLUGINS
+                continue
             hooks = sorted(
                 h.name for h in self.pm.get_hookcallers(plugin) or () if h.name in _HOOK_NAMES
             )

@@ -149,6 +149,92 @@ class BadPlugin:
         return [DocumentUpdate(set={"other": b"x"}) for _ in documents]
 
 
+class ConvertPlugin:
+    """Replaces whole documents (``converts_to``). To JSON: each hash field becomes a string
+    (``{"hex": ...}`` when not UTF-8; a field name that is not UTF-8 becomes ``hex:<name>``),
+    the vector field an array of float32 values. To hash: each top-level JSON value becomes a
+    field (strings as UTF-8, the vector as float32 bytes, anything else as its JSON text).
+    ``params["poison"]`` (or ``poison`` given to the constructor, which leaves the plan alone)
+    names a key whose new document RedisJSON refuses (nested too deep), so the write fails
+    after the DEL of its MULTI/EXEC."""
+
+    name = "t_convert"
+
+    def __init__(self, poison: str | None = None) -> None:
+        self.poison = poison
+
+    @hookimpl
+    def transform_documents(self, operation: Any, documents: Any, context: Any) -> Any:
+        if operation.plugin != self.name:
+            return None
+        vec = operation.params["vector"]
+        out = []
+        for d in documents:
+            if operation.converts_to == "json":
+                doc: dict[str, Any] = {}
+                for n, v in d.values.items():
+                    assert isinstance(v, bytes), f"{d.key!r}: {n} is {type(v).__name__}"
+                    try:
+                        n.encode("utf-8")
+                    except UnicodeEncodeError:
+                        n = "hex:" + n.encode("utf-8", "surrogateescape").hex()
+                    if n == vec:
+                        doc[n] = np.frombuffer(v, np.float32).tolist()
+                        continue
+                    try:
+                        doc[n] = v.decode("utf-8")
+                    except UnicodeDecodeError:
+                        doc[n] = {"hex": v.hex()}
+                if d.key.decode() in (operation.params.get("poison"), self.poison):
+                    deep: Any = []
+                    for _ in range(300):
+                        deep = [deep]
+                    doc["deep"] = deep
+                out.append(DocumentUpdate(replace=doc))
+            else:
+                root = d.values["$"]
+                fields: dict[str, Any] = {}
+                for n, v in root.items():
+                    if n == vec:
+                        fields[n] = np.asarray(v, np.float32).tobytes()
+                    elif isinstance(v, str):
+                        fields[n] = v.encode("utf-8")
+                    else:
+                        fields[n] = json.dumps(v).encode()
+                out.append(DocumentUpdate(replace=fields))
+        return out
+
+
+def json_target(schema: IndexSchema, **index: Any) -> IndexSchema:
+    """A hash index's schema as a JSON index: each field at ``$.<name>``."""
+    import attrs
+
+    from rvlm.core.schema import TagAttrs
+
+    fields = []
+    for f in schema.fields:
+        a = f.attrs
+        if isinstance(a, TagAttrs):
+            a = attrs.evolve(a, separator=a.separator or ",")
+        fields.append(f.evolve(path=f"$.{f.name}", attrs=a))
+    return schema.with_fields(fields).with_index(storage_type="json", **index)
+
+
+def hash_target(schema: IndexSchema, **index: Any) -> IndexSchema:
+    """A JSON index's schema as a hash index: each field in the hash field of its name."""
+    hashed = schema.with_index(storage_type="hash", **index)
+    return hashed.with_fields(f.evolve(path=None) for f in schema.fields)
+
+
+def convert_op(to: str = "json", rename_prefix: tuple[str, str] | None = None,
+               vector: str = "v", poison: str | None = None) -> DocumentOperation:
+    params: dict[str, Any] = {"vector": vector}
+    if poison is not None:
+        params["poison"] = poison
+    return DocumentOperation(plugin="t_convert", kind="convert_storage", converts_to=to,
+                             rename_prefix=rename_prefix, params=params)
+
+
 def rename_op(old: str = "t", new: str = "title") -> DocumentOperation:
     return DocumentOperation(plugin="t_rename", kind="rename_hash_field", reads=(old,),
                              writes=(old, new), creates=(new,), params={"old": old, "new": new})
@@ -197,7 +283,7 @@ def search(client: Any, index: str, query: str = "@t:hello", **kw: Any) -> Any:
 
 
 def all_plugins() -> list[Any]:
-    return [RenamePlugin(), HalfPlugin(), BadPlugin()]
+    return [RenamePlugin(), HalfPlugin(), BadPlugin(), ConvertPlugin()]
 
 
 def _main(argv: list[str]) -> int:

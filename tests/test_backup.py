@@ -38,6 +38,7 @@ records_st = st.builds(
     new_key=st.none() | st.binary(max_size=30),
     fields=st.lists(fields_st, max_size=4).map(tuple),
     ttl_ms=st.none() | st.integers(0, 2**63 - 1),
+    replaced=st.booleans(),
 )
 
 
@@ -102,6 +103,20 @@ def test_odd_values_round_trip(tmp_path: Path) -> None:
     with BackupWriter(tmp_path, 0, FP) as w:
         w.append_batch(0, records)
     assert BackupReader(tmp_path).batch(0) == records
+
+
+def test_replaced_flag_is_bit_2_and_unknown_bits_are_refused() -> None:
+    whole = BackupRecord(b"k", None, (FieldOriginal(b"a", b"1"),), 5, replaced=True)
+    payload = encode_records([whole])
+    assert payload[4] == 0b110  # flags byte: ttl present, replaced
+    assert decode_records(payload, 1) == [whole]
+    assert decode_records(encode_records([rec(1)]), 1)[0].replaced is False
+    for bit in (8, 16, 128):
+        bad = payload[:4] + bytes([payload[4] | bit]) + payload[5:]
+        with pytest.raises(ValueError, match="unknown record flags"):
+            decode_records(bad, 1)
+    with pytest.raises(TypeError):
+        BackupRecord(b"k", None, (), None, replaced=1)  # type: ignore[arg-type]
 
 
 def test_record_types_are_checked() -> None:

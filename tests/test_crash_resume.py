@@ -12,8 +12,10 @@ import pytest
 from test_apply_helpers import (
     all_plugins,
     build_plan,
+    convert_op,
     f16_target,
     half_op,
+    json_target,
     make_hash_index,
     prefix_op,
     rename_field_target,
@@ -143,3 +145,89 @@ def test_crash_then_rollback_restores_everything(redis_client, redis_url, tmp_pa
     # a rolled-back dir cannot be applied again by mistake
     again = _run(redis_url, plan_path, backup)
     assert again.returncode != 0 and "rolled back" in (again.stdout + again.stderr)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _setup_convert(client):
+    """Fresh data and a plan that renames t -> title, then replaces every hash with a JSON
+    document under a new prefix (doc: -> item:), idx -> idx2. Some keys have TTLs, one a
+    field name and a value that are not UTF-8."""
+    _reset(client)
+    make_hash_index(client, n=N, ttl_every=9)
+    client.hset("doc:4", mapping={b"\xff\xfeodd": b"\xff\x01"})
+    src = read_index(client, "idx").schema
+    target = json_target(rename_field_target(src, "t", "title"), name="idx2", prefix=("item:",))
+    return build_plan(client, "idx", target, [rename_op(), convert_op("json", ("doc:", "item:"))])
+
+
+@pytest.fixture(scope="module")
+def convert_control(redis_url, tmp_path_factory):
+    """What an uninterrupted conversion leaves, and the originals."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    plan = _setup_convert(client)
+    before = snapshot(client)
+    report = apply_plan(redis_url, plan, backup_dir=tmp_path_factory.mktemp("convert"),
+                        batch_size=BATCH, plugins=all_plugins())
+    assert report.succeeded, report.to_yaml()
+    state = (snapshot(client), search(client, "idx2", "@title:hello"), before)
+    _reset(client)
+    client.close()
+    return state
+
+
+@pytest.mark.parametrize(
+    ("fault", "workers", "rename_mode"),
+    [
+        ("after_backup:1", 1, None),
+        ("after_started:1", 1, None),
+        ("mid_write:1", 1, None),  # replaced in place, not moved to item: yet
+        ("mid_write:2", 1, "dump"),
+        ("after_batch:1", 1, None),
+        ("after_started:3", 2, None),
+    ],
+)
+def test_conversion_crash_then_resume_equals_control(redis_client, redis_url, tmp_path,
+                                                     convert_control, fault, workers,
+                                                     rename_mode):
+    plan = _setup_convert(redis_client)
+    plan_path = tmp_path / "plan.yaml"
+    plan.write(plan_path)
+    backup = tmp_path / "backup"
+    first = _run(redis_url, plan_path, backup, fault=fault, workers=workers,
+                 rename_mode=rename_mode)
+    assert first.returncode == (137 if workers == 1 else 1), first.stdout + first.stderr
+    if fault.startswith("mid_write"):  # the crash left JSON documents at their old keys
+        assert any(redis_client.type(k) == b"ReJSON-RL"
+                   for k in redis_client.scan_iter(match="doc:*"))
+    second = _run(redis_url, plan_path, backup, workers=1 if workers == 2 else 2,
+                  rename_mode=rename_mode)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert snapshot(redis_client) == convert_control[0]
+    assert search(redis_client, "idx2", "@title:hello") == convert_control[1]
+    report = rollback(redis_url, backup)
+    assert report.succeeded, report.to_yaml()
+    assert snapshot(redis_client) == convert_control[2]
+
+
+@pytest.mark.parametrize("fault", ["after_started:2", "mid_write:2"])
+def test_conversion_crash_then_rollback_restores_the_hashes(redis_client, redis_url, tmp_path,
+                                                            fault):
+    plan = _setup_convert(redis_client)
+    before = snapshot(redis_client)
+    ttls = {k: redis_client.pttl(k) for k in before if redis_client.pttl(k) > 0}
+    q_before = search(redis_client, "idx")
+    plan_path = tmp_path / "plan.yaml"
+    plan.write(plan_path)
+    backup = tmp_path / "backup"
+    assert _run(redis_url, plan_path, backup, fault=fault).returncode == 137
+    report = rollback(redis_url, backup)
+    assert report.succeeded, report.to_yaml()
+    assert snapshot(redis_client) == before
+    for k, ttl in ttls.items():
+        assert ttl - 60_000 < redis_client.pttl(k) <= ttl
+    assert search(redis_client, "idx") == q_before
+    assert not list(redis_client.scan_iter(match="item:*"))

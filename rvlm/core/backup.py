@@ -54,11 +54,16 @@ Then zero or more frames, one per batch, each written with one ``write`` and ``f
 
 A record::
 
-    u32 key length, u8 flags (bit0: new_key present, bit1: ttl_ms present),
-    u32 new_key length (0 if absent), i64 ttl_ms (0 if absent), u32 field count,
-    key bytes, new_key bytes,
+    u32 key length, u8 flags (bit0: new_key present, bit1: ttl_ms present,
+    bit2: replaced), u32 new_key length (0 if absent), i64 ttl_ms (0 if absent),
+    u32 field count, key bytes, new_key bytes,
     then per field: u32 name length, u32 value length (0xFFFFFFFF = field did not exist),
                     name bytes, value bytes
+
+A *replaced* record (bit 2) is the whole original of a document that a ``converts_to``
+operation replaced: its fields are every field of the hash (or ``$`` and the JSON document's
+text), and ttl_ms is present whenever the key had a TTL. Restoring it deletes whatever is at the
+key and its new key and recreates the original exactly. Other flag bits are refused.
 
 The frame header carries its own checksum so that a bit flip in a length can never make a
 committed frame in the middle of a file look like a torn tail, and the frame magic lets a
@@ -114,6 +119,8 @@ _MAX_PAYLOAD = 0xFFFFFFFF
 _MAX_BATCH = 2**64 - 1
 _REC_NEW_KEY = 1
 _REC_TTL = 2
+_REC_REPLACED = 4
+_REC_KNOWN = _REC_NEW_KEY | _REC_TTL | _REC_REPLACED
 _DATA_RE = re.compile(r"^data-(\d+)\.rvb$")
 
 
@@ -202,12 +209,17 @@ class FieldOriginal:
 class BackupRecord:
     """The originals of one key: its name, the name it was renamed to (if any), the original
     value of every field the migration rewrites, and the original PTTL when it must be kept.
+
+    ``replaced``: the document was replaced as a whole (``converts_to``); ``fields`` then hold
+    *every* original field (hash) or ``$`` and the document text (JSON), and ``ttl_ms`` the
+    PTTL whenever the key had one.
     """
 
     key: bytes = attrs.field(validator=_check_item("key"))
     new_key: bytes | None = attrs.field(validator=_check_optional_item("new_key"))
     fields: tuple[FieldOriginal, ...] = attrs.field(converter=_to_fields, validator=_check_fields)
     ttl_ms: int | None = attrs.field(default=None, validator=_check_ttl)
+    replaced: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 def encode_records(records: Sequence[BackupRecord]) -> bytes:
@@ -228,6 +240,8 @@ def encode_records(records: Sequence[BackupRecord]) -> bytes:
         if r.ttl_ms is not None:
             flags |= _REC_TTL
             ttl = r.ttl_ms
+        if r.replaced:
+            flags |= _REC_REPLACED
         append(rec_pack(len(r.key), flags, len(new_key), ttl, len(r.fields)))
         append(r.key)
         append(new_key)
@@ -265,7 +279,7 @@ def _decode(payload: bytes, count: int) -> list[BackupRecord]:
     for _ in range(count):
         klen, flags, nklen, ttl, nfields = rec_unpack(payload, p)
         p += rec_size
-        if flags & ~(_REC_NEW_KEY | _REC_TTL):
+        if flags & ~_REC_KNOWN:
             raise _Malformed(f"unknown record flags {flags:#x}")
         if p + klen + nklen > n:
             raise _Malformed("record runs past the end of the payload")
@@ -292,7 +306,8 @@ def _decode(payload: bytes, count: int) -> list[BackupRecord]:
                 value = payload[p : p + value_len]
                 p += value_len
             fields.append(FieldOriginal(name, value))
-        out.append(BackupRecord(key, new_key, tuple(fields), ttl if flags & _REC_TTL else None))
+        out.append(BackupRecord(key, new_key, tuple(fields), ttl if flags & _REC_TTL else None,
+                                bool(flags & _REC_REPLACED)))
     if p != n:
         raise _Malformed(f"{n - p} unexpected bytes after {count} records")
     return out

@@ -28,7 +28,9 @@ class PlanContext:
     """Everything a plugin may look at while a plan is made.
 
     ``sample(names)`` returns up to ``sample_size`` documents of the source index with the
-    given hash fields or JSON paths read (the planner does the reading and caches it).
+    given hash fields or JSON paths read (the planner does the reading and caches it), plus,
+    when the index has indexing failures, the last document it failed to index (FT.INFO's
+    ``last indexing error key``), which a query never returns.
     ``other_indexes`` maps every other index on the server to its schema (for overlap checks).
     ``options`` carries planner options a user set (``allow_shared_keys``, ...).
     """

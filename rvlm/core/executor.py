@@ -50,6 +50,7 @@ from rvlm.core.capabilities import Capabilities, detect
 from rvlm.core.connection import connect, index_exists, read_index
 from rvlm.core.context import ApplyContext
 from rvlm.core.docio import (
+    JSON_ROOT,
     KeyWrite,
     ReadDoc,
     backup_record,
@@ -57,10 +58,17 @@ from rvlm.core.docio import (
     fields_exist,
     keys_exist,
     read_batch,
+    read_ttls,
     restore_records,
     write_batch,
 )
-from rvlm.core.documents import MISSING, Document, DocumentOperation
+from rvlm.core.documents import (
+    MISSING,
+    NO_CHANGE,
+    Document,
+    DocumentOperation,
+    operation_problems,
+)
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.ftcreate import create_arguments
 from rvlm.core.journal import PHASES, Journal, RunState
@@ -68,6 +76,7 @@ from rvlm.core.keyfile import KeyFileReader
 from rvlm.core.lock import IndexLock, LeaseKeeper, LockHeld, lock_key
 from rvlm.core.plan import Plan
 from rvlm.core.plugins import PluginHost, host_with
+from rvlm.core.precheck import check_target_accepted
 from rvlm.core.report import MigrationReport, Timer
 from rvlm.core.validate import comparable, validate_migration
 
@@ -209,48 +218,105 @@ def transform_batch(
     (pure key moves) are not handed to a plugin. An update outside the operation's ``writes``
     fails the migration before anything of the batch is written. Returns the writes (only
     documents that change) and their backup records, in the same order.
+
+    A ``converts_to`` operation (the last one; ``docs`` were read with ``whole=True``) gets
+    every field of each document as left by the operations before it (JSON: the root under
+    ``"$"``) and must return ``replace`` for every document; each becomes a replacing
+    :class:`KeyWrite` and a ``replaced`` backup record holding the whole original and its TTL.
     """
     storage = plan.source_schema.storage_type
     overlay = [dict(d.values) for d in docs]
     keys = [d.key for d in docs]
-    touched: list[list[str]] = [[] for _ in docs]
+    # per document, the names some operation set or deleted (an ordered set), None: none
+    touched: list[dict[str, None] | None] = [None] * len(docs)
+    replacements: list[Any] = [MISSING] * len(docs)
+    converts_to: str | None = None
     for op in plan.operations:
         names = list(dict.fromkeys((*op.reads, *op.writes)))
-        if names:
-            documents = [Document(key=keys[i], values={n: overlay[i].get(n, MISSING)
-                                                       for n in names})
-                         for i in range(len(docs))]
+        if op.converts_to is not None:
+            converts_to = op.converts_to
+            root = JSON_ROOT.decode()
+            documents = [Document(key=keys[i], values=(
+                {root: overlay[i][root]} if storage == "json" else
+                {n: v for n, v in overlay[i].items() if v is not MISSING}))
+                for i in range(len(docs))]
+            for i, u in enumerate(host.transform(op, documents, ctx)):
+                if u.replace is MISSING or u.set or u.delete:
+                    raise MigrationFailed(
+                        f"plugin {op.plugin!r} ({op.kind}) converts documents and must return "
+                        f"an update with replace (and no set/delete) for every document; got "
+                        f"{u!r:.120} for {keys[i]!r}")
+                replacements[i] = u.replace
+                if u.new_key is not None:
+                    keys[i] = bytes(u.new_key)
+        elif names:
+            if len(names) == 1:
+                only = names[0]
+                documents = [Document(key=k, values={only: ov.get(only, MISSING)})
+                             for k, ov in zip(keys, overlay, strict=True)]
+            else:
+                documents = [Document(key=k, values={n: ov.get(n, MISSING) for n in names})
+                             for k, ov in zip(keys, overlay, strict=True)]
             updates = host.transform(op, documents, ctx)
-            allowed = set(op.writes)
+            allowed = frozenset(op.writes)
             for i, u in enumerate(updates):
-                bad = (set(u.set) | set(u.delete)) - allowed
-                if bad:
+                if u is NO_CHANGE:
+                    continue
+                if u.replace is not MISSING:
+                    raise MigrationFailed(
+                        f"plugin {op.plugin!r} ({op.kind}) returned a whole document (replace) "
+                        "but its operation does not declare converts_to")
+                uset, udel = u.set, u.delete
+                if not (allowed.issuperset(uset) and allowed.issuperset(udel)):
+                    bad = (set(uset) | set(udel)) - allowed
                     raise MigrationFailed(
                         f"plugin {op.plugin!r} ({op.kind}) tried to write {sorted(bad)}, "
                         f"outside its declared writes {list(op.writes)}")
-                for n, v in u.set.items():
-                    overlay[i][n] = v
-                    if n not in touched[i]:
-                        touched[i].append(n)
-                for n in u.delete:
-                    overlay[i][n] = MISSING
-                    if n not in touched[i]:
-                        touched[i].append(n)
+                if uset or udel:
+                    ov = overlay[i]
+                    seen = touched[i]
+                    if seen is None:
+                        seen = touched[i] = {}
+                    for n, v in uset.items():
+                        ov[n] = v
+                        seen[n] = None
+                    for n in udel:
+                        ov[n] = MISSING
+                        seen[n] = None
                 if u.new_key is not None:
                     keys[i] = bytes(u.new_key)
         if op.rename_prefix is not None:
             old, new = op.rename_prefix[0].encode(), op.rename_prefix[1].encode()
             keys = [new + k[len(old):] if k.startswith(old) else k for k in keys]
+    unread = [i for i, d in enumerate(docs) if d.pttl is None and keys[i] != d.key]
+    if unread:  # a plugin moved keys the executor read without their TTL: read it now
+        ttls = read_ttls(ctx.client, [docs[i].key for i in unread])
+        for i, ttl in zip(unread, ttls, strict=True):
+            docs[i].pttl = ttl
     writes: list[KeyWrite] = []
     records: list[BackupRecord] = []
     for i, d in enumerate(docs):
-        changed = [n for n in touched[i]
-                   if not _same(d.values.get(n, MISSING), overlay[i].get(n, MISSING))]
-        new_key = keys[i] if keys[i] != d.key else None
-        if not changed and new_key is None:
+        if replacements[i] is not MISSING:
+            new_key = keys[i] if keys[i] != d.key else None
+            writes.append(KeyWrite(key=d.key, set={}, delete=(), new_key=new_key,
+                                   replace=replacements[i], converts_to=converts_to,
+                                   pttl=-1 if d.pttl is None else d.pttl))
+            records.append(backup_record(d, storage, (), new_key, replaced=True))
             continue
-        set_values = {n: overlay[i][n] for n in changed if overlay[i][n] is not MISSING}
-        deletes = tuple(n for n in changed if overlay[i][n] is MISSING)
+        seen = touched[i]
+        new_key = keys[i] if keys[i] != d.key else None
+        ov = overlay[i]
+        if seen is None:
+            if new_key is None:
+                continue
+            changed: list[str] = []
+        else:
+            before = d.values
+            changed = [n for n in seen if not _same(before.get(n, MISSING), ov.get(n, MISSING))]
+            if not changed and new_key is None:
+                continue
+        set_values = {n: ov[n] for n in changed if ov[n] is not MISSING}
+        deletes = tuple(n for n in changed if ov[n] is MISSING)
         writes.append(KeyWrite(key=d.key, set=set_values, delete=deletes, new_key=new_key))
         records.append(backup_record(d, storage, changed, new_key))
     return writes, records
@@ -283,6 +349,11 @@ class _Run:
         self.storage = plan.source_schema.storage_type
         self.names = list(dict.fromkeys(n for op in plan.operations
                                         for n in (*op.reads, *op.writes)))
+        #: a converts_to operation reads whole documents
+        self.whole = any(op.converts_to is not None for op in plan.operations)
+        #: TTLs are backed up only for keys that move; read them with the values only when
+        #: the plan renames keys (a plugin's own new_key is handled in transform_batch)
+        self.ttl = any(op.rename_prefix is not None for op in plan.operations)
         self.timer = Timer()
         self.report = MigrationReport(
             mode=plan.mode, source_index=plan.source_index, target_index=plan.target_index,
@@ -320,6 +391,10 @@ class _Run:
         plan = self.plan
         if not plan.supported:
             raise RvlmError("the plan is blocked: " + "; ".join(plan.blocked_reasons))
+        problems = operation_problems(plan.operations, plan.source_schema.storage_type,
+                                      plan.target_schema.storage_type)
+        if problems:
+            raise RvlmError("the plan's operations cannot run: " + "; ".join(problems))
         if plan.lossy and not self.accept_data_loss:
             raise RvlmError("the plan is lossy (some values cannot be restored exactly); "
                             "pass --accept-data-loss (accept_data_loss=True) to apply it")
@@ -353,6 +428,7 @@ class _Run:
                                                                    plan.target_index):
             raise RvlmError(f"the target index name {plan.target_index!r} already exists "
                             "(index or alias); choose another name")
+        check_target_accepted(self.client, target)
         return info
 
     def check_collisions(self, keyfile: Path) -> None:
@@ -513,7 +589,9 @@ class _Run:
             total = reader.num_batches(self.batch_size)
         redo = sorted((backed | state.started_not_done) - state.done)
         for b in redo:
-            restore_records(self.client, self.storage, backup.batch(b), cluster=self.caps.cluster)
+            # started, not done: a replacement may have failed after its DEL (recreate it)
+            restore_records(self.client, self.storage, backup.batch(b), cluster=self.caps.cluster,
+                            recreate=b in state.started_not_done)
         self.report.batches_resumed = len(redo)
         pending = [b for b in range(total) if b not in state.done]
         self.report.batches = total
@@ -535,20 +613,26 @@ class _Run:
             plan=self.plan, capabilities=self.caps, client=client, backup_dir=str(self.dir))
         with BackupWriter(self.dir, worker, self.plan.fingerprint) as writer, \
                 KeyFileReader(self.dir / KEYS_NAME, verify=False) as reader:
+            committed = writer.committed_batches()  # backed up by an earlier, crashed run
             for n, b in enumerate(batches, 1):
                 if self.keeper is not None:
                     self.keeper.check()
                 keys = reader.batch(b, self.batch_size)
-                docs = read_batch(client, self.storage, keys, self.names)
+                docs = read_batch(client, self.storage, keys, self.names, whole=self.whole,
+                                  ttl=self.ttl)
                 writes, records = transform_batch(self.host, self.plan, ctx, docs)
-                if b not in backed and b not in writer.committed_batches():
+                if b not in backed and b not in committed:
                     writer.append_batch(b, records)
                 fault("after_backup", b)
                 journal.append("batch_started", batch=b)
                 fault("after_started", b)
                 written = write_batch(client, self.storage, writes, cluster=self.caps.cluster,
                                       fault=lambda b=b: fault("mid_write", b))  # type: ignore[misc]
-                journal.append("batch_done", batch=b, docs=len(writes), bytes=written)
+                # not fsynced on its own: the next batch_started (or the journal's close)
+                # makes it durable, and a batch_done lost in a crash only means the batch is
+                # restored from its backup and redone on resume
+                journal.append("batch_done", sync=False, batch=b, docs=len(writes),
+                               bytes=written)
                 fault("after_batch", b)
                 stats["docs"] += len(writes)
                 stats["bytes"] += written

@@ -138,6 +138,7 @@ class Journal:
         self.worker = worker
         self.path = journal_path(self.directory, worker)
         self._fd = -1
+        self._unsynced = False
         #: True if the last read found (and ignored) a torn last line.
         self.torn_tail = False
 
@@ -161,8 +162,13 @@ class Journal:
             raise
         self._fd = fd
 
-    def append(self, event: str, **data: Any) -> dict[str, Any]:
+    def append(self, event: str, *, sync: bool = True, **data: Any) -> dict[str, Any]:
         """Write one event and fsync it; returns the event dict as written.
+
+        ``sync=False`` writes without the fsync: the event becomes durable with the next
+        synced append (an fsync covers every earlier write to the file) or :meth:`close`.
+        Only for events whose loss a resume tolerates (the executor's ``batch_done``: a
+        batch not marked done is restored from its backup and redone).
 
         ``event`` must be in :data:`EVENTS`; ``phase`` needs ``value`` in :data:`PHASES`,
         ``batch_started``/``batch_done`` need an int ``batch``. ``data`` must be
@@ -177,7 +183,9 @@ class Journal:
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
-        os.fsync(self._fd)
+        if sync:
+            os.fsync(self._fd)
+        self._unsynced = not sync
         return rec
 
     def events(self) -> list[dict[str, Any]]:
@@ -207,8 +215,13 @@ class Journal:
     def close(self) -> None:
         """Close the file if it was opened for appending (releasing the lock). Idempotent."""
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            try:
+                if self._unsynced:
+                    os.fsync(fd)
+            finally:
+                self._unsynced = False
+                os.close(fd)
 
     def __enter__(self) -> Journal:
         return self

@@ -22,13 +22,13 @@ from rvlm.core.changes import Change, Classification
 from rvlm.core.connection import index_exists, list_indexes, read_index
 from rvlm.core.context import PlanContext
 from rvlm.core.diff import LikelyRename, diff, likely_renames
-from rvlm.core.documents import MISSING, Document, DocumentOperation
+from rvlm.core.documents import MISSING, Document, DocumentOperation, operation_problems
 from rvlm.core.errors import RvlmError
 from rvlm.core.estimate import downtime_seconds
 from rvlm.core.patch import SchemaPatch, load_patch, merge, patch_from_target
 from rvlm.core.plan import Plan, PlannedChange
 from rvlm.core.plugins import PluginHost, host_with
-from rvlm.core.resp import to_list, to_str
+from rvlm.core.resp import to_list, to_map, to_str
 from rvlm.core.schema import IndexSchema
 
 KEY_SAMPLE_SIZE = 20
@@ -61,6 +61,20 @@ def sample_keys(client: redis.Redis, index: str, count: int) -> list[bytes]:
         return [_as_bytes(r.get(b"id", r.get("id"))) for r in results]
     items = to_list(reply)
     return [_as_bytes(k) for k in items[1:]]
+
+
+def last_failed_key(client: redis.Redis, index: str) -> bytes | None:
+    """The key of the last document the index failed to index (FT.INFO ``Index Errors``), or
+    None. Such documents never appear in query results, so a sample taken by query misses
+    exactly the document most likely to break a change."""
+    try:
+        info = to_map(client.execute_command("FT.INFO", index))
+        key = to_map(info.get("Index Errors")).get("last indexing error key")
+    except (redis.ResponseError, ValueError):
+        return None
+    if key is None or to_str(key) in ("", "N/A"):
+        return None
+    return _as_bytes(key)
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -163,6 +177,11 @@ def make_plan(
         if key not in cache:
             if calib_keys is None:
                 calib_keys = sample_keys(client, source.name, options.sample_size)
+                # the documents the index could not index are not in a query's sample
+                failed = (last_failed_key(client, source.name)
+                          if info.stats.indexing_failures else None)
+                if failed is not None and failed not in calib_keys:
+                    calib_keys.append(failed)
             cache[key] = read_documents(client, source.storage_type, calib_keys, names)
         return cache[key]
 
@@ -232,6 +251,8 @@ def make_plan(
             details={**change.details, **verdict.details},
         ))
         operations.extend(verdict.operations)
+    # A whole-document replacement (converts_to) runs last, on the values the others left.
+    operations.sort(key=lambda o: o.converts_to is not None)
 
     warnings: list[str] = []
     if alias is not None:
@@ -293,10 +314,12 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
     warnings: list[str] = []
     stats = info.stats
     if operations:
+        # a conversion (converts_to) leaves documents that indexes of the target type cover
+        kinds = {source.storage_type, target.storage_type}
         shared = []
         for name, other in sorted(others.items()):
             pairs = prefixes_overlap(source.index.prefix, other.index.prefix)
-            if pairs and other.storage_type == source.storage_type:
+            if pairs and other.storage_type in kinds:
                 prefixes = ", ".join(repr(p) for p in sorted({p for pair in pairs for p in pair}))
                 shared.append(f"{name} (prefix {prefixes})")
         if shared:
@@ -305,7 +328,7 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
             if options.allow_shared_keys:
                 overrides["allow_shared_keys"] = sorted(
                     n for n, o in others.items()
-                    if o.storage_type == source.storage_type
+                    if o.storage_type in kinds
                     and prefixes_overlap(source.index.prefix, o.index.prefix))
                 warnings.append(text + " (allowed by --allow-shared-keys)")
             else:
@@ -314,6 +337,11 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
                     supported=False,
                     blocked_reasons=(text + "; migrate them together with 'rvlm batch', or pass "
                                      "--allow-shared-keys to accept it (recorded in the plan)",)))
+        problems = operation_problems(operations, source.storage_type, target.storage_type)
+        if problems:
+            planned.append(PlannedChange(
+                type="document_operations", plugin="rvlm", plugin_version=_rvlm_version(),
+                supported=False, blocked_reasons=tuple(problems)))
     if stats.indexing or stats.percent_indexed < 1.0:
         warnings.append(f"the source index is still building ({stats.percent_indexed:.0%} "
                         "indexed): wait until it finishes, then plan again, so the document "

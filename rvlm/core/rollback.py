@@ -3,7 +3,8 @@
 The backup dir holds the plan (``plan.yaml``), the manifest, the journals and the backup data.
 :func:`rollback` verifies all of it first (a corrupt or truncated backup is refused with one
 line before anything is restored), takes the index lock, drops the target index if it exists,
-restores every backup record newest batch first (values, deleted fields, key names, TTLs),
+restores every backup record newest batch first (values, deleted fields, key names, TTLs;
+whole documents a ``converts_to`` operation replaced are recreated as they were),
 recreates the source index from the plan's source schema if it is not there, waits until it is
 indexed and journals ``rolled_back``. Running it twice is fine.
 """
@@ -115,8 +116,11 @@ def rollback(
                         client.execute_command("FT.DROPINDEX", plan.target_index)
             with timer.phase("restore"):
                 total = len(reader.batch_numbers())
-                for n, (_b, records) in enumerate(reader.reversed_batches(), 1):
-                    for key in restore_records(client, storage, records, cluster=caps.cluster):
+                for n, (b, records) in enumerate(reader.reversed_batches(), 1):
+                    # a batch started but not done may hold a replacement that failed after
+                    # its DEL: its replaced documents are recreated even if no key is left
+                    for key in restore_records(client, storage, records, cluster=caps.cluster,
+                                               recreate=b in state.started_not_done):
                         if len(report.warnings) < 20:
                             report.warnings.append(f"{key!r} no longer exists; not restored")
                     report.restored_records += len(records)

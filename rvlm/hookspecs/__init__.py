@@ -131,10 +131,20 @@ def transform_documents(
     the originals, journals the batch, writes your updates, and on a resume or rollback
     restores the originals, so a transform never runs twice on a value it already changed.
 
+    An operation with ``converts_to`` (``"json"`` or ``"hash"``) replaces whole documents, for
+    example hash -> JSON: each document then holds *every* field (hash: name -> bytes, with
+    the changes of earlier operations; JSON: the root under ``"$"``), and each update must
+    set ``replace`` to the whole new document of that storage type. The executor backs up
+    every original field and the TTL, writes the new document in one ``MULTI``/``EXEC`` (TTL
+    kept), moves it when the operation has a ``rename_prefix``, and on resume or rollback
+    recreates the original exactly. It runs after every other operation of the plan.
+
     :param operation: the operation from the plan (its ``params`` are yours).
     :param documents: the batch, each with the values of ``operation.reads``/``writes``
-        (:data:`~rvlm.core.documents.MISSING` when a document lacks one).
-    :return: one :class:`~rvlm.core.documents.DocumentUpdate` per document, in order.
+        (:data:`~rvlm.core.documents.MISSING` when a document lacks one), or every field for
+        a ``converts_to`` operation.
+    :return: one :class:`~rvlm.core.documents.DocumentUpdate` per document, in order
+        (``DocumentUpdate(replace=...)`` for a ``converts_to`` operation).
 
     Example::
 

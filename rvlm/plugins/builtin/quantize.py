@@ -130,13 +130,13 @@ def transform_documents(operation: DocumentOperation, documents: Sequence[Docume
             if values else []
     else:
         size = dims * vectors.WIDTH[scheme.source_datatype]
-        raws = []
-        for i, d in enumerate(documents):
-            v = d.get(path)
-            # A vector of the wrong length never indexed (an indexing failure): leave it.
-            if isinstance(v, bytes) and len(v) == size:
-                picked.append(i)
-                raws.append(v)
+        raws = [d.get(path) for d in documents]
+        # A vector of the wrong length never indexed (an indexing failure): leave it.
+        if all(type(v) is bytes and len(v) == size for v in raws):
+            converted = vectors.convert_bytes_batch(raws, dims, scheme) if raws else []
+            return [DocumentUpdate(set={path: new}) for new in converted]
+        picked = [i for i, v in enumerate(raws) if isinstance(v, bytes) and len(v) == size]
+        raws = [raws[i] for i in picked]
         converted = vectors.convert_bytes_batch(raws, dims, scheme) if raws else []
     for i, new in zip(picked, converted, strict=True):
         updates[i] = DocumentUpdate(set={path: new})

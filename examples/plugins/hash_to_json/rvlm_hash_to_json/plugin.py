@@ -251,7 +251,7 @@ def transform_documents(operation: DocumentOperation, documents: Sequence[Docume
     prefix changes, the executor derives each new key from the operation's ``rename_prefix``."""
     if operation.plugin != NAME:
         return None
-    return [DocumentUpdate(**{"replace": doc})
+    return [DocumentUpdate(replace=doc)
             for doc, _new_key in convert_documents(operation, documents)]
 
 

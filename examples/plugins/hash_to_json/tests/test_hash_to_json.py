@@ -4,6 +4,9 @@ indexed and queried."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -180,9 +183,129 @@ def test_through_the_executor_with_rollback(movies: dict, r2: redis.Redis, redis
         f"film:{i}".encode() for i in range(COUNT) if "horror" in source_doc(i)[b"genre"].decode())
     from rvlm.core.rollback import rollback
 
+    assert 0 < r2.pttl("film:0") <= 3_600_000  # the TTL moved with the document
     rollback(redis_url, backup)
     time.sleep(0.2)
     for key, original in movies.items():
         assert r2.type(key) == b"hash"
         assert r2.hgetall(key) == original
     assert r2.exists("film:1") == 0
+    assert 3_500_000 < r2.pttl(f"{PREFIX}0") <= 3_600_000
+    assert all(r2.pttl(k) == -1 for k in movies if k != f"{PREFIX}0".encode())
+
+
+def _state(client: redis.Redis) -> dict[bytes, object]:
+    """Every key (the lock left out) with its type, content and whether it has a TTL."""
+    out: dict[bytes, object] = {}
+    for k in client.scan_iter(count=1000):
+        if k.startswith(b"rvlm:lock:"):
+            continue
+        kind = client.type(k)
+        body = (client.hgetall(k) if kind == b"hash"
+                else client.execute_command("JSON.GET", k, "$"))
+        out[k] = (kind, body, client.pttl(k) > 0)
+    return out
+
+
+@pytest.mark.parametrize("new_prefix", [None, "film:"])
+def test_executor_conversion_answers_the_same_queries(movies: dict, r2: redis.Redis,
+                                                     redis_url: str, tmp_path: object,
+                                                     new_prefix: str | None) -> None:
+    """apply_plan itself (not the reference): every query answers with the same documents,
+    every unindexed field and TTL is kept; rollback gives back every hash byte for byte."""
+    from rvlm.core.executor import apply_plan
+    from rvlm.core.rollback import rollback
+
+    before = {q: search(r2, INDEX, q) for q in QUERIES}
+    knn_before = knn(r2, INDEX, vector(3))
+    original = _state(r2)
+    section = {"prefix": new_prefix} if new_prefix else {}
+    plan = plan_for(r2, section, index={"name": "films"})
+    assert plan.supported, plan.blocked_reasons
+    backup = tmp_path / "backup"  # type: ignore[operator]
+    report = apply_plan(redis_url, plan, backup_dir=backup, batch_size=7)
+    assert report.succeeded, report.to_yaml()
+    rename = {k: (k.replace(PREFIX.encode(), new_prefix.encode()) if new_prefix else k)
+              for k in movies}
+    for q, keys in before.items():
+        assert sorted(search(r2, "films", q)) == sorted(rename[k] for k in keys), q
+    assert knn(r2, "films", vector(3)) == [rename[k] for k in knn_before]
+    for k, new in rename.items():
+        assert r2.type(new) == b"ReJSON-RL"
+        doc = json.loads(r2.execute_command("JSON.GET", new, "$"))[0]
+        assert doc["notes"] == movies[k][b"notes"].decode()  # unindexed fields kept
+    assert 0 < r2.pttl(rename[f"{PREFIX}0".encode()]) <= 3_600_000
+    assert rollback(redis_url, backup).succeeded
+    assert _state(r2) == original
+    assert {q: sorted(search(r2, INDEX, q)) for q in QUERIES} == {
+        q: sorted(keys) for q, keys in before.items()}
+    assert knn(r2, INDEX, vector(3)) == knn_before
+
+
+def _apply_in_subprocess(url: str, plan_path: object, backup: object,
+                         fault: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RVLM_FAULT"}
+    if fault:
+        env["RVLM_FAULT"] = fault
+    code = ("import sys; from rvlm.core.executor import apply_plan; from rvlm.core.plan import "
+            "Plan; r = apply_plan(sys.argv[1], Plan.load(sys.argv[2]), backup_dir=sys.argv[3], "
+            "batch_size=7); print(r.result, r.error or ''); sys.exit(0 if r.succeeded else 1)")
+    return subprocess.run([sys.executable, "-c", code, url, str(plan_path), str(backup)],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("fault", ["after_backup:1", "mid_write:1", "mid_write:3"])
+def test_crash_resume_and_rollback(movies: dict, r2: redis.Redis, redis_url: str,
+                                   tmp_path: object, fault: str) -> None:
+    """Killed mid-conversion (RVLM_FAULT), re-run: the documents equal an uninterrupted
+    run's; rolled back: they equal the originals."""
+    from rvlm.core.rollback import rollback
+
+    original = _state(r2)
+    plan = plan_for(r2, {"prefix": "film:"}, index={"name": "films"})
+    plan_path = tmp_path / "plan.yaml"  # type: ignore[operator]
+    plan.write(plan_path)
+    done = _apply_in_subprocess(redis_url, plan_path, tmp_path / "control", None)  # type: ignore[operator]
+    assert done.returncode == 0, done.stdout + done.stderr
+    control = _state(r2)
+    assert rollback(redis_url, tmp_path / "control").succeeded  # type: ignore[operator]
+    assert _state(r2) == original
+
+    backup = tmp_path / "backup"  # type: ignore[operator]
+    first = _apply_in_subprocess(redis_url, plan_path, backup, fault)
+    assert first.returncode == 137, first.stdout + first.stderr
+    second = _apply_in_subprocess(redis_url, plan_path, backup, None)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert _state(r2) == control
+    assert rollback(redis_url, backup).succeeded
+    assert _state(r2) == original
+
+
+def test_a_field_rename_in_the_same_patch_runs_before_the_conversion(
+        movies: dict, r2: redis.Redis, redis_url: str, tmp_path: object) -> None:
+    from rvlm.core.executor import apply_plan
+    from rvlm.core.rollback import rollback
+
+    original = _state(r2)
+    before = sorted(search(r2, INDEX, "@title:space"))
+    plan = plan_for(r2, {}, rename_fields=[{"old_name": "title", "new_name": "headline"}])
+    assert plan.supported, plan.blocked_reasons
+    assert [op.plugin for op in plan.operations][-1] == "hash_to_json"
+    assert plan.operations[-1].converts_to == "json" and len(plan.operations) == 2
+    backup = tmp_path / "backup"  # type: ignore[operator]
+    report = apply_plan(redis_url, plan, backup_dir=backup)
+    assert report.succeeded, report.to_yaml()
+    doc = json.loads(r2.execute_command("JSON.GET", f"{PREFIX}1", "$"))[0]
+    assert doc["headline"] == "Movie 1 about space" and "title" not in doc
+    assert sorted(search(r2, INDEX, "@headline:space")) == before
+    assert rollback(redis_url, backup).succeeded
+    assert _state(r2) == original
+
+
+def test_a_json_index_over_the_same_keys_blocks_the_plan(movies: dict, r2: redis.Redis) -> None:
+    """It does not index the hashes now, but it would index every converted document."""
+    r2.execute_command("FT.CREATE", "watcher", "ON", "JSON", "PREFIX", "1", PREFIX,
+                       "SCHEMA", "$.title", "AS", "title", "TEXT")
+    plan = plan_for(r2, {})
+    assert not plan.supported
+    assert any("watcher" in r and "cover the same keys" in r for r in plan.blocked_reasons)

@@ -43,10 +43,14 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[Any]:
-    """A ``redis.Redis`` (bytes, the client's default protocol) on a clean database."""
+    """A ``redis.Redis`` (bytes) on a clean database; RESP2 or RESP3 per ``RVLM_PROTOCOL``
+    (the client's default when unset), so a whole suite can run under either protocol."""
     import redis
 
-    client = redis.Redis.from_url(redis_url, decode_responses=False)
+    kwargs: dict[str, Any] = {"decode_responses": False}
+    if os.environ.get("RVLM_PROTOCOL"):
+        kwargs["protocol"] = int(os.environ["RVLM_PROTOCOL"])
+    client = redis.Redis.from_url(redis_url, **kwargs)
     client.flushall()
     for name in client.execute_command("FT._LIST") or []:
         client.execute_command("FT.DROPINDEX", name)

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     t = got["timings"]
     print(f"migration succeeded: {got['documents']:,} docs ({got['rewritten']:,} rewritten) "
-          f"in {got['seconds']:.1f}s (keys {t.get('keys', 0):.1f}s, transform "
+          f"in {got['seconds']:.1f}s (keys {t.get('keys', 0):.1f}s, checks "
+          f"{t.get('checks', 0):.1f}s, transform "
           f"{t.get('transform', 0):.1f}s, indexing {t.get('indexing', 0):.1f}s); downtime "
           f"{got['downtime']:.1f}s; backup dir {backup_mb:,.0f} MB")
     peak = max(got["rss_peak_mb"], got["workers_rss_peak_mb"])

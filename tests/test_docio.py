@@ -118,3 +118,43 @@ def test_moves_keep_ttl_refuse_overwrite_and_restore(client, monkeypatch, mode):
     assert gone == [b"a:9"]
     assert client.hget("a:1", "f") == b"1" and client.pttl("a:1") > 0
     assert client.exists("a:2") and not client.exists("b:2") and not client.exists("b:1")
+
+
+def test_collision_helpers_on_the_packed_pipeline(client):
+    """fields_exist / keys_exist (the collision checks before the drop) answer for every key,
+    under RESP2 and RESP3: hash fields, JSON paths, a key of another type (an error reply
+    counts as not held), and more keys than one pipeline chunk."""
+    from rvlm.core import wire
+    from rvlm.core.docio import keys_exist
+
+    client.hset(b"h:1", mapping={b"a": b"1", b"b": b"2"})
+    client.hset(b"h:2", mapping={b"b": b"2"})
+    client.set(b"s:1", b"not a hash")
+    assert fields_exist(client, "hash", [b"h:1", b"h:2", b"h:none", b"s:1"], ["a", "b"]) == [
+        ["a", "b"], ["b"], [], []]
+    client.execute_command("JSON.SET", b"j:1", "$", '{"t": "x", "n": {"m": 1}}')
+    client.execute_command("JSON.SET", b"j:2", "$", '{"u": 1}')
+    assert fields_exist(client, "json", [b"j:1", b"j:2", b"j:none", b"s:1"],
+                        ["$.t", "$.n.m", "$.u"]) == [["$.t", "$.n.m"], ["$.u"], [], []]
+    many = [b"k:%d" % i for i in range(wire.CHUNK + 10)]
+    pipe = client.pipeline(transaction=False)
+    for k in many[::7]:
+        pipe.set(k, b"1")
+    pipe.execute()
+    got = keys_exist(client, many)
+    assert got == [i % 7 == 0 for i in range(len(many))]
+
+
+def test_dump_restore_move_never_loses_the_source(client, monkeypatch):
+    """DUMP/RESTORE renames (clusters): a RESTORE refused because the new key exists leaves
+    the source where it was (its DEL runs only after its copy is in place)."""
+    from rvlm.core.errors import MigrationFailed
+
+    monkeypatch.setenv("RVLM_RENAME_MODE", "dump")
+    client.hset(b"m:1", mapping={b"a": b"1"})
+    client.hset(b"m:2", mapping={b"a": b"2"})
+    client.hset(b"n:2", mapping={b"other": b"x"})
+    with pytest.raises(MigrationFailed, match="n:2"):
+        move_keys(client, [(b"m:1", b"n:1"), (b"m:2", b"n:2")])
+    assert client.hgetall(b"m:2") == {b"a": b"2"} and client.hgetall(b"n:2") == {b"other": b"x"}
+    assert client.hgetall(b"n:1") == {b"a": b"1"} and not client.exists(b"m:1")

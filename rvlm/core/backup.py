@@ -222,37 +222,119 @@ class BackupRecord:
     replaced: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
-def encode_records(records: Sequence[BackupRecord]) -> bytes:
-    """The payload bytes of a batch (see the module docstring for the layout)."""
+#: A backup record as a plain tuple, for the executor's hot path (no object per record):
+#: ``(key, new_key, fields, ttl_ms, replaced)`` with ``fields`` a tuple of ``(name, value)``
+#: pairs; the same meaning and the same limits as :class:`BackupRecord`, checked by
+#: :func:`encode_records` before anything is written.
+RawRecord = tuple[bytes, "bytes | None", tuple[tuple[bytes, "bytes | None"], ...], "int | None",
+                  bool]
+
+
+def raw_record(record: BackupRecord) -> RawRecord:
+    """``record`` as a :data:`RawRecord`."""
+    return (record.key, record.new_key, tuple((f.name, f.value) for f in record.fields),
+            record.ttl_ms, record.replaced)
+
+
+def _item_ok(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) <= MAX_ITEM_LEN
+
+
+def _raw_problem(r: Any) -> str | None:
+    """Why the raw record ``r`` breaks :class:`BackupRecord`'s rules (None: it does not)."""
+    if not isinstance(r, tuple) or len(r) != 5:
+        return f"records must be BackupRecord or 5-tuples, not {type(r).__name__}"
+    key, new_key, fields, ttl, replaced = r
+    if not _item_ok(key):
+        return f"key must be bytes of at most {MAX_ITEM_LEN} bytes ({type(key).__name__})"
+    if new_key is not None and not _item_ok(new_key):
+        return f"new_key must be bytes or None, not {type(new_key).__name__}"
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int)
+                            or not 0 <= ttl < 2**63):
+        return f"ttl_ms must be an int in [0, 2**63) or None, not {ttl!r}"
+    if not isinstance(replaced, bool):
+        return f"replaced must be a bool, not {type(replaced).__name__}"
+    if not isinstance(fields, tuple):
+        return f"fields must be a tuple, not {type(fields).__name__}"
+    for f in fields:
+        if not isinstance(f, tuple) or len(f) != 2:
+            return f"fields must hold (name, value) pairs, not {type(f).__name__}"
+        if not _item_ok(f[0]):
+            return f"field name must be bytes, not {type(f[0]).__name__}"
+        if f[1] is not None and not _item_ok(f[1]):
+            return f"field value must be bytes or None, not {type(f[1]).__name__}"
+    return None
+
+
+def encode_records(records: Sequence[BackupRecord | RawRecord]) -> bytes:
+    """The payload bytes of a batch (see the module docstring for the layout).
+
+    Records are :class:`BackupRecord` objects (validated when built) or :data:`RawRecord`
+    tuples, which are checked here against the same rules (``TypeError``/``ValueError``
+    before any byte is produced), so nothing malformed ever reaches the file."""
     parts: list[bytes] = []
     append = parts.append
     rec_pack = _REC.pack
     field_pack = _FIELD.pack
+    none_len = _NONE_LEN
+    limit = MAX_ITEM_LEN
     for r in records:
-        if not isinstance(r, BackupRecord):
+        if type(r) is tuple:
+            key, new_key_or_none, fields, ttl_ms, replaced = r
+            # the common case checked inline; anything unusual goes to _raw_problem
+            if not (type(key) is bytes and len(key) <= limit
+                    and (new_key_or_none is None or type(new_key_or_none) is bytes)
+                    and (ttl_ms is None or type(ttl_ms) is int)
+                    and type(replaced) is bool and type(fields) is tuple):
+                problem = _raw_problem(r)
+                if problem is not None:
+                    raise TypeError(problem)
+            if len(key) > limit or (new_key_or_none is not None
+                                    and len(new_key_or_none) > limit) or (
+                    ttl_ms is not None and not 0 <= ttl_ms < 2**63):
+                raise ValueError(_raw_problem(r) or "record out of range")
+            pairs: Sequence[Any] = fields
+            fields_n = len(fields)
+        elif isinstance(r, BackupRecord):
+            key, new_key_or_none, ttl_ms, replaced = r.key, r.new_key, r.ttl_ms, r.replaced
+            pairs = [(f.name, f.value) for f in r.fields]
+            fields_n = len(pairs)
+        else:
             raise TypeError(f"records must be BackupRecord, not {type(r).__name__}")
         flags = 0
         new_key = b""
         ttl = 0
-        if r.new_key is not None:
+        if new_key_or_none is not None:
             flags |= _REC_NEW_KEY
-            new_key = r.new_key
-        if r.ttl_ms is not None:
+            new_key = new_key_or_none
+        if ttl_ms is not None:
             flags |= _REC_TTL
-            ttl = r.ttl_ms
-        if r.replaced:
+            ttl = ttl_ms
+        if replaced:
             flags |= _REC_REPLACED
-        append(rec_pack(len(r.key), flags, len(new_key), ttl, len(r.fields)))
-        append(r.key)
+        append(rec_pack(len(key), flags, len(new_key), ttl, fields_n))
+        append(key)
         append(new_key)
-        for f in r.fields:
-            if f.value is None:
-                append(field_pack(len(f.name), _NONE_LEN))
-                append(f.name)
+        for pair in pairs:
+            name, value = pair
+            if type(name) is not bytes and not isinstance(name, bytes):
+                raise TypeError(f"field name must be bytes, not {type(name).__name__}")
+            if len(name) > limit:
+                raise ValueError(f"field name is {len(name)} bytes; at most {limit} are "
+                                 "supported")
+            if value is None:
+                append(field_pack(len(name), none_len))
+                append(name)
             else:
-                append(field_pack(len(f.name), len(f.value)))
-                append(f.name)
-                append(f.value)
+                if type(value) is not bytes and not isinstance(value, bytes):
+                    raise TypeError(f"field value must be bytes or None, not "
+                                    f"{type(value).__name__}")
+                if len(value) > limit:
+                    raise ValueError(f"field value is {len(value)} bytes; at most {limit} "
+                                     "are supported")
+                append(field_pack(len(name), len(value)))
+                append(name)
+                append(value)
     return b"".join(parts)
 
 
@@ -558,7 +640,7 @@ class BackupWriter:
         self._end = scan.end
         self._f.seek(self._end)
 
-    def append_batch(self, batch: int, records: Sequence[BackupRecord]) -> None:
+    def append_batch(self, batch: int, records: Sequence[BackupRecord | RawRecord]) -> None:
         """Append one batch as one frame, then flush and ``os.fsync`` before returning.
 
         Once this returns, the batch survives a crash. If it raises, the file is cut back to

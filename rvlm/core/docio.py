@@ -30,7 +30,7 @@ import attrs
 import redis
 
 from rvlm.core import wire
-from rvlm.core.backup import BackupRecord, FieldOriginal
+from rvlm.core.backup import BackupRecord, FieldOriginal, RawRecord
 from rvlm.core.documents import MISSING
 from rvlm.core.errors import MigrationFailed
 from rvlm.core.keyfile import KeyFileWriter
@@ -50,6 +50,21 @@ _DEDUP_BUCKETS = 64
 
 def _b(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode("utf-8")
+
+
+_NAMES: dict[str, bytes] = {}
+
+
+def bname(value: str | bytes) -> bytes:
+    """:func:`_b` with a cache for the few field names a plan uses (hot path)."""
+    if type(value) is bytes:
+        return value
+    got = _NAMES.get(value)  # type: ignore[arg-type]
+    if got is None:
+        got = _b(value)
+        if len(_NAMES) < 1024:
+            _NAMES[value] = got  # type: ignore[index]
+    return got
 
 
 def _name(value: str | bytes) -> bytes:
@@ -283,7 +298,7 @@ def read_batch(
     ttls: list[Any] = replies[1::per] if ttl else [None] * len(keys)
     exists: list[bool] | None = None
     if not json_storage and not ttl:
-        unsure = ([i for i, v in enumerate(values_of) if not any(x is not None for x in v)]
+        unsure = ([i for i, v in enumerate(values_of) if v.count(None) == len(v)]
                   if bnames else list(range(len(keys))))
         if unsure:
             exists = [True] * len(keys)
@@ -291,6 +306,15 @@ def read_batch(
             for i, ok in zip(unsure, found, strict=True):
                 exists[i] = ok
     out: list[ReadDoc] = []
+    if not json_storage and not hgetall and len(names) == 1 and not ttl:
+        # the hot path (one hash field, no TTL): the same result as the loop below
+        only = names[0]
+        for i, k in enumerate(keys):
+            if exists is not None and not exists[i]:
+                continue
+            v = values_of[i][0]
+            out.append(ReadDoc(k, {only: MISSING if v is None else v}, None, None))
+        return out
     for i, k in enumerate(keys):
         value, pttl = values_of[i], ttls[i]
         if ttl and to_int(pttl) == -2:
@@ -334,27 +358,27 @@ def read_ttls(client: redis.Redis, keys: Sequence[bytes]) -> list[int]:
 
 
 def keys_exist(client: redis.Redis, keys: Sequence[bytes]) -> list[bool]:
-    """EXISTS for each key, pipelined."""
-    pipe = client.pipeline(transaction=False)
-    for k in keys:
-        pipe.exists(k)
-    return [bool(to_int(r)) for r in pipe.execute()]
+    """EXISTS for each key, pipelined (:func:`~rvlm.core.wire.execute`); an error reply
+    raises."""
+    replies = wire.execute(client, [(b"EXISTS", k) for k in keys])
+    _raise_first(replies)
+    return [bool(to_int(r)) for r in replies]
 
 
 def fields_exist(
     client: redis.Redis, storage_type: str, keys: Sequence[bytes], names: Sequence[str]
 ) -> list[list[str]]:
-    """For each key, which of ``names`` (hash fields or JSON paths) it already holds."""
+    """For each key, which of ``names`` (hash fields or JSON paths) it already holds.
+
+    One ``HEXISTS`` or ``JSON.TYPE`` per key and name, pipelined
+    (:func:`~rvlm.core.wire.execute`: raw replies, under RESP2 and RESP3). An error reply
+    (e.g. a key of another type) counts as "not held"."""
     if not names:
         return [[] for _ in keys]
-    pipe = client.pipeline(transaction=False)
-    for k in keys:
-        for n in names:
-            if storage_type == "json":
-                pipe.execute_command("JSON.TYPE", k, n)
-            else:
-                pipe.hexists(k, n)
-    replies = pipe.execute(raise_on_error=False)
+    json_storage = storage_type == "json"
+    cmd = b"JSON.TYPE" if json_storage else b"HEXISTS"
+    bnames = [_b(n) for n in names]
+    replies = wire.execute(client, [(cmd, k, n) for k in keys for n in bnames])
     out: list[list[str]] = []
     i = 0
     for _k in keys:
@@ -364,11 +388,16 @@ def fields_exist(
             i += 1
             if isinstance(r, Exception):
                 continue
-            if storage_type == "json":
+            if json_storage:
+                # RESP2: [b"type", ...] or [] (no match), None (no key); RESP3: the same,
+                # nested once more ([[b"type"]], [[]], [None])
                 flat = r
                 while isinstance(flat, list) and flat and isinstance(flat[0], list):
                     flat = flat[0]
-                if flat:
+                if isinstance(flat, list):
+                    if any(x is not None for x in flat):
+                        held.append(n)
+                elif flat is not None:
                     held.append(n)
             elif to_int(r):
                 held.append(n)
@@ -395,6 +424,35 @@ class KeyWrite:
     replace: Any = MISSING
     converts_to: str | None = None
     pttl: int = -1
+
+    @classmethod
+    def edit(cls, key: bytes, set_values: dict[str, Any], delete: tuple[str, ...],
+             new_key: bytes | None) -> KeyWrite:
+        """``KeyWrite(key, set_values, delete, new_key)`` (no validators to skip) without the
+        generated ``__init__``: the executor builds one per document."""
+        w: KeyWrite = object.__new__(cls)
+        _kw_key(w, key)
+        _kw_set(w, set_values)
+        _kw_delete(w, delete)
+        _kw_new_key(w, new_key)
+        _kw_replace(w, MISSING)
+        _kw_converts_to(w, None)
+        _kw_pttl(w, -1)
+        return w
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
+    return setter
+
+
+_kw_key = _slot_setter(KeyWrite, "key")
+_kw_set = _slot_setter(KeyWrite, "set")
+_kw_delete = _slot_setter(KeyWrite, "delete")
+_kw_new_key = _slot_setter(KeyWrite, "new_key")
+_kw_replace = _slot_setter(KeyWrite, "replace")
+_kw_converts_to = _slot_setter(KeyWrite, "converts_to")
+_kw_pttl = _slot_setter(KeyWrite, "pttl")
 
 
 def _encode_value(storage_type: str, name: str, value: Any, key: bytes) -> bytes:
@@ -523,16 +581,22 @@ def move_keys(client: redis.Redis, pairs: Sequence[tuple[bytes, bytes]], *,
         pipe.pttl(old)
     replies = pipe.execute(raise_on_error=False)
     pipe = client.pipeline(transaction=False)
-    what: list[tuple[str, bytes]] = []
     for i, (old, new) in enumerate(pairs):
         dump, pttl = replies[2 * i], replies[2 * i + 1]
         if isinstance(dump, Exception) or dump is None:
             raise MigrationFailed(f"DUMP of {to_str(old)!r} failed: {dump!r}")
         ttl = to_int(pttl, -1)
         pipe.execute_command("RESTORE", new, max(ttl, 0), dump)
-        pipe.delete(old)
-        what += [("RESTORE", new), ("DEL", old)]
-    _check(pipe.execute(raise_on_error=False), what)
+    restored = pipe.execute(raise_on_error=False)
+    # a source is deleted only once its copy is in place: a RESTORE refused (BUSYKEY: the
+    # new key exists) must never cost the source
+    sources = [old for (old, _new), r in zip(pairs, restored, strict=True) if _ok(r)]
+    if sources:
+        pipe = client.pipeline(transaction=False)
+        for old in sources:
+            pipe.delete(old)
+        _check(pipe.execute(raise_on_error=False), [("DEL", old) for old in sources])
+    _check(restored, [("RESTORE", new) for _old, new in pairs])
 
 
 def write_batch(
@@ -554,6 +618,7 @@ def write_batch(
     is the executor's hot path.
     """
     pipe = wire.Batch(client)
+    commands = pipe.commands
     what: list[tuple[str, bytes]] = []
     written = 0
     for w in writes:
@@ -574,9 +639,9 @@ def write_batch(
                 for n, v in w.set.items():
                     data = v if type(v) is bytes else _encode_value(storage_type, n, v, w.key)
                     written += len(data)
-                    args.append(_b(n))
+                    args.append(bname(n))
                     args.append(data)
-                pipe.execute_command(*args)
+                commands.append(tuple(args))
                 what.append(("HSET", w.key))
             if w.delete:
                 pipe.hdel(w.key, *[_b(n) for n in w.delete])
@@ -590,9 +655,85 @@ def write_batch(
     return written
 
 
+class RestoreConflict(MigrationFailed):
+    """Records that could not be restored without destroying a key the migration cannot prove
+    is its own (``pairs``: ``(key, new_key)``, both left as they are)."""
+
+    def __init__(self, pairs: Sequence[tuple[bytes, bytes]]) -> None:
+        self.pairs = list(pairs)
+        super().__init__(conflict_message(self.pairs))
+
+
+def conflict_message(pairs: Sequence[tuple[bytes, bytes]], limit: int = 5) -> str:
+    """One line naming up to ``limit`` conflicting ``(key, new_key)`` pairs."""
+    shown = "; ".join(f"{to_str(a)!r} and {to_str(b)!r}" for a, b in pairs[:limit])
+    more = f" (and {len(pairs) - limit} more)" if len(pairs) > limit else ""
+    return (f"{len(pairs)} document(s) not restored because both their original key and their "
+            f"new key exist with different contents (one was created by someone else during "
+            f"the migration): {shown}{more}; both keys were left as they are")
+
+
+def conflict_actions(pairs: Sequence[tuple[bytes, bytes]], backup_dir: Any,
+                     limit: int = 50) -> list[str]:
+    """Manual actions for a report: one per conflicting pair (up to ``limit``), then how to
+    continue."""
+    out = [f"both {to_str(a)!r} (the original key) and {to_str(b)!r} (its new key) exist and "
+           "differ: keep the one that holds the document (its backup is in the backup dir), "
+           "move or delete the other" for a, b in pairs[:limit]]
+    if len(pairs) > limit:
+        out.append(f"... and {len(pairs) - limit} more such pairs")
+    out.append(f"then re-run the same command (backup dir {backup_dir}) to finish restoring")
+    return out
+
+
+#: Deletes KEYS[2] only if it holds exactly what KEYS[1] holds (same DUMP payload): an
+#: interrupted DUMP/RESTORE move leaves such a copy; anything else is not the migration's.
+_DEL_IF_COPY = """
+local a = redis.call('DUMP', KEYS[1])
+local b = redis.call('DUMP', KEYS[2])
+if a and b and a == b then return redis.call('DEL', KEYS[2]) end
+return 0
+"""
+
+
+def _delete_copies(client: redis.Redis, pairs: Sequence[tuple[bytes, bytes]],
+                   cluster: bool) -> list[bool]:
+    """For each ``(key, new_key)`` (both exist): delete ``new_key`` if it is an exact copy of
+    ``key`` (atomically, in a script; across cluster slots a DUMP comparison then DEL).
+    Returns whether each was deleted; False means the two differ and neither was touched."""
+    if not pairs:
+        return []
+    local = [not cluster or hash_slot(a) == hash_slot(b) for a, b in pairs]
+    commands: list[tuple[Any, ...]] = []
+    for (a, b), one_slot in zip(pairs, local, strict=True):
+        if one_slot:
+            commands.append((b"EVAL", _DEL_IF_COPY, 2, a, b))
+        else:
+            commands += [(b"DUMP", a), (b"DUMP", b)]
+    replies = wire.execute(client, commands)
+    _raise_first(replies)
+    out: list[bool] = []
+    later: list[bytes] = []
+    i = 0
+    for (_a, b), one_slot in zip(pairs, local, strict=True):
+        if one_slot:
+            out.append(bool(to_int(replies[i])))
+            i += 1
+            continue
+        same = replies[i] is not None and replies[i] == replies[i + 1]
+        i += 2
+        out.append(same)
+        if same:
+            later.append(b)
+    if later:  # pragma: no cover - cluster only
+        _raise_first(wire.execute(client, [(b"DEL", k) for k in later]))
+    return out
+
+
 def restore_records(
     client: redis.Redis, storage_type: str, records: Sequence[BackupRecord], *,
     cluster: bool = False, recreate: bool = False,
+    conflicts: list[tuple[bytes, bytes]] | None = None,
 ) -> list[bytes]:
     """Put backup records back: move renamed keys home, set original values, delete fields
     that did not exist, restore a recorded TTL the key lost. Idempotent.
@@ -603,6 +744,13 @@ def restore_records(
     after it when the two are in different cluster slots): right in every state a crash
     leaves (not replaced yet, replaced, replaced and moved, moved copy beside its source).
 
+    Restore never destroys a key it cannot prove is the migration's own. When a record was
+    moved and *both* its key and its new key exist, the new key is deleted only if it is an
+    exact copy of the key (what an interrupted DUMP/RESTORE move leaves); otherwise someone
+    created one of them during the migration, and neither key is touched: the pair is a
+    *conflict*, appended to ``conflicts`` when given, else raised as
+    :class:`RestoreConflict` once every other record was restored.
+
     Returns the keys that could not be restored because neither the key nor its new name
     exists any more (deleted by someone else). ``recreate=True`` (for batches journaled as
     started but not done) recreates such replaced documents instead: a replacement whose
@@ -610,29 +758,41 @@ def restore_records(
     """
     if not records:
         return []
-    pipe = client.pipeline(transaction=False)
+    probe: list[tuple[Any, ...]] = []
     for r in records:
-        pipe.exists(r.key)
-        pipe.exists(r.new_key if r.new_key is not None else r.key)
-    ex = [bool(to_int(x)) for x in pipe.execute()]
+        probe.append((b"EXISTS", r.key))
+        probe.append((b"EXISTS", r.new_key if r.new_key is not None else r.key))
+    replies = wire.execute(client, probe)
+    _raise_first(replies)
+    ex = [bool(to_int(x)) for x in replies]
+    both = [i for i, r in enumerate(records)
+            if r.new_key is not None and r.new_key != r.key and ex[2 * i] and ex[2 * i + 1]]
+    found: list[tuple[bytes, bytes]] = []
+    pairs = [(records[i].key, records[i].new_key or b"") for i in both]
+    for i, pair, copy_deleted in zip(both, pairs, _delete_copies(client, pairs, cluster),
+                                     strict=True):
+        if copy_deleted:
+            ex[2 * i + 1] = False  # only the key is left, as if the move never happened
+        else:
+            found.append(pair)
     moves: list[tuple[bytes, bytes]] = []
-    stale: list[bytes] = []
     gone: list[bytes] = []
     present: list[BackupRecord] = []
     replaced: list[BackupRecord] = []
     for i, r in enumerate(records):
         at_old, at_new = ex[2 * i], ex[2 * i + 1]
+        moved = r.new_key is not None and r.new_key != r.key
+        if moved and at_old and at_new:
+            continue  # a conflict (in found): neither key is touched
         if r.replaced:
             if at_old or at_new or recreate:
                 replaced.append(r)
             else:
                 gone.append(r.key)
             continue
-        if r.new_key is not None and r.new_key != r.key:
+        if moved:
             if not at_old and at_new:
-                moves.append((r.new_key, r.key))
-            elif at_old and at_new:
-                stale.append(r.new_key)  # a DUMP/RESTORE copy whose source was never deleted
+                moves.append((r.new_key, r.key))  # type: ignore[arg-type]
             elif not at_old:
                 gone.append(r.key)
                 continue
@@ -640,8 +800,6 @@ def restore_records(
             gone.append(r.key)
             continue
         present.append(r)
-    if stale:
-        client.delete(*stale)
     move_keys(client, moves, cluster=cluster)
     pipe = client.pipeline(transaction=False)
     what: list[tuple[str, bytes]] = []
@@ -671,6 +829,10 @@ def restore_records(
         _check(pipe.execute(raise_on_error=False), what)
     if later:  # new keys in other cluster slots: deleted once the originals are back
         client.delete(*later)
+    if found:
+        if conflicts is None:
+            raise RestoreConflict(found)
+        conflicts.extend(found)
     return gone
 
 
@@ -720,24 +882,40 @@ def backup_record(
 
     ``replaced=True`` (the document is replaced as a whole): every field of the hash as read
     with ``whole=True`` (``touched`` is ignored), and the PTTL whenever the key has one."""
+    key, nk, fields, ttl, whole = backup_raw(doc, storage_type, touched, new_key,
+                                             replaced=replaced)
+    return BackupRecord(key, nk, tuple(FieldOriginal(n, v) for n, v in fields), ttl,
+                        replaced=whole)
+
+
+def backup_raw(
+    doc: ReadDoc, storage_type: str, touched: Iterable[str], new_key: bytes | None,
+    *, replaced: bool = False,
+) -> RawRecord:
+    """:func:`backup_record` as a :data:`~rvlm.core.backup.RawRecord` tuple (the executor's
+    hot path; :func:`~rvlm.core.backup.encode_records` checks it before it is written)."""
     pttl = doc.pttl
     if pttl is None and (replaced or new_key is not None):
         raise ValueError(f"the TTL of {to_str(doc.key)!r} was not read (read_batch(ttl=True) "
                          "or read_ttls)")
+    fields: tuple[tuple[bytes, bytes | None], ...]
     if replaced:
         if storage_type == "json":
-            fields = [FieldOriginal(JSON_ROOT, doc.raw_json)]
+            fields = ((JSON_ROOT, doc.raw_json),)
         else:
-            fields = [FieldOriginal(_name(n), bytes(v)) for n, v in doc.values.items()
-                      if v is not MISSING]
-        return BackupRecord(doc.key, new_key, tuple(fields),
-                            pttl if pttl is not None and pttl >= 0 else None, replaced=True)
+            fields = tuple((_name(n), bytes(v)) for n, v in doc.values.items()
+                           if v is not MISSING)
+        return (doc.key, new_key, fields,
+                pttl if pttl is not None and pttl >= 0 else None, True)
     if storage_type == "json":
-        fields = [FieldOriginal(JSON_ROOT, doc.raw_json)]
+        fields = ((JSON_ROOT, doc.raw_json),)
     else:
-        fields = []
+        values = doc.values
+        out: list[tuple[bytes, bytes | None]] = []
         for n in touched:
-            v = doc.values.get(n, MISSING)
-            fields.append(FieldOriginal(_b(n), None if v is MISSING else bytes(v)))
+            v = values.get(n, MISSING)
+            out.append((bname(n), None if v is MISSING else
+                        v if type(v) is bytes else bytes(v)))
+        fields = tuple(out)
     ttl = pttl if new_key is not None and pttl is not None and pttl >= 0 else None
-    return BackupRecord(doc.key, new_key, tuple(fields), ttl)
+    return (doc.key, new_key, fields, ttl, False)

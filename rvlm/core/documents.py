@@ -18,7 +18,7 @@ in its place atomically. See :class:`DocumentOperation` and :func:`operation_pro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -143,8 +143,17 @@ class Document:
         """The value of a hash field or JSON path, or MISSING."""
         return self.values.get(name, MISSING)
 
+    @classmethod
+    def of(cls, key: bytes, values: dict[str, Any]) -> Document:
+        """The same as ``Document(key, values)`` (the class has no validators), without the
+        generated ``__init__``: the executor builds one per document and operation."""
+        doc: Document = _new(cls)
+        _doc_key(doc, key)
+        _doc_values(doc, values)
+        return doc
 
-@attrs.frozen(kw_only=True)
+
+@attrs.frozen(kw_only=True, init=False)
 class DocumentUpdate:
     """What one operation does to one document.
 
@@ -162,12 +171,34 @@ class DocumentUpdate:
     new_key: bytes | None = None
     replace: Any = MISSING
 
+    def __init__(self, *, set: dict[str, Any] | None = None,
+                 delete: Iterable[str] = (), new_key: bytes | None = None,
+                 replace: Any = MISSING) -> None:
+        # Written by hand (plugins build one per document): the same fields, defaults and
+        # conversion (``delete`` as a tuple) as the attrs-generated __init__, about 3x faster.
+        _upd_set(self, {} if set is None else set)
+        _upd_delete(self, delete if type(delete) is tuple else strings(delete))
+        _upd_new_key(self, new_key)
+        _upd_replace(self, replace)
+
     @property
     def empty(self) -> bool:
         return (not self.set and not self.delete and self.new_key is None
                 and self.replace is MISSING)
 
 
+# Slot setters for the hand-written constructors above (attrs' frozen classes refuse
+# ``setattr``; the slot descriptors are what their generated __init__ uses too).
+_new = object.__new__
+_doc_key = Document.__dict__["key"].__set__
+_doc_values = Document.__dict__["values"].__set__
+_upd_set = DocumentUpdate.__dict__["set"].__set__
+_upd_delete = DocumentUpdate.__dict__["delete"].__set__
+_upd_new_key = DocumentUpdate.__dict__["new_key"].__set__
+_upd_replace = DocumentUpdate.__dict__["replace"].__set__
+
+#: The update that changes nothing; the executor skips it without looking further (plugins
+#: should return this shared object for documents they leave alone).
 NO_CHANGE = DocumentUpdate()
 
 

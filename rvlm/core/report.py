@@ -113,6 +113,9 @@ class MigrationReport:
     key_enumeration: str = ""
     plan_fingerprint: str = ""
     restored_records: int = 0
+    #: records not restored because both their key and new key exist with different contents
+    #: (named in ``manual_actions``)
+    restore_conflicts: int = 0
     version: int = REPORT_VERSION
 
     @property
@@ -173,6 +176,7 @@ class MigrationReport:
                 "resumed": self.resumed,
                 "key_enumeration": self.key_enumeration,
                 "restored_records": self.restored_records,
+                "restore_conflicts": self.restore_conflicts,
             },
         }
         return out

@@ -219,9 +219,14 @@ class _Session:
 class AsyncMigrationPlanner:
     """:class:`rvlm.MigrationPlanner` with ``await``: the same plan, read over redis.asyncio."""
 
-    def __init__(self, *, sample_size: int = 1000, allow_shared_keys: bool = False) -> None:
+    def __init__(self, *, sample_size: int = 1000, allow_shared_keys: bool = False,
+                 mode: str = "drop_recreate", alias: str | None = None,
+                 drop_source: bool = True) -> None:
         self.sample_size = sample_size
         self.allow_shared_keys = allow_shared_keys
+        self.mode = mode
+        self.alias = alias
+        self.drop_source = drop_source
 
     async def create_plan(
         self,
@@ -240,7 +245,8 @@ class AsyncMigrationPlanner:
         from rvlm.api import MigrationPlanner
 
         sync = MigrationPlanner(sample_size=self.sample_size,
-                                allow_shared_keys=self.allow_shared_keys)
+                                allow_shared_keys=self.allow_shared_keys, mode=self.mode,
+                                alias=self.alias, drop_source=self.drop_source)
         # Validate the input files before contacting the server (as the sync path does).
         from rvlm.api import _host, _one, resolve_inputs
 

@@ -84,12 +84,20 @@ class MigrationPlanner:
     """Make a plan for one index (RedisVL's ``MigrationPlanner``).
 
     ``sample_size`` documents are read to calibrate quantization; ``allow_shared_keys`` lets a
-    plan rewrite documents another live index also covers (recorded in the plan).
+    plan rewrite documents another live index also covers (recorded in the plan). ``mode``
+    ``"online"`` plans a zero-downtime apply that moves ``alias`` to the new index
+    (``drop_source``: drop the old one afterwards); ``alias`` also works with the default
+    ``"drop_recreate"``.
     """
 
-    def __init__(self, *, sample_size: int = 1000, allow_shared_keys: bool = False) -> None:
+    def __init__(self, *, sample_size: int = 1000, allow_shared_keys: bool = False,
+                 mode: str = "drop_recreate", alias: str | None = None,
+                 drop_source: bool = True) -> None:
         self.sample_size = sample_size
         self.allow_shared_keys = allow_shared_keys
+        self.mode = mode
+        self.alias = alias
+        self.drop_source = drop_source
 
     def create_plan(
         self,
@@ -131,7 +139,8 @@ class MigrationPlanner:
         """The :class:`~rvlm.core.planner.PlanOptions` this planner uses."""
         from rvlm.core.planner import PlanOptions
 
-        return PlanOptions(sample_size=self.sample_size, allow_shared_keys=self.allow_shared_keys)
+        return PlanOptions(sample_size=self.sample_size, allow_shared_keys=self.allow_shared_keys,
+                           mode=self.mode, alias=self.alias, drop_source=self.drop_source)
 
     @staticmethod
     def write_plan(plan: Plan, path: str | Path) -> Path:

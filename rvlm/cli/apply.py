@@ -79,7 +79,9 @@ def _summary(report: MigrationReport) -> None:
                    + (", resumed" if report.resumed else ""))
     else:
         typer.echo(f"  records restored {report.restored_records} in {report.batches} batches")
-    if report.downtime_duration_seconds is not None:
+    if report.mode == "online" and report.downtime_duration_seconds is not None:
+        typer.echo(f"  downtime none (online); build {report.timings.get('build', 0.0):.2f}s")
+    elif report.downtime_duration_seconds is not None:
         typer.echo(f"  downtime {report.downtime_duration_seconds:.2f}s")
     for line in report.validation.errors:
         typer.secho(f"  validation: {line}", fg=typer.colors.RED)
@@ -132,6 +134,8 @@ def apply(
             raise RvlmError("not applied: the lossy plan was not confirmed")
         accept_data_loss = True
     elif not yes and sys.stdin.isatty() and not typer.confirm(
+            f"Build {loaded.target_index!r} next to {loaded.source_index!r} and move alias "
+            f"{', '.join(loaded.aliases)} to it now?" if loaded.online else
             f"Drop and rebuild index {loaded.source_index!r} now?", default=True):
         raise RvlmError("not applied")
     with _progress_bars() as progress:

@@ -41,6 +41,18 @@ def plan(
     sample_size: Annotated[int, typer.Option(
         "--sample-size", min=1, help="Documents read to calibrate and measure quantization.")
     ] = 1000,
+    mode: Annotated[str, typer.Option(
+        "--mode", help="drop_recreate: drop the index, rewrite documents, create the new one "
+                       "(queries fail meanwhile). online: build the new index (under a new "
+                       "name) next to the source, then move --alias to it in one command: no "
+                       "downtime; index-side changes only.")] = "drop_recreate",
+    alias: Annotated[str | None, typer.Option(
+        "--alias", help="An alias clients query: apply points it at the new index (creating "
+                        "it if it does not exist) and rollback points it back. Required by "
+                        "--mode online unless --index names an alias.")] = None,
+    drop_source: Annotated[bool, typer.Option(
+        "--drop-source/--keep-source", help="Online mode: drop the source index once the "
+                                            "alias moved, or keep it.")] = True,
 ) -> None:
     """Plan a schema change of one index and write the plan for review (never writes to Redis).
 
@@ -50,12 +62,15 @@ def plan(
     from rvlm.core.connection import connect
     from rvlm.core.errors import RvlmError
     from rvlm.core.patch import load_patch
+    from rvlm.core.plan import MODES
     from rvlm.core.planner import PlanOptions, make_plan
     from rvlm.core.plugins import get_host
     from rvlm.core.schema_yaml import load_schema
 
     if (schema_patch is None) == (target_schema is None):
         raise RvlmError("give --schema-patch or --target-schema (exactly one)")
+    if mode not in MODES:
+        raise RvlmError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     host = get_host()
     host.check()
     # Validate the input files before touching the server.
@@ -64,7 +79,8 @@ def plan(
     client = connect(url)
     result = make_plan(client, index, patch=patch, target=target, host=host,
                        options=PlanOptions(sample_size=sample_size,
-                                           allow_shared_keys=allow_shared_keys))
+                                           allow_shared_keys=allow_shared_keys, mode=mode,
+                                           alias=alias, drop_source=drop_source))
     plan_out.write_text(result.to_yaml(), encoding="utf-8")
     from rvlm.cli.render import print_plan
 

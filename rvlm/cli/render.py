@@ -113,6 +113,14 @@ def print_plan(plan: Plan, path: Path | None = None, console: Console | None = N
                   "originals go to the backup dir", soft_wrap=True)
     else:
         out.print("[bold]Documents touched:[/bold] none (index-side change only)")
+    if plan.online:
+        keep = "dropped" if plan.drop_source else "kept"
+        out.print(f"[bold]Mode:[/bold] online: {escape(tgt)} is built next to {escape(src)}, "
+                  f"then alias {escape(', '.join(plan.aliases) or '(none)')} moves to it; "
+                  f"{escape(src)} is {keep} after the move", soft_wrap=True)
+    elif plan.aliases:
+        out.print(f"[bold]Aliases:[/bold] {escape(', '.join(plan.aliases))} point at "
+                  f"{escape(tgt)} right after the create", soft_wrap=True)
     warnings = plan.all_warnings()
     downtime = [w for w in warnings if w.startswith("downtime: ")]
     for w in downtime:

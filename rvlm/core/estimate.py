@@ -81,8 +81,12 @@ def estimate_plan(plan: Plan, client: Any = None) -> dict[str, Any]:
     index_after = rest + vector_index * ratio
     indexing_s, rewrite_s = downtime_seconds(stats, bool(plan.operations))
     downtime: float | None = None
-    if not docs:
+    if not docs or plan.online:
         downtime = 0.0
+        if plan.online:
+            notes.append("online: queries keep being served through the alias; both indexes "
+                         "exist while the new one builds (index memory before is the extra "
+                         "memory needed meanwhile)")
     elif indexing_s is None:
         notes.append("the source index reports no indexing time; downtime unknown")
     else:

@@ -33,16 +33,18 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from rvlm.core.aliases import check_aliases, point_aliases
 from rvlm.core.backup import (
     BackupCorrupt,
     BackupReader,
-    BackupRecord,
     BackupWriter,
+    RawRecord,
     read_manifest,
     write_manifest,
 )
@@ -53,7 +55,10 @@ from rvlm.core.docio import (
     JSON_ROOT,
     KeyWrite,
     ReadDoc,
-    backup_record,
+    backup_raw,
+    bname,
+    conflict_actions,
+    conflict_message,
     enumerate_keys,
     fields_exist,
     keys_exist,
@@ -210,25 +215,31 @@ def phase_data(directory: Path, phase: str) -> dict[str, Any]:
 
 def transform_batch(
     host: PluginHost, plan: Plan, ctx: ApplyContext, docs: Sequence[ReadDoc]
-) -> tuple[list[KeyWrite], list[BackupRecord]]:
+) -> tuple[list[KeyWrite], list[RawRecord]]:
     """Run every operation on one batch and merge the results.
 
     Each operation gets :class:`Document` objects holding its ``reads``/``writes`` as left by
     the operations before it (an overlay). Operations with neither ``reads`` nor ``writes``
     (pure key moves) are not handed to a plugin. An update outside the operation's ``writes``
     fails the migration before anything of the batch is written. Returns the writes (only
-    documents that change) and their backup records, in the same order.
+    documents that change) and their backup records (:data:`~rvlm.core.backup.RawRecord`
+    tuples, checked when encoded), in the same order.
 
     A ``converts_to`` operation (the last one; ``docs`` were read with ``whole=True``) gets
     every field of each document as left by the operations before it (JSON: the root under
     ``"$"``) and must return ``replace`` for every document; each becomes a replacing
     :class:`KeyWrite` and a ``replaced`` backup record holding the whole original and its TTL.
+
+    ``docs[i].values`` (the originals the backup is built from) are never modified: each
+    :class:`Document` gets its own dict, and the overlay of a document is a separate dict of
+    the names operations set (or deleted: MISSING), in the order they were first touched.
     """
     storage = plan.source_schema.storage_type
-    overlay = [dict(d.values) for d in docs]
+    new_document = Document.of
+    # per document, name -> value for every name an operation set or deleted (MISSING);
+    # None: untouched. Values not in it are the document's as read.
+    changes: list[dict[str, Any] | None] = [None] * len(docs)
     keys = [d.key for d in docs]
-    # per document, the names some operation set or deleted (an ordered set), None: none
-    touched: list[dict[str, None] | None] = [None] * len(docs)
     replacements: list[Any] = [MISSING] * len(docs)
     converts_to: str | None = None
     for op in plan.operations:
@@ -236,10 +247,13 @@ def transform_batch(
         if op.converts_to is not None:
             converts_to = op.converts_to
             root = JSON_ROOT.decode()
-            documents = [Document(key=keys[i], values=(
-                {root: overlay[i][root]} if storage == "json" else
-                {n: v for n, v in overlay[i].items() if v is not MISSING}))
-                for i in range(len(docs))]
+            documents = []
+            for i, d in enumerate(docs):
+                ch = changes[i]
+                cur = d.values if ch is None else {**d.values, **ch}
+                documents.append(new_document(keys[i], (
+                    {root: cur[root]} if storage == "json" else
+                    {n: v for n, v in cur.items() if v is not MISSING})))
             for i, u in enumerate(host.transform(op, documents, ctx)):
                 if u.replace is MISSING or u.set or u.delete:
                     raise MigrationFailed(
@@ -250,13 +264,18 @@ def transform_batch(
                 if u.new_key is not None:
                     keys[i] = bytes(u.new_key)
         elif names:
+            documents = []
+            add = documents.append
             if len(names) == 1:
                 only = names[0]
-                documents = [Document(key=k, values={only: ov.get(only, MISSING)})
-                             for k, ov in zip(keys, overlay, strict=True)]
+                for k, d, ch in zip(keys, docs, changes, strict=True):
+                    add(new_document(k, {only: ch[only] if ch is not None and only in ch
+                                         else d.values.get(only, MISSING)}))
             else:
-                documents = [Document(key=k, values={n: ov.get(n, MISSING) for n in names})
-                             for k, ov in zip(keys, overlay, strict=True)]
+                for k, d, ch in zip(keys, docs, changes, strict=True):
+                    before = d.values
+                    add(new_document(k, {n: ch[n] if ch is not None and n in ch
+                                         else before.get(n, MISSING) for n in names}))
             updates = host.transform(op, documents, ctx)
             allowed = frozenset(op.writes)
             for i, u in enumerate(updates):
@@ -267,22 +286,18 @@ def transform_batch(
                         f"plugin {op.plugin!r} ({op.kind}) returned a whole document (replace) "
                         "but its operation does not declare converts_to")
                 uset, udel = u.set, u.delete
-                if not (allowed.issuperset(uset) and allowed.issuperset(udel)):
+                if not (allowed.issuperset(uset) and (not udel or allowed.issuperset(udel))):
                     bad = (set(uset) | set(udel)) - allowed
                     raise MigrationFailed(
                         f"plugin {op.plugin!r} ({op.kind}) tried to write {sorted(bad)}, "
                         f"outside its declared writes {list(op.writes)}")
                 if uset or udel:
-                    ov = overlay[i]
-                    seen = touched[i]
-                    if seen is None:
-                        seen = touched[i] = {}
-                    for n, v in uset.items():
-                        ov[n] = v
-                        seen[n] = None
+                    ch = changes[i]
+                    if ch is None:
+                        ch = changes[i] = {}
+                    ch.update(uset)
                     for n in udel:
-                        ov[n] = MISSING
-                        seen[n] = None
+                        ch[n] = MISSING
                 if u.new_key is not None:
                     keys[i] = bytes(u.new_key)
         if op.rename_prefix is not None:
@@ -294,38 +309,54 @@ def transform_batch(
         for i, ttl in zip(unread, ttls, strict=True):
             docs[i].pttl = ttl
     writes: list[KeyWrite] = []
-    records: list[BackupRecord] = []
+    records: list[RawRecord] = []
+    edit = KeyWrite.edit
+    hash_storage = storage != "json"
     for i, d in enumerate(docs):
+        key = d.key
+        new_key = keys[i] if keys[i] != key else None
         if replacements[i] is not MISSING:
-            new_key = keys[i] if keys[i] != d.key else None
-            writes.append(KeyWrite(key=d.key, set={}, delete=(), new_key=new_key,
+            writes.append(KeyWrite(key=key, set={}, delete=(), new_key=new_key,
                                    replace=replacements[i], converts_to=converts_to,
                                    pttl=-1 if d.pttl is None else d.pttl))
-            records.append(backup_record(d, storage, (), new_key, replaced=True))
+            records.append(backup_raw(d, storage, (), new_key, replaced=True))
             continue
-        seen = touched[i]
-        new_key = keys[i] if keys[i] != d.key else None
-        ov = overlay[i]
-        if seen is None:
+        ch = changes[i]
+        if ch is None:
             if new_key is None:
                 continue
-            changed: list[str] = []
-        else:
-            before = d.values
-            changed = [n for n in seen if not _same(before.get(n, MISSING), ov.get(n, MISSING))]
-            if not changed and new_key is None:
+            writes.append(edit(key, {}, (), new_key))
+            records.append(backup_raw(d, storage, (), new_key))
+            continue
+        before = d.values
+        set_values: dict[str, Any] = {}
+        dels: list[str] = []
+        originals: list[tuple[bytes, bytes | None]] = []
+        for n, b in ch.items():  # changed: not MISSING on both sides, not equal values of one type
+            a = before.get(n, MISSING)
+            if a is MISSING or b is MISSING:
+                if a is b:
+                    continue
+            elif type(a) is type(b) and a == b:
                 continue
-        set_values = {n: ov[n] for n in changed if ov[n] is not MISSING}
-        deletes = tuple(n for n in changed if ov[n] is MISSING)
-        writes.append(KeyWrite(key=d.key, set=set_values, delete=deletes, new_key=new_key))
-        records.append(backup_record(d, storage, changed, new_key))
+            if b is MISSING:
+                dels.append(n)
+            else:
+                set_values[n] = b
+            if hash_storage:  # the backup keeps the original of each changed field
+                originals.append((bname(n), None if a is MISSING else
+                                  a if type(a) is bytes else bytes(a)))
+        if not set_values and not dels and new_key is None:
+            continue
+        writes.append(edit(key, set_values, tuple(dels), new_key))
+        if hash_storage and (new_key is None or d.pttl is not None):
+            pttl = d.pttl
+            records.append((key, new_key, tuple(originals),
+                            pttl if new_key is not None and pttl is not None and pttl >= 0
+                            else None, False))
+        else:
+            records.append(backup_raw(d, storage, [*set_values, *dels], new_key))
     return writes, records
-
-
-def _same(a: Any, b: Any) -> bool:
-    if a is MISSING or b is MISSING:
-        return a is b
-    return type(a) is type(b) and bool(a == b)
 
 
 # --------------------------------------------------------------------------- the run
@@ -489,7 +520,8 @@ class _Run:
         if not past_drop:
             with self.timer.phase("checks"):
                 info = self.check_source()
-            self.phase("checked")
+                aliases = check_aliases(self.client, self.plan)  # where each pointed before
+            self.phase("checked", **({"aliases": aliases} if aliases else {}))
             fault("after_checks")
             with self.timer.phase("keys"):
                 seen = 0
@@ -539,6 +571,8 @@ class _Run:
                 self.phase("created")
                 fault("after_create")
                 self.host.post_create(self.plan, self.ctx)
+            # the drop removed the source's aliases: point them at the target (idempotent)
+            point_aliases(self.client, self.plan.aliases, self.plan.target_index)
         with self.timer.phase("indexing"):
             self.wait_indexed()
         self.phase("indexed")
@@ -588,10 +622,17 @@ class _Run:
         with KeyFileReader(keyfile) as reader:
             total = reader.num_batches(self.batch_size)
         redo = sorted((backed | state.started_not_done) - state.done)
+        conflicts: list[tuple[bytes, bytes]] = []
         for b in redo:
             # started, not done: a replacement may have failed after its DEL (recreate it)
             restore_records(self.client, self.storage, backup.batch(b), cluster=self.caps.cluster,
-                            recreate=b in state.started_not_done)
+                            recreate=b in state.started_not_done, conflicts=conflicts)
+        if conflicts:
+            # a batch that cannot be restored must not be redone: its writes would land on a
+            # key that may not be the migration's own
+            self.report.restore_conflicts = len(conflicts)
+            self.report.manual_actions += conflict_actions(conflicts, self.dir)
+            raise MigrationFailed(conflict_message(conflicts))
         self.report.batches_resumed = len(redo)
         pending = [b for b in range(total) if b not in state.done]
         self.report.batches = total
@@ -612,22 +653,25 @@ class _Run:
         ctx = self.ctx if client is self.client else ApplyContext(
             plan=self.plan, capabilities=self.caps, client=client, backup_dir=str(self.dir))
         with BackupWriter(self.dir, worker, self.plan.fingerprint) as writer, \
-                KeyFileReader(self.dir / KEYS_NAME, verify=False) as reader:
+                KeyFileReader(self.dir / KEYS_NAME, verify=False) as reader, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvlm-durable") as bg:
             committed = writer.committed_batches()  # backed up by an earlier, crashed run
-            for n, b in enumerate(batches, 1):
-                if self.keeper is not None:
-                    self.keeper.check()
-                keys = reader.batch(b, self.batch_size)
-                docs = read_batch(client, self.storage, keys, self.names, whole=self.whole,
-                                  ttl=self.ttl)
-                writes, records = transform_batch(self.host, self.plan, ctx, docs)
+
+            def make_durable(b: int, records: list[RawRecord]) -> None:
+                # the backup fsynced, then batch_started journaled and fsynced: only after
+                # both may a key of the batch be written
                 if b not in backed and b not in committed:
                     writer.append_batch(b, records)
                 fault("after_backup", b)
                 journal.append("batch_started", batch=b)
                 fault("after_started", b)
+
+            def finish(n: int, b: int, writes: list[KeyWrite], durable: Future[None]) -> None:
+                durable.result()  # raises if the backup or the journal failed: nothing written
+                if self.keeper is not None:
+                    self.keeper.check()
                 written = write_batch(client, self.storage, writes, cluster=self.caps.cluster,
-                                      fault=lambda b=b: fault("mid_write", b))  # type: ignore[misc]
+                                      fault=lambda: fault("mid_write", b))
                 # not fsynced on its own: the next batch_started (or the journal's close)
                 # makes it durable, and a batch_done lost in a crash only means the batch is
                 # restored from its backup and redone on resume
@@ -637,6 +681,31 @@ class _Run:
                 stats["docs"] += len(writes)
                 stats["bytes"] += written
                 tick(n)
+
+            # Pipelined by one batch: while batch b's backup and batch_started are fsynced in
+            # the background, batch b+1 is read and transformed (no side effect; its keys are
+            # not b's). The effects on disk and in Redis keep their order: backup(b),
+            # batch_started(b), writes(b), batch_done(b), backup(b+1), ...
+            ahead: tuple[int, int, list[KeyWrite], Future[None]] | None = None
+            try:
+                for n, b in enumerate(batches, 1):
+                    if self.keeper is not None:
+                        self.keeper.check()
+                    keys = reader.batch(b, self.batch_size)
+                    docs = read_batch(client, self.storage, keys, self.names, whole=self.whole,
+                                      ttl=self.ttl)
+                    writes, records = transform_batch(self.host, self.plan, ctx, docs)
+                    if ahead is not None:
+                        prev, ahead = ahead, None
+                        finish(*prev)
+                    ahead = (n, b, writes, bg.submit(make_durable, b, records))
+                if ahead is not None:
+                    prev, ahead = ahead, None
+                    finish(*prev)
+            finally:
+                if ahead is not None:  # failing: let the in-flight fsyncs end (never written)
+                    with contextlib.suppress(BaseException):
+                        ahead[3].result()
 
     def _parallel(self, pending: list[int], backed: set[int], stats: dict[str, int],
                   done_count: int, total: int) -> None:
@@ -764,7 +833,12 @@ def apply_plan(
             keepers.append(keeper)
         run.keeper = keepers[0]
         try:
-            report = run.execute()
+            if plan.online:  # build next to the source and move the alias: rvlm.core.online
+                from rvlm.core.online import execute_online
+
+                report = execute_online(run)
+            else:
+                report = run.execute()
         except Exception as exc:
             if not run.mutated:
                 raise

@@ -13,7 +13,7 @@ Vocabulary (every event also carries ``ts``, seconds since the epoch, and ``work
 
 * ``phase``: ``value`` is one of :data:`PHASES` (planned, checked, keys_enumerated,
   pre_drop_done, dropped, transforming, transformed, created, indexed, validated, done,
-  rolled_back, failed).
+  rolled_back, failed; an online apply adds alias_moved and source_dropped after validated).
 * ``batch_started`` / ``batch_done``: ``batch`` (int). A batch is journaled as started only
   after its backup is fsynced, and as done only after all its writes succeeded.
 * ``error``: ``message`` (str), plus any JSON-serialisable detail.
@@ -51,6 +51,8 @@ PHASES: tuple[str, ...] = (
     "created",
     "indexed",
     "validated",
+    "alias_moved",
+    "source_dropped",
     "done",
     "rolled_back",
     "failed",

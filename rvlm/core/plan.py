@@ -26,6 +26,9 @@ from rvlm.core.schema_yaml import dump_yaml, load_yaml, schema_from_dict, schema
 
 PLAN_VERSION = 1
 MODE = "drop_recreate"
+#: ``online``: build the target next to the source and move an alias (no document operations).
+ONLINE = "online"
+MODES = (MODE, ONLINE)
 
 
 @attrs.frozen(kw_only=True)
@@ -88,6 +91,11 @@ class Plan:
     source_alias: str | None = None
     version: int = PLAN_VERSION
     mode: str = MODE
+    #: An alias the user named (``--alias``): apply points it at the target (creating it if it
+    #: does not exist); rollback points it back at the source (or deletes it if it was new).
+    alias: str | None = None
+    #: Online mode only: drop the source index once the alias moved to the target.
+    drop_source: bool = True
 
     # -- derived views -------------------------------------------------------------------
     @property
@@ -118,6 +126,16 @@ class Plan:
     @property
     def rewrites_documents(self) -> bool:
         return bool(self.operations)
+
+    @property
+    def online(self) -> bool:
+        return self.mode == ONLINE
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Every alias apply points at the target: the one named with ``--alias``, then the
+        one ``--index`` named (``source_alias``), without repeats."""
+        return tuple(dict.fromkeys(a for a in (self.alias, self.source_alias) if a))
 
     def rename_operations(self) -> dict[str, Any]:
         rename_index = self.target_index if self.target_index != self.source_index else None
@@ -166,6 +184,8 @@ class Plan:
                 "lossy": self.lossy,
                 "overrides": self.overrides,
                 **({"source_alias": self.source_alias} if self.source_alias else {}),
+                **({"alias": self.alias} if self.alias else {}),
+                **({"drop_source": self.drop_source} if self.online else {}),
                 "changes": [c.to_dict() for c in self.changes],
                 "operations": [o.to_dict() for o in self.operations],
             },
@@ -201,9 +221,17 @@ class Plan:
                 raise RvlmError(f"{source}: not an rvlm plan (no 'rvlm' section); "
                                 "make one with 'rvlm plan'")
             changes = tuple(PlannedChange.from_dict(c) for c in extra.get("changes", ()))
+            mode = data.get("mode", MODE)
+            if mode not in MODES:
+                raise RvlmError(f"{source}: unknown mode {mode!r} (known: {', '.join(MODES)})")
+            drop_source = extra.get("drop_source", True)
+            if not isinstance(drop_source, bool):
+                raise RvlmError(f"{source}: rvlm.drop_source must be true or false")
             plan = cls(
                 version=data["version"],
-                mode=data.get("mode", MODE),
+                mode=mode,
+                alias=extra.get("alias"),
+                drop_source=drop_source,
                 source_schema=schema_from_dict(src["schema_snapshot"], f"{source}: source"),
                 source_stats=IndexStats(**src.get("stats_snapshot", {})),
                 key_sample=tuple(src.get("keyspace", {}).get("key_sample", ())),

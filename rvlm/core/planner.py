@@ -26,7 +26,7 @@ from rvlm.core.documents import MISSING, Document, DocumentOperation, operation_
 from rvlm.core.errors import RvlmError
 from rvlm.core.estimate import downtime_seconds
 from rvlm.core.patch import SchemaPatch, load_patch, merge, patch_from_target
-from rvlm.core.plan import Plan, PlannedChange
+from rvlm.core.plan import MODE, MODES, ONLINE, Plan, PlannedChange
 from rvlm.core.plugins import PluginHost, host_with
 from rvlm.core.resp import to_list, to_map, to_str
 from rvlm.core.schema import IndexSchema
@@ -39,10 +39,17 @@ DEFAULT_SAMPLE_SIZE = 1000
 class PlanOptions:
     """``sample_size``: documents read to calibrate and measure quantization.
     ``allow_shared_keys``: go on although another live index covers the same keys (recorded
-    in the plan as an override)."""
+    in the plan as an override).
+    ``mode``: ``drop_recreate`` (default) or ``online`` (build the target next to the source,
+    then move ``alias`` to it in one command; index-side changes only).
+    ``alias``: an alias clients query; apply points it at the target (creating it if new).
+    ``drop_source``: online mode: drop the source once the alias moved (default True)."""
 
     sample_size: int = DEFAULT_SAMPLE_SIZE
     allow_shared_keys: bool = False
+    mode: str = MODE
+    alias: str | None = None
+    drop_source: bool = True
 
 
 def prefixes_overlap(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, str]]:
@@ -154,6 +161,10 @@ def make_plan(
     if (patch is None) == (target is None):
         raise RvlmError("give a schema patch or a target schema (exactly one)")
     options = options or PlanOptions()
+    if options.mode not in MODES:
+        raise RvlmError(f"unknown mode {options.mode!r} (known: {', '.join(MODES)})")
+    if options.alias is not None and not options.alias.strip():
+        raise RvlmError("--alias needs a name")
     host = host or host_with(plugins)
     host.check()
     if patch is not None:
@@ -255,11 +266,22 @@ def make_plan(
     operations.sort(key=lambda o: o.converts_to is not None)
 
     warnings: list[str] = []
-    if alias is not None:
+    online = options.mode == ONLINE
+    if alias is not None and online:
+        warnings.append(
+            f"{alias!r} is an alias of {source.name!r}: the plan migrates {source.name!r}; "
+            f"apply moves the alias once {final.name!r} is built and validated "
+            f"(FT.ALIASUPDATE {alias} {final.name})")
+    elif alias is not None:
         warnings.append(
             f"{alias!r} is an alias of {source.name!r}: the plan migrates {source.name!r}, and "
-            f"dropping it removes the alias; point it at the new index after the migration "
-            f"(FT.ALIASUPDATE {alias} {final.name})")
+            f"dropping it removes the alias; apply points it at the new index right after the "
+            f"create (FT.ALIASUPDATE {alias} {final.name}) and rollback points it back")
+    aliases = tuple(dict.fromkeys(a for a in (options.alias, alias) if a))
+    if options.alias is not None and options.alias != alias:
+        warnings += _alias_checks(client, options.alias, source, final, index_names, planned)
+    if online:
+        _online_checks(source, final, info.stats, operations, aliases, planned)
     for s in suggestions:
         warnings.append(
             f"field {s.old_name!r} disappears and an identical field {s.new_name!r} appears: "
@@ -268,7 +290,7 @@ def make_plan(
     overrides: dict[str, Any] = {}
     if changes:
         warnings += _plan_checks(source, final, info, operations, others, options, overrides,
-                                 planned, renames, explicit)
+                                 planned, renames, explicit, aliases)
     else:
         warnings.append("the patch changes nothing: the target schema equals the source")
 
@@ -284,7 +306,75 @@ def make_plan(
         server=caps.to_dict(),
         overrides=overrides,
         source_alias=alias,
+        mode=options.mode,
+        alias=options.alias,
+        drop_source=options.drop_source if online else True,
     )
+
+
+def _blocked(kind: str, reason: str) -> PlannedChange:
+    return PlannedChange(type=kind, plugin="rvlm", plugin_version=_rvlm_version(),
+                         supported=False, blocked_reasons=(reason,))
+
+
+def _alias_checks(client: redis.Redis, name: str, source: IndexSchema, target: IndexSchema,
+                  index_names: Sequence[str], planned: list[PlannedChange]) -> list[str]:
+    """The alias named with ``--alias``: free, or already an alias of the source."""
+    if name in (source.name, target.name) or name in index_names:
+        planned.append(_blocked("alias", f"{name!r} is the name of an index, not an alias; "
+                                         "name an alias of its own"))
+        return []
+    if not index_exists(client, name):
+        return [f"alias {name!r} does not exist: apply creates it and points it at "
+                f"{target.name!r}"]
+    real = read_index(client, name).schema.name
+    if real != source.name:
+        planned.append(_blocked(
+            "alias", f"alias {name!r} points at index {real!r}, not at the source "
+                     f"{source.name!r}: moving it would take it away from {real!r}'s clients; "
+                     f"name another alias, or point it at {source.name!r} first "
+                     f"(FT.ALIASUPDATE {name} {source.name})"))
+    return []
+
+
+def _downtime_length(stats: Any, rewrites: bool) -> str:
+    """How long the rebuild takes, in words (indexing plus the document rewrite)."""
+    docs = stats.num_docs + stats.indexing_failures
+    indexing_s, rewrite_s = downtime_seconds(stats, rewrites)
+    if not docs:
+        return "the index is empty: only the drop and the create"
+    if indexing_s is None:
+        return "indexing time unknown: the source reports none"
+    total = indexing_s + (rewrite_s or 0.0)
+    length = "under a second" if total < 1 else f"about {_duration(total)}"
+    if rewrite_s:
+        length += (f": {_duration(indexing_s)} of indexing plus {_duration(rewrite_s)} "
+                   "of document rewrite")
+    return length
+
+
+def _online_checks(source: IndexSchema, target: IndexSchema, stats: Any,
+                   operations: list[DocumentOperation], aliases: tuple[str, ...],
+                   planned: list[PlannedChange]) -> None:
+    """What online mode needs: a new index name, an alias, no document operations."""
+    if target.name == source.name:
+        planned.append(_blocked(
+            "online_mode", "online mode builds the new index next to the source, so it needs "
+                           f"a name of its own: add 'index: {{name: {source.name}_v2}}' to the "
+                           "patch's changes (clients keep querying the alias)"))
+    if not aliases:
+        planned.append(_blocked(
+            "online_mode", "online mode moves an alias that clients query: pass --alias NAME "
+                           "(created if it does not exist), or plan with --index naming an "
+                           "alias of the index"))
+    if operations:
+        kinds = ", ".join(dict.fromkeys(o.kind for o in operations))
+        planned.append(_blocked(
+            "online_mode", f"this plan rewrites documents ({kinds}); online mode builds the new "
+                           "index while the source keeps serving queries and both cover the "
+                           "same documents, so a rewrite would change what the live index "
+                           "serves mid-way; plan it with --mode drop_recreate instead (queries "
+                           f"are down for the rebuild: {_downtime_length(stats, True)})"))
 
 
 def _unreported(source: IndexSchema, target: IndexSchema, renames: dict[str, str],
@@ -309,7 +399,7 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
                  operations: list[DocumentOperation], others: dict[str, IndexSchema],
                  options: PlanOptions, overrides: dict[str, Any],
                  planned: list[PlannedChange], renames: dict[str, str],
-                 explicit: set[tuple[str, str]]) -> list[str]:
+                 explicit: set[tuple[str, str]], aliases: tuple[str, ...] = ()) -> list[str]:
     """Whole-plan checks; blocking ones are added to ``planned`` as a blocked change."""
     warnings: list[str] = []
     stats = info.stats
@@ -357,17 +447,25 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
                         f"{', '.join(unknown)}; set them in update_fields if the source used "
                         "other values")
     docs = stats.num_docs + stats.indexing_failures
-    indexing_s, rewrite_s = downtime_seconds(stats, bool(operations))
-    if not docs:
-        length = "the index is empty: only the drop and the create"
-    elif indexing_s is None:
-        length = "indexing time unknown: the source reports none"
-    else:
-        total = indexing_s + (rewrite_s or 0.0)
-        length = "under a second" if total < 1 else f"about {_duration(total)}"
-        if rewrite_s:
-            length += (f": {_duration(indexing_s)} of indexing plus {_duration(rewrite_s)} "
-                       "of document rewrite")
+    if options.mode == ONLINE:
+        via = ", ".join(repr(a) for a in aliases) or "the alias"
+        build = _downtime_length(stats, False)
+        if not docs:
+            build = "the index is empty"
+        keep = (f"{source.name!r} is dropped after the alias moved" if options.drop_source
+                else f"{source.name!r} is kept (drop it when you no longer need it: "
+                     f"FT.DROPINDEX {source.name})")
+        warnings.append(
+            f"memory: both indexes exist while {target.name!r} is built; expect about "
+            f"{stats.total_index_memory_sz_mb:.2f} MB of extra index memory (the size of "
+            f"{source.name!r}'s index)" + (" until the source is dropped"
+                                            if options.drop_source else ""))
+        warnings.append(
+            f"downtime: none (online): clients querying {via} are served by {source.name!r} "
+            f"while {target.name!r} builds ({build}) and is validated; FT.ALIASUPDATE then "
+            f"moves the alias in one command; {keep}")
+        return warnings
+    length = _downtime_length(stats, bool(operations))
     warnings.append(f"downtime: queries on {source.name!r} fail from the drop until "
                     f"{target.name!r} has indexed {docs} documents ({length})")
     return warnings

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import redis
 
+from rvlm.core.aliases import restore_aliases
 from rvlm.core.backup import BackupCorrupt, BackupReader, read_manifest
 from rvlm.core.capabilities import detect
 from rvlm.core.connection import connect, index_exists, read_index
-from rvlm.core.docio import restore_records
+from rvlm.core.docio import conflict_actions, conflict_message, restore_records
 from rvlm.core.errors import MigrationFailed, RvlmError
-from rvlm.core.executor import PLAN_NAME, _owner, _reached, acquire_lock
+from rvlm.core.executor import PLAN_NAME, _owner, _reached, acquire_lock, phase_data
 from rvlm.core.ftcreate import create_arguments
 from rvlm.core.journal import Journal, RunState
 from rvlm.core.lock import IndexLock, LeaseKeeper
@@ -101,6 +102,11 @@ def rollback(
             report.warnings.append("already rolled back; nothing to do")
             report.validation = _check_source(client, plan)
             return report.finish(report.validation.passed)
+        if plan.online:  # nothing was dropped before the alias moved: rvlm.core.online
+            from rvlm.core.online import rollback_online
+
+            return rollback_online(client, directory, plan, state, report, timer, journal,
+                                   index_timeout, _wait_indexed, _check_source)
         dropped = _reached(state.phase, "dropped") or (
             state.phase == "pre_drop_done" and not index_exists(client, plan.source_index)
         ) or bool(reader.batch_numbers())
@@ -114,16 +120,19 @@ def rollback(
                     live = read_index(client, plan.target_index).schema.index.name
                     if live == plan.target_index:
                         client.execute_command("FT.DROPINDEX", plan.target_index)
+            conflicts: list[tuple[bytes, bytes]] = []
             with timer.phase("restore"):
                 total = len(reader.batch_numbers())
                 for n, (b, records) in enumerate(reader.reversed_batches(), 1):
                     # a batch started but not done may hold a replacement that failed after
                     # its DEL: its replaced documents are recreated even if no key is left
+                    before = len(conflicts)
                     for key in restore_records(client, storage, records, cluster=caps.cluster,
-                                               recreate=b in state.started_not_done):
+                                               recreate=b in state.started_not_done,
+                                               conflicts=conflicts):
                         if len(report.warnings) < 20:
                             report.warnings.append(f"{key!r} no longer exists; not restored")
-                    report.restored_records += len(records)
+                    report.restored_records += len(records) - (len(conflicts) - before)
                     keepers[0].check()
                     if progress is not None:
                         progress("restore", n, total)
@@ -133,6 +142,18 @@ def rollback(
                     client.execute_command(*create_arguments(plan.source_schema))
             with timer.phase("indexing"):
                 _wait_indexed(client, plan.source_index, index_timeout)
+            # the drops removed the aliases: point them at the source again
+            restore_aliases(client, plan, phase_data(directory, "checked").get("aliases"))
+            if conflicts:
+                # not rolled back: once the pairs are resolved, a re-run restores them
+                report.restore_conflicts = len(conflicts)
+                report.error = conflict_message(conflicts)
+                report.manual_actions += conflict_actions(
+                    conflicts, f"{directory}: 'rvlm rollback --backup-dir {directory}'")
+                with contextlib.suppress(Exception):
+                    journal.append("error", message=f"rollback: {report.error}")
+                report.validation = _check_source(client, plan)
+                return report.finish(False)
             journal.append("phase", value="rolled_back")
         except (MigrationFailed, redis.RedisError) as exc:
             report.error = str(exc)

@@ -28,7 +28,13 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
             f"an index or alias named {after!r} already exists, and a rename onto it would "
             "leave two things answering to that name; pick another name, or drop it (or "
             "FT.ALIASDEL it) first")
-    return Classification(
-        summary=f"rename index {before!r} -> {after!r}",
-        warnings=(f"clients that query {before!r} must switch to {after!r} (or point an "
-                  f"alias at it: FT.ALIASADD {before} {after})",))
+    alias = context.options.get("alias")
+    if alias or context.options.get("mode") == "online":
+        via = f"the alias {alias!r}" if alias else "the alias"
+        warning = (f"clients that query {before!r} by its name must switch to {after!r} or to "
+                   f"{via}, which apply points at {after!r}")
+    else:
+        warning = (f"clients that query {before!r} must switch to {after!r} (or point an "
+                   f"alias at it: FT.ALIASADD {before} {after})")
+    return Classification(summary=f"rename index {before!r} -> {after!r}",
+                          warnings=(warning,))

@@ -1,0 +1,80 @@
+"""Index aliases a migration keeps: checked before, moved after the create, moved back on rollback.
+
+FT.DROPINDEX removes the dropped index's aliases, so a ``drop_recreate`` apply points every
+alias of the plan (:attr:`Plan.aliases`: the one ``--alias`` named and the one ``--index``
+named) at the target right after the create; an ``online`` apply moves them once the target is
+built and validated. ``FT.ALIASUPDATE`` moves (or creates) an alias in one command and is
+idempotent, so a resumed apply simply sends it again. Where each alias pointed before the apply
+is journaled with the ``checked`` phase (``aliases: {name: index or null}``); rollback points
+each one back at the source, or deletes one the migration created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+
+import redis
+
+from rvlm.core.connection import index_exists, list_indexes, read_index
+from rvlm.core.errors import RvlmError
+from rvlm.core.plan import Plan
+
+
+def alias_index(client: redis.Redis, name: str) -> str | None:
+    """The index ``name`` resolves to (FT.INFO on an alias names the real index), or None."""
+    if not index_exists(client, name):
+        return None
+    return read_index(client, name).schema.name
+
+
+def check_aliases(client: redis.Redis, plan: Plan, *,
+                  allowed: Iterable[str] = ()) -> dict[str, str | None]:
+    """Where each alias of the plan points now (None: it does not exist yet).
+
+    Raises :class:`RvlmError` when one is the name of an index, or is an alias of an index
+    other than the source (or one of ``allowed``): moving it would take it from that index's
+    clients.
+    """
+    if not plan.aliases:
+        return {}
+    indexes = set(list_indexes(client))
+    ok = {plan.source_index, *allowed}
+    out: dict[str, str | None] = {}
+    for name in plan.aliases:
+        if name in indexes or name in (plan.source_index, plan.target_index):
+            raise RvlmError(f"{name!r} is the name of an index, not an alias; nothing was "
+                            "changed")
+        real = alias_index(client, name)
+        if real is not None and real not in ok:
+            raise RvlmError(f"alias {name!r} points at index {real!r}, not at the source "
+                            f"{plan.source_index!r}; point it back (FT.ALIASUPDATE {name} "
+                            f"{plan.source_index}) or make a new plan; nothing was changed")
+        out[name] = real
+    return out
+
+
+def point_aliases(client: redis.Redis, names: Iterable[str], index: str) -> None:
+    """``FT.ALIASUPDATE name index`` for each name (creates a missing alias; idempotent)."""
+    for name in names:
+        client.execute_command("FT.ALIASUPDATE", name, index)
+
+
+def restore_aliases(client: redis.Redis, plan: Plan,
+                    before: Mapping[str, str | None] | None) -> list[str]:
+    """Rollback: point each alias of the plan back at the source, or delete one the migration
+    created (``before`` says where each pointed when the apply began; an alias not recorded
+    is pointed at the source). Returns what was done, one line each."""
+    done = []
+    before = before or {}
+    for name in plan.aliases:
+        was = before.get(name, plan.source_index)
+        if was is None:
+            if alias_index(client, name) == plan.target_index:
+                with contextlib.suppress(redis.ResponseError):
+                    client.execute_command("FT.ALIASDEL", name)
+                done.append(f"alias {name!r} deleted (the migration created it)")
+            continue
+        client.execute_command("FT.ALIASUPDATE", name, plan.source_index)
+        done.append(f"alias {name!r} points at {plan.source_index!r}")
+    return done

@@ -1,0 +1,201 @@
+"""Online apply: build the target next to the source, validate it, then move the alias.
+
+A plan with ``mode: online`` changes the index only (add, remove or update fields, vector
+algorithm, metric or parameters, index options); it never rewrites documents, so both indexes
+can cover the same documents at once. Clients query an alias that points at the source until
+the target is built and validated; ``FT.ALIASUPDATE`` then moves it in one command, so queries
+never fail (``downtime_duration_seconds: 0``). Phases (journaled in ``journal-0.jsonl``)::
+
+    checked -> created -> indexed -> validated -> alias_moved -> source_dropped -> done
+
+``source_dropped`` only when the plan says ``drop_source: true``. Checks are the same as a
+``drop_recreate`` apply's (the source unchanged since the plan, the server accepts the target,
+the target name free, the index locks) plus the aliases (each is free or points at the source).
+Re-running the same apply resumes after the last journaled phase; every step is idempotent.
+:func:`rollback_online` undoes it: the source is recreated from the plan if it was dropped
+(documents were never touched, so that is exact), the aliases point at it again and the target
+is dropped.
+
+Fault points for crash tests (``RVLM_FAULT``, see :func:`rvlm.core.executor.fault`):
+``online_after_checks``, ``online_after_create``, ``online_after_validate``,
+``online_after_alias``, ``online_after_drop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from rvlm.core.aliases import alias_index, check_aliases, point_aliases, restore_aliases
+from rvlm.core.connection import index_exists, read_index
+from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.executor import PLAN_NAME, _reached, fault, phase_data
+from rvlm.core.ftcreate import create_arguments
+from rvlm.core.journal import Journal, RunState
+from rvlm.core.plan import Plan
+from rvlm.core.report import MigrationReport, Timer
+from rvlm.core.validate import validate_migration
+from rvlm.core.validation import CheckResult
+
+if TYPE_CHECKING:
+    from rvlm.core.executor import _Run
+
+
+def online_problems(plan: Plan) -> list[str]:
+    """Why ``plan`` cannot run online (empty when it can). The planner blocks these already;
+    the executor checks again for plans built by hand."""
+    problems = []
+    if plan.operations:
+        kinds = ", ".join(dict.fromkeys(o.kind for o in plan.operations))
+        problems.append(f"the plan rewrites documents ({kinds}), which online mode never "
+                        "does; plan it with mode drop_recreate")
+    if plan.target_index == plan.source_index:
+        problems.append(f"online mode needs a new index name (e.g. index: {{name: "
+                        f"{plan.source_index}_v2}})")
+    if not plan.aliases:
+        problems.append("online mode needs an alias that clients query (--alias)")
+    return problems
+
+
+def _source_count(client: redis.Redis, name: str) -> tuple[int, int]:
+    stats = read_index(client, name).stats
+    return stats.num_docs + stats.indexing_failures, stats.indexing_failures
+
+
+def execute_online(run: _Run) -> MigrationReport:
+    """Run (or resume) an online apply; ``run`` holds the connection, journal, timer, report
+    and the executor's checks. Called by :func:`rvlm.core.executor.apply_plan` with the index
+    locks held; raises before the first change, otherwise returns the (failed) report."""
+    plan, client = run.plan, run.client
+    state = RunState.load(run.dir)
+    if state.phase == "rolled_back":
+        raise RvlmError(f"the migration in {run.dir} was rolled back; use a new --backup-dir "
+                        "to apply the plan again")
+    report = run.report
+    report.resumed = state.phase is not None
+    report.backup_paths = [str(run.dir / PLAN_NAME)]
+    report.downtime_duration_seconds = 0.0
+    phase = state.phase
+    if phase is None:
+        with run.timer.phase("checks"):
+            if plan.supported:  # a blocked plan is refused by check_source, with its reasons
+                problems = online_problems(plan)
+                if problems:
+                    raise RvlmError("the plan cannot run online: " + "; ".join(problems))
+            info = run.check_source()
+            before = check_aliases(client, plan)
+            problems = run.host.pre_drop(plan, run.ctx)
+            if problems:
+                raise RvlmError("a plugin refused the migration: " + "; ".join(problems))
+        run.phase("checked", aliases=before,
+                  source_docs=info.stats.num_docs + info.stats.indexing_failures,
+                  source_failures=info.stats.indexing_failures)
+        fault("online_after_checks")
+    else:
+        run.check_plugins()
+    run.mutated = True
+    checked = phase_data(run.dir, "checked")
+    report.documents = int(checked.get("source_docs", 0))
+    if not _reached(phase, "alias_moved"):
+        with run.timer.phase("build"):
+            if not index_exists(client, plan.target_index):
+                try:
+                    client.execute_command(*create_arguments(plan.target_schema))
+                except redis.ResponseError as exc:
+                    raise MigrationFailed(f"FT.CREATE {plan.target_index} failed: {exc}"
+                                          ) from None
+                run.phase("created")
+                fault("online_after_create")
+                run.host.post_create(plan, run.ctx)
+            run.wait_indexed()
+        run.phase("indexed")
+        with run.timer.phase("validation"):
+            # the source keeps serving (and may take writes): compare with it as it is now
+            expected, failures = _source_count(client, plan.source_index)
+            result = validate_migration(client, plan, expected_docs=expected,
+                                        source_failures=failures, host=run.host,
+                                        context=run.ctx)
+        report.validation = result
+        report.documents = expected
+        if not result.passed:
+            run.journal.append("error", message="validation failed: " + "; ".join(result.errors))
+            report.manual_actions.append(
+                f"the aliases still point at {plan.source_index!r}, so queries were not "
+                f"affected; inspect {plan.target_index!r}, then re-run the same command to "
+                f"validate again, or 'rvlm rollback --backup-dir {run.dir}' to drop it")
+            return report.finish(False)
+        run.phase("validated", docs=expected, failures=failures)
+        fault("online_after_validate")
+        with run.timer.phase("alias"):
+            check_aliases(client, plan, allowed=(plan.target_index,))
+            point_aliases(client, plan.aliases, plan.target_index)
+        run.phase("alias_moved")
+        fault("online_after_alias")
+    else:
+        validated = phase_data(run.dir, "validated")
+        with run.timer.phase("validation"):
+            report.validation = validate_migration(
+                client, plan, expected_docs=validated.get("docs"),
+                source_failures=validated.get("failures"), host=run.host, context=run.ctx)
+        report.documents = int(validated.get("docs", report.documents))
+        with run.timer.phase("alias"):  # idempotent: a resume makes sure they moved
+            point_aliases(client, plan.aliases, plan.target_index)
+    if plan.drop_source and not _reached(phase, "source_dropped"):
+        with run.timer.phase("drop_source"):
+            if alias_index(client, plan.source_index) == plan.source_index:
+                client.execute_command("FT.DROPINDEX", plan.source_index)
+        run.phase("source_dropped")
+        fault("online_after_drop")
+    elif not plan.drop_source:
+        report.manual_actions.append(
+            f"{plan.source_index!r} was kept (drop_source: false): drop it when you no longer "
+            f"need it (FT.DROPINDEX {plan.source_index}, documents are kept)")
+    if state.phase != "done":
+        run.phase("done")
+    return report.finish(report.validation.passed)
+
+
+def rollback_online(client: redis.Redis, directory: Path, plan: Plan, state: RunState,
+                    report: MigrationReport, timer: Timer, journal: Journal,
+                    index_timeout: float,
+                    wait: Callable[[redis.Redis, str, float], None],
+                    check_source: Callable[[redis.Redis, Plan], Any]) -> MigrationReport:
+    """Undo an online apply: recreate the source from the plan if it was dropped, point the
+    aliases back at it (or delete one the apply created), drop the target. Called by
+    :func:`rvlm.core.rollback.rollback` with the locks held. Idempotent."""
+    if state.phase is None:
+        report.warnings.append("the online apply never started; nothing to undo")
+        report.validation = check_source(client, plan)
+        return report.finish(report.validation.passed)
+    try:
+        with timer.phase("create"):
+            if alias_index(client, plan.source_index) != plan.source_index:
+                client.execute_command(*create_arguments(plan.source_schema))
+        with timer.phase("indexing"):
+            wait(client, plan.source_index, index_timeout)
+        with timer.phase("alias"):
+            restore_aliases(client, plan, phase_data(directory, "checked").get("aliases"))
+        with timer.phase("drop"):
+            if alias_index(client, plan.target_index) == plan.target_index:
+                client.execute_command("FT.DROPINDEX", plan.target_index)
+        journal.append("phase", value="rolled_back")
+    except (MigrationFailed, redis.RedisError) as exc:
+        report.error = str(exc)
+        with contextlib.suppress(Exception):
+            journal.append("error", message=f"rollback: {exc}")
+        report.manual_actions.append(f"re-run 'rvlm rollback --backup-dir {directory}'")
+        return report.finish(False)
+    report.downtime_duration_seconds = 0.0
+    report.validation = check_source(client, plan)
+    before = phase_data(directory, "checked").get("aliases") or {}
+    for name in plan.aliases:
+        want = None if before.get(name, plan.source_index) is None else plan.source_index
+        now = alias_index(client, name)
+        report.validation.add(CheckResult(
+            name=f"alias:{name}", passed=now == want,
+            details=f"points at {now!r}" if now else "does not exist"))
+    return report.finish(report.validation.passed)

@@ -72,7 +72,9 @@ def _summary(report: MigrationReport) -> None:
     colour = typer.colors.GREEN if report.succeeded else typer.colors.RED
     typer.secho(f"{report.mode}: {report.source_index} -> {report.target_index}: "
                 f"{report.result}", fg=colour, bold=True)
-    if report.mode != "rollback":
+    if report.mode == "validate":
+        pass  # no documents were touched: the checks above say it all
+    elif report.mode != "rollback":
         typer.echo(f"  documents {report.documents}, rewritten {report.documents_rewritten} "
                    f"({report.bytes_rewritten} bytes) in {report.batches} batches, "
                    f"{report.documents_per_second} docs/s, workers {report.workers}"

@@ -180,7 +180,7 @@ def test_other_bad_input(index, redis_url, tmp_path, args, words):
         assert w in lines[0], (w, lines[0])
 
 
-def test_estimate(index, redis_url, tmp_path):
+def test_estimate(index, redis_url, tmp_path, monkeypatch):
     patch = write(tmp_path, "p.yaml", "version: 1\nchanges:\n"
                                       "  update_fields: [{name: emb, attrs: {datatype: float16}}]\n"
                                       "  rename_fields: [{old_name: title, new_name: headline}]\n")
@@ -199,6 +199,7 @@ def test_estimate(index, redis_url, tmp_path):
     assert e["memory_before_bytes"] > e["memory_after_bytes"]
     assert e["expected_downtime_seconds"] is not None and e["expected_downtime_seconds"] >= 0
     # without a server the rename's value sizes are unknown, and said so
+    monkeypatch.delenv("REDIS_URL", raising=False)
     r = run("estimate", "--plan", str(out))
     assert r.exit_code == 0, r.output
     assert "backup disk needed" in r.stdout and "unknown" in r.stdout

@@ -73,8 +73,9 @@ def test_page_samples_run(page: Path, redis_client: Any, redis_url: str, tmp_pat
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     bindir = str(Path(sys.executable).parent)
+    # A page's own pytest run shares this test's scratch server, which holds the page's data.
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": str(tmp_path)}
+           "PYTHONPATH": str(tmp_path), "RVLM_TEST_FLUSH_OK": "1"}
     namespace: dict[str, Any] = {"__name__": "__docs__"}
     for line, info, code in fenced(page):
         if not _runnable(info):

@@ -1,8 +1,9 @@
 """pytest fixtures for rvlm and for plugin authors (loaded through the ``pytest11`` entry point).
 
 * ``redis_url`` (session): a real Redis with Search and JSON. ``REDIS_URL`` when set (so the
-  suite also runs against Redis 8.x); otherwise an embedded server on a free port, started once
-  per session and stopped at the end.
+  suite also runs against Redis 8.x; refused when that server holds data, because tests flush
+  it, unless ``RVLM_TEST_FLUSH_OK=1``); otherwise an embedded server on a free port, started
+  once per session and stopped at the end.
 * ``redis_client``: a bytes client on a clean database (FLUSHALL before the test).
 * ``rvlm_plugin``: register a plugin on the default host for the length of one test::
 
@@ -27,6 +28,7 @@ def redis_url() -> Iterator[str]:
     """URL of a real Redis with the Search and JSON modules for this test session."""
     url = os.environ.get("REDIS_URL")
     if url:
+        _refuse_a_server_with_data(url)
         yield url
         return
     from rvlm.core.server import EmbeddedServer, free_port
@@ -39,6 +41,28 @@ def redis_url() -> Iterator[str]:
     finally:
         server.stop()
         server.wipe()
+
+
+FLUSH_OK_ENV = "RVLM_TEST_FLUSH_OK"
+
+
+def _refuse_a_server_with_data(url: str) -> None:
+    """Tests FLUSHALL their server: never do that to one that holds data by accident."""
+    if os.environ.get(FLUSH_OK_ENV):
+        return
+    import redis
+
+    from rvlm.core.connection import redact
+
+    client = redis.Redis.from_url(url)
+    try:
+        keyspace = client.info("keyspace")
+    finally:
+        client.close()
+    if keyspace:
+        pytest.exit(f"REDIS_URL={redact(url)} holds data ({', '.join(map(str, keyspace))}) and "
+                    f"the tests flush every database; point REDIS_URL at a scratch server or "
+                    f"set {FLUSH_OK_ENV}=1", returncode=2)
 
 
 @pytest.fixture

@@ -333,16 +333,4 @@ def apply_with_client(
                       index_timeout=index_timeout, client=client)
 
 
-def _BridgedRun(*, client: Any, **kwargs: Any) -> Any:
-    """The executor's ``_Run`` talking to Redis through ``client`` (its own connection, made by
-    ``_Run.__init__``, is closed at once: one sync PING until the executor takes a client)."""
-    from rvlm.core.executor import _Run
-
-    run = _Run(**kwargs)
-    with contextlib.suppress(Exception):
-        run.client.close()
-    run.client = client
-    return run
-
-
 __all__ = ["AsyncBridge", "AsyncMigrationExecutor", "AsyncMigrationPlanner", "async_connect"]

@@ -65,6 +65,23 @@ def test_quantize_json_float16(redis_client, redis_url, tmp_path):
     assert snapshot(redis_client) == before
 
 
+def test_quantize_with_prefix_change_validates_the_moved_keys(redis_client, redis_url,
+                                                               tmp_path):
+    make_hash_index(redis_client, n=30)
+    plan = _plan(redis_client, "idx",
+                 {"index": {"name": "idx_v2", "prefix": "item:"},
+                  "update_fields": [{"name": "v", "attrs": {"datatype": "float16"}}]})
+    assert plan.key_sample_after() and all(k.startswith(b"item:")
+                                           for k in plan.key_sample_after())
+    report = apply_plan(redis_url, plan, backup_dir=tmp_path / "b", batch_size=7,
+                        accept_data_loss=plan.lossy)
+    assert report.succeeded, report.to_yaml()
+    checks = {c.name: c for c in report.validation.checks}
+    assert report.validation.key_sample_exists
+    assert checks["quantize:v"].passed, checks["quantize:v"].details
+    assert "float16" in checks["quantize:v"].details
+
+
 def test_prefix_change_and_index_rename(redis_client, redis_url, tmp_path):
     make_hash_index(redis_client, n=45, ttl_every=5)
     before = snapshot(redis_client)

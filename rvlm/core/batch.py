@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import redis
@@ -83,6 +83,19 @@ def safe_name(index_name: str) -> str:
 
 def _str_tuple(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value or ())
+
+
+_Entry = TypeVar("_Entry", bound=attrs.AttrsInstance)
+
+
+def _entry_from_dict(cls: type[_Entry], data: dict[str, Any], where: str, what: str) -> _Entry:
+    """``cls`` built from the keys of ``data`` it has fields for (other keys are ignored);
+    a bad value raises RvlmError naming ``where`` and ``what``."""
+    known = {a.name for a in attrs.fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise RvlmError(f"{where}: malformed {what} ({exc})") from None
 
 
 def _keyspace(prefixes: Sequence[str]) -> tuple[str, ...]:
@@ -138,11 +151,7 @@ class BatchIndex:
     def from_dict(cls, data: Any, where: str) -> BatchIndex:
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
             raise RvlmError(f"{where}: each index needs a name")
-        known = {a.name for a in attrs.fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except (TypeError, ValueError) as exc:
-            raise RvlmError(f"{where}: malformed index entry ({exc})") from None
+        return _entry_from_dict(cls, data, where, "index entry")
 
 
 @attrs.frozen(kw_only=True)
@@ -584,11 +593,7 @@ class IndexState:
             raise RvlmError(f"{where}: each index needs a name")
         if data.get("status") not in INDEX_STATUSES:
             raise RvlmError(f"{where}: unknown status {data.get('status')!r}")
-        known = {a.name for a in attrs.fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except (TypeError, ValueError) as exc:
-            raise RvlmError(f"{where}: malformed index state ({exc})") from None
+        return _entry_from_dict(cls, data, where, "index state")
 
 
 @attrs.define(kw_only=True)

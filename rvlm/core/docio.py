@@ -273,6 +273,9 @@ def read_batch(
     is true (``ttl=False`` leaves ``pttl`` None; the executor reads TTLs only for keys it
     renames, with :func:`read_ttls`). A hash whose ``HMGET`` is all nil may not exist: only
     those keys are checked with ``EXISTS``, in a second round trip.
+
+    Samples (plan time, validate hooks) use :func:`rvlm.core.planner.read_documents`
+    instead: it keeps a document for every key asked for, and nothing here is spent on it.
     """
     json_storage = storage_type == "json"
     hgetall = whole and not json_storage

@@ -300,7 +300,7 @@ def transform_batch(
                         ch[n] = MISSING
                 if u.new_key is not None:
                     keys[i] = bytes(u.new_key)
-        if op.rename_prefix is not None:
+        if op.rename_prefix is not None:  # Plan.map_key, one operation at a time, inline
             old, new = op.rename_prefix[0].encode(), op.rename_prefix[1].encode()
             keys = [new + k[len(old):] if k.startswith(old) else k for k in keys]
     unread = [i for i, d in enumerate(docs) if d.pttl is None and keys[i] != d.key]
@@ -466,7 +466,7 @@ class _Run:
         """Over every key: no document already holds a field an operation creates, and no
         key a prefix rename would create exists. Raises RvlmError naming up to 5 keys."""
         creates = list(dict.fromkeys(n for op in self.plan.operations for n in op.creates))
-        renames = [op.rename_prefix for op in self.plan.operations if op.rename_prefix]
+        renames = any(op.rename_prefix for op in self.plan.operations)
         if not creates and not renames:
             return
         held: list[str] = []
@@ -483,14 +483,7 @@ class _Run:
                             if len(held) < 5:
                                 held.append(f"{k!r} ({', '.join(names)})")
                 if renames:
-                    moved = []
-                    for k in keys:
-                        nk = k
-                        for old, new in renames:
-                            if nk.startswith(old.encode()):
-                                nk = new.encode() + nk[len(old.encode()):]
-                        if nk != k:
-                            moved.append(nk)
+                    moved = [nk for k in keys if (nk := self.plan.map_key(k)) != k]
                     for nk, ex in zip(moved, keys_exist(self.client, moved), strict=True):
                         if ex:
                             taken_n += 1

@@ -137,6 +137,21 @@ class Plan:
         one ``--index`` named (``source_alias``), without repeats."""
         return tuple(dict.fromkeys(a for a in (self.alias, self.source_alias) if a))
 
+    def map_key(self, key: bytes) -> bytes:
+        """Where ``key`` lives after the plan's prefix renames (each operation's
+        ``rename_prefix``, in order)."""
+        for op in self.operations:
+            if op.rename_prefix is not None:
+                old, new = op.rename_prefix[0].encode(), op.rename_prefix[1].encode()
+                if key.startswith(old):
+                    key = new + key[len(old):]
+        return key
+
+    def key_sample_after(self) -> list[bytes]:
+        """The sampled keys (as bytes, the inverse of :func:`~rvlm.core.resp.to_str`) where
+        they live after the migration: see :meth:`map_key`."""
+        return [self.map_key(k.encode("utf-8", "surrogateescape")) for k in self.key_sample]
+
     def rename_operations(self) -> dict[str, Any]:
         rename_index = self.target_index if self.target_index != self.source_index else None
         change_prefix = None

@@ -90,7 +90,12 @@ def _as_bytes(value: Any) -> bytes:
 
 def read_documents(client: redis.Redis, storage_type: str, keys: Sequence[bytes],
                    names: Sequence[str]) -> list[Document]:
-    """Read hash fields or JSON paths of ``keys`` (MISSING where absent). Read-only."""
+    """Read hash fields or JSON paths of ``keys`` (MISSING where absent). Read-only.
+
+    The small reader for samples (plan time, validate hooks, estimates): one
+    :class:`Document` per key asked for, an absent key included. Not the executor's
+    :func:`~rvlm.core.docio.read_batch`, which leaves absent keys out, reads TTLs and whole
+    JSON documents, and is tuned for its hot path."""
     if not keys or not names:
         return [Document(k, {}) for k in keys]
     pipe = client.pipeline(transaction=False)

@@ -33,16 +33,6 @@ from rvlm.core.schema import Field, IndexSchema
 from rvlm.core.validation import CheckResult
 
 
-def map_key(plan: Plan, key: bytes) -> bytes:
-    """Where ``key`` lives after the plan's prefix renames."""
-    for op in plan.operations:
-        if op.rename_prefix is not None:
-            old, new = op.rename_prefix[0].encode(), op.rename_prefix[1].encode()
-            if key.startswith(old):
-                key = new + key[len(old):]
-    return key
-
-
 def comparable(live: IndexSchema, expected: IndexSchema) -> IndexSchema:
     """``live`` with what the server cannot report taken from ``expected``: the key separator
     and each field's ``unknown_attrs`` values; then ``without_unknowns()``."""
@@ -142,7 +132,7 @@ def validate_migration(
         details=f"indexed {info.stats.num_docs} + failures {info.stats.indexing_failures} = "
                 f"{got}, source had {expected_docs}"))
 
-    sample = [map_key(plan, k.encode("utf-8", "surrogateescape")) for k in plan.key_sample]
+    sample = plan.key_sample_after()
     existing: list[bytes] = []
     if sample:
         pipe = client.pipeline(transaction=False)

@@ -157,7 +157,7 @@ def validate(plan: object, context: ApplyContext) -> list[CheckResult] | None:
             continue
         p = op.params
         scheme = vectors.QuantizationScheme.from_dict(p["scheme"])
-        keys = [k.encode() for k in _sample_keys_after(context)]
+        keys = context.plan.key_sample_after()
         docs = read_documents(client, p["storage_type"], keys, [p["path"]])
         bad = []
         for d in docs:
@@ -178,12 +178,3 @@ def validate(plan: object, context: ApplyContext) -> list[CheckResult] | None:
                      f"{bad[0]}")))
     return checks
 
-
-def _sample_keys_after(context: ApplyContext) -> list[str]:
-    plan = context.plan
-    old = plan.source_schema.index.prefix
-    new = plan.target_schema.index.prefix
-    keys = list(plan.key_sample)
-    if old != new and len(old) == 1 and len(new) == 1:
-        keys = [new[0] + k[len(old[0]):] if k.startswith(old[0]) else k for k in keys]
-    return keys

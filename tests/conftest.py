@@ -1,3 +1,12 @@
 """Shared fixtures: the real-server fixtures come from rvlm.testing.pytest_plugin."""
 
 from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def protocol(request, monkeypatch):
+    """Run the test once over RESP2 and once over RESP3 (``RVLM_PROTOCOL``)."""
+    monkeypatch.setenv("RVLM_PROTOCOL", str(request.param))
+    return request.param

@@ -19,6 +19,7 @@ from test_apply_helpers import (
     prefix_op,
     rename_field_target,
     rename_op,
+    reset,
     search,
     snapshot,
 )
@@ -27,12 +28,6 @@ from rvlm.core.connection import read_index
 from rvlm.core.errors import RvlmError
 from rvlm.core.executor import MigrationExecutor, apply_plan
 from rvlm.core.rollback import rollback
-
-
-@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
-def protocol(request, monkeypatch):
-    monkeypatch.setenv("RVLM_PROTOCOL", str(request.param))
-    return request.param
 
 
 def test_rename_and_quantize_hash(redis_client, redis_url, tmp_path, protocol):
@@ -194,9 +189,7 @@ def test_two_applies_at_once_second_refused(redis_client, redis_url, tmp_path):
 def test_workers_two_same_as_one(redis_client, redis_url, tmp_path):
     results = []
     for workers in (1, 2):
-        redis_client.flushall()
-        for name in redis_client.execute_command("FT._LIST") or []:
-            redis_client.execute_command("FT.DROPINDEX", name)
+        reset(redis_client)
         make_hash_index(redis_client, n=100)
         src = read_index(redis_client, "idx").schema
         target = f16_target(rename_field_target(src, "t", "title"))

@@ -62,6 +62,13 @@ def make_json_index(client: Any, name: str = "jidx", prefix: str = "j:", n: int 
     wait_indexed(client, name)
 
 
+def reset(client: Any) -> None:
+    """An empty server: every key and every index gone."""
+    client.flushall()
+    for name in client.execute_command("FT._LIST") or []:
+        client.execute_command("FT.DROPINDEX", name)
+
+
 def wait_indexed(client: Any, name: str) -> None:
     import time
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-from test_batch_helpers import make_index, reset, rvlm, write_patch
+from test_apply_helpers import reset
+from test_batch_helpers import make_index, rvlm, write_patch
 
 from rvlm.core.batch import (
     BatchMigrationExecutor,

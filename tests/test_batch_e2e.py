@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from test_batch_helpers import answers, make_index, renamed, reset, rvlm, snapshot, write_patch
+from test_apply_helpers import reset
+from test_batch_helpers import answers, make_index, renamed, rvlm, snapshot, write_patch
 
 from rvlm.core.batch import BatchMigrationExecutor, BatchMigrationPlanner
 from rvlm.core.connection import read_index

@@ -21,12 +21,6 @@ changes:
 """
 
 
-def reset(client: Any) -> None:
-    client.flushall()
-    for name in client.execute_command("FT._LIST") or []:
-        client.execute_command("FT.DROPINDEX", name)
-
-
 def make_index(client: Any, name: str, prefix: str, n: int, *, title: bool = True,
                seed: int = 0) -> None:
     """A hash index ``name`` over ``{prefix}{i}``: title/t text, g tag, v FLOAT32 vector."""

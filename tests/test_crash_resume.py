@@ -20,6 +20,7 @@ from test_apply_helpers import (
     prefix_op,
     rename_field_target,
     rename_op,
+    reset,
     search,
     snapshot,
 )
@@ -33,15 +34,9 @@ N = 90
 BATCH = 10
 
 
-def _reset(client) -> None:
-    client.flushall()
-    for name in client.execute_command("FT._LIST") or []:
-        client.execute_command("FT.DROPINDEX", name)
-
-
 def _setup(client):
     """Fresh data and a plan: rename t->title, float32->float16, doc: -> item:, idx -> idx2."""
-    _reset(client)
+    reset(client)
     make_hash_index(client, n=N, ttl_every=9)
     src = read_index(client, "idx").schema
     target = f16_target(rename_field_target(src, "t", "title")).with_index(
@@ -72,7 +67,7 @@ def control(redis_url, tmp_path_factory):
                         batch_size=BATCH, accept_data_loss=True, plugins=all_plugins())
     assert report.succeeded, report.to_yaml()
     state = (snapshot(client), search(client, "idx2", "@title:hello"))
-    _reset(client)
+    reset(client)
     client.close()
     return state
 
@@ -154,7 +149,7 @@ def _setup_convert(client):
     """Fresh data and a plan that renames t -> title, then replaces every hash with a JSON
     document under a new prefix (doc: -> item:), idx -> idx2. Some keys have TTLs, one a
     field name and a value that are not UTF-8."""
-    _reset(client)
+    reset(client)
     make_hash_index(client, n=N, ttl_every=9)
     client.hset("doc:4", mapping={b"\xff\xfeodd": b"\xff\x01"})
     src = read_index(client, "idx").schema
@@ -174,7 +169,7 @@ def convert_control(redis_url, tmp_path_factory):
                         batch_size=BATCH, plugins=all_plugins())
     assert report.succeeded, report.to_yaml()
     state = (snapshot(client), search(client, "idx2", "@title:hello"), before)
-    _reset(client)
+    reset(client)
     client.close()
     return state
 

@@ -47,12 +47,6 @@ ONLINE_CHANGES = {
 }
 
 
-@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
-def protocol(request, monkeypatch):
-    monkeypatch.setenv("RVLM_PROTOCOL", str(request.param))
-    return request.param
-
-
 def patch(changes: dict[str, Any]):
     return patch_from_dict({"version": 1, "changes": changes}, "patch.yaml")
 

@@ -20,6 +20,7 @@ from test_apply_helpers import (
     make_hash_index,
     make_json_index,
     prefix_op,
+    reset,
     snapshot,
 )
 from test_crash_resume import BATCH, _run, _setup
@@ -30,12 +31,6 @@ from rvlm.core.docio import RestoreConflict, restore_records
 from rvlm.core.executor import apply_plan
 from rvlm.core.keyfile import KeyFileReader
 from rvlm.core.rollback import rollback
-
-
-@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
-def protocol(request, monkeypatch):
-    monkeypatch.setenv("RVLM_PROTOCOL", str(request.param))
-    return request.param
 
 
 def _migrate(client, url, backup, storage):
@@ -55,6 +50,19 @@ def _migrate(client, url, backup, storage):
     assert report.succeeded, report.to_yaml()
 
 
+def _migrated(client, url, backup, storage):
+    """The documents as they were before :func:`_migrate` (made, snapshot, wiped), then
+    migrated from a fresh server."""
+    if storage == "hash":
+        make_hash_index(client, n=30)
+    else:
+        make_json_index(client, n=30)
+    before = snapshot(client)
+    reset(client)
+    _migrate(client, url, backup, storage)
+    return before
+
+
 def _foreign(client, key, storage):
     if storage == "hash":
         client.hset(key, mapping={"someone": b"else"})
@@ -66,15 +74,7 @@ def _foreign(client, key, storage):
 def test_rollback_leaves_both_keys_when_one_is_foreign(redis_client, redis_url, tmp_path,
                                                        protocol, storage):
     old, new = (b"doc:", b"item:") if storage == "hash" else (b"j:", b"k:")
-    if storage == "hash":
-        make_hash_index(redis_client, n=30)
-    else:
-        make_json_index(redis_client, n=30)
-    before = snapshot(redis_client)
-    redis_client.flushall()
-    for name in redis_client.execute_command("FT._LIST") or []:
-        redis_client.execute_command("FT.DROPINDEX", name)
-    _migrate(redis_client, redis_url, tmp_path / "b", storage)
+    before = _migrated(redis_client, redis_url, tmp_path / "b", storage)
     # someone creates a key under an old name after the migration moved that document
     _foreign(redis_client, old + b"3", storage)
     foreign = snapshot(redis_client, (old + b"3").decode())
@@ -127,15 +127,7 @@ def test_interrupted_dump_restore_copy_is_removed(redis_client, redis_url, tmp_p
     """Both keys exist and are identical (a DUMP/RESTORE move whose DEL never ran): the copy
     under the new name is deleted and the original restored."""
     old, new = (b"doc:", b"item:") if storage == "hash" else (b"j:", b"k:")
-    if storage == "hash":
-        make_hash_index(redis_client, n=30)
-    else:
-        make_json_index(redis_client, n=30)
-    before = snapshot(redis_client)
-    redis_client.flushall()
-    for name in redis_client.execute_command("FT._LIST") or []:
-        redis_client.execute_command("FT.DROPINDEX", name)
-    _migrate(redis_client, redis_url, tmp_path / "b", storage)
+    before = _migrated(redis_client, redis_url, tmp_path / "b", storage)
     redis_client.restore(old + b"4", 0, redis_client.dump(new + b"4"))  # the copy
     report = rollback(redis_url, tmp_path / "b")
     assert report.succeeded, report.to_yaml()

@@ -11,6 +11,7 @@ from test_apply_helpers import (
     make_hash_index,
     rename_field_target,
     rename_op,
+    reset,
     search,
     snapshot,
 )
@@ -39,9 +40,7 @@ def test_rollback_restores_bytes_ttls_and_queries(redis_client, redis_url, tmp_p
     knn_query = ["FT.SEARCH", "idx", "*=>[KNN 5 @v $q]", "PARAMS", "2", "q", knn_vec,
                  "SORTBY", "__v_score", "NOCONTENT", "DIALECT", "2"]
     knn = redis_client.execute_command(*knn_query)
-    redis_client.flushall()
-    for name in redis_client.execute_command("FT._LIST") or []:
-        redis_client.execute_command("FT.DROPINDEX", name)
+    reset(redis_client)
     _migrate(redis_client, redis_url, tmp_path / "b")
     report = rollback(redis_url, tmp_path / "b")
     assert report.succeeded and report.restored_records == 50, report.to_yaml()

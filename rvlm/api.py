@@ -168,23 +168,29 @@ def validate(
     *,
     redis_url: str | None = None,
     plugins: Sequence[Any] = (),
+    backup_dir: str | Path | None = None,
 ) -> MigrationReport:
     """Check the live index against a plan's target (schema, documents, sampled keys,
     indexing failures, plugin checks) without changing anything; returns a report whose
-    ``result`` is ``succeeded`` when every check passed."""
+    ``result`` is ``succeeded`` when every check passed. With the apply's ``backup_dir`` the
+    document count is compared with the source count taken at apply time, not the plan's."""
     from rvlm.core.capabilities import detect
     from rvlm.core.connection import connect
     from rvlm.core.context import ApplyContext
+    from rvlm.core.executor import phase_data
     from rvlm.core.plan import Plan
     from rvlm.core.report import MigrationReport
     from rvlm.core.validate import validate_migration
 
     loaded = plan if isinstance(plan, Plan) else Plan.load(plan)
     host = _host(plugins)
+    enum = phase_data(Path(backup_dir), "keys_enumerated") if backup_dir else {}
     client = connect(redis_url)
     try:
         ctx = ApplyContext(plan=loaded, capabilities=detect(client), client=client)
-        result = validate_migration(client, loaded, host=host, context=ctx)
+        result = validate_migration(client, loaded, expected_docs=enum.get("source_docs"),
+                                    source_failures=enum.get("source_failures"), host=host,
+                                    context=ctx)
     finally:
         client.close()
     report = MigrationReport(mode="validate", source_index=loaded.source_index,

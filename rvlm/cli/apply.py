@@ -164,30 +164,12 @@ def validate(
                              "taken at apply time instead of the plan's.")] = None,
 ) -> None:
     """Validate a migrated index against its plan. Exit 0 when every check passed, 1 if not."""
-    from rvlm.core.capabilities import detect
-    from rvlm.core.connection import connect
-    from rvlm.core.context import ApplyContext
-    from rvlm.core.executor import phase_data
-    from rvlm.core.plan import Plan
-    from rvlm.core.plugins import get_host
-    from rvlm.core.report import MigrationReport
-    from rvlm.core.validate import validate_migration
+    from rvlm.api import validate as validate_plan
 
-    loaded = Plan.load(plan)
-    client = connect(url)
-    host = get_host()
-    ctx = ApplyContext(plan=loaded, capabilities=detect(client), client=client)
-    enum = phase_data(backup_dir, "keys_enumerated") if backup_dir else {}
-    result = validate_migration(client, loaded, expected_docs=enum.get("source_docs"),
-                                source_failures=enum.get("source_failures"), host=host,
-                                context=ctx)
-    report = MigrationReport(mode="validate", source_index=loaded.source_index,
-                             target_index=loaded.target_index, validation=result,
-                             plan_fingerprint=loaded.fingerprint)
-    report.finish(result.passed)
+    report = validate_plan(plan, redis_url=url, backup_dir=backup_dir)
     if report_out is not None:
         report.write(report_out)
-    for c in result.checks:
+    for c in report.validation.checks:
         mark = "ok  " if c.passed else "FAIL"
         typer.secho(f"{mark} {c.name}: {c.details}",
                     fg=typer.colors.GREEN if c.passed else typer.colors.RED)

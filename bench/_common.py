@@ -1,7 +1,7 @@
 """Helpers shared by the bench scripts: an embedded server, deterministic data, plans.
 
 Not part of the rvlm package and not run by pytest. Every script starts its own embedded
-server (``rvlm.core.server.EmbeddedServer``) in a temporary directory and stops it at the end.
+server (``rvlm.embedded.server.EmbeddedServer``) in a temporary directory and stops it at the end.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import redis
 
-from rvlm.core.connection import connect, read_index
-from rvlm.core.server import EmbeddedServer, free_port
+from rvlm.core.redis.connection import connect, read_index
+from rvlm.embedded.server import EmbeddedServer, free_port
 
 INDEX = "bench_idx"
 PREFIX = "doc:"
@@ -108,9 +108,9 @@ def reset(client: redis.Redis) -> None:
 
 def make_rvlm_plan(client: redis.Redis, patch: dict[str, Any]) -> Any:
     """rvlm plan for ``patch`` (a schema patch dict) against the bench index."""
-    from rvlm.core.patch import patch_from_dict
-    from rvlm.core.planner import make_plan
-    from rvlm.core.plugins import get_host
+    from rvlm.core.migrate.planner import make_plan
+    from rvlm.core.plugins.host import get_host
+    from rvlm.core.schema.patch import patch_from_dict
 
     host = get_host()
     return make_plan(client, INDEX,

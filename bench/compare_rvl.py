@@ -99,10 +99,10 @@ def _run_rvl(url: str, patch_path: str, backup_dir: str, batch: int, workers: in
 def _run_rvlm(url: str, patch_path: str, backup_dir: str, batch: int, workers: int,
               out: Any) -> None:
     """Child process: rvlm plan + apply."""
-    from rvlm.core.executor import apply_plan
-    from rvlm.core.patch import load_patch
-    from rvlm.core.planner import make_plan
-    from rvlm.core.plugins import get_host
+    from rvlm.core.migrate.executor import apply_plan
+    from rvlm.core.migrate.planner import make_plan
+    from rvlm.core.plugins.host import get_host
+    from rvlm.core.schema.patch import load_patch
 
     base = peak_rss_mb()
     t0 = time.perf_counter()

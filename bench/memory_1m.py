@@ -49,7 +49,7 @@ def _migrate(url: str, backup_dir: str, batch: int, workers: int, trace: bool,
     """Runs in a spawned child: plan + apply, then report memory through ``out``."""
     import tracemalloc
 
-    from rvlm.core.executor import apply_plan
+    from rvlm.core.migrate.executor import apply_plan
 
     base = peak_rss_mb()
     if trace:

@@ -46,8 +46,8 @@ from _common import (
     wait_indexed,
 )
 
-from rvlm.core import wire
-from rvlm.core.executor import apply_plan
+from rvlm.core.migrate.executor import apply_plan
+from rvlm.core.redis import wire
 
 
 def _convert(values: list[bytes], n: int) -> list[bytes]:
@@ -78,7 +78,7 @@ def bare_redis_py(url: str, n: int, batch: int) -> float:
 
 
 def bare_packed(url: str, n: int, batch: int) -> float:
-    """Docs per second of the same loop with hiredis-packed pipelines (rvlm.core.wire)."""
+    """Docs per second of the same loop with hiredis-packed pipelines (rvlm.core.redis.wire)."""
     client = client_for(url)
     keys = [key(i) for i in range(n)]
     field = VECTOR.encode()

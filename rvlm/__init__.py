@@ -17,27 +17,27 @@ from rvlm.hookspecs import hookimpl
 if TYPE_CHECKING:
     from rvlm.aio import AsyncMigrationExecutor, AsyncMigrationPlanner
     from rvlm.api import MigrationPlanner, rollback, validate
-    from rvlm.core.batch import BatchMigrationExecutor, BatchMigrationPlanner
-    from rvlm.core.executor import MigrationExecutor
-    from rvlm.core.patch import SchemaPatch
-    from rvlm.core.plan import Plan
-    from rvlm.core.report import MigrationReport
-    from rvlm.core.schema import IndexSchema
+    from rvlm.core.migrate.executor import MigrationExecutor
+    from rvlm.core.migrate.plan import Plan
+    from rvlm.core.migrate.report import MigrationReport
+    from rvlm.core.multi.batch import BatchMigrationExecutor, BatchMigrationPlanner
+    from rvlm.core.schema.model import IndexSchema
+    from rvlm.core.schema.patch import SchemaPatch
 
 #: public name -> module that defines it (imported on first access)
 _LAZY: dict[str, str] = {
     "MigrationPlanner": "rvlm.api",
     "rollback": "rvlm.api",
     "validate": "rvlm.api",
-    "MigrationExecutor": "rvlm.core.executor",
-    "BatchMigrationPlanner": "rvlm.core.batch",
-    "BatchMigrationExecutor": "rvlm.core.batch",
+    "MigrationExecutor": "rvlm.core.migrate.executor",
+    "BatchMigrationPlanner": "rvlm.core.multi.batch",
+    "BatchMigrationExecutor": "rvlm.core.multi.batch",
     "AsyncMigrationPlanner": "rvlm.aio",
     "AsyncMigrationExecutor": "rvlm.aio",
-    "Plan": "rvlm.core.plan",
-    "MigrationReport": "rvlm.core.report",
-    "SchemaPatch": "rvlm.core.patch",
-    "IndexSchema": "rvlm.core.schema",
+    "Plan": "rvlm.core.migrate.plan",
+    "MigrationReport": "rvlm.core.migrate.report",
+    "SchemaPatch": "rvlm.core.schema.patch",
+    "IndexSchema": "rvlm.core.schema.model",
 }
 
 

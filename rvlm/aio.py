@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from rvlm.core.patch import SchemaPatch
-    from rvlm.core.plan import Plan
-    from rvlm.core.report import MigrationReport
-    from rvlm.core.schema import IndexSchema
+    from rvlm.core.migrate.plan import Plan
+    from rvlm.core.migrate.report import MigrationReport
+    from rvlm.core.schema.model import IndexSchema
+    from rvlm.core.schema.patch import SchemaPatch
 
 T = TypeVar("T")
 
@@ -119,13 +119,13 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 def async_connect(url: str | None = None) -> aioredis.Redis:
     """A bytes ``redis.asyncio`` client for ``url`` (else ``REDIS_URL``, else localhost),
-    honouring ``RVLM_PROTOCOL`` like the sync :func:`rvlm.core.connection.connect`."""
+    honouring ``RVLM_PROTOCOL`` like the sync :func:`rvlm.core.redis.connection.connect`."""
     import os
 
     import redis.asyncio as aioredis
 
-    from rvlm.core.connection import redact, resolve_url
     from rvlm.core.errors import RvlmError
+    from rvlm.core.redis.connection import redact, resolve_url
 
     target = resolve_url(url)
     kwargs: dict[str, Any] = {"decode_responses": False}
@@ -157,8 +157,8 @@ def url_of(client: Any) -> str | None:
 async def _ping(client: aioredis.Redis, url: str | None) -> None:
     import redis
 
-    from rvlm.core.connection import redact, resolve_url
     from rvlm.core.errors import RvlmError
+    from rvlm.core.redis.connection import redact, resolve_url
 
     try:
         await client.ping()
@@ -255,7 +255,7 @@ class AsyncMigrationPlanner:
             host, schema_patch=_one(schema_patch_path, schema_patch, "schema_patch"),
             target_schema=_one(target_schema_path, target_schema, "target_schema"))
         async with _Session(redis_url, redis_client) as bridge:
-            from rvlm.core.planner import make_plan
+            from rvlm.core.migrate.planner import make_plan
 
             return await _in_thread(make_plan, bridge, index_name, patch=patch, target=target,
                                     host=host, options=sync.options())
@@ -321,12 +321,12 @@ def apply_with_client(
     plugins: Sequence[Any] = (),
     index_timeout: float = 600.0,
 ) -> MigrationReport:
-    """:func:`rvlm.core.executor.apply_plan` with every command sent through ``client``.
+    """:func:`rvlm.core.migrate.executor.apply_plan` with every command sent through ``client``.
 
     Uses the executor's own run class, checks, journal, backup and lock code; only the client
     differs. ``url`` is still needed for worker processes (``workers > 1``).
     """
-    from rvlm.core.executor import apply_plan
+    from rvlm.core.migrate.executor import apply_plan
 
     return apply_plan(url, plan, backup_dir=backup_dir, batch_size=batch_size, workers=workers,
                       accept_data_loss=accept_data_loss, progress=progress, plugins=plugins,

@@ -28,17 +28,17 @@ if TYPE_CHECKING:
     import redis
 
     from rvlm.aio import AsyncMigrationExecutor, AsyncMigrationPlanner
-    from rvlm.core.batch import BatchMigrationExecutor, BatchMigrationPlanner
-    from rvlm.core.executor import MigrationExecutor
-    from rvlm.core.patch import SchemaPatch
-    from rvlm.core.plan import Plan
-    from rvlm.core.plugins import PluginHost
-    from rvlm.core.report import MigrationReport
-    from rvlm.core.schema import IndexSchema
+    from rvlm.core.migrate.executor import MigrationExecutor
+    from rvlm.core.migrate.plan import Plan
+    from rvlm.core.migrate.report import MigrationReport
+    from rvlm.core.multi.batch import BatchMigrationExecutor, BatchMigrationPlanner
+    from rvlm.core.plugins.host import PluginHost
+    from rvlm.core.schema.model import IndexSchema
+    from rvlm.core.schema.patch import SchemaPatch
 
 
 def _host(plugins: Sequence[Any]) -> PluginHost:
-    from rvlm.core.plugins import host_with
+    from rvlm.core.plugins.host import host_with
 
     host = host_with(plugins)
     host.check()
@@ -55,9 +55,9 @@ def resolve_inputs(
 
     Exactly one must be given; files are validated before any server is contacted.
     """
-    from rvlm.core.patch import SchemaPatch, load_patch, patch_from_dict
-    from rvlm.core.schema import IndexSchema
-    from rvlm.core.schema_yaml import load_schema, schema_from_dict
+    from rvlm.core.schema.model import IndexSchema
+    from rvlm.core.schema.patch import SchemaPatch, load_patch, patch_from_dict
+    from rvlm.core.schema.yaml_format import load_schema, schema_from_dict
 
     if (schema_patch is None) == (target_schema is None):
         raise RvlmError("give schema_patch_path/schema_patch or target_schema_path/"
@@ -114,14 +114,14 @@ class MigrationPlanner:
         """Plan the migration of ``index_name`` by a patch or to a target schema.
 
         Give exactly one of ``schema_patch_path`` / ``schema_patch`` (a mapping in the patch
-        format, or a :class:`~rvlm.core.patch.SchemaPatch`) and ``target_schema_path`` /
+        format, or a :class:`~rvlm.core.schema.patch.SchemaPatch`) and ``target_schema_path`` /
         ``target_schema``. Connects to ``redis_url`` (else ``REDIS_URL``, else localhost)
         unless ``redis_client`` is given. Never writes to Redis. Raises
         :class:`~rvlm.RvlmError` for bad input; a blocked change is not an error: check
         ``plan.supported`` and ``plan.blocked_reasons``.
         """
-        from rvlm.core.connection import connect
-        from rvlm.core.planner import make_plan
+        from rvlm.core.migrate.planner import make_plan
+        from rvlm.core.redis.connection import connect
 
         patch_in = _one(schema_patch_path, schema_patch, "schema_patch")
         target_in = _one(target_schema_path, target_schema, "target_schema")
@@ -136,8 +136,8 @@ class MigrationPlanner:
                 client.close()
 
     def options(self) -> Any:
-        """The :class:`~rvlm.core.planner.PlanOptions` this planner uses."""
-        from rvlm.core.planner import PlanOptions
+        """The :class:`~rvlm.core.migrate.planner.PlanOptions` this planner uses."""
+        from rvlm.core.migrate.planner import PlanOptions
 
         return PlanOptions(sample_size=self.sample_size, allow_shared_keys=self.allow_shared_keys,
                            mode=self.mode, alias=self.alias, drop_source=self.drop_source)
@@ -152,7 +152,7 @@ class MigrationPlanner:
     @staticmethod
     def load_plan(path: str | Path) -> Plan:
         """Read a plan file (refused if edited after it was made)."""
-        from rvlm.core.plan import Plan
+        from rvlm.core.migrate.plan import Plan
 
         return Plan.load(path)
 
@@ -174,13 +174,13 @@ def validate(
     indexing failures, plugin checks) without changing anything; returns a report whose
     ``result`` is ``succeeded`` when every check passed. With the apply's ``backup_dir`` the
     document count is compared with the source count taken at apply time, not the plan's."""
-    from rvlm.core.capabilities import detect
-    from rvlm.core.connection import connect
-    from rvlm.core.context import ApplyContext
-    from rvlm.core.executor import phase_data
-    from rvlm.core.plan import Plan
-    from rvlm.core.report import MigrationReport
-    from rvlm.core.validate import validate_migration
+    from rvlm.core.migrate.executor import phase_data
+    from rvlm.core.migrate.plan import Plan
+    from rvlm.core.migrate.report import MigrationReport
+    from rvlm.core.migrate.validate import validate_migration
+    from rvlm.core.plugins.context import ApplyContext
+    from rvlm.core.redis.capabilities import detect
+    from rvlm.core.redis.connection import connect
 
     loaded = plan if isinstance(plan, Plan) else Plan.load(plan)
     host = _host(plugins)
@@ -208,7 +208,7 @@ def rollback(
     progress_callback: Any = None,
 ) -> MigrationReport:
     """Restore the source index and documents from ``backup_dir`` (see ``rvlm rollback``)."""
-    from rvlm.core.rollback import rollback as _rollback
+    from rvlm.core.migrate.rollback import rollback as _rollback
 
     return _rollback(redis_url, backup_dir, index_timeout=index_timeout,
                      progress=progress_callback)
@@ -218,11 +218,11 @@ def __getattr__(name: str) -> Any:
     """``MigrationExecutor``, ``BatchMigrationPlanner``, ``BatchMigrationExecutor`` and the
     async classes, imported on first use."""
     if name == "MigrationExecutor":
-        from rvlm.core.executor import MigrationExecutor
+        from rvlm.core.migrate.executor import MigrationExecutor
 
         return MigrationExecutor
     if name in ("BatchMigrationPlanner", "BatchMigrationExecutor"):
-        from rvlm.core import batch
+        from rvlm.core.multi import batch
 
         return getattr(batch, name)
     if name in ("AsyncMigrationPlanner", "AsyncMigrationExecutor"):

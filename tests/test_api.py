@@ -12,7 +12,7 @@ import yaml
 
 import rvlm
 from rvlm import MigrationExecutor, MigrationPlanner, RvlmError, hookimpl
-from rvlm.core.validation import CheckResult
+from rvlm.core.plugins.checks import CheckResult
 
 
 def make_index(client: Any) -> None:
@@ -24,7 +24,7 @@ def make_index(client: Any) -> None:
 
 def test_import_is_lazy() -> None:
     code = ("import sys, rvlm; assert 'redis' not in sys.modules, 'redis imported'; "
-            "assert 'rvlm.core.executor' not in sys.modules; "
+            "assert 'rvlm.core.migrate.executor' not in sys.modules; "
             "from rvlm import MigrationPlanner, AsyncMigrationExecutor, BatchMigrationPlanner; "
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -110,7 +110,7 @@ def test_plugin_for_one_run(redis_client: Any, redis_url: str, tmp_path: Path) -
     assert report.result == "succeeded"
     assert audit.seen == ["myindex"]
     assert [c.name for c in report.validation.checks if c.name == "audit"] == ["audit"]
-    from rvlm.core.plugins import get_host
+    from rvlm.core.plugins.host import get_host
 
     assert not get_host().has("audit")  # registered for that run only
 

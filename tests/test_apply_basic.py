@@ -24,10 +24,10 @@ from test_apply_helpers import (
     snapshot,
 )
 
-from rvlm.core.connection import read_index
 from rvlm.core.errors import RvlmError
-from rvlm.core.executor import MigrationExecutor, apply_plan
-from rvlm.core.rollback import rollback
+from rvlm.core.migrate.executor import MigrationExecutor, apply_plan
+from rvlm.core.migrate.rollback import rollback
+from rvlm.core.redis.connection import read_index
 
 
 def test_rename_and_quantize_hash(redis_client, redis_url, tmp_path, protocol):
@@ -176,7 +176,7 @@ def test_undeclared_write_fails_the_migration(redis_client, redis_url, tmp_path)
 
 
 def test_two_applies_at_once_second_refused(redis_client, redis_url, tmp_path):
-    from rvlm.core.lock import IndexLock, LockHeld
+    from rvlm.core.redis.lock import IndexLock, LockHeld
 
     make_hash_index(redis_client, n=10)
     src = read_index(redis_client, "idx").schema

@@ -17,8 +17,8 @@ from test_apply_helpers import (
 from typer.testing import CliRunner
 
 from rvlm.cli.main import app
-from rvlm.core.connection import read_index
-from rvlm.core.schema_yaml import load_yaml
+from rvlm.core.redis.connection import read_index
+from rvlm.core.schema.yaml_format import load_yaml
 
 runner = CliRunner()
 

@@ -28,19 +28,19 @@ from test_apply_helpers import (
 )
 
 from rvlm import hookimpl
-from rvlm.core.backup import BackupReader
-from rvlm.core.connection import connect, index_exists, read_index
-from rvlm.core.docio import (
+from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.migrate.executor import apply_plan
+from rvlm.core.migrate.rollback import rollback
+from rvlm.core.plugins.documents import DocumentOperation, DocumentUpdate, operation_problems
+from rvlm.core.redis.connection import connect, index_exists, read_index
+from rvlm.core.redis.docio import (
     KeyWrite,
     backup_record,
     read_batch,
     restore_records,
     write_batch,
 )
-from rvlm.core.documents import DocumentOperation, DocumentUpdate, operation_problems
-from rvlm.core.errors import MigrationFailed, RvlmError
-from rvlm.core.executor import apply_plan
-from rvlm.core.rollback import rollback
+from rvlm.core.storage.backup import BackupReader
 
 ODD_NAME = b"\xff\xfeodd"  # a hash field name that is not UTF-8
 TTL = 3_600_000

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from test_apply_helpers import make_hash_index, make_json_index, search, snapshot
 
-from rvlm.core.executor import apply_plan
-from rvlm.core.patch import patch_from_dict
-from rvlm.core.planner import make_plan
-from rvlm.core.rollback import rollback
+from rvlm.core.migrate.executor import apply_plan
+from rvlm.core.migrate.planner import make_plan
+from rvlm.core.migrate.rollback import rollback
+from rvlm.core.schema.patch import patch_from_dict
 
 
 def _plan(client, index, changes):

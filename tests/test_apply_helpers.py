@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from rvlm import hookimpl
-from rvlm.core.connection import read_index
-from rvlm.core.documents import MISSING, NO_CHANGE, DocumentOperation, DocumentUpdate
-from rvlm.core.plan import Plan, PlannedChange
-from rvlm.core.schema import IndexSchema
+from rvlm.core.migrate.plan import Plan, PlannedChange
+from rvlm.core.plugins.documents import MISSING, NO_CHANGE, DocumentOperation, DocumentUpdate
+from rvlm.core.redis.connection import read_index
+from rvlm.core.schema.model import IndexSchema
 
 DIMS = 4
 
@@ -216,7 +216,7 @@ def json_target(schema: IndexSchema, **index: Any) -> IndexSchema:
     """A hash index's schema as a JSON index: each field at ``$.<name>``."""
     import attrs
 
-    from rvlm.core.schema import TagAttrs
+    from rvlm.core.schema.model import TagAttrs
 
     fields = []
     for f in schema.fields:
@@ -296,7 +296,7 @@ def all_plugins() -> list[Any]:
 def _main(argv: list[str]) -> int:
     import faulthandler
 
-    from rvlm.core.executor import apply_plan
+    from rvlm.core.migrate.executor import apply_plan
 
     faulthandler.dump_traceback_later(60, exit=True)  # a hang prints every thread's stack
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rvlm.core import backup as backup_mod
-from rvlm.core.backup import (
+from rvlm.core.storage import backup as backup_mod
+from rvlm.core.storage.backup import (
     BackupBusy,
     BackupCorrupt,
     BackupReader,

@@ -18,15 +18,15 @@ import yaml
 from test_apply_helpers import reset
 from test_batch_helpers import make_index, rvlm, write_patch
 
-from rvlm.core.batch import (
+from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.multi.batch import (
     BatchMigrationExecutor,
     BatchMigrationPlanner,
     BatchPlan,
     BatchState,
     safe_name,
 )
-from rvlm.core.errors import MigrationFailed, RvlmError
-from rvlm.core.plan import Plan
 
 ADD_TAG_PATCH = """version: 1
 changes:

@@ -20,9 +20,9 @@ import yaml
 from test_apply_helpers import reset
 from test_batch_helpers import answers, make_index, renamed, rvlm, snapshot, write_patch
 
-from rvlm.core.batch import BatchMigrationExecutor, BatchMigrationPlanner
-from rvlm.core.connection import read_index
-from rvlm.core.journal import RunState
+from rvlm.core.multi.batch import BatchMigrationExecutor, BatchMigrationPlanner
+from rvlm.core.redis.connection import read_index
+from rvlm.core.storage.journal import RunState
 
 SIZES = {"a_idx": 8, "b_idx": 12, "c_idx": 30, "d_idx": 8}
 

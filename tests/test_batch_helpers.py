@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from rvlm.core.connection import read_index
+from rvlm.core.redis.connection import read_index
 
 DIMS = 4
 RENAME_PATCH = """version: 1

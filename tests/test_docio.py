@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from test_apply_helpers import make_hash_index, make_json_index
 
-from rvlm.core.backup import BackupRecord, FieldOriginal
-from rvlm.core.connection import connect, read_index
-from rvlm.core.docio import (
+from rvlm.core.plugins.documents import MISSING
+from rvlm.core.redis.connection import connect, read_index
+from rvlm.core.redis.docio import (
     KeyWrite,
     enumerate_keys,
     escape_glob,
@@ -17,8 +17,8 @@ from rvlm.core.docio import (
     restore_records,
     write_batch,
 )
-from rvlm.core.documents import MISSING
-from rvlm.core.keyfile import KeyFileReader
+from rvlm.core.storage.backup import BackupRecord, FieldOriginal
+from rvlm.core.storage.keyfile import KeyFileReader
 
 
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
@@ -124,8 +124,8 @@ def test_collision_helpers_on_the_packed_pipeline(client):
     """fields_exist / keys_exist (the collision checks before the drop) answer for every key,
     under RESP2 and RESP3: hash fields, JSON paths, a key of another type (an error reply
     counts as not held), and more keys than one pipeline chunk."""
-    from rvlm.core import wire
-    from rvlm.core.docio import keys_exist
+    from rvlm.core.redis import wire
+    from rvlm.core.redis.docio import keys_exist
 
     client.hset(b"h:1", mapping={b"a": b"1", b"b": b"2"})
     client.hset(b"h:2", mapping={b"b": b"2"})

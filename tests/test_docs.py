@@ -102,8 +102,8 @@ def test_python_fragment_compiles(code: str) -> None:
 
 @pytest.mark.parametrize("code", blocks("yaml", "patch"))
 def test_patch_sample_parses(code: str) -> None:
-    from rvlm.core.patch import patch_from_dict
-    from rvlm.core.plugins import get_host
+    from rvlm.core.plugins.host import get_host
+    from rvlm.core.schema.patch import patch_from_dict
 
     sections = tuple(get_host().patch_sections())
     data = yaml.safe_load(code)

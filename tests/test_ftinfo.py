@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from rvlm.core.connection import connect, read_index
 from rvlm.core.errors import RvlmError
-from rvlm.core.ftinfo import IndexInfo
-from rvlm.core.schema import (
+from rvlm.core.redis.connection import connect, read_index
+from rvlm.core.schema.ftinfo import IndexInfo
+from rvlm.core.schema.model import (
     GeoAttrs,
     GeoshapeAttrs,
     NumericAttrs,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rvlm.core.backup import BackupBusy, BackupCorrupt
-from rvlm.core.journal import PHASES, Journal, RunState
+from rvlm.core.storage.backup import BackupBusy, BackupCorrupt
+from rvlm.core.storage.journal import PHASES, Journal, RunState
 
 
 def test_events_round_trip_and_helpers(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rvlm.core.backup import BackupCorrupt
-from rvlm.core.keyfile import KeyFileReader, KeyFileWriter
+from rvlm.core.storage.backup import BackupCorrupt
+from rvlm.core.storage.keyfile import KeyFileReader, KeyFileWriter
 
 ODD_KEYS = [
     b"",

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from rvlm.core.lock import IndexLock, LeaseKeeper, LockHeld, LockLost, lock_key
+from rvlm.core.redis.lock import IndexLock, LeaseKeeper, LockHeld, LockLost, lock_key
 
 try:  # the shared fixture comes from rvlm.testing.pytest_plugin (or tests/conftest.py)
     from rvlm.testing import pytest_plugin as _plugin

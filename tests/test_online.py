@@ -26,14 +26,14 @@ from test_apply_helpers import (
 from typer.testing import CliRunner
 
 from rvlm.cli.main import app
-from rvlm.core.connection import connect, index_exists, read_index
 from rvlm.core.errors import RvlmError
-from rvlm.core.executor import apply_plan
-from rvlm.core.journal import RunState
-from rvlm.core.patch import patch_from_dict
-from rvlm.core.plan import Plan
-from rvlm.core.planner import PlanOptions, make_plan
-from rvlm.core.rollback import rollback
+from rvlm.core.migrate.executor import apply_plan
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.planner import PlanOptions, make_plan
+from rvlm.core.migrate.rollback import rollback
+from rvlm.core.redis.connection import connect, index_exists, read_index
+from rvlm.core.schema.patch import patch_from_dict
+from rvlm.core.storage.journal import RunState
 
 HELPER = Path(__file__).with_name("test_apply_helpers.py")
 N = 400

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from rvlm.core.diff import diff, likely_renames
 from rvlm.core.errors import RvlmError
-from rvlm.core.patch import load_patch, merge, patch_from_dict, patch_from_target
-from rvlm.core.schema_yaml import schema_from_dict
+from rvlm.core.schema.diff import diff, likely_renames
+from rvlm.core.schema.patch import load_patch, merge, patch_from_dict, patch_from_target
+from rvlm.core.schema.yaml_format import schema_from_dict
 
 SOURCE = schema_from_dict({
     "index": {"name": "docs", "prefix": "doc:", "storage_type": "hash",

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from rvlm.core.capabilities import Capabilities, detect
-from rvlm.core.patch import patch_from_dict
-from rvlm.core.plan import Plan
-from rvlm.core.planner import PlanOptions, make_plan
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.planner import PlanOptions, make_plan
+from rvlm.core.redis.capabilities import Capabilities, detect
+from rvlm.core.schema.patch import patch_from_dict
 
 DIMS = 4
 

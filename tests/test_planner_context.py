@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import yaml
 
-from rvlm.core import planner
-from rvlm.core.changes import ChangeType, Classification
-from rvlm.core.documents import DocumentOperation
 from rvlm.core.errors import RvlmError
-from rvlm.core.patch import load_patch, merge, patch_from_dict
-from rvlm.core.plan import Plan
-from rvlm.core.planner import make_plan, plan_from_files
-from rvlm.core.schema_yaml import dump_schema, schema_from_dict, schema_to_dict
+from rvlm.core.migrate import planner
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.planner import make_plan, plan_from_files
+from rvlm.core.plugins.changes import ChangeType, Classification
+from rvlm.core.plugins.documents import DocumentOperation
+from rvlm.core.schema.patch import load_patch, merge, patch_from_dict
+from rvlm.core.schema.yaml_format import dump_schema, schema_from_dict, schema_to_dict
 from rvlm.hookspecs import hookimpl
 
 
@@ -178,7 +178,7 @@ class TagAllPlugin:
             return None
         if not isinstance(value, dict) or not isinstance(value.get("field"), str):
             raise RvlmError("patch.yaml: changes.tag_all.field must be a string")
-        from rvlm.core.schema import Field, TagAttrs
+        from rvlm.core.schema.model import Field, TagAttrs
 
         return target.with_fields([*target.fields,
                                    Field(name=value["field"], type="tag", attrs=TagAttrs())])

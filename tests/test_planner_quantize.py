@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from rvlm.core import vectors
-from rvlm.core.capabilities import Capabilities, detect
-from rvlm.core.patch import patch_from_dict
-from rvlm.core.plan import Plan
-from rvlm.core.planner import PlanOptions, make_plan
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.planner import PlanOptions, make_plan
+from rvlm.core.redis.capabilities import Capabilities, detect
+from rvlm.core.schema.patch import patch_from_dict
 
 DIMS = 8
 N = 40

@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 
 from rvlm import hookimpl
 from rvlm.cli.main import app
-from rvlm.core.changes import ChangeType
-from rvlm.core.plugins import DEFAULT_PLUGINS, get_host
+from rvlm.core.plugins.changes import ChangeType
+from rvlm.core.plugins.host import DEFAULT_PLUGINS, get_host
 
 pytest_plugins = ["pytester"]
 
@@ -78,8 +78,8 @@ def test_registered_plugin_is_listed(rvlm_plugin: Any) -> None:
 def test_fixture_unregisters_after_the_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(textwrap.dedent("""
         from rvlm import hookimpl
-        from rvlm.core.changes import ChangeType
-        from rvlm.core.plugins import get_host
+        from rvlm.core.plugins.changes import ChangeType
+        from rvlm.core.plugins.host import get_host
 
         class Probe:
             @hookimpl
@@ -136,7 +136,7 @@ def site(tmp_path: Path) -> Path:
     _install_fake_distribution(tmp_path, "rvlm_good_plugin", "1.2.3", "good_plugin",
                                "rvlm_good_plugin", """
         from rvlm import hookimpl
-        from rvlm.core.changes import ChangeType
+        from rvlm.core.plugins.changes import ChangeType
 
         @hookimpl
         def rvlm_change_types():

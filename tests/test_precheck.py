@@ -7,9 +7,9 @@ import time
 import pytest
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.executor import apply_plan
-from rvlm.core.patch import patch_from_dict
-from rvlm.core.planner import make_plan
+from rvlm.core.migrate.executor import apply_plan
+from rvlm.core.migrate.planner import make_plan
+from rvlm.core.schema.patch import patch_from_dict
 
 
 def _wait(client, index):

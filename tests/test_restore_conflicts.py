@@ -25,12 +25,12 @@ from test_apply_helpers import (
 )
 from test_crash_resume import BATCH, _run, _setup
 
-from rvlm.core.backup import BackupRecord, FieldOriginal
-from rvlm.core.connection import connect, read_index
-from rvlm.core.docio import RestoreConflict, restore_records
-from rvlm.core.executor import apply_plan
-from rvlm.core.keyfile import KeyFileReader
-from rvlm.core.rollback import rollback
+from rvlm.core.migrate.executor import apply_plan
+from rvlm.core.migrate.rollback import rollback
+from rvlm.core.redis.connection import connect, read_index
+from rvlm.core.redis.docio import RestoreConflict, restore_records
+from rvlm.core.storage.backup import BackupRecord, FieldOriginal
+from rvlm.core.storage.keyfile import KeyFileReader
 
 
 def _migrate(client, url, backup, storage):

@@ -16,10 +16,10 @@ from test_apply_helpers import (
     snapshot,
 )
 
-from rvlm.core.backup import BackupCorrupt
-from rvlm.core.connection import read_index
-from rvlm.core.executor import apply_plan
-from rvlm.core.rollback import rollback
+from rvlm.core.migrate.executor import apply_plan
+from rvlm.core.migrate.rollback import rollback
+from rvlm.core.redis.connection import read_index
+from rvlm.core.storage.backup import BackupCorrupt
 
 
 def _migrate(client, url, backup, batch=6):

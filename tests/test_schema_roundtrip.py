@@ -24,10 +24,10 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from rvlm.core.capabilities import Capabilities, detect
-from rvlm.core.connection import connect, read_index
-from rvlm.core.ftcreate import create_arguments
-from rvlm.core.schema import (
+from rvlm.core.redis.capabilities import Capabilities, detect
+from rvlm.core.redis.connection import connect, read_index
+from rvlm.core.schema.ftcreate import create_arguments
+from rvlm.core.schema.model import (
     Field,
     GeoAttrs,
     GeoshapeAttrs,
@@ -38,7 +38,7 @@ from rvlm.core.schema import (
     TextAttrs,
     VectorAttrs,
 )
-from rvlm.core.schema_yaml import dump_schema, schema_from_dict, schema_to_dict
+from rvlm.core.schema.yaml_format import dump_schema, schema_from_dict, schema_to_dict
 
 #: RVLM_ROUNDTRIP_EXAMPLES=2000 runs a deeper search than the default CI budget.
 EXAMPLES = int(os.environ.get("RVLM_ROUNDTRIP_EXAMPLES", "150"))

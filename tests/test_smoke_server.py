@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from rvlm.core.capabilities import detect
+from rvlm.core.redis.capabilities import detect
 
 
 def test_embedded_server_has_search_and_json(redis_client):

@@ -15,10 +15,10 @@ from test_apply_helpers import (
     rename_op,
 )
 
-from rvlm.core import executor
-from rvlm.core.backup import BackupReader
-from rvlm.core.connection import read_index
-from rvlm.core.journal import Journal
+from rvlm.core.migrate import executor
+from rvlm.core.redis.connection import read_index
+from rvlm.core.storage.backup import BackupReader
+from rvlm.core.storage.journal import Journal
 
 
 @pytest.mark.parametrize("workers", [1, 2])

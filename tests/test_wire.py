@@ -1,12 +1,12 @@
-"""rvlm.core.wire: the executor's packed pipeline, under RESP2 and RESP3."""
+"""rvlm.core.redis.wire: the executor's packed pipeline, under RESP2 and RESP3."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
-from rvlm.core import wire
-from rvlm.core.connection import connect
+from rvlm.core.redis import wire
+from rvlm.core.redis.connection import connect
 
 
 @pytest.mark.parametrize("protocol", [2, 3])

@@ -152,7 +152,7 @@ def test_full_session_combines_renames_and_writes_what_plan_accepts(
 
 
 def _server_has_int8(client: Any) -> bool:
-    from rvlm.core.capabilities import detect
+    from rvlm.core.redis.capabilities import detect
 
     return detect(client).int8
 
@@ -229,7 +229,7 @@ def test_add_vector_field_validates_and_plan_out(redis_client: Any, redis_url: s
 
 
 def _server_has_svs(client: Any) -> bool:
-    from rvlm.core.capabilities import detect
+    from rvlm.core.redis.capabilities import detect
 
     return detect(client).svs_vamana
 
@@ -271,7 +271,7 @@ def test_start_from_patch_and_errors(redis_client: Any, redis_url: str, tmp_path
 
 
 def _source() -> Any:
-    from rvlm.core.schema_yaml import schema_from_dict
+    from rvlm.core.schema.yaml_format import schema_from_dict
 
     return schema_from_dict({"index": {"name": "docs", "prefix": "doc:"}, "fields": [
         {"name": "a", "type": "text"}, {"name": "b", "type": "tag"},
@@ -305,6 +305,6 @@ def test_staging_rules() -> None:
     assert st.changes()["update_fields"] == [{"name": "v", "attrs": {"datatype": "float16"}}]
     st.set_prefix(["doc:"])
     assert "index" not in st.changes()
-    from rvlm.core.patch import merge, patch_from_dict
+    from rvlm.core.schema.patch import merge, patch_from_dict
 
     merge(_source(), patch_from_dict(st.patch_dict()))

@@ -17,7 +17,7 @@ import typer
 from rvlm.cli.common import UrlOption, handle_errors
 
 if TYPE_CHECKING:
-    from rvlm.core.report import MigrationReport
+    from rvlm.core.migrate.report import MigrationReport
 
 PlanOption = Annotated[Path, typer.Option("--plan", help="The plan YAML made by 'rvlm plan'.")]
 BackupOption = Annotated[Path, typer.Option(
@@ -123,8 +123,8 @@ def apply(
     1 when it failed, 2 for bad input (nothing changed).
     """
     from rvlm.core.errors import RvlmError
-    from rvlm.core.executor import apply_plan
-    from rvlm.core.plan import Plan
+    from rvlm.core.migrate.executor import apply_plan
+    from rvlm.core.migrate.plan import Plan
 
     loaded = Plan.load(plan)
     if loaded.lossy and not accept_data_loss:
@@ -189,8 +189,8 @@ def rollback(
 ) -> None:
     """Undo a migration from its backup dir: restore documents and the source index."""
     from rvlm.core.errors import RvlmError
-    from rvlm.core.rollback import load_backup_plan
-    from rvlm.core.rollback import rollback as do_rollback
+    from rvlm.core.migrate.rollback import load_backup_plan
+    from rvlm.core.migrate.rollback import rollback as do_rollback
 
     plan = load_backup_plan(backup_dir)
     if not yes and sys.stdin.isatty() and not typer.confirm(

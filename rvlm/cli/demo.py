@@ -66,7 +66,7 @@ def load_sample(client: Any, count: int) -> None:
 
 def knn(client: Any, index: str, vector: bytes, k: int = 5) -> list[tuple[str, str]]:
     """(key, score) of the ``k`` nearest neighbours of ``vector``."""
-    from rvlm.core.resp import to_list, to_map, to_str
+    from rvlm.core.redis.resp import to_list, to_map, to_str
 
     reply = client.execute_command(
         "FT.SEARCH", index, f"*=>[KNN {k} @embedding $v AS score]", "PARAMS", "2", "v", vector,
@@ -88,7 +88,7 @@ def knn(client: Any, index: str, vector: bytes, k: int = 5) -> list[tuple[str, s
 def wait_indexed(client: Any, index: str) -> None:
     import time
 
-    from rvlm.core.connection import read_index
+    from rvlm.core.redis.connection import read_index
 
     for _ in range(400):
         stats = read_index(client, index).stats
@@ -114,13 +114,13 @@ def demo(
     from rich.console import Console
 
     from rvlm.cli.render import print_plan
-    from rvlm.core.connection import connect, index_exists
     from rvlm.core.errors import RvlmError
-    from rvlm.core.executor import apply_plan
-    from rvlm.core.patch import load_patch
-    from rvlm.core.planner import make_plan
-    from rvlm.core.plugins import get_host
-    from rvlm.core.server import EmbeddedServer, free_port
+    from rvlm.core.migrate.executor import apply_plan
+    from rvlm.core.migrate.planner import make_plan
+    from rvlm.core.plugins.host import get_host
+    from rvlm.core.redis.connection import connect, index_exists
+    from rvlm.core.schema.patch import load_patch
+    from rvlm.embedded.server import EmbeddedServer, free_port
 
     console = Console(highlight=False)
     work = work_dir or Path(tempfile.mkdtemp(prefix="rvlm-demo-"))

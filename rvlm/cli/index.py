@@ -12,8 +12,8 @@ from rvlm.cli.common import IndexOption, UrlOption, echo_json, fail, handle_erro
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from rvlm.core.ftinfo import IndexInfo, IndexStats
-    from rvlm.core.schema import Field, IndexDefinition
+    from rvlm.core.schema.ftinfo import IndexInfo, IndexStats
+    from rvlm.core.schema.model import Field, IndexDefinition
 
 index_app = typer.Typer(name="index", help="List the search indexes of a server, or show one.",
                         no_args_is_help=True)
@@ -54,7 +54,7 @@ def field_attr_rows(field: Field, storage_type: str) -> list[tuple[str, str]]:
     """Every attribute of ``field`` as (name, shown value); FT.INFO's blind spots say unknown."""
     import attrs
 
-    from rvlm.core.schema import TagAttrs, VectorAttrs
+    from rvlm.core.schema.model import TagAttrs, VectorAttrs
 
     a = field.attrs
     if isinstance(a, VectorAttrs):
@@ -172,7 +172,7 @@ def info_dict(info: IndexInfo) -> dict[str, Any]:
     """``{"schema": <RedisVL-format schema>, "stats": {...}}`` (JSON-safe)."""
     import attrs
 
-    from rvlm.core.schema_yaml import schema_to_dict
+    from rvlm.core.schema.yaml_format import schema_to_dict
 
     out: dict[str, Any] = {
         "schema": schema_to_dict(info.schema),
@@ -187,8 +187,8 @@ def info_dict(info: IndexInfo) -> dict[str, Any]:
 @handle_errors
 def list_command(url: UrlOption = None, as_json: JsonOption = False) -> None:
     """Every search index: name, documents, storage type and key prefixes."""
-    from rvlm.core.connection import connect, list_indexes, read_index
     from rvlm.core.errors import RvlmError
+    from rvlm.core.redis.connection import connect, list_indexes, read_index
 
     client = connect(url)
     rows: list[dict[str, Any]] = []
@@ -248,7 +248,7 @@ def info_command(
     ] = False,
 ) -> None:
     """The index definition with every option, every field with every attribute, and stats."""
-    from rvlm.core.connection import connect, read_index, redact, resolve_url
+    from rvlm.core.redis.connection import connect, read_index, redact, resolve_url
 
     if as_json and as_yaml:
         fail("choose one of --json and --yaml")
@@ -260,7 +260,7 @@ def info_command(
     if as_json:
         echo_json(info_dict(info))
     elif as_yaml:
-        from rvlm.core.schema_yaml import dump_schema
+        from rvlm.core.schema.yaml_format import dump_schema
 
         typer.echo(f"# index {index!r} read from {redact(resolve_url(url))}")
         if info.schema.unknown_attrs():

@@ -59,13 +59,13 @@ def plan(
     Exit code 0 when every change is supported, 1 when some change is blocked (the plan is
     written anyway, with the reasons), 2 for bad input.
     """
-    from rvlm.core.connection import connect
     from rvlm.core.errors import RvlmError
-    from rvlm.core.patch import load_patch
-    from rvlm.core.plan import MODES
-    from rvlm.core.planner import PlanOptions, make_plan
-    from rvlm.core.plugins import get_host
-    from rvlm.core.schema_yaml import load_schema
+    from rvlm.core.migrate.plan import MODES
+    from rvlm.core.migrate.planner import PlanOptions, make_plan
+    from rvlm.core.plugins.host import get_host
+    from rvlm.core.redis.connection import connect
+    from rvlm.core.schema.patch import load_patch
+    from rvlm.core.schema.yaml_format import load_schema
 
     if (schema_patch is None) == (target_schema is None):
         raise RvlmError("give --schema-patch or --target-schema (exactly one)")
@@ -97,13 +97,13 @@ def estimate(
 ) -> None:
     """Backup disk, Redis memory before and after, bytes to rewrite and expected downtime."""
     from rvlm.cli.common import echo_json
-    from rvlm.core.estimate import estimate_plan
-    from rvlm.core.plan import Plan
+    from rvlm.core.migrate.estimate import estimate_plan
+    from rvlm.core.migrate.plan import Plan
 
     loaded = Plan.load(plan)
     client = None
     if url:
-        from rvlm.core.connection import connect
+        from rvlm.core.redis.connection import connect
 
         client = connect(url)
     result = estimate_plan(loaded, client)

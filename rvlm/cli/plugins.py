@@ -14,7 +14,7 @@ def plugins_dict() -> dict[str, Any]:
 
     Raises :class:`~rvlm.core.errors.RvlmError` when two plugins claim one change type.
     """
-    from rvlm.core.plugins import DISABLE_ENV, disabled_names, get_host
+    from rvlm.core.plugins.host import DISABLE_ENV, disabled_names, get_host
 
     host = get_host()
     # raises on a double claim; a disabled plugin stays in pluggy as a blocked name: skip it

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rvlm.core.plan import Plan
+from rvlm.core.migrate.plan import Plan
 
 
 def _human_bytes(n: float | None) -> str:
@@ -32,8 +32,8 @@ def _field_line(d: dict[str, Any]) -> str:
 def schema_diff_lines(plan: Plan) -> list[str]:
     """The field-by-field schema diff as rich markup lines: ``+`` added (green), ``-`` removed
     (red), ``~`` changed (yellow, with before -> after), ``>`` renamed, unchanged dimmed."""
-    from rvlm.core.diff import attr_diff
-    from rvlm.core.schema_yaml import field_to_dict, index_to_dict
+    from rvlm.core.schema.diff import attr_diff
+    from rvlm.core.schema.yaml_format import field_to_dict, index_to_dict
 
     src, tgt = plan.source_schema, plan.target_schema
     renames = {c.field: c.new_field for c in plan.changes

@@ -16,10 +16,10 @@ from rvlm.cli.common import UrlOption, echo_json, handle_errors
 if TYPE_CHECKING:
     import redis
 
-    from rvlm.core.capabilities import Capabilities
-    from rvlm.core.server import EmbeddedServer
+    from rvlm.core.redis.capabilities import Capabilities
+    from rvlm.embedded.server import EmbeddedServer
 
-#: The same number as ``rvlm.core.server.DEFAULT_PORT`` (kept literal so ``--help`` stays fast).
+#: The same number as ``rvlm.embedded.server.DEFAULT_PORT`` (kept literal so ``--help`` stays fast).
 DEFAULT_PORT = 16379
 
 server_app = typer.Typer(
@@ -41,7 +41,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _server(port: int, directory: Path | None, persist: bool = False) -> EmbeddedServer:
-    from rvlm.core.server import EmbeddedServer
+    from rvlm.embedded.server import EmbeddedServer
 
     return EmbeddedServer(port=port, directory=directory, persist=persist)
 
@@ -52,8 +52,8 @@ def _yes(value: bool) -> str:
 
 def describe(client: redis.Redis, url: str) -> dict[str, Any]:
     """Versions and capabilities of the server behind ``client`` (``url`` is redacted)."""
-    from rvlm.core.capabilities import detect
-    from rvlm.core.connection import redact
+    from rvlm.core.redis.capabilities import detect
+    from rvlm.core.redis.connection import redact
 
     caps: Capabilities = detect(client)
     versions = caps.to_dict()
@@ -190,7 +190,7 @@ def info(
     as_json: JsonOption = False,
 ) -> None:
     """Versions and capabilities of a server: the embedded one, or any --url / REDIS_URL."""
-    from rvlm.core.connection import connect
+    from rvlm.core.redis.connection import connect
 
     if url is None or port is not None:
         url = _server(port or DEFAULT_PORT, None).url

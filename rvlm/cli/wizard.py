@@ -2,9 +2,9 @@
 
 The wizard stages changes in a :class:`Staging` (a pure object: no I/O) that always holds a
 valid RedisVL schema patch: after every step the patch is checked with
-:func:`rvlm.core.patch.patch_from_dict` and :func:`rvlm.core.patch.merge` against the live
-schema, and a step that would make it invalid is refused with one line and undone. What the
-wizard writes is therefore exactly what ``rvlm plan --schema-patch`` accepts.
+:func:`rvlm.core.schema.patch.patch_from_dict` and :func:`rvlm.core.schema.patch.merge`
+against the live schema, and a step that would make it invalid is refused with one line and
+undone. What the wizard writes is therefore exactly what ``rvlm plan --schema-patch`` accepts.
 
 Staged changes combine the way a person means them:
 
@@ -30,9 +30,9 @@ import typer
 from rvlm.cli.common import UrlOption, handle_errors
 
 if TYPE_CHECKING:
-    from rvlm.core.capabilities import Capabilities
-    from rvlm.core.patch import SchemaPatch
-    from rvlm.core.schema import Field, IndexSchema
+    from rvlm.core.redis.capabilities import Capabilities
+    from rvlm.core.schema.model import Field, IndexSchema
+    from rvlm.core.schema.patch import SchemaPatch
 
 # --------------------------------------------------------------------------- attribute help
 
@@ -314,18 +314,18 @@ class Staging:
 
     def patch(self) -> SchemaPatch:
         """The staged changes as a validated :class:`SchemaPatch`."""
-        from rvlm.core.patch import patch_from_dict
+        from rvlm.core.schema.patch import patch_from_dict
 
         return patch_from_dict(self.patch_dict(), "wizard", tuple(self.sections))
 
     def target(self) -> IndexSchema:
         """The schema the staged changes lead to (built-in sections only)."""
-        from rvlm.core.patch import merge
+        from rvlm.core.schema.patch import merge
 
         return merge(self.source, self.patch())
 
     def to_yaml(self) -> str:
-        from rvlm.core.schema_yaml import dump_yaml
+        from rvlm.core.schema.yaml_format import dump_yaml
 
         return dump_yaml(self.patch_dict())
 
@@ -506,7 +506,7 @@ class Wizard:
 
     # -- display -----------------------------------------------------------------------
     def describe_field(self, f: Field) -> str:
-        from rvlm.core.schema_yaml import attrs_to_dict
+        from rvlm.core.schema.yaml_format import attrs_to_dict
 
         a = attrs_to_dict(f.attrs)
         opts = " ".join(f"{k}={v}" for k, v in a.items())
@@ -544,7 +544,7 @@ class Wizard:
                 self.io.say(f"    - {r}")
 
     def _make_plan(self) -> Any:
-        from rvlm.core.planner import make_plan
+        from rvlm.core.migrate.planner import make_plan
 
         return make_plan(self.client, self.st.source.name, patch=self.st.patch())
 
@@ -586,7 +586,7 @@ class Wizard:
 
     def _value_parser(self, ftype: str, attr: str, cls: type) -> tuple[Callable[[str], Any],
                                                                          Sequence[str] | None]:
-        from rvlm.core.schema import DISTANCE_METRICS
+        from rvlm.core.schema.model import DISTANCE_METRICS
 
         choices: Sequence[str] | None = {
             "algorithm": self.caps.algorithms,
@@ -680,7 +680,7 @@ class Wizard:
             self.io.say(f"  staged: {name}.{attr} = {value}")
 
     def do_add(self) -> None:
-        from rvlm.core.schema import DISTANCE_METRICS, FIELD_TYPES
+        from rvlm.core.schema.model import DISTANCE_METRICS, FIELD_TYPES
 
         def parse_name(text: str) -> str:
             self.st.check_new_name(text)
@@ -882,8 +882,8 @@ def _bad_separator() -> str:
 
 def pick_index(io: Prompter, client: Any, names: Sequence[str]) -> str:
     """List the server's indexes (with document counts) and let the user pick one."""
-    from rvlm.core.connection import read_index
     from rvlm.core.errors import RvlmError
+    from rvlm.core.redis.connection import read_index
 
     if not names:
         raise RvlmError("no search indexes on this server; create one first")
@@ -933,10 +933,10 @@ def wizard(
 def _run(index: str | None, patch: Path | None, plan_out: Path | None, patch_out: Path | None,
          url: str | None) -> int:
     """The wizard; returns the exit code (1 when the user left without writing)."""
-    from rvlm.core.capabilities import detect
-    from rvlm.core.connection import connect, list_indexes, read_index
-    from rvlm.core.patch import load_patch
-    from rvlm.core.plugins import get_host
+    from rvlm.core.plugins.host import get_host
+    from rvlm.core.redis.capabilities import detect
+    from rvlm.core.redis.connection import connect, list_indexes, read_index
+    from rvlm.core.schema.patch import load_patch
 
     host = get_host()
     host.check()

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from rvlm.core.changes import Change, ChangeType, Classification
-    from rvlm.core.context import ApplyContext, PlanContext
-    from rvlm.core.documents import Document, DocumentOperation, DocumentUpdate
-    from rvlm.core.plan import Plan
-    from rvlm.core.schema import IndexSchema
-    from rvlm.core.validation import CheckResult
+    from rvlm.core.migrate.plan import Plan
+    from rvlm.core.plugins.changes import Change, ChangeType, Classification
+    from rvlm.core.plugins.checks import CheckResult
+    from rvlm.core.plugins.context import ApplyContext, PlanContext
+    from rvlm.core.plugins.documents import Document, DocumentOperation, DocumentUpdate
+    from rvlm.core.schema.model import IndexSchema
 
 PROJECT = "rvlm"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -91,9 +91,9 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
 
     :param change: the change (``change.type`` is one of your change types).
     :param context: source and target schemas, stats, server capabilities, a document sample.
-    :return: a :class:`~rvlm.core.changes.Classification`: ``supported`` or blocked with
+    :return: a :class:`~rvlm.core.plugins.changes.Classification`: ``supported`` or blocked with
         reasons that say why and what to do instead, ``warnings``, ``lossy``, and the
-        :class:`~rvlm.core.documents.DocumentOperation` list the executor will run.
+        :class:`~rvlm.core.plugins.documents.DocumentOperation` list the executor will run.
 
     Example::
 
@@ -141,9 +141,9 @@ def transform_documents(
 
     :param operation: the operation from the plan (its ``params`` are yours).
     :param documents: the batch, each with the values of ``operation.reads``/``writes``
-        (:data:`~rvlm.core.documents.MISSING` when a document lacks one), or every field for
+        (:data:`~rvlm.core.plugins.documents.MISSING` when a document lacks one), or every field for
         a ``converts_to`` operation.
-    :return: one :class:`~rvlm.core.documents.DocumentUpdate` per document, in order
+    :return: one :class:`~rvlm.core.plugins.documents.DocumentUpdate` per document, in order
         (``DocumentUpdate(replace=...)`` for a ``converts_to`` operation).
 
     Example::
@@ -167,7 +167,7 @@ def post_create(plan: Plan, context: ApplyContext) -> None:
 def validate(plan: Plan, context: ApplyContext) -> Sequence[CheckResult] | None:
     """Checks of your own after the migration (also run by ``rvlm validate``).
 
-    Called once after indexing finished. Return :class:`~rvlm.core.validation.CheckResult`
+    Called once after indexing finished. Return :class:`~rvlm.core.plugins.checks.CheckResult`
     items; a failed one makes the migration's result ``failed``.
     """
 

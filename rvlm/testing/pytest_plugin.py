@@ -31,7 +31,7 @@ def redis_url() -> Iterator[str]:
         _refuse_a_server_with_data(url)
         yield url
         return
-    from rvlm.core.server import EmbeddedServer, free_port
+    from rvlm.embedded.server import EmbeddedServer, free_port
 
     directory = Path(tempfile.mkdtemp(prefix="rvlm-test-server-"))
     server = EmbeddedServer(port=free_port(), directory=directory)
@@ -52,7 +52,7 @@ def _refuse_a_server_with_data(url: str) -> None:
         return
     import redis
 
-    from rvlm.core.connection import redact
+    from rvlm.core.redis.connection import redact
 
     client = redis.Redis.from_url(url)
     try:
@@ -87,7 +87,7 @@ def redis_client(redis_url: str) -> Iterator[Any]:
 @pytest.fixture
 def rvlm_plugin() -> Iterator[Callable[..., str]]:
     """Call with a plugin object (and optionally ``name=``) to register it for this test."""
-    from rvlm.core.plugins import get_host
+    from rvlm.core.plugins.host import get_host
 
     host = get_host()
     names: list[str] = []

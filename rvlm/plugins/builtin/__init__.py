@@ -1,5 +1,5 @@
 """The built-in changes. Each module is a plugin registered exactly like a third-party one
-(see ``rvlm.core.plugins.DEFAULT_PLUGINS``); each owns the change type of the same name.
+(see ``rvlm.core.plugins.host.DEFAULT_PLUGINS``); each owns the change type of the same name.
 
 | module          | change type     | document work                                  |
 |-----------------|-----------------|------------------------------------------------|

@@ -3,8 +3,8 @@ under the new field's name or path are indexed by the rebuilt index."""
 
 from __future__ import annotations
 
-from rvlm.core.changes import Change, ChangeType, Classification
-from rvlm.core.context import PlanContext
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.context import PlanContext
 from rvlm.hookspecs import hookimpl
 
 NAME = "add_field"

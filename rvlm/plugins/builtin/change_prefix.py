@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rvlm.core.changes import Change, ChangeType, Classification
-from rvlm.core.context import ApplyContext, PlanContext
-from rvlm.core.documents import NO_CHANGE, Document, DocumentOperation, DocumentUpdate
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.context import ApplyContext, PlanContext
+from rvlm.core.plugins.documents import NO_CHANGE, Document, DocumentOperation, DocumentUpdate
 from rvlm.hookspecs import hookimpl
 
 NAME = "change_prefix"

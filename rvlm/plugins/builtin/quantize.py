@@ -14,11 +14,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from rvlm.core import vectors
-from rvlm.core.changes import Change, ChangeType, Classification
-from rvlm.core.context import ApplyContext, PlanContext
-from rvlm.core.documents import MISSING, NO_CHANGE, Document, DocumentOperation, DocumentUpdate
-from rvlm.core.schema import VectorAttrs
-from rvlm.core.validation import CheckResult
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.checks import CheckResult
+from rvlm.core.plugins.context import ApplyContext, PlanContext
+from rvlm.core.plugins.documents import (
+    MISSING,
+    NO_CHANGE,
+    Document,
+    DocumentOperation,
+    DocumentUpdate,
+)
+from rvlm.core.schema.model import VectorAttrs
 from rvlm.hookspecs import hookimpl
 
 NAME = "quantize"
@@ -146,7 +152,7 @@ def transform_documents(operation: DocumentOperation, documents: Sequence[Docume
 @hookimpl
 def validate(plan: object, context: ApplyContext) -> list[CheckResult] | None:
     """Sampled documents hold vectors of the target datatype's size."""
-    from rvlm.core.planner import read_documents
+    from rvlm.core.migrate.planner import read_documents
 
     checks: list[CheckResult] = []
     client = context.client

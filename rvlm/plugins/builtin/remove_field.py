@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rvlm.core.changes import Change, ChangeType, Classification
-from rvlm.core.context import PlanContext
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.context import PlanContext
 from rvlm.hookspecs import hookimpl
 
 NAME = "remove_field"

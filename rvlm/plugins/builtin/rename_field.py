@@ -13,9 +13,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rvlm.core.changes import Change, ChangeType, Classification
-from rvlm.core.context import ApplyContext, PlanContext
-from rvlm.core.documents import MISSING, NO_CHANGE, Document, DocumentOperation, DocumentUpdate
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.context import ApplyContext, PlanContext
+from rvlm.core.plugins.documents import (
+    MISSING,
+    NO_CHANGE,
+    Document,
+    DocumentOperation,
+    DocumentUpdate,
+)
 from rvlm.hookspecs import hookimpl
 
 NAME = "rename_field"

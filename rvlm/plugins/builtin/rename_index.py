@@ -6,8 +6,8 @@ and silently creates nothing); the executor checks again before the drop.
 
 from __future__ import annotations
 
-from rvlm.core.changes import Change, ChangeType, Classification
-from rvlm.core.context import PlanContext
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.context import PlanContext
 from rvlm.hookspecs import hookimpl
 
 NAME = "rename_index"

@@ -6,8 +6,8 @@ would need every value rewritten or moved, and is blocked with what to do instea
 
 from __future__ import annotations
 
-from rvlm.core.changes import Change, ChangeType, Classification
-from rvlm.core.context import PlanContext
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.context import PlanContext
 from rvlm.hookspecs import hookimpl
 
 NAME = "update_field"

@@ -7,8 +7,8 @@ change is blocked because the separator is part of every existing key.
 
 from __future__ import annotations
 
-from rvlm.core.changes import Change, ChangeType, Classification
-from rvlm.core.context import PlanContext
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.context import PlanContext
 from rvlm.hookspecs import hookimpl
 
 NAME = "update_index"

@@ -6,9 +6,9 @@ stored vectors have the old dimension, and only new embeddings can fix that.
 
 from __future__ import annotations
 
-from rvlm.core.changes import Change, ChangeType, Classification
-from rvlm.core.context import PlanContext
-from rvlm.core.schema import VectorAttrs
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.context import PlanContext
+from rvlm.core.schema.model import VectorAttrs
 from rvlm.hookspecs import hookimpl
 
 NAME = "vector_index"

@@ -25,18 +25,18 @@ import numpy as np
 
 from rvlm import RvlmError, hookimpl
 from rvlm.core import vectors
-from rvlm.core.changes import Change, ChangeType, Classification
-from rvlm.core.context import ApplyContext, PlanContext
-from rvlm.core.documents import (
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.checks import CheckResult
+from rvlm.core.plugins.context import ApplyContext, PlanContext
+from rvlm.core.plugins.documents import (
     MISSING,
     NO_CHANGE,
     Document,
     DocumentOperation,
     DocumentUpdate,
 )
-from rvlm.core.resp import to_list, to_map
-from rvlm.core.schema import Field, IndexSchema, VectorAttrs
-from rvlm.core.validation import CheckResult
+from rvlm.core.redis.resp import to_list, to_map
+from rvlm.core.schema.model import Field, IndexSchema, VectorAttrs
 
 #: The plugin's name: entry point name, change type, patch section, operations' ``plugin``.
 NAME = "computed_vector"
@@ -333,7 +333,7 @@ def _map_key(plan: Any, key: bytes) -> bytes:
 def validate(plan: Any, context: ApplyContext) -> list[CheckResult] | None:
     """For a few sampled documents, a KNN query with the embedding of their own text finds
     them among the ten nearest: the new field is filled, indexed and searchable."""
-    from rvlm.core.planner import read_documents
+    from rvlm.core.migrate.planner import read_documents
 
     client = context.client
     if client is None:

@@ -13,13 +13,13 @@ from rvlm_computed_vector import plugin
 from rvlm_computed_vector.demo import DIMS, hashing_embedder
 
 from rvlm import RvlmError
-from rvlm.core.capabilities import detect
-from rvlm.core.context import ApplyContext
-from rvlm.core.ftcreate import create_arguments
-from rvlm.core.patch import patch_from_dict
-from rvlm.core.plan import Plan
-from rvlm.core.planner import make_plan, read_documents
-from rvlm.core.plugins import PluginHost, get_host
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.planner import make_plan, read_documents
+from rvlm.core.plugins.context import ApplyContext
+from rvlm.core.plugins.host import PluginHost, get_host
+from rvlm.core.redis.capabilities import detect
+from rvlm.core.schema.ftcreate import create_arguments
+from rvlm.core.schema.patch import patch_from_dict
 
 EMBEDDER = "rvlm_computed_vector.demo:hashing_embedder"
 TITLES = ["red apples and green pears", "a story about space travel", "space ships and stars",
@@ -200,7 +200,7 @@ def test_pre_drop_notices_a_changed_embedder(r2: redis.Redis,
 ])
 def test_through_the_executor_with_rollback(r2: redis.Redis, redis_url: str, storage: str,
                                            missing: bool, tmp_path: Any) -> None:
-    from rvlm.core import executor
+    from rvlm.core.migrate import executor
     make_index(r2, storage, missing)
     before = {k: (r2.hgetall(k) if storage == "hash" else r2.execute_command("JSON.GET", k))
               for k in r2.scan_iter(match="doc:*")}
@@ -209,7 +209,7 @@ def test_through_the_executor_with_rollback(r2: redis.Redis, redis_url: str, sto
     report = executor.apply_plan(redis_url, plan, backup_dir=backup)
     assert getattr(report, "result", "succeeded") == "succeeded"
     check_migrated(r2, plan, storage)
-    from rvlm.core.rollback import rollback
+    from rvlm.core.migrate.rollback import rollback
 
     rollback(redis_url, backup)
     after = {k: (r2.hgetall(k) if storage == "hash" else r2.execute_command("JSON.GET", k))

@@ -19,11 +19,11 @@ from typing import Any
 import attrs
 
 from rvlm import RvlmError, hookimpl
-from rvlm.core.changes import Change, ChangeType, Classification
-from rvlm.core.context import ApplyContext, PlanContext
-from rvlm.core.documents import Document, DocumentOperation, DocumentUpdate
-from rvlm.core.schema import Field, IndexSchema, TagAttrs, VectorAttrs
-from rvlm.core.validation import CheckResult
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.checks import CheckResult
+from rvlm.core.plugins.context import ApplyContext, PlanContext
+from rvlm.core.plugins.documents import Document, DocumentOperation, DocumentUpdate
+from rvlm.core.schema.model import Field, IndexSchema, TagAttrs, VectorAttrs
 from rvlm_hash_to_json.convert import (
     ConversionError,
     FieldRule,

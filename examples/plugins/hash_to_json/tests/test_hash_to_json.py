@@ -17,12 +17,12 @@ from rvlm_hash_to_json import plugin
 from rvlm_hash_to_json.convert import Options
 
 from rvlm import RvlmError
-from rvlm.core.documents import Document
-from rvlm.core.ftcreate import create_arguments
-from rvlm.core.patch import patch_from_dict
-from rvlm.core.plan import Plan
-from rvlm.core.planner import make_plan
-from rvlm.core.plugins import PluginHost
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.planner import make_plan
+from rvlm.core.plugins.documents import Document
+from rvlm.core.plugins.host import PluginHost
+from rvlm.core.schema.ftcreate import create_arguments
+from rvlm.core.schema.patch import patch_from_dict
 
 SECTIONS = ("hash_to_json",)
 
@@ -168,7 +168,7 @@ def test_pre_drop_reads_every_document(movies: dict, r2: redis.Redis) -> None:
 
 def test_through_the_executor_with_rollback(movies: dict, r2: redis.Redis, redis_url: str,
                                            tmp_path: object) -> None:
-    executor = pytest.importorskip("rvlm.core.executor")
+    executor = pytest.importorskip("rvlm.core.migrate.executor")
     if not plugin.core_supports_conversion():
         pytest.skip("this rvlm core has no DocumentOperation.converts_to (see PROPOSAL.md)")
     plan = plan_for(r2, {"prefix": "film:"})
@@ -181,7 +181,7 @@ def test_through_the_executor_with_rollback(movies: dict, r2: redis.Redis, redis
     assert doc["year"] == 1991 and doc["genre"] == ["comedy", "sci fi"]
     assert sorted(search(r2, INDEX, "@genre:{horror}")) == sorted(
         f"film:{i}".encode() for i in range(COUNT) if "horror" in source_doc(i)[b"genre"].decode())
-    from rvlm.core.rollback import rollback
+    from rvlm.core.migrate.rollback import rollback
 
     assert 0 < r2.pttl("film:0") <= 3_600_000  # the TTL moved with the document
     rollback(redis_url, backup)
@@ -213,8 +213,8 @@ def test_executor_conversion_answers_the_same_queries(movies: dict, r2: redis.Re
                                                      new_prefix: str | None) -> None:
     """apply_plan itself (not the reference): every query answers with the same documents,
     every unindexed field and TTL is kept; rollback gives back every hash byte for byte."""
-    from rvlm.core.executor import apply_plan
-    from rvlm.core.rollback import rollback
+    from rvlm.core.migrate.executor import apply_plan
+    from rvlm.core.migrate.rollback import rollback
 
     before = {q: search(r2, INDEX, q) for q in QUERIES}
     knn_before = knn(r2, INDEX, vector(3))
@@ -247,8 +247,9 @@ def _apply_in_subprocess(url: str, plan_path: object, backup: object,
     env = {k: v for k, v in os.environ.items() if k != "RVLM_FAULT"}
     if fault:
         env["RVLM_FAULT"] = fault
-    code = ("import sys; from rvlm.core.executor import apply_plan; from rvlm.core.plan import "
-            "Plan; r = apply_plan(sys.argv[1], Plan.load(sys.argv[2]), backup_dir=sys.argv[3], "
+    code = ("import sys; from rvlm.core.migrate.executor import apply_plan; "
+            "from rvlm.core.migrate.plan import Plan; "
+            "r = apply_plan(sys.argv[1], Plan.load(sys.argv[2]), backup_dir=sys.argv[3], "
             "batch_size=7); print(r.result, r.error or ''); sys.exit(0 if r.succeeded else 1)")
     return subprocess.run([sys.executable, "-c", code, url, str(plan_path), str(backup)],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -259,7 +260,7 @@ def test_crash_resume_and_rollback(movies: dict, r2: redis.Redis, redis_url: str
                                    tmp_path: object, fault: str) -> None:
     """Killed mid-conversion (RVLM_FAULT), re-run: the documents equal an uninterrupted
     run's; rolled back: they equal the originals."""
-    from rvlm.core.rollback import rollback
+    from rvlm.core.migrate.rollback import rollback
 
     original = _state(r2)
     plan = plan_for(r2, {"prefix": "film:"}, index={"name": "films"})
@@ -283,8 +284,8 @@ def test_crash_resume_and_rollback(movies: dict, r2: redis.Redis, redis_url: str
 
 def test_a_field_rename_in_the_same_patch_runs_before_the_conversion(
         movies: dict, r2: redis.Redis, redis_url: str, tmp_path: object) -> None:
-    from rvlm.core.executor import apply_plan
-    from rvlm.core.rollback import rollback
+    from rvlm.core.migrate.executor import apply_plan
+    from rvlm.core.migrate.rollback import rollback
 
     original = _state(r2)
     before = sorted(search(r2, INDEX, "@title:space"))

@@ -19,8 +19,8 @@ from typing import Any
 import attrs
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.resp import to_float, to_int, to_list, to_map, to_str
-from rvlm.core.schema import (
+from rvlm.core.redis.resp import to_float, to_int, to_list, to_map, to_str
+from rvlm.core.schema.model import (
     Field,
     GeoAttrs,
     GeoshapeAttrs,

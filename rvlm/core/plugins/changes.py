@@ -3,8 +3,8 @@
 A :class:`Change` is one difference between the source and the target schema (or one
 plugin-owned patch section), typed by a change type that exactly one plugin owns. The owning
 plugin answers ``classify_change`` with a :class:`Classification`: supported or blocked (with
-reasons), warnings, and the :class:`~rvlm.core.documents.DocumentOperation` list that describes
-the document work the executor must do.
+reasons), warnings, and the :class:`~rvlm.core.plugins.documents.DocumentOperation` list that
+describes the document work the executor must do.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from rvlm.core.convert import items, strings
-from rvlm.core.documents import DocumentOperation
+from rvlm.core.plugins.documents import DocumentOperation
 
 
 @attrs.frozen(kw_only=True)

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from rvlm.core.capabilities import Capabilities
-from rvlm.core.documents import Document
-from rvlm.core.schema import IndexSchema
+from rvlm.core.plugins.documents import Document
+from rvlm.core.redis.capabilities import Capabilities
+from rvlm.core.schema.model import IndexSchema
 
 if TYPE_CHECKING:
-    from rvlm.core.ftinfo import IndexStats
-    from rvlm.core.plan import Plan
+    from rvlm.core.migrate.plan import Plan
+    from rvlm.core.schema.ftinfo import IndexStats
 
 
 @attrs.frozen(kw_only=True)

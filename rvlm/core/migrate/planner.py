@@ -17,19 +17,19 @@ from typing import Any
 import attrs
 import redis
 
-from rvlm.core.capabilities import Capabilities, detect
-from rvlm.core.changes import Change, Classification
-from rvlm.core.connection import index_exists, list_indexes, read_index
-from rvlm.core.context import PlanContext
-from rvlm.core.diff import LikelyRename, diff, likely_renames
-from rvlm.core.documents import MISSING, Document, DocumentOperation, operation_problems
 from rvlm.core.errors import RvlmError
-from rvlm.core.estimate import downtime_seconds
-from rvlm.core.patch import SchemaPatch, load_patch, merge, patch_from_target
-from rvlm.core.plan import MODE, MODES, ONLINE, Plan, PlannedChange
-from rvlm.core.plugins import PluginHost, host_with
-from rvlm.core.resp import to_list, to_map, to_str
-from rvlm.core.schema import IndexSchema
+from rvlm.core.migrate.estimate import downtime_seconds
+from rvlm.core.migrate.plan import MODE, MODES, ONLINE, Plan, PlannedChange
+from rvlm.core.plugins.changes import Change, Classification
+from rvlm.core.plugins.context import PlanContext
+from rvlm.core.plugins.documents import MISSING, Document, DocumentOperation, operation_problems
+from rvlm.core.plugins.host import PluginHost, host_with
+from rvlm.core.redis.capabilities import Capabilities, detect
+from rvlm.core.redis.connection import index_exists, list_indexes, read_index
+from rvlm.core.redis.resp import to_list, to_map, to_str
+from rvlm.core.schema.diff import LikelyRename, diff, likely_renames
+from rvlm.core.schema.model import IndexSchema
+from rvlm.core.schema.patch import SchemaPatch, load_patch, merge, patch_from_target
 
 KEY_SAMPLE_SIZE = 20
 DEFAULT_SAMPLE_SIZE = 1000
@@ -94,7 +94,7 @@ def read_documents(client: redis.Redis, storage_type: str, keys: Sequence[bytes]
 
     The small reader for samples (plan time, validate hooks, estimates): one
     :class:`Document` per key asked for, an absent key included. Not the executor's
-    :func:`~rvlm.core.docio.read_batch`, which leaves absent keys out, reads TTLs and whole
+    :func:`~rvlm.core.redis.docio.read_batch`, which leaves absent keys out, reads TTLs and whole
     JSON documents, and is tuned for its hot path."""
     if not keys or not names:
         return [Document(k, {}) for k in keys]
@@ -496,7 +496,7 @@ def plan_from_files(client: redis.Redis, index_name: str, *, schema_patch: str |
                     target_schema: str | None = None, options: PlanOptions | None = None,
                     host: PluginHost | None = None) -> Plan:
     """``make_plan`` from file paths, validating the files before touching the server."""
-    from rvlm.core.schema_yaml import load_schema
+    from rvlm.core.schema.yaml_format import load_schema
 
     host = host or host_with()
     if (schema_patch is None) == (target_schema is None):

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping
 
 import redis
 
-from rvlm.core.connection import index_exists, list_indexes, read_index
 from rvlm.core.errors import RvlmError
-from rvlm.core.plan import Plan
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.redis.connection import index_exists, list_indexes, read_index
 
 
 def alias_index(client: redis.Redis, name: str) -> str | None:

@@ -21,7 +21,7 @@ Vocabulary (every event also carries ``ts``, seconds since the epoch, and ``work
 Damage: a torn *last* line (crash during an append, so the event was never acknowledged and
 the executor did not act on it) is ignored by readers and cut off by the next
 :meth:`Journal.append`. A damaged line with a good line after it is corruption and raises
-:class:`~rvlm.core.backup.BackupCorrupt` naming file and line.
+:class:`~rvlm.core.storage.backup.BackupCorrupt` naming file and line.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 
 import attrs
 
-from rvlm.core.backup import BackupBusy, BackupCorrupt, fsync_directory
+from rvlm.core.storage.backup import BackupBusy, BackupCorrupt, fsync_directory
 
 PHASES: tuple[str, ...] = (
     "planned",
@@ -130,7 +130,7 @@ class Journal:
 
     The file is opened for writing lazily, on the first :meth:`append`, which takes an
     exclusive ``flock`` (a second live writer for the same worker is refused with
-    :class:`~rvlm.core.backup.BackupBusy`) and cuts off a torn last line left by a crash.
+    :class:`~rvlm.core.storage.backup.BackupBusy`) and cuts off a torn last line left by a crash.
     """
 
     def __init__(self, directory: Path, worker: int) -> None:

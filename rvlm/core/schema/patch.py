@@ -25,8 +25,8 @@ from typing import Any
 import attrs
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.schema import Field, IndexSchema
-from rvlm.core.schema_yaml import (
+from rvlm.core.schema.model import Field, IndexSchema
+from rvlm.core.schema.yaml_format import (
     attrs_to_dict,
     evolve_attrs,
     field_from_dict,

@@ -2,7 +2,7 @@
 
 ``connect`` turns a bad URL or an unreachable server into one clear :class:`RvlmError` line
 (with the password redacted). Clients never decode responses: keys and values are bytes
-everywhere in rvlm, and :mod:`rvlm.core.resp` normalises replies under RESP2 and RESP3.
+everywhere in rvlm, and :mod:`rvlm.core.redis.resp` normalises replies under RESP2 and RESP3.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.ftinfo import IndexInfo, parse_ft_info
-from rvlm.core.resp import to_list, to_str
+from rvlm.core.redis.resp import to_list, to_str
+from rvlm.core.schema.ftinfo import IndexInfo, parse_ft_info
 
 DEFAULT_URL = "redis://localhost:6379"
 

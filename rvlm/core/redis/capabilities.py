@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import redis
 
-from rvlm.core.resp import to_int, to_list, to_map, to_str
+from rvlm.core.redis.resp import to_int, to_list, to_map, to_str
 
 
 def _version_text(v: int) -> str:

@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
-from rvlm.core.schema_yaml import dump_yaml
-from rvlm.core.validation import CheckResult
+from rvlm.core.plugins.checks import CheckResult
+from rvlm.core.schema.yaml_format import dump_yaml
 
 REPORT_VERSION = 1
 

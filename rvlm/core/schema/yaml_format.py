@@ -34,7 +34,7 @@ import yaml
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.schema import (
+from rvlm.core.schema.model import (
     ATTRS_BY_TYPE,
     Field,
     FieldAttrs,

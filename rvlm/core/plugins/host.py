@@ -23,11 +23,11 @@ import attrs
 import pluggy
 
 from rvlm import hookspecs
-from rvlm.core.changes import Change, ChangeType, Classification
-from rvlm.core.context import ApplyContext, PlanContext
-from rvlm.core.documents import Document, DocumentOperation, DocumentUpdate
 from rvlm.core.errors import RvlmError
-from rvlm.core.schema import IndexSchema
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.context import ApplyContext, PlanContext
+from rvlm.core.plugins.documents import Document, DocumentOperation, DocumentUpdate
+from rvlm.core.schema.model import IndexSchema
 
 ENTRY_POINT_GROUP = "rvlm"
 DISABLE_ENV = "RVLM_DISABLE_PLUGINS"

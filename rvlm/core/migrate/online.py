@@ -16,7 +16,7 @@ Re-running the same apply resumes after the last journaled phase; every step is 
 (documents were never touched, so that is exact), the aliases point at it again and the target
 is dropped.
 
-Fault points for crash tests (``RVLM_FAULT``, see :func:`rvlm.core.executor.fault`):
+Fault points for crash tests (``RVLM_FAULT``, see :func:`rvlm.core.migrate.executor.fault`):
 ``online_after_checks``, ``online_after_create``, ``online_after_validate``,
 ``online_after_alias``, ``online_after_drop``.
 """
@@ -30,19 +30,19 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from rvlm.core.aliases import alias_index, check_aliases, point_aliases, restore_aliases
-from rvlm.core.connection import index_exists, read_index
 from rvlm.core.errors import MigrationFailed, RvlmError
-from rvlm.core.executor import PLAN_NAME, _reached, fault, phase_data
-from rvlm.core.ftcreate import create_arguments
-from rvlm.core.journal import Journal, RunState
-from rvlm.core.plan import Plan
-from rvlm.core.report import MigrationReport, Timer
-from rvlm.core.validate import validate_migration
-from rvlm.core.validation import CheckResult
+from rvlm.core.migrate.aliases import alias_index, check_aliases, point_aliases, restore_aliases
+from rvlm.core.migrate.executor import PLAN_NAME, _reached, fault, phase_data
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.report import MigrationReport, Timer
+from rvlm.core.migrate.validate import validate_migration
+from rvlm.core.plugins.checks import CheckResult
+from rvlm.core.redis.connection import index_exists, read_index
+from rvlm.core.schema.ftcreate import create_arguments
+from rvlm.core.storage.journal import Journal, RunState
 
 if TYPE_CHECKING:
-    from rvlm.core.executor import _Run
+    from rvlm.core.migrate.executor import _Run
 
 
 def online_problems(plan: Plan) -> list[str]:
@@ -68,8 +68,8 @@ def _source_count(client: redis.Redis, name: str) -> tuple[int, int]:
 
 def execute_online(run: _Run) -> MigrationReport:
     """Run (or resume) an online apply; ``run`` holds the connection, journal, timer, report
-    and the executor's checks. Called by :func:`rvlm.core.executor.apply_plan` with the index
-    locks held; raises before the first change, otherwise returns the (failed) report."""
+    and the executor's checks. Called by :func:`rvlm.core.migrate.executor.apply_plan` with the
+    index locks held; raises before the first change, otherwise returns the (failed) report."""
     plan, client = run.plan, run.client
     state = RunState.load(run.dir)
     if state.phase == "rolled_back":
@@ -166,7 +166,7 @@ def rollback_online(client: redis.Redis, directory: Path, plan: Plan, state: Run
                     check_source: Callable[[redis.Redis, Plan], Any]) -> MigrationReport:
     """Undo an online apply: recreate the source from the plan if it was dropped, point the
     aliases back at it (or delete one the apply created), drop the target. Called by
-    :func:`rvlm.core.rollback.rollback` with the locks held. Idempotent."""
+    :func:`rvlm.core.migrate.rollback.rollback` with the locks held. Idempotent."""
     if state.phase is None:
         report.warnings.append("the online apply never started; nothing to undo")
         report.validation = check_source(client, plan)

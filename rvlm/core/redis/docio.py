@@ -2,7 +2,7 @@
 
 Everything here is pipelined (one round trip per batch and step, never one per key) and works
 under RESP2 and RESP3. Keys and hash values are ``bytes``; JSON values are decoded Python
-values. A field or path a document does not have is :data:`~rvlm.core.documents.MISSING`.
+values. A field or path a document does not have is :data:`~rvlm.core.plugins.documents.MISSING`.
 
 * :func:`enumerate_keys` streams the keys of an index into a :class:`KeyFileWriter`
   (FT.AGGREGATE cursor, or SCAN per prefix when the index has failures or a FILTER, or when
@@ -29,14 +29,14 @@ from typing import Any
 import attrs
 import redis
 
-from rvlm.core import wire
-from rvlm.core.backup import BackupRecord, FieldOriginal, RawRecord
-from rvlm.core.documents import MISSING
 from rvlm.core.errors import MigrationFailed
-from rvlm.core.keyfile import KeyFileWriter
-from rvlm.core.resp import to_int, to_list, to_map, to_str
-from rvlm.core.schema import IndexSchema
-from rvlm.core.wire import first_error
+from rvlm.core.plugins.documents import MISSING
+from rvlm.core.redis import wire
+from rvlm.core.redis.resp import to_int, to_list, to_map, to_str
+from rvlm.core.redis.wire import first_error
+from rvlm.core.schema.model import IndexSchema
+from rvlm.core.storage.backup import BackupRecord, FieldOriginal, RawRecord
+from rvlm.core.storage.keyfile import KeyFileWriter
 
 #: The backup field name under which a JSON document's whole text is kept.
 JSON_ROOT = b"$"
@@ -68,7 +68,7 @@ def bname(value: str | bytes) -> bytes:
 
 
 def _name(value: str | bytes) -> bytes:
-    """A hash field name as bytes: the inverse of :func:`~rvlm.core.resp.to_str` (names that
+    """A hash field name as bytes: the inverse of :func:`~rvlm.core.redis.resp.to_str` (names that
     are not UTF-8 were decoded with ``surrogateescape`` and come back byte for byte)."""
     return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
 
@@ -266,7 +266,7 @@ def read_batch(
     Keys that do not exist (deleted since enumeration) are left out. Hash values are bytes;
     JSON values are the first match of each path, decoded. Returns docs in key order.
     ``whole=True`` (a ``converts_to`` operation): a hash is read with ``HGETALL`` (every
-    field, names as ``str`` via :func:`~rvlm.core.resp.to_str`); a JSON document's root is
+    field, names as ``str`` via :func:`~rvlm.core.redis.resp.to_str`); a JSON document's root is
     also under ``"$"``; the TTL is always read.
 
     One command per key (``HMGET``, ``HGETALL`` or ``JSON.GET``), plus ``PTTL`` when ``ttl``
@@ -274,7 +274,7 @@ def read_batch(
     renames, with :func:`read_ttls`). A hash whose ``HMGET`` is all nil may not exist: only
     those keys are checked with ``EXISTS``, in a second round trip.
 
-    Samples (plan time, validate hooks) use :func:`rvlm.core.planner.read_documents`
+    Samples (plan time, validate hooks) use :func:`rvlm.core.migrate.planner.read_documents`
     instead: it keeps a document for every key asked for, and nothing here is spent on it.
     """
     json_storage = storage_type == "json"
@@ -361,7 +361,7 @@ def read_ttls(client: redis.Redis, keys: Sequence[bytes]) -> list[int]:
 
 
 def keys_exist(client: redis.Redis, keys: Sequence[bytes]) -> list[bool]:
-    """EXISTS for each key, pipelined (:func:`~rvlm.core.wire.execute`); an error reply
+    """EXISTS for each key, pipelined (:func:`~rvlm.core.redis.wire.execute`); an error reply
     raises."""
     replies = wire.execute(client, [(b"EXISTS", k) for k in keys])
     _raise_first(replies)
@@ -374,7 +374,7 @@ def fields_exist(
     """For each key, which of ``names`` (hash fields or JSON paths) it already holds.
 
     One ``HEXISTS`` or ``JSON.TYPE`` per key and name, pipelined
-    (:func:`~rvlm.core.wire.execute`: raw replies, under RESP2 and RESP3). An error reply
+    (:func:`~rvlm.core.redis.wire.execute`: raw replies, under RESP2 and RESP3). An error reply
     (e.g. a key of another type) counts as "not held"."""
     if not names:
         return [[] for _ in keys]
@@ -617,7 +617,7 @@ def write_batch(
     A write with ``replace`` is one ``MULTI``/``EXEC`` on its key (see :func:`_queue_replace`):
     a crash leaves the key either as it was or replaced, never missing.
 
-    The pipeline is a :class:`~rvlm.core.wire.Batch` (packed by hiredis, raw replies): this
+    The pipeline is a :class:`~rvlm.core.redis.wire.Batch` (packed by hiredis, raw replies): this
     is the executor's hot path.
     """
     pipe = wire.Batch(client)
@@ -895,8 +895,8 @@ def backup_raw(
     doc: ReadDoc, storage_type: str, touched: Iterable[str], new_key: bytes | None,
     *, replaced: bool = False,
 ) -> RawRecord:
-    """:func:`backup_record` as a :data:`~rvlm.core.backup.RawRecord` tuple (the executor's
-    hot path; :func:`~rvlm.core.backup.encode_records` checks it before it is written)."""
+    """:func:`backup_record` as a :data:`~rvlm.core.storage.backup.RawRecord` tuple (the executor's
+    hot path; :func:`~rvlm.core.storage.backup.encode_records` checks it before it is written)."""
     pttl = doc.pttl
     if pttl is None and (replaced or new_key is not None):
         raise ValueError(f"the TTL of {to_str(doc.key)!r} was not read (read_batch(ttl=True) "

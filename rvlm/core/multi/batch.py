@@ -46,13 +46,13 @@ import attrs
 import redis
 import yaml
 
-from rvlm.core.backup import fsync_directory
-from rvlm.core.connection import connect, list_indexes, redact, resolve_url
 from rvlm.core.errors import MigrationFailed, RvlmError
-from rvlm.core.plan import Plan
-from rvlm.core.planner import PlanOptions, make_plan, match_indexes, prefixes_overlap
-from rvlm.core.report import now_iso
-from rvlm.core.schema_yaml import dump_yaml, load_yaml
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.planner import PlanOptions, make_plan, match_indexes, prefixes_overlap
+from rvlm.core.migrate.report import now_iso
+from rvlm.core.redis.connection import connect, list_indexes, redact, resolve_url
+from rvlm.core.schema.yaml_format import dump_yaml, load_yaml
+from rvlm.core.storage.backup import fsync_directory
 
 BATCH_PLAN_VERSION = 1
 BATCH_STATE_VERSION = 1
@@ -65,7 +65,7 @@ REPORT_NAME = "batch_report.yaml"
 #: RedisVL's callback: ``progress_callback(index_name, position, total, status)`` where
 #: status is ``starting``, ``succeeded`` or ``failed``.
 ProgressCallback = Callable[[str, int, int, str], None]
-#: The single-index executor (``rvlm.core.executor.apply_plan`` by default).
+#: The single-index executor (``rvlm.core.migrate.executor.apply_plan`` by default).
 ApplyFunction = Callable[..., Any]
 
 _SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
@@ -447,8 +447,8 @@ class BatchMigrationPlanner:
         refused, ``conflicts`` names every pair and the executor will not run it. Raises
         :class:`RvlmError` for bad input (before touching the server when it can).
         """
-        from rvlm.core.patch import load_patch
-        from rvlm.core.plugins import get_host, host_with
+        from rvlm.core.plugins.host import get_host, host_with
+        from rvlm.core.schema.patch import load_patch
 
         chosen = [s for s in (pattern, indexes, indexes_file) if s is not None]
         if len(chosen) != 1:
@@ -838,7 +838,7 @@ class BatchMigrationExecutor:
     checkpointed state file; ``resume`` continues a batch that stopped (see module doc).
 
     ``apply_function`` replaces the single-index executor (tests; defaults to
-    :func:`rvlm.core.executor.apply_plan`).
+    :func:`rvlm.core.migrate.executor.apply_plan`).
     """
 
     def __init__(self, *, apply_function: ApplyFunction | None = None,
@@ -968,7 +968,7 @@ class BatchMigrationExecutor:
     def _apply_fn(self) -> ApplyFunction:
         if self._apply_function is not None:
             return self._apply_function
-        from rvlm.core.executor import apply_plan
+        from rvlm.core.migrate.executor import apply_plan
 
         return apply_plan
 

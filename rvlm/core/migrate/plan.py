@@ -18,11 +18,11 @@ from typing import Any
 import attrs
 
 from rvlm.core.convert import strings
-from rvlm.core.documents import DocumentOperation
 from rvlm.core.errors import RvlmError
-from rvlm.core.ftinfo import IndexStats
-from rvlm.core.schema import IndexSchema
-from rvlm.core.schema_yaml import dump_yaml, load_yaml, schema_from_dict, schema_to_dict
+from rvlm.core.plugins.documents import DocumentOperation
+from rvlm.core.schema.ftinfo import IndexStats
+from rvlm.core.schema.model import IndexSchema
+from rvlm.core.schema.yaml_format import dump_yaml, load_yaml, schema_from_dict, schema_to_dict
 
 PLAN_VERSION = 1
 MODE = "drop_recreate"
@@ -148,7 +148,7 @@ class Plan:
         return key
 
     def key_sample_after(self) -> list[bytes]:
-        """The sampled keys (as bytes, the inverse of :func:`~rvlm.core.resp.to_str`) where
+        """The sampled keys (as bytes, the inverse of :func:`~rvlm.core.redis.resp.to_str`) where
         they live after the migration: see :meth:`map_key`."""
         return [self.map_key(k.encode("utf-8", "surrogateescape")) for k in self.key_sample]
 

@@ -18,19 +18,19 @@ from pathlib import Path
 
 import redis
 
-from rvlm.core.aliases import restore_aliases
-from rvlm.core.backup import BackupCorrupt, BackupReader, read_manifest
-from rvlm.core.capabilities import detect
-from rvlm.core.connection import connect, index_exists, read_index
-from rvlm.core.docio import conflict_actions, conflict_message, restore_records
 from rvlm.core.errors import MigrationFailed, RvlmError
-from rvlm.core.executor import PLAN_NAME, _owner, _reached, acquire_lock, phase_data
-from rvlm.core.ftcreate import create_arguments
-from rvlm.core.journal import Journal, RunState
-from rvlm.core.lock import IndexLock, LeaseKeeper
-from rvlm.core.plan import Plan
-from rvlm.core.report import MigrationReport, Timer, ValidationResult
-from rvlm.core.validation import CheckResult
+from rvlm.core.migrate.aliases import restore_aliases
+from rvlm.core.migrate.executor import PLAN_NAME, _owner, _reached, acquire_lock, phase_data
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.report import MigrationReport, Timer, ValidationResult
+from rvlm.core.plugins.checks import CheckResult
+from rvlm.core.redis.capabilities import detect
+from rvlm.core.redis.connection import connect, index_exists, read_index
+from rvlm.core.redis.docio import conflict_actions, conflict_message, restore_records
+from rvlm.core.redis.lock import IndexLock, LeaseKeeper
+from rvlm.core.schema.ftcreate import create_arguments
+from rvlm.core.storage.backup import BackupCorrupt, BackupReader, read_manifest
+from rvlm.core.storage.journal import Journal, RunState
 
 
 def load_backup_plan(directory: Path) -> Plan:
@@ -102,8 +102,8 @@ def rollback(
             report.warnings.append("already rolled back; nothing to do")
             report.validation = _check_source(client, plan)
             return report.finish(report.validation.passed)
-        if plan.online:  # nothing was dropped before the alias moved: rvlm.core.online
-            from rvlm.core.online import rollback_online
+        if plan.online:  # nothing was dropped before the alias moved: rvlm.core.migrate.online
+            from rvlm.core.migrate.online import rollback_online
 
             return rollback_online(client, directory, plan, state, report, timer, journal,
                                    index_timeout, _wait_indexed, _check_source)
@@ -176,7 +176,7 @@ def rollback(
 
 def _check_source(client: redis.Redis, plan: Plan) -> ValidationResult:
     """The source index exists with the plan's source schema and its documents."""
-    from rvlm.core.validate import comparable
+    from rvlm.core.migrate.validate import comparable
 
     result = ValidationResult()
     try:

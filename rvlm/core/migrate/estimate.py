@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rvlm.core.ftinfo import IndexStats
-from rvlm.core.plan import Plan
-from rvlm.core.schema import DATATYPE_WIDTH, VectorAttrs
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.schema.ftinfo import IndexStats
+from rvlm.core.schema.model import DATATYPE_WIDTH, VectorAttrs
 
 #: Bytes a backup record costs beyond the values themselves (frame, key, field names).
 RECORD_OVERHEAD = 48
@@ -117,7 +117,7 @@ def _search_major(plan: Plan) -> int:
 def _sample_value_size(plan: Plan, names: tuple[str, ...], client: Any) -> float | None:
     if client is None or not plan.key_sample:
         return None
-    from rvlm.core.planner import read_documents
+    from rvlm.core.migrate.planner import read_documents
 
     keys = [k.encode() for k in plan.key_sample]
     docs = read_documents(client, plan.source_schema.storage_type, keys, list(names))

@@ -39,19 +39,24 @@ from typing import Any
 
 import redis
 
-from rvlm.core.aliases import check_aliases, point_aliases
-from rvlm.core.backup import (
-    BackupCorrupt,
-    BackupReader,
-    BackupWriter,
-    RawRecord,
-    read_manifest,
-    write_manifest,
+from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.migrate.aliases import check_aliases, point_aliases
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.precheck import check_target_accepted
+from rvlm.core.migrate.report import MigrationReport, Timer
+from rvlm.core.migrate.validate import comparable, validate_migration
+from rvlm.core.plugins.context import ApplyContext
+from rvlm.core.plugins.documents import (
+    MISSING,
+    NO_CHANGE,
+    Document,
+    DocumentOperation,
+    operation_problems,
 )
-from rvlm.core.capabilities import Capabilities, detect
-from rvlm.core.connection import connect, index_exists, read_index
-from rvlm.core.context import ApplyContext
-from rvlm.core.docio import (
+from rvlm.core.plugins.host import PluginHost, host_with
+from rvlm.core.redis.capabilities import Capabilities, detect
+from rvlm.core.redis.connection import connect, index_exists, read_index
+from rvlm.core.redis.docio import (
     JSON_ROOT,
     KeyWrite,
     ReadDoc,
@@ -67,23 +72,18 @@ from rvlm.core.docio import (
     restore_records,
     write_batch,
 )
-from rvlm.core.documents import (
-    MISSING,
-    NO_CHANGE,
-    Document,
-    DocumentOperation,
-    operation_problems,
+from rvlm.core.redis.lock import IndexLock, LeaseKeeper, LockHeld, lock_key
+from rvlm.core.schema.ftcreate import create_arguments
+from rvlm.core.storage.backup import (
+    BackupCorrupt,
+    BackupReader,
+    BackupWriter,
+    RawRecord,
+    read_manifest,
+    write_manifest,
 )
-from rvlm.core.errors import MigrationFailed, RvlmError
-from rvlm.core.ftcreate import create_arguments
-from rvlm.core.journal import PHASES, Journal, RunState
-from rvlm.core.keyfile import KeyFileReader
-from rvlm.core.lock import IndexLock, LeaseKeeper, LockHeld, lock_key
-from rvlm.core.plan import Plan
-from rvlm.core.plugins import PluginHost, host_with
-from rvlm.core.precheck import check_target_accepted
-from rvlm.core.report import MigrationReport, Timer
-from rvlm.core.validate import comparable, validate_migration
+from rvlm.core.storage.journal import PHASES, Journal, RunState
+from rvlm.core.storage.keyfile import KeyFileReader
 
 PLAN_NAME = "plan.yaml"
 KEYS_NAME = "keys.rvk"
@@ -222,7 +222,7 @@ def transform_batch(
     the operations before it (an overlay). Operations with neither ``reads`` nor ``writes``
     (pure key moves) are not handed to a plugin. An update outside the operation's ``writes``
     fails the migration before anything of the batch is written. Returns the writes (only
-    documents that change) and their backup records (:data:`~rvlm.core.backup.RawRecord`
+    documents that change) and their backup records (:data:`~rvlm.core.storage.backup.RawRecord`
     tuples, checked when encoded), in the same order.
 
     A ``converts_to`` operation (the last one; ``docs`` were read with ``whole=True``) gets
@@ -436,7 +436,7 @@ class _Run:
                             f"{info.schema.index.name!r}; plan against the index itself")
         live = comparable(info.schema, plan.source_schema)
         if live != plan.source_schema.without_unknowns():
-            from rvlm.core.validate import _schema_diff
+            from rvlm.core.migrate.validate import _schema_diff
 
             raise RvlmError("source changed since the plan was made ("
                             f"{_schema_diff(live, plan.source_schema.without_unknowns())}); "
@@ -826,8 +826,8 @@ def apply_plan(
             keepers.append(keeper)
         run.keeper = keepers[0]
         try:
-            if plan.online:  # build next to the source and move the alias: rvlm.core.online
-                from rvlm.core.online import execute_online
+            if plan.online:  # build next to the source and move the alias: rvlm.core.migrate.online
+                from rvlm.core.migrate.online import execute_online
 
                 report = execute_online(run)
             else:

@@ -17,9 +17,9 @@ from typing import Any
 
 import attrs
 
-from rvlm.core.changes import Change
-from rvlm.core.schema import Field, IndexSchema, VectorAttrs
-from rvlm.core.schema_yaml import attrs_to_dict, field_to_dict, index_to_dict
+from rvlm.core.plugins.changes import Change
+from rvlm.core.schema.model import Field, IndexSchema, VectorAttrs
+from rvlm.core.schema.yaml_format import attrs_to_dict, field_to_dict, index_to_dict
 
 VECTOR_INDEX_KEYS = ("dims", "algorithm", "distance_metric", "initial_cap", "block_size", "m",
                      "ef_construction", "ef_runtime", "epsilon", "graph_max_degree",

@@ -1,6 +1,6 @@
 """Post-migration validation (used by ``rvlm apply`` and ``rvlm validate --plan F``).
 
-Checks, each a :class:`~rvlm.core.validation.CheckResult`:
+Checks, each a :class:`~rvlm.core.plugins.checks.CheckResult`:
 
 * ``schema_match``: the live target schema equals the plan's target (index and field options
   included; values FT.INFO cannot report are compared as the plan has them).
@@ -22,15 +22,15 @@ from typing import Any
 import attrs
 import redis
 
-from rvlm.core.connection import read_index
-from rvlm.core.context import ApplyContext
 from rvlm.core.errors import RvlmError
-from rvlm.core.plan import Plan
-from rvlm.core.plugins import PluginHost
-from rvlm.core.report import ValidationResult
-from rvlm.core.resp import to_int, to_list, to_map
-from rvlm.core.schema import Field, IndexSchema
-from rvlm.core.validation import CheckResult
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.report import ValidationResult
+from rvlm.core.plugins.checks import CheckResult
+from rvlm.core.plugins.context import ApplyContext
+from rvlm.core.plugins.host import PluginHost
+from rvlm.core.redis.connection import read_index
+from rvlm.core.redis.resp import to_int, to_list, to_map
+from rvlm.core.schema.model import Field, IndexSchema
 
 
 def comparable(live: IndexSchema, expected: IndexSchema) -> IndexSchema:

@@ -1,13 +1,13 @@
-"""Render an :class:`~rvlm.core.schema.IndexSchema` as FT.CREATE arguments.
+"""Render an :class:`~rvlm.core.schema.model.IndexSchema` as FT.CREATE arguments.
 
-The inverse of :mod:`rvlm.core.ftinfo`: for any schema the server accepts, create -> read back
--> render -> create again gives an index that behaves the same (a property test checks it).
+The inverse of :mod:`rvlm.core.schema.ftinfo`: for any schema the server accepts, create -> read
+back -> render -> create again gives an index that behaves the same (a property test checks it).
 Values that are ``None`` are left out so the server applies its own default.
 """
 
 from __future__ import annotations
 
-from rvlm.core.schema import (
+from rvlm.core.schema.model import (
     Field,
     GeoAttrs,
     GeoshapeAttrs,

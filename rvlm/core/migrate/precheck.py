@@ -15,8 +15,8 @@ import secrets
 import redis
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.ftcreate import create_arguments
-from rvlm.core.schema import IndexSchema
+from rvlm.core.schema.ftcreate import create_arguments
+from rvlm.core.schema.model import IndexSchema
 
 
 def check_target_accepted(client: redis.Redis, schema: IndexSchema) -> None:

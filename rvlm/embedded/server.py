@@ -73,6 +73,9 @@ class EmbeddedServer:
     port: int = DEFAULT_PORT
     directory: Path | None = None
     persist: bool = False
+    #: more ``redis-server`` arguments (e.g. the cluster settings of
+    #: :class:`~rvlm.embedded.cluster.EmbeddedCluster`)
+    extra_args: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.directory is None:
@@ -114,7 +117,7 @@ class EmbeddedServer:
             args += ["--appendonly", "yes", "--save", "60 1"]
         else:
             args += ["--appendonly", "no", "--save", ""]
-        return args
+        return [*args, *self.extra_args]
 
     def client(self) -> redis.Redis:
         import redis
@@ -142,6 +145,12 @@ class EmbeddedServer:
         """Start the server and wait until it answers PING; a no-op if it already runs."""
         if self.running():
             return
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start ``redis-server`` (it daemonizes) without waiting for it to answer; see
+        :meth:`wait_ready`. Starting several servers this way overlaps their start-up."""
         self.dir.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(self.command(), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -149,6 +158,9 @@ class EmbeddedServer:
                 f"redis-server failed to start (exit {proc.returncode}): "
                 f"{(proc.stderr or proc.stdout).strip()[:300]}; log: {self.log_path}"
             )
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the server answers PING; raise naming the log's last line if not."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.running():

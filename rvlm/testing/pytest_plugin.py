@@ -5,6 +5,9 @@
   it, unless ``RVLM_TEST_FLUSH_OK=1``); otherwise an embedded server on a free port, started
   once per session and stopped at the end.
 * ``redis_client``: a bytes client on a clean database (FLUSHALL before the test).
+* ``redis_cluster``, ``redis_cluster_replicas`` (session), ``cluster_client``,
+  ``cluster_replicas_client``: a real Redis Cluster (3 primaries; 3 primaries + 3 replicas)
+  started on first use; see :mod:`rvlm.testing.cluster`.
 * ``rvlm_plugin``: register a plugin on the default host for the length of one test::
 
       def test_my_change(rvlm_plugin, redis_client):
@@ -21,6 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from rvlm.testing.cluster import (  # noqa: F401  (fixtures, registered by being here)
+    cluster_client,
+    cluster_replicas_client,
+    redis_cluster,
+    redis_cluster_replicas,
+)
 
 
 @pytest.fixture(scope="session")

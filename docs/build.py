@@ -161,10 +161,11 @@ def hooks_reference() -> str:
     module_doc = inspect.cleandoc(hookspecs.__doc__ or "")
     lines = [GENERATED_NOTE.format(what="rvlm.hookspecs").rstrip("\n"), "", "# Hooks reference",
              "", rst_to_md(module_doc), "",
-             "Import `hookimpl` from `rvlm` and mark each function you implement with it. A "
-             "hook you do not implement is simply not called for your plugin. Hooks marked "
-             "*first result* stop at the first plugin that returns something other than "
-             "`None`: return `None` for changes, sections and operations that are not yours.",
+             "Import `hookimpl` (and everything else a plugin needs) from `rvlm.plugin` and "
+             "mark each function you implement with it. A hook you do not implement is simply "
+             "not called for your plugin, and an implementation may leave out the arguments "
+             "it does not use. Hooks marked *owner only* are called on the one plugin that "
+             "owns the change type, patch section or operation at hand, never on the others.",
              ""]
     names = [n for n in hookspecs.__all__ if n not in ("PROJECT", "hookimpl", "hookspec")]
     order = ["rvlm_change_types", "merge_patch_section", "classify_change", "pre_drop",
@@ -176,7 +177,7 @@ def hooks_reference() -> str:
         first = getattr(fn, "rvlm_spec", {}).get("firstresult", False)
         lines += [f"## `{name}`", "", "```python compile", f"def {name}{sig}: ...", "```", ""]
         if first:
-            lines += ["*First result*: the first non-`None` answer wins.", ""]
+            lines += ["*Owner only*: called on the plugin that owns what it is given.", ""]
         doc = inspect.cleandoc(fn.__doc__ or "")
         doc = doc.replace("Example::\n", "Example:\n")
         parts = doc.split("Example:\n")

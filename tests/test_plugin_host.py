@@ -3,9 +3,11 @@
 * a plugin registered with the ``rvlm_plugin`` fixture is listed, and gone after its test;
 * two plugins claiming one change type is one error line naming both (exit 2);
 * ``RVLM_DISABLE_PLUGINS`` blocks built-in and installed plugins;
-* an installed plugin whose entry point fails to import is listed with its error, and the CLI
-  still works. Installed plugins are real distributions: a ``*.dist-info`` folder with an
-  ``entry_points.txt`` on ``PYTHONPATH``, which is what pip leaves in site-packages.
+* an installed plugin whose entry point fails to import, or that implements a hook that does
+  not exist (a misspelt ``transform_document``), is listed with its error, is not loaded, and
+  the CLI still works (plans of other changes too). Installed plugins are real distributions:
+  a ``*.dist-info`` folder with an ``entry_points.txt`` on ``PYTHONPATH``, which is what pip
+  leaves in site-packages.
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rvlm import hookimpl
 from rvlm.cli.main import app
-from rvlm.core.plugins.changes import ChangeType
 from rvlm.core.plugins.host import DEFAULT_PLUGINS, get_host
+from rvlm.plugin import ChangeType, hookimpl
 
 pytest_plugins = ["pytester"]
 
@@ -77,9 +78,8 @@ def test_registered_plugin_is_listed(rvlm_plugin: Any) -> None:
 
 def test_fixture_unregisters_after_the_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(textwrap.dedent("""
-        from rvlm import hookimpl
-        from rvlm.core.plugins.changes import ChangeType
         from rvlm.core.plugins.host import get_host
+        from rvlm.plugin import ChangeType, hookimpl
 
         class Probe:
             @hookimpl
@@ -135,8 +135,7 @@ def _install_fake_distribution(site: Path, dist: str, version: str, entry_name: 
 def site(tmp_path: Path) -> Path:
     _install_fake_distribution(tmp_path, "rvlm_good_plugin", "1.2.3", "good_plugin",
                                "rvlm_good_plugin", """
-        from rvlm import hookimpl
-        from rvlm.core.plugins.changes import ChangeType
+        from rvlm.plugin import ChangeType, hookimpl
 
         @hookimpl
         def rvlm_change_types():
@@ -192,3 +191,59 @@ def test_disable_plugins_blocks_builtin_and_installed(site: Path) -> None:
     human = _rvlm(site, "plugins", RVLM_DISABLE_PLUGINS="quantize")
     assert "disabled by RVLM_DISABLE_PLUGINS: quantize" in human.stdout
     assert not any(line.startswith("│ quantize ") for line in human.stdout.splitlines())
+
+
+MISSPELT = """
+    from rvlm.plugin import NO_CHANGE, ChangeType, hookimpl
+
+    @hookimpl
+    def rvlm_change_types():
+        return [ChangeType(name="misspelt_change", patch_section="misspelt",
+                           description="a plugin with a typo in a hook name")]
+
+    @hookimpl
+    def transform_document(operation, documents):  # should be transform_documents
+        return [NO_CHANGE] * len(documents)
+"""
+
+
+def test_a_misspelt_hook_is_a_load_error_shown_by_rvlm_plugins(site: Path) -> None:
+    _install_fake_distribution(site, "rvlm_misspelt_plugin", "2.0", "misspelt_plugin",
+                               "rvlm_misspelt_plugin", MISSPELT)
+    done = _rvlm(site, "plugins", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert "misspelt_plugin" not in _by_name(data)  # not loaded: it would never transform
+    [error] = [e for e in data["load_errors"] if e["name"] == "misspelt_plugin"]
+    assert error["error"].startswith(
+        "transform_document: no such hook (did you mean transform_documents?)")
+    assert "good_plugin" in _by_name(data)  # the others load as usual
+
+    human = _rvlm(site, "plugins")
+    assert human.returncode == 0, human.stderr
+    assert "Failed to load" in human.stdout and "Traceback" not in human.stderr
+    text = " ".join(human.stdout.split())
+    assert "misspelt_plugin" in text and "did you mean transform_documents?" in text
+
+
+def test_a_misspelt_plugin_does_not_take_other_commands_down(site: Path, redis_client: Any,
+                                                             redis_url: str,
+                                                             tmp_path: Path) -> None:
+    _install_fake_distribution(site, "rvlm_misspelt_plugin", "2.0", "misspelt_plugin",
+                               "rvlm_misspelt_plugin", MISSPELT)
+    redis_client.execute_command("FT.CREATE", "idx", "ON", "HASH", "PREFIX", "1", "doc:",
+                                 "SCHEMA", "t", "TEXT", "n", "NUMERIC")
+    redis_client.hset("doc:1", mapping={"t": "hello", "n": 1})
+    patch = tmp_path / "patch.yaml"
+    patch.write_text("version: 1\nchanges:\n  remove_fields: [n]\n")
+    done = _rvlm(site, "plan", "--index", "idx", "--schema-patch", str(patch), "--url",
+                 redis_url, "--plan-out", str(tmp_path / "plan.yaml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "remove field 'n'" in done.stdout
+    # a patch that needs the plugin that did not load: one line, nothing planned
+    patch.write_text("version: 1\nchanges:\n  misspelt: {}\n")
+    refused = _rvlm(site, "plan", "--index", "idx", "--schema-patch", str(patch), "--url",
+                    redis_url, "--plan-out", str(tmp_path / "refused.yaml"))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "misspelt" in refused.stderr
+    assert not (tmp_path / "refused.yaml").exists()

@@ -1,9 +1,10 @@
 """The hooks every rvlm change is built from, built-in or third-party.
 
-A plugin is a module or object with functions marked ``@hookimpl`` (from :mod:`rvlm`). The
-built-in changes (add/remove/rename/update a field, rename the index, change the prefix, vector
-index parameters, quantization) are plugins registered exactly like a third-party one, which is
-installed with pip and found through the ``rvlm`` entry point group::
+A plugin is a module or object with functions marked ``@hookimpl``. Everything a plugin
+imports comes from one module, ``rvlm.plugin`` (``rvlm.core`` is internal and may move).
+The built-in changes (add/remove/rename/update a field, rename the index, change the prefix,
+vector index parameters, quantization) are plugins registered exactly like a third-party one,
+which is installed with pip and found through the ``rvlm`` entry point group::
 
     # pyproject.toml of your plugin package
     [project.entry-points.rvlm]
@@ -11,6 +12,17 @@ installed with pip and found through the ``rvlm`` entry point group::
 
 Plugins *describe and transform*; the executor owns every side effect (connections, batching,
 the journal, backups, locks), so crash safety, resume and rollback are written once, for all.
+
+How hooks are called. pluggy makes every call, so an implementation may take only the
+arguments it uses (``def transform_documents(operation, documents)``), and hook wrappers
+(``@hookimpl(wrapper=True)``) run around the calls they wrap. A change-specific hook
+(``merge_patch_section``, ``classify_change``, ``transform_documents``) is called only on the
+plugin that owns the section, change type or operation, so it never has to check that what it
+got is its own. A hook name that does not exist (``transform_document``) or an argument a hook
+does not offer keeps the plugin from loading; ``rvlm plugins`` shows why. A hook that raises,
+or returns something other than what it documents, is a ``PluginError`` naming the plugin and
+the hook (exit code 1); an ``RvlmError`` raised on purpose while planning or in ``pre_drop``
+is the plugin refusing bad input (one line, exit code 2, nothing changed).
 
 Order of hooks in one migration:
 
@@ -31,12 +43,19 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from rvlm.core.migrate.plan import Plan
-    from rvlm.core.plugins.changes import Change, ChangeType, Classification
-    from rvlm.core.plugins.checks import CheckResult
-    from rvlm.core.plugins.context import ApplyContext, PlanContext
-    from rvlm.core.plugins.documents import Document, DocumentOperation, DocumentUpdate
-    from rvlm.core.schema.model import IndexSchema
+    from rvlm.plugin import (
+        ApplyContext,
+        Change,
+        ChangeType,
+        CheckResult,
+        Classification,
+        Document,
+        DocumentOperation,
+        DocumentUpdate,
+        IndexSchema,
+        Plan,
+        PlanContext,
+    )
 
 PROJECT = "rvlm"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -60,47 +79,48 @@ def rvlm_change_types() -> Sequence[ChangeType]:
 @hookspec(firstresult=True)
 def merge_patch_section(
     section: str, value: Any, target: IndexSchema, context: PlanContext
-) -> IndexSchema | None:
+) -> IndexSchema:
     """Apply a plugin-owned patch section to the target schema.
 
     Called by the planner for each key under ``changes:`` that a plugin declared as its
-    ``patch_section``, after the built-in sections were merged. Return ``None`` for sections
-    you do not own. Raise :class:`rvlm.RvlmError` with one line naming the key for bad input.
+    ``patch_section``, on that plugin only, after the built-in sections were merged. Raise
+    :class:`~rvlm.plugin.RvlmError` with one line naming the key for bad input.
 
-    :param section: the key under ``changes:``.
+    :param section: the key under ``changes:`` (one of yours).
     :param value: its YAML value, as loaded.
     :param target: the target schema so far.
+    :param context: the source schema, capabilities and document sample (the target in it is
+        the schema before your section).
     :return: the new target schema.
 
     Example::
 
         @hookimpl
-        def merge_patch_section(section, value, target, context):
-            if section != "hash_to_json":
-                return None
+        def merge_patch_section(value, target):
+            if not isinstance(value, dict):
+                raise RvlmError("changes.hash_to_json must be a mapping")
             return target.with_index(storage_type="json")
     """
 
 
 @hookspec(firstresult=True)
-def classify_change(change: Change, context: PlanContext) -> Classification | None:
+def classify_change(change: Change, context: PlanContext) -> Classification:
     """Say whether a change is supported, what users must know, and what it does to documents.
 
-    Called by the planner once per change; return ``None`` for change types you do not own.
-    Never write to Redis here: read documents through ``context.sample(names)``.
+    Called by the planner once per change, on the plugin that owns its change type. Never
+    write to Redis here: read documents through ``context.sample(names)`` (a calibration
+    sample) or ``context.read_documents(keys, names)``.
 
     :param change: the change (``change.type`` is one of your change types).
     :param context: source and target schemas, stats, server capabilities, a document sample.
-    :return: a :class:`~rvlm.core.plugins.changes.Classification`: ``supported`` or blocked with
-        reasons that say why and what to do instead, ``warnings``, ``lossy``, and the
-        :class:`~rvlm.core.plugins.documents.DocumentOperation` list the executor will run.
+    :return: a :class:`~rvlm.plugin.Classification`: ``supported`` or blocked with reasons that
+        say why and what to do instead, ``warnings``, ``lossy``, and the
+        :class:`~rvlm.plugin.DocumentOperation` list the executor will run.
 
     Example::
 
         @hookimpl
-        def classify_change(change, context):
-            if change.type != "rename_field":
-                return None
+        def classify_change(change):
             old, new = change.field, change.new_field
             op = DocumentOperation(plugin="rename_field", kind="rename_hash_field",
                                    reads=(old,), writes=(old, new), creates=(new,),
@@ -122,14 +142,14 @@ def pre_drop(plan: Plan, context: ApplyContext) -> Sequence[str] | None:
 @hookspec(firstresult=True)
 def transform_documents(
     operation: DocumentOperation, documents: Sequence[Document], context: ApplyContext
-) -> Sequence[DocumentUpdate] | None:
+) -> Sequence[DocumentUpdate]:
     """Compute new values for one batch of documents.
 
-    Called by the executor for each batch and each operation whose ``plugin`` is yours, while
-    no index covers the documents; return ``None`` for operations you do not own. Pure: no
-    I/O, no Redis. Work on the whole batch at once (numpy-friendly). The executor backs up
-    the originals, journals the batch, writes your updates, and on a resume or rollback
-    restores the originals, so a transform never runs twice on a value it already changed.
+    Called by the executor for each batch and each operation whose ``plugin`` is yours (and on
+    your plugin only), while no index covers the documents. Pure: no I/O, no Redis. Work on
+    the whole batch at once (numpy-friendly). The executor backs up the originals, journals
+    the batch, writes your updates, and on a resume or rollback restores the originals, so a
+    transform never runs twice on a value it already changed.
 
     An operation with ``converts_to`` (``"json"`` or ``"hash"``) replaces whole documents, for
     example hash -> JSON: each document then holds *every* field (hash: name -> bytes, with
@@ -141,17 +161,16 @@ def transform_documents(
 
     :param operation: the operation from the plan (its ``params`` are yours).
     :param documents: the batch, each with the values of ``operation.reads``/``writes``
-        (:data:`~rvlm.core.plugins.documents.MISSING` when a document lacks one), or every field for
-        a ``converts_to`` operation.
-    :return: one :class:`~rvlm.core.plugins.documents.DocumentUpdate` per document, in order
-        (``DocumentUpdate(replace=...)`` for a ``converts_to`` operation).
+        (:data:`~rvlm.plugin.MISSING` when a document lacks one), or every field for a
+        ``converts_to`` operation.
+    :return: one :class:`~rvlm.plugin.DocumentUpdate` per document, in order
+        (``DocumentUpdate(replace=...)`` for a ``converts_to`` operation). Raising, or returning
+        another number of updates, fails the migration (resumable) naming your plugin.
 
     Example::
 
         @hookimpl
-        def transform_documents(operation, documents, context):
-            if operation.plugin != "rename_field":
-                return None
+        def transform_documents(operation, documents):
             old, new = operation.params["old"], operation.params["new"]
             return [DocumentUpdate(set={new: d.get(old)}, delete=(old,))
                     if d.get(old) is not MISSING else NO_CHANGE for d in documents]
@@ -167,8 +186,9 @@ def post_create(plan: Plan, context: ApplyContext) -> None:
 def validate(plan: Plan, context: ApplyContext) -> Sequence[CheckResult] | None:
     """Checks of your own after the migration (also run by ``rvlm validate``).
 
-    Called once after indexing finished. Return :class:`~rvlm.core.plugins.checks.CheckResult`
-    items; a failed one makes the migration's result ``failed``.
+    Called once after indexing finished. Return :class:`~rvlm.plugin.CheckResult` items; a
+    failed one makes the migration's result ``failed``. Read sampled documents with
+    ``context.read_documents(plan.key_sample_after(), names)``.
     """
 
 

@@ -117,7 +117,7 @@ def _search_major(plan: Plan) -> int:
 def _sample_value_size(plan: Plan, names: tuple[str, ...], client: Any) -> float | None:
     if client is None or not plan.key_sample:
         return None
-    from rvlm.core.migrate.planner import read_documents
+    from rvlm.core.redis.sample import read_documents
 
     keys = [k.encode() for k in plan.key_sample]
     docs = read_documents(client, plan.source_schema.storage_type, keys, list(names))

@@ -10,7 +10,6 @@ of one change live in its plugin.
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,11 +21,12 @@ from rvlm.core.migrate.estimate import downtime_seconds
 from rvlm.core.migrate.plan import MODE, MODES, ONLINE, Plan, PlannedChange
 from rvlm.core.plugins.changes import Change, Classification
 from rvlm.core.plugins.context import PlanContext
-from rvlm.core.plugins.documents import MISSING, Document, DocumentOperation, operation_problems
+from rvlm.core.plugins.documents import Document, DocumentOperation, operation_problems
 from rvlm.core.plugins.host import PluginHost, host_with
 from rvlm.core.redis.capabilities import Capabilities, detect
 from rvlm.core.redis.connection import index_exists, list_indexes, read_index
-from rvlm.core.redis.resp import to_list, to_map, to_str
+from rvlm.core.redis.resp import to_str
+from rvlm.core.redis.sample import last_failed_key, read_documents, sample_keys
 from rvlm.core.schema.diff import LikelyRename, diff, likely_renames
 from rvlm.core.schema.model import IndexSchema
 from rvlm.core.schema.patch import SchemaPatch, load_patch, merge, patch_from_target
@@ -55,72 +55,6 @@ class PlanOptions:
 def prefixes_overlap(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, str]]:
     """Pairs of prefixes where one is a string prefix of the other (or equal)."""
     return [(x, y) for x in a for y in b if x.startswith(y) or y.startswith(x)]
-
-
-def sample_keys(client: redis.Redis, index: str, count: int) -> list[bytes]:
-    """The first ``count`` document keys of an index, in document-id order (deterministic)."""
-    if count <= 0:
-        return []
-    reply = client.execute_command("FT.SEARCH", index, "*", "NOCONTENT", "LIMIT", "0", str(count),
-                                   "TIMEOUT", "0", "DIALECT", "2")
-    if isinstance(reply, dict) or (hasattr(reply, "get") and not isinstance(reply, list)):
-        results = to_list(reply.get(b"results", reply.get("results", [])))
-        return [_as_bytes(r.get(b"id", r.get("id"))) for r in results]
-    items = to_list(reply)
-    return [_as_bytes(k) for k in items[1:]]
-
-
-def last_failed_key(client: redis.Redis, index: str) -> bytes | None:
-    """The key of the last document the index failed to index (FT.INFO ``Index Errors``), or
-    None. Such documents never appear in query results, so a sample taken by query misses
-    exactly the document most likely to break a change."""
-    try:
-        info = to_map(client.execute_command("FT.INFO", index))
-        key = to_map(info.get("Index Errors")).get("last indexing error key")
-    except (redis.ResponseError, ValueError):
-        return None
-    if key is None or to_str(key) in ("", "N/A"):
-        return None
-    return _as_bytes(key)
-
-
-def _as_bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
-def read_documents(client: redis.Redis, storage_type: str, keys: Sequence[bytes],
-                   names: Sequence[str]) -> list[Document]:
-    """Read hash fields or JSON paths of ``keys`` (MISSING where absent). Read-only.
-
-    The small reader for samples (plan time, validate hooks, estimates): one
-    :class:`Document` per key asked for, an absent key included. Not the executor's
-    :func:`~rvlm.core.redis.docio.read_batch`, which leaves absent keys out, reads TTLs and whole
-    JSON documents, and is tuned for its hot path."""
-    if not keys or not names:
-        return [Document(k, {}) for k in keys]
-    pipe = client.pipeline(transaction=False)
-    for k in keys:
-        if storage_type == "json":
-            pipe.execute_command("JSON.GET", k, *names)
-        else:
-            pipe.hmget(k, list(names))
-    docs = []
-    for k, raw in zip(keys, pipe.execute(), strict=True):
-        values: dict[str, Any] = {}
-        if storage_type == "json":
-            if raw is not None:
-                decoded = json.loads(raw)
-                if len(names) == 1:
-                    decoded = {names[0]: decoded}
-                for n in names:
-                    found = decoded.get(n, [])
-                    values[n] = found[0] if found else MISSING
-            else:
-                values = {n: MISSING for n in names}
-        else:
-            values = {n: (MISSING if v is None else v) for n, v in zip(names, raw, strict=True)}
-        docs.append(Document(k, values))
-    return docs
 
 
 def _other_indexes(client: redis.Redis, source: str) -> dict[str, IndexSchema]:
@@ -177,7 +111,7 @@ def make_plan(
         unknown = [s for s in patch.sections if s not in owned]
         if unknown:
             raise RvlmError(f"{patch.source}: changes.{unknown[0]}: no installed plugin owns "
-                            "this section")
+                            f"this section{host.load_errors_note()}")
     caps = capabilities or detect(client)
     info = read_index(client, index_name)
     source = info.schema
@@ -208,6 +142,9 @@ def make_plan(
         for k in keys:
             pipe.exists(k)
         return [bool(x) for x in pipe.execute()]
+
+    def read_source(keys: Sequence[bytes], names: Sequence[str]) -> list[Document]:
+        return read_documents(client, source.storage_type, keys, names)
 
     key_sample = tuple(sample_keys(client, source.name, KEY_SAMPLE_SIZE))
     others = _other_indexes(client, source.name)
@@ -241,7 +178,7 @@ def make_plan(
         return PlanContext(source=source, target=tgt, stats=info.stats, capabilities=caps,
                            sample=sample, key_sample=key_sample, other_indexes=others,
                            index_names=names_taken(tgt), keys_exist=keys_exist,
-                           options=attrs.asdict(options))
+                           options=attrs.asdict(options), reader=read_source)
 
     changes = diff(source, merged, renames)
     final = merged

@@ -1,8 +1,8 @@
 """What hooks receive besides their own change or operation.
 
-:class:`PlanContext` is handed to ``classify_change`` and ``merge_patch_section``: the source
-and target schemas, server capabilities, and read-only access to a sample of documents that the
-planner fetched (plugins never query Redis themselves for document data).
+:class:`PlanContext` is handed to ``merge_patch_section`` and ``classify_change``: the
+source and target schemas, server capabilities, and read-only access to documents, which the
+planner reads for the plugin (plugins never query Redis themselves for document data).
 :class:`ApplyContext` is handed to ``pre_drop``, ``transform_documents``, ``post_create`` and
 ``validate`` while a plan runs.
 """
@@ -14,13 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from rvlm.core.errors import RvlmError
 from rvlm.core.plugins.documents import Document
 from rvlm.core.redis.capabilities import Capabilities
+from rvlm.core.redis.sample import read_documents
 from rvlm.core.schema.model import IndexSchema
 
 if TYPE_CHECKING:
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.schema.ftinfo import IndexStats
+
+#: ``reader(keys, names)``: the documents of ``keys`` with ``names`` read (MISSING if absent).
+Reader = Callable[[Sequence[bytes], Sequence[str]], list[Document]]
 
 
 @attrs.frozen(kw_only=True)
@@ -31,6 +36,7 @@ class PlanContext:
     given hash fields or JSON paths read (the planner does the reading and caches it), plus,
     when the index has indexing failures, the last document it failed to index (FT.INFO's
     ``last indexing error key``), which a query never returns.
+    :meth:`read_documents` reads given keys of the source (read-only).
     ``other_indexes`` maps every other index on the server to its schema (for overlap checks).
     ``options`` carries planner options a user set (``allow_shared_keys``, ...).
     """
@@ -45,6 +51,15 @@ class PlanContext:
     index_names: tuple[str, ...] = ()
     keys_exist: Callable[[Sequence[bytes]], list[bool]] | None = None
     options: dict[str, Any] = attrs.field(factory=dict)
+    reader: Reader | None = None
+
+    def read_documents(self, keys: Sequence[bytes], names: Sequence[str]) -> list[Document]:
+        """The source documents of ``keys`` with the hash fields or JSON paths ``names`` read:
+        one :class:`~rvlm.core.plugins.documents.Document` per key (an absent key too), each
+        value MISSING where the document lacks it. Read-only."""
+        if self.reader is None:
+            raise RvlmError("this plan context has no server to read documents from")
+        return self.reader(keys, names)
 
 
 @attrs.frozen(kw_only=True)
@@ -53,9 +68,25 @@ class ApplyContext:
 
     ``client`` is for read-only checks in ``pre_drop``/``post_create``/``validate``; document
     writes go through ``transform_documents`` and the executor, never through the client.
+    :meth:`read_documents` reads documents through it.
     """
 
     plan: Plan
     capabilities: Capabilities
     client: Any = None
     backup_dir: str | None = None
+
+    def read_documents(self, keys: Sequence[bytes], names: Sequence[str], *,
+                       storage_type: str | None = None) -> list[Document]:
+        """The documents of ``keys`` with the hash fields or JSON paths ``names`` read: one
+        :class:`~rvlm.core.plugins.documents.Document` per key (an absent key too), each value
+        MISSING where the document lacks it. Read-only.
+
+        ``storage_type`` defaults to the target index's (what ``validate`` sees after the
+        migration); pass ``plan.source_schema.storage_type`` to read before it (``pre_drop``).
+        Use ``plan.key_sample_after()`` for the sampled keys where they live after the plan.
+        """
+        if self.client is None:
+            raise RvlmError("this apply context has no server to read documents from")
+        storage = storage_type or self.plan.target_schema.storage_type
+        return read_documents(self.client, storage, keys, names)

@@ -1,30 +1,49 @@
 """The plugin host: built-ins from one tuple, third parties from the ``rvlm`` entry points.
 
-* :data:`DEFAULT_PLUGINS` lists the built-in change modules; they register exactly like a
-  third-party plugin.
-* Entry points in the group ``rvlm`` are loaded one by one; a plugin that fails to import is
-  reported (``rvlm plugins`` and a warning line) without breaking the CLI.
+* :data:`DEFAULT_PLUGINS` lists the built-in change modules; they load exactly like a
+  third-party plugin, through the same :meth:`PluginHost.register` path.
+* Entry points in the group ``rvlm`` are loaded one by one. A plugin that fails to import,
+  implements a hook that does not exist (pluggy's ``check_pending``: ``transform_document``
+  for ``transform_documents``), takes an argument its hook does not offer, or cannot declare
+  its change types is not loaded: it is listed with its error by ``rvlm plugins``, named when
+  a plan needs it, and every other command keeps working.
 * ``RVLM_DISABLE_PLUGINS=name1,name2`` blocks plugins by name.
 * Two plugins claiming one change type is an error naming both.
+
+Dispatch. pluggy makes every call, so an implementation may take fewer arguments than its
+hook offers, and hook wrappers (``@hookimpl(wrapper=True)``) run around it. Calls go to one
+plugin at a time: a change-specific hook (``classify_change``, ``merge_patch_section``,
+``transform_documents``) only to the plugin that owns the change type, patch section or
+operation, and the other hooks to each implementing plugin in turn (pluggy's call order).
+Wrappers of any plugin stay in every call. So a plugin never sees a change that is not its
+own, and a failure is always attributed: a hook that raises or returns the wrong shape is a
+:class:`~rvlm.core.errors.PluginError` naming the plugin and the hook. An
+:class:`~rvlm.core.errors.RvlmError` a hook raises on purpose (bad input in a patch section,
+a refused request) passes through unchanged, except from ``transform_documents`` and the
+hooks after it, where every failure names the plugin.
 
 ``PluginHost`` wraps the pluggy manager with the typed calls the planner and executor make.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import importlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import pluggy
 
 from rvlm import hookspecs
-from rvlm.core.errors import RvlmError
+from rvlm.core.errors import PluginError, RvlmError
 from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.plugins.context import ApplyContext, PlanContext
 from rvlm.core.plugins.documents import Document, DocumentOperation, DocumentUpdate
 from rvlm.core.schema.model import IndexSchema
@@ -44,6 +63,13 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "rvlm.plugins.builtin.update_index",
 )
 
+#: The hooks of :mod:`rvlm.hookspecs`.
+HOOK_NAMES: tuple[str, ...] = tuple(
+    n for n in hookspecs.__all__ if n not in ("PROJECT", "hookimpl", "hookspec"))
+#: Hooks whose RvlmError is the plugin refusing input: passed through (nothing changed yet).
+_PLAN_HOOKS = frozenset({"merge_patch_section", "classify_change",
+                         "pre_drop"})
+
 
 @attrs.frozen
 class PluginInfo:
@@ -58,6 +84,8 @@ class PluginInfo:
 
 @attrs.frozen
 class PluginLoadError:
+    """A plugin that was not loaded, and why (one line)."""
+
     name: str
     error: str
 
@@ -72,6 +100,19 @@ def disabled_names() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
 
+def _is_wrapper(impl: Any) -> bool:
+    return bool(impl.wrapper or impl.hookwrapper)
+
+
+def _exception(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _shape(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class PluginHost:
     """A pluggy manager with rvlm's hooks, plus the ownership map of change types."""
 
@@ -81,6 +122,10 @@ class PluginHost:
         self.versions: dict[str, str] = {}
         self.builtin: set[str] = set()
         self.load_errors: list[PluginLoadError] = []
+        #: plugin name -> the change types it declared when it was loaded
+        self.declared: dict[str, tuple[ChangeType, ...]] = {}
+        self._callers: dict[tuple[str, str], Any] = {}
+        self._owners: dict[str, tuple[str, ChangeType]] | None = None
         blocked = disabled_names()
         for name in blocked:
             self.pm.set_blocked(name)
@@ -88,70 +133,152 @@ class PluginHost:
             short = module_name.rsplit(".", 1)[-1]
             if short in blocked:
                 continue
-            module = importlib.import_module(module_name)
-            self.pm.register(module, name=short)
-            self.versions[short] = _rvlm_version()
-            self.builtin.add(short)
+            self._load(short, functools.partial(importlib.import_module, module_name),
+                       _rvlm_version())
+            if self.has(short):
+                self.builtin.add(short)
         if load_entry_points:
             self._load_entry_points(blocked)
         for plugin in extra:
             self.register(plugin)
-        self._owners: dict[str, str] | None = None
+
+    # -- loading -------------------------------------------------------------------------
+    def _load(self, name: str, load: Callable[[], Any], version: str | None) -> None:
+        """Import and register one plugin; on any failure record a load error (one line)."""
+        try:
+            plugin = load()
+            self.register(plugin, name=name, version=version)
+        except PluginError as exc:
+            self.load_errors.append(PluginLoadError(name, f"{exc.hook}: {exc.problem}"))
+        except Exception as exc:  # a broken plugin must not break the CLI
+            self.load_errors.append(PluginLoadError(name, _exception(exc)))
 
     def _load_entry_points(self, blocked: set[str]) -> None:
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in blocked or self.pm.get_plugin(ep.name) is not None:
                 continue
-            try:
-                plugin = ep.load()
-                self.pm.register(plugin, name=ep.name)
-            except Exception as exc:  # a broken plugin must not break the CLI
-                self.load_errors.append(PluginLoadError(ep.name, f"{type(exc).__name__}: {exc}"))
-                continue
             dist = getattr(ep, "dist", None)
-            self.versions[ep.name] = getattr(dist, "version", None) or "unknown"
+            self._load(ep.name, ep.load, getattr(dist, "version", None) or "unknown")
 
     def register(self, plugin: Any, name: str | None = None, version: str | None = None) -> str:
-        """Register a plugin object or module; returns the name it got."""
+        """Register a plugin object or module; returns the name it got.
+
+        Raises :class:`PluginError` (and leaves nothing registered) when the plugin implements
+        a hook that does not exist, takes an argument its hook does not offer, or its
+        ``rvlm_change_types`` raises or returns something other than change types.
+        """
         name = str(name or getattr(plugin, "name", None) or getattr(plugin, "__name__", None)
                    or type(plugin).__name__)
         if self.pm.get_plugin(name) is not None:
             raise RvlmError(f"a plugin named {name!r} is already registered")
-        self.pm.register(plugin, name=name)
+        try:
+            if self.pm.register(plugin, name=name) is None:  # blocked (RVLM_DISABLE_PLUGINS)
+                return name
+        except pluggy.PluginValidationError as exc:
+            raise self._invalid(name, exc) from None
+        try:
+            self._check_pending(name, plugin)
+            self.declared[name] = self._declare(name)
+        except PluginError:
+            self.pm.unregister(plugin, name=name)
+            self._forget()
+            raise
         self.versions[name] = version or str(getattr(plugin, "version", None) or "unknown")
-        self._owners = None
+        self._forget()
         return name
+
+    def _invalid(self, name: str, exc: pluggy.PluginValidationError) -> PluginError:
+        """pluggy refused an implementation at registration: which hook, and why, in a line."""
+        text = " ".join(str(exc).split())
+        found = re.search(r"for hook '([^']+)'", text)
+        hook = found.group(1) if found else "register"
+        extra = re.search(r"Argument\(s\) (\{.*?\}) are declared", text)
+        caller = getattr(self.pm.hook, hook, None)
+        spec = getattr(caller, "spec", None)
+        if extra and spec is not None:
+            return PluginError(name, hook, f"takes argument(s) {extra.group(1)} that the hook "
+                                           f"does not offer (it offers {', '.join(spec.argnames)})")
+        return PluginError(name, hook, text)
+
+    def _check_pending(self, name: str, plugin: Any) -> None:
+        """pluggy's ``check_pending``: every hook the plugin implements must exist. The
+        plugins registered before passed it, so a failure is this plugin's."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError:
+            unknown = sorted(
+                caller.name for caller in self.pm.get_hookcallers(plugin) or ()
+                if not caller.has_spec()
+                and any(not i.optionalhook for i in caller.get_hookimpls()))
+            hook = unknown[0] if unknown else "register"
+            close = difflib.get_close_matches(hook, HOOK_NAMES, n=1)
+            hint = (f" (did you mean {close[0]}?)" if close else
+                    f"; rvlm's hooks are {', '.join(HOOK_NAMES)}")
+            raise PluginError(name, hook, f"no such hook{hint}") from None
+
+    def _declare(self, name: str) -> tuple[ChangeType, ...]:
+        """The plugin's ``rvlm_change_types`` answer, checked (none if it has no such hook)."""
+        if not self.implements("rvlm_change_types", name):
+            return ()
+        results = self._call_one("rvlm_change_types", name)
+        declared: list[ChangeType] = []
+        for result in results:
+            if isinstance(result, (ChangeType, str, bytes)) or not isinstance(result, Iterable):
+                raise PluginError(name, "rvlm_change_types", f"returned {_shape(result)}; "
+                                  "expected a list of ChangeType")
+            for ct in result:
+                if not isinstance(ct, ChangeType):
+                    raise PluginError(name, "rvlm_change_types", f"returned {_shape(ct)} in "
+                                      "its list; expected ChangeType items")
+                declared.append(ct)
+        return tuple(declared)
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)
         self.versions.pop(name, None)
+        self.declared.pop(name, None)
+        self._forget()
+
+    def _forget(self) -> None:
+        self._callers.clear()
         self._owners = None
 
     # -- ownership -----------------------------------------------------------------------
     def change_types(self) -> dict[str, tuple[str, ChangeType]]:
         """change type name -> (owning plugin, ChangeType). Raises on a double claim."""
+        if self._owners is not None:
+            return self._owners
         owners: dict[str, tuple[str, ChangeType]] = {}
-        for impl in self.pm.hook.rvlm_change_types.get_hookimpls():
-            declared = cast("Iterable[ChangeType]", impl.function() or ())
+        for plugin, declared in self.declared.items():
             for ct in declared:
-                if ct.name in owners and owners[ct.name][0] != impl.plugin_name:
+                if ct.name in owners and owners[ct.name][0] != plugin:
                     raise RvlmError(
-                        f"plugins {owners[ct.name][0]!r} and {impl.plugin_name!r} both claim "
+                        f"plugins {owners[ct.name][0]!r} and {plugin!r} both claim "
                         f"the change type {ct.name!r}; disable one with {DISABLE_ENV}"
                     )
-                owners[ct.name] = (impl.plugin_name, ct)
+                owners[ct.name] = (plugin, ct)
+        self._owners = owners
         return owners
 
     def owner(self, change_type: str) -> str:
         owners = self.change_types()
         if change_type not in owners:
-            raise RvlmError(f"no installed plugin handles the change type {change_type!r}")
+            raise RvlmError(f"no installed plugin handles the change type {change_type!r}"
+                            f"{self.load_errors_note()}")
         return owners[change_type][0]
 
     def patch_sections(self) -> dict[str, str]:
         """patch section -> owning plugin."""
         return {ct.patch_section: plugin for plugin, ct in self.change_types().values()
                 if ct.patch_section}
+
+    def load_errors_note(self) -> str:
+        """``" (plugins that failed to load: ...)"`` when some did, else ``""``: for errors
+        that say nothing handles something, which may be a plugin that did not load."""
+        if not self.load_errors:
+            return ""
+        names = ", ".join(e.name for e in self.load_errors)
+        return f" (plugins that failed to load: {names}; see 'rvlm plugins')"
 
     def check(self) -> None:
         """Raise if the registered plugins conflict (run once per command)."""
@@ -165,9 +292,8 @@ class PluginHost:
         for name, plugin in self.pm.list_name_plugin():
             if plugin is None:  # blocked by RVLM_DISABLE_PLUGINS
                 continue
-            hooks = sorted(
-                h.name for h in self.pm.get_hookcallers(plugin) or () if h.name in _HOOK_NAMES
-            )
+            hooks = sorted({h.name for h in self.pm.get_hookcallers(plugin) or ()
+                            if h.name in HOOK_NAMES})
             out.append(PluginInfo(name, self.versions.get(name, "unknown"), tuple(hooks),
                                   tuple(sorted(types.get(name, []))), name in self.builtin))
         return sorted(out, key=lambda p: (not p.builtin, p.name))
@@ -175,69 +301,132 @@ class PluginHost:
     def version(self, name: str) -> str:
         return self.versions.get(name, "unknown")
 
-    # -- typed hook calls ----------------------------------------------------------------
-    def merge_patch_section(self, section: str, value: Any, target: IndexSchema,
-                            context: PlanContext) -> IndexSchema:
-        result = self.pm.hook.merge_patch_section(section=section, value=value, target=target,
-                                                  context=context)
-        if result is None:
-            raise RvlmError(f"no plugin merged the patch section {section!r}")
-        merged: IndexSchema = result
-        return merged
-
-    def classify(self, change: Change, context: PlanContext) -> Classification:
-        owner = self.owner(change.type)
-        impl = self._impl("classify_change", owner)
-        if impl is None:
-            raise RvlmError(f"plugin {owner!r} owns {change.type!r} but has no classify_change")
-        result = impl(change=change, context=context)
-        if result is None:
-            raise RvlmError(f"plugin {owner!r} did not classify the change {change.label}")
-        classification: Classification = result
-        return classification
-
-    def transform(self, operation: DocumentOperation, documents: Sequence[Document],
-                  context: ApplyContext) -> list[DocumentUpdate]:
-        impl = self._impl("transform_documents", operation.plugin)
-        if impl is None:
-            raise RvlmError(f"the plan needs plugin {operation.plugin!r} to transform documents, "
-                            "and it is not installed or is disabled")
-        result = impl(operation=operation, documents=documents, context=context)
-        if result is None or len(result) != len(documents):
-            raise RvlmError(f"plugin {operation.plugin!r} returned "
-                            f"{'nothing' if result is None else len(result)} updates for "
-                            f"{len(documents)} documents ({operation.kind})")
-        return list(result)
-
-    def pre_drop(self, plan: Any, context: ApplyContext) -> list[str]:
-        problems: list[str] = []
-        for result in self.pm.hook.pre_drop(plan=plan, context=context):
-            problems.extend(result or ())
-        return problems
-
-    def post_create(self, plan: Any, context: ApplyContext) -> None:
-        self.pm.hook.post_create(plan=plan, context=context)
-
-    def validate(self, plan: Any, context: ApplyContext) -> list[Any]:
-        checks: list[Any] = []
-        for result in self.pm.hook.validate(plan=plan, context=context):
-            checks.extend(result or ())
-        return checks
-
     def has(self, name: str) -> bool:
         return self.pm.get_plugin(name) is not None
 
-    def _impl(self, hook: str, plugin_name: str) -> Any:
-        plugin = self.pm.get_plugin(plugin_name)
-        if plugin is None:
-            return None
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            if impl.plugin_name == plugin_name:
-                return impl.function
-        return None
+    # -- dispatch ------------------------------------------------------------------------
+    def implements(self, hook: str, plugin_name: str) -> bool:
+        """True when ``plugin_name`` has an implementation (not only a wrapper) of ``hook``."""
+        return self._caller(hook, plugin_name) is not None
+
+    def implementers(self, hook: str) -> list[str]:
+        """Plugins with an implementation of ``hook``, in pluggy's call order."""
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
+        return list(dict.fromkeys(i.plugin_name for i in reversed(impls) if not _is_wrapper(i)))
+
+    def _caller(self, hook: str, plugin_name: str) -> Any:
+        """pluggy's caller of ``hook`` with ``plugin_name``'s implementation and every
+        wrapper (the other plugins' implementations removed), or None if it has none."""
+        key = (hook, plugin_name)
+        if key not in self._callers:
+            impls = getattr(self.pm.hook, hook).get_hookimpls()
+            own = [i for i in impls if i.plugin_name == plugin_name and not _is_wrapper(i)]
+            others = {i.plugin for i in impls
+                      if i.plugin_name != plugin_name and not _is_wrapper(i)}
+            self._callers[key] = (self.pm.subset_hook_caller(hook, others) if own else None)
+        return self._callers[key]
+
+    def _call_one(self, hook: str, plugin_name: str, **kwargs: Any) -> Any:
+        """Call ``hook`` on one plugin through pluggy. A non-firstresult hook returns the
+        list pluggy gives (empty when the plugin answered None). Raises PluginError."""
+        caller = self._caller(hook, plugin_name)
+        if caller is None:
+            raise PluginError(plugin_name, hook, "not implemented")
+        try:
+            return caller(**kwargs)
+        except PluginError:
+            raise
+        except RvlmError as exc:
+            if hook in _PLAN_HOOKS:
+                raise
+            raise PluginError(plugin_name, hook, str(exc)) from exc
+        except Exception as exc:
+            raise PluginError(plugin_name, hook, _exception(exc)) from exc
+
+    # -- typed hook calls ----------------------------------------------------------------
+    def merge_patch_section(self, section: str, value: Any, target: IndexSchema,
+                            context: PlanContext) -> IndexSchema:
+        """The section owner's target schema (an RvlmError it raises is bad input)."""
+        owner = self.patch_sections().get(section)
+        if owner is None:
+            raise RvlmError(f"no installed plugin owns the patch section {section!r}"
+                            f"{self.load_errors_note()}")
+        result = self._call_one("merge_patch_section", owner, section=section, value=value,
+                                target=target, context=context)
+        if not isinstance(result, IndexSchema):
+            raise PluginError(owner, "merge_patch_section",
+                              f"returned {_shape(result)} for the section {section!r}; "
+                              "expected an IndexSchema")
+        return result
+
+    def classify(self, change: Change, context: PlanContext) -> Classification:
+        """The owner's verdict on ``change``."""
+        owner = self.owner(change.type)
+        result = self._call_one("classify_change", owner, change=change, context=context)
+        if not isinstance(result, Classification):
+            raise PluginError(owner, "classify_change",
+                              f"returned {_shape(result)} for {change.label}; expected a "
+                              "Classification")
+        return result
+
+    def transform(self, operation: DocumentOperation, documents: Sequence[Document],
+                  context: ApplyContext) -> list[DocumentUpdate]:
+        """The owner's updates for one batch: one DocumentUpdate per document."""
+        owner = operation.plugin
+        if not self.has(owner):
+            raise RvlmError(f"the plan needs plugin {owner!r} to transform documents, "
+                            "and it is not installed or is disabled")
+        result = self._call_one("transform_documents", owner, operation=operation,
+                                documents=documents, context=context)
+        if not isinstance(result, (list, tuple)) or len(result) != len(documents):
+            got = (f"{len(result)} updates" if isinstance(result, (list, tuple))
+                   else _shape(result))
+            raise PluginError(owner, "transform_documents",
+                              f"returned {got} for {len(documents)} documents "
+                              f"({operation.kind}); expected one DocumentUpdate per document")
+        for u in result:
+            if u.__class__ is not DocumentUpdate:
+                raise PluginError(owner, "transform_documents",
+                                  f"returned {_shape(u)} among its updates ({operation.kind}); "
+                                  "expected DocumentUpdate items")
+        return list(result)
+
+    def pre_drop(self, plan: Any, context: ApplyContext) -> list[str]:
+        """Every plugin's problems (one line each); empty: go on."""
+        problems: list[str] = []
+        for name in self.implementers("pre_drop"):
+            for result in self._call_one("pre_drop", name, plan=plan, context=context):
+                problems.extend(self._items(name, "pre_drop", result, str, "problem lines"))
+        return problems
+
+    def post_create(self, plan: Any, context: ApplyContext) -> None:
+        for name in self.implementers("post_create"):
+            self._call_one("post_create", name, plan=plan, context=context)
+
+    def validate(self, plan: Any, context: ApplyContext) -> list[CheckResult]:
+        """Every plugin's checks, in call order."""
+        checks: list[CheckResult] = []
+        for name in self.implementers("validate"):
+            for result in self._call_one("validate", name, plan=plan, context=context):
+                checks.extend(self._items(name, "validate", result, CheckResult,
+                                          "CheckResult items"))
+        return checks
+
+    @staticmethod
+    def _items(plugin: str, hook: str, result: Any, kind: type, what: str) -> list[Any]:
+        if result is None:
+            return []
+        if isinstance(result, (str, bytes)) or not isinstance(result, Iterable):
+            raise PluginError(plugin, hook, f"returned {_shape(result)}; expected a list of "
+                                            f"{what}")
+        items = list(result)
+        for item in items:
+            if not isinstance(item, kind):
+                raise PluginError(plugin, hook, f"returned {_shape(item)} in its list; "
+                                                f"expected {what}")
+        return items
 
 
-_HOOK_NAMES = {n for n in hookspecs.__all__ if n not in ("PROJECT", "hookimpl", "hookspec")}
 _default: PluginHost | None = None
 
 

@@ -3,9 +3,7 @@ under the new field's name or path are indexed by the rebuilt index."""
 
 from __future__ import annotations
 
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
-from rvlm.core.plugins.context import PlanContext
-from rvlm.hookspecs import hookimpl
+from rvlm.plugin import Change, ChangeType, Classification, PlanContext, hookimpl
 
 NAME = "add_field"
 
@@ -16,9 +14,7 @@ def rvlm_change_types() -> list[ChangeType]:
 
 
 @hookimpl
-def classify_change(change: Change, context: PlanContext) -> Classification | None:
-    if change.type != NAME:
-        return None
+def classify_change(change: Change, context: PlanContext) -> Classification:
     field = context.target.field(change.new_field or "")
     assert field is not None
     if field.type == "vector":

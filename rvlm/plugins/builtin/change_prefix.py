@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
-from rvlm.core.plugins.context import ApplyContext, PlanContext
-from rvlm.core.plugins.documents import NO_CHANGE, Document, DocumentOperation, DocumentUpdate
-from rvlm.hookspecs import hookimpl
+from rvlm.plugin import (
+    NO_CHANGE,
+    ApplyContext,
+    Change,
+    ChangeType,
+    Classification,
+    Document,
+    DocumentOperation,
+    DocumentUpdate,
+    PlanContext,
+    hookimpl,
+)
 
 NAME = "change_prefix"
 
@@ -23,9 +31,7 @@ def rvlm_change_types() -> list[ChangeType]:
 
 
 @hookimpl
-def classify_change(change: Change, context: PlanContext) -> Classification | None:
-    if change.type != NAME:
-        return None
+def classify_change(change: Change, context: PlanContext) -> Classification:
     before, after = change.details["before"], change.details["after"]
     if len(before) != 1 or len(after) != 1:
         return Classification.blocked(
@@ -59,8 +65,6 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
 
 @hookimpl
 def transform_documents(operation: DocumentOperation, documents: Sequence[Document],
-                        context: ApplyContext) -> list[DocumentUpdate] | None:
-    if operation.plugin != NAME:
-        return None
+                        context: ApplyContext) -> list[DocumentUpdate]:
     # The executor moves keys itself from the operation's rename_prefix.
     return [NO_CHANGE] * len(documents)

@@ -1,10 +1,11 @@
 """quantize: a vector field's datatype changes (float64/32/16, bfloat16, int8, uint8).
 
 Every stored vector is converted with numpy, a whole batch at a time, using a scheme the plan
-records (see :mod:`rvlm.core.vectors`): casts between floats (bfloat16 rounds to nearest
-even), per-vector max-abs scaling to int8 for COSINE, a global scale (and offset for uint8
-under L2) calibrated on a sample for L2 and IP, so rankings survive. The planner measures the
-error on the sampled vectors and blocks what the server cannot index before anything runs.
+records (``QuantizationScheme`` in :mod:`rvlm.plugin`): casts between floats (bfloat16 rounds
+to nearest even), per-vector max-abs scaling to int8 for COSINE, a global scale (and offset
+for uint8 under L2) calibrated on a sample for L2 and IP, so rankings survive. The planner
+measures the error on the sampled vectors and blocks what the server cannot index before
+anything runs.
 """
 
 from __future__ import annotations
@@ -13,19 +14,30 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rvlm.core import vectors
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
-from rvlm.core.plugins.checks import CheckResult
-from rvlm.core.plugins.context import ApplyContext, PlanContext
-from rvlm.core.plugins.documents import (
+from rvlm.plugin import (
+    DATATYPE_WIDTH,
     MISSING,
     NO_CHANGE,
+    ApplyContext,
+    Change,
+    ChangeType,
+    CheckResult,
+    Classification,
     Document,
     DocumentOperation,
     DocumentUpdate,
+    PlanContext,
+    QuantizationScheme,
+    VectorAttrs,
+    VectorError,
+    choose_scheme,
+    convert_bytes_batch,
+    convert_values_batch,
+    decode_batch,
+    hookimpl,
+    is_lossy,
+    measure_error,
 )
-from rvlm.core.schema.model import VectorAttrs
-from rvlm.hookspecs import hookimpl
 
 NAME = "quantize"
 SVS_DATATYPES = ("float16", "float32")
@@ -42,17 +54,15 @@ def _sample_matrix(docs: Sequence[Document], path: str, storage: str, datatype: 
     if storage == "json":
         rows = [v for v in values if isinstance(v, list) and len(v) == dims]
         return np.asarray(rows, dtype=np.float64).reshape(-1, dims)
-    width = vectors.WIDTH[datatype]
+    width = DATATYPE_WIDTH[datatype]
     raws = [v for v in values if isinstance(v, bytes) and len(v) == dims * width]
     if not raws:
         return np.zeros((0, dims))
-    return vectors.decode_batch(raws, datatype, dims)
+    return decode_batch(raws, datatype, dims)
 
 
 @hookimpl
-def classify_change(change: Change, context: PlanContext) -> Classification | None:
-    if change.type != NAME:
-        return None
+def classify_change(change: Change, context: PlanContext) -> Classification:
     source = context.source.field(change.field or "")
     target = context.target.field(change.new_field or "")
     assert source is not None and target is not None
@@ -78,16 +88,16 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
     dims = target.attrs.dims
     sample = _sample_matrix(context.sample([read_path]), read_path, storage, src_dt, dims)
     try:
-        scheme = vectors.choose_scheme(src_dt, dst_dt, target.attrs.distance_metric, sample)
-    except vectors.VectorError as exc:
+        scheme = choose_scheme(src_dt, dst_dt, target.attrs.distance_metric, sample)
+    except VectorError as exc:
         return Classification.blocked(f"{label}: {exc}")
-    lossy = vectors.is_lossy(scheme)
+    lossy = is_lossy(scheme)
     details: dict[str, object] = {"scheme": scheme.to_dict()}
     warnings = []
     if len(sample):
         try:
-            err = vectors.measure_error(sample, scheme)
-        except vectors.VectorError as exc:
+            err = measure_error(sample, scheme)
+        except VectorError as exc:
             return Classification.blocked(f"{label}: {exc}")
         details["error_on_sample"] = err.to_dict()
         if lossy:
@@ -98,7 +108,7 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
                 f"{err.min_cosine_similarity:.6f}); originals are kept in the backup for rollback")
     elif lossy:
         warnings.append(f"{label} is lossy; no sampled vectors to measure the error on")
-    width_note = f"{vectors.WIDTH[src_dt] * dims} -> {vectors.WIDTH[dst_dt] * dims} bytes"
+    width_note = f"{DATATYPE_WIDTH[src_dt] * dims} -> {DATATYPE_WIDTH[dst_dt] * dims} bytes"
     return Classification(
         summary=f"quantize {label} ({scheme.kind}; {width_note} per vector)",
         lossy=lossy,
@@ -115,12 +125,10 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
 
 @hookimpl
 def transform_documents(operation: DocumentOperation, documents: Sequence[Document],
-                        context: ApplyContext) -> list[DocumentUpdate] | None:
-    if operation.plugin != NAME:
-        return None
+                        context: ApplyContext) -> list[DocumentUpdate]:
     p = operation.params
     path, dims = p["path"], int(p["dims"])
-    scheme = vectors.QuantizationScheme.from_dict(p["scheme"])
+    scheme = QuantizationScheme.from_dict(p["scheme"])
     updates: list[DocumentUpdate] = [NO_CHANGE] * len(documents)
     if scheme.source_datatype == scheme.target_datatype:
         return updates
@@ -132,18 +140,18 @@ def transform_documents(operation: DocumentOperation, documents: Sequence[Docume
             if isinstance(v, list) and len(v) == dims:
                 picked.append(i)
                 values.append(v)
-        converted: Sequence[object] = vectors.convert_values_batch(values, dims, scheme) \
+        converted: Sequence[object] = convert_values_batch(values, dims, scheme) \
             if values else []
     else:
-        size = dims * vectors.WIDTH[scheme.source_datatype]
+        size = dims * DATATYPE_WIDTH[scheme.source_datatype]
         raws = [d.get(path) for d in documents]
         # A vector of the wrong length never indexed (an indexing failure): leave it.
         if all(type(v) is bytes and len(v) == size for v in raws):
-            converted = vectors.convert_bytes_batch(raws, dims, scheme) if raws else []
+            converted = convert_bytes_batch(raws, dims, scheme) if raws else []
             return [DocumentUpdate(set={path: new}) for new in converted]
         picked = [i for i, v in enumerate(raws) if isinstance(v, bytes) and len(v) == size]
         raws = [raws[i] for i in picked]
-        converted = vectors.convert_bytes_batch(raws, dims, scheme) if raws else []
+        converted = convert_bytes_batch(raws, dims, scheme) if raws else []
     for i, new in zip(picked, converted, strict=True):
         updates[i] = DocumentUpdate(set={path: new})
     return updates
@@ -152,8 +160,6 @@ def transform_documents(operation: DocumentOperation, documents: Sequence[Docume
 @hookimpl
 def validate(plan: object, context: ApplyContext) -> list[CheckResult] | None:
     """Sampled documents hold vectors of the target datatype's size."""
-    from rvlm.core.migrate.planner import read_documents
-
     checks: list[CheckResult] = []
     client = context.client
     if client is None:
@@ -162,9 +168,9 @@ def validate(plan: object, context: ApplyContext) -> list[CheckResult] | None:
         if op.plugin != NAME:
             continue
         p = op.params
-        scheme = vectors.QuantizationScheme.from_dict(p["scheme"])
+        scheme = QuantizationScheme.from_dict(p["scheme"])
         keys = context.plan.key_sample_after()
-        docs = read_documents(client, p["storage_type"], keys, [p["path"]])
+        docs = context.read_documents(keys, [p["path"]], storage_type=p["storage_type"])
         bad = []
         for d in docs:
             v = d.get(p["path"])
@@ -173,7 +179,7 @@ def validate(plan: object, context: ApplyContext) -> list[CheckResult] | None:
             if p["storage_type"] == "json":
                 ok = isinstance(v, list) and len(v) == p["dims"]
             else:
-                ok = isinstance(v, bytes) and len(v) == p["dims"] * vectors.WIDTH[
+                ok = isinstance(v, bytes) and len(v) == p["dims"] * DATATYPE_WIDTH[
                     scheme.target_datatype]
             if not ok:
                 bad.append(d.key.decode(errors="replace"))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
-from rvlm.core.plugins.context import PlanContext
-from rvlm.hookspecs import hookimpl
+from rvlm.plugin import Change, ChangeType, Classification, PlanContext, hookimpl
 
 NAME = "remove_field"
 
@@ -15,9 +13,7 @@ def rvlm_change_types() -> list[ChangeType]:
 
 
 @hookimpl
-def classify_change(change: Change, context: PlanContext) -> Classification | None:
-    if change.type != NAME:
-        return None
+def classify_change(change: Change, context: PlanContext) -> Classification:
     return Classification(
         summary=f"remove field {change.field!r} from the index (documents keep the value)",
         warnings=(f"queries that use @{change.field} stop matching after the migration",),

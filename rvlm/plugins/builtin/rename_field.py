@@ -13,16 +13,19 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
-from rvlm.core.plugins.context import ApplyContext, PlanContext
-from rvlm.core.plugins.documents import (
+from rvlm.plugin import (
     MISSING,
     NO_CHANGE,
+    ApplyContext,
+    Change,
+    ChangeType,
+    Classification,
     Document,
     DocumentOperation,
     DocumentUpdate,
+    PlanContext,
+    hookimpl,
 )
-from rvlm.hookspecs import hookimpl
 
 NAME = "rename_field"
 SIMPLE_PATH = re.compile(r"^\$(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -34,9 +37,7 @@ def rvlm_change_types() -> list[ChangeType]:
 
 
 @hookimpl
-def classify_change(change: Change, context: PlanContext) -> Classification | None:
-    if change.type != NAME:
-        return None
+def classify_change(change: Change, context: PlanContext) -> Classification:
     old_id = change.details["old_identifier"]
     new_id = change.details["new_identifier"]
     label = f"{change.field!r} -> {change.new_field!r}"
@@ -66,9 +67,7 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
 
 @hookimpl
 def transform_documents(operation: DocumentOperation, documents: Sequence[Document],
-                        context: ApplyContext) -> list[DocumentUpdate] | None:
-    if operation.plugin != NAME:
-        return None
+                        context: ApplyContext) -> list[DocumentUpdate]:
     old, new = operation.params["old"], operation.params["new"]
     out = []
     for doc in documents:

@@ -6,9 +6,7 @@ and silently creates nothing); the executor checks again before the drop.
 
 from __future__ import annotations
 
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
-from rvlm.core.plugins.context import PlanContext
-from rvlm.hookspecs import hookimpl
+from rvlm.plugin import Change, ChangeType, Classification, PlanContext, hookimpl
 
 NAME = "rename_index"
 
@@ -19,9 +17,7 @@ def rvlm_change_types() -> list[ChangeType]:
 
 
 @hookimpl
-def classify_change(change: Change, context: PlanContext) -> Classification | None:
-    if change.type != NAME:
-        return None
+def classify_change(change: Change, context: PlanContext) -> Classification:
     before, after = change.details["before"], change.details["after"]
     if after in context.index_names:
         return Classification.blocked(

@@ -6,9 +6,7 @@ would need every value rewritten or moved, and is blocked with what to do instea
 
 from __future__ import annotations
 
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
-from rvlm.core.plugins.context import PlanContext
-from rvlm.hookspecs import hookimpl
+from rvlm.plugin import Change, ChangeType, Classification, PlanContext, hookimpl
 
 NAME = "update_field"
 
@@ -19,9 +17,7 @@ def rvlm_change_types() -> list[ChangeType]:
 
 
 @hookimpl
-def classify_change(change: Change, context: PlanContext) -> Classification | None:
-    if change.type != NAME:
-        return None
+def classify_change(change: Change, context: PlanContext) -> Classification:
     d = change.details
     if "type" in d:
         return Classification.blocked(

@@ -7,9 +7,7 @@ change is blocked because the separator is part of every existing key.
 
 from __future__ import annotations
 
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
-from rvlm.core.plugins.context import PlanContext
-from rvlm.hookspecs import hookimpl
+from rvlm.plugin import Change, ChangeType, Classification, PlanContext, hookimpl
 
 NAME = "update_index"
 
@@ -20,9 +18,7 @@ def rvlm_change_types() -> list[ChangeType]:
 
 
 @hookimpl
-def classify_change(change: Change, context: PlanContext) -> Classification | None:
-    if change.type != NAME:
-        return None
+def classify_change(change: Change, context: PlanContext) -> Classification:
     options = change.details["options"]
     reasons = []
     if "storage_type" in options:

@@ -6,10 +6,7 @@ stored vectors have the old dimension, and only new embeddings can fix that.
 
 from __future__ import annotations
 
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
-from rvlm.core.plugins.context import PlanContext
-from rvlm.core.schema.model import VectorAttrs
-from rvlm.hookspecs import hookimpl
+from rvlm.plugin import Change, ChangeType, Classification, PlanContext, VectorAttrs, hookimpl
 
 NAME = "vector_index"
 
@@ -25,9 +22,7 @@ def _show(value: object) -> str:
 
 
 @hookimpl
-def classify_change(change: Change, context: PlanContext) -> Classification | None:
-    if change.type != NAME:
-        return None
+def classify_change(change: Change, context: PlanContext) -> Classification:
     attrs = change.details["attrs"]
     field = context.target.field(change.new_field or "")
     assert field is not None and isinstance(field.attrs, VectorAttrs)

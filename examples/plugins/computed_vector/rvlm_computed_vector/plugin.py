@@ -23,20 +23,29 @@ from typing import Any
 import attrs
 import numpy as np
 
-from rvlm import RvlmError, hookimpl
-from rvlm.core import vectors
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
-from rvlm.core.plugins.checks import CheckResult
-from rvlm.core.plugins.context import ApplyContext, PlanContext
-from rvlm.core.plugins.documents import (
+from rvlm.plugin import (
     MISSING,
     NO_CHANGE,
+    ApplyContext,
+    Change,
+    ChangeType,
+    CheckResult,
+    Classification,
     Document,
     DocumentOperation,
     DocumentUpdate,
+    Field,
+    IndexSchema,
+    Plan,
+    PlanContext,
+    RvlmError,
+    VectorAttrs,
+    decode_batch,
+    encode_batch,
+    hookimpl,
+    to_list,
+    to_map,
 )
-from rvlm.core.redis.resp import to_list, to_map
-from rvlm.core.schema.model import Field, IndexSchema, VectorAttrs
 
 #: The plugin's name: entry point name, change type, patch section, operations' ``plugin``.
 NAME = "computed_vector"
@@ -170,11 +179,8 @@ def rvlm_change_types() -> list[ChangeType]:
 
 
 @hookimpl
-def merge_patch_section(section: str, value: Any, target: IndexSchema,
-                        context: PlanContext) -> IndexSchema | None:
+def merge_patch_section(value: Any, target: IndexSchema) -> IndexSchema:
     """The target gains one vector field per spec (dims from the embedder if not given)."""
-    if section != NAME:
-        return None
     where = f"changes.{NAME}"
     fields = list(target.fields)
     for spec in parse_specs(value, where):
@@ -206,11 +212,9 @@ def _probe(spec: str) -> list[float]:
 
 
 @hookimpl
-def classify_change(change: Change, context: PlanContext) -> Classification | None:
+def classify_change(change: Change, context: PlanContext) -> Classification:
     """Supported when the embedder loads, gives finite vectors of the right shape on sampled
     texts, the datatype is indexable and no document holds the new field yet."""
-    if change.type != NAME:
-        return None
     target = context.target
     storage = target.storage_type
     operations = []
@@ -259,7 +263,7 @@ def classify_change(change: Change, context: PlanContext) -> Classification | No
 
 
 @hookimpl
-def pre_drop(plan: Any, context: ApplyContext) -> list[str] | None:
+def pre_drop(plan: Plan) -> list[str] | None:
     """The embedder loads and still gives the probe vector recorded in the plan."""
     problems = []
     for op in plan.operations:
@@ -282,19 +286,17 @@ def pre_drop(plan: Any, context: ApplyContext) -> list[str] | None:
 def encode(values: np.ndarray, datatype: str, storage_type: str) -> list[Any]:
     """Vectors as the executor writes them: bytes (hash) or lists of numbers (JSON), both
     rounded to ``datatype`` so the JSON value is exactly what the index holds."""
-    raws = vectors.encode_batch(values, datatype)
+    raws = encode_batch(values, datatype)
     if storage_type != "json":
         return raws
     dims = values.shape[1]
-    return vectors.decode_batch(raws, datatype, dims).tolist() if raws else []
+    return decode_batch(raws, datatype, dims).tolist() if raws else []
 
 
 @hookimpl
-def transform_documents(operation: DocumentOperation, documents: Sequence[Document],
-                        context: ApplyContext) -> list[DocumentUpdate] | None:
+def transform_documents(operation: DocumentOperation,
+                        documents: Sequence[Document]) -> list[DocumentUpdate]:
     """One embedder call per batch; documents without the source field are left alone."""
-    if operation.plugin != NAME:
-        return None
     p = operation.params
     texts = _texts([d.get(p["source"]) for d in documents])
     picked = [(i, t) for i, t in enumerate(texts) if t is not None]
@@ -320,21 +322,10 @@ def search_keys(reply: Any) -> list[bytes]:
     return out
 
 
-def _map_key(plan: Any, key: bytes) -> bytes:
-    for op in plan.operations:
-        if op.rename_prefix is not None:
-            old, new = op.rename_prefix[0].encode(), op.rename_prefix[1].encode()
-            if key.startswith(old):
-                key = new + key[len(old):]
-    return key
-
-
 @hookimpl
-def validate(plan: Any, context: ApplyContext) -> list[CheckResult] | None:
+def validate(plan: Plan, context: ApplyContext) -> list[CheckResult] | None:
     """For a few sampled documents, a KNN query with the embedding of their own text finds
     them among the ten nearest: the new field is filled, indexed and searchable."""
-    from rvlm.core.migrate.planner import read_documents
-
     client = context.client
     if client is None:
         return None
@@ -343,13 +334,13 @@ def validate(plan: Any, context: ApplyContext) -> list[CheckResult] | None:
         if op.plugin != NAME:
             continue
         p = op.params
-        keys = [_map_key(plan, k.encode()) for k in plan.key_sample[:5]]
-        docs = read_documents(client, p["storage_type"], keys, [p["source"]])
+        keys = plan.key_sample_after()[:5]
+        docs = context.read_documents(keys, [p["source"]])
         found, missed = 0, []
         for doc, text in zip(docs, _texts([d.get(p["source"]) for d in docs]), strict=True):
             if text is None:
                 continue
-            blob = vectors.encode_batch(embed(p["embedder"], [text]), p["datatype"])[0]
+            blob = encode_batch(embed(p["embedder"], [text]), p["datatype"])[0]
             reply = client.execute_command(
                 "FT.SEARCH", plan.target_index, f"*=>[KNN 10 @{p['field']} $q]", "PARAMS", "2",
                 "q", blob, "NOCONTENT", "LIMIT", "0", "10", "DIALECT", "2")

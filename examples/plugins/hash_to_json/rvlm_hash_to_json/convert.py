@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from rvlm.core import vectors
+from rvlm.plugin import DATATYPE_WIDTH, decode_batch
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEGMENT = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[("(?:[^"\\]|\\.)*")\]')
@@ -230,7 +230,7 @@ def convert_batch(
         if rule.type != "vector":
             continue
         assert rule.datatype is not None and rule.dims is not None
-        size = rule.dims * vectors.WIDTH[rule.datatype]
+        size = rule.dims * DATATYPE_WIDTH[rule.datatype]
         picked: list[int] = []
         raws: list[bytes] = []
         for i, doc in enumerate(documents):
@@ -246,7 +246,7 @@ def convert_batch(
             picked.append(i)
             raws.append(bytes(raw))
         if raws:
-            matrix = vectors.decode_batch(raws, rule.datatype, rule.dims)
+            matrix = decode_batch(raws, rule.datatype, rule.dims)
             as_int = rule.datatype in ("int8", "uint8")
             rows = matrix.astype(np.int64).tolist() if as_int else matrix.tolist()
             for i, row in zip(picked, rows, strict=True):

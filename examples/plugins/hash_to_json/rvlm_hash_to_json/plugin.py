@@ -18,12 +18,24 @@ from typing import Any
 
 import attrs
 
-from rvlm import RvlmError, hookimpl
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
-from rvlm.core.plugins.checks import CheckResult
-from rvlm.core.plugins.context import ApplyContext, PlanContext
-from rvlm.core.plugins.documents import Document, DocumentOperation, DocumentUpdate
-from rvlm.core.schema.model import Field, IndexSchema, TagAttrs, VectorAttrs
+from rvlm.plugin import (
+    ApplyContext,
+    Change,
+    ChangeType,
+    CheckResult,
+    Classification,
+    Document,
+    DocumentOperation,
+    DocumentUpdate,
+    Field,
+    IndexSchema,
+    Plan,
+    PlanContext,
+    RvlmError,
+    TagAttrs,
+    VectorAttrs,
+    hookimpl,
+)
 from rvlm_hash_to_json.convert import (
     ConversionError,
     FieldRule,
@@ -80,12 +92,9 @@ def _json_field(field: Field, options: Options) -> Field:
 
 
 @hookimpl
-def merge_patch_section(section: str, value: Any, target: IndexSchema,
-                        context: PlanContext) -> IndexSchema | None:
+def merge_patch_section(value: Any, target: IndexSchema, context: PlanContext) -> IndexSchema:
     """The target schema as a JSON index: every field at ``$.<hash field>`` (or its
     ``paths`` entry), tag separators explicit, the new prefix if one is given."""
-    if section != NAME:
-        return None
     where = f"changes.{NAME}"
     try:
         options = Options.parse(value, where)
@@ -133,11 +142,9 @@ def _examples(errors: Sequence[ConversionError], total: int | None = None) -> st
 
 
 @hookimpl
-def classify_change(change: Change, context: PlanContext) -> Classification | None:
+def classify_change(change: Change, context: PlanContext) -> Classification:
     """Supported when the server has JSON, the index options fit JSON, sampled documents
     convert cleanly and new keys are free; one whole-document operation."""
-    if change.type != NAME:
-        return None
     options = Options.parse(change.details.get("value"))
     source, target = context.source, context.target
     if not context.capabilities.json:
@@ -245,12 +252,10 @@ def convert_documents(operation: DocumentOperation, documents: Sequence[Document
 
 
 @hookimpl
-def transform_documents(operation: DocumentOperation, documents: Sequence[Document],
-                        context: ApplyContext) -> list[DocumentUpdate] | None:
+def transform_documents(operation: DocumentOperation,
+                        documents: Sequence[Document]) -> list[DocumentUpdate]:
     """One ``DocumentUpdate(replace=<JSON document>)`` per document. No ``new_key``: when the
     prefix changes, the executor derives each new key from the operation's ``rename_prefix``."""
-    if operation.plugin != NAME:
-        return None
     return [DocumentUpdate(replace=doc)
             for doc, _new_key in convert_documents(operation, documents)]
 
@@ -297,7 +302,7 @@ def check_all(client: Any, prefixes: Sequence[str], rules: Sequence[FieldRule],
 
 
 @hookimpl
-def pre_drop(plan: Any, context: ApplyContext) -> list[str] | None:
+def pre_drop(plan: Plan, context: ApplyContext) -> list[str] | None:
     """Read every document (nothing is written) and refuse the migration if any cannot be
     converted, so a bad value is found before the index is dropped, not half-way."""
     ops = [o for o in plan.operations if o.plugin == NAME]
@@ -312,7 +317,7 @@ def pre_drop(plan: Any, context: ApplyContext) -> list[str] | None:
 
 
 @hookimpl
-def validate(plan: Any, context: ApplyContext) -> list[CheckResult] | None:
+def validate(plan: Plan, context: ApplyContext) -> list[CheckResult] | None:
     """The plan's sampled keys are JSON documents now, with every vector as an array."""
     ops = [o for o in plan.operations if o.plugin == NAME]
     if not ops or context.client is None:

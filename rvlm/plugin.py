@@ -1,0 +1,99 @@
+"""Everything a plugin needs, from one module: ``from rvlm.plugin import ...``.
+
+rvlm has three public faces, and everything else is internal:
+
+* :mod:`rvlm.plugin` (this module): what plugin authors import: the ``hookimpl`` marker, the
+  change and document types hooks take and return, the plan and apply contexts, the schema
+  model, errors, and the helpers the built-in changes themselves use (vector codecs and
+  quantization, RESP2/RESP3 reply helpers);
+* :mod:`rvlm` itself: the Python API (``MigrationPlanner``, ``MigrationExecutor``, ``Plan``,
+  ``rollback``, ``validate``, ...);
+* :mod:`rvlm.testing`: the pytest fixtures (``redis_url``, ``redis_client``, ``rvlm_plugin``).
+
+``rvlm.core`` is internal, like ``_pytest`` behind ``pytest``: its modules may move or change
+between releases without notice. The names below stay; what they are defined in does not
+matter to a plugin. The built-in changes (``rvlm.plugins.builtin``) and both example plugins
+import only this module, which is how we know it is enough.
+
+The hooks themselves are documented in :mod:`rvlm.hookspecs` (and ``docs/hooks.md``).
+"""
+
+from __future__ import annotations
+
+from rvlm.core.errors import PluginError, RvlmError
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.checks import CheckResult
+from rvlm.core.plugins.context import ApplyContext, PlanContext
+from rvlm.core.plugins.documents import (
+    MISSING,
+    NO_CHANGE,
+    Document,
+    DocumentOperation,
+    DocumentUpdate,
+)
+from rvlm.core.redis.resp import to_list, to_map, to_str
+from rvlm.core.schema.model import (
+    DATATYPE_WIDTH,
+    Field,
+    GeoAttrs,
+    GeoshapeAttrs,
+    IndexDefinition,
+    IndexSchema,
+    NumericAttrs,
+    TagAttrs,
+    TextAttrs,
+    VectorAttrs,
+)
+from rvlm.core.vectors import (
+    QuantizationScheme,
+    VectorError,
+    choose_scheme,
+    convert_bytes_batch,
+    convert_values_batch,
+    decode_batch,
+    encode_batch,
+    is_lossy,
+    measure_error,
+)
+from rvlm.hookspecs import hookimpl
+
+__all__ = [
+    "DATATYPE_WIDTH",
+    "MISSING",
+    "NO_CHANGE",
+    "ApplyContext",
+    "Change",
+    "ChangeType",
+    "CheckResult",
+    "Classification",
+    "Document",
+    "DocumentOperation",
+    "DocumentUpdate",
+    "Field",
+    "GeoAttrs",
+    "GeoshapeAttrs",
+    "IndexDefinition",
+    "IndexSchema",
+    "NumericAttrs",
+    "Plan",
+    "PlanContext",
+    "PluginError",
+    "QuantizationScheme",
+    "RvlmError",
+    "TagAttrs",
+    "TextAttrs",
+    "VectorAttrs",
+    "VectorError",
+    "choose_scheme",
+    "convert_bytes_batch",
+    "convert_values_batch",
+    "decode_batch",
+    "encode_batch",
+    "hookimpl",
+    "is_lossy",
+    "measure_error",
+    "to_list",
+    "to_map",
+    "to_str",
+]

@@ -1,4 +1,5 @@
-"""What a Redis Cluster looks like from one node: ``CLUSTER NODES`` parsed, slot migrations found.
+"""What a Redis Cluster looks like: ``CLUSTER NODES`` parsed, slot migrations found, hash tags,
+and the search layout (with or without a coordinator).
 
 ``CLUSTER NODES`` is one text reply (a bulk string under RESP2 and RESP3, bytes or str), one
 line per node::
@@ -13,15 +14,29 @@ to see every migration in progress.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
+from redis.crc import key_slot
 
+from rvlm.core.redis import routing, wire
 from rvlm.core.redis.resp import to_str
 
 #: Number of hash slots in a Redis Cluster.
 SLOTS = 16384
+
+#: The search layouts: one server; a cluster whose search coordinator answers for every shard
+#: under one index name (Redis Enterprise, Redis Cloud, Redis 8 with its query engine's
+#: coordinator); a cluster without one (an index lives on the node owning its name's slot
+#: and covers that node's keys only).
+STANDALONE = "standalone"
+COORDINATED = "coordinated"
+UNCOORDINATED = "uncoordinated"
+LAYOUTS = (STANDALONE, COORDINATED, UNCOORDINATED)
+#: Overrides the detected layout (``coordinated`` or ``uncoordinated``; contract tests).
+LAYOUT_ENV = "RVLM_SEARCH_LAYOUT"
 
 
 @attrs.frozen
@@ -147,13 +162,78 @@ def migrations(views: Iterable[Sequence[ClusterNode]]) -> list[SlotMigration]:
     return [found[s] for s in sorted(found)]
 
 
+def _b(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+
+
+def hash_tag(key: str | bytes) -> bytes | None:
+    """The part of ``key`` Redis hashes when it has a hash tag (the bytes between the first
+    ``{`` and the next ``}``, when not empty); None when the whole key is hashed."""
+    k = _b(key)
+    start = k.find(b"{")
+    if start < 0:
+        return None
+    end = k.find(b"}", start + 1)
+    if end <= start + 1:
+        return None
+    return k[start + 1:end]
+
+
+def slot_of(key: str | bytes) -> int:
+    """The hash slot of ``key`` (hash tags honoured)."""
+    return int(key_slot(_b(key)))
+
+
+def prefix_slot(prefix: str | bytes) -> int | None:
+    """The one slot every key starting with ``prefix`` hashes to, or None when keys under it
+    can land in any slot (no complete hash tag inside the prefix itself)."""
+    return None if hash_tag(prefix) is None else slot_of(prefix)
+
+
+def detect_layout(client: Any, cluster: bool) -> str:
+    """The search layout of the server behind ``client`` (see :data:`LAYOUTS`).
+
+    A cluster is coordinated when its search module has the coordinator's internal commands
+    (``_FT.SEARCH``) or ``FT.CLUSTERINFO``. ``RVLM_SEARCH_LAYOUT`` overrides a cluster's
+    answer (contract tests of the coordinated layout on a cluster without one)."""
+    if not cluster:
+        return STANDALONE
+    forced = os.environ.get(LAYOUT_ENV, "").strip().lower()
+    if forced in (COORDINATED, UNCOORDINATED):
+        return forced
+    _name, node = routing.primaries(client)[0]
+    reply = wire.execute(node, [(b"COMMAND", b"INFO", b"_FT.SEARCH", b"FT.CLUSTERINFO")])[0]
+    if isinstance(reply, Exception):
+        return UNCOORDINATED
+    known = [entry for entry in (reply or []) if entry]
+    return COORDINATED if known else UNCOORDINATED
+
+
+def cluster_migrations(client: Any) -> list[SlotMigration]:
+    """Every slot migration in progress, asking every primary of ``client`` (a
+    ``RedisCluster``); [] for a plain client."""
+    if not routing.is_cluster(client):
+        return []
+    return migrations(cluster_nodes(node) for _name, node in routing.primaries(client))
+
+
 __all__ = [
+    "COORDINATED",
+    "LAYOUTS",
+    "LAYOUT_ENV",
     "SLOTS",
+    "STANDALONE",
+    "UNCOORDINATED",
     "ClusterNode",
     "SlotMigration",
+    "cluster_migrations",
     "cluster_nodes",
+    "detect_layout",
+    "hash_tag",
     "migrations",
     "myself",
     "parse_cluster_nodes",
     "parse_node_line",
+    "prefix_slot",
+    "slot_of",
 ]

@@ -1,0 +1,132 @@
+"""The keys change capture saw change and that are not carried over yet: deduplicated, oldest
+first, with memory bounded.
+
+Capture only needs to know *which* keys changed, not how: whoever takes a key re-reads it and
+copies its current state (or deletes its copy), so many events on one key are one entry, and
+the entry keeps the time of its oldest event (the lag of that key is measured from it).
+
+Up to ``max_keys`` entries are held in memory (a dict in arrival order). Beyond that, new
+entries go to a spill file in ``directory`` (4-byte length, key, 8-byte time per record), and
+keep going there until the spill is drained, so entries come out in arrival order: memory
+first, then the spill. Spilled entries are not deduplicated (that would need memory); a key
+spilled twice is copied twice, which is harmless. Thread-safe: capture threads ``add``, the
+copy loop ``take``\\ s.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+_TIME = struct.Struct("<d")
+_LEN = struct.Struct("<I")
+
+
+class PendingKeys:
+    """See the module docstring. ``len()`` is the backlog (memory + spill)."""
+
+    def __init__(self, directory: str | Path, max_keys: int = 100_000) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self.directory = Path(directory)
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._memory: dict[bytes, float] = {}
+        self._spill_path = self.directory / f".pending-{uuid.uuid4().hex}.spill"
+        self._spill: BinaryIO | None = None  # the open file while anything is spilled
+        self._spilled = 0  # records in the spill not taken yet
+        self._read_at = 0
+        #: every ``add`` call (events received)
+        self.received = 0
+        #: records ever written to the spill file
+        self.spilled_total = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._memory) + self._spilled
+
+    def add(self, key: bytes, at: float) -> None:
+        """Record that ``key`` changed at ``at`` (seconds, any monotonic clock)."""
+        with self._lock:
+            self.received += 1
+            if key in self._memory:
+                return  # the older time stays
+            if self._spilled == 0 and len(self._memory) < self.max_keys:
+                self._memory[key] = at
+                return
+            f = self._spill_file()
+            f.seek(0, os.SEEK_END)
+            f.write(_LEN.pack(len(key)) + key + _TIME.pack(at))
+            self._spilled += 1
+            self.spilled_total += 1
+
+    def _spill_file(self) -> BinaryIO:
+        if self._spill is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._spill = open(self._spill_path, "w+b")  # noqa: SIM115
+            self._read_at = 0
+        return self._spill
+
+    def take(self, limit: int) -> list[tuple[bytes, float]]:
+        """Up to ``limit`` entries, oldest first, removed from the backlog."""
+        out: list[tuple[bytes, float]] = []
+        with self._lock:
+            mem = self._memory
+            while mem and len(out) < limit:
+                key = next(iter(mem))
+                out.append((key, mem.pop(key)))
+            if len(out) < limit and self._spilled:
+                f = self._spill_file()
+                f.seek(self._read_at)
+                while self._spilled and len(out) < limit:
+                    (n,) = _LEN.unpack(f.read(_LEN.size))
+                    key = f.read(n)
+                    (at,) = _TIME.unpack(f.read(_TIME.size))
+                    out.append((key, at))
+                    self._spilled -= 1
+                self._read_at = f.tell()
+                if not self._spilled:  # drained: start the file over
+                    f.seek(0)
+                    f.truncate()
+                    self._read_at = 0
+        return out
+
+    def covered(self, keys: Iterable[bytes], before: float) -> int:
+        """Forget the entries of ``keys`` whose oldest event came before ``before``: a read of
+        those keys that started at ``before`` already saw those changes (a write's
+        notification is published after the write). Returns how many were forgotten. Only
+        in-memory entries are checked; a spilled one is copied again later (harmless)."""
+        n = 0
+        with self._lock:
+            mem = self._memory
+            for k in keys:
+                at = mem.get(k)
+                if at is not None and at < before:
+                    del mem[k]
+                    n += 1
+        return n
+
+    def discard(self, keys: Iterable[bytes]) -> None:
+        """Forget ``keys`` (in memory) whatever their time."""
+        with self._lock:
+            for k in keys:
+                self._memory.pop(k, None)
+
+    def oldest(self) -> float | None:
+        """The time of the oldest entry in memory (None when memory is empty)."""
+        with self._lock:
+            return next(iter(self._memory.values()), None)
+
+    def close(self) -> None:
+        """Drop the spill file (entries still in it are lost: call at the end of a run)."""
+        with self._lock:
+            if self._spill is not None:
+                self._spill.close()
+                self._spill = None
+            self._spill_path.unlink(missing_ok=True)
+            self._spilled = 0

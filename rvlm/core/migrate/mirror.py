@@ -1,0 +1,116 @@
+"""What the target key of a source document must hold: the plan's operations, applied to a copy.
+
+Online mode copies each source document to its target key through exactly the transform a
+``drop_recreate`` apply would run in place (the executor's ``transform_batch``: every
+operation in plan order, plugins' writes checked against what they declared), then turns the
+merged update into the whole target document:
+
+* a hash: every source field, the operations' sets and deletes applied;
+* a JSON document: the root, edited (:func:`~rvlm.core.redis.copyio.apply_json`);
+* a whole replacement (``converts_to``): the plugin's new document, of the target's type.
+
+The target key is where the plan's prefix change (or a plugin's ``new_key``) sends the
+document; online mode needs it to differ from the source key. The expiry is the source's.
+A source key that is not a document (gone, another type) means its target key is deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rvlm.core.errors import MigrationFailed
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.plugins.context import ApplyContext
+from rvlm.core.plugins.documents import MISSING
+from rvlm.core.plugins.host import PluginHost
+from rvlm.core.redis.copyio import (
+    Sources,
+    TargetDoc,
+    apply_json,
+    encode_field,
+    read_sources,
+)
+from rvlm.core.redis.docio import JSON_ROOT, KeyWrite, ReadDoc
+from rvlm.core.redis.resp import to_str
+
+#: ``transform(host, plan, ctx, docs) -> (writes, backup records)``: the executor's
+#: ``transform_batch``.
+Transform = Callable[[PluginHost, Plan, ApplyContext, Sequence[ReadDoc]], tuple[list[KeyWrite],
+                                                                              list[Any]]]
+_ROOT = JSON_ROOT.decode()
+
+
+def _name(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+
+
+class Mirror:
+    """Reads source documents and says what their target keys must hold (see the module
+    docstring)."""
+
+    def __init__(self, plan: Plan, host: PluginHost, ctx: ApplyContext,
+                 transform: Transform) -> None:
+        self.plan = plan
+        self.host = host
+        self.ctx = ctx
+        self.transform = transform
+        self.source_storage = plan.source_schema.storage_type
+        self.target_storage = plan.target_schema.storage_type
+        #: JSON paths the operations read or write (hashes are read whole)
+        self.paths = list(dict.fromkeys(n for op in plan.operations
+                                        for n in (*op.reads, *op.writes)))
+
+    def read(self, client: Any, keys: Sequence[bytes], now_ms: int) -> Sources:
+        """Read ``keys`` of the source whole (:func:`~rvlm.core.redis.copyio.read_sources`)."""
+        return read_sources(client, self.source_storage, keys, self.paths, now_ms=now_ms)
+
+    def target_key(self, key: bytes) -> bytes:
+        return self.plan.map_key(key)
+
+    def targets(self, sources: Sources) -> tuple[list[TargetDoc], list[bytes]]:
+        """The target documents of ``sources.docs`` and the target keys to delete (of
+        ``sources.absent``, and of documents the operations emptied)."""
+        deletes = [self.target_key(k) for k in sources.absent]
+        if not sources.docs:
+            return [], deletes
+        writes, _records = self.transform(self.host, self.plan, self.ctx, sources.docs)
+        by_key: dict[bytes, KeyWrite] = {w.key: w for w in writes}
+        out: list[TargetDoc] = []
+        for d in sources.docs:
+            w = by_key.get(d.key)
+            key = w.new_key if w is not None and w.new_key is not None else self.target_key(d.key)
+            if key == d.key:
+                raise MigrationFailed(
+                    f"the plan leaves {to_str(d.key)!r} at its key: online mode copies every "
+                    "document to a new key under the target prefix")
+            at = sources.expire_at.get(d.key, -1)
+            if w is not None and w.replace is not MISSING:
+                out.append(self._replaced(key, w, at))
+                continue
+            if self.source_storage == "json":
+                doc, edits = apply_json(d.values[_ROOT], w.set if w else {},
+                                        w.delete if w else (), d.key)
+                out.append(TargetDoc(key=key, storage="json", document=doc, edits=edits,
+                                     expire_at=at))
+                continue
+            fields = {_name(n): v for n, v in d.values.items() if v is not MISSING}
+            if w is not None:
+                for n in w.delete:
+                    fields.pop(_name(n), None)
+                for n, v in w.set.items():
+                    fields[_name(n)] = encode_field(n, v, d.key)
+            if fields:
+                out.append(TargetDoc(key=key, storage="hash", fields=fields, expire_at=at))
+            else:
+                deletes.append(key)
+        return out, deletes
+
+    def _replaced(self, key: bytes, w: KeyWrite, at: int) -> TargetDoc:
+        if w.converts_to == "json":
+            return TargetDoc(key=key, storage="json", document=w.replace, expire_at=at)
+        if not isinstance(w.replace, dict) or not w.replace:
+            raise MigrationFailed(f"the new hash for {to_str(w.key)!r} must be a non-empty "
+                                  f"mapping of field names to values, not {w.replace!r:.60}")
+        fields = {_name(n): encode_field(str(n), v, w.key) for n, v in w.replace.items()}
+        return TargetDoc(key=key, storage="hash", fields=fields, expire_at=at)

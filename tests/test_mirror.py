@@ -167,3 +167,29 @@ def test_server_side_json_edits_are_applied_in_the_transaction(redis_client, pro
     assert json.loads(redis_client.execute_command("JSON.GET", "t:1", "$")) == [
         {"a": {}, "odd key": 3}]
     assert not same(doc, read_targets(redis_client, "json", [b"t:1"])[0])  # always rewritten
+
+
+def test_footprint_measures_copies_and_index_and_refuses_what_maxmemory_cannot_hold(
+        redis_client):
+    from rvlm.core.migrate.footprint import copy_footprint
+
+    make_hash_index(redis_client, n=300, dims=64)
+    plan = plan_for(redis_client, "idx", {
+        "index": {"name": "idx_v2", "prefix": "new:"},
+        "update_fields": [{"name": "v", "attrs": {"datatype": "float16"}}]})
+    sample = [b"doc:%d" % i for i in range(0, 300, 10)]
+    fp = copy_footprint(redis_client, plan, sample)
+    usage = redis_client.memory_usage("doc:0", samples=0)
+    assert fp.sampled == 30 and fp.documents == 300
+    # each copy: the document, 128 bytes lighter (64 dims at 2 bytes instead of 4)
+    assert abs(fp.document_bytes - 300 * (usage - 128)) < 300 * 64
+    assert fp.index_bytes > 0 and fp.fits and fp.problem() is None
+    assert "extra memory until finalize: about" in fp.describe()
+    used = int(redis_client.info("memory")["used_memory"])
+    try:
+        redis_client.config_set("maxmemory", used + fp.extra_bytes // 2)
+        tight = copy_footprint(redis_client, plan, sample)
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    assert not tight.fits
+    assert "the server cannot hold the online copy" in tight.problem()

@@ -1,0 +1,301 @@
+"""The engine of an online migration that rewrites documents: copy, carry changes over, drain.
+
+:class:`OnlineCopy` runs in one thread (one writer: two writes of one target key are never
+reordered) and owns the loop of :mod:`rvlm.core.migrate.blue_green`:
+
+* :meth:`OnlineCopy.copy` goes through a key file batch by batch: read the sources whole,
+  transform (:class:`~rvlm.core.migrate.mirror.Mirror`), write the targets (compared first when
+  ``compare`` is on: a resume writes only what differs), then forget the backlog entries the
+  read already covered, then carry over one batch of the backlog;
+* :meth:`OnlineCopy.forward` carries over one batch of changed keys: logged first
+  (:class:`~rvlm.core.storage.keylog.KeyLog`), then read, transformed and written (or their
+  targets deleted), each one's lag recorded;
+* :meth:`OnlineCopy.drain` waits for a capture barrier, then forwards until the backlog is
+  empty;
+* :meth:`OnlineCopy.sweep` deletes target keys whose source key is gone (a resume);
+* :meth:`OnlineCopy.tick` (called between batches, and while waiting) checks the capture
+  subscriptions, the throttle and critical load, takes commands from another shell, publishes
+  the status and calls ``on_status`` every ``status_every`` seconds.
+
+While throttled nothing is copied or forwarded; capture keeps listening (the backlog grows,
+spilling to disk beyond its memory bound). Critical load and a stop request raise
+:class:`Stopped` (the run stops cleanly; the same command resumes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from rvlm.core.errors import MigrationFailed
+from rvlm.core.migrate.control import ControlChannel, Status, eta_seconds
+from rvlm.core.migrate.lag import LagStats
+from rvlm.core.migrate.mirror import Mirror
+from rvlm.core.migrate.throttle import Throttler, format_thresholds, parse_thresholds
+from rvlm.core.redis import wire
+from rvlm.core.redis.capture import Subscriber
+from rvlm.core.redis.copyio import TargetDoc, read_targets, same, server_time_ms, write_targets
+from rvlm.core.redis.resp import to_int
+from rvlm.core.storage.keyfile import KeyFileReader
+from rvlm.core.storage.keylog import KeyLog
+from rvlm.core.storage.pending import PendingKeys
+
+Fault = Callable[[str, "int | None"], None]
+
+
+class Stopped(MigrationFailed):
+    """The run stopped cleanly on request (critical load, ``rvlm ctl stop``, a signal)."""
+
+    def __init__(self, why: str, message: str) -> None:
+        self.why = why
+        super().__init__(message)
+
+
+def _no_fault(_point: str, _batch: int | None = None) -> None:
+    return None
+
+
+class OnlineCopy:
+    """See the module docstring."""
+
+    def __init__(self, client: redis.Redis, mirror: Mirror, pending: PendingKeys,
+                 subscribers: Sequence[Subscriber], written: KeyLog, *,
+                 throttler: Throttler | None = None, control: ControlChannel | None = None,
+                 batch_size: int = 500, status_every: float = 5.0,
+                 on_status: Callable[[Status], None] | None = None,
+                 should_stop: Callable[[], str | None] | None = None,
+                 fault: Fault = _no_fault) -> None:
+        self.client = client
+        self.mirror = mirror
+        self.pending = pending
+        self.subscribers = list(subscribers)
+        self.written = written
+        self.throttler = throttler
+        self.control = control
+        self.batch_size = batch_size
+        self.status_every = status_every
+        self.on_status = on_status
+        self.should_stop = should_stop
+        self.fault = fault
+        #: write each target in one MULTI/EXEC (on once the target index serves)
+        self.serving = False
+        #: compare with the target before writing (a resume)
+        self.compare = False
+        self.lag = LagStats()
+        self.phase = "copy"
+        self.copied = 0
+        self.total = 0
+        self.applied = 0
+        self.skipped_same = 0
+        self.deleted = 0
+        self.bytes_written = 0
+        #: set by ``rvlm ctl cut-over``: stop waiting for the postpone flag file
+        self.cut_over_now = False
+        #: set by ``rvlm ctl finalize``
+        self.finalize_requested = False
+        #: why another shell asked to stop (``rvlm ctl stop`` / ``finalize``)
+        self.stop_requested: str | None = None
+        #: what postpones the cut-over right now (for the status)
+        self.postponed: str | None = None
+        self.started = time.monotonic()
+        self._copy_started: float | None = None
+        self._last_tick = 0.0
+        self._last_status = 0.0
+        self._throttled: str | None = None
+
+    # -- status and control --------------------------------------------------------------
+    def status(self) -> Status:
+        now = time.monotonic()
+        eta = None
+        if self.phase == "copy" and self._copy_started is not None:
+            eta = eta_seconds(self.copied, self.total, now - self._copy_started)
+        return Status(phase=self.phase, copied=self.copied, total=self.total,
+                      applied=self.applied, backlog=len(self.pending),
+                      lag_ms=self.lag.to_dict(), throttled=self._throttled,
+                      postponed=self.postponed, elapsed=now - self.started, eta=eta)
+
+    def _command(self, command: str) -> str:
+        name, _, value = command.partition("=")
+        t = self.throttler
+        if name == "status":
+            return self.status().line()
+        if name in ("throttle", "unthrottle"):
+            if t is None:
+                return "this apply has no throttle"
+            t.forced = name == "throttle"
+            t.check(now=float("inf"))  # re-evaluate at once
+            return "throttled (commanded by user)" if t.forced else "unthrottled"
+        if name == "cut-over":
+            self.cut_over_now = True
+            return "the cut-over goes ahead as soon as the target is ready"
+        if name == "stop":
+            self.stop_requested = "rvlm ctl stop"
+            return "stopping"
+        if name == "finalize":
+            self.finalize_requested = True
+            self.stop_requested = "rvlm finalize"
+            return "stopping forwarding for finalize"
+        if t is None:
+            return "this apply has no throttle"
+        if name in ("max-load", "critical-load"):
+            if value != "?":
+                parsed = parse_thresholds(value, f"--{name}")
+                if name == "max-load":
+                    t.max_load = parsed
+                else:
+                    t.critical_load = parsed
+            return format_thresholds(t.max_load if name == "max-load" else t.critical_load)
+        if name == "max-lag-millis":
+            if value != "?":
+                t.set_max_lag(float(value) if value else None)
+            return "" if t.max_lag_ms is None else f"{t.max_lag_ms:g}"
+        return f"unknown command {command!r}"  # pragma: no cover - normalised by send()
+
+    def tick(self, force: bool = False) -> None:
+        """Everything done between batches (see the module docstring); cheap when called
+        often (the work runs at most every 0.1 s)."""
+        now = time.monotonic()
+        if not force and now - self._last_tick < 0.1:
+            return
+        self._last_tick = now
+        for sub in self.subscribers:
+            sub.check()
+        if self.control is not None:
+            for cid, command in self.control.commands():
+                try:
+                    answer = self._command(command)
+                except MigrationFailed:
+                    raise
+                except Exception as exc:
+                    answer = f"error: {exc}"
+                self.control.answer(cid, answer)
+        if self.throttler is not None:
+            state = self.throttler.check(now)
+            if state.critical:
+                raise Stopped("critical-load", f"critical-load reached ({state.critical}); "
+                              "stopped cleanly")
+            self._throttled = state.reason
+        why = self.stop_requested or (self.should_stop() if self.should_stop else None)
+        if why and not self.finalize_requested and self.phase in ("copy", "catch-up"):
+            raise Stopped(why, f"stopped by {why}")
+        if self.control is not None:
+            self.control.publish(self.status())
+        if self.on_status is not None and (force or now - self._last_status >= self.status_every):
+            self._last_status = now
+            self.on_status(self.status())
+
+    def wait_while_throttled(self) -> None:
+        """Return once no throttle reason applies (ticking meanwhile)."""
+        self.tick()
+        while self._throttled is not None:
+            time.sleep(0.05)
+            self.tick()
+
+    def stop_reason(self) -> str | None:
+        """Why the run should stop now (another shell, a signal), or None."""
+        return self.stop_requested or (self.should_stop() if self.should_stop else None)
+
+    # -- copy ----------------------------------------------------------------------------
+    def _write(self, docs: list[TargetDoc], deletes: list[bytes]) -> None:
+        if self.compare and docs:
+            have = read_targets(self.client, self.mirror.target_storage, [d.key for d in docs])
+            keep = [d for d, h in zip(docs, have, strict=True) if not same(d, h)]
+            self.skipped_same += len(docs) - len(keep)
+            docs = keep
+        if docs or deletes:
+            self.bytes_written += write_targets(self.client, docs, deletes, atomic=self.serving)
+        self.deleted += len(deletes)
+
+    def copy_keys(self, keys: Sequence[bytes]) -> None:
+        """Copy one batch of source keys (read at a time after which the backlog's older
+        entries for them are covered)."""
+        t_read = time.monotonic()
+        sources = self.mirror.read(self.client, keys, server_time_ms(self.client))
+        docs, deletes = self.mirror.targets(sources)
+        self._write(docs, deletes)
+        self.pending.covered(keys, t_read)
+
+    def copy(self, keyfile: Path, *, fault_point: str = "online_copy") -> None:
+        """Copy every key of ``keyfile``, forwarding one backlog batch after each batch."""
+        self.phase = "copy"
+        with KeyFileReader(keyfile, verify=False) as reader:
+            self.total = reader.count
+            self.copied = 0
+            self._copy_started = time.monotonic()
+            for n, keys in enumerate(reader.iter_batches(self.batch_size)):
+                self.wait_while_throttled()
+                self.copy_keys(keys)
+                self.copied += len(keys)
+                self.fault(fault_point, n)
+                self.tick()
+                self.forward()
+        self.tick(force=True)
+
+    # -- forwarding ----------------------------------------------------------------------
+    def forward(self, limit: int | None = None) -> int:
+        """Carry over up to ``limit`` (default: a batch) changed keys; returns how many."""
+        if self._throttled is not None:
+            return 0
+        taken = self.pending.take(limit or self.batch_size)
+        if not taken:
+            return 0
+        keys = list(dict.fromkeys(k for k, _ in taken))
+        self.written.add(keys)
+        sources = self.mirror.read(self.client, keys, server_time_ms(self.client))
+        docs, deletes = self.mirror.targets(sources)
+        self._write(docs, deletes)
+        now = time.monotonic()
+        for _k, at in taken:
+            self.lag.add((now - at) * 1000.0)
+        self.applied += len(taken)
+        self.fault("online_forward", None)
+        return len(taken)
+
+    def drain(self, *, timeout: float | None = None) -> None:
+        """Forward until the backlog is empty as of a capture barrier (every change published
+        before the call is carried over). Throttling pauses it; ``timeout`` bounds it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for sub in self.subscribers:
+            sub.barrier()
+        while len(self.pending):
+            self.wait_while_throttled()
+            self.forward()
+            self.tick()
+            if deadline is not None and time.monotonic() > deadline:
+                raise MigrationFailed(f"the backlog ({len(self.pending)} keys) did not drain "
+                                      f"within {timeout:.0f}s")
+
+    def follow(self, until: Callable[[], bool], idle: float = 0.01) -> None:
+        """Keep forwarding until ``until()`` is true (checked between steps)."""
+        while not until():
+            self.tick()
+            if not self.forward():
+                time.sleep(idle)
+
+    # -- resume --------------------------------------------------------------------------
+    def sweep(self, source_keys: Iterable[list[bytes]]) -> int:
+        """Delete the target of every source key in ``source_keys`` that is gone (or is no
+        document any more); returns how many targets were deleted."""
+        n = 0
+        for keys in source_keys:
+            self.tick()
+            types = wire.execute(self.client, [(b"TYPE", k) for k in keys])
+            want = b"ReJSON-RL" if self.mirror.source_storage == "json" else b"hash"
+            gone = [k for k, t in zip(keys, types, strict=True)
+                    if not isinstance(t, Exception) and _type_name(t) != want]
+            if gone:
+                targets = [self.mirror.target_key(k) for k in gone]
+                replies = wire.execute(self.client, [(b"DEL", t) for t in targets])
+                n += sum(to_int(r) for r in replies if not isinstance(r, Exception))
+        self.deleted += n
+        return n
+
+
+def _type_name(reply: Any) -> bytes:
+    if isinstance(reply, bytes):
+        return reply
+    return str(reply).encode()

@@ -1,0 +1,288 @@
+"""The online copy engine on the real server, with change capture and a writer thread changing
+source documents (HSET, HDEL, DEL, EXPIRE; JSON.SET for JSON) while they are copied: after a
+drain, every target equals the transform of its source's final state, deleted sources have no
+target, and the forwarding lag is measured."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from test_apply_helpers import make_hash_index, make_json_index
+from test_mirror import dumps, mirror_of, plan_for
+
+from rvlm.core.migrate.control import ControlChannel, send
+from rvlm.core.migrate.online_copy import OnlineCopy, Stopped
+from rvlm.core.migrate.throttle import Throttler
+from rvlm.core.redis.capture import Subscriber
+from rvlm.core.redis.connection import connect, read_index
+from rvlm.core.redis.docio import enumerate_keys
+from rvlm.core.redis.notify import NotifySetting, needed_flags, read_setting
+from rvlm.core.schema.ftcreate import create_arguments
+from rvlm.core.storage.keylog import KeyLog
+from rvlm.core.storage.pending import PendingKeys
+
+DIMS = 8
+
+
+@pytest.fixture
+def notify(redis_client):
+    before = read_setting(redis_client)
+    yield
+    redis_client.config_set("notify-keyspace-events", before)
+
+
+class Writer(threading.Thread):
+    """Changes random source documents until stopped; remembers which keys it touched."""
+
+    def __init__(self, url: str, prefix: str, n: int, storage: str = "hash") -> None:
+        super().__init__(daemon=True)
+        self.client = connect(url)
+        self.prefix, self.n, self.storage = prefix, n, storage
+        self.stop = threading.Event()
+        self.ops = 0
+        self.touched: set[bytes] = set()
+        self.rng = random.Random(3)
+
+    def run(self) -> None:
+        r, rng = self.client, self.rng
+        while not self.stop.is_set():
+            i = rng.randrange(self.n + 50)  # some keys are new
+            key = f"{self.prefix}{i}".encode()
+            op = rng.random()
+            if self.storage == "json":
+                if op < 0.7:
+                    doc = {"t": f"written {self.ops}", "g": "w",
+                           "v": [rng.random() for _ in range(DIMS)], "z": {"n": i}}
+                    r.execute_command("JSON.SET", key, "$", json.dumps(doc))
+                elif op < 0.85:
+                    r.delete(key)
+                else:
+                    r.pexpire(key, rng.randrange(200_000, 400_000))
+            elif op < 0.55:
+                vec = np.array([rng.random() for _ in range(DIMS)], np.float32).tobytes()
+                r.hset(key, mapping={"t": f"written {self.ops}", "v": vec})
+            elif op < 0.7:
+                r.hdel(key, "g")
+            elif op < 0.8:
+                r.delete(key)
+            elif op < 0.9:
+                r.pexpire(key, rng.randrange(200_000, 400_000))
+            else:
+                r.hset(key, "extra", b"\x00\x01")
+            self.touched.add(key)
+            self.ops += 1
+            time.sleep(0.0005)
+
+
+def expected_hash(client: Any, key: bytes) -> dict[bytes, bytes] | None:
+    """The target of a hash source under the rename t->title + float16 plan."""
+    src = client.hgetall(key)
+    if not src:
+        return None
+    out = {(b"title" if n == b"t" else n): v for n, v in src.items()}
+    if b"v" in src:
+        out[b"v"] = np.frombuffer(src[b"v"], np.float32).astype(np.float16).tobytes()
+    return out
+
+
+def start(client: Any, url: str, plan, tmp_path, **kw: Any):
+    setting = NotifySetting(client, "test", needed_flags(plan.source_schema.storage_type))
+    setting.enter()
+    pending = PendingKeys(tmp_path / "pending", max_keys=kw.pop("max_keys", 100_000))
+    sub = Subscriber(connect(url), list(plan.source_schema.index.prefix), pending,
+                     ping_interval=0.2)
+    sub.start()
+    engine = OnlineCopy(client, mirror_of(client, plan), pending, [sub],
+                        KeyLog(tmp_path / "written.keys"), batch_size=97, **kw)
+    client.execute_command(*create_arguments(plan.target_schema))
+    info = read_index(client, plan.source_index)
+    keyfile = tmp_path / "keys.rvk"
+    enumerate_keys(client, plan.source_schema, info.stats.num_docs,
+                   info.stats.indexing_failures, keyfile)
+    return setting, sub, engine, keyfile
+
+
+def test_copy_under_writes_ends_with_every_target_exact(redis_client, redis_url, tmp_path,
+                                                        notify, protocol):
+    n = 1500
+    make_hash_index(redis_client, n=n, dims=DIMS, ttl_every=7)
+    plan = plan_for(redis_client, "idx", {
+        "index": {"name": "idx_v2", "prefix": "new:"},
+        "rename_fields": [{"old_name": "t", "new_name": "title"}],
+        "update_fields": [{"name": "v", "attrs": {"datatype": "float16"}}]})
+    setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path)
+    writer = Writer(redis_url, "doc:", n)
+    writer.start()
+    try:
+        engine.copy(keyfile)
+        time.sleep(0.2)
+    finally:
+        writer.stop.set()
+        writer.join()
+    engine.drain()
+    sub.stop()
+    setting.leave()
+    assert writer.ops > 100 and engine.applied > 0
+    sources = {k for k in redis_client.scan_iter(match="doc:*")}
+    for i in range(n + 50):
+        key = b"doc:%d" % i
+        target = b"new:%d" % i
+        want = expected_hash(redis_client, key)
+        got = redis_client.hgetall(target) or None
+        assert got == want, key
+        if want is not None:
+            assert (redis_client.execute_command("PEXPIRETIME", target)
+                    == redis_client.execute_command("PEXPIRETIME", key))
+    assert {b"new:" + k[4:] for k in sources} == set(redis_client.scan_iter(match="new:*"))
+    lag = engine.lag.to_dict()
+    assert lag["count"] == engine.applied and lag["max"] >= lag["p99"] >= lag["p50"] > 0
+    # every target key rvlm wrote outside the key file was logged first
+    logged = {k for chunk in engine.written.iter_keys() for k in chunk}
+    assert {k for k in writer.touched if int(k[4:]) >= n} <= logged
+
+
+def test_json_copy_under_writes(redis_client, redis_url, tmp_path, notify):
+    n = 400
+    make_json_index(redis_client, n=n, dims=DIMS)
+    plan = plan_for(redis_client, "jidx", {"index": {"name": "jidx_v2", "prefix": "k:"},
+                                           "rename_fields": [{"old_name": "g",
+                                                              "new_name": "group"}],
+                                           "update_fields": [{"name": "group",
+                                                              "path": "$.group"}]})
+    setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path)
+    writer = Writer(redis_url, "j:", n, storage="json")
+    writer.start()
+    try:
+        engine.copy(keyfile)
+        time.sleep(0.2)
+    finally:
+        writer.stop.set()
+        writer.join()
+    engine.drain()
+    sub.stop()
+    setting.leave()
+    for i in range(n + 50):
+        src = redis_client.execute_command("JSON.GET", f"j:{i}", "$")
+        dst = redis_client.execute_command("JSON.GET", f"k:{i}", "$")
+        if src is None:
+            assert dst is None
+            continue
+        want = json.loads(src)[0]
+        want["group"] = want.pop("g")
+        assert json.loads(dst)[0] == want
+        assert (redis_client.execute_command("PEXPIRETIME", f"k:{i}")
+                == redis_client.execute_command("PEXPIRETIME", f"j:{i}"))
+
+
+def test_resume_compares_and_sweeps(redis_client, redis_url, tmp_path, notify):
+    n = 300
+    make_hash_index(redis_client, n=n, dims=DIMS)
+    plan = plan_for(redis_client, "idx", {"index": {"name": "idx_v2", "prefix": "new:"}})
+    setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path)
+    engine.copy(keyfile)
+    engine.drain()
+    sub.stop()  # the process "dies": changes made now are not captured
+    redis_client.hset("doc:5", "t", "changed while nobody listened")
+    redis_client.delete("doc:6")
+    redis_client.hset("new:7", "t", "damaged copy")
+    source_before = dumps(redis_client, "doc:*")
+    pending = PendingKeys(tmp_path / "pending2")
+    sub2 = Subscriber(connect(redis_url), ["doc:"], pending)
+    sub2.start()
+    again = OnlineCopy(redis_client, engine.mirror, pending, [sub2],
+                       KeyLog(tmp_path / "written.keys"), batch_size=50)
+    again.compare = True
+    keyfile2 = tmp_path / "keys2.rvk"
+    info = read_index(redis_client, "idx")
+    enumerate_keys(redis_client, plan.source_schema, info.stats.num_docs,
+                   info.stats.indexing_failures, keyfile2)
+    again.copy(keyfile2)
+    with __import__("rvlm.core.storage.keyfile", fromlist=["x"]).KeyFileReader(keyfile) as r:
+        assert again.sweep(r.iter_batches(50)) == 1  # doc:6's copy
+    again.drain()
+    sub2.stop()
+    setting.leave()
+    assert again.skipped_same == n - 1 - 2  # only doc:5 and new:7 were rewritten
+    assert redis_client.hget("new:5", "t") == b"changed while nobody listened"
+    assert redis_client.hget("new:7", "t") == redis_client.hget("doc:7", "t")
+    assert not redis_client.exists("new:6")
+    assert dumps(redis_client, "doc:*") == source_before  # never written
+
+
+def test_throttle_and_commands_from_another_shell(redis_client, redis_url, tmp_path, notify):
+    n = 600
+    make_hash_index(redis_client, n=n, dims=DIMS)
+    plan = plan_for(redis_client, "idx", {"index": {"name": "idx_v2", "prefix": "new:"}})
+    control = ControlChannel(tmp_path / "backup")
+    throttler = Throttler(redis_client, interval=0.05)
+    setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path,
+                                          throttler=throttler, control=control)
+    throttler.forced = True  # as if 'rvlm ctl throttle' came first
+    answers: dict[str, str] = {}
+    copied_while_throttled: list[int] = []
+
+    def operator() -> None:
+        time.sleep(0.5)
+        copied_while_throttled.append(engine.copied)
+        answers["status"] = send(tmp_path / "backup", "status")
+        answers["max-load"] = send(tmp_path / "backup", "max-load=used_memory=100gb")
+        answers["unthrottle"] = send(tmp_path / "backup", "unthrottle")
+
+    t = threading.Thread(target=operator)
+    t.start()
+    engine.copy(keyfile)
+    t.join()
+    engine.drain()
+    sub.stop()
+    setting.leave()
+    assert copied_while_throttled == [0]
+    assert "State: throttled, commanded by user" in answers["status"]
+    assert answers["max-load"] == f"used_memory={100 * 1024 ** 3:g}"
+    assert answers["unthrottle"] == "unthrottled"
+    assert engine.copied == n and len(list(redis_client.scan_iter(match="new:*"))) == n
+
+
+def test_critical_load_stops_cleanly(redis_client, redis_url, tmp_path, notify):
+    make_hash_index(redis_client, n=200, dims=DIMS)
+    plan = plan_for(redis_client, "idx", {"index": {"name": "idx_v2", "prefix": "new:"}})
+    throttler = Throttler(redis_client, critical_load={"connected_clients": 1}, interval=0)
+    setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path,
+                                          throttler=throttler)
+    before = dumps(redis_client, "doc:*")
+    with pytest.raises(Stopped, match=r"critical-load reached \(connected_clients="):
+        engine.copy(keyfile)
+    sub.stop()
+    setting.leave()
+    assert dumps(redis_client, "doc:*") == before
+
+
+def test_a_killed_capture_connection_stops_the_copy(redis_client, redis_url, tmp_path, notify):
+    from rvlm.core.redis.capture import CLIENT_NAME, CaptureLost
+
+    make_hash_index(redis_client, n=400, dims=DIMS)
+    plan = plan_for(redis_client, "idx", {"index": {"name": "idx_v2", "prefix": "new:"}})
+    setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path)
+    before = dumps(redis_client, "doc:*")
+    killed = []
+
+    def kill_after_first_batch(point: str, batch: int | None) -> None:
+        if point == "online_copy" and batch == 0:
+            for c in redis_client.client_list():
+                if c.get("name") == CLIENT_NAME:
+                    redis_client.client_kill_filter(_id=c["id"])
+                    killed.append(c["id"])
+            time.sleep(0.3)
+
+    engine.fault = kill_after_first_batch
+    with pytest.raises(CaptureLost, match="lost its subscription"):
+        engine.copy(keyfile)
+    sub.stop()
+    setting.leave()
+    assert killed and engine.copied < 400
+    assert dumps(redis_client, "doc:*") == before

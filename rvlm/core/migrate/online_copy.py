@@ -200,7 +200,9 @@ class OnlineCopy:
         return self.stop_requested or (self.should_stop() if self.should_stop else None)
 
     # -- copy ----------------------------------------------------------------------------
-    def _write(self, docs: list[TargetDoc], deletes: list[bytes]) -> None:
+    def write(self, docs: list[TargetDoc], deletes: list[bytes]) -> int:
+        """Write target documents (those that differ, in compare mode) and delete target
+        keys; returns how many documents were written."""
         if self.compare and docs:
             have = read_targets(self.client, self.mirror.target_storage, [d.key for d in docs])
             keep = [d for d, h in zip(docs, have, strict=True) if not same(d, h)]
@@ -209,6 +211,7 @@ class OnlineCopy:
         if docs or deletes:
             self.bytes_written += write_targets(self.client, docs, deletes, atomic=self.serving)
         self.deleted += len(deletes)
+        return len(docs)
 
     def copy_keys(self, keys: Sequence[bytes]) -> None:
         """Copy one batch of source keys (read at a time after which the backlog's older
@@ -216,7 +219,7 @@ class OnlineCopy:
         t_read = time.monotonic()
         sources = self.mirror.read(self.client, keys, server_time_ms(self.client))
         docs, deletes = self.mirror.targets(sources)
-        self._write(docs, deletes)
+        self.write(docs, deletes)
         self.pending.covered(keys, t_read)
 
     def copy(self, keyfile: Path, *, fault_point: str = "online_copy") -> None:
@@ -247,7 +250,7 @@ class OnlineCopy:
         self.written.add(keys)
         sources = self.mirror.read(self.client, keys, server_time_ms(self.client))
         docs, deletes = self.mirror.targets(sources)
-        self._write(docs, deletes)
+        self.write(docs, deletes)
         now = time.monotonic()
         for _k, at in taken:
             self.lag.add((now - at) * 1000.0)

@@ -1,0 +1,256 @@
+"""Finalize an online migration: back up the source keys, then delete them, losing no write.
+
+Runs with change capture on the source prefixes (subscribed before the first key is read) and
+the online copy engine (:class:`~rvlm.core.migrate.online_copy.OnlineCopy`) in compare mode.
+In passes until a pass finds no source key (at most ``max_passes``):
+
+1. SCAN the source prefixes for documents of the source's type into a key file;
+2. per batch: read each key *atomically* with its value, PTTL, expiry and a digest of its
+   serialized value (one Lua call per key); carry it over to its target if the target differs
+   (so a write made after forwarding stopped is not lost); back up the originals (replaced
+   records: every field or the JSON text, and the TTL), fsynced; journal ``batch_started``;
+   delete each key *only if its digest is unchanged* (Lua); journal ``batch_done``;
+3. behind a capture barrier, forget the events of the keys this batch deleted (they are no
+   longer in the source, and their targets must stay), carry over any other change.
+
+A key written between its read and its delete is not deleted (its digest changed): the next
+pass reads, carries over and deletes it. Keys still being written after the last pass are left
+in place (carried over) and counted: some client still writes the source prefix.
+
+Batch numbers continue across passes and resumes (after the highest started), so each backup
+frame holds the originals of one attempt; a key backed up twice is restored from either (the
+same value, or the later one for a key that changed and was carried over).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import redis
+
+from rvlm.core.errors import MigrationFailed
+from rvlm.core.migrate.online_copy import OnlineCopy
+from rvlm.core.plugins.documents import MISSING
+from rvlm.core.redis import wire
+from rvlm.core.redis.copyio import Sources, encode_json
+from rvlm.core.redis.docio import JSON_ROOT, ReadDoc, escape_glob
+from rvlm.core.redis.resp import to_int, to_list, to_map, to_str
+from rvlm.core.storage.backup import BackupWriter, RawRecord
+from rvlm.core.storage.journal import Journal, RunState
+from rvlm.core.storage.keyfile import KeyFileReader, KeyFileWriter
+
+#: KEYS[1]; ARGV: the storage type, then JSON paths. Returns {type} for a key that is not a
+#: document of that type, else {type, value, pttl, pexpiretime, sha1 of DUMP}.
+_READ = """
+local t = redis.call('TYPE', KEYS[1])['ok']
+local v
+if ARGV[1] == 'json' and t == 'ReJSON-RL' then
+  v = redis.call('JSON.GET', KEYS[1], '$', unpack(ARGV, 2))
+elseif ARGV[1] == 'hash' and t == 'hash' then
+  v = redis.call('HGETALL', KEYS[1])
+else
+  return {t}
+end
+return {t, v, redis.call('PTTL', KEYS[1]), redis.call('PEXPIRETIME', KEYS[1]),
+        redis.sha1hex(redis.call('DUMP', KEYS[1]))}
+"""
+#: KEYS[1], ARGV[1] a digest: delete the key only if its serialized value still has it.
+_DELETE = """
+local d = redis.call('DUMP', KEYS[1])
+if d and redis.sha1hex(d) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_SCAN_COUNT = 1000
+
+
+@attrs.define
+class FinalizeResult:
+    """What a finalize did: keys backed up and deleted, keys carried over on the way, keys
+    left because they kept changing, passes run."""
+
+    deleted: int = 0
+    backed_up: int = 0
+    carried_over: int = 0
+    left: int = 0
+    passes: int = 0
+    batches: int = 0
+
+
+class _Scripts:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.sha: dict[str, str] = {}
+
+    def call(self, script: str, keys_args: Sequence[tuple[bytes, Sequence[Any]]]) -> list[Any]:
+        """One EVALSHA per (key, args), pipelined; loads the script when the server lacks it."""
+        sha = self.sha.get(script)
+        if sha is None:
+            sha = self.sha[script] = to_str(self.client.script_load(script))
+        commands = [(b"EVALSHA", sha, 1, k, *args) for k, args in keys_args]
+        replies = wire.execute(self.client, commands)
+        if any(isinstance(r, Exception) and "NOSCRIPT" in str(r) for r in replies):
+            self.client.script_load(script)
+            replies = wire.execute(self.client, commands)
+        bad = next((r for r in replies if isinstance(r, Exception)), None)
+        if bad is not None:
+            raise MigrationFailed(f"finalize: a script failed: {bad}")
+        return replies
+
+
+class Finalizer:
+    """See the module docstring. ``engine`` carries changes over (its subscribers must be
+    started); ``journal`` is the run's; ``directory`` the backup dir."""
+
+    def __init__(self, engine: OnlineCopy, journal: Journal, directory: Path, fingerprint: str,
+                 *, prefixes: Sequence[str], fault: Callable[[str, int | None], None],
+                 max_passes: int = 3, progress: Callable[[int, int], None] | None = None
+                 ) -> None:
+        self.engine = engine
+        self.client = engine.client
+        self.mirror = engine.mirror
+        self.storage = engine.mirror.source_storage
+        self.journal = journal
+        self.dir = Path(directory)
+        self.fingerprint = fingerprint
+        self.prefixes = list(prefixes)
+        self.fault = fault
+        self.max_passes = max_passes
+        self.progress = progress
+        self.scripts = _Scripts(self.client)
+        self.result = FinalizeResult()
+
+    def _scan(self, path: Path) -> int:
+        type_name = b"ReJSON-RL" if self.storage == "json" else b"hash"
+        with KeyFileWriter(path) as writer:
+            for prefix in self.prefixes:
+                cursor = 0
+                match = escape_glob(prefix) + b"*"
+                while True:
+                    self.engine.tick()
+                    cursor, keys = self.client.execute_command(
+                        "SCAN", cursor, "MATCH", match, "COUNT", _SCAN_COUNT, "TYPE", type_name)
+                    cursor = to_int(cursor)
+                    writer.add_many(bytes(k) for k in to_list(keys))
+                    if cursor == 0:
+                        break
+            return writer.close()
+
+    def _read(self, keys: Sequence[bytes]) -> tuple[Sources, dict[bytes, bytes]]:
+        names = [p.encode() for p in self.mirror.paths if p != JSON_ROOT.decode()]
+        replies = self.scripts.call(_READ, [(k, [self.storage.encode(), *names]) for k in keys])
+        out = Sources(docs=[], expire_at={}, absent=[])
+        digests: dict[bytes, bytes] = {}
+        root = JSON_ROOT.decode()
+        for k, r in zip(keys, replies, strict=True):
+            r = to_list(r)
+            if len(r) < 5:
+                out.absent.append(k)
+                continue
+            _t, value, pttl, at, digest = r
+            values: dict[str, Any]
+            raw_json: bytes | None = None
+            if self.storage == "json":
+                parsed = json.loads(value)
+                matches = parsed.get("$") if isinstance(parsed, dict) else parsed
+                if not matches:
+                    out.absent.append(k)
+                    continue
+                values = {root: matches[0]}
+                for n in self.mirror.paths:
+                    if n != root:
+                        got = parsed.get(n) if isinstance(parsed, dict) else None
+                        values[n] = got[0] if got else MISSING
+                raw_json = encode_json(matches[0], k)
+            else:
+                values = to_map(value)
+            ttl = to_int(pttl, -1)
+            out.docs.append(ReadDoc(key=k, values=values, raw_json=raw_json,
+                                    pttl=ttl if ttl >= 0 else -1))
+            out.expire_at[k] = to_int(at, -1)
+            digests[k] = bytes(digest)
+        return out, digests
+
+    def _records(self, docs: Sequence[ReadDoc]) -> list[RawRecord]:
+        records: list[RawRecord] = []
+        for d in docs:
+            if self.storage == "json":
+                fields: tuple[tuple[bytes, bytes | None], ...] = ((JSON_ROOT, d.raw_json),)
+            else:
+                fields = tuple((n.encode("utf-8", "surrogateescape"), bytes(v))
+                               for n, v in d.values.items())
+            ttl = d.pttl if d.pttl is not None and d.pttl >= 0 else None
+            records.append((d.key, None, fields, ttl, True))
+        return records
+
+    def run(self) -> FinalizeResult:
+        """Every pass (see the module docstring); returns what was done."""
+        state = RunState.load(self.dir)
+        next_batch = max(state.started, default=-1) + 1
+        engine = self.engine
+        engine.compare = True
+        engine.serving = True
+        engine.phase = "finalize"
+        with BackupWriter(self.dir, 0, self.fingerprint) as writer:
+            next_batch = max(next_batch, max(writer.committed_batches(), default=-1) + 1)
+            for n in range(1, self.max_passes + 1):
+                path = self.dir / f"finalize-keys-{n}.rvk"
+                found = self._scan(path)
+                self.result.passes = n
+                if not found:
+                    self.result.left = 0
+                    break
+                self.result.left = found
+                done = 0
+                with KeyFileReader(path, verify=False) as reader:
+                    for keys in reader.iter_batches(engine.batch_size):
+                        next_batch = self._batch(writer, next_batch, keys)
+                        done += len(keys)
+                        if self.progress is not None:
+                            self.progress(done, found)
+                path.unlink(missing_ok=True)
+            else:
+                left = self._scan(self.dir / "finalize-keys-left.rvk")
+                (self.dir / "finalize-keys-left.rvk").unlink(missing_ok=True)
+                self.result.left = left
+        engine.drain()
+        self.fault("finalize_after_batches", None)
+        return self.result
+
+    def _batch(self, writer: BackupWriter, b: int, keys: Sequence[bytes]) -> int:
+        engine = self.engine
+        engine.wait_while_throttled()
+        t_read = time.monotonic()
+        sources, digests = self._read(keys)
+        if not sources.docs:
+            engine.pending.covered(keys, t_read)
+            return b
+        docs, deletes = self.mirror.targets(Sources(docs=sources.docs,
+                                                    expire_at=sources.expire_at, absent=[]))
+        self.result.carried_over += engine.write(docs, deletes)
+        writer.append_batch(b, self._records(sources.docs))
+        self.fault("finalize_backup", b)
+        self.journal.append("batch_started", batch=b)
+        present = [d.key for d in sources.docs]
+        replies = self.scripts.call(_DELETE, [(k, [digests[k]]) for k in present])
+        deleted = [k for k, r in zip(present, replies, strict=True) if to_int(r)]
+        self.fault("finalize_delete", b)
+        self.journal.append("batch_done", sync=False, batch=b, docs=len(deleted))
+        self.result.batches += 1
+        self.result.backed_up += len(present)
+        self.result.deleted += len(deleted)
+        # our own deletes are events too: behind a barrier, forget those of keys still gone
+        for sub in engine.subscribers:
+            sub.barrier()
+        engine.pending.covered(keys, t_read)
+        if deleted:
+            exists = wire.execute(self.client, [(b"EXISTS", k) for k in deleted])
+            engine.pending.discard(k for k, e in zip(deleted, exists, strict=True)
+                                   if not to_int(e))
+        engine.tick()
+        engine.forward()
+        return b + 1

@@ -117,6 +117,7 @@ def test_copy_under_writes_ends_with_every_target_exact(redis_client, redis_url,
         "rename_fields": [{"old_name": "t", "new_name": "title"}],
         "update_fields": [{"name": "v", "attrs": {"datatype": "float16"}}]})
     setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path)
+    redis_client.hset(f"doc:{n + 100}", mapping={"t": "created after the enumeration"})
     writer = Writer(redis_url, "doc:", n)
     writer.start()
     try:
@@ -130,7 +131,7 @@ def test_copy_under_writes_ends_with_every_target_exact(redis_client, redis_url,
     setting.leave()
     assert writer.ops > 100 and engine.applied > 0
     sources = {k for k in redis_client.scan_iter(match="doc:*")}
-    for i in range(n + 50):
+    for i in [*range(n + 50), n + 100]:
         key = b"doc:%d" % i
         target = b"new:%d" % i
         want = expected_hash(redis_client, key)
@@ -144,7 +145,9 @@ def test_copy_under_writes_ends_with_every_target_exact(redis_client, redis_url,
     assert lag["count"] == engine.applied and lag["max"] >= lag["p99"] >= lag["p50"] > 0
     # every target key rvlm wrote outside the key file was logged first
     logged = {k for chunk in engine.written.iter_keys() for k in chunk}
-    assert {k for k in writer.touched if int(k[4:]) >= n} <= logged
+    created = {b"doc:" + k[4:] for k in redis_client.scan_iter(match="new:*")
+               if int(k[4:]) >= n}
+    assert created and created <= logged
 
 
 def test_json_copy_under_writes(redis_client, redis_url, tmp_path, notify):

@@ -168,8 +168,8 @@ def hooks_reference() -> str:
              "owns the change type, patch section or operation at hand, never on the others.",
              ""]
     names = [n for n in hookspecs.__all__ if n not in ("PROJECT", "hookimpl", "hookspec")]
-    order = ["rvlm_change_types", "merge_patch_section", "classify_change", "pre_drop",
-             "transform_documents", "post_create", "validate"]
+    order = ["rvlm_change_types", "detect_changes", "merge_patch_section", "classify_change",
+             "estimate_operation", "pre_drop", "transform_documents", "post_create", "validate"]
     names = sorted(names, key=lambda n: order.index(n) if n in order else len(order))
     for name in names:
         fn = getattr(hookspecs, name)

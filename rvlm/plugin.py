@@ -3,9 +3,9 @@
 rvlm has three public faces, and everything else is internal:
 
 * :mod:`rvlm.plugin` (this module): what plugin authors import: the ``hookimpl`` marker, the
-  change and document types hooks take and return, the plan and apply contexts, the schema
-  model, errors, and the helpers the built-in changes themselves use (vector codecs and
-  quantization, RESP2/RESP3 reply helpers);
+  difference, change and document types hooks take and return, the plan and apply contexts,
+  the schema model, errors, and the helpers the built-in changes themselves use (vector codecs
+  and quantization, RESP2/RESP3 reply helpers);
 * :mod:`rvlm` itself: the Python API (``MigrationPlanner``, ``MigrationExecutor``, ``Plan``,
   ``rollback``, ``validate``, ...);
 * :mod:`rvlm.testing`: the pytest fixtures (``redis_url``, ``redis_client``, ``rvlm_plugin``).
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from rvlm.core.errors import PluginError, RvlmError
 from rvlm.core.migrate.plan import Plan
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.changes import Change, ChangeType, Classification, Difference
 from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.plugins.context import ApplyContext, PlanContext
 from rvlm.core.plugins.documents import (
@@ -31,6 +31,7 @@ from rvlm.core.plugins.documents import (
     Document,
     DocumentOperation,
     DocumentUpdate,
+    OperationCost,
 )
 from rvlm.core.redis.resp import to_list, to_map, to_str
 from rvlm.core.schema.model import (
@@ -67,6 +68,7 @@ __all__ = [
     "ChangeType",
     "CheckResult",
     "Classification",
+    "Difference",
     "Document",
     "DocumentOperation",
     "DocumentUpdate",
@@ -76,6 +78,7 @@ __all__ = [
     "IndexDefinition",
     "IndexSchema",
     "NumericAttrs",
+    "OperationCost",
     "Plan",
     "PlanContext",
     "PluginError",

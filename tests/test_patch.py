@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.schema.diff import diff, likely_renames
+from rvlm.core.schema.diff import differences, likely_renames
 from rvlm.core.schema.patch import load_patch, merge, patch_from_dict, patch_from_target
 from rvlm.core.schema.yaml_format import schema_from_dict
 
@@ -247,9 +247,10 @@ def test_no_likely_rename_when_attrs_differ():
     assert likely_renames(SOURCE, target, {}) == []
 
 
-def test_diff_shows_values_the_index_uses_not_none():
+def test_differences_show_values_the_index_uses_not_none():
     p = patch({"update_fields": [{"name": "emb", "attrs": {"m": 16, "ef_runtime": 50}}]})
-    changes = diff(SOURCE, merge(SOURCE, p), {})
-    [c] = [c for c in changes if c.type == "vector_index"]
-    assert c.details["attrs"]["m"] == {"before": 8, "after": 16}
-    assert c.details["attrs"]["ef_runtime"]["after"] == 50
+    found = {d.key: d for d in differences(SOURCE, merge(SOURCE, p), {})}
+    assert set(found) == {"m", "ef_runtime"}
+    assert (found["m"].kind, found["m"].field, found["m"].before, found["m"].after) == (
+        "field_attr", "emb", 8, 16)
+    assert found["ef_runtime"].after == 50

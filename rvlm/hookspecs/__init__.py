@@ -13,26 +13,33 @@ which is installed with pip and found through the ``rvlm`` entry point group::
 Plugins *describe and transform*; the executor owns every side effect (connections, batching,
 the journal, backups, locks), so crash safety, resume and rollback are written once, for all.
 
-How hooks are called. pluggy makes every call, so an implementation may take only the
-arguments it uses (``def transform_documents(operation, documents)``), and hook wrappers
+How hooks are called. pluggy makes every call, so an implementation may take only the arguments
+it uses (``def transform_documents(operation, documents)``), and hook wrappers
 (``@hookimpl(wrapper=True)``) run around the calls they wrap. A change-specific hook
-(``merge_patch_section``, ``classify_change``, ``transform_documents``) is called only on the
-plugin that owns the section, change type or operation, so it never has to check that what it
-got is its own. A hook name that does not exist (``transform_document``) or an argument a hook
-does not offer keeps the plugin from loading; ``rvlm plugins`` shows why. A hook that raises,
-or returns something other than what it documents, is a ``PluginError`` naming the plugin and
-the hook (exit code 1); an ``RvlmError`` raised on purpose while planning or in ``pre_drop``
-is the plugin refusing bad input (one line, exit code 2, nothing changed).
+(``merge_patch_section``, ``classify_change``, ``estimate_operation``, ``transform_documents``)
+is called only on the plugin that owns the section, change type or operation, so it never has
+to check that what it got is its own. A hook name that does not exist (``transform_document``)
+or an argument a hook does not offer keeps the plugin from loading; ``rvlm plugins`` shows why.
+A hook that raises, or returns something other than what it documents, is a ``PluginError``
+naming the plugin and the hook (exit code 1); an ``RvlmError`` raised on purpose while planning
+or in ``pre_drop`` is the plugin refusing bad input (one line, exit code 2, nothing changed).
 
 Order of hooks in one migration:
 
 1. ``rvlm_change_types`` once, when the plugin manager is built.
-2. ``merge_patch_section`` while the planner merges a patch (plugin-owned sections only).
-3. ``classify_change`` once per change while planning.
-4. ``pre_drop`` once, after the executor's checks and before the source index is dropped.
-5. ``transform_documents`` once per batch per operation, while no index covers the keys.
-6. ``post_create`` once, after the target index is created.
-7. ``validate`` once, after indexing finished (also by ``rvlm validate``).
+2. ``detect_changes`` once per plan: each plugin claims the schema differences its change
+   types handle.
+3. ``merge_patch_section`` while the planner merges a patch (plugin-owned sections only).
+4. ``classify_change`` once per change while planning.
+5. ``estimate_operation`` once per operation, by ``rvlm estimate``.
+6. ``pre_drop`` once, after the executor's checks and before the source index is dropped.
+7. ``transform_documents`` once per batch per operation, while no index covers the keys.
+8. ``post_create`` once, after the target index is created.
+9. ``validate`` once, after indexing finished (also by ``rvlm validate``).
+
+A change type therefore lives in one plugin file: which differences it is (``detect_changes``),
+whether it can run and what it does to documents (``classify_change``), what that costs
+(``estimate_operation``) and the document work itself (``transform_documents``).
 """
 
 from __future__ import annotations
@@ -49,10 +56,12 @@ if TYPE_CHECKING:
         ChangeType,
         CheckResult,
         Classification,
+        Difference,
         Document,
         DocumentOperation,
         DocumentUpdate,
         IndexSchema,
+        OperationCost,
         Plan,
         PlanContext,
     )
@@ -73,6 +82,39 @@ def rvlm_change_types() -> Sequence[ChangeType]:
 
     :return: the change types, e.g.
         ``[ChangeType(name="hash_to_json", description="...", patch_section="hash_to_json")]``
+    """
+
+
+@hookspec
+def detect_changes(
+    differences: Sequence[Difference], source: IndexSchema, target: IndexSchema
+) -> Sequence[Change] | None:
+    """Claim the differences between the source and the target schema that are your changes.
+
+    Called by the planner once per plan, on every plugin, with every
+    :class:`~rvlm.plugin.Difference` the core found between the live schema and the target
+    (the patch's built-in sections merged; plugin sections are changes of their own). Return
+    one :class:`~rvlm.plugin.Change` of one of your change types per change, listing in
+    ``claims`` the differences it accounts for; return nothing for differences that are not
+    yours. A difference no plugin claims blocks the plan (rvlm never ignores a difference); one
+    claimed twice is an error naming both plugins. Changes are listed in the plan in the order
+    of the first difference each claims. Pure: no Redis.
+
+    :param differences: what differs, in plan order; each has a ``kind`` (``field_added``,
+        ``field_attr``, ``index_prefix``, ...), the field's old and new name, the attribute or
+        option (``key``), and ``before``/``after`` values.
+    :param source: the live schema.
+    :param target: the target schema.
+    :return: your changes (``Change(type=..., claims=(difference, ...))``).
+
+    Example::
+
+        @hookimpl
+        def detect_changes(differences):
+            return [Change(type="move_path", field=d.field, new_field=d.new_field,
+                           details={"path": {"before": d.before, "after": d.after}},
+                           claims=(d,))
+                    for d in differences if d.kind == "field_path"]
     """
 
 
@@ -126,6 +168,31 @@ def classify_change(change: Change, context: PlanContext) -> Classification:
                                    reads=(old,), writes=(old, new), creates=(new,),
                                    params={"old": old, "new": new})
             return Classification(summary=f"rename {old} to {new}", operations=[op])
+    """
+
+
+@hookspec(firstresult=True)
+def estimate_operation(
+    operation: DocumentOperation, plan: Plan, sample: Sequence[Document] | None
+) -> OperationCost | None:
+    """What one document costs an operation of yours, for ``rvlm estimate``.
+
+    Called once per operation whose ``plugin`` is yours. Return an
+    :class:`~rvlm.plugin.OperationCost`: the bytes one document gets written and the bytes its
+    backup keeps, on average (``None`` in it: unknown). Return ``None`` to let rvlm measure:
+    the sampled values of ``operation.reads``, written once and backed up once.
+
+    :param operation: the operation from the plan.
+    :param plan: the whole plan (``plan.key_sample``, the schemas, ...).
+    :param sample: the plan's sampled documents with ``operation.reads`` read, or ``None``
+        when the estimate runs without a server.
+
+    Example::
+
+        @hookimpl
+        def estimate_operation(operation):
+            dims = operation.params["dims"]
+            return OperationCost(bytes_rewritten=dims * 2, backup_bytes=dims * 4)
     """
 
 
@@ -195,6 +262,8 @@ def validate(plan: Plan, context: ApplyContext) -> Sequence[CheckResult] | None:
 __all__ = [
     "PROJECT",
     "classify_change",
+    "detect_changes",
+    "estimate_operation",
     "hookimpl",
     "hookspec",
     "merge_patch_section",

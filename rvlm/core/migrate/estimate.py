@@ -1,8 +1,11 @@
 """``rvlm estimate``: what a plan will cost, from the plan's own numbers.
 
-Vector sizes are exact (dims x datatype width). Other rewritten values (a renamed field) are
-measured on sampled documents when a server is given, else reported as unknown. Downtime comes
-from the source index's measured indexing rate (FT.INFO ``total_indexing_time``).
+Vector memory is exact (dims x datatype width). What each document operation rewrites and
+backs up is its plugin's answer (``estimate_operation``: quantize knows its vector widths, a
+prefix change its key lengths); without one, the sampled values of the operation's ``reads``
+are measured when a server is given (written once, backed up once), else reported as unknown.
+Downtime comes from the source index's measured indexing rate (FT.INFO
+``total_indexing_time``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from rvlm.core.migrate.plan import Plan
+from rvlm.core.plugins.documents import Document, DocumentOperation, OperationCost
+from rvlm.core.plugins.host import PluginHost, get_host
+from rvlm.core.redis.sample import read_documents
 from rvlm.core.schema.ftinfo import IndexStats
 from rvlm.core.schema.model import DATATYPE_WIDTH, VectorAttrs
 
@@ -34,8 +40,10 @@ def downtime_seconds(stats: IndexStats, rewrites: bool) -> tuple[float | None, f
     return indexing, rewrite
 
 
-def estimate_plan(plan: Plan, client: Any = None) -> dict[str, Any]:
+def estimate_plan(plan: Plan, client: Any = None,
+                  host: PluginHost | None = None) -> dict[str, Any]:
     """A YAML/JSON-safe mapping of sizes and times (None where unknown)."""
+    host = host or get_host()
     stats = plan.source_stats
     docs = stats.num_docs + stats.indexing_failures
     notes: list[str] = []
@@ -51,23 +59,14 @@ def estimate_plan(plan: Plan, client: Any = None) -> dict[str, Any]:
     unknown_sizes = False
     docs_rewritten = docs if plan.operations else 0
     for op in plan.operations:
-        if op.kind == "convert_vector":
-            dims = int(op.params["dims"])
-            src = op.params["scheme"]["source_datatype"]
-            dst = op.params["scheme"]["target_datatype"]
-            rewritten += dims * DATATYPE_WIDTH[dst] * docs
-            backup += dims * DATATYPE_WIDTH[src] * docs
-        elif op.kind == "rename_keys":
-            key_len = sum(len(k) for k in plan.key_sample) / max(len(plan.key_sample), 1)
-            backup += key_len * 2 * docs
-        elif op.reads:
-            size = _sample_value_size(plan, op.reads, client)
-            if size is None:
-                unknown_sizes = True
-                notes.append(f"{op.kind}: value sizes unknown (give --url to measure a sample)")
-            else:
-                rewritten += size * docs
-                backup += size * docs
+        sample = _sample(plan, op, client)
+        cost = host.estimate(op, plan, sample) or measured_cost(op, sample)
+        if cost.bytes_rewritten is None or cost.backup_bytes is None:
+            unknown_sizes = True
+            notes.append(f"{op.kind}: value sizes unknown (give --url to measure a sample)")
+        else:
+            rewritten += cost.bytes_rewritten * docs
+            backup += cost.backup_bytes * docs
     if docs_rewritten:
         backup += RECORD_OVERHEAD * docs_rewritten
     vector_index = stats.vector_index_sz_mb * MB
@@ -114,19 +113,28 @@ def _search_major(plan: Plan) -> int:
     return int(head) if head.isdigit() else 0
 
 
-def _sample_value_size(plan: Plan, names: tuple[str, ...], client: Any) -> float | None:
+def _sample(plan: Plan, op: DocumentOperation, client: Any) -> list[Document] | None:
+    """The plan's sampled documents with ``op.reads`` read, or None without a server."""
     if client is None or not plan.key_sample:
         return None
-    from rvlm.core.redis.sample import read_documents
-
     keys = [k.encode() for k in plan.key_sample]
-    docs = read_documents(client, plan.source_schema.storage_type, keys, list(names))
+    return read_documents(client, plan.source_schema.storage_type, keys, list(op.reads))
+
+
+def measured_cost(op: DocumentOperation, sample: list[Document] | None) -> OperationCost:
+    """The estimate of an operation whose plugin gives none: the sampled values of its
+    ``reads``, written once and backed up once (nothing to measure: nothing rewritten)."""
+    if not op.reads:
+        return OperationCost(bytes_rewritten=0, backup_bytes=0)
+    if sample is None:
+        return OperationCost(bytes_rewritten=None, backup_bytes=None)
     total = 0
-    for d in docs:
-        for n in names:
+    for d in sample:
+        for n in op.reads:
             v = d.get(n)
             if isinstance(v, bytes):
                 total += len(v)
             elif v:
                 total += len(str(v))
-    return total / max(len(docs), 1)
+    size = total / max(len(sample), 1)
+    return OperationCost(bytes_rewritten=size, backup_bytes=size)

@@ -1,10 +1,11 @@
 """The planner: from an index and a patch (or a target schema) to a plan a person can trust.
 
-It reads the live index once (FT.INFO into the lossless model), merges the patch, computes the
-changes, and asks each change's plugin to ``classify_change``. It never writes to Redis. The
-checks that concern the whole plan (other live indexes covering the same keys, downtime, an
-index still building, indexing failures, values FT.INFO cannot report) live here; the checks
-of one change live in its plugin.
+It reads the live index once (FT.INFO into the lossless model), merges the patch, lists the
+differences, lets the plugins claim them as changes (``detect_changes``; a difference nobody
+claims blocks the plan), and asks each change's plugin to ``classify_change``. It never writes
+to Redis. The checks that concern the whole plan (other live indexes covering the same keys,
+downtime, an index still building, indexing failures, values FT.INFO cannot report) live here;
+the checks of one change live in its plugin.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from rvlm.core.redis.capabilities import Capabilities, detect
 from rvlm.core.redis.connection import index_exists, list_indexes, read_index
 from rvlm.core.redis.resp import to_str
 from rvlm.core.redis.sample import last_failed_key, read_documents, sample_keys
-from rvlm.core.schema.diff import LikelyRename, diff, likely_renames
+from rvlm.core.schema.diff import LikelyRename, differences, likely_renames
 from rvlm.core.schema.model import IndexSchema
 from rvlm.core.schema.patch import SchemaPatch, load_patch, merge, patch_from_target
 
@@ -180,7 +181,8 @@ def make_plan(
                            index_names=names_taken(tgt), keys_exist=keys_exist,
                            options=attrs.asdict(options), reader=read_source)
 
-    changes = diff(source, merged, renames)
+    # which differences are which changes is plugin work; nobody's is refused, never ignored
+    changes, unclaimed = host.detect(differences(source, merged, renames), source, merged)
     final = merged
     owners = host.change_types()
     section_owner = {ct.patch_section: name for name, (_p, ct) in owners.items()
@@ -204,6 +206,12 @@ def make_plan(
             details={**change.details, **verdict.details},
         ))
         operations.extend(verdict.operations)
+    for d in unclaimed:
+        planned.append(_blocked(
+            "unhandled_difference",
+            f"{d.label}: no installed plugin handles this difference{host.load_errors_note()}, "
+            "and rvlm does not ignore one; leave it out of the target, or install a plugin "
+            "that claims it"))
     # A whole-document replacement (converts_to) runs last, on the values the others left.
     operations.sort(key=lambda o: o.converts_to is not None)
 
@@ -230,7 +238,7 @@ def make_plan(
             f"if this is a rename, plan with a schema patch containing {s.patch_text()} "
             f"(as planned, {s.old_name!r} is removed and {s.new_name!r} added)")
     overrides: dict[str, Any] = {}
-    if changes:
+    if changes or unclaimed:
         warnings += _plan_checks(source, final, info, operations, others, options, overrides,
                                  planned, renames, explicit, aliases)
     else:

@@ -131,6 +131,16 @@ class DocumentOperation:
         )
 
 
+@attrs.frozen(kw_only=True)
+class OperationCost:
+    """What one document costs an operation, on average, for ``rvlm estimate``: the bytes it
+    writes to Redis and the bytes the backup keeps of what it replaces. None: unknown (for
+    example, a size that needs a sample and no server was given)."""
+
+    bytes_rewritten: float | None
+    backup_bytes: float | None
+
+
 @attrs.frozen
 class Document:
     """One document of a batch: its key and the values the operations asked for (for a

@@ -31,6 +31,7 @@ import difflib
 import functools
 import importlib
 import os
+import pkgutil
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,32 +43,33 @@ import pluggy
 
 from rvlm import hookspecs
 from rvlm.core.errors import PluginError, RvlmError
-from rvlm.core.plugins.changes import Change, ChangeType, Classification
+from rvlm.core.plugins.changes import Change, ChangeType, Classification, Difference
 from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.plugins.context import ApplyContext, PlanContext
-from rvlm.core.plugins.documents import Document, DocumentOperation, DocumentUpdate
+from rvlm.core.plugins.documents import (
+    Document,
+    DocumentOperation,
+    DocumentUpdate,
+    OperationCost,
+)
 from rvlm.core.schema.model import IndexSchema
+from rvlm.plugins import builtin
 
 ENTRY_POINT_GROUP = "rvlm"
 DISABLE_ENV = "RVLM_DISABLE_PLUGINS"
 
-DEFAULT_PLUGINS: tuple[str, ...] = (
-    "rvlm.plugins.builtin.add_field",
-    "rvlm.plugins.builtin.remove_field",
-    "rvlm.plugins.builtin.rename_field",
-    "rvlm.plugins.builtin.update_field",
-    "rvlm.plugins.builtin.vector_index",
-    "rvlm.plugins.builtin.quantize",
-    "rvlm.plugins.builtin.rename_index",
-    "rvlm.plugins.builtin.change_prefix",
-    "rvlm.plugins.builtin.update_index",
-)
+#: Every module of :mod:`rvlm.plugins.builtin`, in name order: a built-in change type is one
+#: file there, found like this (nothing else lists it).
+DEFAULT_PLUGINS: tuple[str, ...] = tuple(
+    f"{builtin.__name__}.{m.name}" for m in sorted(pkgutil.iter_modules(builtin.__path__),
+                                                   key=lambda m: m.name)
+    if not m.ispkg and not m.name.startswith("_"))
 
 #: The hooks of :mod:`rvlm.hookspecs`.
 HOOK_NAMES: tuple[str, ...] = tuple(
     n for n in hookspecs.__all__ if n not in ("PROJECT", "hookimpl", "hookspec"))
 #: Hooks whose RvlmError is the plugin refusing input: passed through (nothing changed yet).
-_PLAN_HOOKS = frozenset({"merge_patch_section", "classify_change",
+_PLAN_HOOKS = frozenset({"detect_changes", "merge_patch_section", "classify_change",
                          "pre_drop"})
 
 
@@ -344,6 +346,48 @@ class PluginHost:
             raise PluginError(plugin_name, hook, _exception(exc)) from exc
 
     # -- typed hook calls ----------------------------------------------------------------
+    def detect(self, differences: Sequence[Difference], source: IndexSchema,
+               target: IndexSchema) -> tuple[list[Change], list[Difference]]:
+        """Every plugin's changes for ``differences``, in plan order (each where its first
+        claimed difference is), and the differences nobody claimed.
+
+        Raises :class:`RvlmError` naming both plugins when two claim one difference, and
+        :class:`PluginError` for a change of a type the plugin does not own or a claim on a
+        difference that was not reported.
+        """
+        owners = self.change_types()
+        position = {id(d): i for i, d in enumerate(differences)}
+        claimed: dict[int, str] = {}
+        found: list[tuple[int, int, Change]] = []
+        for name in self.implementers("detect_changes"):
+            for result in self._call_one("detect_changes", name, differences=differences,
+                                         source=source, target=target):
+                for change in self._items(name, "detect_changes", result, Change,
+                                          "Change items"):
+                    if owners.get(change.type, ("",))[0] != name:
+                        raise PluginError(name, "detect_changes",
+                                          f"returned a {change.type!r} change, a change type "
+                                          "it does not own")
+                    first = len(differences)
+                    for d in change.claims:
+                        i = position.get(id(d))
+                        if i is None:
+                            i = next((j for j, e in enumerate(differences) if e == d), None)
+                        if i is None:
+                            raise PluginError(name, "detect_changes",
+                                              f"claims a difference rvlm did not report "
+                                              f"({_shape(d)})")
+                        if i in claimed:
+                            raise RvlmError(
+                                f"plugins {claimed[i]!r} and {name!r} both claim the "
+                                f"difference {d.label}; disable one with {DISABLE_ENV}")
+                        claimed[i] = name
+                        first = min(first, i)
+                    found.append((first, len(found), change))
+        found.sort(key=lambda t: (t[0], t[1]))
+        return ([c for _first, _n, c in found],
+                [d for i, d in enumerate(differences) if i not in claimed])
+
     def merge_patch_section(self, section: str, value: Any, target: IndexSchema,
                             context: PlanContext) -> IndexSchema:
         """The section owner's target schema (an RvlmError it raises is bad input)."""
@@ -367,6 +411,21 @@ class PluginHost:
             raise PluginError(owner, "classify_change",
                               f"returned {_shape(result)} for {change.label}; expected a "
                               "Classification")
+        return result
+
+    def estimate(self, operation: DocumentOperation, plan: Any,
+                 sample: Sequence[Document] | None) -> OperationCost | None:
+        """The owner's cost per document of ``operation``; None when the owner is not
+        installed, has no estimate, or lets rvlm measure."""
+        owner = operation.plugin
+        if not self.has(owner) or not self.implements("estimate_operation", owner):
+            return None
+        result = self._call_one("estimate_operation", owner, operation=operation, plan=plan,
+                                sample=sample)
+        if result is not None and not isinstance(result, OperationCost):
+            raise PluginError(owner, "estimate_operation",
+                              f"returned {_shape(result)} ({operation.kind}); expected an "
+                              "OperationCost or None")
         return result
 
     def transform(self, operation: DocumentOperation, documents: Sequence[Document],

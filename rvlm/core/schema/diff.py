@@ -1,11 +1,20 @@
-"""The changes between a source and a target schema, typed by change type.
+"""Every difference between a source and a target schema, as neutral facts.
 
-Built-in change types (each owned by the built-in plugin of the same name):
+The core lists *what* differs; which change type a difference becomes is plugin work: each
+plugin's ``detect_changes`` hook claims the differences its change types handle (alembic's
+comparators, as a hook), and a difference that no plugin claims blocks the plan. So a new
+change type is one plugin file, and a third party can claim a kind of difference too.
 
-``add_field``, ``remove_field``, ``rename_field``, ``update_field`` (a field's non-vector
-options, or its type/path), ``vector_index`` (algorithm, metric, parameters, dims),
-``quantize`` (a vector's datatype), ``rename_index``, ``change_prefix``, ``update_index``
-(the other index options, storage type and key separator).
+:func:`differences` lists them in a fixed order, which is the order changes are listed in a
+plan (a change goes where its first claimed difference is):
+
+1. ``field_removed`` for each source field without a counterpart (source order);
+2. ``field_renamed`` for each rename of the patch;
+3. for each target field (target order): ``field_added``; or ``field_type`` (and nothing else
+   about the field: attributes of two types do not compare); or its ``field_attr``
+   differences (a vector's index parameters first, then its ``datatype``, then the rest),
+   then ``field_path`` when the value lives elsewhere and the field was not renamed;
+4. ``index_name``, ``index_prefix``, then one ``index_option`` per other index option.
 
 A field that disappears while an identical one appears under another name is reported by
 :func:`likely_renames` so the plan can suggest the ``rename_fields`` entry.
@@ -17,10 +26,11 @@ from typing import Any
 
 import attrs
 
-from rvlm.core.plugins.changes import Change
+from rvlm.core.plugins.changes import Difference
 from rvlm.core.schema.model import Field, IndexSchema, VectorAttrs
 from rvlm.core.schema.yaml_format import attrs_to_dict, field_to_dict, index_to_dict
 
+#: A vector field's index parameters, in the order a plan lists them (then ``datatype``).
 VECTOR_INDEX_KEYS = ("dims", "algorithm", "distance_metric", "initial_cap", "block_size", "m",
                      "ef_construction", "ef_runtime", "epsilon", "graph_max_degree",
                      "construction_window_size", "search_window_size", "compression", "reduce",
@@ -48,6 +58,8 @@ def _effective(field: Field, values: dict[str, Any], key: str) -> Any:
 
 
 def attr_diff(before: Field, after: Field, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """``{attr: {"before": ..., "after": ...}}`` for each attribute whose effective value
+    differs (all attributes, or ``keys`` in that order)."""
     b = attrs_to_dict(before.attrs)
     a = attrs_to_dict(after.attrs)
     names = keys if keys is not None else tuple(dict.fromkeys([*b, *a]))
@@ -61,73 +73,61 @@ def attr_diff(before: Field, after: Field, keys: tuple[str, ...] | None = None) 
     return out
 
 
-def diff(source: IndexSchema, target: IndexSchema, renames: dict[str, str]) -> list[Change]:
-    """Every change from ``source`` to ``target``; ``renames`` maps old field names to new."""
-    changes: list[Change] = []
+def _attr_order(before: Field, after: Field) -> tuple[str, ...]:
+    if isinstance(before.attrs, VectorAttrs) and isinstance(after.attrs, VectorAttrs):
+        rest = [k for k in (*attrs_to_dict(before.attrs), *attrs_to_dict(after.attrs))
+                if k not in VECTOR_INDEX_KEYS and k != "datatype"]
+        return (*VECTOR_INDEX_KEYS, "datatype", *dict.fromkeys(rest))
+    return tuple(dict.fromkeys([*attrs_to_dict(before.attrs), *attrs_to_dict(after.attrs)]))
+
+
+def differences(source: IndexSchema, target: IndexSchema,
+                renames: dict[str, str]) -> list[Difference]:
+    """Every difference from ``source`` to ``target`` in plan order (see the module
+    docstring); ``renames`` maps old field names to new ones."""
+    out: list[Difference] = []
     src = {f.name: f for f in source.fields}
     tgt = {f.name: f for f in target.fields}
     reverse = {new: old for old, new in renames.items()}
     st = source.index.storage_type
     tt = target.index.storage_type
 
-    for name, f in src.items():
-        new_name = renames.get(name, name)
-        if new_name not in tgt:
-            changes.append(Change(type="remove_field", field=name,
-                                  details={"before": field_to_dict(f)}))
+    for name, gone in src.items():
+        if renames.get(name, name) not in tgt:
+            out.append(Difference(kind="field_removed", field=name, before=field_to_dict(gone)))
     for old, new in renames.items():
         if old in src and new in tgt:
-            changes.append(Change(type="rename_field", field=old, new_field=new, details={
-                "old_identifier": src[old].identifier(st),
-                "new_identifier": tgt[new].identifier(tt),
-            }))
+            out.append(Difference(kind="field_renamed", field=old, new_field=new,
+                                  before=src[old].identifier(st),
+                                  after=tgt[new].identifier(tt)))
     for name, g in tgt.items():
         old = reverse.get(name, name)
-        found = src.get(old)
-        if found is None:
-            changes.append(Change(type="add_field", new_field=name,
-                                  details={"after": field_to_dict(g)}))
+        f = src.get(old)
+        if f is None:
+            out.append(Difference(kind="field_added", new_field=name, after=field_to_dict(g)))
             continue
-        f = found
         if f.type != g.type:
-            changes.append(Change(type="update_field", field=old, new_field=name, details={
-                "type": {"before": f.type, "after": g.type}}))
+            out.append(Difference(kind="field_type", field=old, new_field=name,
+                                  before=f.type, after=g.type))
             continue
-        renamed = old != name
-        path_changed = f.identifier(st) != g.identifier(tt) and not renamed
-        if isinstance(f.attrs, VectorAttrs) and isinstance(g.attrs, VectorAttrs):
-            index_diff = attr_diff(f, g, VECTOR_INDEX_KEYS)
-            if index_diff:
-                changes.append(Change(type="vector_index", field=old, new_field=name,
-                                      details={"attrs": index_diff}))
-            if f.attrs.datatype != g.attrs.datatype:
-                changes.append(Change(type="quantize", field=old, new_field=name, details={
-                    "datatype": {"before": f.attrs.datatype, "after": g.attrs.datatype},
-                    "dims": g.attrs.dims, "distance_metric": g.attrs.distance_metric,
-                }))
-            rest = attr_diff(f, g, ("index_missing",))
-        else:
-            rest = attr_diff(f, g)
-        if rest or path_changed:
-            details: dict[str, Any] = {}
-            if rest:
-                details["attrs"] = rest
-            if path_changed:
-                details["path"] = {"before": f.identifier(st), "after": g.identifier(tt)}
-            changes.append(Change(type="update_field", field=old, new_field=name, details=details))
+        for key, v in attr_diff(f, g, _attr_order(f, g)).items():
+            out.append(Difference(kind="field_attr", field=old, new_field=name, key=key,
+                                  before=v["before"], after=v["after"]))
+        if old == name and f.identifier(st) != g.identifier(tt):
+            out.append(Difference(kind="field_path", field=old, new_field=name,
+                                  before=f.identifier(st), after=g.identifier(tt)))
 
     si, ti = source.index, target.index
     if si.name != ti.name:
-        changes.append(Change(type="rename_index", details={"before": si.name, "after": ti.name}))
+        out.append(Difference(kind="index_name", before=si.name, after=ti.name))
     if si.prefix != ti.prefix:
-        changes.append(Change(type="change_prefix", details={
-            "before": list(si.prefix), "after": list(ti.prefix)}))
+        out.append(Difference(kind="index_prefix", before=list(si.prefix),
+                              after=list(ti.prefix)))
     b, a = index_to_dict(si), index_to_dict(ti)
-    opts = {k: {"before": b.get(k), "after": a.get(k)} for k in dict.fromkeys([*b, *a])
-            if k not in ("name", "prefix") and b.get(k) != a.get(k)}
-    if opts:
-        changes.append(Change(type="update_index", details={"options": opts}))
-    return changes
+    for k in dict.fromkeys([*b, *a]):
+        if k not in ("name", "prefix") and b.get(k) != a.get(k):
+            out.append(Difference(kind="index_option", key=k, before=b.get(k), after=a.get(k)))
+    return out
 
 
 @attrs.frozen

@@ -3,7 +3,9 @@ under the new field's name or path are indexed by the rebuilt index."""
 
 from __future__ import annotations
 
-from rvlm.plugin import Change, ChangeType, Classification, PlanContext, hookimpl
+from collections.abc import Sequence
+
+from rvlm.plugin import Change, ChangeType, Classification, Difference, PlanContext, hookimpl
 
 NAME = "add_field"
 
@@ -11,6 +13,13 @@ NAME = "add_field"
 @hookimpl
 def rvlm_change_types() -> list[ChangeType]:
     return [ChangeType(name=NAME, description="Add a field to the index (no document rewrite).")]
+
+
+@hookimpl
+def detect_changes(differences: Sequence[Difference]) -> list[Change]:
+    """One change per field the target adds."""
+    return [Change(type=NAME, new_field=d.new_field, details={"after": d.after}, claims=(d,))
+            for d in differences if d.kind == "field_added"]
 
 
 @hookimpl

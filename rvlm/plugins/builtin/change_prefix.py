@@ -15,9 +15,12 @@ from rvlm.plugin import (
     Change,
     ChangeType,
     Classification,
+    Difference,
     Document,
     DocumentOperation,
     DocumentUpdate,
+    OperationCost,
+    Plan,
     PlanContext,
     hookimpl,
 )
@@ -28,6 +31,13 @@ NAME = "change_prefix"
 @hookimpl
 def rvlm_change_types() -> list[ChangeType]:
     return [ChangeType(name=NAME, description="Move every document to a new key prefix.")]
+
+
+@hookimpl
+def detect_changes(differences: Sequence[Difference]) -> list[Change]:
+    """The index's prefixes change."""
+    return [Change(type=NAME, details={"before": d.before, "after": d.after}, claims=(d,))
+            for d in differences if d.kind == "index_prefix"]
 
 
 @hookimpl
@@ -61,6 +71,13 @@ def classify_change(change: Change, context: PlanContext) -> Classification:
                                       rename_prefix=(old, new)),),
         warnings=(f"applications that read keys under {old!r} must switch to {new!r}",),
     )
+
+
+@hookimpl
+def estimate_operation(plan: Plan) -> OperationCost:
+    """No value is rewritten; the backup keeps each key's old and new name."""
+    key_len = sum(len(k) for k in plan.key_sample) / max(len(plan.key_sample), 1)
+    return OperationCost(bytes_rewritten=0, backup_bytes=key_len * 2)
 
 
 @hookimpl

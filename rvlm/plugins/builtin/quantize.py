@@ -23,9 +23,12 @@ from rvlm.plugin import (
     ChangeType,
     CheckResult,
     Classification,
+    Difference,
     Document,
     DocumentOperation,
     DocumentUpdate,
+    IndexSchema,
+    OperationCost,
     PlanContext,
     QuantizationScheme,
     VectorAttrs,
@@ -46,6 +49,25 @@ SVS_DATATYPES = ("float16", "float32")
 @hookimpl
 def rvlm_change_types() -> list[ChangeType]:
     return [ChangeType(name=NAME, description="Convert stored vectors to another datatype.")]
+
+
+@hookimpl
+def detect_changes(differences: Sequence[Difference], source: IndexSchema,
+                   target: IndexSchema) -> list[Change]:
+    """One change per vector field whose datatype changes."""
+    out = []
+    for d in differences:
+        if d.kind != "field_attr" or d.key != "datatype":
+            continue
+        before, after = source.field(d.field or ""), target.field(d.new_field or "")
+        if not (before is not None and after is not None
+                and isinstance(before.attrs, VectorAttrs) and isinstance(after.attrs, VectorAttrs)):
+            continue
+        out.append(Change(type=NAME, field=d.field, new_field=d.new_field, claims=(d,), details={
+            "datatype": {"before": before.attrs.datatype, "after": after.attrs.datatype},
+            "dims": after.attrs.dims, "distance_metric": after.attrs.distance_metric,
+        }))
+    return out
 
 
 def _sample_matrix(docs: Sequence[Document], path: str, storage: str, datatype: str,
@@ -121,6 +143,15 @@ def classify_change(change: Change, context: PlanContext) -> Classification:
                     "dims": dims, "scheme": scheme.to_dict()},
         ),),
     )
+
+
+@hookimpl
+def estimate_operation(operation: DocumentOperation) -> OperationCost:
+    """Exact: every vector is rewritten at the new width, its original backed up."""
+    dims = int(operation.params["dims"])
+    scheme = operation.params["scheme"]
+    return OperationCost(bytes_rewritten=dims * DATATYPE_WIDTH[scheme["target_datatype"]],
+                         backup_bytes=dims * DATATYPE_WIDTH[scheme["source_datatype"]])
 
 
 @hookimpl

@@ -20,6 +20,7 @@ from rvlm.plugin import (
     Change,
     ChangeType,
     Classification,
+    Difference,
     Document,
     DocumentOperation,
     DocumentUpdate,
@@ -34,6 +35,14 @@ SIMPLE_PATH = re.compile(r"^\$(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 @hookimpl
 def rvlm_change_types() -> list[ChangeType]:
     return [ChangeType(name=NAME, description="Rename a field (and its hash field or JSON path).")]
+
+
+@hookimpl
+def detect_changes(differences: Sequence[Difference]) -> list[Change]:
+    """One change per rename in the patch."""
+    return [Change(type=NAME, field=d.field, new_field=d.new_field,
+                   details={"old_identifier": d.before, "new_identifier": d.after}, claims=(d,))
+            for d in differences if d.kind == "field_renamed"]
 
 
 @hookimpl

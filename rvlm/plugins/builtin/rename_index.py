@@ -6,7 +6,9 @@ and silently creates nothing); the executor checks again before the drop.
 
 from __future__ import annotations
 
-from rvlm.plugin import Change, ChangeType, Classification, PlanContext, hookimpl
+from collections.abc import Sequence
+
+from rvlm.plugin import Change, ChangeType, Classification, Difference, PlanContext, hookimpl
 
 NAME = "rename_index"
 
@@ -14,6 +16,13 @@ NAME = "rename_index"
 @hookimpl
 def rvlm_change_types() -> list[ChangeType]:
     return [ChangeType(name=NAME, description="Give the rebuilt index a new name.")]
+
+
+@hookimpl
+def detect_changes(differences: Sequence[Difference]) -> list[Change]:
+    """The index name changes."""
+    return [Change(type=NAME, details={"before": d.before, "after": d.after}, claims=(d,))
+            for d in differences if d.kind == "index_name"]
 
 
 @hookimpl

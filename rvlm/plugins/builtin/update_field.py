@@ -6,14 +6,56 @@ would need every value rewritten or moved, and is blocked with what to do instea
 
 from __future__ import annotations
 
-from rvlm.plugin import Change, ChangeType, Classification, PlanContext, hookimpl
+from collections.abc import Sequence
+from typing import Any
+
+from rvlm.plugin import (
+    Change,
+    ChangeType,
+    Classification,
+    Difference,
+    IndexSchema,
+    PlanContext,
+    hookimpl,
+)
 
 NAME = "update_field"
+#: The attributes of a vector field that this change type owns (vector_index owns its index
+#: parameters, quantize its datatype).
+VECTOR_ATTRS = ("index_missing",)
 
 
 @hookimpl
 def rvlm_change_types() -> list[ChangeType]:
     return [ChangeType(name=NAME, description="Change a field's index options.")]
+
+
+@hookimpl
+def detect_changes(differences: Sequence[Difference], target: IndexSchema) -> list[Change]:
+    """A field's type change is one change; its other attribute and path changes are one
+    change per field (a vector field's: only ``index_missing``)."""
+    out: list[Change] = []
+    fields: dict[tuple[str | None, str | None], list[Difference]] = {}
+    for d in differences:
+        if d.kind == "field_type":
+            out.append(Change(type=NAME, field=d.field, new_field=d.new_field, claims=(d,),
+                              details={"type": {"before": d.before, "after": d.after}}))
+            continue
+        field = target.field(d.new_field or "")
+        if d.kind == "field_path" or (d.kind == "field_attr" and field is not None and (
+                field.type != "vector" or d.key in VECTOR_ATTRS)):
+            fields.setdefault((d.field, d.new_field), []).append(d)
+    for (old, new), ds in fields.items():
+        details: dict[str, Any] = {}
+        changed = {d.key: {"before": d.before, "after": d.after}
+                   for d in ds if d.kind == "field_attr"}
+        if changed:
+            details["attrs"] = changed
+        for d in ds:
+            if d.kind == "field_path":
+                details["path"] = {"before": d.before, "after": d.after}
+        out.append(Change(type=NAME, field=old, new_field=new, claims=ds, details=details))
+    return out
 
 
 @hookimpl

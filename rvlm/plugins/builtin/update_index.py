@@ -7,7 +7,9 @@ change is blocked because the separator is part of every existing key.
 
 from __future__ import annotations
 
-from rvlm.plugin import Change, ChangeType, Classification, PlanContext, hookimpl
+from collections.abc import Sequence
+
+from rvlm.plugin import Change, ChangeType, Classification, Difference, PlanContext, hookimpl
 
 NAME = "update_index"
 
@@ -15,6 +17,16 @@ NAME = "update_index"
 @hookimpl
 def rvlm_change_types() -> list[ChangeType]:
     return [ChangeType(name=NAME, description="Change index options (stopwords, filter, ...).")]
+
+
+@hookimpl
+def detect_changes(differences: Sequence[Difference]) -> list[Change]:
+    """One change for every other index option that changes."""
+    options = [d for d in differences if d.kind == "index_option"]
+    if not options:
+        return []
+    return [Change(type=NAME, claims=options, details={
+        "options": {d.key: {"before": d.before, "after": d.after} for d in options}})]
 
 
 @hookimpl

@@ -6,15 +6,44 @@ stored vectors have the old dimension, and only new embeddings can fix that.
 
 from __future__ import annotations
 
-from rvlm.plugin import Change, ChangeType, Classification, PlanContext, VectorAttrs, hookimpl
+from collections.abc import Sequence
+
+from rvlm.plugin import (
+    Change,
+    ChangeType,
+    Classification,
+    Difference,
+    IndexSchema,
+    PlanContext,
+    VectorAttrs,
+    hookimpl,
+)
 
 NAME = "vector_index"
+#: A vector field's attributes that are not its index parameters (quantize and update_field
+#: own those).
+NOT_INDEX_PARAMETERS = ("datatype", "index_missing")
 
 
 @hookimpl
 def rvlm_change_types() -> list[ChangeType]:
     return [ChangeType(name=NAME,
                        description="Change a vector field's algorithm, metric or parameters.")]
+
+
+@hookimpl
+def detect_changes(differences: Sequence[Difference], target: IndexSchema) -> list[Change]:
+    """One change per vector field whose index parameters change (algorithm, metric, dims,
+    HNSW/SVS parameters)."""
+    by_field: dict[tuple[str | None, str | None], list[Difference]] = {}
+    for d in differences:
+        field = target.field(d.new_field or "")
+        if (d.kind == "field_attr" and field is not None and field.type == "vector"
+                and d.key not in NOT_INDEX_PARAMETERS):
+            by_field.setdefault((d.field, d.new_field), []).append(d)
+    return [Change(type=NAME, field=old, new_field=new, claims=ds, details={
+                "attrs": {d.key: {"before": d.before, "after": d.after} for d in ds}})
+            for (old, new), ds in by_field.items()]
 
 
 def _show(value: object) -> str:

@@ -196,16 +196,21 @@ def test_field_type_change_is_blocked(redis_client):
 
 
 @pytest.mark.parametrize("storage", ["hash", "json"])
-def test_field_path_change_is_blocked(redis_client, storage):
+def test_field_path_change_is_a_move(redis_client, storage):
     if storage == "hash":
         make_hash_index(redis_client)
-        index, path = "docs", "other_title"
+        index, old, path = "docs", "title", "other_title"
     else:
         make_json_index(redis_client)
-        index, path = "jdocs", "$.other_title"
-    text = blocked(plan(redis_client, {"update_fields": [{"name": "title", "path": path}]},
-                        index=index), "update_field")
-    assert path in text and "rename_fields" in text
+        index, old, path = "jdocs", "$.title", "$.other_title"
+    p = plan(redis_client, {"update_fields": [{"name": "title", "path": path}]}, index=index)
+    assert p.supported, p.blocked_reasons
+    [change] = p.changes
+    assert (change.type, change.field, change.details["path"]) == (
+        "move_path", "title", {"before": old, "after": path})
+    [op] = p.operations
+    assert (op.plugin, op.reads, op.writes, op.creates) == (
+        "move_path", (old,), (old, path), (path,))
 
 
 def test_multi_prefix_prefix_change_is_blocked(redis_client):

@@ -1,12 +1,14 @@
-"""The built-in changes. Each module is a plugin registered exactly like a third-party one
-(see ``rvlm.core.plugins.host.DEFAULT_PLUGINS``); each owns the change type of the same name.
+"""The built-in changes. Each module is a plugin registered exactly like a third-party one;
+each owns the change type of the same name, from detection to transform. Every module here is
+loaded (``rvlm.core.plugins.host.DEFAULT_PLUGINS``), so a new change type is a new file.
 
 | module          | change type     | document work                                  |
 |-----------------|-----------------|------------------------------------------------|
 | add_field       | add_field       | none (a new vector field is blocked)           |
 | remove_field    | remove_field    | none (documents keep their values)             |
 | rename_field    | rename_field    | hash field renamed / JSON value moved          |
-| update_field    | update_field    | none (type and path changes are blocked)       |
+| update_field    | update_field    | none (a type change is blocked)                |
+| move_path       | move_path       | value moved to the new JSON path / hash field  |
 | vector_index    | vector_index    | none (algorithm, metric, parameters)           |
 | quantize        | quantize        | every vector converted to the new datatype     |
 | rename_index    | rename_index    | none                                           |

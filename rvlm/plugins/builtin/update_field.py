@@ -1,13 +1,13 @@
 """update_field: a field's options change (weight, sortable, separator, ...).
 
-Options are index-side only: no document is rewritten. A change of a field's type or path
-would need every value rewritten or moved, and is blocked with what to do instead.
+Options are index-side only: no document is rewritten. A change of a field's type would need
+every value rewritten, and is blocked with what to do instead. (A new path is the move_path
+change.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from rvlm.plugin import (
     Change,
@@ -32,8 +32,8 @@ def rvlm_change_types() -> list[ChangeType]:
 
 @hookimpl
 def detect_changes(differences: Sequence[Difference], target: IndexSchema) -> list[Change]:
-    """A field's type change is one change; its other attribute and path changes are one
-    change per field (a vector field's: only ``index_missing``)."""
+    """A field's type change is one change; its other attribute changes are one change per
+    field (a vector field's: only ``index_missing``)."""
     out: list[Change] = []
     fields: dict[tuple[str | None, str | None], list[Difference]] = {}
     for d in differences:
@@ -42,19 +42,12 @@ def detect_changes(differences: Sequence[Difference], target: IndexSchema) -> li
                               details={"type": {"before": d.before, "after": d.after}}))
             continue
         field = target.field(d.new_field or "")
-        if d.kind == "field_path" or (d.kind == "field_attr" and field is not None and (
-                field.type != "vector" or d.key in VECTOR_ATTRS)):
+        if d.kind == "field_attr" and field is not None and (
+                field.type != "vector" or d.key in VECTOR_ATTRS):
             fields.setdefault((d.field, d.new_field), []).append(d)
     for (old, new), ds in fields.items():
-        details: dict[str, Any] = {}
-        changed = {d.key: {"before": d.before, "after": d.after}
-                   for d in ds if d.kind == "field_attr"}
-        if changed:
-            details["attrs"] = changed
-        for d in ds:
-            if d.kind == "field_path":
-                details["path"] = {"before": d.before, "after": d.after}
-        out.append(Change(type=NAME, field=old, new_field=new, claims=ds, details=details))
+        out.append(Change(type=NAME, field=old, new_field=new, claims=ds, details={
+            "attrs": {d.key: {"before": d.before, "after": d.after} for d in ds}}))
     return out
 
 
@@ -66,9 +59,5 @@ def classify_change(change: Change, context: PlanContext) -> Classification:
             f"changing the type of {change.field!r} from {d['type']['before']} to "
             f"{d['type']['after']} is not supported: add a new field of the new type under "
             "another name and remove the old one")
-    if "path" in d:
-        return Classification.blocked(
-            f"moving {change.field!r} from {d['path']['before']} to {d['path']['after']} "
-            "without renaming it is not supported: use rename_fields with a new name and path")
     parts = [f"{k} {v['before']!r} -> {v['after']!r}" for k, v in d.get("attrs", {}).items()]
     return Classification(summary=f"update {change.field!r}: {', '.join(parts)}")

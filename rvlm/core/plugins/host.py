@@ -30,6 +30,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import importlib.util
 import os
 import pkgutil
 import re
@@ -53,17 +54,26 @@ from rvlm.core.plugins.documents import (
     OperationCost,
 )
 from rvlm.core.schema.model import IndexSchema
-from rvlm.plugins import builtin
 
 ENTRY_POINT_GROUP = "rvlm"
 DISABLE_ENV = "RVLM_DISABLE_PLUGINS"
 
-#: Every module of :mod:`rvlm.plugins.builtin`, in name order: a built-in change type is one
-#: file there, found like this (nothing else lists it).
-DEFAULT_PLUGINS: tuple[str, ...] = tuple(
-    f"{builtin.__name__}.{m.name}" for m in sorted(pkgutil.iter_modules(builtin.__path__),
-                                                   key=lambda m: m.name)
-    if not m.ispkg and not m.name.startswith("_"))
+BUILTIN_PACKAGE = "rvlm.plugins.builtin"
+
+
+def _builtin_modules() -> tuple[str, ...]:
+    """Every module of :data:`BUILTIN_PACKAGE`, in name order (found on disk, imported when
+    the host loads them: the core does not import the plugins layer)."""
+    spec = importlib.util.find_spec(BUILTIN_PACKAGE)
+    paths = list(spec.submodule_search_locations or ()) if spec is not None else []
+    return tuple(f"{BUILTIN_PACKAGE}.{m.name}"
+                 for m in sorted(pkgutil.iter_modules(paths), key=lambda m: m.name)
+                 if not m.ispkg and not m.name.startswith("_"))
+
+
+#: The built-in change types: every module of :data:`BUILTIN_PACKAGE`, so a built-in change
+#: type is one file there and nothing else lists it.
+DEFAULT_PLUGINS: tuple[str, ...] = _builtin_modules()
 
 #: The hooks of :mod:`rvlm.hookspecs`.
 HOOK_NAMES: tuple[str, ...] = tuple(

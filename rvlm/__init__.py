@@ -16,8 +16,7 @@ from rvlm.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from rvlm.aio import AsyncMigrationExecutor, AsyncMigrationPlanner
-    from rvlm.api import MigrationPlanner, rollback, validate
-    from rvlm.core.migrate.executor import MigrationExecutor
+    from rvlm.api import MigrationExecutor, MigrationPlanner, rollback, validate
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.multi.batch import BatchMigrationExecutor, BatchMigrationPlanner
@@ -29,7 +28,7 @@ _LAZY: dict[str, str] = {
     "MigrationPlanner": "rvlm.api",
     "rollback": "rvlm.api",
     "validate": "rvlm.api",
-    "MigrationExecutor": "rvlm.core.migrate.executor",
+    "MigrationExecutor": "rvlm.api",
     "BatchMigrationPlanner": "rvlm.core.multi.batch",
     "BatchMigrationExecutor": "rvlm.core.multi.batch",
     "AsyncMigrationPlanner": "rvlm.aio",

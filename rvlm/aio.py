@@ -247,18 +247,12 @@ class AsyncMigrationPlanner:
         sync = MigrationPlanner(sample_size=self.sample_size,
                                 allow_shared_keys=self.allow_shared_keys, mode=self.mode,
                                 alias=self.alias, drop_source=self.drop_source)
-        # Validate the input files before contacting the server (as the sync path does).
-        from rvlm.api import _host, _one, resolve_inputs
-
-        host = _host(plugins)
-        patch, target = resolve_inputs(
-            host, schema_patch=_one(schema_patch_path, schema_patch, "schema_patch"),
-            target_schema=_one(target_schema_path, target_schema, "target_schema"))
+        # The input files are validated before the server is contacted (as the sync path).
+        inputs = sync.inputs(schema_patch_path=schema_patch_path,
+                             target_schema_path=target_schema_path, schema_patch=schema_patch,
+                             target_schema=target_schema, plugins=plugins)
         async with _Session(redis_url, redis_client) as bridge:
-            from rvlm.core.migrate.planner import make_plan
-
-            return await _in_thread(make_plan, bridge, index_name, patch=patch, target=target,
-                                    host=host, options=sync.options())
+            return await _in_thread(inputs.plan, bridge, index_name)
 
 
 class AsyncMigrationExecutor:
@@ -283,6 +277,8 @@ class AsyncMigrationExecutor:
         ``progress_callback(phase, done, total)`` is called on the event loop thread.
         ``redis_client`` is an optional ``redis.asyncio.Redis`` (bytes responses).
         """
+        from rvlm.api import MigrationExecutor
+
         loop = asyncio.get_running_loop()
         progress = None
         if progress_callback is not None:
@@ -294,10 +290,13 @@ class AsyncMigrationExecutor:
         url = redis_url if redis_url is not None or redis_client is None else \
             url_of(redis_client)
         async with _Session(redis_url, redis_client) as bridge:
+            # the sync executor's own code (run, checks, journal, backup, locks) in a worker
+            # thread; only the client differs. ``url`` is still needed for worker processes.
             return await _in_thread(
-                apply_with_client, bridge, url, plan, backup_dir=backup_dir,
-                batch_size=batch_size, workers=num_workers, accept_data_loss=accept_data_loss,
-                progress=progress, plugins=plugins, index_timeout=index_timeout)
+                MigrationExecutor().apply, plan, redis_url=url, backup_dir=backup_dir,
+                batch_size=batch_size, num_workers=num_workers,
+                accept_data_loss=accept_data_loss, progress_callback=progress,
+                plugins=plugins, index_timeout=index_timeout, redis_client=bridge)
 
     async def rollback(self, backup_dir: str | Path, *, redis_url: str | None = None,
                        index_timeout: float = 600.0) -> MigrationReport:
@@ -306,31 +305,6 @@ class AsyncMigrationExecutor:
 
         return await _in_thread(rollback, backup_dir, redis_url=redis_url,
                                 index_timeout=index_timeout)
-
-
-def apply_with_client(
-    client: Any,
-    url: str | None,
-    plan: Plan,
-    *,
-    backup_dir: str | Path,
-    batch_size: int = 500,
-    workers: int = 1,
-    accept_data_loss: bool = False,
-    progress: Callable[[str, int, int], None] | None = None,
-    plugins: Sequence[Any] = (),
-    index_timeout: float = 600.0,
-) -> MigrationReport:
-    """:func:`rvlm.core.migrate.executor.apply_plan` with every command sent through ``client``.
-
-    Uses the executor's own run class, checks, journal, backup and lock code; only the client
-    differs. ``url`` is still needed for worker processes (``workers > 1``).
-    """
-    from rvlm.core.migrate.executor import apply_plan
-
-    return apply_plan(url, plan, backup_dir=backup_dir, batch_size=batch_size, workers=workers,
-                      accept_data_loss=accept_data_loss, progress=progress, plugins=plugins,
-                      index_timeout=index_timeout, client=client)
 
 
 __all__ = ["AsyncBridge", "AsyncMigrationExecutor", "AsyncMigrationPlanner", "async_connect"]

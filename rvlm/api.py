@@ -10,15 +10,17 @@ RedisVL users' call shapes work unchanged::
                                        batch_size=500, num_workers=4)
     assert report.result == "succeeded"
 
-Everything here is a thin layer over :mod:`rvlm.core` (the planner, executor, batch runner,
-rollback and validation the CLI uses), so a plan made here is byte-for-byte the plan
-``rvlm plan`` writes, and a report is the report ``rvlm apply`` writes. Extra plugin objects
-can be passed for one run (``plugins=[MyPlugin()]``) without packaging them.
+Everything here is a thin layer over :mod:`rvlm.core`, and the CLI's commands call it: a plan
+made here is byte-for-byte the plan ``rvlm plan`` writes (both go through
+:func:`rvlm.core.migrate.planner.plan_inputs`), and a report is the report ``rvlm apply``
+writes (both go through :func:`rvlm.core.migrate.executor.apply_plan`). Extra plugin objects
+can be passed for one run (``plugins=[MyPlugin()]``) without packaging them. The async
+classes (:mod:`rvlm.aio`) are built on this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,57 +29,12 @@ from rvlm.core.errors import RvlmError
 if TYPE_CHECKING:
     import redis
 
-    from rvlm.aio import AsyncMigrationExecutor, AsyncMigrationPlanner
-    from rvlm.core.migrate.executor import MigrationExecutor
     from rvlm.core.migrate.plan import Plan
+    from rvlm.core.migrate.planner import PlanInputs, PlanOptions, resolve_inputs
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.multi.batch import BatchMigrationExecutor, BatchMigrationPlanner
-    from rvlm.core.plugins.host import PluginHost
     from rvlm.core.schema.model import IndexSchema
     from rvlm.core.schema.patch import SchemaPatch
-
-
-def _host(plugins: Sequence[Any]) -> PluginHost:
-    from rvlm.core.plugins.host import host_with
-
-    host = host_with(plugins)
-    host.check()
-    return host
-
-
-def resolve_inputs(
-    host: PluginHost,
-    *,
-    schema_patch: str | Path | Mapping[str, Any] | SchemaPatch | None = None,
-    target_schema: str | Path | Mapping[str, Any] | IndexSchema | None = None,
-) -> tuple[SchemaPatch | None, IndexSchema | None]:
-    """Turn a patch or target (a path, a mapping, or a parsed object) into objects.
-
-    Exactly one must be given; files are validated before any server is contacted.
-    """
-    from rvlm.core.schema.model import IndexSchema
-    from rvlm.core.schema.patch import SchemaPatch, load_patch, patch_from_dict
-    from rvlm.core.schema.yaml_format import load_schema, schema_from_dict
-
-    if (schema_patch is None) == (target_schema is None):
-        raise RvlmError("give schema_patch_path/schema_patch or target_schema_path/"
-                        "target_schema (exactly one)")
-    sections = tuple(host.patch_sections())
-    patch: SchemaPatch | None = None
-    target: IndexSchema | None = None
-    if isinstance(schema_patch, SchemaPatch):
-        patch = schema_patch
-    elif isinstance(schema_patch, Mapping):
-        patch = patch_from_dict(schema_patch, "schema_patch", sections)
-    elif schema_patch is not None:
-        patch = load_patch(schema_patch, sections)
-    if isinstance(target_schema, IndexSchema):
-        target = target_schema
-    elif isinstance(target_schema, Mapping):
-        target = schema_from_dict(target_schema, "target_schema")
-    elif target_schema is not None:
-        target = load_schema(target_schema)
-    return patch, target
 
 
 class MigrationPlanner:
@@ -120,22 +77,37 @@ class MigrationPlanner:
         :class:`~rvlm.RvlmError` for bad input; a blocked change is not an error: check
         ``plan.supported`` and ``plan.blocked_reasons``.
         """
-        from rvlm.core.migrate.planner import make_plan
         from rvlm.core.redis.connection import connect
 
-        patch_in = _one(schema_patch_path, schema_patch, "schema_patch")
-        target_in = _one(target_schema_path, target_schema, "target_schema")
-        host = _host(plugins)
-        patch, target = resolve_inputs(host, schema_patch=patch_in, target_schema=target_in)
+        inputs = self.inputs(schema_patch_path=schema_patch_path,
+                             target_schema_path=target_schema_path, schema_patch=schema_patch,
+                             target_schema=target_schema, plugins=plugins)
         client = redis_client if redis_client is not None else connect(redis_url)
         try:
-            return make_plan(client, index_name, patch=patch, target=target, host=host,
-                             options=self.options())
+            return inputs.plan(client, index_name)
         finally:
             if redis_client is None:
                 client.close()
 
-    def options(self) -> Any:
+    def inputs(
+        self,
+        *,
+        schema_patch_path: str | Path | None = None,
+        target_schema_path: str | Path | None = None,
+        schema_patch: Mapping[str, Any] | SchemaPatch | None = None,
+        target_schema: Mapping[str, Any] | IndexSchema | None = None,
+        plugins: Sequence[Any] = (),
+    ) -> PlanInputs:
+        """What :meth:`create_plan` plans from (same arguments), read and validated without
+        contacting a server: ``planner.inputs(...).plan(client, index_name)``."""
+        from rvlm.core.migrate.planner import plan_inputs
+
+        return plan_inputs(
+            schema_patch=_one(schema_patch_path, schema_patch, "schema_patch"),
+            target_schema=_one(target_schema_path, target_schema, "target_schema"),
+            options=self.options(), plugins=plugins)
+
+    def options(self) -> PlanOptions:
         """The :class:`~rvlm.core.migrate.planner.PlanOptions` this planner uses."""
         from rvlm.core.migrate.planner import PlanOptions
 
@@ -163,6 +135,45 @@ def _one(path: str | Path | None, value: Any, name: str) -> Any:
     return path if path is not None else value
 
 
+class MigrationExecutor:
+    """Apply a plan (RedisVL's ``MigrationExecutor``): ``MigrationExecutor().apply(plan, ...)``.
+
+    Like RedisVL's, the library applies the plan it is handed: a lossy plan was reviewed when
+    it was made, so ``accept_data_loss`` defaults to True here (the CLI asks a person).
+    """
+
+    def apply(
+        self,
+        plan: Plan,
+        *,
+        redis_url: str | None = None,
+        backup_dir: str | Path,
+        batch_size: int = 500,
+        num_workers: int = 1,
+        plugins: Sequence[Any] = (),
+        progress_callback: Callable[[str, int, int], None] | None = None,
+        accept_data_loss: bool = True,
+        index_timeout: float = 600.0,
+        redis_client: Any = None,
+    ) -> MigrationReport:
+        """Apply ``plan`` to the server at ``redis_url``, or resume it from ``backup_dir``
+        (re-run the same call after a crash). ``progress_callback(phase, done, total)``
+        reports progress. ``redis_client`` (a sync client, or the async API's bridge) carries
+        every command of this process; worker processes still connect to ``redis_url``.
+
+        Returns a :class:`~rvlm.MigrationReport` whose ``result`` is ``succeeded`` only when
+        validation passed. Raises :class:`~rvlm.RvlmError` (nothing changed) for a refused
+        request; once the source index was dropped, a failure is a ``failed`` report instead
+        (see :func:`rvlm.core.migrate.executor.apply_plan`).
+        """
+        from rvlm.core.migrate.executor import apply_plan
+
+        return apply_plan(redis_url, plan, backup_dir=backup_dir, batch_size=batch_size,
+                          workers=num_workers, accept_data_loss=accept_data_loss,
+                          progress=progress_callback, plugins=plugins,
+                          index_timeout=index_timeout, client=redis_client)
+
+
 def validate(
     plan: Plan | str | Path,
     *,
@@ -174,16 +185,18 @@ def validate(
     indexing failures, plugin checks) without changing anything; returns a report whose
     ``result`` is ``succeeded`` when every check passed. With the apply's ``backup_dir`` the
     document count is compared with the source count taken at apply time, not the plan's."""
-    from rvlm.core.migrate.executor import phase_data
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.migrate.validate import validate_migration
     from rvlm.core.plugins.context import ApplyContext
+    from rvlm.core.plugins.host import host_with
     from rvlm.core.redis.capabilities import detect
     from rvlm.core.redis.connection import connect
+    from rvlm.core.storage.journal import phase_data
 
     loaded = plan if isinstance(plan, Plan) else Plan.load(plan)
-    host = _host(plugins)
+    host = host_with(plugins)
+    host.check()
     enum = phase_data(Path(backup_dir), "keys_enumerated") if backup_dir else {}
     client = connect(redis_url)
     try:
@@ -205,7 +218,7 @@ def rollback(
     *,
     redis_url: str | None = None,
     index_timeout: float = 600.0,
-    progress_callback: Any = None,
+    progress_callback: Callable[[str, int, int], None] | None = None,
 ) -> MigrationReport:
     """Restore the source index and documents from ``backup_dir`` (see ``rvlm rollback``)."""
     from rvlm.core.migrate.rollback import rollback as _rollback
@@ -215,26 +228,20 @@ def rollback(
 
 
 def __getattr__(name: str) -> Any:
-    """``MigrationExecutor``, ``BatchMigrationPlanner``, ``BatchMigrationExecutor`` and the
-    async classes, imported on first use."""
-    if name == "MigrationExecutor":
-        from rvlm.core.migrate.executor import MigrationExecutor
-
-        return MigrationExecutor
+    """``BatchMigrationPlanner``, ``BatchMigrationExecutor`` and ``resolve_inputs``
+    (:func:`rvlm.core.migrate.planner.resolve_inputs`), imported on first use."""
     if name in ("BatchMigrationPlanner", "BatchMigrationExecutor"):
         from rvlm.core.multi import batch
 
         return getattr(batch, name)
-    if name in ("AsyncMigrationPlanner", "AsyncMigrationExecutor"):
-        from rvlm import aio
+    if name == "resolve_inputs":
+        from rvlm.core.migrate import planner
 
-        return getattr(aio, name)
+        return planner.resolve_inputs
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "AsyncMigrationExecutor",
-    "AsyncMigrationPlanner",
     "BatchMigrationExecutor",
     "BatchMigrationPlanner",
     "MigrationExecutor",

@@ -24,8 +24,9 @@ from test_apply_helpers import (
     snapshot,
 )
 
+from rvlm.api import MigrationExecutor
 from rvlm.core.errors import RvlmError
-from rvlm.core.migrate.executor import MigrationExecutor, apply_plan
+from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.rollback import rollback
 from rvlm.core.redis.connection import read_index
 

@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 import redis
 
-from rvlm.core.redis.lock import IndexLock, LeaseKeeper, LockHeld, LockLost, lock_key
+from rvlm.core.redis.lock import (
+    LEASE_ENV,
+    IndexLock,
+    LeaseKeeper,
+    LockHeld,
+    LockLost,
+    hold_locks,
+    lock_key,
+    lock_owner,
+)
 
 try:  # the shared fixture comes from rvlm.testing.pytest_plugin (or tests/conftest.py)
     from rvlm.testing import pytest_plugin as _plugin
@@ -150,3 +159,65 @@ def test_lease_keeper_keeps_the_lock_and_notices_loss(client: redis.Redis, index
         with pytest.raises(LockLost):
             keeper.check()
     assert client.get(lock_key(index)) in (b"thief", "thief")
+
+
+# --------------------------------------------------------------------------- hold_locks
+
+
+def test_hold_locks_takes_every_lock_once_and_releases_them(client: redis.Redis,
+                                                            index: str) -> None:
+    other = index + "_v2"
+    with hold_locks(client, [index, other, index], lock_owner("apply")) as leases:
+        for name in (index, other):
+            held = json.loads(client.get(lock_key(name)))
+            assert held["owner"].startswith("rvlm apply (") and held["pid"] == os.getpid()
+        leases.check()
+        assert leases.error is None and len(leases.keepers) == 2
+    assert client.exists(lock_key(index), lock_key(other)) == 0
+
+
+def test_hold_locks_releases_the_first_when_the_second_is_held(client: redis.Redis,
+                                                               index: str) -> None:
+    other = index + "_v2"
+    with IndexLock(client, other, owner="bob"), pytest.raises(LockHeld, match="bob"), \
+            hold_locks(client, [index, other], lock_owner("apply")):
+        pytest.fail("the second lock is held: the block must not run")
+    assert client.exists(lock_key(index)) == 0  # the one it took is released
+
+
+def test_hold_locks_takes_over_a_lock_left_by_a_dead_process(client: redis.Redis,
+                                                            index: str) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    left = json.dumps({"owner": "rvlm apply (crashed)", "host": socket.gethostname(),
+                       "pid": int(gone.stdout), "started": "then", "token": "t"})
+    client.set(lock_key(index), left, px=60_000)
+    with hold_locks(client, [index], lock_owner("rollback")):
+        assert json.loads(client.get(lock_key(index)))["owner"].startswith("rvlm rollback")
+    assert client.exists(lock_key(index)) == 0
+    # a live holder is not taken over
+    alive = json.dumps({"owner": "alice", "host": socket.gethostname(), "pid": os.getpid(),
+                        "started": "now", "token": "t"})
+    client.set(lock_key(index), alive, px=60_000)
+    with pytest.raises(LockHeld, match="alice"), hold_locks(client, [index], "me"):
+        pass
+    assert json.loads(client.get(lock_key(index)))["owner"] == "alice"
+
+
+def test_leases_notice_a_lost_second_lock(client: redis.Redis, index: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LEASE_ENV, "240")
+    other = index + "_v2"
+    with hold_locks(client, [index, other], "me") as leases:
+        client.set(lock_key(other), "thief", px=5_000)
+        deadline = time.monotonic() + 2
+        while leases.error is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(LockLost, match=other):
+            leases.check()
+    assert client.get(lock_key(other)) in (b"thief", "thief")  # not ours: left alone
+    assert client.exists(lock_key(index)) == 0

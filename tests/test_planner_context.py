@@ -11,7 +11,7 @@ import yaml
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate import planner
 from rvlm.core.migrate.plan import Plan
-from rvlm.core.migrate.planner import make_plan, plan_from_files
+from rvlm.core.migrate.planner import make_plan, plan_inputs
 from rvlm.core.plugins.changes import ChangeType, Classification
 from rvlm.core.plugins.documents import DocumentOperation
 from rvlm.core.schema.patch import load_patch, merge, patch_from_dict
@@ -124,7 +124,7 @@ def test_target_schema_mode_plans_exactly_the_target(redis_client, tmp_path):
         ]})
     path = tmp_path / "target.yaml"
     path.write_text(dump_schema(target))
-    p = plan_from_files(redis_client, "docs", target_schema=str(path))
+    p = plan_inputs(target_schema=str(path)).plan(redis_client, "docs")
     assert p.target_schema == target
     # the derived patch, applied to the live source, gives the same target
     derived = patch_from_dict({"version": 1, "changes": p.requested_changes}, "derived")
@@ -146,7 +146,7 @@ def test_target_schema_mode_plans_exactly_the_target(redis_client, tmp_path):
     assert renamed.target_schema.field("headline").evolve(unknown_attrs=()) == \
         target.field("headline")
     # deterministic in this mode too
-    assert plan_from_files(redis_client, "docs", target_schema=str(path)).to_yaml() == \
+    assert plan_inputs(target_schema=str(path)).plan(redis_client, "docs").to_yaml() == \
         p.to_yaml()
 
 
@@ -155,7 +155,7 @@ def test_target_schema_equal_to_source_changes_nothing(redis_client, tmp_path):
     source = planner.read_index(redis_client, "docs").schema
     path = tmp_path / "same.yaml"
     path.write_text(yaml.safe_dump(schema_to_dict(source.without_unknowns())))
-    p = plan_from_files(redis_client, "docs", target_schema=str(path))
+    p = plan_inputs(target_schema=str(path)).plan(redis_client, "docs")
     assert not p.changes and p.requested_changes == {}
 
 
@@ -202,7 +202,7 @@ def test_plugin_patch_section_is_merged_and_classified(redis_client, rvlm_plugin
     pf = tmp_path / "p.yaml"
     pf.write_text("version: 1\nchanges:\n  tag_all: {field: team}\n"
                   "  remove_fields: [body]\n")
-    p = plan_from_files(redis_client, "docs", schema_patch=str(pf))
+    p = plan_inputs(schema_patch=str(pf)).plan(redis_client, "docs")
     assert p.supported
     assert p.target_schema.field_names() == ["title", "price", "emb", "team"]
     d = yaml.safe_load(p.to_yaml())
@@ -217,7 +217,7 @@ def test_plugin_patch_section_is_merged_and_classified(redis_client, rvlm_plugin
     # its own validation error is one line naming the key
     pf.write_text("version: 1\nchanges:\n  tag_all: {field: 3}\n")
     with pytest.raises(RvlmError, match=r"changes\.tag_all\.field"):
-        plan_from_files(redis_client, "docs", schema_patch=str(pf))
+        plan_inputs(schema_patch=str(pf)).plan(redis_client, "docs")
 
 
 def test_plugin_section_without_the_plugin_is_an_unknown_section(redis_client, tmp_path):
@@ -225,4 +225,4 @@ def test_plugin_section_without_the_plugin_is_an_unknown_section(redis_client, t
     pf = tmp_path / "p.yaml"
     pf.write_text("version: 1\nchanges:\n  tag_all: {field: team}\n")
     with pytest.raises(RvlmError, match=r"p\.yaml: changes\.tag_all: unknown section"):
-        plan_from_files(redis_client, "docs", schema_patch=str(pf))
+        plan_inputs(schema_patch=str(pf)).plan(redis_client, "docs")

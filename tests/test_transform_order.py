@@ -15,7 +15,8 @@ from test_apply_helpers import (
     rename_op,
 )
 
-from rvlm.core.migrate import executor
+from rvlm.core.migrate import drop_recreate
+from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.redis.connection import read_index
 from rvlm.core.storage.backup import BackupReader
 from rvlm.core.storage.journal import Journal
@@ -31,7 +32,7 @@ def test_backup_and_batch_started_precede_every_write(redis_client, redis_url, t
     plan = build_plan(redis_client, "idx", target, [rename_op(), half_op(), prefix_op()],
                       lossy=True)
     backup = tmp_path / "b"
-    real = executor.write_batch
+    real = drop_recreate.write_batch
     seen: list[tuple[int, int, int]] = []
 
     def checked(client, storage, writes, **kw):
@@ -48,9 +49,9 @@ def test_backup_and_batch_started_precede_every_write(redis_client, redis_url, t
         seen.append((batch, len(started), len(done)))
         return real(client, storage, writes, **kw)
 
-    monkeypatch.setattr(executor, "write_batch", checked)
-    report = executor.apply_plan(redis_url, plan, backup_dir=backup, batch_size=7,
-                                 workers=workers, accept_data_loss=True, plugins=all_plugins())
+    monkeypatch.setattr(drop_recreate, "write_batch", checked)
+    report = apply_plan(redis_url, plan, backup_dir=backup, batch_size=7, workers=workers,
+                        accept_data_loss=True, plugins=all_plugins())
     assert report.succeeded, report.to_yaml()
     if workers == 1:  # (forked workers' calls are not seen here)
         assert [b for b, _s, _d in seen] == list(range(9))

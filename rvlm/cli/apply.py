@@ -122,8 +122,8 @@ def apply(
     Re-run the same command after a crash to resume. Exit 0 when the migration succeeded,
     1 when it failed, 2 for bad input (nothing changed).
     """
+    from rvlm.api import MigrationExecutor
     from rvlm.core.errors import RvlmError
-    from rvlm.core.migrate.executor import apply_plan
     from rvlm.core.migrate.plan import Plan
 
     loaded = Plan.load(plan)
@@ -141,9 +141,10 @@ def apply(
             f"Drop and rebuild index {loaded.source_index!r} now?", default=True):
         raise RvlmError("not applied")
     with _progress_bars() as progress:
-        report = apply_plan(url, loaded, backup_dir=backup_dir, batch_size=batch_size,
-                            workers=workers, accept_data_loss=accept_data_loss,
-                            progress=progress, index_timeout=index_timeout)
+        report = MigrationExecutor().apply(
+            loaded, redis_url=url, backup_dir=backup_dir, batch_size=batch_size,
+            num_workers=workers, accept_data_loss=accept_data_loss,
+            progress_callback=progress, index_timeout=index_timeout)
     if report_out is not None:
         report.write(report_out)
     if benchmark_out is not None:
@@ -188,9 +189,9 @@ def rollback(
                                                     help="Write the YAML report here.")] = None,
 ) -> None:
     """Undo a migration from its backup dir: restore documents and the source index."""
+    from rvlm.api import rollback as do_rollback
     from rvlm.core.errors import RvlmError
-    from rvlm.core.migrate.rollback import load_backup_plan
-    from rvlm.core.migrate.rollback import rollback as do_rollback
+    from rvlm.core.migrate.backup_dir import load_backup_plan
 
     plan = load_backup_plan(backup_dir)
     if not yes and sys.stdin.isatty() and not typer.confirm(
@@ -198,7 +199,7 @@ def rollback(
             default=False):
         raise RvlmError("not rolled back")
     with _progress_bars() as progress:
-        report = do_rollback(url, backup_dir, progress=progress)
+        report = do_rollback(backup_dir, redis_url=url, progress_callback=progress)
     if report_out is not None:
         report.write(report_out)
     _summary(report)

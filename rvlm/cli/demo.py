@@ -85,18 +85,6 @@ def knn(client: Any, index: str, vector: bytes, k: int = 5) -> list[tuple[str, s
     return out
 
 
-def wait_indexed(client: Any, index: str) -> None:
-    import time
-
-    from rvlm.core.redis.connection import read_index
-
-    for _ in range(400):
-        stats = read_index(client, index).stats
-        if not stats.indexing and stats.percent_indexed >= 1.0:
-            return
-        time.sleep(0.05)
-
-
 @handle_errors
 def demo(
     url: Annotated[str | None, typer.Option(
@@ -113,13 +101,10 @@ def demo(
     """Run a real migration on the embedded server: plan, apply, validate, compare queries."""
     from rich.console import Console
 
+    from rvlm.api import MigrationExecutor, MigrationPlanner
     from rvlm.cli.render import print_plan
     from rvlm.core.errors import RvlmError
-    from rvlm.core.migrate.executor import apply_plan
-    from rvlm.core.migrate.planner import make_plan
-    from rvlm.core.plugins.host import get_host
-    from rvlm.core.redis.connection import connect, index_exists
-    from rvlm.core.schema.patch import load_patch
+    from rvlm.core.redis.connection import connect, index_exists, wait_indexed
     from rvlm.embedded.server import EmbeddedServer, free_port
 
     console = Console(highlight=False)
@@ -140,7 +125,7 @@ def demo(
             raise RvlmError(f"an index named {INDEX!r} already exists on {url}; "
                             "use another server or drop it")
         load_sample(client, documents)
-        wait_indexed(client, INDEX)
+        wait_indexed(client, INDEX, timeout=20)
         console.print(f"[bold]2. Sample[/bold] index {INDEX!r}: {documents} products under "
                       f"{PREFIX!r} (text, tag, numeric, float32 HNSW vectors of {DIMS} dims)")
         query = client.hget(f"{PREFIX}7", "embedding")
@@ -152,9 +137,8 @@ def demo(
         patch_path = work / "patch.yaml"
         patch_path.write_text(PATCH, encoding="utf-8")
         console.print(f"[bold]3. Patch[/bold] {patch_path}:\n{PATCH}")
-        host = get_host()
-        patch = load_patch(patch_path, tuple(host.patch_sections()))
-        plan = make_plan(client, INDEX, patch=patch, host=host)
+        plan = MigrationPlanner().create_plan(INDEX, schema_patch_path=patch_path,
+                                              redis_client=client)
         plan_path = work / "plan.yaml"
         plan.write(plan_path)
         console.print("[bold]4. Plan[/bold] (rvlm plan)")
@@ -163,7 +147,8 @@ def demo(
         backup_dir = work / "backup"
         console.print(f"[bold]5. Apply[/bold] (rvlm apply --plan {plan_path} --backup-dir "
                       f"{backup_dir} --accept-data-loss)")
-        report = apply_plan(url, plan, backup_dir=backup_dir, accept_data_loss=True)
+        report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=backup_dir,
+                                           accept_data_loss=True)
         report_path = work / "report.yaml"
         report_path.write_text(report.to_yaml(), encoding="utf-8")
         console.print(f"   result: [bold]{report.result}[/bold]; report: {report_path}")

@@ -59,28 +59,19 @@ def plan(
     Exit code 0 when every change is supported, 1 when some change is blocked (the plan is
     written anyway, with the reasons), 2 for bad input.
     """
+    from rvlm.api import MigrationPlanner
     from rvlm.core.errors import RvlmError
     from rvlm.core.migrate.plan import MODES
-    from rvlm.core.migrate.planner import PlanOptions, make_plan
-    from rvlm.core.plugins.host import get_host
-    from rvlm.core.redis.connection import connect
-    from rvlm.core.schema.patch import load_patch
-    from rvlm.core.schema.yaml_format import load_schema
 
     if (schema_patch is None) == (target_schema is None):
         raise RvlmError("give --schema-patch or --target-schema (exactly one)")
     if mode not in MODES:
         raise RvlmError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
-    host = get_host()
-    host.check()
-    # Validate the input files before touching the server.
-    patch = load_patch(schema_patch, tuple(host.patch_sections())) if schema_patch else None
-    target = load_schema(target_schema) if target_schema else None
-    client = connect(url)
-    result = make_plan(client, index, patch=patch, target=target, host=host,
-                       options=PlanOptions(sample_size=sample_size,
-                                           allow_shared_keys=allow_shared_keys, mode=mode,
-                                           alias=alias, drop_source=drop_source))
+    planner = MigrationPlanner(sample_size=sample_size, allow_shared_keys=allow_shared_keys,
+                               mode=mode, alias=alias, drop_source=drop_source)
+    # the files are validated before the server is contacted
+    result = planner.create_plan(index, redis_url=url, schema_patch_path=schema_patch,
+                                 target_schema_path=target_schema)
     plan_out.write_text(result.to_yaml(), encoding="utf-8")
     from rvlm.cli.render import print_plan
 

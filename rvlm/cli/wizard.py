@@ -544,9 +544,10 @@ class Wizard:
                 self.io.say(f"    - {r}")
 
     def _make_plan(self) -> Any:
-        from rvlm.core.migrate.planner import make_plan
+        from rvlm.api import MigrationPlanner
 
-        return make_plan(self.client, self.st.source.name, patch=self.st.patch())
+        return MigrationPlanner().create_plan(self.st.source.name, schema_patch=self.st.patch(),
+                                              redis_client=self.client)
 
     # -- field choice ------------------------------------------------------------------
     def pick_field(self, verb: str, kinds: Sequence[str] | None = None) -> str | None:

@@ -16,33 +16,31 @@ Re-running the same apply resumes after the last journaled phase; every step is 
 (documents were never touched, so that is exact), the aliases point at it again and the target
 is dropped.
 
-Fault points for crash tests (``RVLM_FAULT``, see :func:`rvlm.core.migrate.executor.fault`):
-``online_after_checks``, ``online_after_create``, ``online_after_validate``,
-``online_after_alias``, ``online_after_drop``.
+It is the sibling of the drop_recreate executor (:mod:`rvlm.core.migrate.drop_recreate`): both
+take a :class:`~rvlm.core.migrate.run.Run` (connection, journal, report, timer, the shared
+checks) from :func:`rvlm.core.migrate.executor.apply_plan`. Fault points for crash tests:
+``online_after_*`` in :mod:`rvlm.core.migrate.faults`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import redis
 
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.aliases import alias_index, check_aliases, point_aliases, restore_aliases
-from rvlm.core.migrate.executor import PLAN_NAME, _reached, fault, phase_data
+from rvlm.core.migrate.backup_dir import PLAN_NAME
+from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.report import MigrationReport, Timer
-from rvlm.core.migrate.validate import validate_migration
+from rvlm.core.migrate.run import Run
+from rvlm.core.migrate.validate import validate_migration, validate_source
 from rvlm.core.plugins.checks import CheckResult
-from rvlm.core.redis.connection import index_exists, read_index
+from rvlm.core.redis.connection import read_index, wait_indexed
 from rvlm.core.schema.ftcreate import create_arguments
-from rvlm.core.storage.journal import Journal, RunState
-
-if TYPE_CHECKING:
-    from rvlm.core.migrate.executor import _Run
+from rvlm.core.storage.journal import Journal, RunState, phase_data
 
 
 def online_problems(plan: Plan) -> list[str]:
@@ -66,21 +64,16 @@ def _source_count(client: redis.Redis, name: str) -> tuple[int, int]:
     return stats.num_docs + stats.indexing_failures, stats.indexing_failures
 
 
-def execute_online(run: _Run) -> MigrationReport:
+def execute_online(run: Run) -> MigrationReport:
     """Run (or resume) an online apply; ``run`` holds the connection, journal, timer, report
-    and the executor's checks. Called by :func:`rvlm.core.migrate.executor.apply_plan` with the
+    and the shared checks. Called by :func:`rvlm.core.migrate.executor.apply_plan` with the
     index locks held; raises before the first change, otherwise returns the (failed) report."""
     plan, client = run.plan, run.client
-    state = RunState.load(run.dir)
-    if state.phase == "rolled_back":
-        raise RvlmError(f"the migration in {run.dir} was rolled back; use a new --backup-dir "
-                        "to apply the plan again")
+    state = run.load_state()
     report = run.report
-    report.resumed = state.phase is not None
     report.backup_paths = [str(run.dir / PLAN_NAME)]
     report.downtime_duration_seconds = 0.0
-    phase = state.phase
-    if phase is None:
+    if state.phase is None:
         with run.timer.phase("checks"):
             if plan.supported:  # a blocked plan is refused by check_source, with its reasons
                 problems = online_problems(plan)
@@ -100,17 +93,9 @@ def execute_online(run: _Run) -> MigrationReport:
     run.mutated = True
     checked = phase_data(run.dir, "checked")
     report.documents = int(checked.get("source_docs", 0))
-    if not _reached(phase, "alias_moved"):
+    if not state.reached("alias_moved"):
         with run.timer.phase("build"):
-            if not index_exists(client, plan.target_index):
-                try:
-                    client.execute_command(*create_arguments(plan.target_schema))
-                except redis.ResponseError as exc:
-                    raise MigrationFailed(f"FT.CREATE {plan.target_index} failed: {exc}"
-                                          ) from None
-                run.phase("created")
-                fault("online_after_create")
-                run.host.post_create(plan, run.ctx)
+            run.create_target("online_after_create")
             run.wait_indexed()
         run.phase("indexed")
         with run.timer.phase("validation"):
@@ -144,7 +129,7 @@ def execute_online(run: _Run) -> MigrationReport:
         report.documents = int(validated.get("docs", report.documents))
         with run.timer.phase("alias"):  # idempotent: a resume makes sure they moved
             point_aliases(client, plan.aliases, plan.target_index)
-    if plan.drop_source and not _reached(phase, "source_dropped"):
+    if plan.drop_source and not state.reached("source_dropped"):
         with run.timer.phase("drop_source"):
             if alias_index(client, plan.source_index) == plan.source_index:
                 client.execute_command("FT.DROPINDEX", plan.source_index)
@@ -161,22 +146,20 @@ def execute_online(run: _Run) -> MigrationReport:
 
 def rollback_online(client: redis.Redis, directory: Path, plan: Plan, state: RunState,
                     report: MigrationReport, timer: Timer, journal: Journal,
-                    index_timeout: float,
-                    wait: Callable[[redis.Redis, str, float], None],
-                    check_source: Callable[[redis.Redis, Plan], Any]) -> MigrationReport:
+                    index_timeout: float) -> MigrationReport:
     """Undo an online apply: recreate the source from the plan if it was dropped, point the
     aliases back at it (or delete one the apply created), drop the target. Called by
     :func:`rvlm.core.migrate.rollback.rollback` with the locks held. Idempotent."""
     if state.phase is None:
         report.warnings.append("the online apply never started; nothing to undo")
-        report.validation = check_source(client, plan)
+        report.validation = validate_source(client, plan)
         return report.finish(report.validation.passed)
     try:
         with timer.phase("create"):
             if alias_index(client, plan.source_index) != plan.source_index:
                 client.execute_command(*create_arguments(plan.source_schema))
         with timer.phase("indexing"):
-            wait(client, plan.source_index, index_timeout)
+            wait_indexed(client, plan.source_index, index_timeout)
         with timer.phase("alias"):
             restore_aliases(client, plan, phase_data(directory, "checked").get("aliases"))
         with timer.phase("drop"):
@@ -190,7 +173,7 @@ def rollback_online(client: redis.Redis, directory: Path, plan: Plan, state: Run
         report.manual_actions.append(f"re-run 'rvlm rollback --backup-dir {directory}'")
         return report.finish(False)
     report.downtime_duration_seconds = 0.0
-    report.validation = check_source(client, plan)
+    report.validation = validate_source(client, plan)
     before = phase_data(directory, "checked").get("aliases") or {}
     for name in plan.aliases:
         want = None if before.get(name, plan.source_index) is None else plan.source_index

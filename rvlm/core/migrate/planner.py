@@ -11,7 +11,8 @@ the checks of one change live in its plugin.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -30,7 +31,13 @@ from rvlm.core.redis.resp import to_str
 from rvlm.core.redis.sample import last_failed_key, read_documents, sample_keys
 from rvlm.core.schema.diff import LikelyRename, differences, likely_renames
 from rvlm.core.schema.model import IndexSchema
-from rvlm.core.schema.patch import SchemaPatch, load_patch, merge, patch_from_target
+from rvlm.core.schema.patch import (
+    SchemaPatch,
+    load_patch,
+    merge,
+    patch_from_dict,
+    patch_from_target,
+)
 
 KEY_SAMPLE_SIZE = 20
 DEFAULT_SAMPLE_SIZE = 1000
@@ -437,21 +444,76 @@ def _rvlm_version() -> str:
     return __version__
 
 
-def plan_from_files(client: redis.Redis, index_name: str, *, schema_patch: str | None = None,
-                    target_schema: str | None = None, options: PlanOptions | None = None,
-                    host: PluginHost | None = None) -> Plan:
-    """``make_plan`` from file paths, validating the files before touching the server."""
-    from rvlm.core.schema.yaml_format import load_schema
+def resolve_inputs(
+    host: PluginHost,
+    *,
+    schema_patch: str | Path | Mapping[str, Any] | SchemaPatch | None = None,
+    target_schema: str | Path | Mapping[str, Any] | IndexSchema | None = None,
+) -> tuple[SchemaPatch | None, IndexSchema | None]:
+    """Turn a patch or a target (a path, a mapping, or a parsed object) into objects.
 
-    host = host or host_with()
+    Exactly one must be given; files are read and validated here, before any server is
+    contacted (the patch's plugin sections against ``host``).
+    """
+    from rvlm.core.schema.yaml_format import load_schema, schema_from_dict
+
     if (schema_patch is None) == (target_schema is None):
-        raise RvlmError("give --schema-patch or --target-schema (exactly one)")
-    if schema_patch is not None:
-        patch = load_patch(schema_patch, tuple(host.patch_sections()))
-        return make_plan(client, index_name, patch=patch, options=options, host=host)
-    assert target_schema is not None
-    return make_plan(client, index_name, target=load_schema(target_schema), options=options,
-                     host=host)
+        raise RvlmError("give schema_patch_path/schema_patch or target_schema_path/"
+                        "target_schema (exactly one)")
+    sections = tuple(host.patch_sections())
+    patch: SchemaPatch | None = None
+    target: IndexSchema | None = None
+    if isinstance(schema_patch, SchemaPatch):
+        patch = schema_patch
+    elif isinstance(schema_patch, Mapping):
+        patch = patch_from_dict(schema_patch, "schema_patch", sections)
+    elif schema_patch is not None:
+        patch = load_patch(schema_patch, sections)
+    if isinstance(target_schema, IndexSchema):
+        target = target_schema
+    elif isinstance(target_schema, Mapping):
+        target = schema_from_dict(target_schema, "target_schema")
+    elif target_schema is not None:
+        target = load_schema(target_schema)
+    return patch, target
+
+
+@attrs.frozen
+class PlanInputs:
+    """What a plan is made from, read and checked before any server is contacted: a patch
+    or a target schema, the options, and the plugin host. :meth:`plan` makes the plan of one
+    index (call it once per index to plan many with the same inputs)."""
+
+    patch: SchemaPatch | None
+    target: IndexSchema | None
+    options: PlanOptions
+    host: PluginHost
+
+    def plan(self, client: redis.Redis, index_name: str) -> Plan:
+        """Plan the migration of ``index_name`` (reads the server, never writes)."""
+        return make_plan(client, index_name, patch=self.patch, target=self.target,
+                         options=self.options, host=self.host)
+
+
+def plan_inputs(
+    *,
+    schema_patch: str | Path | Mapping[str, Any] | SchemaPatch | None = None,
+    target_schema: str | Path | Mapping[str, Any] | IndexSchema | None = None,
+    options: PlanOptions | None = None,
+    plugins: Sequence[Any] = (),
+    host: PluginHost | None = None,
+) -> PlanInputs:
+    """The one way to plan, shared by the CLI, the Python and async APIs and multi-index
+    runs: ``plan_inputs(schema_patch=...).plan(client, index)``.
+
+    Give exactly one of ``schema_patch`` and ``target_schema`` (a path, a mapping, or a parsed
+    object). ``host`` defaults to the process's plugins plus ``plugins``. Raises
+    :class:`RvlmError` for bad input before anything touches a server.
+    """
+    host = host or host_with(plugins)
+    host.check()
+    patch, target = resolve_inputs(host, schema_patch=schema_patch, target_schema=target_schema)
+    return PlanInputs(patch=patch, target=target, options=options or PlanOptions(), host=host)
 
 
 def match_indexes(names: Sequence[str], pattern: str) -> list[str]:

@@ -12,51 +12,24 @@ indexed and journals ``rolled_back``. Running it twice is fine.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.errors import MigrationFailed
 from rvlm.core.migrate.aliases import restore_aliases
-from rvlm.core.migrate.executor import PLAN_NAME, _owner, _reached, acquire_lock, phase_data
-from rvlm.core.migrate.plan import Plan
-from rvlm.core.migrate.report import MigrationReport, Timer, ValidationResult
-from rvlm.core.plugins.checks import CheckResult
+from rvlm.core.migrate.backup_dir import load_backup_plan
+from rvlm.core.migrate.online import rollback_online
+from rvlm.core.migrate.report import MigrationReport, Timer
+from rvlm.core.migrate.validate import validate_source
 from rvlm.core.redis.capabilities import detect
-from rvlm.core.redis.connection import connect, index_exists, read_index
+from rvlm.core.redis.connection import connect, index_exists, read_index, wait_indexed
 from rvlm.core.redis.docio import conflict_actions, conflict_message, restore_records
-from rvlm.core.redis.lock import IndexLock, LeaseKeeper
+from rvlm.core.redis.lock import hold_locks, lock_owner
 from rvlm.core.schema.ftcreate import create_arguments
-from rvlm.core.storage.backup import BackupCorrupt, BackupReader, read_manifest
-from rvlm.core.storage.journal import Journal, RunState
-
-
-def load_backup_plan(directory: Path) -> Plan:
-    """The plan a backup dir was made for, checked against its manifest."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise RvlmError(f"backup dir {directory} does not exist")
-    manifest = read_manifest(directory)
-    try:
-        plan = Plan.load(directory / PLAN_NAME)
-    except FileNotFoundError:
-        raise BackupCorrupt(f"{directory / PLAN_NAME}: plan copy missing") from None
-    if manifest.get("plan_fingerprint") != plan.fingerprint:
-        raise BackupCorrupt(f"{directory}: plan.yaml does not match the manifest's fingerprint")
-    return plan
-
-
-def _wait_indexed(client: redis.Redis, name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = read_index(client, name).stats
-        if not stats.indexing and stats.percent_indexed >= 1.0:
-            return
-        if time.monotonic() > deadline:
-            raise MigrationFailed(f"index {name!r} still indexing after {timeout:.0f}s")
-        time.sleep(0.05)
+from rvlm.core.storage.backup import BackupCorrupt, BackupReader
+from rvlm.core.storage.journal import Journal, RunState, phase_data
 
 
 def rollback(
@@ -88,110 +61,79 @@ def rollback(
     client = connect(url)
     caps = detect(client)
     storage = plan.source_schema.storage_type
-    locks: list[IndexLock] = []
-    keepers: list[LeaseKeeper] = []
     journal = Journal(directory, 0)
     try:
-        for name in dict.fromkeys((plan.source_index, plan.target_index)):
-            locks.append(acquire_lock(client, name, _owner("rollback")))
-        for lock in locks:
-            keeper = LeaseKeeper(lock)
-            keeper.start()
-            keepers.append(keeper)
-        if state.phase == "rolled_back":
-            report.warnings.append("already rolled back; nothing to do")
-            report.validation = _check_source(client, plan)
-            return report.finish(report.validation.passed)
-        if plan.online:  # nothing was dropped before the alias moved: rvlm.core.migrate.online
-            from rvlm.core.migrate.online import rollback_online
-
-            return rollback_online(client, directory, plan, state, report, timer, journal,
-                                   index_timeout, _wait_indexed, _check_source)
-        dropped = _reached(state.phase, "dropped") or (
-            state.phase == "pre_drop_done" and not index_exists(client, plan.source_index)
-        ) or bool(reader.batch_numbers())
-        if not dropped:
-            report.warnings.append("the source index was never dropped; nothing to restore")
-            report.validation = _check_source(client, plan)
-            return report.finish(report.validation.passed)
-        try:
-            with timer.phase("drop"):
-                if index_exists(client, plan.target_index):
-                    live = read_index(client, plan.target_index).schema.index.name
-                    if live == plan.target_index:
-                        client.execute_command("FT.DROPINDEX", plan.target_index)
-            conflicts: list[tuple[bytes, bytes]] = []
-            with timer.phase("restore"):
-                total = len(reader.batch_numbers())
-                for n, (b, records) in enumerate(reader.reversed_batches(), 1):
-                    # a batch started but not done may hold a replacement that failed after
-                    # its DEL: its replaced documents are recreated even if no key is left
-                    before = len(conflicts)
-                    for key in restore_records(client, storage, records, cluster=caps.cluster,
-                                               recreate=b in state.started_not_done,
-                                               conflicts=conflicts):
-                        if len(report.warnings) < 20:
-                            report.warnings.append(f"{key!r} no longer exists; not restored")
-                    report.restored_records += len(records) - (len(conflicts) - before)
-                    keepers[0].check()
-                    if progress is not None:
-                        progress("restore", n, total)
-                report.batches = total
-            with timer.phase("create"):
-                if not index_exists(client, plan.source_index):
-                    client.execute_command(*create_arguments(plan.source_schema))
-            with timer.phase("indexing"):
-                _wait_indexed(client, plan.source_index, index_timeout)
-            # the drops removed the aliases: point them at the source again
-            restore_aliases(client, plan, phase_data(directory, "checked").get("aliases"))
-            if conflicts:
-                # not rolled back: once the pairs are resolved, a re-run restores them
-                report.restore_conflicts = len(conflicts)
-                report.error = conflict_message(conflicts)
-                report.manual_actions += conflict_actions(
-                    conflicts, f"{directory}: 'rvlm rollback --backup-dir {directory}'")
+        with hold_locks(client, (plan.source_index, plan.target_index),
+                        lock_owner("rollback")) as leases:
+            if state.phase == "rolled_back":
+                report.warnings.append("already rolled back; nothing to do")
+                report.validation = validate_source(client, plan)
+                return report.finish(report.validation.passed)
+            if plan.online:  # nothing was dropped before the alias moved
+                return rollback_online(client, directory, plan, state, report, timer, journal,
+                                       index_timeout)
+            dropped = state.reached("dropped") or (
+                state.phase == "pre_drop_done" and not index_exists(client, plan.source_index)
+            ) or bool(reader.batch_numbers())
+            if not dropped:
+                report.warnings.append("the source index was never dropped; nothing to restore")
+                report.validation = validate_source(client, plan)
+                return report.finish(report.validation.passed)
+            try:
+                with timer.phase("drop"):
+                    if index_exists(client, plan.target_index):
+                        live = read_index(client, plan.target_index).schema.index.name
+                        if live == plan.target_index:
+                            client.execute_command("FT.DROPINDEX", plan.target_index)
+                conflicts: list[tuple[bytes, bytes]] = []
+                with timer.phase("restore"):
+                    total = len(reader.batch_numbers())
+                    for n, (b, records) in enumerate(reader.reversed_batches(), 1):
+                        # a batch started but not done may hold a replacement that failed
+                        # after its DEL: its replaced documents are recreated even if no key
+                        # is left
+                        before = len(conflicts)
+                        for key in restore_records(client, storage, records,
+                                                   cluster=caps.cluster,
+                                                   recreate=b in state.started_not_done,
+                                                   conflicts=conflicts):
+                            if len(report.warnings) < 20:
+                                report.warnings.append(f"{key!r} no longer exists; not restored")
+                        report.restored_records += len(records) - (len(conflicts) - before)
+                        leases.check()
+                        if progress is not None:
+                            progress("restore", n, total)
+                    report.batches = total
+                with timer.phase("create"):
+                    if not index_exists(client, plan.source_index):
+                        client.execute_command(*create_arguments(plan.source_schema))
+                with timer.phase("indexing"):
+                    wait_indexed(client, plan.source_index, index_timeout)
+                # the drops removed the aliases: point them at the source again
+                restore_aliases(client, plan, phase_data(directory, "checked").get("aliases"))
+                if conflicts:
+                    # not rolled back: once the pairs are resolved, a re-run restores them
+                    report.restore_conflicts = len(conflicts)
+                    report.error = conflict_message(conflicts)
+                    report.manual_actions += conflict_actions(
+                        conflicts, f"{directory}: 'rvlm rollback --backup-dir {directory}'")
+                    with contextlib.suppress(Exception):
+                        journal.append("error", message=f"rollback: {report.error}")
+                    report.validation = validate_source(client, plan)
+                    return report.finish(False)
+                journal.append("phase", value="rolled_back")
+            except (MigrationFailed, redis.RedisError) as exc:
+                report.error = str(exc)
                 with contextlib.suppress(Exception):
-                    journal.append("error", message=f"rollback: {report.error}")
-                report.validation = _check_source(client, plan)
+                    journal.append("error", message=f"rollback: {exc}")
+                report.manual_actions.append(f"re-run 'rvlm rollback --backup-dir {directory}'")
                 return report.finish(False)
-            journal.append("phase", value="rolled_back")
-        except (MigrationFailed, redis.RedisError) as exc:
-            report.error = str(exc)
-            with contextlib.suppress(Exception):
-                journal.append("error", message=f"rollback: {exc}")
-            report.manual_actions.append(f"re-run 'rvlm rollback --backup-dir {directory}'")
-            return report.finish(False)
-        report.validation = _check_source(client, plan)
-        return report.finish(report.validation.passed)
+            report.validation = validate_source(client, plan)
+            return report.finish(report.validation.passed)
     finally:
         report.timings = dict(timer.seconds)
-        for keeper in keepers:
-            keeper.stop()
-        for lock in locks:
-            with contextlib.suppress(redis.RedisError):
-                lock.release()
         journal.close()
         client.close()
 
 
-def _check_source(client: redis.Redis, plan: Plan) -> ValidationResult:
-    """The source index exists with the plan's source schema and its documents."""
-    from rvlm.core.migrate.validate import comparable
-
-    result = ValidationResult()
-    try:
-        info = read_index(client, plan.source_index)
-    except RvlmError as exc:
-        result.add(CheckResult(name="schema_match", passed=False, details=str(exc)))
-        return result
-    result.schema_match = (comparable(info.schema, plan.source_schema)
-                           == plan.source_schema.without_unknowns())
-    result.add(CheckResult(name="schema_match", passed=result.schema_match))
-    got = info.stats.num_docs + info.stats.indexing_failures
-    want = plan.source_stats.num_docs + plan.source_stats.indexing_failures
-    result.doc_count_match = got == want
-    # informational: documents may have been added or deleted since the plan was made
-    result.checks.append(CheckResult(name="doc_count_match", passed=True,
-                                     details=f"{got} indexed + failures, plan saw {want}"))
-    result.key_sample_exists = True
-    return result
+__all__ = ["rollback"]

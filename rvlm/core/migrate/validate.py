@@ -12,6 +12,9 @@ Checks, each a :class:`~rvlm.core.plugins.checks.CheckResult`:
 * ``indexing_failures``: indexing failures did not grow.
 * ``query:*`` / ``query:knn:<field>``: queries return results.
 * every plugin's ``validate`` results.
+
+:func:`validate_source` checks the other side, after a rollback: the source index is back
+with the plan's source schema.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def comparable(live: IndexSchema, expected: IndexSchema) -> IndexSchema:
     return out.without_unknowns()
 
 
-def _schema_diff(live: IndexSchema, want: IndexSchema) -> str:
+def schema_diff(live: IndexSchema, want: IndexSchema) -> str:
+    """The first difference between two schemas, in words (for one-line errors)."""
     if live.index != want.index:
         for a in attrs.fields(type(live.index)):
             if getattr(live.index, a.name) != getattr(want.index, a.name):
@@ -123,7 +127,7 @@ def validate_migration(
     want = target.without_unknowns()
     result.schema_match = live == want
     result.add(CheckResult(name="schema_match", passed=result.schema_match,
-                           details="" if result.schema_match else _schema_diff(live, want)))
+                           details="" if result.schema_match else schema_diff(live, want)))
 
     got = info.stats.num_docs + info.stats.indexing_failures
     result.doc_count_match = got == expected_docs
@@ -206,3 +210,25 @@ def _total(reply: Any) -> int:
     if isinstance(reply, dict):
         return to_int(to_map(reply).get("total_results"))
     return to_int(to_list(reply)[0])
+
+
+def validate_source(client: redis.Redis, plan: Plan) -> ValidationResult:
+    """The source index exists with the plan's source schema (after a rollback). The
+    document count is informational: documents may have been added or deleted since the plan
+    was made."""
+    result = ValidationResult()
+    try:
+        info = read_index(client, plan.source_index)
+    except RvlmError as exc:
+        result.add(CheckResult(name="schema_match", passed=False, details=str(exc)))
+        return result
+    result.schema_match = (comparable(info.schema, plan.source_schema)
+                           == plan.source_schema.without_unknowns())
+    result.add(CheckResult(name="schema_match", passed=result.schema_match))
+    got = info.stats.num_docs + info.stats.indexing_failures
+    want = plan.source_stats.num_docs + plan.source_stats.indexing_failures
+    result.doc_count_match = got == want
+    result.checks.append(CheckResult(name="doc_count_match", passed=True,
+                                     details=f"{got} indexed + failures, plan saw {want}"))
+    result.key_sample_exists = True
+    return result

@@ -48,7 +48,7 @@ import yaml
 
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.plan import Plan
-from rvlm.core.migrate.planner import PlanOptions, make_plan, match_indexes, prefixes_overlap
+from rvlm.core.migrate.planner import PlanOptions, match_indexes, plan_inputs, prefixes_overlap
 from rvlm.core.migrate.report import now_iso
 from rvlm.core.redis.connection import connect, list_indexes, redact, resolve_url
 from rvlm.core.schema.yaml_format import dump_yaml, load_yaml
@@ -448,7 +448,6 @@ class BatchMigrationPlanner:
         :class:`RvlmError` for bad input (before touching the server when it can).
         """
         from rvlm.core.plugins.host import get_host, host_with
-        from rvlm.core.schema.patch import load_patch
 
         chosen = [s for s in (pattern, indexes, indexes_file) if s is not None]
         if len(chosen) != 1:
@@ -458,9 +457,11 @@ class BatchMigrationPlanner:
             raise RvlmError(f"--failure-policy must be one of {', '.join(FAILURE_POLICIES)}, "
                             f"not {failure_policy!r}")
         host = host_with(self.plugins) if self.plugins else get_host()
-        host.check()
         patch_path = Path(schema_patch_path).resolve()
-        patch = load_patch(patch_path, tuple(host.patch_sections()))
+        options = PlanOptions(sample_size=self.sample_size) if self.sample_size else PlanOptions()
+        inputs = plan_inputs(schema_patch=patch_path, options=options, host=host)
+        assert inputs.patch is not None
+        source = inputs.patch.source
         content = load_yaml(patch_path)
         selection: dict[str, Any]
         if indexes_file is not None:
@@ -481,7 +482,6 @@ class BatchMigrationPlanner:
             if not names:
                 raise RvlmError(f"no index matches the pattern {pattern!r} (indexes: "
                                 f"{', '.join(live) or 'none'})")
-        options = PlanOptions(sample_size=self.sample_size) if self.sample_size else PlanOptions()
 
         entries: list[BatchIndex] = []
         plans: dict[str, Plan] = {}
@@ -489,11 +489,11 @@ class BatchMigrationPlanner:
         only_shared: set[str] = set()
         for name in names:
             try:
-                plan = make_plan(client, name, patch=patch, options=options, host=host)
+                plan = inputs.plan(client, name)
             except RvlmError as exc:
                 reason = str(exc)
-                if reason.startswith(f"{patch.source}: "):  # the patch is named once, above
-                    reason = reason[len(patch.source) + 2:]
+                if reason.startswith(f"{source}: "):  # the patch is named once, above
+                    reason = reason[len(source) + 2:]
                 entries.append(BatchIndex(name=name, applicable=False, skip_reason=reason))
                 continue
             except redis.ConnectionError:

@@ -8,12 +8,14 @@ everywhere in rvlm, and :mod:`rvlm.core.redis.resp` normalises replies under RES
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from rvlm.core.errors import RvlmError
+from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.redis.resp import to_list, to_str
 from rvlm.core.schema.ftinfo import IndexInfo, parse_ft_info
 
@@ -99,3 +101,27 @@ def index_exists(client: redis.Redis, name: str) -> bool:
     except redis.ResponseError:
         return False
     return True
+
+
+def wait_indexed(client: redis.Redis, name: str, timeout: float, *,
+                 progress: Callable[[int], None] | None = None, hint: str = "") -> None:
+    """Poll FT.INFO every 50 ms until index ``name`` finished indexing.
+
+    ``progress(percent)`` is called with each poll's percentage (0-100). After ``timeout``
+    seconds raises :class:`~rvlm.core.errors.MigrationFailed` naming the index and how far
+    it got, followed by ``hint`` (what the user can do) when given.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = read_index(client, name).stats
+        pct = stats.percent_indexed
+        if pct != pct:  # NaN: the server reports no percentage
+            pct = 1.0
+        if progress is not None:
+            progress(int(pct * 100))
+        if not stats.indexing and pct >= 1.0:
+            return
+        if time.monotonic() > deadline:
+            raise MigrationFailed(f"index {name!r} still indexing ({pct:.0%}) after "
+                                  f"{timeout:.0f}s" + (f"; {hint}" if hint else ""))
+        time.sleep(0.05)

@@ -7,22 +7,29 @@ compare-and-``PEXPIRE`` / compare-and-``DEL`` on the exact value we set, so a pr
 lease ran out can never extend or delete the lock a newer holder took. Works with
 ``decode_responses`` True or False and RESP2 or RESP3 (the comparison runs in the server).
 
-Typical use::
+Typical use (what apply and rollback do, through :func:`hold_locks`)::
 
-    with IndexLock(r, "products", owner="alice") as lock, LeaseKeeper(lock) as keeper:
+    with hold_locks(r, ["products", "products_v2"], lock_owner("apply")) as leases:
         for batch in ...:
-            keeper.check()      # raises LockLost if the lease could not be kept
+            leases.check()      # raises LockLost if a lease could not be kept
             ...
+
+:func:`acquire_lock` takes over a lock left by a dead process on this host (a crash), so a
+re-run resumes at once instead of waiting for the lease to run out. ``RVLM_LOCK_LEASE_MS``
+sets the lease (default 30000).
 """
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import json
 import os
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
@@ -32,6 +39,8 @@ import redis
 from rvlm.core.errors import MigrationFailed, RvlmError
 
 KEY_PREFIX = "rvlm:lock:"
+LEASE_ENV = "RVLM_LOCK_LEASE_MS"
+DEFAULT_LEASE_MS = 30_000
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -43,6 +52,11 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
+return 0
+"""
+#: Deletes the lock only if it still holds exactly the value a dead holder left.
+_STEAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -235,3 +249,86 @@ class LeaseKeeper:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def lock_owner(command: str) -> str:
+    """The owner text an rvlm command puts in its locks: ``rvlm <command> (<user>)``."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = "unknown"
+    return f"rvlm {command} ({user})"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lock(client: redis.Redis, name: str, owner: str) -> IndexLock:
+    """Take the lock on index ``name`` (lease from ``RVLM_LOCK_LEASE_MS``); a lock left by a
+    dead process on this host (a crash) is taken over. Raises :class:`LockHeld` naming a live
+    holder."""
+    lease = int(os.environ.get(LEASE_ENV, str(DEFAULT_LEASE_MS)))
+    lock = IndexLock(client, name, owner=owner, lease_ms=lease)
+    try:
+        lock.acquire()
+        return lock
+    except LockHeld:
+        raw = client.get(lock_key(name))
+        try:
+            info = json.loads(raw) if raw is not None else None
+        except ValueError:
+            info = None
+        if (isinstance(info, dict) and info.get("host") == socket.gethostname()
+                and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"])):
+            client.eval(_STEAL, 1, lock_key(name), raw)  # type: ignore[arg-type]
+            lock.acquire()
+            return lock
+        raise
+
+
+class Leases:
+    """The lease keepers of the locks :func:`hold_locks` holds."""
+
+    def __init__(self, keepers: Iterable[LeaseKeeper]) -> None:
+        self.keepers = list(keepers)
+
+    @property
+    def error(self) -> LockLost | None:
+        """The first lost lease, or None while every lease is kept."""
+        return next((k.error for k in self.keepers if k.error is not None), None)
+
+    def check(self) -> None:
+        """Raise :class:`LockLost` if any lease has been lost."""
+        for keeper in self.keepers:
+            keeper.check()
+
+
+@contextlib.contextmanager
+def hold_locks(client: redis.Redis, names: Iterable[str], owner: str) -> Iterator[Leases]:
+    """Lock every index in ``names`` (each once, in order, with :func:`acquire_lock`), keep
+    every lease alive while the block runs, then stop the keepers and release the locks (a
+    lock that expired or was taken over is left alone). If one lock is held by someone else,
+    :class:`LockHeld` is raised and the locks already taken are released."""
+    locks: list[IndexLock] = []
+    keepers: list[LeaseKeeper] = []
+    try:
+        for name in dict.fromkeys(names):
+            locks.append(acquire_lock(client, name, owner))
+        for lock in locks:
+            keeper = LeaseKeeper(lock)
+            keeper.start()
+            keepers.append(keeper)
+        yield Leases(keepers)
+    finally:
+        for keeper in keepers:
+            keeper.stop()
+        for lock in locks:
+            with contextlib.suppress(redis.RedisError):
+                lock.release()

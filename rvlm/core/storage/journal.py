@@ -57,6 +57,7 @@ PHASES: tuple[str, ...] = (
     "rolled_back",
     "failed",
 )
+_PHASE_ORDER = {p: i for i, p in enumerate(PHASES)}
 EVENTS: tuple[str, ...] = ("phase", "batch_started", "batch_done", "error")
 
 _PREFIX = b'{"crc":"'
@@ -287,6 +288,12 @@ class RunState:
         """Every batch journaled as started, done or not: each must be in the backup."""
         return self.done | self.started_not_done
 
+    def reached(self, phase: str) -> bool:
+        """True when the run's last phase is ``phase`` or one after it in :data:`PHASES`."""
+        current = self.phase
+        return current is not None and current in _PHASE_ORDER \
+            and _PHASE_ORDER[current] >= _PHASE_ORDER[phase]
+
     @classmethod
     def load(cls, directory: Path) -> RunState:
         """Read every ``journal-*.jsonl`` in ``directory``; ``BackupCorrupt`` on damage."""
@@ -318,3 +325,12 @@ class RunState:
             errors=tuple(errors),
             workers=tuple(workers),
         )
+
+
+def phase_data(directory: Path, phase: str) -> dict[str, Any]:
+    """The last ``phase`` event with value ``phase`` in the coordinator's journal
+    (``journal-0.jsonl``), or {}: the data a run journaled with that phase."""
+    for rec in reversed(Journal(directory, 0).events()):
+        if rec["event"] == "phase" and rec.get("value") == phase:
+            return rec
+    return {}

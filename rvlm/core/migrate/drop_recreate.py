@@ -1,0 +1,369 @@
+"""The drop_recreate executor: checks, key enumeration, drop, transform in batches, create,
+validate; resume.
+
+The executor owns every side effect (design intent): plugins describe and transform, this
+module reads, backs up, journals, writes and renames, once for all plugins.
+
+Order of effects (each phase is journaled in ``journal-0.jsonl`` of the backup dir)::
+
+    checked -> keys_enumerated -> pre_drop_done -> dropped -> transforming -> transformed
+    -> created -> indexed -> validated -> done
+
+Nothing is mutated before ``dropped``: every check, the key file and the collision checks
+over *all* keys come first. Each batch is: read -> transform (all operations, in plan order,
+each seeing the previous one's values; :mod:`rvlm.core.migrate.transform`) -> backup
+(fsynced) -> ``batch_started`` -> write one pipeline (renames last) -> ``batch_done``.
+Re-running the same apply with the same backup dir resumes: batches started but not done are
+restored from their backup records and redone from the originals, so no value is transformed
+twice and no rename is lost.
+
+Crash tests stop it at fault points (:mod:`rvlm.core.migrate.faults`). ``RVLM_RENAME_MODE=dump``
+forces the DUMP/RESTORE rename path used on clusters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.migrate.aliases import check_aliases, point_aliases
+from rvlm.core.migrate.backup_dir import KEYS_NAME, PLAN_NAME
+from rvlm.core.migrate.faults import fault
+from rvlm.core.migrate.report import MigrationReport
+from rvlm.core.migrate.run import Run
+from rvlm.core.migrate.transform import transform_batch
+from rvlm.core.migrate.validate import validate_migration
+from rvlm.core.plugins.context import ApplyContext
+from rvlm.core.redis.connection import connect, index_exists
+from rvlm.core.redis.docio import (
+    KeyWrite,
+    conflict_actions,
+    conflict_message,
+    enumerate_keys,
+    fields_exist,
+    keys_exist,
+    read_batch,
+    restore_records,
+    write_batch,
+)
+from rvlm.core.storage.backup import BackupCorrupt, BackupReader, BackupWriter, RawRecord
+from rvlm.core.storage.journal import Journal, RunState, phase_data
+from rvlm.core.storage.keyfile import KeyFileReader
+
+
+def execute_drop_recreate(run: Run) -> MigrationReport:
+    """Run (or resume) a drop_recreate apply; called by
+    :func:`rvlm.core.migrate.executor.apply_plan` with the index locks held. Raises before the
+    drop; after it, raises with ``run.mutated`` set (the caller turns that into a failed,
+    resumable report)."""
+    return DropRecreate(run).execute()
+
+
+class DropRecreate:
+    """The phases of a drop_recreate apply over one :class:`~rvlm.core.migrate.run.Run`."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        plan = run.plan
+        self.storage = plan.source_schema.storage_type
+        self.names = list(dict.fromkeys(n for op in plan.operations
+                                        for n in (*op.reads, *op.writes)))
+        #: a converts_to operation reads whole documents
+        self.whole = any(op.converts_to is not None for op in plan.operations)
+        #: TTLs are backed up only for keys that move; read them with the values only when
+        #: the plan renames keys (a plugin's own new_key is handled in transform_batch)
+        self.ttl = any(op.rename_prefix is not None for op in plan.operations)
+
+    # -- checks --------------------------------------------------------------------------
+    def check_collisions(self, keyfile: Path) -> None:
+        """Over every key: no document already holds a field an operation creates, and no
+        key a prefix rename would create exists. Raises RvlmError naming up to 5 keys."""
+        run = self.run
+        creates = list(dict.fromkeys(n for op in run.plan.operations for n in op.creates))
+        renames = any(op.rename_prefix for op in run.plan.operations)
+        if not creates and not renames:
+            return
+        held: list[str] = []
+        held_n = 0
+        taken: list[bytes] = []
+        taken_n = 0
+        with KeyFileReader(keyfile, verify=False) as reader:
+            for keys in reader.iter_batches(run.batch_size):
+                if creates:
+                    for k, names in zip(keys, fields_exist(run.client, self.storage, keys,
+                                                           creates), strict=True):
+                        if names:
+                            held_n += 1
+                            if len(held) < 5:
+                                held.append(f"{k!r} ({', '.join(names)})")
+                if renames:
+                    moved = [nk for k in keys if (nk := run.plan.map_key(k)) != k]
+                    for nk, ex in zip(moved, keys_exist(run.client, moved), strict=True):
+                        if ex:
+                            taken_n += 1
+                            if len(taken) < 5:
+                                taken.append(nk)
+        if held:
+            raise RvlmError(f"{held_n} document(s) already hold a field this migration "
+                            f"creates, e.g. {'; '.join(held)}; nothing was changed")
+        if taken:
+            raise RvlmError(f"{taken_n} key(s) the prefix change would create already exist, "
+                            f"e.g. {', '.join(repr(k) for k in taken)}; nothing was changed")
+
+    # -- phases --------------------------------------------------------------------------
+    def execute(self) -> MigrationReport:
+        run = self.run
+        plan, client, timer, report = run.plan, run.client, run.timer, run.report
+        state = run.load_state()
+        past_drop = state.reached("dropped") or (
+            state.phase == "pre_drop_done"
+            and not index_exists(client, plan.source_index))
+        keyfile = run.dir / KEYS_NAME
+        if not past_drop:
+            with timer.phase("checks"):
+                info = run.check_source()
+                aliases = check_aliases(client, plan)  # where each pointed before
+            run.phase("checked", **({"aliases": aliases} if aliases else {}))
+            fault("after_checks")
+            with timer.phase("keys"):
+                seen = 0
+
+                def on_page(n: int) -> None:
+                    nonlocal seen
+                    seen += n
+                    run.progress("keys", seen, info.stats.num_docs)
+
+                en = enumerate_keys(client, plan.source_schema, info.stats.num_docs,
+                                    info.stats.indexing_failures, keyfile, on_page=on_page)
+                if en.fallback:
+                    report.warnings.append(f"keys enumerated with SCAN: {en.fallback}")
+            run.phase("keys_enumerated", count=en.count, method=en.method,
+                      source_docs=info.stats.num_docs + info.stats.indexing_failures,
+                      source_failures=info.stats.indexing_failures)
+            with timer.phase("checks"):
+                self.check_collisions(keyfile)
+                problems = run.host.pre_drop(plan, run.ctx)
+                if problems:
+                    raise RvlmError("a plugin refused the migration: " + "; ".join(problems))
+            run.phase("pre_drop_done")
+            with timer.phase("drop"):
+                run.mutated = True
+                client.execute_command("FT.DROPINDEX", plan.source_index)
+            run.phase("dropped")
+            fault("after_drop")
+        else:
+            run.mutated = True
+            run.check_plugins()
+        enum = phase_data(run.dir, "keys_enumerated")
+        report.key_enumeration = str(enum.get("method", ""))
+        dropped_at = float(phase_data(run.dir, "dropped").get("ts", time.time()))
+        if not state.reached("transformed"):
+            run.phase("transforming")
+            with timer.phase("transform"):
+                self.transform(keyfile)
+            run.phase("transformed")
+            fault("after_transform")
+        with timer.phase("create"):
+            run.create_target("after_create")
+            # the drop removed the source's aliases: point them at the target (idempotent)
+            point_aliases(client, plan.aliases, plan.target_index)
+        with timer.phase("indexing"):
+            run.wait_indexed()
+        run.phase("indexed")
+        report.downtime_duration_seconds = max(0.0, time.time() - dropped_at)
+        with timer.phase("validation"):
+            result = validate_migration(
+                client, plan, expected_docs=enum.get("source_docs"),
+                source_failures=enum.get("source_failures"), host=run.host, context=run.ctx)
+        report.validation = result
+        if result.passed:
+            run.phase("validated")
+            run.phase("done")
+        else:
+            run.journal.append("error", message="validation failed: "
+                               + "; ".join(result.errors))
+            report.manual_actions.append(
+                f"inspect the index, then 'rvlm validate --plan {run.dir / PLAN_NAME}' or "
+                f"'rvlm rollback --backup-dir {run.dir}'")
+        report.documents = int(enum.get("count", 0))
+        return report.finish(result.passed)
+
+    # -- transform -----------------------------------------------------------------------
+    def transform(self, keyfile: Path) -> None:
+        """Restore unfinished batches, then run every batch not done (in N processes)."""
+        run = self.run
+        state = RunState.load(run.dir)
+        backup = BackupReader(run.dir, run.plan.fingerprint)
+        backed = set(backup.batch_numbers())
+        lost = sorted(state.started_not_done - backed)
+        if lost:
+            raise BackupCorrupt(f"{run.dir}: the journal says batch {lost[0]} was started but "
+                                "its backup is missing; the backup cannot be trusted")
+        with KeyFileReader(keyfile) as reader:
+            total = reader.num_batches(run.batch_size)
+        redo = sorted((backed | state.started_not_done) - state.done)
+        conflicts: list[tuple[bytes, bytes]] = []
+        for b in redo:
+            # started, not done: a replacement may have failed after its DEL (recreate it)
+            restore_records(run.client, self.storage, backup.batch(b), cluster=run.caps.cluster,
+                            recreate=b in state.started_not_done, conflicts=conflicts)
+        if conflicts:
+            # a batch that cannot be restored must not be redone: its writes would land on a
+            # key that may not be the migration's own
+            run.report.restore_conflicts = len(conflicts)
+            run.report.manual_actions += conflict_actions(conflicts, run.dir)
+            raise MigrationFailed(conflict_message(conflicts))
+        run.report.batches_resumed = len(redo)
+        pending = [b for b in range(total) if b not in state.done]
+        run.report.batches = total
+        stats = {"docs": 0, "bytes": 0}
+        done_count = total - len(pending)
+        run.progress("transform", done_count, total)
+        if run.workers == 1 or len(pending) <= 1:
+            self._work(0, pending, backed, run.client, run.journal, stats,
+                       lambda n: run.progress("transform", done_count + n, total))
+        else:
+            self._parallel(pending, backed, stats, done_count, total)
+        run.report.documents_rewritten += stats["docs"]
+        run.report.bytes_rewritten += stats["bytes"]
+
+    def _work(self, worker: int, batches: Iterable[int], backed: set[int],
+              client: redis.Redis, journal: Journal, stats: dict[str, int],
+              tick: Callable[[int], None]) -> None:
+        run = self.run
+        ctx = run.ctx if client is run.client else ApplyContext(
+            plan=run.plan, capabilities=run.caps, client=client, backup_dir=str(run.dir))
+        with BackupWriter(run.dir, worker, run.plan.fingerprint) as writer, \
+                KeyFileReader(run.dir / KEYS_NAME, verify=False) as reader, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvlm-durable") as bg:
+            committed = writer.committed_batches()  # backed up by an earlier, crashed run
+
+            def make_durable(b: int, records: list[RawRecord]) -> None:
+                # the backup fsynced, then batch_started journaled and fsynced: only after
+                # both may a key of the batch be written
+                if b not in backed and b not in committed:
+                    writer.append_batch(b, records)
+                fault("after_backup", b)
+                journal.append("batch_started", batch=b)
+                fault("after_started", b)
+
+            def finish(n: int, b: int, writes: list[KeyWrite], durable: Future[None]) -> None:
+                durable.result()  # raises if the backup or the journal failed: nothing written
+                run.check_leases()
+                written = write_batch(client, self.storage, writes, cluster=run.caps.cluster,
+                                      fault=lambda: fault("mid_write", b))
+                # not fsynced on its own: the next batch_started (or the journal's close)
+                # makes it durable, and a batch_done lost in a crash only means the batch is
+                # restored from its backup and redone on resume
+                journal.append("batch_done", sync=False, batch=b, docs=len(writes),
+                               bytes=written)
+                fault("after_batch", b)
+                stats["docs"] += len(writes)
+                stats["bytes"] += written
+                tick(n)
+
+            # Pipelined by one batch: while batch b's backup and batch_started are fsynced in
+            # the background, batch b+1 is read and transformed (no side effect; its keys are
+            # not b's). The effects on disk and in Redis keep their order: backup(b),
+            # batch_started(b), writes(b), batch_done(b), backup(b+1), ...
+            ahead: tuple[int, int, list[KeyWrite], Future[None]] | None = None
+            try:
+                for n, b in enumerate(batches, 1):
+                    run.check_leases()
+                    keys = reader.batch(b, run.batch_size)
+                    docs = read_batch(client, self.storage, keys, self.names, whole=self.whole,
+                                      ttl=self.ttl)
+                    writes, records = transform_batch(run.host, run.plan, ctx, docs)
+                    if ahead is not None:
+                        prev, ahead = ahead, None
+                        finish(*prev)
+                    ahead = (n, b, writes, bg.submit(make_durable, b, records))
+                if ahead is not None:
+                    prev, ahead = ahead, None
+                    finish(*prev)
+            finally:
+                if ahead is not None:  # failing: let the in-flight fsyncs end (never written)
+                    with contextlib.suppress(BaseException):
+                        ahead[3].result()
+
+    def _parallel(self, pending: list[int], backed: set[int], stats: dict[str, int],
+                  done_count: int, total: int) -> None:
+        """Fork ``workers`` processes; worker w takes batches ``b % N == w``."""
+        run = self.run
+        mp = multiprocessing.get_context("fork")
+        queue: Any = mp.Queue()
+        run.journal.close()  # each child opens its own journal; ours reopens lazily
+
+        def child(w: int, mine: list[int]) -> None:
+            try:
+                client = connect(run.url)
+                mystats = {"docs": 0, "bytes": 0}
+                with Journal(run.dir, w) as journal:
+                    self._work(w, mine, backed, client, journal, mystats,
+                               lambda _n: queue.put(("tick", w, 1)))
+                queue.put(("done", w, mystats))
+            except BaseException as exc:
+                queue.put(("error", w, f"{type(exc).__name__}: {exc}"
+                           if not isinstance(exc, RvlmError) else str(exc)))
+                raise SystemExit(1) from None
+
+        procs = []
+        for w in range(run.workers):
+            mine = [b for b in pending if b % run.workers == w]
+            p = mp.Process(target=child, args=(w, mine), name=f"rvlm-worker-{w}")
+            p.start()
+            procs.append(p)
+        errors: list[str] = []
+        finished = 0
+        ticks = 0
+        try:
+            while finished < len(procs):
+                run.check_leases()
+                try:
+                    kind, w, data = queue.get(timeout=0.2)
+                except Exception:
+                    if all(not p.is_alive() for p in procs):
+                        # drain what is left, then stop
+                        with contextlib.suppress(Exception):
+                            while True:
+                                kind, w, data = queue.get(timeout=0.2)
+                                finished += self._msg(kind, data, stats, errors)
+                        break
+                    continue
+                if kind == "tick":
+                    ticks += 1
+                    run.progress("transform", done_count + ticks, total)
+                else:
+                    finished += self._msg(kind, data, stats, errors)
+        finally:
+            lost = run.leases is not None and run.leases.error is not None
+            for p in procs:
+                if p.is_alive() and (errors or lost):
+                    p.terminate()
+                p.join()
+        bad = [p for p in procs if p.exitcode != 0]
+        if errors or bad:
+            msg = errors[0] if errors else f"worker {bad[0].name} died (exit {bad[0].exitcode})"
+            raise MigrationFailed(f"transform failed: {msg}; re-run the same command to resume")
+
+    @staticmethod
+    def _msg(kind: str, data: Any, stats: dict[str, int], errors: list[str]) -> int:
+        if kind == "done":
+            stats["docs"] += data["docs"]
+            stats["bytes"] += data["bytes"]
+            return 1
+        if kind == "error":
+            errors.append(str(data))
+            return 1
+        return 0
+
+
+__all__ = ["DropRecreate", "execute_drop_recreate"]

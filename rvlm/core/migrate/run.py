@@ -1,0 +1,200 @@
+"""One apply (or resume) of one plan: what the drop_recreate and online executors share.
+
+A :class:`Run` holds the connection, the plan, the backup dir's coordinator journal, the
+report, the timer, the plugin host and apply context, and the leases of the index locks; it
+runs the checks every apply makes before its first change (:meth:`Run.check_source`), journals
+phases, creates the target index and waits until it is indexed. The two executors are
+siblings that each take a Run: :func:`rvlm.core.migrate.drop_recreate.execute_drop_recreate`
+and :func:`rvlm.core.migrate.online.execute_online`; :func:`rvlm.core.migrate.executor.apply_plan`
+builds the Run, takes the locks and dispatches by ``plan.mode``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.migrate.faults import fault
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.precheck import check_target_accepted
+from rvlm.core.migrate.report import MigrationReport, Timer
+from rvlm.core.migrate.validate import comparable, schema_diff
+from rvlm.core.plugins.context import ApplyContext
+from rvlm.core.plugins.documents import operation_problems
+from rvlm.core.plugins.host import PluginHost
+from rvlm.core.redis.capabilities import Capabilities, detect
+from rvlm.core.redis.connection import connect, index_exists, read_index, wait_indexed
+from rvlm.core.redis.lock import Leases
+from rvlm.core.schema.ftcreate import create_arguments
+from rvlm.core.schema.ftinfo import IndexInfo
+from rvlm.core.storage.journal import Journal, RunState
+
+#: ``progress(phase, done, total)``: phase is ``keys``, ``transform`` or ``indexing``.
+Progress = Callable[[str, int, int], None]
+
+
+class Run:
+    """One apply (or resume) of ``plan`` into ``backup_dir``.
+
+    ``client`` replaces the connection made from ``url`` (the async executor passes a bridge
+    to redis.asyncio); ``owns_client`` says whether :meth:`close` closes it. ``leases`` is set
+    by the caller that holds the index locks; :meth:`check_leases` raises once one is lost.
+    ``mutated`` turns True right before the first change to the server: from then on a failure
+    is a failed, resumable migration, not a refused request.
+    """
+
+    def __init__(self, *, url: str, plan: Plan, backup_dir: Path, batch_size: int,
+                 workers: int, accept_data_loss: bool, progress: Progress | None,
+                 host: PluginHost, index_timeout: float, client: Any = None) -> None:
+        self.url = url
+        self.plan = plan
+        self.dir = Path(backup_dir)
+        self.batch_size = batch_size
+        self.workers = max(1, int(workers))
+        self.accept_data_loss = accept_data_loss
+        self.progress_callback = progress
+        self.host = host
+        self.index_timeout = index_timeout
+        self.timer = Timer()
+        self.report = MigrationReport(
+            mode=plan.mode, source_index=plan.source_index, target_index=plan.target_index,
+            backup_dir=str(self.dir), workers=self.workers, plan_fingerprint=plan.fingerprint)
+        self.owns_client = client is None
+        self.client: redis.Redis = connect(url) if client is None else client
+        self.caps: Capabilities = detect(self.client)
+        self.ctx = ApplyContext(plan=plan, capabilities=self.caps, client=self.client,
+                                backup_dir=str(self.dir))
+        self.journal = Journal(self.dir, 0)
+        self.leases: Leases | None = None
+        self.mutated = False
+
+    def progress(self, phase: str, done: int, total: int) -> None:
+        """Report progress to the caller's callback, if any."""
+        if self.progress_callback is not None:
+            self.progress_callback(phase, done, total)
+
+    def check_leases(self) -> None:
+        """Raise :class:`~rvlm.core.redis.lock.LockLost` once an index lock's lease is lost."""
+        if self.leases is not None:
+            self.leases.check()
+
+    # -- state ---------------------------------------------------------------------------
+    def load_state(self) -> RunState:
+        """The journal's state; a rolled-back run is refused. Sets ``report.resumed``."""
+        state = RunState.load(self.dir)
+        if state.phase == "rolled_back":
+            raise RvlmError(f"the migration in {self.dir} was rolled back; use a new "
+                            "--backup-dir to apply the plan again")
+        self.report.resumed = state.phase is not None
+        return state
+
+    def phase(self, value: str, **data: Any) -> None:
+        """Journal (fsynced) that the run reached phase ``value``, with ``data``."""
+        self.journal.append("phase", value=value, **data)
+
+    # -- checks --------------------------------------------------------------------------
+    def check_plugins(self) -> None:
+        """Every plugin the plan names is installed; version differences become warnings."""
+        named: set[tuple[str, str | None]] = {(c.plugin, c.plugin_version)
+                                              for c in self.plan.changes}
+        named |= {(o.plugin, None) for o in self.plan.operations}
+        for name, version in sorted(named, key=lambda t: (t[0], t[1] or "")):
+            if not self.host.has(name):
+                raise RvlmError(f"the plan needs plugin {name!r}, which is not installed "
+                                "(or is disabled)")
+            have = self.host.version(name)
+            if version is not None and have != version:
+                self.report.warnings.append(
+                    f"plugin {name!r} is version {have}; the plan was made with {version}")
+
+    def check_source(self) -> IndexInfo:
+        """Everything before any mutation; returns the live source IndexInfo."""
+        plan = self.plan
+        if not plan.supported:
+            raise RvlmError("the plan is blocked: " + "; ".join(plan.blocked_reasons))
+        problems = operation_problems(plan.operations, plan.source_schema.storage_type,
+                                      plan.target_schema.storage_type)
+        if problems:
+            raise RvlmError("the plan's operations cannot run: " + "; ".join(problems))
+        if plan.lossy and not self.accept_data_loss:
+            raise RvlmError("the plan is lossy (some values cannot be restored exactly); "
+                            "pass --accept-data-loss (accept_data_loss=True) to apply it")
+        self.check_plugins()
+        info = read_index(self.client, plan.source_index)
+        if info.schema.index.name != plan.source_index:
+            raise RvlmError(f"{plan.source_index!r} is an alias of index "
+                            f"{info.schema.index.name!r}; plan against the index itself")
+        live = comparable(info.schema, plan.source_schema)
+        if live != plan.source_schema.without_unknowns():
+            raise RvlmError("source changed since the plan was made ("
+                            f"{schema_diff(live, plan.source_schema.without_unknowns())}); "
+                            "make a new plan; nothing was changed")
+        if info.stats.indexing:
+            raise RvlmError(f"index {plan.source_index!r} is still indexing "
+                            f"({info.stats.percent_indexed:.0%}); wait until it finishes")
+        target = plan.target_schema
+        if target.storage_type == "json" and not self.caps.json:
+            raise RvlmError("the target index is on JSON and the server has no JSON module")
+        for f in target.vector_fields():
+            a = f.attrs
+            if a.datatype not in self.caps.datatypes:  # type: ignore[union-attr]
+                raise RvlmError(f"vector field {f.name!r}: the server cannot index datatype "
+                                f"{a.datatype} (it has {', '.join(self.caps.datatypes)})")  # type: ignore[union-attr]
+            if a.algorithm not in self.caps.algorithms:  # type: ignore[union-attr]
+                raise RvlmError(f"vector field {f.name!r}: the server has no {a.algorithm} "  # type: ignore[union-attr]
+                                f"algorithm (it has {', '.join(self.caps.algorithms)})")
+        if plan.target_index != plan.source_index and index_exists(self.client,
+                                                                   plan.target_index):
+            raise RvlmError(f"the target index name {plan.target_index!r} already exists "
+                            "(index or alias); choose another name")
+        check_target_accepted(self.client, target)
+        return info
+
+    # -- the target index ----------------------------------------------------------------
+    def create_target(self, fault_point: str) -> None:
+        """FT.CREATE the target index unless it exists (a resume), journal ``created``, then
+        run the plugins' ``post_create``. ``fault_point`` names the crash-test point right
+        after the journal entry (:mod:`rvlm.core.migrate.faults`)."""
+        if index_exists(self.client, self.plan.target_index):
+            return
+        try:
+            self.client.execute_command(*create_arguments(self.plan.target_schema))
+        except redis.ResponseError as exc:
+            raise MigrationFailed(f"FT.CREATE {self.plan.target_index} failed: {exc}") from None
+        self.phase("created")
+        fault(fault_point)
+        self.host.post_create(self.plan, self.ctx)
+
+    def wait_indexed(self) -> None:
+        """Wait until the target index finished indexing (progress phase ``indexing``), or
+        fail after the run's index timeout."""
+        wait_indexed(self.client, self.plan.target_index, self.index_timeout,
+                     progress=lambda pct: self.progress("indexing", pct, 100),
+                     hint="re-run the same command to keep waiting")
+
+    # -- the end -------------------------------------------------------------------------
+    def failed(self, exc: BaseException) -> MigrationReport:
+        """The report of a run that failed after its first change: the error journaled and
+        reported, with how to resume or roll back."""
+        message = str(exc) if isinstance(exc, RvlmError) else f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(Exception):
+            self.journal.append("error", message=message)
+        self.report.error = message
+        self.report.manual_actions.append(
+            f"re-run the same command to resume, or 'rvlm rollback --backup-dir "
+            f"{self.dir}' to restore the source index")
+        return self.report.finish(False)
+
+    def close(self) -> None:
+        """Close the journal, and the connection when the run made it."""
+        self.journal.close()
+        if self.owns_client:
+            self.client.close()
+
+
+__all__ = ["Progress", "Run"]

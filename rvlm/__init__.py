@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from rvlm.api import MigrationExecutor, MigrationPlanner, rollback, validate
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.report import MigrationReport
-    from rvlm.core.multi.batch import BatchMigrationExecutor, BatchMigrationPlanner
+    from rvlm.core.multi.executor import BatchMigrationExecutor
+    from rvlm.core.multi.planner import BatchMigrationPlanner
     from rvlm.core.schema.model import IndexSchema
     from rvlm.core.schema.patch import SchemaPatch
 
@@ -29,8 +30,8 @@ _LAZY: dict[str, str] = {
     "rollback": "rvlm.api",
     "validate": "rvlm.api",
     "MigrationExecutor": "rvlm.api",
-    "BatchMigrationPlanner": "rvlm.core.multi.batch",
-    "BatchMigrationExecutor": "rvlm.core.multi.batch",
+    "BatchMigrationPlanner": "rvlm.core.multi.planner",
+    "BatchMigrationExecutor": "rvlm.core.multi.executor",
     "AsyncMigrationPlanner": "rvlm.aio",
     "AsyncMigrationExecutor": "rvlm.aio",
     "Plan": "rvlm.core.migrate.plan",

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.planner import PlanInputs, PlanOptions, resolve_inputs
     from rvlm.core.migrate.report import MigrationReport
-    from rvlm.core.multi.batch import BatchMigrationExecutor, BatchMigrationPlanner
+    from rvlm.core.multi.executor import BatchMigrationExecutor
+    from rvlm.core.multi.planner import BatchMigrationPlanner
     from rvlm.core.schema.model import IndexSchema
     from rvlm.core.schema.patch import SchemaPatch
 
@@ -230,10 +231,14 @@ def rollback(
 def __getattr__(name: str) -> Any:
     """``BatchMigrationPlanner``, ``BatchMigrationExecutor`` and ``resolve_inputs``
     (:func:`rvlm.core.migrate.planner.resolve_inputs`), imported on first use."""
-    if name in ("BatchMigrationPlanner", "BatchMigrationExecutor"):
-        from rvlm.core.multi import batch
+    if name == "BatchMigrationPlanner":
+        from rvlm.core.multi.planner import BatchMigrationPlanner
 
-        return getattr(batch, name)
+        return BatchMigrationPlanner
+    if name == "BatchMigrationExecutor":
+        from rvlm.core.multi.executor import BatchMigrationExecutor
+
+        return BatchMigrationExecutor
     if name == "resolve_inputs":
         from rvlm.core.migrate import planner
 

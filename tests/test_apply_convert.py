@@ -33,14 +33,10 @@ from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.rollback import rollback
 from rvlm.core.plugins.documents import DocumentOperation, DocumentUpdate, operation_problems
 from rvlm.core.redis.connection import connect, index_exists, read_index
-from rvlm.core.redis.docio import (
-    KeyWrite,
-    backup_record,
-    read_batch,
-    restore_records,
-    write_batch,
-)
-from rvlm.core.storage.backup import BackupReader
+from rvlm.core.redis.docio.read import read_batch
+from rvlm.core.redis.docio.restore import backup_record, restore_records
+from rvlm.core.redis.docio.write import KeyWrite, write_batch
+from rvlm.core.storage.backup.reader import BackupReader
 
 ODD_NAME = b"\xff\xfeodd"  # a hash field name that is not UTF-8
 TTL = 3_600_000

@@ -124,7 +124,7 @@ def test_sync_and_async_are_identical(case: str, redis_client: Any, redis_url: s
     assert areport.validation.to_dict() == report.validation.to_dict()
     assert ticks, "the progress callback was called"
     # identical backups: the same records, byte for byte
-    from rvlm.core.storage.backup import BackupReader
+    from rvlm.core.storage.backup.reader import BackupReader
 
     sb = list(BackupReader(tmp_path / "s", plan.fingerprint).batches())
     ab = list(BackupReader(tmp_path / "a", plan.fingerprint).batches())

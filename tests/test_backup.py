@@ -13,19 +13,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rvlm.core.storage import backup as backup_mod
-from rvlm.core.storage.backup import (
-    BackupBusy,
-    BackupCorrupt,
-    BackupReader,
+from rvlm.core.storage.backup import frames, writer
+from rvlm.core.storage.backup.manifest import read_manifest, write_manifest
+from rvlm.core.storage.backup.reader import BackupReader
+from rvlm.core.storage.backup.records import (
     BackupRecord,
-    BackupWriter,
     FieldOriginal,
     decode_records,
     encode_records,
-    read_manifest,
-    write_manifest,
 )
+from rvlm.core.storage.backup.writer import BackupWriter
+from rvlm.core.storage.files import BackupBusy, BackupCorrupt
 
 FP = "plan-sha256:0123abcd"
 
@@ -67,7 +65,7 @@ def write_batches(
 
 def frame_offsets(path: Path) -> list[int]:
     with open(path, "rb") as f:
-        scan = backup_mod._scan(path, f.fileno(), None, None)
+        scan = frames.scan_file(path, f.fileno(), None, None)
     return [fr.offset for fr in scan.frames]
 
 
@@ -206,10 +204,10 @@ def test_failed_append_leaves_nothing_behind(
                 raise OSError(28, "No space left on device")
             real_fsync(fd)
 
-        monkeypatch.setattr(backup_mod.os, "fsync", failing_fsync)
+        monkeypatch.setattr(writer.os, "fsync", failing_fsync)
         with pytest.raises(OSError, match="No space"):
             w.append_batch(1, [rec(1)])
-        monkeypatch.setattr(backup_mod.os, "fsync", real_fsync)
+        monkeypatch.setattr(writer.os, "fsync", real_fsync)
         assert w.path.stat().st_size == size
         assert w.committed_batches() == {0}
         w.append_batch(1, [rec(1)])
@@ -371,7 +369,8 @@ def test_same_batch_in_two_files(tmp_path: Path) -> None:
 
 
 def test_no_executable_formats() -> None:
-    source = Path(backup_mod.__file__).read_text()
+    package = Path(frames.__file__).parent
+    source = "".join(p.read_text() for p in sorted(package.glob("*.py")))
     assert "pickle" not in source.replace("Never pickle", "").replace("pickles", "")
     assert "marshal" not in source
 

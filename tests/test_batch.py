@@ -20,13 +20,10 @@ from test_batch_helpers import make_index, rvlm, write_patch
 
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.plan import Plan
-from rvlm.core.multi.batch import (
-    BatchMigrationExecutor,
-    BatchMigrationPlanner,
-    BatchPlan,
-    BatchState,
-    safe_name,
-)
+from rvlm.core.multi.executor import BatchMigrationExecutor
+from rvlm.core.multi.plan import BatchPlan, safe_name
+from rvlm.core.multi.planner import BatchMigrationPlanner
+from rvlm.core.multi.state import BatchState
 
 ADD_TAG_PATCH = """version: 1
 changes:

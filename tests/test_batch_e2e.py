@@ -20,7 +20,8 @@ import yaml
 from test_apply_helpers import reset
 from test_batch_helpers import answers, make_index, renamed, rvlm, snapshot, write_patch
 
-from rvlm.core.multi.batch import BatchMigrationExecutor, BatchMigrationPlanner
+from rvlm.core.multi.executor import BatchMigrationExecutor
+from rvlm.core.multi.planner import BatchMigrationPlanner
 from rvlm.core.redis.connection import read_index
 from rvlm.core.storage.journal import RunState
 

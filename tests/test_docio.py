@@ -7,17 +7,11 @@ from test_apply_helpers import make_hash_index, make_json_index
 
 from rvlm.core.plugins.documents import MISSING
 from rvlm.core.redis.connection import connect, read_index
-from rvlm.core.redis.docio import (
-    KeyWrite,
-    enumerate_keys,
-    escape_glob,
-    fields_exist,
-    move_keys,
-    read_batch,
-    restore_records,
-    write_batch,
-)
-from rvlm.core.storage.backup import BackupRecord, FieldOriginal
+from rvlm.core.redis.docio.keys import enumerate_keys, escape_glob
+from rvlm.core.redis.docio.read import fields_exist, read_batch
+from rvlm.core.redis.docio.restore import restore_records
+from rvlm.core.redis.docio.write import KeyWrite, move_keys, write_batch
+from rvlm.core.storage.backup.records import BackupRecord, FieldOriginal
 from rvlm.core.storage.keyfile import KeyFileReader
 
 
@@ -125,7 +119,7 @@ def test_collision_helpers_on_the_packed_pipeline(client):
     under RESP2 and RESP3: hash fields, JSON paths, a key of another type (an error reply
     counts as not held), and more keys than one pipeline chunk."""
     from rvlm.core.redis import wire
-    from rvlm.core.redis.docio import keys_exist
+    from rvlm.core.redis.docio.read import keys_exist
 
     client.hset(b"h:1", mapping={b"a": b"1", b"b": b"2"})
     client.hset(b"h:2", mapping={b"b": b"2"})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rvlm.core.storage.backup import BackupBusy, BackupCorrupt
+from rvlm.core.storage.files import BackupBusy, BackupCorrupt
 from rvlm.core.storage.journal import PHASES, Journal, RunState
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rvlm.core.storage.backup import BackupCorrupt
+from rvlm.core.storage.files import BackupCorrupt
 from rvlm.core.storage.keyfile import KeyFileReader, KeyFileWriter
 
 ODD_KEYS = [

@@ -28,8 +28,8 @@ from test_crash_resume import BATCH, _run, _setup
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.rollback import rollback
 from rvlm.core.redis.connection import connect, read_index
-from rvlm.core.redis.docio import RestoreConflict, restore_records
-from rvlm.core.storage.backup import BackupRecord, FieldOriginal
+from rvlm.core.redis.docio.restore import RestoreConflict, restore_records
+from rvlm.core.storage.backup.records import BackupRecord, FieldOriginal
 from rvlm.core.storage.keyfile import KeyFileReader
 
 

@@ -19,7 +19,7 @@ from test_apply_helpers import (
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.rollback import rollback
 from rvlm.core.redis.connection import read_index
-from rvlm.core.storage.backup import BackupCorrupt
+from rvlm.core.storage.files import BackupCorrupt
 
 
 def _migrate(client, url, backup, batch=6):

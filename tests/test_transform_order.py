@@ -18,7 +18,7 @@ from test_apply_helpers import (
 from rvlm.core.migrate import drop_recreate
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.redis.connection import read_index
-from rvlm.core.storage.backup import BackupReader
+from rvlm.core.storage.backup.reader import BackupReader
 from rvlm.core.storage.journal import Journal
 
 

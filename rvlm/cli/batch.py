@@ -15,7 +15,9 @@ import typer
 from rvlm.cli.common import UrlOption, echo_json, handle_errors
 
 if TYPE_CHECKING:
-    from rvlm.core.multi.batch import BatchPlan, BatchReport, BatchState
+    from rvlm.core.multi.plan import BatchPlan
+    from rvlm.core.multi.report import BatchReport
+    from rvlm.core.multi.state import BatchState
 
 batch_app = typer.Typer(
     name="batch",
@@ -70,7 +72,7 @@ def plan(
     Each applicable index gets its own full plan next to the batch plan, for review.
     """
     from rvlm.core.errors import RvlmError
-    from rvlm.core.multi.batch import BatchMigrationPlanner
+    from rvlm.core.multi.planner import BatchMigrationPlanner
 
     result = BatchMigrationPlanner(sample_size=sample_size).create_batch_plan(
         redis_url=url, schema_patch_path=schema_patch, pattern=pattern, indexes=indexes,
@@ -100,7 +102,7 @@ def apply(
     url: UrlOption = None,
 ) -> None:
     """Run every applicable index of a batch plan (re-run, or 'batch resume', to continue)."""
-    from rvlm.core.multi.batch import BatchMigrationExecutor
+    from rvlm.core.multi.executor import BatchMigrationExecutor
 
     executor = BatchMigrationExecutor(batch_size=batch_size, workers=workers)
     report = executor.apply(plan, redis_url=url, state_path=state, report_dir=report_dir,
@@ -123,7 +125,7 @@ def resume(
     url: UrlOption = None,
 ) -> None:
     """Continue a batch where it stopped (a crashed index resumes from its journal)."""
-    from rvlm.core.multi.batch import BatchMigrationExecutor
+    from rvlm.core.multi.executor import BatchMigrationExecutor
 
     report = BatchMigrationExecutor().resume(
         state, redis_url=url, retry_failed=retry_failed, backup_dir=backup_dir,
@@ -139,7 +141,7 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What a batch has done: succeeded, failed (with the error), in progress, remaining."""
-    from rvlm.core.multi.batch import BatchMigrationExecutor
+    from rvlm.core.multi.executor import BatchMigrationExecutor
 
     loaded = BatchMigrationExecutor.status(state)
     rows = [_status_row(loaded, i.name) for i in loaded.indexes]

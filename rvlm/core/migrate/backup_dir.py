@@ -14,7 +14,8 @@ from typing import Any
 
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.plan import Plan
-from rvlm.core.storage.backup import BackupCorrupt, read_manifest, write_manifest
+from rvlm.core.storage.backup.manifest import read_manifest, write_manifest
+from rvlm.core.storage.files import BackupCorrupt
 
 PLAN_NAME = "plan.yaml"
 KEYS_NAME = "keys.rvk"

@@ -43,18 +43,14 @@ from rvlm.core.migrate.transform import transform_batch
 from rvlm.core.migrate.validate import validate_migration
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.redis.connection import connect, index_exists
-from rvlm.core.redis.docio import (
-    KeyWrite,
-    conflict_actions,
-    conflict_message,
-    enumerate_keys,
-    fields_exist,
-    keys_exist,
-    read_batch,
-    restore_records,
-    write_batch,
-)
-from rvlm.core.storage.backup import BackupCorrupt, BackupReader, BackupWriter, RawRecord
+from rvlm.core.redis.docio.keys import enumerate_keys
+from rvlm.core.redis.docio.read import fields_exist, keys_exist, read_batch
+from rvlm.core.redis.docio.restore import conflict_actions, conflict_message, restore_records
+from rvlm.core.redis.docio.write import KeyWrite, write_batch
+from rvlm.core.storage.backup.reader import BackupReader
+from rvlm.core.storage.backup.records import RawRecord
+from rvlm.core.storage.backup.writer import BackupWriter
+from rvlm.core.storage.files import BackupCorrupt
 from rvlm.core.storage.journal import Journal, RunState, phase_data
 from rvlm.core.storage.keyfile import KeyFileReader
 

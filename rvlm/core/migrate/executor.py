@@ -25,7 +25,7 @@ from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.backup_dir import KEYS_NAME, PLAN_NAME, prepare_backup_dir
 from rvlm.core.migrate.drop_recreate import execute_drop_recreate
 from rvlm.core.migrate.online import execute_online
-from rvlm.core.migrate.plan import MODE, ONLINE, Plan
+from rvlm.core.migrate.plan import DROP_RECREATE, ONLINE, Plan
 from rvlm.core.migrate.report import MigrationReport
 from rvlm.core.migrate.run import Progress, Run
 from rvlm.core.plugins.host import host_with
@@ -33,7 +33,7 @@ from rvlm.core.redis.lock import hold_locks, lock_owner
 
 #: The executor of each plan mode; each gets a Run with the index locks held.
 EXECUTORS: dict[str, Callable[[Run], MigrationReport]] = {
-    MODE: execute_drop_recreate,
+    DROP_RECREATE: execute_drop_recreate,
     ONLINE: execute_online,
 }
 

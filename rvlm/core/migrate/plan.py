@@ -25,10 +25,11 @@ from rvlm.core.schema.model import IndexSchema
 from rvlm.core.schema.yaml_format import dump_yaml, load_yaml, schema_from_dict, schema_to_dict
 
 PLAN_VERSION = 1
-MODE = "drop_recreate"
+#: ``drop_recreate`` (the default): drop the source, rewrite documents, create the target.
+DROP_RECREATE = "drop_recreate"
 #: ``online``: build the target next to the source and move an alias (no document operations).
 ONLINE = "online"
-MODES = (MODE, ONLINE)
+MODES = (DROP_RECREATE, ONLINE)
 
 
 @attrs.frozen(kw_only=True)
@@ -90,7 +91,7 @@ class Plan:
     #: it with the index, so it must be pointed at the target again after the create.
     source_alias: str | None = None
     version: int = PLAN_VERSION
-    mode: str = MODE
+    mode: str = DROP_RECREATE
     #: An alias the user named (``--alias``): apply points it at the target (creating it if it
     #: does not exist); rollback points it back at the source (or deletes it if it was new).
     alias: str | None = None
@@ -236,7 +237,7 @@ class Plan:
                 raise RvlmError(f"{source}: not an rvlm plan (no 'rvlm' section); "
                                 "make one with 'rvlm plan'")
             changes = tuple(PlannedChange.from_dict(c) for c in extra.get("changes", ()))
-            mode = data.get("mode", MODE)
+            mode = data.get("mode", DROP_RECREATE)
             if mode not in MODES:
                 raise RvlmError(f"{source}: unknown mode {mode!r} (known: {', '.join(MODES)})")
             drop_source = extra.get("drop_source", True)

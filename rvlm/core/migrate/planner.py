@@ -20,7 +20,7 @@ import redis
 
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.estimate import downtime_seconds
-from rvlm.core.migrate.plan import MODE, MODES, ONLINE, Plan, PlannedChange
+from rvlm.core.migrate.plan import DROP_RECREATE, MODES, ONLINE, Plan, PlannedChange
 from rvlm.core.plugins.changes import Change, Classification
 from rvlm.core.plugins.context import PlanContext
 from rvlm.core.plugins.documents import Document, DocumentOperation, operation_problems
@@ -55,7 +55,7 @@ class PlanOptions:
 
     sample_size: int = DEFAULT_SAMPLE_SIZE
     allow_shared_keys: bool = False
-    mode: str = MODE
+    mode: str = DROP_RECREATE
     alias: str | None = None
     drop_source: bool = True
 

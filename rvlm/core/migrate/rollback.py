@@ -25,10 +25,11 @@ from rvlm.core.migrate.report import MigrationReport, Timer
 from rvlm.core.migrate.validate import validate_source
 from rvlm.core.redis.capabilities import detect
 from rvlm.core.redis.connection import connect, index_exists, read_index, wait_indexed
-from rvlm.core.redis.docio import conflict_actions, conflict_message, restore_records
+from rvlm.core.redis.docio.restore import conflict_actions, conflict_message, restore_records
 from rvlm.core.redis.lock import hold_locks, lock_owner
 from rvlm.core.schema.ftcreate import create_arguments
-from rvlm.core.storage.backup import BackupCorrupt, BackupReader
+from rvlm.core.storage.backup.reader import BackupReader
+from rvlm.core.storage.files import BackupCorrupt
 from rvlm.core.storage.journal import Journal, RunState, phase_data
 
 

@@ -17,15 +17,11 @@ from rvlm.core.migrate.plan import Plan
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.plugins.documents import MISSING, NO_CHANGE, Document
 from rvlm.core.plugins.host import PluginHost
-from rvlm.core.redis.docio import (
-    JSON_ROOT,
-    KeyWrite,
-    ReadDoc,
-    backup_raw,
-    bname,
-    read_ttls,
-)
-from rvlm.core.storage.backup import RawRecord
+from rvlm.core.redis.docio.read import JSON_ROOT, ReadDoc, read_ttls
+from rvlm.core.redis.docio.restore import backup_raw
+from rvlm.core.redis.docio.write import KeyWrite
+from rvlm.core.redis.resp import field_bytes
+from rvlm.core.storage.backup.records import RawRecord
 
 
 def transform_batch(
@@ -159,7 +155,7 @@ def transform_batch(
             else:
                 set_values[n] = b
             if hash_storage:  # the backup keeps the original of each changed field
-                originals.append((bname(n), None if a is MISSING else
+                originals.append((field_bytes(n), None if a is MISSING else
                                   a if type(a) is bytes else bytes(a)))
         if not set_values and not dels and new_key is None:
             continue

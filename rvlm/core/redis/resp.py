@@ -19,6 +19,28 @@ def to_str(value: Any) -> str:
     return str(value)
 
 
+def to_bytes(value: str | bytes) -> bytes:
+    """The inverse of :func:`to_str`: a ``str`` as UTF-8 (surrogate escapes back to the bytes
+    they stand for, so a name that is not UTF-8 comes back byte for byte); bytes unchanged."""
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+
+
+_FIELD_BYTES: dict[str, bytes] = {}
+
+
+def field_bytes(value: str | bytes) -> bytes:
+    """:func:`to_bytes` with a cache for the few field names a plan uses (the executor's hot
+    path)."""
+    if type(value) is bytes:
+        return value
+    got = _FIELD_BYTES.get(value)  # type: ignore[arg-type]
+    if got is None:
+        got = to_bytes(value)
+        if len(_FIELD_BYTES) < 1024:
+            _FIELD_BYTES[value] = got  # type: ignore[index]
+    return got
+
+
 def to_map(value: Any) -> dict[str, Any]:
     """A RESP3 map or a RESP2 flat pair list as a ``dict`` with ``str`` keys.
 

@@ -108,6 +108,13 @@ def first_error(replies: Sequence[Any]) -> Exception | None:
     return None
 
 
+def raise_first(replies: Sequence[Any]) -> None:
+    """Raise the first error reply in ``replies``, if there is one."""
+    err = first_error(replies)
+    if err is not None:
+        raise err
+
+
 class Batch:
     """Commands collected like a non-transactional ``client.pipeline()`` (the methods the
     executor uses: ``execute_command``, ``hset(key, mapping=...)``, ``hdel``, ``exists``,
@@ -163,4 +170,4 @@ class Batch:
         return replies
 
 
-__all__ = ["CHUNK", "Batch", "execute", "first_error"]
+__all__ = ["CHUNK", "Batch", "execute", "first_error", "raise_first"]

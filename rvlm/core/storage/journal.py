@@ -38,7 +38,7 @@ from typing import Any
 
 import attrs
 
-from rvlm.core.storage.backup import BackupBusy, BackupCorrupt, fsync_directory
+from rvlm.core.storage.files import BackupBusy, BackupCorrupt, fsync_directory
 
 PHASES: tuple[str, ...] = (
     "planned",

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from rvlm.core.storage.backup import BackupCorrupt, fsync_directory
+from rvlm.core.storage.files import BackupCorrupt, fsync_directory
 
 MAGIC = b"RVLMKEYS"
 END_MAGIC = b"RVLMKEND"

@@ -1,0 +1,13 @@
+"""Document I/O for the executor and rollback: key enumeration, batch reads, batch writes,
+restore.
+
+Everything here is pipelined (one round trip per batch and step, never one per key) and works
+under RESP2 and RESP3. Keys and hash values are ``bytes``; JSON values are decoded Python
+values. A field or path a document does not have is
+:data:`~rvlm.core.plugins.documents.MISSING`.
+
+* :mod:`~rvlm.core.redis.docio.keys`: stream the keys of an index into a key file.
+* :mod:`~rvlm.core.redis.docio.read`: read the values a batch's operations need.
+* :mod:`~rvlm.core.redis.docio.write`: write merged updates and key renames, replies checked.
+* :mod:`~rvlm.core.redis.docio.restore`: back up a document's originals and put them back.
+"""

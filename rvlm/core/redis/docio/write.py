@@ -1,0 +1,290 @@
+"""Writing documents for the executor: merged updates and key renames, every reply checked.
+
+:func:`write_batch` writes a batch's updates in one pipeline (renames last, :func:`move_keys`);
+a whole-document replacement is one ``MULTI``/``EXEC`` per key, so a crash leaves the key
+either as it was or replaced, never missing. :func:`check_replies` turns any error reply (or a
+JSON.SET, RESTORE or RENAMENX that did not succeed) into a
+:class:`~rvlm.core.errors.MigrationFailed` naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import redis
+
+from rvlm.core.errors import MigrationFailed
+from rvlm.core.plugins.documents import MISSING
+from rvlm.core.redis import wire
+from rvlm.core.redis.resp import field_bytes, to_bytes, to_int, to_str
+
+
+def hash_slot(key: bytes) -> int:
+    """The cluster hash slot of ``key`` (hash tags honoured)."""
+    from redis.crc import key_slot
+
+    return int(key_slot(key))
+
+
+def _ok(reply: Any) -> bool:
+    return reply is True or reply in (b"OK", "OK")
+
+
+@attrs.frozen
+class KeyWrite:
+    """The merged effect on one document: values to set, names to delete, final key.
+
+    ``replace`` (a ``converts_to`` operation): the whole new document, of storage type
+    ``converts_to``, written in place of the key in one MULTI/EXEC with the key's ``pttl``
+    (-1: none) re-applied; ``set``/``delete`` are then empty. ``new_key`` moves it afterwards.
+    """
+
+    key: bytes
+    set: dict[str, Any]
+    delete: tuple[str, ...]
+    new_key: bytes | None = None
+    replace: Any = MISSING
+    converts_to: str | None = None
+    pttl: int = -1
+
+    @classmethod
+    def edit(cls, key: bytes, set_values: dict[str, Any], delete: tuple[str, ...],
+             new_key: bytes | None) -> KeyWrite:
+        """``KeyWrite(key, set_values, delete, new_key)`` (no validators to skip) without the
+        generated ``__init__``: the executor builds one per document."""
+        w: KeyWrite = object.__new__(cls)
+        _kw_key(w, key)
+        _kw_set(w, set_values)
+        _kw_delete(w, delete)
+        _kw_new_key(w, new_key)
+        _kw_replace(w, MISSING)
+        _kw_converts_to(w, None)
+        _kw_pttl(w, -1)
+        return w
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
+    return setter
+
+
+_kw_key = _slot_setter(KeyWrite, "key")
+_kw_set = _slot_setter(KeyWrite, "set")
+_kw_delete = _slot_setter(KeyWrite, "delete")
+_kw_new_key = _slot_setter(KeyWrite, "new_key")
+_kw_replace = _slot_setter(KeyWrite, "replace")
+_kw_converts_to = _slot_setter(KeyWrite, "converts_to")
+_kw_pttl = _slot_setter(KeyWrite, "pttl")
+
+
+def _encode_value(storage_type: str, name: str, value: Any, key: bytes) -> bytes:
+    if storage_type == "json":
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise MigrationFailed(
+                f"value for {name} of {to_str(key)!r} is not JSON-serialisable: {exc}"
+            ) from None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value).encode()
+    raise MigrationFailed(
+        f"value for hash field {name!r} of {to_str(key)!r} must be bytes, not "
+        f"{type(value).__name__}"
+    )
+
+
+def use_dump_restore(client: redis.Redis, pairs: Sequence[tuple[bytes, bytes]],
+                     cluster: bool) -> bool:
+    """True when renames must go through DUMP/RESTORE: on a cluster when a pair crosses hash
+    slots (RENAME would fail with CROSSSLOT), or when ``RVLM_RENAME_MODE=dump`` forces it
+    (tests exercise that path on one node). A single node renames across slots fine."""
+    if os.environ.get("RVLM_RENAME_MODE", "").lower() == "dump":
+        return True
+    return cluster and any(hash_slot(a) != hash_slot(b) for a, b in pairs)
+
+
+#: Commands whose reply only needs to be "not an error".
+_ANY_REPLY = frozenset({"HSET", "HDEL", "JSON.DEL", "DEL", "PEXPIRE"})
+
+
+def check_replies(replies: Sequence[Any], what: Sequence[tuple[str, bytes]]) -> None:
+    """Raise :class:`MigrationFailed` naming the key for the first reply that failed.
+
+    ``what`` holds ``(command, key)`` per reply: any error reply fails; JSON.SET and RESTORE
+    must answer OK, RENAMENX 1; ``QUEUED`` is a command queued in a MULTI and ``MULTI/EXEC
+    <cmd> ...`` the EXEC reply of those commands (each must have run)."""
+    any_reply = _ANY_REPLY
+    for reply, (cmd, key) in zip(replies, what, strict=True):
+        if cmd in any_reply and not isinstance(reply, Exception):
+            continue
+        if cmd.startswith("MULTI/EXEC"):
+            _check_exec(reply, cmd, key)
+            continue
+        if cmd == "QUEUED":
+            if isinstance(reply, Exception):
+                raise MigrationFailed(f"a command for {to_str(key)!r} was refused: {reply}")
+            continue
+        if isinstance(reply, Exception):
+            raise MigrationFailed(f"{cmd} on {to_str(key)!r} failed: {reply}")
+        if cmd in ("JSON.SET", "RESTORE") and not _ok(reply):
+            raise MigrationFailed(f"{cmd} on {to_str(key)!r} did not answer OK ({reply!r})")
+        if cmd == "RENAMENX" and not to_int(reply):
+            raise MigrationFailed(f"cannot rename {to_str(key)!r}: the new key already exists")
+
+
+def _check_exec(reply: Any, what: str, key: bytes) -> None:
+    """The reply of EXEC (``what`` is ``"MULTI/EXEC <cmd> <cmd> ..."``): every command ran
+    and each JSON.SET answered OK."""
+    if isinstance(reply, Exception) or not isinstance(reply, list):
+        raise MigrationFailed(f"the MULTI/EXEC replacing {to_str(key)!r} was aborted "
+                              f"({reply!r})")
+    cmds = what.split()[1:]
+    for cmd, r in zip(cmds, reply, strict=True):
+        if isinstance(r, Exception) or (cmd == "JSON.SET" and not _ok(r)):
+            raise MigrationFailed(f"{cmd} on {to_str(key)!r} failed inside the MULTI/EXEC that "
+                                  f"replaces the document: {r}")
+
+
+def _queue_replace(pipe: Any, what: list[tuple[str, bytes]], w: KeyWrite) -> int:
+    """Queue ``MULTI; DEL key; <write the new document>; [PEXPIRE key pttl]; EXEC`` for one
+    replaced document (``w.converts_to``: ``json`` -> JSON.SET key $; ``hash`` -> HSET key
+    with every field). Returns the bytes written."""
+    key = w.key
+    cmd: tuple[Any, ...]
+    if w.converts_to == "json":
+        data = _encode_value("json", "the document", w.replace, key)
+        cmd = ("JSON.SET", key, "$", data)
+        size = len(data)
+    elif w.converts_to == "hash":
+        if not isinstance(w.replace, dict) or not w.replace:
+            raise MigrationFailed(f"the new hash for {to_str(key)!r} must be a non-empty "
+                                  f"mapping of field names to values, not {w.replace!r:.60}")
+        args: list[bytes] = []
+        size = 0
+        for n, v in w.replace.items():
+            value = _encode_value("hash", str(n), v, key)
+            args += [to_bytes(n), value]
+            size += len(value)
+        cmd = ("HSET", key, *args)
+    else:
+        raise MigrationFailed(f"cannot replace {to_str(key)!r}: unknown storage type "
+                              f"{w.converts_to!r}")
+    cmds: list[tuple[Any, ...]] = [("DEL", key), cmd]
+    if w.pttl >= 0:
+        cmds.append(("PEXPIRE", key, max(w.pttl, 1)))
+    pipe.execute_command("MULTI")
+    what.append(("QUEUED", key))
+    for c in cmds:
+        pipe.execute_command(*c)
+        what.append(("QUEUED", key))
+    pipe.execute_command("EXEC")
+    what.append(("MULTI/EXEC " + " ".join(str(c[0]) for c in cmds), key))
+    return size
+
+
+def move_keys(client: redis.Redis, pairs: Sequence[tuple[bytes, bytes]], *,
+              cluster: bool = False) -> None:
+    """Rename each ``(old, new)``, keeping TTLs; refuse to overwrite an existing new key.
+
+    RENAMENX on one node and within one slot; otherwise DUMP + PTTL, then RESTORE (with the
+    remaining TTL) + DEL. Raises :class:`MigrationFailed` naming the key on any failure.
+    """
+    if not pairs:
+        return
+    if not use_dump_restore(client, pairs, cluster):
+        pipe = client.pipeline(transaction=False)
+        for old, new in pairs:
+            pipe.execute_command("RENAMENX", old, new)
+        check_replies(pipe.execute(raise_on_error=False), [("RENAMENX", o) for o, _ in pairs])
+        return
+    pipe = client.pipeline(transaction=False)
+    for old, _new in pairs:
+        pipe.execute_command("DUMP", old)
+        pipe.pttl(old)
+    replies = pipe.execute(raise_on_error=False)
+    pipe = client.pipeline(transaction=False)
+    for i, (old, new) in enumerate(pairs):
+        dump, pttl = replies[2 * i], replies[2 * i + 1]
+        if isinstance(dump, Exception) or dump is None:
+            raise MigrationFailed(f"DUMP of {to_str(old)!r} failed: {dump!r}")
+        ttl = to_int(pttl, -1)
+        pipe.execute_command("RESTORE", new, max(ttl, 0), dump)
+    restored = pipe.execute(raise_on_error=False)
+    # a source is deleted only once its copy is in place: a RESTORE refused (BUSYKEY: the
+    # new key exists) must never cost the source
+    sources = [old for (old, _new), r in zip(pairs, restored, strict=True) if _ok(r)]
+    if sources:
+        pipe = client.pipeline(transaction=False)
+        for old in sources:
+            pipe.delete(old)
+        check_replies(pipe.execute(raise_on_error=False), [("DEL", old) for old in sources])
+    check_replies(restored, [("RESTORE", new) for _old, new in pairs])
+
+
+def write_batch(
+    client: redis.Redis,
+    storage_type: str,
+    writes: Sequence[KeyWrite],
+    *,
+    cluster: bool = False,
+    fault: Callable[[], None] | None = None,
+) -> int:
+    """Write every update in one pipeline (hash: HSET/HDEL; JSON: JSON.SET/JSON.DEL, each
+    JSON.SET checked for OK), then rename keys (see :func:`move_keys`). Returns the number of
+    value bytes written. ``fault`` (tests) runs between the value writes and the renames.
+
+    A write with ``replace`` is one ``MULTI``/``EXEC`` on its key (see :func:`_queue_replace`):
+    a crash leaves the key either as it was or replaced, never missing.
+
+    The pipeline is a :class:`~rvlm.core.redis.wire.Batch` (packed by hiredis, raw replies): this
+    is the executor's hot path.
+    """
+    pipe = wire.Batch(client)
+    commands = pipe.commands
+    what: list[tuple[str, bytes]] = []
+    written = 0
+    for w in writes:
+        if w.replace is not MISSING:
+            written += _queue_replace(pipe, what, w)
+        elif storage_type == "json":
+            for name in w.delete:
+                pipe.execute_command("JSON.DEL", w.key, name)
+                what.append(("JSON.DEL", w.key))
+            for name, value in w.set.items():
+                data = _encode_value(storage_type, name, value, w.key)
+                written += len(data)
+                pipe.execute_command("JSON.SET", w.key, name, data)
+                what.append(("JSON.SET", w.key))
+        else:
+            if w.set:
+                args: list[Any] = [b"HSET", w.key]
+                for n, v in w.set.items():
+                    data = v if type(v) is bytes else _encode_value(storage_type, n, v, w.key)
+                    written += len(data)
+                    args.append(field_bytes(n))
+                    args.append(data)
+                commands.append(tuple(args))
+                what.append(("HSET", w.key))
+            if w.delete:
+                pipe.hdel(w.key, *[to_bytes(n) for n in w.delete])
+                what.append(("HDEL", w.key))
+    if what:
+        check_replies(pipe.execute(raise_on_error=False), what)
+    if fault is not None:
+        fault()
+    move_keys(client, [(w.key, w.new_key) for w in writes
+                       if w.new_key is not None and w.new_key != w.key], cluster=cluster)
+    return written
+
+
+__all__ = ["KeyWrite", "check_replies", "hash_slot", "move_keys", "use_dump_restore",
+           "write_batch"]

@@ -33,8 +33,9 @@ def transform_batch(
     the operations before it (an overlay). Operations with neither ``reads`` nor ``writes``
     (pure key moves) are not handed to a plugin. An update outside the operation's ``writes``
     fails the migration before anything of the batch is written. Returns the writes (only
-    documents that change) and their backup records (:data:`~rvlm.core.storage.backup.RawRecord`
-    tuples, checked when encoded), in the same order.
+    documents that change) and their backup records
+    (:data:`~rvlm.core.storage.backup.records.RawRecord` tuples, checked when encoded), in the
+    same order.
 
     A ``converts_to`` operation (the last one; ``docs`` were read with ``whole=True``) gets
     every field of each document as left by the operations before it (JSON: the root under

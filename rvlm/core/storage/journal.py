@@ -21,7 +21,7 @@ Vocabulary (every event also carries ``ts``, seconds since the epoch, and ``work
 Damage: a torn *last* line (crash during an append, so the event was never acknowledged and
 the executor did not act on it) is ignored by readers and cut off by the next
 :meth:`Journal.append`. A damaged line with a good line after it is corruption and raises
-:class:`~rvlm.core.storage.backup.BackupCorrupt` naming file and line.
+:class:`~rvlm.core.storage.files.BackupCorrupt` naming file and line.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class Journal:
 
     The file is opened for writing lazily, on the first :meth:`append`, which takes an
     exclusive ``flock`` (a second live writer for the same worker is refused with
-    :class:`~rvlm.core.storage.backup.BackupBusy`) and cuts off a torn last line left by a crash.
+    :class:`~rvlm.core.storage.files.BackupBusy`) and cuts off a torn last line left by a crash.
     """
 
     def __init__(self, directory: Path, worker: int) -> None:

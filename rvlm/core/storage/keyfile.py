@@ -20,7 +20,7 @@ Format, version 1 (all integers little-endian)::
 
 A file is accepted only if header and footer magic, version and footer checksum are right and
 ``keys_end + 8 * count + 32`` equals the file size; the body checksum covers header, keys and
-offsets. Any failure raises :class:`~rvlm.core.storage.backup.BackupCorrupt`.
+offsets. Any failure raises :class:`~rvlm.core.storage.files.BackupCorrupt`.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class KeyFileReader:
     """Random access to a key file by batch.
 
     Opening checks header, footer and size (a truncated file raises
-    :class:`~rvlm.core.storage.backup.BackupCorrupt` immediately) and, unless ``verify=False``, the
+    :class:`~rvlm.core.storage.files.BackupCorrupt` immediately) and, unless ``verify=False``, the
     checksum over the whole body, streamed in 1 MiB chunks. Pass ``verify=False`` only when
     the same file was already verified in this run (e.g. in workers after the coordinator).
     """

@@ -263,8 +263,9 @@ def backup_raw(
     doc: ReadDoc, storage_type: str, touched: Iterable[str], new_key: bytes | None,
     *, replaced: bool = False,
 ) -> RawRecord:
-    """:func:`backup_record` as a :data:`~rvlm.core.storage.backup.RawRecord` tuple (the executor's
-    hot path; :func:`~rvlm.core.storage.backup.encode_records` checks it before it is written)."""
+    """:func:`backup_record` as a :data:`~rvlm.core.storage.backup.records.RawRecord` tuple
+    (the executor's hot path; :func:`~rvlm.core.storage.backup.records.encode_records` checks
+    it before it is written)."""
     pttl = doc.pttl
     if pttl is None and (replaced or new_key is not None):
         raise ValueError(f"the TTL of {to_str(doc.key)!r} was not read (read_batch(ttl=True) "

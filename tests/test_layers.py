@@ -61,14 +61,6 @@ LAYERS: tuple[tuple[str, int], ...] = (
 LAYER_NAMES = {0: "core base", 1: "core parts", 2: "core.migrate", 3: "core.multi",
                4: "public API", 5: "cli/testing", 6: "__main__"}
 
-#: Cycles that another change of the same renovation removes; each must still exist (a stale
-#: entry fails too, so it is deleted the moment it is not needed).
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({
-    # planner.read_documents moves out of the planner (#10, item 1)
-    frozenset({"rvlm.core.migrate.estimate", "rvlm.core.migrate.planner"}),
-})
-
-
 @attrs.frozen
 class Import:
     """One import statement's dependency: ``module`` (file ``path``, ``line``) imports
@@ -264,7 +256,7 @@ def test_core_never_imports_cli_or_api() -> None:
 
 
 def test_no_import_cycles() -> None:
-    cycles = [c for c in _cycles() if frozenset(c) not in KNOWN_CYCLES]
+    cycles = _cycles()
     lines = []
     for cycle in cycles:
         members = set(cycle)
@@ -274,12 +266,6 @@ def test_no_import_cycles() -> None:
                   and imp.target != imp.module]
     assert not cycles, ("import cycles (break each by moving the shared piece one layer "
                         "down):\n" + "\n".join(lines))
-
-
-def test_known_cycles_are_still_there() -> None:
-    present = {frozenset(c) for c in _cycles()}
-    stale = [sorted(c) for c in KNOWN_CYCLES if c not in present]
-    assert not stale, f"KNOWN_CYCLES lists cycles that are gone: {stale}; delete them"
 
 
 def test_no_private_name_crosses_a_module() -> None:

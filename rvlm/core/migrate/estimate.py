@@ -15,7 +15,7 @@ from typing import Any
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.plugins.documents import Document, DocumentOperation, OperationCost
 from rvlm.core.plugins.host import PluginHost, get_host
-from rvlm.core.redis.sample import read_documents
+from rvlm.core.redis.docio.sample import read_documents
 from rvlm.core.schema.ftinfo import IndexStats
 from rvlm.core.schema.model import DATATYPE_WIDTH, VectorAttrs
 

@@ -27,8 +27,8 @@ from rvlm.core.plugins.documents import Document, DocumentOperation, operation_p
 from rvlm.core.plugins.host import PluginHost, host_with
 from rvlm.core.redis.capabilities import Capabilities, detect
 from rvlm.core.redis.connection import index_exists, list_indexes, read_index
+from rvlm.core.redis.docio.sample import last_failed_key, read_documents, sample_keys
 from rvlm.core.redis.resp import to_str
-from rvlm.core.redis.sample import last_failed_key, read_documents, sample_keys
 from rvlm.core.schema.diff import LikelyRename, differences, likely_renames
 from rvlm.core.schema.model import IndexSchema
 from rvlm.core.schema.patch import (

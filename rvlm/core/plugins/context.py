@@ -17,7 +17,7 @@ import attrs
 from rvlm.core.errors import RvlmError
 from rvlm.core.plugins.documents import Document
 from rvlm.core.redis.capabilities import Capabilities
-from rvlm.core.redis.sample import read_documents
+from rvlm.core.redis.docio.sample import read_documents
 from rvlm.core.schema.model import IndexSchema
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
-"""Document I/O for the executor and rollback: key enumeration, batch reads, batch writes,
-restore.
+"""Document I/O: key enumeration, batch reads, batch writes and restore for the executor and
+rollback; small read-only samples for the planner and plugins.
 
 Everything here is pipelined (one round trip per batch and step, never one per key) and works
 under RESP2 and RESP3. Keys and hash values are ``bytes``; JSON values are decoded Python
@@ -8,6 +8,7 @@ values. A field or path a document does not have is
 
 * :mod:`~rvlm.core.redis.docio.keys`: stream the keys of an index into a key file.
 * :mod:`~rvlm.core.redis.docio.read`: read the values a batch's operations need.
+* :mod:`~rvlm.core.redis.docio.sample`: read a few documents (plan time, plugins, estimates).
 * :mod:`~rvlm.core.redis.docio.write`: write merged updates and key renames, replies checked.
 * :mod:`~rvlm.core.redis.docio.restore`: back up a document's originals and put them back.
 """

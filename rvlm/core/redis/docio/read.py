@@ -57,7 +57,7 @@ def read_batch(
     renames, with :func:`read_ttls`). A hash whose ``HMGET`` is all nil may not exist: only
     those keys are checked with ``EXISTS``, in a second round trip.
 
-    Samples (plan time, validate hooks) use :func:`rvlm.core.migrate.planner.read_documents`
+    Samples (plan time, validate hooks) use :func:`rvlm.core.redis.docio.sample.read_documents`
     instead: it keeps a document for every key asked for, and nothing here is spent on it.
     """
     json_storage = storage_type == "json"

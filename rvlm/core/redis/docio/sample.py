@@ -7,8 +7,8 @@
 The planner uses these to calibrate and check changes, ``rvlm estimate`` to measure value sizes,
 and plugins reach :func:`read_documents` through ``PlanContext.read_documents`` and
 ``ApplyContext.read_documents``. The executor's hot path does not: it reads batches with
-:func:`rvlm.core.redis.docio.read_batch`, which leaves absent keys out, reads TTLs and whole JSON
-documents, and is tuned for throughput.
+:func:`rvlm.core.redis.docio.read.read_batch`, which leaves absent keys out, reads TTLs and
+whole JSON documents, and is tuned for throughput.
 """
 
 from __future__ import annotations

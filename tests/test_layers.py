@@ -99,25 +99,6 @@ def _is_package(module: str) -> bool:
     return MODULES[module].name == "__init__.py"
 
 
-def _type_checking_nodes(tree: ast.Module) -> set[int]:
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for inner in node.body:
-                skip.update(id(n) for n in ast.walk(inner))
-    return skip
-
-
-def _nested_nodes(tree: ast.Module) -> set[int]:
-    nested: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            for inner in ast.walk(node):
-                if inner is not node:
-                    nested.add(id(inner))
-    return nested
-
-
 def _resolve(module: str, level: int, name: str | None) -> str:
     if level == 0:
         return name or ""
@@ -126,44 +107,72 @@ def _resolve(module: str, level: int, name: str | None) -> str:
     return ".".join([*base, *([name] if name else [])])
 
 
+class _Scanner(ast.NodeVisitor):
+    """One pass over a module: its rvlm imports (marked when inside a function; skipped under
+    ``if TYPE_CHECKING:``) and its ``name._private`` attribute uses."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self.path = str(MODULES[module].relative_to(ROOT))
+        self.imports: list[Import] = []
+        self.aliases: dict[str, str] = {}  # local name -> rvlm module it is bound to
+        self.private_uses: list[tuple[int, str, str]] = []  # line, local name, attribute
+        self.depth = 0  # functions we are inside
+
+    def _function(self, node: ast.AST) -> None:
+        self.depth += 1
+        self.generic_visit(node)
+        self.depth -= 1
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
+
+    def visit_If(self, node: ast.If) -> None:
+        if "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:  # only the annotations-only branch is skipped
+                self.visit(child)
+            return
+        self.generic_visit(node)
+
+    def _add(self, line: int, target: str, names: tuple[str, ...]) -> None:
+        self.imports.append(Import(self.module, self.path, line, target, names, self.depth > 0))
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        base = _resolve(self.module, node.level, node.module)
+        if base != "rvlm" and not base.startswith("rvlm."):
+            return
+        plain: list[str] = []
+        for alias in node.names:
+            sub = f"{base}.{alias.name}"
+            if sub in MODULES:  # from package import module
+                self._add(node.lineno, sub, ())
+                self.aliases[alias.asname or alias.name] = sub
+            else:
+                plain.append(alias.name)
+        if plain:
+            self._add(node.lineno, base, tuple(plain))
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            if alias.name == "rvlm" or alias.name.startswith("rvlm."):
+                self._add(node.lineno, alias.name, ())
+                if alias.asname:
+                    self.aliases[alias.asname] = alias.name
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        if isinstance(node.value, ast.Name) and _private(node.attr):
+            self.private_uses.append((node.lineno, node.value.id, node.attr))
+        self.generic_visit(node)
+
+
 def _scan(module: str) -> tuple[list[Import], list[tuple[int, str, str]]]:
-    """The module's rvlm imports, and its ``alias._private`` uses of imported modules
-    (line, module alias, attribute)."""
+    """The module's rvlm imports, and its ``alias._private`` uses of imported rvlm modules
+    (line, module, attribute)."""
     path = MODULES[module]
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    skip = _type_checking_nodes(tree)
-    nested = _nested_nodes(tree)
-    rel = str(path.relative_to(ROOT))
-    imports: list[Import] = []
-    aliases: dict[str, str] = {}  # local name -> rvlm module it is bound to
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
-        inner = id(node) in nested
-        if isinstance(node, ast.ImportFrom):
-            base = _resolve(module, node.level, node.module)
-            if base != "rvlm" and not base.startswith("rvlm."):
-                continue
-            plain: list[str] = []
-            for alias in node.names:
-                sub = f"{base}.{alias.name}"
-                if sub in MODULES:  # from package import module
-                    imports.append(Import(module, rel, node.lineno, sub, (), inner))
-                    aliases[alias.asname or alias.name] = sub
-                else:
-                    plain.append(alias.name)
-            if plain:
-                imports.append(Import(module, rel, node.lineno, base, tuple(plain), inner))
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name == "rvlm" or alias.name.startswith("rvlm."):
-                    imports.append(Import(module, rel, node.lineno, alias.name, (), inner))
-                    if alias.asname:
-                        aliases[alias.asname] = alias.name
-    uses = [(node.lineno, node.value.id, node.attr) for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-            and node.value.id in aliases and _private(node.attr) and id(node) not in skip]
-    return imports, [(line, aliases[name], attr) for line, name, attr in uses]
+    scanner = _Scanner(module)
+    scanner.visit(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+    uses = [(line, scanner.aliases[name], attr) for line, name, attr in scanner.private_uses
+            if name in scanner.aliases]
+    return scanner.imports, uses
 
 
 def _private(name: str) -> bool:

@@ -10,10 +10,10 @@ The rules (the house style, /work/shared/style.md):
 
 * **Layers.** Every module belongs to a layer of :data:`LAYERS` and imports only from its own
   layer or lower ones: ``cli`` -> ``api``/``aio`` (and the public ``rvlm.plugin``, the
-  built-in plugins, the embedded server) -> ``core.multi`` (many-index runs) ->
+  built-in plugins, the embedded server) -> ``core.multi`` (multi-index runs) ->
   ``core.migrate`` (the jobs: plan, apply, rollback, validate) -> ``core.schema``/
-  ``core.redis``/``core.storage``/``core.plugins`` -> ``core.errors``/``core.convert``/
-  ``core.vectors``. Nothing in ``rvlm.core`` imports ``rvlm.cli``, ``rvlm.api`` or
+  ``core.redis``/``core.storage``/``core.plugins``/``core.quality`` -> ``core.errors``/
+  ``core.convert``/``core.vectors``. Nothing in ``rvlm.core`` imports ``rvlm.cli``, ``rvlm.api`` or
   ``rvlm.aio``. ``from rvlm import __version__`` is allowed anywhere (a constant).
 * **No cycles** among rvlm modules.
 * **No private names across modules**: ``from m import _x`` and ``m._x`` (``m`` an imported rvlm
@@ -34,8 +34,9 @@ import attrs
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "rvlm"
 
-#: (module prefix, layer): a module is in the layer of its longest matching prefix. A module may
-#: import from its own layer and lower ones.
+#: (module prefix, layer): a module is in the layer of its longest matching prefix (the two
+#: packages themselves, ``rvlm`` and ``rvlm.core``, match only exactly). A module may import
+#: from its own layer and lower ones.
 LAYERS: tuple[tuple[str, int], ...] = (
     ("rvlm.core.errors", 0),
     ("rvlm.core.convert", 0),
@@ -44,20 +45,21 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("rvlm.core.redis", 1),
     ("rvlm.core.storage", 1),
     ("rvlm.core.plugins", 1),
+    ("rvlm.core.quality", 1),
     ("rvlm.hookspecs", 1),
     ("rvlm.core.migrate", 2),
     ("rvlm.core.multi", 3),
-    ("rvlm.core", 3),  # the package itself (empty)
     ("rvlm.api", 4),
     ("rvlm.aio", 4),
     ("rvlm.plugin", 4),
     ("rvlm.plugins", 4),
     ("rvlm.embedded", 4),
-    ("rvlm", 4),  # the package: lazy re-exports of the public API
     ("rvlm.cli", 5),
     ("rvlm.testing", 5),
     ("rvlm.__main__", 6),
 )
+#: the packages' own ``__init__`` modules
+PACKAGE_LAYERS = {"rvlm": 4, "rvlm.core": 3}
 LAYER_NAMES = {0: "core base", 1: "core parts", 2: "core.migrate", 3: "core.multi",
                4: "public API", 5: "cli/testing", 6: "__main__"}
 
@@ -188,6 +190,8 @@ def _all_imports() -> Iterator[Import]:
 
 
 def layer_of(module: str) -> int | None:
+    if module in PACKAGE_LAYERS:
+        return PACKAGE_LAYERS[module]
     matches = [(len(prefix), layer) for prefix, layer in LAYERS
                if module == prefix or module.startswith(prefix + ".")]
     return max(matches)[1] if matches else None

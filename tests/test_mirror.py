@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from test_apply_helpers import make_hash_index, make_json_index
 
-from rvlm.core.migrate.executor import transform_batch
 from rvlm.core.migrate.mirror import Mirror
 from rvlm.core.migrate.planner import PlanOptions, make_plan
+from rvlm.core.migrate.transform import transform_batch
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.plugins.host import host_with
 from rvlm.core.redis.capabilities import detect

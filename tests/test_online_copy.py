@@ -21,7 +21,7 @@ from rvlm.core.migrate.online_copy import OnlineCopy, Stopped
 from rvlm.core.migrate.throttle import Throttler
 from rvlm.core.redis.capture import Subscriber
 from rvlm.core.redis.connection import connect, read_index
-from rvlm.core.redis.docio import enumerate_keys
+from rvlm.core.redis.docio.keys import enumerate_keys
 from rvlm.core.redis.notify import NotifySetting, needed_flags, read_setting
 from rvlm.core.schema.ftcreate import create_arguments
 from rvlm.core.storage.keylog import KeyLog
@@ -294,7 +294,7 @@ def test_a_killed_capture_connection_stops_the_copy(redis_client, redis_url, tmp
 def test_finalize_backs_up_then_deletes_and_loses_no_write(redis_client, redis_url, tmp_path,
                                                            notify):
     from rvlm.core.migrate.finalize import Finalizer
-    from rvlm.core.storage.backup import BackupReader
+    from rvlm.core.storage.backup.reader import BackupReader
     from rvlm.core.storage.journal import Journal, RunState
 
     n = 800

@@ -19,7 +19,7 @@ from rvlm.core.quality.answers import (
 )
 from rvlm.core.quality.checks import parse_query_checks
 from rvlm.core.quality.search import Answer
-from rvlm.core.storage.backup import BackupCorrupt
+from rvlm.core.storage.files import BackupCorrupt
 
 FP = "f" * 32
 

@@ -38,9 +38,11 @@ from rvlm.core.migrate.online_copy import OnlineCopy
 from rvlm.core.plugins.documents import MISSING
 from rvlm.core.redis import wire
 from rvlm.core.redis.copyio import Sources, encode_json
-from rvlm.core.redis.docio import JSON_ROOT, ReadDoc, escape_glob
+from rvlm.core.redis.docio.keys import escape_glob
+from rvlm.core.redis.docio.read import JSON_ROOT, ReadDoc
 from rvlm.core.redis.resp import to_int, to_list, to_map, to_str
-from rvlm.core.storage.backup import BackupWriter, RawRecord
+from rvlm.core.storage.backup.records import RawRecord
+from rvlm.core.storage.backup.writer import BackupWriter
 from rvlm.core.storage.journal import Journal, RunState
 from rvlm.core.storage.keyfile import KeyFileReader, KeyFileWriter
 

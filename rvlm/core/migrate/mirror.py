@@ -31,7 +31,8 @@ from rvlm.core.redis.copyio import (
     encode_field,
     read_sources,
 )
-from rvlm.core.redis.docio import JSON_ROOT, KeyWrite, ReadDoc
+from rvlm.core.redis.docio.read import JSON_ROOT, ReadDoc
+from rvlm.core.redis.docio.write import KeyWrite
 from rvlm.core.redis.resp import to_str
 
 #: ``transform(host, plan, ctx, docs) -> (writes, backup records)``: the executor's

@@ -21,7 +21,7 @@ File format (JSON, no code is ever loaded from it)::
 Keys are text (bytes that are not UTF-8 kept with ``surrogateescape``). The file is written to
 a temporary file, fsynced and renamed into place (the directory fsynced), so a reader sees all
 of it or none. Loading checks the format, version, checksum and every value's type, and that it
-belongs to the plan in hand; anything else is :class:`~rvlm.core.storage.backup.BackupCorrupt`
+belongs to the plan in hand; anything else is :class:`~rvlm.core.storage.files.BackupCorrupt`
 with one line.
 """
 
@@ -42,7 +42,7 @@ from rvlm.core.convert import items
 from rvlm.core.errors import RvlmError
 from rvlm.core.quality.checks import QueryCheck, parse_query_checks
 from rvlm.core.quality.search import Answer
-from rvlm.core.storage.backup import BackupCorrupt, fsync_directory
+from rvlm.core.storage.files import BackupCorrupt, fsync_directory
 from rvlm.core.vectors import WIDTH
 
 ANSWERS_NAME = "source-answers.json"

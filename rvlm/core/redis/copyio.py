@@ -34,7 +34,7 @@ import redis
 from rvlm.core.errors import MigrationFailed
 from rvlm.core.plugins.documents import MISSING
 from rvlm.core.redis import wire
-from rvlm.core.redis.docio import JSON_ROOT, ReadDoc
+from rvlm.core.redis.docio.read import JSON_ROOT, ReadDoc
 from rvlm.core.redis.resp import to_int, to_list, to_map, to_str
 
 #: ``$.a.b``: a path rvlm applies to a document itself.

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from rvlm.core.storage.backup import BackupCorrupt, fsync_directory
+from rvlm.core.storage.files import BackupCorrupt, fsync_directory
 
 _LEN = struct.Struct("<I")
 _CRC = struct.Struct("<I")

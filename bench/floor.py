@@ -62,6 +62,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -365,25 +366,60 @@ def timed_child(argv: list[str], log: Path, env: dict[str, str] | None = None
     return seconds, proc.returncode, usage.ru_maxrss / 1024
 
 
+def startup_probe(bench: Bench, change: Change, algorithm: str, rvlm_bin: str, work: Path,
+                  env: dict[str, str], repeat: int = 5) -> dict[str, float]:
+    """Median seconds of ``python -c pass`` and of ``rvlm apply`` up to its first command to
+    the server (a plan for ``change`` applied to a closed port: argument parsing, imports,
+    plan load, plugins, backup dir; it exits 2 at the connection)."""
+    bench.restore()
+    bench.source_index(algorithm)
+    patch = _write_patch(work / "probe-patch.yaml", change.patch_for(algorithm))
+    plan = work / "probe-plan.yaml"
+    subprocess.run([rvlm_bin, "plan", "--index", INDEX, "--schema-patch", str(patch),
+                    "--url", bench.url, "--plan-out", str(plan)], check=True,
+                   capture_output=True, env=env)
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    python = str(Path(rvlm_bin).parent / "python")
+    out: dict[str, list[float]] = {"python -c pass": [], "rvlm apply up to connect": []}
+    for i in range(repeat):
+        out["python -c pass"].append(
+            timed_child([python, "-c", "pass"], work / "probe.log")[0])
+        seconds, code, _rss = timed_child(
+            [rvlm_bin, "apply", "--plan", str(plan), "--backup-dir", str(work / f"probe-{i}"),
+             "--url", closed, "--yes", "--accept-data-loss"], work / "probe.log", env=env)
+        if code != 2:
+            raise SystemExit(f"start-up probe: rvlm exited {code}, expected 2 (no server):\n"
+                             f"{(work / 'probe.log').read_text()[-2000:]}")
+        out["rvlm apply up to connect"].append(seconds)
+    return {k: _median(v) for k, v in out.items()}
+
+
 def _write_patch(path: Path, patch: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(patch, sort_keys=False))
     return path
 
 
+def third_party_plugins() -> list[str]:
+    """Names of the installed ``rvlm`` entry points (third-party plugins)."""
+    from importlib import metadata
+
+    return sorted({ep.name for ep in metadata.entry_points(group="rvlm")})
+
+
 def run_rvlm(bench: Bench, change: Change, algorithm: str, batch: int, workers: int,
-             rvlm_bin: str, run_dir: Path) -> dict[str, Any]:
+             rvlm_bin: str, run_dir: Path, env: dict[str, str]) -> dict[str, Any]:
     bench.restore()
     bench.source_index(algorithm)
     patch = _write_patch(run_dir / "patch.yaml", change.patch_for(algorithm))
     plan = run_dir / "plan.yaml"
     subprocess.run([rvlm_bin, "plan", "--index", INDEX, "--schema-patch", str(patch),
                     "--url", bench.url, "--plan-out", str(plan)], check=True,
-                   capture_output=True)
+                   capture_output=True, env=env)
     timings = run_dir / "timings.yaml"
     argv = [rvlm_bin, "apply", "--plan", str(plan), "--backup-dir", str(run_dir / "backup"),
             "--url", bench.url, "--yes", "--accept-data-loss", "--batch-size", str(batch),
             "--workers", str(workers), "--benchmark-out", str(timings)]
-    seconds, code, rss = timed_child(argv, run_dir / "apply.log")
+    seconds, code, rss = timed_child(argv, run_dir / "apply.log", env=env)
     if code != 0:
         raise SystemExit(f"rvlm apply exited {code}:\n{(run_dir / 'apply.log').read_text()}")
     got = yaml.safe_load(timings.read_text())
@@ -475,7 +511,16 @@ def bench_dir(keep: bool) -> Iterator[Path]:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the script like Ctrl-C: the server is stopped and the directory removed."""
+    def handler(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _stop_on_sigterm()
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--docs", type=int, default=50_000)
     ap.add_argument("--dims", type=int, default=128)
@@ -488,9 +533,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rvlm", default=str(Path(sys.executable).parent / "rvlm"),
                     help="the rvlm executable (default: next to this Python)")
+    ap.add_argument("--rvlm-base", help="another rvlm executable (e.g. an older commit's, in "
+                                        "its own venv) run the same way, as column 'base'")
     ap.add_argument("--rvl-venv", type=Path,
                     default=Path(sys.executable).parent.parent.parent / ".venv-rvl",
                     help="a venv with redisvl==0.28.0 (default: .venv-rvl beside .venv)")
+    ap.add_argument("--plugins", choices=("builtin", "installed"), default="builtin",
+                    help="rvlm with its built-in plugins only (default: installed third-party "
+                         "plugins, e.g. the examples, disabled with RVLM_DISABLE_PLUGINS so "
+                         "their imports are not counted), or with every installed one")
     ap.add_argument("--json", type=Path, help="write every run and the medians here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args(argv)
@@ -507,20 +558,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {rvl_bin} not found; rvl migrate skipped (see bench/README.md)")
         tools.remove("rvl")
     columns = [f"rvlm-w{w}" if w != 1 else "rvlm" for w in workers if "rvlm" in tools]
+    if args.rvlm_base:
+        columns.append("base")
     columns += [t for t in tools if t != "rvlm"]
 
+    env = dict(os.environ)
+    others = third_party_plugins()
+    if args.plugins == "builtin" and others:
+        env["RVLM_DISABLE_PLUGINS"] = ",".join(others)
     print(f"machine: {machine()}")
+    print("rvlm plugins: built-in" + (f" (disabled for rvlm runs: {', '.join(others)})"
+                                        if args.plugins == "builtin" and others else
+                                        f", and installed: {', '.join(others) or 'none'}"))
     print(f"data: {args.docs} hash docs x {args.dims}-d float32, batch {args.batch}; "
           f"algorithms {algorithms}; changes {changes}; tools {columns}; "
           f"{args.repeat} repeats")
     runs: list[dict[str, Any]] = []
     loads: list[float] = []
+    probe: dict[str, float] = {}
     started = time.perf_counter()
     with bench_dir(args.keep) as work:
         bench = Bench(work, args.docs, args.dims)
         try:
             seconds = bench.make_snapshot()
             print(f"loaded {args.docs} docs in {seconds:.1f}s (snapshot {work})", flush=True)
+            if "rvlm" in tools:
+                probe = startup_probe(bench, CHANGES[changes[0]], algorithms[0], args.rvlm,
+                                      work, env)
+                print("start-up (median of 5): " + ", ".join(
+                    f"{k} {v:.3f}s" for k, v in probe.items())
+                    + f"; load {os.getloadavg()[0]:.1f}", flush=True)
             for r in range(args.repeat):
                 for algorithm in algorithms:
                     for cname in changes:
@@ -531,13 +598,16 @@ def main(argv: list[str] | None = None) -> int:
                             load_before = os.getloadavg()[0]
                             if col == "floor":
                                 got = run_floor(bench, change, algorithm, args.batch)
+                            elif col == "base":
+                                got = run_rvlm(bench, change, algorithm, args.batch, 1,
+                                               args.rvlm_base, run_dir, env)
                             elif col == "rvl":
                                 got = run_rvl(bench, change, algorithm, args.batch, rvl_bin,
                                               run_dir)
                             else:
                                 w = int(col.partition("-w")[2] or 1)
                                 got = run_rvlm(bench, change, algorithm, args.batch, w,
-                                               args.rvlm, run_dir)
+                                               args.rvlm, run_dir, env)
                             check_result(bench, change, algorithm, col)
                             shutil.rmtree(run_dir, ignore_errors=True)
                             load_after = os.getloadavg()[0]
@@ -561,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(summary, columns)
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "machine": machine(), "runs": runs,
+                                         "machine": machine(), "startup": probe, "runs": runs,
                                          "summary": summary, "elapsed_s": elapsed,
                                          "load": loads}, indent=2))
     return 0

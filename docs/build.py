@@ -71,7 +71,16 @@ def _command_tree() -> Any:
     return typer.main.get_command(app)
 
 
+def _is_output_option(param: Any) -> bool:
+    """The output options every command takes (listed once, at the top of the reference)."""
+    from rvlm.cli.main import OUTPUT_PARAMS
+
+    return param.name in OUTPUT_PARAMS
+
+
 def _option_row(param: Any) -> str:
+    from enum import Enum
+
     opts = ", ".join(f"`{o}`" for o in [*param.opts, *(param.secondary_opts or [])])
     if getattr(param, "param_type_name", "") == "argument":
         opts = f"`{param.name.upper()}` (argument)"
@@ -79,8 +88,22 @@ def _option_row(param: Any) -> str:
     bits = []
     if param.required:
         bits.append("required")
+    # click keeps choices on ``param.type``; newer Typer on ``param.type_descriptor``
+    choices = (getattr(getattr(param, "type", None), "choices", None)
+               or getattr(getattr(param, "type_descriptor", None), "choices", None))
+    if choices:
+        names = [c.value if isinstance(c, Enum) else c for c in choices]
+        bits.append("one of " + ", ".join(f"`{c}`" for c in names))
     default = param.default
-    if default not in (None, False, (), []) and not callable(default):
+    if isinstance(default, Enum):
+        default = default.value
+    if default is True and getattr(param, "secondary_opts", None):  # --on/--off: name it
+        default = param.opts[0]
+    if isinstance(getattr(param, "show_default", None), str):
+        bits.append(f"default {param.show_default}")
+    elif getattr(param, "count", False) or getattr(param, "show_default", None) is False:
+        pass
+    elif default not in (None, False, (), []) and not callable(default):
         bits.append(f"default `{default}`")
     envvar = getattr(param, "envvar", None)
     if envvar:
@@ -94,7 +117,8 @@ def _command_section(name: str, command: Any, level: int) -> list[str]:
     doc = inspect.cleandoc(command.help or "")
     if doc:
         lines += [doc, ""]
-    params = [p for p in command.params if not getattr(p, "hidden", False)]
+    params = [p for p in command.params
+              if not getattr(p, "hidden", False) and not _is_output_option(p)]
     if params:
         lines += ["| Option | Meaning |", "| --- | --- |"]
         lines += [_option_row(p) for p in params]
@@ -111,7 +135,12 @@ def cli_reference() -> str:
              "# CLI reference", "", inspect.cleandoc(root.help or ""), "",
              "Every command takes `--help`. Exit codes: 0 success, 1 a migration or validation "
              "that did not succeed (or a blocked plan), 2 bad input (nothing changed).", ""]
-    lines += ["| Command | What it does |", "| --- | --- |"]
+    lines += ["Options every command takes, before or after its name (`rvlm -q apply ...` or "
+              "`rvlm apply ... -q`); the root also takes the shell-completion options:", "",
+              "| Option | Meaning |", "| --- | --- |"]
+    lines += [_option_row(p) for p in root.params
+              if not getattr(p, "hidden", False) and p.name != "version"]
+    lines += ["", "| Command | What it does |", "| --- | --- |"]
     for name, command in root.commands.items():
         short = inspect.cleandoc(command.help or "").split("\n\n")[0].replace("\n", " ")
         lines.append(f"| [`rvlm {name}`](#rvlm-{name}) | {short} |")

@@ -1,16 +1,25 @@
 """The documentation is tested: every code sample runs, every patch parses, and the generated
 pages (CLI and hooks reference) are current.
 
-Fenced blocks in ``docs/*.md``, by info string:
+A page's samples run **as a reader would run them**: in order, from a clean state, in one
+terminal session. Fenced blocks in ``docs/*.md``, by info string:
 
-* ``python``: run. The blocks of one page run in order in one namespace, like a session, with
-  ``REDIS_URL`` pointing at the test server (the database is cleaned once per page) and the
-  working directory in a fresh temporary directory (also on ``sys.path``);
-* ``shell``: the whole block runs with ``bash -e`` in the same directory and must exit 0;
+* ``shell``: run in **one** ``bash -e`` session per page (what a block exports, its ``cd`` and
+  its shell variables carry over to the next block, as in a terminal) and must succeed;
+* ``python``: run in one namespace per page (like one interpreter session), in the environment
+  and working directory the shell session has reached at that point;
 * ``<lang> file=PATH``: not run; written to ``PATH`` (for later blocks to use);
 * ``python compile``: hook signatures and fragments, which must compile;
 * ``yaml patch``: must be a valid schema patch (built-in and installed plugin sections);
 * anything whose info string contains ``notest`` is shown, not run.
+
+The clean state: a fresh empty working directory, a fresh ``HOME`` (so ``~/.rvlm`` is empty),
+no ``REDIS_URL``, and rvlm's commands first on ``PATH``. A page that starts a server does it
+the way it tells the reader to (``rvlm server start`` then ``export REDIS_URL=$(rvlm server
+url)``); the test only sets ``RVLM_SERVER_PORT`` to a free port, so two runs never share one,
+and stops whatever server the page left running. A reference page that assumes the reader
+already has a server says so with the comment ``<!-- docs-test: REDIS_URL -->``: it gets
+``REDIS_URL`` pointing at an empty test server.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,8 @@ import yaml
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.S | re.M)
+NEEDS_SERVER = "<!-- docs-test: REDIS_URL -->"
+BLOCK_TIMEOUT = 300.0
 
 
 def _load_build() -> Any:
@@ -66,32 +78,113 @@ def blocks(kind: str, word: str) -> list[Any]:
             if info[:1] == [kind] and word in info and "notest" not in info]
 
 
+class ShellSession:
+    """One ``bash -e`` process for a whole page, fed one block at a time (like a reader's
+    terminal). After each block it records its exported environment and working directory,
+    which the page's Python blocks then run in."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], state: Path) -> None:
+        self.state = state
+        state.mkdir()
+        self.out = (state / "output.log").open("w+b")
+        self.proc = subprocess.Popen(["bash", "--noprofile", "--norc", "-e"], cwd=cwd, env=env,
+                                     stdin=subprocess.PIPE, stdout=self.out,
+                                     stderr=subprocess.STDOUT)
+        self.env, self.cwd, self.count = dict(env), cwd, 0
+
+    def run(self, code: str, where: str) -> None:
+        self.count += 1
+        script = self.state / f"block-{self.count}.sh"
+        script.write_text(code, encoding="utf-8")
+        done = self.state / f"done-{self.count}"
+        start = os.fstat(self.out.fileno()).st_size
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(
+            f'source "{script}"\nenv -0 > "{self.state}/env"; pwd > "{self.state}/cwd"; '
+            f'touch "{done}"\n'.encode())
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + BLOCK_TIMEOUT
+        while not done.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{where}: the block failed (exit {self.proc.poll()}); its "
+                            f"output:\n{self.output(start)}", pytrace=False)
+            time.sleep(0.05)
+        raw = (self.state / "env").read_bytes().split(b"\0")
+        self.env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+        self.cwd = Path((self.state / "cwd").read_text().strip())
+
+    def output(self, start: int = 0) -> str:
+        self.out.flush()
+        self.out.seek(start)
+        text = self.out.read().decode(errors="replace")
+        self.out.seek(0, os.SEEK_END)
+        return text
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.out.close()
+
+
+def _stop_servers(home: Path) -> None:
+    """Stop every embedded server a page started under its ``HOME`` and left running."""
+    from rvlm.embedded.server import EmbeddedServer
+
+    for directory in (home / ".rvlm").glob("server-*"):
+        port = directory.name.split("-", 1)[1]
+        if port.isdigit():
+            EmbeddedServer(port=int(port), directory=directory).stop()
+
+
 @pytest.mark.parametrize("page", pages_with_samples())
-def test_page_samples_run(page: Path, redis_client: Any, redis_url: str, tmp_path: Path,
-                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_page_samples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          request: pytest.FixtureRequest) -> None:
+    from rvlm.embedded.server import free_port
+
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
     bindir = str(Path(sys.executable).parent)
-    # A page's own pytest run shares this test's scratch server, which holds the page's data.
-    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": str(tmp_path), "RVLM_TEST_FLUSH_OK": "1"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "RVLM_HOME", "RVLM_TEST_FLUSH_OK", "PYTHONPATH")
+           and not k.startswith("PYTEST_")}
+    env.update(HOME=str(home), PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}",
+               RVLM_SERVER_PORT=str(free_port()))
+    if NEEDS_SERVER in page.read_text(encoding="utf-8"):
+        request.getfixturevalue("redis_client")  # an empty database
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
+        # the reader's scratch server: the page's own pytest run may flush it
+        env["RVLM_TEST_FLUSH_OK"] = "1"
+    shell = ShellSession(work, env, tmp_path / "shell")
     namespace: dict[str, Any] = {"__name__": "__docs__"}
-    for line, info, code in fenced(page):
-        if not _runnable(info):
-            continue
-        where = f"{page.name}:{line}"
-        target = next((w[5:] for w in info if w.startswith("file=")), None)
-        if target is not None:
-            path = tmp_path / target
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(code, encoding="utf-8")
-        elif info[0] == "python":
-            exec(compile(code, where, "exec"), namespace)
-        else:
-            result = subprocess.run(["bash", "-e", "-c", code], env=env, capture_output=True,
-                                    text=True, timeout=300)
-            assert result.returncode == 0, f"{where}\n{result.stdout}\n{result.stderr}"
+    try:
+        for line, info, code in fenced(page):
+            if not _runnable(info):
+                continue
+            where = f"{page.name}:{line}"
+            target = next((w[5:] for w in info if w.startswith("file=")), None)
+            if target is not None:
+                path = shell.cwd / target
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(code, encoding="utf-8")
+            elif info[0] == "python":
+                for key in set(os.environ) - set(shell.env):
+                    monkeypatch.delenv(key)
+                for key, value in shell.env.items():
+                    monkeypatch.setenv(key, value)
+                monkeypatch.chdir(shell.cwd)
+                monkeypatch.syspath_prepend(str(shell.cwd))
+                exec(compile(code, where, "exec"), namespace)
+            else:
+                shell.run(code, where)
+    finally:
+        shell.close()
+        _stop_servers(home)
 
 
 @pytest.mark.parametrize("code", blocks("python", "compile"))

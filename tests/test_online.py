@@ -428,4 +428,4 @@ def test_cli_plan_online(redis_client, redis_url, tmp_path):
     assert points_at(redis_client, "live") == "idx_v2"
     res = runner.invoke(app, ["plan", "--url", redis_url, "--index", "idx", "--schema-patch",
                               str(tmp_path / "p.yaml"), "--mode", "fast"])
-    assert res.exit_code == 2 and "--mode must be one of" in res.output
+    assert res.exit_code == 2 and "'drop_recreate', 'online'" in res.output

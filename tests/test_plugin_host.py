@@ -90,7 +90,9 @@ def test_fixture_unregisters_after_the_test(pytester: pytest.Pytester) -> None:
             rvlm_plugin(Probe(), name="inner_plugin")
             assert get_host().has("inner_plugin")
     """))
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q")
+    # the inner session has no ini file: pytest-asyncio (not needed here) would warn about
+    # its unset loop scope
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:asyncio", "-q")
     result.assert_outcomes(passed=1)
     assert not get_host().has("inner_plugin")
     assert "inner_plugin" not in _by_name(_listed())

@@ -7,14 +7,13 @@ failed, 2 for bad input or a refused request (nothing changed).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rvlm.cli.common import UrlOption, handle_errors
+from rvlm.cli.common import JsonOption, UrlOption, echo_json, handle_errors
+from rvlm.cli.progress import progress_display
 
 if TYPE_CHECKING:
     from rvlm.core.migrate.report import MigrationReport
@@ -31,68 +30,25 @@ def register(app: typer.Typer) -> None:
     app.command("rollback")(rollback)
 
 
-@contextmanager
-def _progress_bars() -> Iterator[Callable[[str, int, int], None]]:
-    """A ``progress(phase, done, total)`` callback drawing rich bars with counts and rates."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-    from rich.text import Text
+def _command(*parts: str, url: str | None) -> str:
+    """A command line to copy. ``--url`` is added only when the URL did not come from
+    ``REDIS_URL`` (a re-run in the same shell sees that again); a password in it is redacted."""
+    import os
+    import shlex
 
-    class RateColumn(ProgressColumn):
-        """Items per second."""
+    words = [w for w in parts if w]
+    if url and url != os.environ.get("REDIS_URL"):
+        from rvlm.core.redis.connection import redact
 
-        def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text("" if speed is None else f"{speed:,.1f}/s")
-
-    labels = {"keys": "keys", "transform": "batches", "indexing": "indexed %",
-              "restore": "batches restored"}
-    bars = Progress(TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
-                    TaskProgressColumn(), RateColumn(), TimeElapsedColumn(),
-                    transient=False, disable=not sys.stderr.isatty())
-    tasks: dict[str, Any] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        if phase not in tasks:
-            tasks[phase] = bars.add_task(labels.get(phase, phase), total=max(total, 1))
-        bars.update(tasks[phase], completed=done, total=max(total, done, 1))
-
-    with bars:
-        yield update
+        words += ["--url", redact(url)]
+    return shlex.join(words)
 
 
-def _summary(report: MigrationReport) -> None:
-    colour = typer.colors.GREEN if report.succeeded else typer.colors.RED
-    typer.secho(f"{report.mode}: {report.source_index} -> {report.target_index}: "
-                f"{report.result}", fg=colour, bold=True)
-    if report.mode == "validate":
-        pass  # no documents were touched: the checks above say it all
-    elif report.mode != "rollback":
-        typer.echo(f"  documents {report.documents}, rewritten {report.documents_rewritten} "
-                   f"({report.bytes_rewritten} bytes) in {report.batches} batches, "
-                   f"{report.documents_per_second} docs/s, workers {report.workers}"
-                   + (", resumed" if report.resumed else ""))
-    else:
-        typer.echo(f"  records restored {report.restored_records} in {report.batches} batches")
-    if report.mode == "online" and report.downtime_duration_seconds is not None:
-        typer.echo(f"  downtime none (online); build {report.timings.get('build', 0.0):.2f}s")
-    elif report.downtime_duration_seconds is not None:
-        typer.echo(f"  downtime {report.downtime_duration_seconds:.2f}s")
-    for line in report.validation.errors:
-        typer.secho(f"  validation: {line}", fg=typer.colors.RED)
-    if report.error:
-        typer.secho(f"  error: {report.error}", fg=typer.colors.RED)
-    for w in report.warnings:
-        typer.secho(f"  warning: {w}", fg=typer.colors.YELLOW)
-    for a in report.manual_actions:
-        typer.echo(f"  next: {a}")
+def _summary(report: MigrationReport, *, resume: str | None = None,
+             undo: str | None = None) -> None:
+    from rvlm.cli.render import print_report
+
+    print_report(report, resume=resume, undo=undo)
 
 
 @handle_errors
@@ -116,6 +72,7 @@ def apply(
     index_timeout: Annotated[float, typer.Option(
         "--index-timeout", help="Seconds to wait for the new index to finish indexing.")
     ] = 600.0,
+    json_out: JsonOption = False,
 ) -> None:
     """Apply a plan: check, back up, drop, rewrite documents, create, validate.
 
@@ -129,18 +86,24 @@ def apply(
     loaded = Plan.load(plan)
     if loaded.lossy and not accept_data_loss:
         if not sys.stdin.isatty():
-            raise RvlmError("the plan is lossy; pass --accept-data-loss to apply it "
-                            "(no terminal to ask)")
-        if not typer.confirm("This plan is lossy: some values cannot be restored exactly. "
-                             "Apply it?", default=False):
+            raise RvlmError("the plan is lossy (it loses precision); pass --accept-data-loss "
+                            "to apply it (no terminal to ask)")
+        from rvlm.cli.render import lossy_summary
+
+        if not typer.confirm(
+                f"This plan loses precision ({lossy_summary(loaded)}): the migrated values "
+                "will not equal the originals. The originals are kept in the backup dir and "
+                "'rvlm rollback' restores them exactly. Apply it?", default=False,
+                err=json_out):
             raise RvlmError("not applied: the lossy plan was not confirmed")
         accept_data_loss = True
     elif not yes and sys.stdin.isatty() and not typer.confirm(
             f"Build {loaded.target_index!r} next to {loaded.source_index!r} and move alias "
             f"{', '.join(loaded.aliases)} to it now?" if loaded.online else
-            f"Drop and rebuild index {loaded.source_index!r} now?", default=True):
+            f"Drop and rebuild index {loaded.source_index!r} now?", default=True,
+            err=json_out):
         raise RvlmError("not applied")
-    with _progress_bars() as progress:
+    with progress_display() as progress:
         report = MigrationExecutor().apply(
             loaded, redis_url=url, backup_dir=backup_dir, batch_size=batch_size,
             num_workers=workers, accept_data_loss=accept_data_loss,
@@ -149,7 +112,13 @@ def apply(
         report.write(report_out)
     if benchmark_out is not None:
         report.write_benchmark(benchmark_out)
-    _summary(report)
+    if json_out:
+        echo_json(report.to_dict())
+    else:
+        lossy = "--accept-data-loss" if loaded.lossy else ""
+        _summary(report, resume=_command("rvlm", "apply", "--plan", str(plan), "--backup-dir",
+                                         str(backup_dir), lossy, url=url),
+                 undo=_command("rvlm", "rollback", "--backup-dir", str(backup_dir), url=url))
     if not report.succeeded:
         raise typer.Exit(1)
 
@@ -163,6 +132,7 @@ def validate(
     backup_dir: Annotated[Path | None, typer.Option(
         "--backup-dir", help="The apply's backup dir: compare counts with the source count "
                              "taken at apply time instead of the plan's.")] = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Validate a migrated index against its plan. Exit 0 when every check passed, 1 if not."""
     from rvlm.api import validate as validate_plan
@@ -170,11 +140,10 @@ def validate(
     report = validate_plan(plan, redis_url=url, backup_dir=backup_dir)
     if report_out is not None:
         report.write(report_out)
-    for c in report.validation.checks:
-        mark = "ok  " if c.passed else "FAIL"
-        typer.secho(f"{mark} {c.name}: {c.details}",
-                    fg=typer.colors.GREEN if c.passed else typer.colors.RED)
-    _summary(report)
+    if json_out:
+        echo_json(report.to_dict())
+    else:
+        _summary(report)
     if not report.succeeded:
         raise typer.Exit(1)
 
@@ -187,6 +156,7 @@ def rollback(
                    ] = False,
     report_out: Annotated[Path | None, typer.Option("--report-out",
                                                     help="Write the YAML report here.")] = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Undo a migration from its backup dir: restore documents and the source index."""
     from rvlm.api import rollback as do_rollback
@@ -195,13 +165,17 @@ def rollback(
 
     plan = load_backup_plan(backup_dir)
     if not yes and sys.stdin.isatty() and not typer.confirm(
-            f"Roll back {plan.source_index!r} -> {plan.target_index!r} from {backup_dir}?",
-            default=False):
+            f"Roll back {plan.target_index!r} -> {plan.source_index!r} from {backup_dir}?",
+            default=False, err=json_out):
         raise RvlmError("not rolled back")
-    with _progress_bars() as progress:
+    with progress_display() as progress:
         report = do_rollback(backup_dir, redis_url=url, progress_callback=progress)
     if report_out is not None:
         report.write(report_out)
-    _summary(report)
+    if json_out:
+        echo_json(report.to_dict())
+    else:
+        _summary(report, resume=_command("rvlm", "rollback", "--backup-dir", str(backup_dir),
+                                         url=url))
     if not report.succeeded:
         raise typer.Exit(1)

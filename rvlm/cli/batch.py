@@ -7,6 +7,7 @@ succeeded, 1 otherwise, 2 for refused input (nothing run); ``status`` 0.
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,9 +16,18 @@ import typer
 from rvlm.cli.common import UrlOption, echo_json, handle_errors
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from rvlm.core.multi.plan import BatchPlan
     from rvlm.core.multi.report import BatchReport
     from rvlm.core.multi.state import BatchState
+
+
+class FailurePolicy(str, Enum):
+    """``--failure-policy``, offered as a choice list."""
+
+    fail_fast = "fail_fast"
+    continue_on_error = "continue_on_error"
 
 batch_app = typer.Typer(
     name="batch",
@@ -35,8 +45,8 @@ ReportDirOption = Annotated[Path | None, typer.Option(
     "--report-dir", help="Where the batch report and per-index reports go (default: "
                          "'reports' next to the state file).")]
 AcceptOption = Annotated[bool, typer.Option(
-    "--accept-data-loss", help="Apply plans that are lossy (values cannot be restored "
-                               "exactly).")]
+    "--accept-data-loss", help="Apply plans that lose precision (e.g. quantization) without "
+                               "asking; rollback restores the originals from the backup.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -55,9 +65,10 @@ def plan(
     indexes_file: Annotated[Path | None, typer.Option("--indexes-file",
                                                       help="File with one index name a "
                                                            "line.")] = None,
-    failure_policy: Annotated[str, typer.Option(
-        "--failure-policy", help="fail_fast (stop at the first failure) or continue_on_error."
-    )] = "fail_fast",
+    failure_policy: Annotated[FailurePolicy, typer.Option(
+        "--failure-policy", help="fail_fast: stop at the first failure; continue_on_error: run "
+                                 "the other indexes."
+    )] = FailurePolicy.fail_fast,
     plan_out: Annotated[Path, typer.Option("--plan-out", "-o", help="Where to write the batch "
                                                                     "plan; per-index plans go "
                                                                     "next to it.")] = Path(
@@ -76,7 +87,7 @@ def plan(
 
     result = BatchMigrationPlanner(sample_size=sample_size).create_batch_plan(
         redis_url=url, schema_patch_path=schema_patch, pattern=pattern, indexes=indexes,
-        indexes_file=indexes_file, failure_policy=failure_policy)
+        indexes_file=indexes_file, failure_policy=FailurePolicy(failure_policy).value)
     written = result.write(plan_out)
     _print_plan(result, written)
     if result.refused:
@@ -90,7 +101,7 @@ def plan(
 def apply(
     plan: Annotated[Path, typer.Option("--plan", help="Batch plan made by 'rvlm batch plan'.")],
     backup_dir: Annotated[Path, typer.Option(
-        "--backup-dir", help="Backups and journals, one subdirectory per index (required).")],
+        "--backup-dir", help="Backups and journals, one subdirectory per index.")],
     state: StateOption = Path("batch_state.yaml"),
     report_dir: ReportDirOption = None,
     accept_data_loss: AcceptOption = False,
@@ -157,58 +168,85 @@ def status(
 
 
 def _progress(name: str, position: int, total: int, status: str) -> None:
-    colour = {"succeeded": typer.colors.GREEN, "failed": typer.colors.RED}.get(status)
-    typer.secho(f"[{position}/{total}] {name}: {status}", err=True, fg=colour)
+    from rich.text import Text
+
+    from rvlm.cli.output import SETTINGS, err_console
+
+    if SETTINGS.quiet:
+        return
+    colour = {"succeeded": "green", "failed": "red"}.get(status, "")
+    err_console().print(Text(f"[{position}/{total}] {name}: {status}", style=colour),
+                        soft_wrap=True)
+
+
+def _table(*columns: str) -> Table:
+    """A borderless table whose headers sit over their columns: counts and seconds are
+    right-aligned under right-aligned headers, text columns fold instead of being cut."""
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in columns:
+        right = col in ("documents", "seconds")
+        table.add_column(col, justify="right" if right else "left",
+                         no_wrap=right or col in ("index", "result", "status", "action"),
+                         overflow="fold")
+    return table
+
+
+def _styled(value: str, style: str) -> str:
+    from rich.markup import escape
+
+    return f"[{style}]{escape(value)}[/{style}]" if style else escape(value)
 
 
 def _finish(report: BatchReport, state: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    out = Console(highlight=False)
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for col in ("index", "result", "documents", "seconds", "detail"):
-        table.add_column(col)
+    from rvlm.cli.output import console
+
+    out = console(data=not report.succeeded)
+    table = _table("index", "result", "documents", "seconds", "detail")
     for row in report.indexes:
         result = row["result"]
         style = {"succeeded": "green", "failed": "red", "skipped": "yellow"}.get(result, "")
         detail = row.get("error") or row.get("skip_reason") or (
             "resumed" if row.get("resumed") else "")
-        table.add_row(row["name"], f"[{style}]{result}[/{style}]" if style else result,
-                      str(row.get("documents", 0)), f"{row.get('duration_seconds', 0):.2f}",
-                      str(detail))
+        table.add_row(escape(row["name"]), _styled(result, style),
+                      f"{row.get('documents', 0):,}", f"{row.get('duration_seconds', 0):.2f}",
+                      escape(str(detail)))
     out.print(table)
     colour = "green" if report.succeeded else "red"
-    out.print(f"batch {report.batch_id}: [{colour}]{report.status}[/{colour}]  "
-              f"(report: {report.report_path})")
+    out.print(f"batch {escape(report.batch_id)}: [{colour}]{escape(report.status)}[/{colour}]  "
+              f"(report: {escape(str(report.report_path))})", soft_wrap=True)
     if not report.succeeded:
-        out.print(f"see 'rvlm batch status --state {state}'; 'rvlm batch resume --state "
-                  f"{state} --retry-failed' runs failed indexes again")
+        out.print(f"see 'rvlm batch status --state {escape(str(state))}'; 'rvlm batch resume "
+                  f"--state {escape(str(state))} --retry-failed' runs failed indexes again",
+                  soft_wrap=True)
         raise typer.Exit(1)
 
 
 def _print_plan(result: BatchPlan, path: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    out = Console(highlight=False)
-    out.print(f"[bold]Batch plan[/bold] {result.batch_id}  ({len(result.indexes)} indexes, "
-              f"failure policy {result.failure_policy})")
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for col in ("index", "", "documents", "plan / reason"):
-        table.add_column(col)
+    from rvlm.cli.output import console
+
+    out = console()
+    out.print(f"[bold]Batch plan[/bold] {escape(result.batch_id)}  ({len(result.indexes)} "
+              f"indexes, failure policy {escape(result.failure_policy)})")
+    table = _table("index", "action", "documents", "plan / reason")
     for e in result.indexes:
         mark = "[green]apply[/green]" if e.applicable else "[yellow]skip[/yellow]"
         detail = e.plan_path if e.applicable else (e.skip_reason or "")
-        table.add_row(e.name, mark, str(e.documents), str(detail))
+        table.add_row(escape(e.name), mark, f"{e.documents:,}", escape(str(detail)))
     out.print(table)
     for c in result.conflicts:
-        out.print(f"[red]conflict[/red] ({c.kind}): {c.message}")
+        out.print(f"[red]conflict[/red] ({escape(c.kind)}): {escape(c.message)}")
     for w in result.warnings:
-        out.print(f"[yellow]warning[/yellow]: {w}")
-    out.print(f"batch plan written to {path}")
+        out.print(f"[yellow]warning[/yellow]: {escape(w)}")
+    out.print(f"batch plan written to {escape(str(path))}", soft_wrap=True)
     if not result.refused and result.applicable:
-        out.print(f"next: rvlm batch apply --plan {path} --backup-dir <dir>")
+        out.print(f"next: rvlm batch apply --plan {escape(str(path))} --backup-dir BACKUP_DIR",
+                  soft_wrap=True)
 
 
 def _status_row(state: BatchState, name: str) -> dict[str, Any]:
@@ -232,18 +270,17 @@ def _status_row(state: BatchState, name: str) -> dict[str, Any]:
 
 
 def _print_status(state: BatchState, rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    out = Console(highlight=False)
+    from rvlm.cli.output import console
+
+    out = console(data=True)
     counts = state.counts()
-    out.print(f"[bold]Batch[/bold] {state.batch_id}: {state.status}  "
+    out.print(f"[bold]Batch[/bold] {escape(state.batch_id)}: {escape(state.status)}  "
               f"(succeeded {counts['succeeded']}, failed {counts['failed']}, in progress "
               f"{counts['in_progress']}, remaining {counts['pending']}, skipped "
               f"{counts['skipped']})")
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for col in ("index", "status", "documents", "seconds", "detail"):
-        table.add_column(col)
+    table = _table("index", "status", "documents", "seconds", "detail")
     for r in rows:
         style = {"succeeded": "green", "failed": "red", "in_progress": "cyan",
                  "skipped": "yellow"}.get(r["status"], "")
@@ -253,7 +290,7 @@ def _print_status(state: BatchState, rows: list[dict[str, Any]]) -> None:
                       f"{r.get('batches_done', 0)} batches done; 'rvlm batch resume' "
                       "continues it")
         status = r["status"] if r["status"] != "pending" else "remaining"
-        table.add_row(r["name"], f"[{style}]{status}[/{style}]" if style else status,
-                      str(r["documents"]), f"{r['duration_seconds']:.2f}", str(detail))
+        table.add_row(escape(r["name"]), _styled(status, style), f"{r['documents']:,}",
+                      f"{r['duration_seconds']:.2f}", escape(str(detail)))
     out.print(table)
-    out.print(f"backup dir: {state.backup_dir}")
+    out.print(f"backup dir: {escape(str(state.backup_dir))}", soft_wrap=True)

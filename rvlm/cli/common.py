@@ -1,7 +1,8 @@
-"""What every command shares: the --url option, one-line errors, YAML/JSON output.
+"""What every command shares: the --url option, one-line errors, JSON output.
 
-Commands stay thin: they parse options, call the library, and print. Heavy imports (redis,
-numpy, the planner) happen inside command functions so ``rvlm --help`` stays instant.
+Commands stay thin: they parse options, call the library, and print (through
+:mod:`rvlm.cli.output`). Heavy imports (redis, numpy, the planner) happen inside command
+functions so ``rvlm --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ UrlOption = Annotated[
 IndexOption = Annotated[str, typer.Option("--index", "-i", help="Name of the search index.")]
 
 
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help="Print the result as JSON on stdout (progress and errors go to stderr).")]
+
+
 def fail(message: str, code: int = 2) -> None:
-    """Print one line to stderr and exit with ``code``."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    """Print one ``error:`` line to stderr and exit with ``code``."""
+    from rvlm.cli.output import error_line
+
+    error_line(message)
     raise typer.Exit(code)
 
 
@@ -48,28 +55,30 @@ def handle_errors(func: F) -> F:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
         except KeyboardInterrupt:
-            typer.secho("interrupted; re-run the same command to resume", err=True)
+            from rvlm.cli.output import error_line
+
+            error_line("interrupted; re-run the same command to resume")
             raise typer.Exit(130) from None
         except Exception as exc:  # a bug or an unexpected server reply: still one line
             import redis
 
+            from rvlm.cli.output import SETTINGS
+
             if isinstance(exc, redis.RedisError):
+                if SETTINGS.debug:
+                    raise
                 fail(f"Redis error: {exc}", 1)
-            if "--debug" in sys.argv or _debug():
+            if SETTINGS.debug:
                 raise
-            fail(f"unexpected {type(exc).__name__}: {exc} (set RVLM_DEBUG=1 for a traceback)", 1)
+            fail(f"unexpected {type(exc).__name__}: {exc} (--debug or RVLM_DEBUG=1 shows the "
+                 "traceback)", 1)
         return None
 
     return wrapper  # type: ignore[return-value]
 
 
-def _debug() -> bool:
-    import os
-
-    return bool(os.environ.get("RVLM_DEBUG"))
-
-
 def echo_json(data: Any) -> None:
-    import json
+    """``data`` as JSON on stdout."""
+    from rvlm.cli.output import echo_json as echo
 
-    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+    echo(data)

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from rvlm.cli.common import handle_errors
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 INDEX = "demo_products"
 PREFIX = "product:"
@@ -99,16 +103,15 @@ def demo(
         "--keep", help="Leave the embedded server running afterwards.")] = False,
 ) -> None:
     """Run a real migration on the embedded server: plan, apply, validate, compare queries."""
-    from rich.console import Console
-
     from rvlm.api import MigrationExecutor, MigrationPlanner
-    from rvlm.cli.render import print_plan
+    from rvlm.cli.output import console as stdout_console
+    from rvlm.cli.render import print_checks, print_command, print_plan
     from rvlm.core.errors import RvlmError
     from rvlm.core.redis.connection import connect, index_exists, wait_indexed
     from rvlm.embedded.server import EmbeddedServer, free_port
 
-    console = Console(highlight=False)
-    work = work_dir or Path(tempfile.mkdtemp(prefix="rvlm-demo-"))
+    console = stdout_console()
+    work = (work_dir or Path(tempfile.mkdtemp(prefix="rvlm-demo-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     server = None
     if url is None:
@@ -132,7 +135,8 @@ def demo(
         if not isinstance(query, bytes):
             raise RvlmError(f"the sample document {PREFIX}7 has no embedding")
         before = knn(client, INDEX, query)
-        console.print(f"   KNN for {PREFIX}7 before: {before}")
+        console.print(f"   the 5 nearest neighbours of {PREFIX}7 by cosine distance: "
+                      + ", ".join(f"{key} ({score})" for key, score in before))
 
         patch_path = work / "patch.yaml"
         patch_path.write_text(PATCH, encoding="utf-8")
@@ -151,26 +155,50 @@ def demo(
                                            accept_data_loss=True)
         report_path = work / "report.yaml"
         report_path.write_text(report.to_yaml(), encoding="utf-8")
-        console.print(f"   result: [bold]{report.result}[/bold]; report: {report_path}")
-        for check in report.validation.checks:
-            mark = "[green]ok[/green]" if check.passed else "[red]FAILED[/red]"
-            console.print(f"   {mark} {check.name}: {check.details}")
+        colour = "green" if report.succeeded else "red"
+        console.print(f"   result: [bold {colour}]{report.result}[/bold {colour}]; report: "
+                      f"{report_path}", soft_wrap=True)
+        print_checks(report.validation, console)
         if report.error:
-            console.print(f"   [red]{report.error}[/red]")
+            console.print(f"   [red]{escape(report.error)}[/red]")
 
         after = knn(client, INDEX, _float16(query))
-        console.print(f"[bold]6. Query[/bold] the same KNN after (float16 query vector): {after}")
+        console.print("[bold]6. Query[/bold] the same KNN query after the migration (a float16 "
+                      "query vector now)")
+        console.print(knn_table(before, after))
         same = [k for k, _ in before] == [k for k, _ in after]
         console.print("   same neighbours, same order" if same else
                       "   neighbours changed (expected only for near ties)")
-        console.print(f"[bold]Done.[/bold] Undo with: rvlm rollback --backup-dir {backup_dir} "
-                      f"--url {url}" + ("" if keep or server is None else
-                                        " (the embedded server stops now; use --keep)"))
+        console.print(f"[bold]Done.[/bold] Every file is in {work}.")
+        if keep or server is None:
+            console.print("   Undo the migration with:")
+            print_command(console, f"rvlm rollback --backup-dir {backup_dir} --url {url}",
+                          "     ")
+        else:
+            console.print("   The embedded server stops now (--keep leaves it running to try "
+                          "rvlm rollback).")
         if report.result != "succeeded":
             raise typer.Exit(1)
     finally:
         if server is not None and not keep:
             server.stop()
+
+
+def knn_table(before: list[tuple[str, str]], after: list[tuple[str, str]]) -> Table:
+    """Neighbours before and after, side by side: rank, key, cosine distance."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, padding=(0, 2), show_header=True,
+                  header_style="bold")
+    table.add_column("   rank", justify="right")
+    for col in ("before", "distance", "after", "distance"):
+        table.add_column(col, justify="right" if col == "distance" else "left")
+    blank = ("", "")
+    for rank in range(max(len(before), len(after))):
+        b = before[rank] if rank < len(before) else blank
+        a = after[rank] if rank < len(after) else blank
+        table.add_row(str(rank + 1), escape(b[0]), b[1], escape(a[0]), a[1])
+    return table
 
 
 def _float16(raw: bytes) -> bytes:

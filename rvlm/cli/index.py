@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rvlm.cli.common import IndexOption, UrlOption, echo_json, fail, handle_errors
+from rvlm.cli.common import IndexOption, JsonOption, UrlOption, echo_json, fail, handle_errors
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
 index_app = typer.Typer(name="index", help="List the search indexes of a server, or show one.",
                         no_args_is_help=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 #: Vector parameters that belong to each algorithm, in FT.CREATE order.
 VECTOR_PARAMS = {
@@ -107,6 +105,8 @@ def index_rows(index: IndexDefinition) -> list[tuple[str, str]]:
 
 
 def stats_rows(stats: IndexStats) -> list[tuple[str, str]]:
+    from rvlm.cli.output import human_bytes, mebibytes
+
     indexing = "no"
     if stats.indexing:
         pct = stats.percent_indexed
@@ -116,8 +116,8 @@ def stats_rows(stats: IndexStats) -> list[tuple[str, str]]:
         ("indexing failures", str(stats.indexing_failures)),
         ("indexing", indexing),
         ("records", str(stats.num_records)),
-        ("index memory", f"{stats.total_index_memory_sz_mb:.2f} MB"),
-        ("vector index memory", f"{stats.vector_index_sz_mb:.2f} MB"),
+        ("index memory", human_bytes(mebibytes(stats.total_index_memory_sz_mb))),
+        ("vector index memory", human_bytes(mebibytes(stats.vector_index_sz_mb))),
     ]
 
 
@@ -135,13 +135,14 @@ def _key_value_table(title: str, rows: list[tuple[str, str]]) -> Table:
 
 
 def print_info(info: IndexInfo) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
+    from rvlm.cli.output import console as data_console
+
     schema = info.schema
     storage = schema.index.storage_type
-    console = Console(highlight=False)
+    console = data_console(data=True)
     console.print(_key_value_table(f"Index {escape(schema.name)}", index_rows(schema.index)))
     console.print()
     fields = Table(title=f"Fields ({len(schema.fields)})", title_justify="left")
@@ -216,9 +217,10 @@ def list_command(url: UrlOption = None, as_json: JsonOption = False) -> None:
     if not rows:
         typer.echo("no search indexes on this server")
         return
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from rvlm.cli.output import console
 
     table = Table()
     for column in ("name", "docs", "storage", "prefixes", "fields", "failures"):
@@ -232,7 +234,7 @@ def list_command(url: UrlOption = None, as_json: JsonOption = False) -> None:
         table.add_row(escape(row["name"]), f"{row['num_docs']}{indexing}", row["storage_type"],
                       escape(_prefixes(tuple(row["prefix"]))), str(row["fields"]),
                       str(row["indexing_failures"]))
-    Console(highlight=False).print(table)
+    console(data=True).print(table)
 
 
 @index_app.command("info")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rvlm.cli.common import IndexOption, UrlOption, handle_errors
+from rvlm.cli.common import IndexOption, JsonOption, UrlOption, echo_json, handle_errors
+
+
+class Mode(str, Enum):
+    """``--mode``: offered as a choice list (the same names as ``rvlm.core.migrate.plan.MODES``)."""
+
+    drop_recreate = "drop_recreate"
+    online = "online"
 
 PatchOption = Annotated[
     Path | None,
@@ -41,11 +49,11 @@ def plan(
     sample_size: Annotated[int, typer.Option(
         "--sample-size", min=1, help="Documents read to calibrate and measure quantization.")
     ] = 1000,
-    mode: Annotated[str, typer.Option(
+    mode_choice: Annotated[Mode, typer.Option(
         "--mode", help="drop_recreate: drop the index, rewrite documents, create the new one "
                        "(queries fail meanwhile). online: build the new index (under a new "
                        "name) next to the source, then move --alias to it in one command: no "
-                       "downtime; index-side changes only.")] = "drop_recreate",
+                       "downtime; index-side changes only.")] = Mode.drop_recreate,
     alias: Annotated[str | None, typer.Option(
         "--alias", help="An alias clients query: apply points it at the new index (creating "
                         "it if it does not exist) and rollback points it back. Required by "
@@ -53,6 +61,7 @@ def plan(
     drop_source: Annotated[bool, typer.Option(
         "--drop-source/--keep-source", help="Online mode: drop the source index once the "
                                             "alias moved, or keep it.")] = True,
+    json_out: JsonOption = False,
 ) -> None:
     """Plan a schema change of one index and write the plan for review (never writes to Redis).
 
@@ -63,6 +72,7 @@ def plan(
     from rvlm.core.errors import RvlmError
     from rvlm.core.migrate.plan import MODES
 
+    mode = mode_choice.value
     if (schema_patch is None) == (target_schema is None):
         raise RvlmError("give --schema-patch or --target-schema (exactly one)")
     if mode not in MODES:
@@ -73,9 +83,14 @@ def plan(
     result = planner.create_plan(index, redis_url=url, schema_patch_path=schema_patch,
                                  target_schema_path=target_schema)
     plan_out.write_text(result.to_yaml(), encoding="utf-8")
-    from rvlm.cli.render import print_plan
+    if json_out:
+        data = result.to_dict()
+        data["rvlm"]["plan_path"] = str(plan_out)
+        echo_json(data)
+    else:
+        from rvlm.cli.render import print_plan
 
-    print_plan(result, plan_out)
+        print_plan(result, plan_out)
     if not result.supported:
         raise typer.Exit(1)
 
@@ -84,10 +99,9 @@ def plan(
 def estimate(
     plan: Annotated[Path, typer.Option("--plan", help="Plan YAML made by 'rvlm plan'.")],
     url: UrlOption = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Backup disk, Redis memory before and after, bytes to rewrite and expected downtime."""
-    from rvlm.cli.common import echo_json
     from rvlm.core.migrate.estimate import estimate_plan
     from rvlm.core.migrate.plan import Plan
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from rvlm.cli.common import echo_json, handle_errors
+from rvlm.cli.common import JsonOption, echo_json, handle_errors
 
 
 def plugins_dict() -> dict[str, Any]:
@@ -37,11 +37,12 @@ def plugins_dict() -> dict[str, Any]:
 
 
 def _print(data: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from rvlm.cli.output import console as data_console
+
+    console = data_console(data=True)
     table = Table(title="Plugins", title_justify="left")
     for column in ("name", "version", "builtin", "hooks", "change types"):
         table.add_column(column, overflow="fold")
@@ -66,7 +67,7 @@ def _print(data: dict[str, Any]) -> None:
 
 @handle_errors
 def plugins(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Every plugin: name, version, built-in or not, hooks, change types it owns.
 

@@ -1,25 +1,41 @@
-"""Human output for plans and estimates (rich)."""
+"""Human output for plans, estimates and reports (rich).
+
+Long lines wrap at word boundaries with a hanging indent (:func:`print_wrapped`); a command
+the user may copy is printed on a line of its own and never wrapped (:func:`print_command`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from rvlm.cli.output import console as stdout_console
+from rvlm.cli.output import human_bytes
 from rvlm.core.migrate.plan import Plan
 
+if TYPE_CHECKING:
+    from rvlm.core.migrate.report import MigrationReport, ValidationResult
 
-def _human_bytes(n: float | None) -> str:
-    if n is None:
-        return "unknown"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
+
+def print_wrapped(out: Console, head: str, body: str) -> None:
+    """``head`` then ``body`` (both rich markup), the body wrapped at word boundaries to the
+    console's width and its continuation lines indented to where it started."""
+    first = Text.from_markup(head)
+    indent = first.cell_len
+    lines = Text.from_markup(body).wrap(out, max(20, out.width - indent))
+    for n, line in enumerate(lines):
+        line.rstrip()
+        out.print(Text.assemble(first if n == 0 else " " * indent, line), soft_wrap=True)
+
+
+def print_command(out: Console, command: str, indent: str = "  ") -> None:
+    """A command to copy: one line, never wrapped."""
+    out.print(Text(indent + command, style="bold"), soft_wrap=True)
 
 
 def _field_line(d: dict[str, Any]) -> str:
@@ -79,17 +95,18 @@ def schema_diff_lines(plan: Plan) -> list[str]:
 def print_plan(plan: Plan, path: Path | None = None, console: Console | None = None) -> None:
     """A readable summary: the schema diff (coloured), each change and its verdict, the
     documents touched, the downtime, the warnings, and the next command."""
-    out = console or Console(highlight=False)
+    out = console or stdout_console()
     src, tgt = plan.source_index, plan.target_index
     stats = plan.source_stats
     docs = stats.num_docs + stats.indexing_failures
     prefixes = ", ".join(repr(p) for p in plan.source_schema.index.prefix)
-    out.print(f"[bold]Plan[/bold] {escape(src)}" + (f" -> {escape(tgt)}" if tgt != src else "")
-              + f"  ({docs} documents, {plan.source_schema.storage_type}, prefix "
-              f"{escape(prefixes)})")
+    print_wrapped(out, f"[bold]Plan[/bold] {escape(src)}"
+                  + (f" -> {escape(tgt)}" if tgt != src else "") + "  ",
+                  f"({docs:,} documents, {plan.source_schema.storage_type}, prefix "
+                  f"{escape(prefixes)})")
     out.print("[bold]Schema diff[/bold] (+ added, - removed, ~ changed, > renamed)")
     for line in schema_diff_lines(plan):
-        out.print(f"  {line}", soft_wrap=True)
+        print_wrapped(out, "  ", line)
     out.print("[bold]Changes[/bold]")
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column("")
@@ -109,41 +126,43 @@ def print_plan(plan: Plan, path: Path | None = None, console: Console | None = N
     if plan.operations:
         kinds = ", ".join(dict.fromkeys(o.kind for o in plan.operations))
         lossy = " [yellow](lossy)[/yellow]" if plan.lossy else ""
-        out.print(f"[bold]Documents touched:[/bold] {docs} rewritten ({escape(kinds)}){lossy}; "
-                  "originals go to the backup dir", soft_wrap=True)
+        print_wrapped(out, "[bold]Documents touched:[/bold] ",
+                      f"{docs:,} rewritten ({escape(kinds)}){lossy}; originals go to the "
+                      "backup dir")
     else:
         out.print("[bold]Documents touched:[/bold] none (index-side change only)")
     if plan.online:
         keep = "dropped" if plan.drop_source else "kept"
-        out.print(f"[bold]Mode:[/bold] online: {escape(tgt)} is built next to {escape(src)}, "
-                  f"then alias {escape(', '.join(plan.aliases) or '(none)')} moves to it; "
-                  f"{escape(src)} is {keep} after the move", soft_wrap=True)
+        print_wrapped(out, "[bold]Mode:[/bold] ",
+                      f"online: {escape(tgt)} is built next to {escape(src)}, then alias "
+                      f"{escape(', '.join(plan.aliases) or '(none)')} moves to it; "
+                      f"{escape(src)} is {keep} after the move")
     elif plan.aliases:
-        out.print(f"[bold]Aliases:[/bold] {escape(', '.join(plan.aliases))} point at "
-                  f"{escape(tgt)} right after the create", soft_wrap=True)
+        print_wrapped(out, "[bold]Aliases:[/bold] ", f"{escape(', '.join(plan.aliases))} point "
+                      f"at {escape(tgt)} right after the create")
     warnings = plan.all_warnings()
     downtime = [w for w in warnings if w.startswith("downtime: ")]
     for w in downtime:
-        out.print(f"[bold]Downtime:[/bold] {escape(w[len('downtime: '):])}", soft_wrap=True)
+        print_wrapped(out, "[bold]Downtime:[/bold] ", escape(w[len("downtime: "):]))
     rest = [w for w in warnings if w not in downtime]
     if rest:
         out.print("[bold yellow]Warnings[/bold yellow]")
         for w in rest:
-            out.print(f"  - {escape(w)}", soft_wrap=True)
+            print_wrapped(out, "  - ", escape(w))
     if path is not None:
-        out.print(f"Plan written to {escape(str(path))}")
+        out.print(f"Plan written to {escape(str(path))}", soft_wrap=True)
     target = path or "PLAN.yaml"
     if plan.supported:
         flag = " --accept-data-loss" if plan.lossy else ""
-        out.print(f"[bold]Next:[/bold] rvlm estimate --plan {escape(str(target))}, then "
-                  f"rvlm apply --plan {escape(str(target))} --backup-dir BACKUP_DIR{flag}",
-                  soft_wrap=True)
+        out.print("[bold]Next:[/bold] review the plan, size it, apply it:")
+        print_command(out, f"rvlm estimate --plan {target}")
+        print_command(out, f"rvlm apply --plan {target} --backup-dir BACKUP_DIR{flag}")
     else:
-        out.print("[bold red]Blocked:[/bold red] nothing will run. Resolve the reasons above, "
-                  "then run rvlm plan again.")
+        print_wrapped(out, "[bold red]Blocked:[/bold red] ", "nothing will run. Resolve the "
+                      "reasons above, then run rvlm plan again.")
 
 
-def _seconds(value: float) -> str:
+def seconds_text(value: float) -> str:
     if value < 1:
         return f"{value * 1000:.0f} ms"
     if value < 120:
@@ -152,23 +171,100 @@ def _seconds(value: float) -> str:
 
 
 def print_estimate(result: dict[str, Any], console: Console | None = None) -> None:
-    out = console or Console(highlight=False)
+    out = console or stdout_console(data=True)
     table = Table(show_header=False, box=None)
     table.add_column("what", style="bold")
     table.add_column("value")
-    table.add_row("documents", str(result["documents"]))
-    table.add_row("documents rewritten", str(result["documents_rewritten"]))
-    table.add_row("bytes rewritten", _human_bytes(result["bytes_rewritten"]))
-    table.add_row("backup disk needed", _human_bytes(result["backup_bytes"]))
-    table.add_row("vector bytes before", _human_bytes(result["vector_bytes_before"]))
-    table.add_row("vector bytes after", _human_bytes(result["vector_bytes_after"]))
-    table.add_row("index memory before", _human_bytes(result["index_memory_before_bytes"]))
-    table.add_row("index memory after (est.)", _human_bytes(result["index_memory_after_bytes"]))
+    table.add_row("documents", f"{result['documents']:,}")
+    table.add_row("documents rewritten", f"{result['documents_rewritten']:,}")
+    table.add_row("bytes rewritten", human_bytes(result["bytes_rewritten"]))
+    table.add_row("backup disk needed", human_bytes(result["backup_bytes"]))
+    table.add_row("vector bytes before", human_bytes(result["vector_bytes_before"]))
+    table.add_row("vector bytes after", human_bytes(result["vector_bytes_after"]))
+    table.add_row("index memory before", human_bytes(result["index_memory_before_bytes"]))
+    table.add_row("index memory after (est.)", human_bytes(result["index_memory_after_bytes"]))
     table.add_row("Redis memory before (vectors + index)",
-                  _human_bytes(result["memory_before_bytes"]))
-    table.add_row("Redis memory after (est.)", _human_bytes(result["memory_after_bytes"]))
+                  human_bytes(result["memory_before_bytes"]))
+    table.add_row("Redis memory after (est.)", human_bytes(result["memory_after_bytes"]))
     dt = result["expected_downtime_seconds"]
-    table.add_row("expected downtime", "unknown" if dt is None else _seconds(dt))
+    table.add_row("expected downtime", "unknown" if dt is None else seconds_text(dt))
     out.print(table)
     for note in result.get("notes", []):
-        out.print(f"  - {note}")
+        print_wrapped(out, "  - ", escape(note))
+
+
+def lossy_summary(plan: Plan) -> str:
+    """What a lossy plan changes, in its changes' own words (for the confirmation prompt)."""
+    lossy = [c.summary for c in plan.changes if c.lossy]
+    return "; ".join(lossy) or "some values are converted to a less precise type"
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def print_checks(validation: ValidationResult, out: Console) -> None:
+    """Every validation check on one line: ``ok`` or ``FAIL``, its name, its detail if any."""
+    for c in validation.checks:
+        mark = "[green]ok  [/green]" if c.passed else "[bold red]FAIL[/bold red]"
+        detail = f": {escape(c.details)}" if c.details else ""
+        print_wrapped(out, f"    {mark} ", f"{escape(c.name)}{detail}")
+    named = {c.name for c in validation.checks}
+    for line in validation.errors:  # errors that are not a check of their own
+        if line.split(":", 1)[0] not in named:
+            print_wrapped(out, "    [bold red]FAIL[/bold red] ", escape(line))
+
+
+def print_report(report: MigrationReport, *, resume: str | None = None,
+                 undo: str | None = None, console: Console | None = None) -> None:
+    """The end of ``apply``, ``validate`` and ``rollback``: the result, what was done, every
+    check (one line each), the backup dir and the exact command to resume or to undo.
+
+    ``resume`` is the command that continues this run (shown when an error stopped it part-way);
+    ``undo`` the one that rolls it back (shown after an apply, whatever its result)."""
+    out = console or stdout_console(data=not report.succeeded)
+    ok = report.succeeded
+    colour = "green" if ok else "red"
+    src, tgt = escape(report.source_index), escape(report.target_index)
+    route = f"{tgt} -> {src}" if report.mode == "rollback" else (
+        src if src == tgt else f"{src} -> {tgt}")
+    command = {"validate": "validate", "rollback": "rollback", "online": "apply (online)"}.get(
+        report.mode, "apply")
+    out.print(f"[bold]{command}[/bold] {route}: "
+              f"[bold {colour}]{escape(report.result)}[/bold {colour}]", soft_wrap=True)
+    if report.mode == "rollback":
+        out.print(f"  restored {report.restored_records:,} records in {report.batches:,} "
+                  "batches")
+    elif report.mode != "validate":
+        rate = (f", {report.documents_per_second:,.0f} documents/s"
+                if report.documents_per_second > 0 else "")
+        print_wrapped(out, "  ", f"documents {report.documents:,}, rewritten "
+                      f"{report.documents_rewritten:,} ({human_bytes(report.bytes_rewritten)}) "
+                      f"in {report.batches:,} batches{rate}, {report.workers} "
+                      f"worker{'s' if report.workers != 1 else ''}")
+        if report.resumed:
+            print_wrapped(out, "  ", f"resumed: {report.batches_resumed:,} unfinished "
+                          "batches were restored from the backup and redone")
+    if report.mode == "online" and report.downtime_duration_seconds is not None:
+        out.print(f"  downtime none (online); build "
+                  f"{seconds_text(report.timings.get('build', 0.0))}")
+    elif report.downtime_duration_seconds is not None:
+        out.print(f"  downtime {seconds_text(report.downtime_duration_seconds)}")
+    for w in report.warnings:
+        print_wrapped(out, "  [yellow]warning:[/yellow] ", escape(w))
+    if report.validation.checks or report.validation.errors:
+        out.print("  checks:")
+        print_checks(report.validation, out)
+    if report.error:
+        print_wrapped(out, "  [bold red]error:[/bold red] ", escape(report.error))
+    for a in report.manual_actions:
+        print_wrapped(out, "  next: ", escape(a))
+    if report.backup_dir and report.mode != "validate":
+        print_wrapped(out, "  backup dir: ", escape(str(Path(report.backup_dir).absolute())))
+    # an error stopped the run part-way: the same command continues it
+    if not ok and report.error and resume:
+        out.print("  resume with:")
+        print_command(out, resume, "    ")
+    if undo and report.mode != "rollback":
+        out.print("  roll back with:" if ok or not (report.error and resume)
+                  else "  or roll back with:")
+        print_command(out, undo, "    ")

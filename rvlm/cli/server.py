@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rvlm.cli.common import UrlOption, echo_json, handle_errors
+from rvlm.cli.common import JsonOption, UrlOption, echo_json, handle_errors
+from rvlm.cli.output import say
 
 if TYPE_CHECKING:
     import redis
@@ -28,16 +29,19 @@ server_app = typer.Typer(
     no_args_is_help=True,
 )
 
+#: The environment variable that sets the default port of the ``rvlm server`` commands.
+PORT_ENV = "RVLM_SERVER_PORT"
+
 PortOption = Annotated[
-    int, typer.Option("--port", "-p", min=1, max=65535, help="Port on 127.0.0.1.")
+    int, typer.Option("--port", "-p", min=1, max=65535, envvar=PORT_ENV, show_envvar=True,
+                      help="Port on 127.0.0.1.")
 ]
 DirOption = Annotated[
     Path | None,
     typer.Option("--dir", "-d", file_okay=False,
-                 help="Directory for the server's data and log [default: ~/.rvlm/server-PORT, "
-                      "or $RVLM_HOME/server-PORT]."),
+                 show_default="~/.rvlm/server-PORT, or $RVLM_HOME/server-PORT",
+                 help="Directory for the server's data and log."),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _server(port: int, directory: Path | None, persist: bool = False) -> EmbeddedServer:
@@ -128,11 +132,30 @@ def start(
     server = _server(port, directory, persist)
     was_running = server.running()
     server.start()
-    typer.echo(f"{'already running' if was_running else 'started'}: {server.url}")
-    typer.echo(f"log: {server.log_path}")
+    say(f"{'already running' if was_running else 'started'}: {server.url}")
+    say(f"log: {server.log_path}")
     if not was_running:
-        typer.echo(f"data: {server.dir} ({'persisted' if persist else 'in memory only'})")
-    typer.echo(f"use it: export REDIS_URL={server.url}   stop it: rvlm server stop --port {port}")
+        say(f"data: {server.dir} ({'persisted' if persist else 'in memory only'})")
+    say(f"use it: export REDIS_URL={server.url}   stop it: rvlm server stop --port {port}")
+
+
+@server_app.command("url")
+@handle_errors
+def url_command(
+    port: PortOption = DEFAULT_PORT,
+    directory: DirOption = None,
+) -> None:
+    """Print the URL of the embedded server on --port, for: export REDIS_URL=$(rvlm server url).
+
+    Exit 1 (and an error line) when no server runs there.
+    """
+    from rvlm.core.errors import MigrationFailed
+
+    server = _server(port, directory)
+    if not server.running():
+        raise MigrationFailed(f"no server running on port {port} (start it with: rvlm server "
+                              f"start --port {port})")
+    typer.echo(server.url)
 
 
 @server_app.command("stop")
@@ -144,9 +167,9 @@ def stop(
     """Stop the embedded server on --port (nothing to do if none runs)."""
     server = _server(port, directory)
     if server.stop():
-        typer.echo(f"stopped the server on port {port}")
+        say(f"stopped the server on port {port}")
     else:
-        typer.echo(f"no server running on port {port}")
+        say(f"no server running on port {port}")
 
 
 @server_app.command("status")
@@ -184,8 +207,9 @@ def info(
     port: Annotated[
         int | None,
         typer.Option("--port", "-p", min=1, max=65535,
-                     help=f"Describe the embedded server on this port [default: {DEFAULT_PORT} "
-                          "when no --url or REDIS_URL is given]."),
+                     show_default=f"${PORT_ENV} or {DEFAULT_PORT}, when no --url or REDIS_URL "
+                                  "is given",
+                     help="Describe the embedded server on this port."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -193,7 +217,9 @@ def info(
     from rvlm.core.redis.connection import connect
 
     if url is None or port is not None:
-        url = _server(port or DEFAULT_PORT, None).url
+        import os
+
+        url = _server(port or int(os.environ.get(PORT_ENV) or DEFAULT_PORT), None).url
     client = connect(url)
     try:
         described = describe(client, url)

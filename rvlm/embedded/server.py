@@ -80,7 +80,8 @@ class EmbeddedServer:
     def __attrs_post_init__(self) -> None:
         if self.directory is None:
             self.directory = default_directory(self.port)
-        self.directory = Path(self.directory)
+        # absolute: redis-server resolves its log and pid paths after changing to --dir
+        self.directory = Path(self.directory).absolute()
 
     @property
     def dir(self) -> Path:

@@ -32,7 +32,7 @@ from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.plugins.host import PluginHost
 from rvlm.core.redis.connection import read_index
-from rvlm.core.redis.resp import to_int, to_list, to_map
+from rvlm.core.redis.resp import to_int, to_list, to_map, to_str
 from rvlm.core.schema.model import Field, IndexSchema
 
 
@@ -81,7 +81,7 @@ def _vector_bytes(client: redis.Redis, schema: IndexSchema, field: Field,
         vec = matches[0]
         if not isinstance(vec, list) or len(vec) != dims:
             n = len(vec) if isinstance(vec, list) else type(vec).__name__
-            return None, f"{key!r}: {ident} has {n} values, expected {dims}"
+            return None, f"{to_str(key)!r}: {ident} has {n} values, expected {dims}"
         import numpy as np
 
         return encode_batch(np.asarray([vec], dtype=np.float64), dtype)[0], ""
@@ -90,8 +90,8 @@ def _vector_bytes(client: redis.Redis, schema: IndexSchema, field: Field,
         return None, ""  # a document may lack the field; not a problem
     width = a.width  # type: ignore[union-attr]
     if len(value) != dims * width:
-        return None, (f"{key!r}: {ident} is {len(value)} bytes, expected {dims} x {width} = "
-                      f"{dims * width}")
+        return None, (f"{to_str(key)!r}: {ident} is {len(value)} bytes, expected {dims} x "
+                      f"{width} = {dims * width}")
     return bytes(value), ""
 
 
@@ -168,7 +168,7 @@ def validate_migration(
                                    details="no sampled document holds a vector"))
             continue
         result.add(CheckResult(name=f"vector_bytes:{field.name}", passed=not problem,
-                               details=problem or f"{holder!r} has the target length"))
+                               details=problem or f"{to_str(holder)!r} has the target length"))
         if vec is None:
             continue
         try:

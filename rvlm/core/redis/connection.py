@@ -7,6 +7,7 @@ everywhere in rvlm, and :mod:`rvlm.core.redis.resp` normalises replies under RES
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ def connect(
     default. Raises :class:`RvlmError` naming the (redacted) URL when it cannot connect.
     """
     target = resolve_url(url)
+    logging.getLogger(__name__).debug("connecting to %s", redact(target))
     if protocol is None and os.environ.get("RVLM_PROTOCOL"):
         protocol = int(os.environ["RVLM_PROTOCOL"])
     kwargs: dict[str, Any] = {"decode_responses": False}

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import time
@@ -39,6 +40,8 @@ from typing import Any
 import attrs
 
 from rvlm.core.storage.files import BackupBusy, BackupCorrupt, fsync_directory
+
+LOG = logging.getLogger(__name__)
 
 PHASES: tuple[str, ...] = (
     "planned",
@@ -189,6 +192,12 @@ class Journal:
         if sync:
             os.fsync(self._fd)
         self._unsynced = not sync
+        if event == "phase":
+            LOG.info("phase %s", data["value"])
+        elif event == "error":
+            LOG.info("journaled error: %s", data.get("message", ""))
+        else:
+            LOG.debug("%s %s", event.replace("_", " "), data.get("batch"))
         return rec
 
     def events(self) -> list[dict[str, Any]]:

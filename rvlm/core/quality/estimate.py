@@ -169,16 +169,19 @@ def overlap(truth: np.ndarray, candidate: np.ndarray, k: int) -> np.ndarray:
     return np.minimum(hits, k) / k
 
 
-def _mean_recall(src: np.ndarray, tgt: np.ndarray, queries: int, size: int, k: int,
-                 src_metric: str, tgt_metric: str) -> float:
-    """Mean recall@k of the first ``queries`` rows against the first ``size`` rows."""
-    scores: list[np.ndarray] = []
+def _mean_recalls(src: np.ndarray, tgt: np.ndarray, queries: int, sizes: Sequence[int], k: int,
+                  src_metric: str, tgt_metric: str) -> list[float]:
+    """Mean recall@k of the first ``queries`` rows against the first ``size`` rows, for each
+    size (the distances are computed once, against the largest corpus, a block at a time)."""
+    n = max(sizes)
+    scores: list[list[np.ndarray]] = [[] for _ in sizes]
     for start in range(0, queries, _BLOCK):
         stop = min(queries, start + _BLOCK)
-        truth = distances(src[start:stop], src[:size], src_metric)
-        cand = distances(tgt[start:stop], tgt[:size], tgt_metric)
-        scores.append(overlap(truth, cand, k))
-    return float(np.concatenate(scores).mean())
+        truth = distances(src[start:stop], src[:n], src_metric)
+        cand = distances(tgt[start:stop], tgt[:n], tgt_metric)
+        for i, m in enumerate(sizes):
+            scores[i].append(overlap(truth[:, :m], cand[:, :m], k))
+    return [float(np.concatenate(s).mean()) for s in scores]
 
 
 def estimate_recall(
@@ -224,13 +227,12 @@ def estimate_recall(
     sizes = [n // 4, n // 2, n]
     extrapolate = docs > n and sizes[0] >= 5 * k
     q = min(queries, sizes[0] if extrapolate else n)
-    on_sample = _mean_recall(src, tgt, q, n, k, source_metric, target_metric)
-    figure = on_sample
+    recalls = _mean_recalls(src, tgt, q, sizes if extrapolate else [n], k, source_metric,
+                            target_metric)
+    on_sample = figure = recalls[-1]
     if extrapolate:
         xs = np.log2(np.asarray(sizes, dtype=np.float64))
-        ys = np.asarray([_mean_recall(src, tgt, q, m, k, source_metric, target_metric)
-                         for m in sizes[:2]] + [on_sample])
-        slope = min(0.0, float(np.polyfit(xs, ys, 1)[0]))
+        slope = min(0.0, float(np.polyfit(xs, np.asarray(recalls), 1)[0]))
         figure = float(np.clip(on_sample + slope * math.log2(docs / n), 0.0, on_sample))
     return RecallEstimate(recall_at_k=figure, recall_on_sample=on_sample, k=min(k, n),
                           sample=n, queries=q, documents=docs)

@@ -30,7 +30,7 @@ from rvlm.core.redis.resp import to_float, to_int, to_list, to_map, to_str
 VECTOR_PARAM = "rvlm_vec"
 DISTANCE = "__rvlm_distance"
 #: Documents (the first, in document-id order) that recall query vectors are drawn from.
-KEY_POOL = 100_000
+KEY_POOL = 20_000
 
 _ATTR_SAFE = re.compile(r"[A-Za-z0-9_]")
 

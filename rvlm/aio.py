@@ -221,12 +221,15 @@ class AsyncMigrationPlanner:
 
     def __init__(self, *, sample_size: int = 1000, allow_shared_keys: bool = False,
                  mode: str = "drop_recreate", alias: str | None = None,
-                 drop_source: bool = True) -> None:
+                 drop_source: bool = True, min_recall: float | None = None,
+                 recall_k: int = 10) -> None:
         self.sample_size = sample_size
         self.allow_shared_keys = allow_shared_keys
         self.mode = mode
         self.alias = alias
         self.drop_source = drop_source
+        self.min_recall = min_recall
+        self.recall_k = recall_k
 
     async def create_plan(
         self,
@@ -246,7 +249,8 @@ class AsyncMigrationPlanner:
 
         sync = MigrationPlanner(sample_size=self.sample_size,
                                 allow_shared_keys=self.allow_shared_keys, mode=self.mode,
-                                alias=self.alias, drop_source=self.drop_source)
+                                alias=self.alias, drop_source=self.drop_source,
+                                min_recall=self.min_recall, recall_k=self.recall_k)
         # The input files are validated before the server is contacted (as the sync path).
         inputs = sync.inputs(schema_patch_path=schema_patch_path,
                              target_schema_path=target_schema_path, schema_patch=schema_patch,
@@ -271,13 +275,22 @@ class AsyncMigrationExecutor:
         accept_data_loss: bool = True,
         index_timeout: float = 600.0,
         redis_client: aioredis.Redis | None = None,
+        min_recall: float | None = None,
+        recall_queries: int = 100,
+        recall_k: int = 10,
+        query_check_file: str | Path | None = None,
+        rollback_below_recall: bool = False,
     ) -> MigrationReport:
-        """Apply (or resume) ``plan``; see :meth:`rvlm.MigrationExecutor.apply`.
+        """Apply (or resume) ``plan``; see :meth:`rvlm.MigrationExecutor.apply` (the quality
+        gate's options included).
 
         ``progress_callback(phase, done, total)`` is called on the event loop thread.
         ``redis_client`` is an optional ``redis.asyncio.Redis`` (bytes responses).
         """
-        from rvlm.api import MigrationExecutor
+        from rvlm.api import MigrationExecutor, quality_options
+
+        # a bad query check file is refused before the server is contacted
+        quality_options(query_check_file=query_check_file)
 
         loop = asyncio.get_running_loop()
         progress = None
@@ -296,7 +309,21 @@ class AsyncMigrationExecutor:
                 MigrationExecutor().apply, plan, redis_url=url, backup_dir=backup_dir,
                 batch_size=batch_size, num_workers=num_workers,
                 accept_data_loss=accept_data_loss, progress_callback=progress,
-                plugins=plugins, index_timeout=index_timeout, redis_client=bridge)
+                plugins=plugins, index_timeout=index_timeout, redis_client=bridge,
+                min_recall=min_recall, recall_queries=recall_queries, recall_k=recall_k,
+                query_check_file=query_check_file, rollback_below_recall=rollback_below_recall)
+
+    async def validate(self, plan: Plan | str | Path, *, redis_url: str | None = None,
+                       backup_dir: str | Path | None = None, min_recall: float | None = None,
+                       query_check_file: str | Path | None = None,
+                       plugins: Sequence[Any] = ()) -> MigrationReport:
+        """:func:`rvlm.validate` in a worker thread (sync client; the loop is not blocked),
+        the quality gate's options included."""
+        from rvlm.api import validate
+
+        return await _in_thread(validate, plan, redis_url=redis_url, backup_dir=backup_dir,
+                                min_recall=min_recall, query_check_file=query_check_file,
+                                plugins=plugins)
 
     async def rollback(self, backup_dir: str | Path, *, redis_url: str | None = None,
                        index_timeout: float = 600.0) -> MigrationReport:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.multi.executor import BatchMigrationExecutor
     from rvlm.core.multi.planner import BatchMigrationPlanner
+    from rvlm.core.quality.gate import QualityOptions
     from rvlm.core.schema.model import IndexSchema
     from rvlm.core.schema.patch import SchemaPatch
 
@@ -45,17 +46,22 @@ class MigrationPlanner:
     plan rewrite documents another live index also covers (recorded in the plan). ``mode``
     ``"online"`` plans a zero-downtime apply that moves ``alias`` to the new index
     (``drop_source``: drop the old one afterwards); ``alias`` also works with the default
-    ``"drop_recreate"``.
+    ``"drop_recreate"``. Every vector field whose KNN answers may change gets a recall@``recall_k``
+    estimate in ``plan.quality``; with ``min_recall`` a field estimated under it blocks the plan
+    (and apply measures against that floor unless given another).
     """
 
     def __init__(self, *, sample_size: int = 1000, allow_shared_keys: bool = False,
                  mode: str = "drop_recreate", alias: str | None = None,
-                 drop_source: bool = True) -> None:
+                 drop_source: bool = True, min_recall: float | None = None,
+                 recall_k: int = 10) -> None:
         self.sample_size = sample_size
         self.allow_shared_keys = allow_shared_keys
         self.mode = mode
         self.alias = alias
         self.drop_source = drop_source
+        self.min_recall = min_recall
+        self.recall_k = recall_k
 
     def create_plan(
         self,
@@ -113,7 +119,8 @@ class MigrationPlanner:
         from rvlm.core.migrate.planner import PlanOptions
 
         return PlanOptions(sample_size=self.sample_size, allow_shared_keys=self.allow_shared_keys,
-                           mode=self.mode, alias=self.alias, drop_source=self.drop_source)
+                           mode=self.mode, alias=self.alias, drop_source=self.drop_source,
+                           min_recall=self.min_recall, recall_k=self.recall_k)
 
     @staticmethod
     def write_plan(plan: Plan, path: str | Path) -> Path:
@@ -156,23 +163,54 @@ class MigrationExecutor:
         accept_data_loss: bool = True,
         index_timeout: float = 600.0,
         redis_client: Any = None,
+        min_recall: float | None = None,
+        recall_queries: int = 100,
+        recall_k: int = 10,
+        query_check_file: str | Path | None = None,
+        rollback_below_recall: bool = False,
     ) -> MigrationReport:
         """Apply ``plan`` to the server at ``redis_url``, or resume it from ``backup_dir``
         (re-run the same call after a crash). ``progress_callback(phase, done, total)``
         reports progress. ``redis_client`` (a sync client, or the async API's bridge) carries
         every command of this process; worker processes still connect to ``redis_url``.
 
+        The quality gate: before the source stops serving, ``recall_queries`` KNN queries per
+        vector field whose answers can change (vectors of stored documents, a fixed seed) and
+        the checks of ``query_check_file`` are asked of the source and kept in ``backup_dir``;
+        once the target is indexed they are asked of it. ``report.validation.quality`` (the
+        report's ``quality``) has each field's recall@``recall_k``; a field under
+        ``min_recall`` (default: the floor the plan recorded) or a failed query check fails
+        the run (an online alias is not moved), and ``rollback_below_recall`` then rolls it
+        back by itself.
+
         Returns a :class:`~rvlm.MigrationReport` whose ``result`` is ``succeeded`` only when
         validation passed. Raises :class:`~rvlm.RvlmError` (nothing changed) for a refused
-        request; once the source index was dropped, a failure is a ``failed`` report instead
-        (see :func:`rvlm.core.migrate.executor.apply_plan`).
+        request (a bad query check file included); once the source index was dropped, a
+        failure is a ``failed`` report instead (see
+        :func:`rvlm.core.migrate.executor.apply_plan`).
         """
         from rvlm.core.migrate.executor import apply_plan
 
+        quality = quality_options(min_recall=min_recall, recall_queries=recall_queries,
+                                  recall_k=recall_k, query_check_file=query_check_file)
         return apply_plan(redis_url, plan, backup_dir=backup_dir, batch_size=batch_size,
                           workers=num_workers, accept_data_loss=accept_data_loss,
                           progress=progress_callback, plugins=plugins,
-                          index_timeout=index_timeout, client=redis_client)
+                          index_timeout=index_timeout, client=redis_client, quality=quality,
+                          rollback_below_recall=rollback_below_recall)
+
+
+def quality_options(*, min_recall: float | None = None, recall_queries: int = 100,
+                    recall_k: int = 10, query_check_file: str | Path | None = None
+                    ) -> QualityOptions:
+    """The quality gate's options, the query check file read and checked (one-line
+    :class:`~rvlm.RvlmError` for a bad one) before anything touches a server."""
+    from rvlm.core.quality.checks import load_query_checks
+    from rvlm.core.quality.gate import QualityOptions
+
+    checks = load_query_checks(query_check_file) if query_check_file is not None else None
+    return QualityOptions(min_recall=min_recall, recall_queries=recall_queries,
+                          recall_k=recall_k, query_checks=checks)
 
 
 def validate(
@@ -181,12 +219,18 @@ def validate(
     redis_url: str | None = None,
     plugins: Sequence[Any] = (),
     backup_dir: str | Path | None = None,
+    min_recall: float | None = None,
+    query_check_file: str | Path | None = None,
 ) -> MigrationReport:
     """Check the live index against a plan's target (schema, documents, sampled keys,
     indexing failures, plugin checks) without changing anything; returns a report whose
     ``result`` is ``succeeded`` when every check passed. With the apply's ``backup_dir`` the
-    document count is compared with the source count taken at apply time, not the plan's."""
+    document count is compared with the source count taken at apply time, not the plan's,
+    and the quality gate runs again against the source answers the apply kept there:
+    recall@k per vector field (under ``min_recall``, default the plan's floor, it fails) and
+    the checks of ``query_check_file``."""
     from rvlm.core.migrate.plan import Plan
+    from rvlm.core.migrate.quality_gate import gate_for_validate
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.migrate.validate import validate_migration
     from rvlm.core.plugins.context import ApplyContext
@@ -198,13 +242,15 @@ def validate(
     loaded = plan if isinstance(plan, Plan) else Plan.load(plan)
     host = host_with(plugins)
     host.check()
+    gate = gate_for_validate(loaded, backup_dir, quality_options(
+        min_recall=min_recall, query_check_file=query_check_file))
     enum = phase_data(Path(backup_dir), "keys_enumerated") if backup_dir else {}
     client = connect(redis_url)
     try:
         ctx = ApplyContext(plan=loaded, capabilities=detect(client), client=client)
         result = validate_migration(client, loaded, expected_docs=enum.get("source_docs"),
                                     source_failures=enum.get("source_failures"), host=host,
-                                    context=ctx)
+                                    context=ctx, gate=gate)
     finally:
         client.close()
     report = MigrationReport(mode="validate", source_index=loaded.source_index,
@@ -251,6 +297,7 @@ __all__ = [
     "BatchMigrationPlanner",
     "MigrationExecutor",
     "MigrationPlanner",
+    "quality_options",
     "resolve_inputs",
     "rollback",
     "validate",

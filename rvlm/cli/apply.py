@@ -12,7 +12,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rvlm.cli.common import JsonOption, UrlOption, echo_json, handle_errors
+from rvlm.cli.common import (
+    JsonOption,
+    MinRecallOption,
+    QueryCheckOption,
+    RecallKOption,
+    RecallQueriesOption,
+    RollbackBelowOption,
+    UrlOption,
+    echo_json,
+    handle_errors,
+)
 from rvlm.cli.progress import progress_display
 
 if TYPE_CHECKING:
@@ -73,17 +83,27 @@ def apply(
         "--index-timeout", help="Seconds to wait for the new index to finish indexing.")
     ] = 600.0,
     json_out: JsonOption = False,
+    min_recall: MinRecallOption = None,
+    recall_queries: RecallQueriesOption = 100,
+    recall_k: RecallKOption = 10,
+    query_check_file: QueryCheckOption = None,
+    rollback_below_recall: RollbackBelowOption = False,
 ) -> None:
     """Apply a plan: check, back up, drop, rewrite documents, create, validate.
 
-    Re-run the same command after a crash to resume. Exit 0 when the migration succeeded,
-    1 when it failed, 2 for bad input (nothing changed).
+    The quality gate: before the source stops serving, KNN queries (per vector field whose
+    answers can change) and your query checks are asked of it and kept in the backup dir;
+    once the target is indexed it must answer them the same way (recall@k at least
+    --min-recall, by default the plan's floor), or the result is failed (online: the alias
+    stays on the source). Re-run the same command after a crash to resume. Exit 0 when the
+    migration succeeded, 1 when it failed, 2 for bad input (nothing changed).
     """
-    from rvlm.api import MigrationExecutor
+    from rvlm.api import MigrationExecutor, quality_options
     from rvlm.core.errors import RvlmError
     from rvlm.core.migrate.plan import Plan
 
     loaded = Plan.load(plan)
+    quality_options(query_check_file=query_check_file)  # a bad file: refused before anything
     if loaded.lossy and not accept_data_loss:
         if not sys.stdin.isatty():
             raise RvlmError("the plan is lossy (it loses precision); pass --accept-data-loss "
@@ -107,7 +127,9 @@ def apply(
         report = MigrationExecutor().apply(
             loaded, redis_url=url, backup_dir=backup_dir, batch_size=batch_size,
             num_workers=workers, accept_data_loss=accept_data_loss,
-            progress_callback=progress, index_timeout=index_timeout)
+            progress_callback=progress, index_timeout=index_timeout, min_recall=min_recall,
+            recall_queries=recall_queries, recall_k=recall_k,
+            query_check_file=query_check_file, rollback_below_recall=rollback_below_recall)
     if report_out is not None:
         report.write(report_out)
     if benchmark_out is not None:
@@ -131,13 +153,21 @@ def validate(
                                                     help="Write the YAML report here.")] = None,
     backup_dir: Annotated[Path | None, typer.Option(
         "--backup-dir", help="The apply's backup dir: compare counts with the source count "
-                             "taken at apply time instead of the plan's.")] = None,
+                             "taken at apply time instead of the plan's, and the target's "
+                             "answers with the source's answers kept there.")] = None,
     json_out: JsonOption = False,
+    min_recall: MinRecallOption = None,
+    query_check_file: QueryCheckOption = None,
 ) -> None:
-    """Validate a migrated index against its plan. Exit 0 when every check passed, 1 if not."""
+    """Validate a migrated index against its plan. Exit 0 when every check passed, 1 if not.
+
+    With --backup-dir the quality gate runs again: the target answers the queries whose
+    source answers the apply kept there (recall@k per vector field, at least --min-recall;
+    the checks of --query-check-file)."""
     from rvlm.api import validate as validate_plan
 
-    report = validate_plan(plan, redis_url=url, backup_dir=backup_dir)
+    report = validate_plan(plan, redis_url=url, backup_dir=backup_dir, min_recall=min_recall,
+                           query_check_file=query_check_file)
     if report_out is not None:
         report.write(report_out)
     if json_out:

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rvlm.cli.common import UrlOption, echo_json, handle_errors
+from rvlm.cli.common import (
+    MinRecallOption,
+    QueryCheckOption,
+    RecallKOption,
+    RecallQueriesOption,
+    RollbackBelowOption,
+    UrlOption,
+    echo_json,
+    handle_errors,
+)
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -111,11 +120,23 @@ def apply(
     workers: Annotated[int, typer.Option("--workers", min=1,
                                          help="Worker processes per index.")] = 1,
     url: UrlOption = None,
+    min_recall: MinRecallOption = None,
+    recall_queries: RecallQueriesOption = 100,
+    recall_k: RecallKOption = 10,
+    query_check_file: QueryCheckOption = None,
+    rollback_below_recall: RollbackBelowOption = False,
 ) -> None:
-    """Run every applicable index of a batch plan (re-run, or 'batch resume', to continue)."""
+    """Run every applicable index of a batch plan (re-run, or 'batch resume', to continue).
+
+    The quality gate's options apply to every index (a query check file's checks run against
+    each one)."""
+    from rvlm.api import quality_options
     from rvlm.core.multi.executor import BatchMigrationExecutor
 
-    executor = BatchMigrationExecutor(batch_size=batch_size, workers=workers)
+    quality = quality_options(min_recall=min_recall, recall_queries=recall_queries,
+                              recall_k=recall_k, query_check_file=query_check_file)
+    executor = BatchMigrationExecutor(batch_size=batch_size, workers=workers, quality=quality,
+                                      rollback_below_recall=rollback_below_recall)
     report = executor.apply(plan, redis_url=url, state_path=state, report_dir=report_dir,
                             backup_dir=backup_dir, progress_callback=_progress,
                             accept_data_loss=accept_data_loss, parallel=parallel)
@@ -134,11 +155,20 @@ def resume(
     accept_data_loss: AcceptOption = False,
     parallel: ParallelOption = 1,
     url: UrlOption = None,
+    min_recall: MinRecallOption = None,
+    recall_queries: RecallQueriesOption = 100,
+    recall_k: RecallKOption = 10,
+    query_check_file: QueryCheckOption = None,
+    rollback_below_recall: RollbackBelowOption = False,
 ) -> None:
     """Continue a batch where it stopped (a crashed index resumes from its journal)."""
+    from rvlm.api import quality_options
     from rvlm.core.multi.executor import BatchMigrationExecutor
 
-    report = BatchMigrationExecutor().resume(
+    quality = quality_options(min_recall=min_recall, recall_queries=recall_queries,
+                              recall_k=recall_k, query_check_file=query_check_file)
+    report = BatchMigrationExecutor(quality=quality,
+                                    rollback_below_recall=rollback_below_recall).resume(
         state, redis_url=url, retry_failed=retry_failed, backup_dir=backup_dir,
         report_dir=report_dir, progress_callback=_progress, accept_data_loss=accept_data_loss,
         parallel=parallel)

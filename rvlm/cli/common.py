@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -22,6 +23,26 @@ UrlOption = Annotated[
                  help="Redis URL, e.g. redis://localhost:6379 (password never printed)."),
 ]
 IndexOption = Annotated[str, typer.Option("--index", "-i", help="Name of the search index.")]
+
+# The quality gate's options (plan, apply, validate, batch apply/resume).
+MinRecallOption = Annotated[float | None, typer.Option(
+    "--min-recall", min=0.0, max=1.0,
+    help="Floor of recall@k for every vector field whose KNN answers can change: the target's "
+         "answers to the same queries must keep this share of the source's (plan: the "
+         "estimate; apply and validate: measured). Under it the result is failed (exit 1).")]
+RecallQueriesOption = Annotated[int, typer.Option(
+    "--recall-queries", min=1, help="KNN queries measured per vector field (vectors of stored "
+                                    "documents, drawn with a fixed seed).")]
+RecallKOption = Annotated[int, typer.Option(
+    "--recall-k", min=1, help="k of recall@k: the nearest documents compared per query.")]
+QueryCheckOption = Annotated[Path | None, typer.Option(
+    "--query-check-file", help="Your own checks (YAML): rvl's fetch_ids/keys_exist, or "
+                               "queries: [{name, query, params, order}] run against the source "
+                               "before and the target after; the ids must be the same.")]
+RollbackBelowOption = Annotated[bool, typer.Option(
+    "--rollback-below-recall", help="When a field's measured recall is under --min-recall, "
+                                    "roll the migration back by itself (the result stays "
+                                    "failed).")]
 
 
 JsonOption = Annotated[bool, typer.Option(

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from rvlm.cli.common import IndexOption, JsonOption, UrlOption, echo_json, handle_errors
+from rvlm.cli.common import (
+    IndexOption,
+    JsonOption,
+    MinRecallOption,
+    RecallKOption,
+    UrlOption,
+    echo_json,
+    handle_errors,
+)
 
 
 class Mode(str, Enum):
@@ -62,6 +70,8 @@ def plan(
         "--drop-source/--keep-source", help="Online mode: drop the source index once the "
                                             "alias moved, or keep it.")] = True,
     json_out: JsonOption = False,
+    min_recall: MinRecallOption = None,
+    recall_k: RecallKOption = 10,
 ) -> None:
     """Plan a schema change of one index and write the plan for review (never writes to Redis).
 
@@ -78,7 +88,8 @@ def plan(
     if mode not in MODES:
         raise RvlmError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     planner = MigrationPlanner(sample_size=sample_size, allow_shared_keys=allow_shared_keys,
-                               mode=mode, alias=alias, drop_source=drop_source)
+                               mode=mode, alias=alias, drop_source=drop_source,
+                               min_recall=min_recall, recall_k=recall_k)
     # the files are validated before the server is contacted
     result = planner.create_plan(index, redis_url=url, schema_patch_path=schema_patch,
                                  target_schema_path=target_schema)

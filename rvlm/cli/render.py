@@ -131,6 +131,14 @@ def print_plan(plan: Plan, path: Path | None = None, console: Console | None = N
                       "backup dir")
     else:
         out.print("[bold]Documents touched:[/bold] none (index-side change only)")
+    if plan.quality:
+        from rvlm.core.quality.planning import below_floor, describe
+
+        print_wrapped(out, "[bold]Recall:[/bold] ", "the share of a KNN query's nearest "
+                      "documents that stay its nearest (apply measures it on the live indexes)")
+        for name, entry in plan.quality.items():
+            colour = "red" if below_floor(entry) else "cyan"
+            print_wrapped(out, "  ", f"[{colour}]{escape(describe(name, entry))}[/{colour}]")
     if plan.online:
         keep = "dropped" if plan.drop_source else "kept"
         print_wrapped(out, "[bold]Mode:[/bold] ",
@@ -249,6 +257,16 @@ def print_report(report: MigrationReport, *, resume: str | None = None,
                   f"{seconds_text(report.timings.get('build', 0.0))}")
     elif report.downtime_duration_seconds is not None:
         out.print(f"  downtime {seconds_text(report.downtime_duration_seconds)}")
+    for name, q in report.validation.quality.items():
+        good = q.get("passed", True)
+        floor = f" (floor {q['min_recall']})" if "min_recall" in q else ""
+        print_wrapped(out, f"  [{'green' if good else 'red'}]recall[/] ",
+                      escape(f"{name}: recall@{q['k']} {q['recall_at_k']:.4f}, p5 {q['p5']:.4f}, "
+                             f"{q['lost_first_neighbour']} of {q['queries']} queries lost their "
+                             f"first neighbour{floor}"))
+    if report.rolled_back:
+        print_wrapped(out, "  [yellow]rolled back by itself[/yellow] ",
+                      "(--rollback-below-recall): the source serves as before")
     for w in report.warnings:
         print_wrapped(out, "  [yellow]warning:[/yellow] ", escape(w))
     if report.validation.checks or report.validation.errors:

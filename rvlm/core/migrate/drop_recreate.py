@@ -40,7 +40,6 @@ from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.report import MigrationReport
 from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.transform import transform_batch
-from rvlm.core.migrate.validate import validate_migration
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.redis.connection import connect, index_exists
 from rvlm.core.redis.docio.keys import enumerate_keys
@@ -149,6 +148,7 @@ class DropRecreate:
                 problems = run.host.pre_drop(plan, run.ctx)
                 if problems:
                     raise RvlmError("a plugin refused the migration: " + "; ".join(problems))
+            run.ask_source()  # the last moment the source answers queries
             run.phase("pre_drop_done")
             with timer.phase("drop"):
                 run.mutated = True
@@ -176,9 +176,8 @@ class DropRecreate:
         run.phase("indexed")
         report.downtime_duration_seconds = max(0.0, time.time() - dropped_at)
         with timer.phase("validation"):
-            result = validate_migration(
-                client, plan, expected_docs=enum.get("source_docs"),
-                source_failures=enum.get("source_failures"), host=run.host, context=run.ctx)
+            result = run.validate(expected_docs=enum.get("source_docs"),
+                                  source_failures=enum.get("source_failures"))
         report.validation = result
         if result.passed:
             run.phase("validated")

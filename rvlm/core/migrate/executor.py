@@ -27,8 +27,11 @@ from rvlm.core.migrate.drop_recreate import execute_drop_recreate
 from rvlm.core.migrate.online import execute_online
 from rvlm.core.migrate.plan import DROP_RECREATE, ONLINE, Plan
 from rvlm.core.migrate.report import MigrationReport
+from rvlm.core.migrate.rollback import rollback
 from rvlm.core.migrate.run import Progress, Run
 from rvlm.core.plugins.host import host_with
+from rvlm.core.quality.answers import ANSWERS_NAME
+from rvlm.core.quality.gate import QualityOptions
 from rvlm.core.redis.lock import hold_locks, lock_owner
 
 #: The executor of each plan mode; each gets a Run with the index locks held.
@@ -50,6 +53,8 @@ def apply_plan(
     plugins: Sequence[Any] = (),
     index_timeout: float = 600.0,
     client: Any = None,
+    quality: QualityOptions | None = None,
+    rollback_below_recall: bool = False,
 ) -> MigrationReport:
     """Apply ``plan`` to the server at ``url``, or resume it from ``backup_dir``.
 
@@ -59,6 +64,12 @@ def apply_plan(
     process (the async executor passes a bridge to redis.asyncio); worker processes still
     connect to ``url``. Returns a :class:`MigrationReport` whose ``result`` is ``succeeded``
     only when validation passed.
+
+    ``quality`` sets the quality gate (:mod:`rvlm.core.migrate.quality_gate`): the floor of
+    recall@k, the number of queries, k, and the user's query checks. Under the floor the
+    validation fails: the report says ``failed`` and an online alias stays on the source. With
+    ``rollback_below_recall`` such a run then rolls itself back (``report.rolled_back``; the
+    result stays ``failed``).
 
     Raises :class:`RvlmError` (nothing changed) for a refused request: another apply holds the
     lock, the source changed since the plan, a lossy plan without ``accept_data_loss``,
@@ -76,7 +87,7 @@ def apply_plan(
     size = int(manifest["batch_size"])
     run = Run(url=url or "", plan=plan, backup_dir=directory, batch_size=size,
               workers=workers, accept_data_loss=accept_data_loss, progress=progress,
-              host=host, index_timeout=index_timeout, client=client)
+              host=host, index_timeout=index_timeout, client=client, quality=quality)
     if size != batch_size:
         run.report.warnings.append(f"resuming with the backup dir's batch size {size} "
                                    f"(not {batch_size})")
@@ -95,7 +106,35 @@ def apply_plan(
         run.close()
     report.timings = dict(run.timer.seconds)
     report.backup_paths += sorted(str(p) for p in directory.glob("data-*.rvb"))
+    if rollback_below_recall and below_recall(report):
+        roll_back_below_recall(url, client, directory, report, index_timeout, progress)
     return report
 
 
-__all__ = ["EXECUTORS", "apply_plan"]
+def below_recall(report: MigrationReport) -> bool:
+    """The run failed its validation because a field's recall is under the floor."""
+    return not report.succeeded and any(
+        c.name.startswith("recall:") and not c.passed for c in report.validation.checks)
+
+
+def roll_back_below_recall(url: str | None, client: Any, directory: Path,
+                           report: MigrationReport, index_timeout: float,
+                           progress: Progress | None) -> None:
+    """``--rollback-below-recall``: undo the run (its locks are released by now) and say so
+    in ``report``, which stays ``failed``."""
+    undone = rollback(url, directory, index_timeout=index_timeout, progress=progress,
+                      client=client)
+    report.timings["rollback"] = sum(undone.timings.values())
+    if undone.succeeded:
+        report.rolled_back = True
+        report.manual_actions = [
+            f"recall under the floor: rolled back by itself (--rollback-below-recall); the "
+            f"source index {report.source_index!r} serves as before. Inspect "
+            f"{directory / ANSWERS_NAME} and the report's quality, then plan another change"]
+    else:
+        report.error = f"rollback after a recall under the floor failed: {undone.error}"
+        report.manual_actions.append(
+            f"re-run 'rvlm rollback --backup-dir {directory}' to restore the source index")
+
+
+__all__ = ["EXECUTORS", "apply_plan", "below_recall"]

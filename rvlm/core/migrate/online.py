@@ -36,7 +36,7 @@ from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.report import MigrationReport, Timer
 from rvlm.core.migrate.run import Run
-from rvlm.core.migrate.validate import validate_migration, validate_source
+from rvlm.core.migrate.validate import validate_source
 from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.redis.connection import read_index, wait_indexed
 from rvlm.core.schema.ftcreate import create_arguments
@@ -84,12 +84,15 @@ def execute_online(run: Run) -> MigrationReport:
             problems = run.host.pre_drop(plan, run.ctx)
             if problems:
                 raise RvlmError("a plugin refused the migration: " + "; ".join(problems))
+        run.ask_source()  # the source serves until the alias moves; ask it before any change
         run.phase("checked", aliases=before,
                   source_docs=info.stats.num_docs + info.stats.indexing_failures,
                   source_failures=info.stats.indexing_failures)
         fault("online_after_checks")
     else:
         run.check_plugins()
+        if not state.reached("alias_moved"):
+            run.ask_source()  # what a first run without these options did not store
     run.mutated = True
     checked = phase_data(run.dir, "checked")
     report.documents = int(checked.get("source_docs", 0))
@@ -101,9 +104,8 @@ def execute_online(run: Run) -> MigrationReport:
         with run.timer.phase("validation"):
             # the source keeps serving (and may take writes): compare with it as it is now
             expected, failures = _source_count(client, plan.source_index)
-            result = validate_migration(client, plan, expected_docs=expected,
-                                        source_failures=failures, host=run.host,
-                                        context=run.ctx)
+            # the quality gate's checks are part of it: under the floor, the alias stays
+            result = run.validate(expected_docs=expected, source_failures=failures)
         report.validation = result
         report.documents = expected
         if not result.passed:
@@ -123,9 +125,8 @@ def execute_online(run: Run) -> MigrationReport:
     else:
         validated = phase_data(run.dir, "validated")
         with run.timer.phase("validation"):
-            report.validation = validate_migration(
-                client, plan, expected_docs=validated.get("docs"),
-                source_failures=validated.get("failures"), host=run.host, context=run.ctx)
+            report.validation = run.validate(expected_docs=validated.get("docs"),
+                                             source_failures=validated.get("failures"))
         report.documents = int(validated.get("docs", report.documents))
         with run.timer.phase("alias"):  # idempotent: a resume makes sure they moved
             point_aliases(client, plan.aliases, plan.target_index)

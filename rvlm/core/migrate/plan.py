@@ -4,14 +4,17 @@ Apply does what the plan says and nothing it does not. The YAML keeps the keys R
 know (``version``, ``mode``, ``source``, ``requested_changes``, ``merged_target_schema``,
 ``diff_classification``, ``rename_operations``, ``warnings``) and adds rvlm's: the server seen,
 each change with the plugin (and version) that classified it, the ordered document
-``operations``, whether it is lossy, overrides the user asked for, and a ``fingerprint`` that
-binds backups and journals to this exact plan. Plans are deterministic: no timestamps.
+``operations``, whether it is lossy, overrides the user asked for, the estimated ``quality``
+of every vector field whose KNN answers may change (:mod:`rvlm.core.quality.planning`), and a
+``fingerprint`` that binds backups and journals to this exact plan (it covers all of the
+above). Plans are deterministic: no timestamps.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from rvlm.core.plugins.documents import DocumentOperation
 from rvlm.core.schema.ftinfo import IndexStats
 from rvlm.core.schema.model import IndexSchema
 from rvlm.core.schema.yaml_format import dump_yaml, load_yaml, schema_from_dict, schema_to_dict
+from rvlm.core.vectors import QuantizationScheme
 
 PLAN_VERSION = 1
 #: ``drop_recreate`` (the default): drop the source, rewrite documents, create the target.
@@ -73,6 +77,19 @@ class PlannedChange:
         return cls(**d)
 
 
+def field_renames(changes: Iterable[PlannedChange]) -> dict[str, str]:
+    """Source field name -> target field name, for every change that renames a field."""
+    return {c.field: c.new_field for c in changes
+            if c.field and c.new_field and c.field != c.new_field}
+
+
+def recorded_schemes(changes: Iterable[PlannedChange]) -> dict[str, QuantizationScheme]:
+    """Target field name -> the vector conversion a supported change recorded for it (its
+    ``details.scheme``, as a :class:`~rvlm.core.vectors.QuantizationScheme`)."""
+    return {c.new_field or c.field or "": QuantizationScheme.from_dict(c.details["scheme"])
+            for c in changes if c.supported and isinstance(c.details.get("scheme"), dict)}
+
+
 @attrs.frozen(kw_only=True)
 class Plan:
     """A reviewed migration of one index (see the module docstring)."""
@@ -97,6 +114,9 @@ class Plan:
     alias: str | None = None
     #: Online mode only: drop the source index once the alias moved to the target.
     drop_source: bool = True
+    #: Per vector field whose KNN answers may change: the recall estimate (or why there is
+    #: none) and the floor asked for with ``--min-recall`` (:mod:`rvlm.core.quality.planning`).
+    quality: dict[str, dict[str, Any]] = attrs.field(factory=dict)
 
     # -- derived views -------------------------------------------------------------------
     @property
@@ -137,6 +157,21 @@ class Plan:
         """Every alias apply points at the target: the one named with ``--alias``, then the
         one ``--index`` named (``source_alias``), without repeats."""
         return tuple(dict.fromkeys(a for a in (self.alias, self.source_alias) if a))
+
+    def field_renames(self) -> dict[str, str]:
+        """Source field name -> target field name (see :func:`field_renames`)."""
+        return field_renames(self.changes)
+
+    def recorded_schemes(self) -> dict[str, QuantizationScheme]:
+        """Target field name -> its vector conversion (see :func:`recorded_schemes`)."""
+        return recorded_schemes(self.changes)
+
+    @property
+    def min_recall(self) -> float | None:
+        """The floor ``rvlm plan --min-recall`` recorded (apply uses it unless given another)."""
+        floors = [e["min_recall"] for e in self.quality.values()
+                  if e.get("min_recall") is not None]
+        return min(floors) if floors else None
 
     def map_key(self, key: bytes) -> bytes:
         """Where ``key`` lives after the plan's prefix renames (each operation's
@@ -204,6 +239,7 @@ class Plan:
                 **({"drop_source": self.drop_source} if self.online else {}),
                 "changes": [c.to_dict() for c in self.changes],
                 "operations": [o.to_dict() for o in self.operations],
+                **({"quality": self.quality} if self.quality else {}),
             },
         }
 
@@ -261,6 +297,7 @@ class Plan:
                 server=extra.get("server") or {},
                 overrides=extra.get("overrides") or {},
                 source_alias=extra.get("source_alias"),
+                quality=_quality(extra.get("quality"), source),
             )
         except RvlmError:
             raise
@@ -275,6 +312,15 @@ class Plan:
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         return cls.from_dict(load_yaml(path), str(path))
+
+
+def _quality(value: Any, source: str) -> dict[str, dict[str, Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
+        raise RvlmError(f"{source}: rvlm.quality must map field names to their figures")
+    return value
 
 
 def _plan_warnings(top: list[Any], changes: tuple[PlannedChange, ...]) -> tuple[str, ...]:

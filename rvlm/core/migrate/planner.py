@@ -20,11 +20,22 @@ import redis
 
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.estimate import downtime_seconds
-from rvlm.core.migrate.plan import DROP_RECREATE, MODES, ONLINE, Plan, PlannedChange
+from rvlm.core.migrate.plan import (
+    DROP_RECREATE,
+    MODES,
+    ONLINE,
+    Plan,
+    PlannedChange,
+    field_renames,
+    recorded_schemes,
+)
 from rvlm.core.plugins.changes import Change, Classification
 from rvlm.core.plugins.context import PlanContext
 from rvlm.core.plugins.documents import Document, DocumentOperation, operation_problems
 from rvlm.core.plugins.host import PluginHost, host_with
+from rvlm.core.quality.gate import QualityOptions
+from rvlm.core.quality.planning import below_floor, describe, plan_quality
+from rvlm.core.quality.probes import DEFAULT_K
 from rvlm.core.redis.capabilities import Capabilities, detect
 from rvlm.core.redis.connection import index_exists, list_indexes, read_index
 from rvlm.core.redis.docio.sample import last_failed_key, read_documents, sample_keys
@@ -51,13 +62,17 @@ class PlanOptions:
     ``mode``: ``drop_recreate`` (default) or ``online`` (build the target next to the source,
     then move ``alias`` to it in one command; index-side changes only).
     ``alias``: an alias clients query; apply points it at the target (creating it if new).
-    ``drop_source``: online mode: drop the source once the alias moved (default True)."""
+    ``drop_source``: online mode: drop the source once the alias moved (default True).
+    ``min_recall``: block the plan when a vector field's estimated recall@``recall_k`` is
+    under it (recorded in the plan; apply measures against it unless told another floor)."""
 
     sample_size: int = DEFAULT_SAMPLE_SIZE
     allow_shared_keys: bool = False
     mode: str = DROP_RECREATE
     alias: str | None = None
     drop_source: bool = True
+    min_recall: float | None = None
+    recall_k: int = DEFAULT_K
 
 
 def prefixes_overlap(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, str]]:
@@ -112,6 +127,8 @@ def make_plan(
         raise RvlmError(f"unknown mode {options.mode!r} (known: {', '.join(MODES)})")
     if options.alias is not None and not options.alias.strip():
         raise RvlmError("--alias needs a name")
+    # the same checks (and one-line messages) as apply's --min-recall and --recall-k
+    QualityOptions(min_recall=options.min_recall, recall_k=options.recall_k)
     host = host or host_with(plugins)
     host.check()
     if patch is not None:
@@ -221,6 +238,7 @@ def make_plan(
             "that claims it"))
     # A whole-document replacement (converts_to) runs last, on the values the others left.
     operations.sort(key=lambda o: o.converts_to is not None)
+    quality = _quality(source, final, planned, renames, sample, info.stats.num_docs, options)
 
     warnings: list[str] = []
     online = options.mode == ONLINE
@@ -266,7 +284,24 @@ def make_plan(
         mode=options.mode,
         alias=options.alias,
         drop_source=options.drop_source if online else True,
+        quality=quality,
     )
+
+
+def _quality(source: IndexSchema, target: IndexSchema, planned: list[PlannedChange],
+             renames: Mapping[str, str], sample: SampleFn, documents: int,
+             options: PlanOptions) -> dict[str, dict[str, Any]]:
+    """The plan's ``rvlm.quality`` section; a field estimated under ``--min-recall`` adds a
+    blocked ``quality`` change naming the figure."""
+    quality = plan_quality(source, target, renames={**renames, **field_renames(planned)},
+                           schemes=recorded_schemes(planned), sample=sample,
+                           documents=documents, k=options.recall_k,
+                           min_recall=options.min_recall)
+    for name, entry in quality.items():
+        if below_floor(entry):
+            planned.append(_blocked("quality", describe(name, entry) + "; keep a wider "
+                                    "datatype, or plan with a lower --min-recall"))
+    return quality
 
 
 def _blocked(kind: str, reason: str) -> PlannedChange:

@@ -2,8 +2,10 @@
 
 The YAML keeps RedisVL's keys (``version``, ``mode``, ``source_index``, ``target_index``,
 ``result``, ``started_at``, ``finished_at``, ``timings``, ``validation``, ``benchmark_summary``,
-``backup``, ``warnings``, ``manual_actions``) and adds rvlm's under ``rvlm``: documents per
-second, documents and bytes rewritten, batches, workers, whether the run resumed.
+``backup``, ``warnings``, ``manual_actions``) and adds rvlm's: ``quality`` (per vector field
+whose KNN answers can change, the measured recall@k, its 5th percentile and how many queries lost
+their first neighbour) and, under ``rvlm``, documents per second, documents and bytes
+rewritten, batches, workers, whether the run resumed or rolled itself back.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class ValidationResult:
     query_checks: list[dict[str, Any]] = attrs.field(factory=list)
     errors: list[str] = attrs.field(factory=list)
     checks: list[CheckResult] = attrs.field(factory=list)
+    #: per vector field, the measured recall (:mod:`rvlm.core.quality.recall`); the report's
+    #: top-level ``quality``
+    quality: dict[str, dict[str, Any]] = attrs.field(factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -116,6 +121,8 @@ class MigrationReport:
     #: records not restored because both their key and new key exist with different contents
     #: (named in ``manual_actions``)
     restore_conflicts: int = 0
+    #: the apply rolled itself back (``--rollback-below-recall``); ``result`` stays failed
+    rolled_back: bool = False
     version: int = REPORT_VERSION
 
     @property
@@ -159,6 +166,7 @@ class MigrationReport:
             "finished_at": self.finished_at,
             "timings": timings,
             "validation": self.validation.to_dict(),
+            **({"quality": self.validation.quality} if self.validation.quality else {}),
             "benchmark_summary": self.benchmark_summary(),
             "backup": {"backup_dir": self.backup_dir, "backup_paths": list(self.backup_paths)},
             "warnings": list(self.warnings),
@@ -177,6 +185,7 @@ class MigrationReport:
                 "key_enumeration": self.key_enumeration,
                 "restored_records": self.restored_records,
                 "restore_conflicts": self.restore_conflicts,
+                **({"rolled_back": True} if self.rolled_back else {}),
             },
         }
         return out

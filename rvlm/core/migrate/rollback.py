@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -39,11 +40,13 @@ def rollback(
     *,
     index_timeout: float = 600.0,
     progress: Callable[[str, int, int], None] | None = None,
+    client: Any = None,
 ) -> MigrationReport:
     """Restore the source index and documents from ``backup_dir``; returns a report
-    (``mode: rollback``). Raises :class:`RvlmError` (nothing restored) for a corrupt or
-    foreign backup dir or a held lock; a failure while restoring gives a failed report and
-    re-running resumes (every step is idempotent).
+    (``mode: rollback``). ``client`` replaces the connection made from ``url`` (and is left
+    open). Raises :class:`RvlmError` (nothing restored) for a corrupt or foreign backup dir or
+    a held lock; a failure while restoring gives a failed report and re-running resumes
+    (every step is idempotent).
     """
     directory = Path(backup_dir)
     plan = load_backup_plan(directory)
@@ -59,7 +62,8 @@ def rollback(
                              plan_fingerprint=plan.fingerprint, resumed=False)
     report.backup_paths = sorted(str(p) for p in directory.glob("data-*.rvb"))
     timer = Timer()
-    client = connect(url)
+    owns_client = client is None
+    client = connect(url) if client is None else client
     caps = detect(client)
     storage = plan.source_schema.storage_type
     journal = Journal(directory, 0)
@@ -134,7 +138,8 @@ def rollback(
     finally:
         report.timings = dict(timer.seconds)
         journal.close()
-        client.close()
+        if owns_client:
+            client.close()
 
 
 __all__ = ["rollback"]

@@ -22,11 +22,13 @@ from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.precheck import check_target_accepted
-from rvlm.core.migrate.report import MigrationReport, Timer
-from rvlm.core.migrate.validate import comparable, schema_diff
+from rvlm.core.migrate.quality_gate import QualityGate
+from rvlm.core.migrate.report import MigrationReport, Timer, ValidationResult
+from rvlm.core.migrate.validate import comparable, schema_diff, validate_migration
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.plugins.documents import operation_problems
 from rvlm.core.plugins.host import PluginHost
+from rvlm.core.quality.gate import QualityOptions
 from rvlm.core.redis.capabilities import Capabilities, detect
 from rvlm.core.redis.connection import connect, index_exists, read_index, wait_indexed
 from rvlm.core.redis.lock import Leases
@@ -45,12 +47,16 @@ class Run:
     to redis.asyncio); ``owns_client`` says whether :meth:`close` closes it. ``leases`` is set
     by the caller that holds the index locks; :meth:`check_leases` raises once one is lost.
     ``mutated`` turns True right before the first change to the server: from then on a failure
-    is a failed, resumable migration, not a refused request.
+    is a failed, resumable migration, not a refused request. ``gate`` is the run's quality
+    gate (:mod:`rvlm.core.migrate.quality_gate`): an executor calls :meth:`ask_source` while
+    the source still serves, before its first change, and :meth:`validate` (which measures the
+    target) before the target goes live.
     """
 
     def __init__(self, *, url: str, plan: Plan, backup_dir: Path, batch_size: int,
                  workers: int, accept_data_loss: bool, progress: Progress | None,
-                 host: PluginHost, index_timeout: float, client: Any = None) -> None:
+                 host: PluginHost, index_timeout: float, client: Any = None,
+                 quality: QualityOptions | None = None) -> None:
         self.url = url
         self.plan = plan
         self.dir = Path(backup_dir)
@@ -72,6 +78,7 @@ class Run:
         self.journal = Journal(self.dir, 0)
         self.leases: Leases | None = None
         self.mutated = False
+        self.gate = QualityGate(plan, self.dir, quality)
 
     def progress(self, phase: str, done: int, total: int) -> None:
         """Report progress to the caller's callback, if any."""
@@ -154,6 +161,22 @@ class Run:
                             "(index or alias); choose another name")
         check_target_accepted(self.client, target)
         return info
+
+    # -- quality -------------------------------------------------------------------------
+    def ask_source(self) -> None:
+        """The quality gate asks the source what is not stored yet: call it while the source
+        still serves, before the first change (a refused query check raises RvlmError)."""
+        with self.timer.phase("checks"):
+            self.gate.ask_source(self.client)
+
+    def validate(self, *, expected_docs: int | None,
+                 source_failures: int | None) -> ValidationResult:
+        """Validate the target (:func:`~rvlm.core.migrate.validate.validate_migration`) with
+        the plugins' checks and the quality gate's: what must pass before the target goes
+        live (an alias moves, the run succeeds)."""
+        return validate_migration(self.client, self.plan, expected_docs=expected_docs,
+                                  source_failures=source_failures, host=self.host,
+                                  context=self.ctx, gate=self.gate)
 
     # -- the target index ----------------------------------------------------------------
     def create_target(self, fault_point: str) -> None:

@@ -11,6 +11,8 @@ Checks, each a :class:`~rvlm.core.plugins.checks.CheckResult`:
 * ``vector_bytes:<field>``: a sampled document's vector has the target's length.
 * ``indexing_failures``: indexing failures did not grow.
 * ``query:*`` / ``query:knn:<field>``: queries return results.
+* ``recall:<field>`` and the user's query checks, when a quality gate is given
+  (:mod:`rvlm.core.migrate.quality_gate`).
 * every plugin's ``validate`` results.
 
 :func:`validate_source` checks the other side, after a rollback: the source index is back
@@ -27,6 +29,7 @@ import redis
 
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.quality_gate import QualityGate
 from rvlm.core.migrate.report import ValidationResult
 from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.plugins.context import ApplyContext
@@ -103,13 +106,16 @@ def validate_migration(
     source_failures: int | None = None,
     host: PluginHost | None = None,
     context: ApplyContext | None = None,
+    gate: QualityGate | None = None,
 ) -> ValidationResult:
     """Run every check against the live target index and return the result.
 
     ``expected_docs`` is the source's ``num_docs + indexing_failures`` counted over the index
     at apply time (from the journal); None falls back to the plan's stats snapshot.
-    ``source_failures`` likewise. Never raises for a failed check; raises
-    :class:`RvlmError` only for a bad plan.
+    ``source_failures`` likewise. ``gate`` adds the quality gate's checks (``recall:<field>``
+    and the query checks, see :mod:`rvlm.core.migrate.quality_gate`) and the measured
+    ``quality``. Never raises for a failed check; raises :class:`RvlmError` only for a bad
+    plan.
     """
     result = ValidationResult()
     stats_src = plan.source_stats
@@ -199,6 +205,13 @@ def validate_migration(
     except redis.ResponseError as exc:
         result.add(CheckResult(name="query:*", passed=False, details=str(exc)))
 
+    if gate is not None:
+        measured = gate.measure(client)
+        result.quality = measured.to_dict()
+        for check in measured.checks:
+            result.add(check)
+            if not check.name.startswith("recall:"):
+                result.query_checks.append(check.to_dict())
     if host is not None and context is not None:
         for check in host.validate(plan, context):
             result.add(check)

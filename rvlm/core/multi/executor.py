@@ -32,6 +32,7 @@ from rvlm.core.migrate.report import now_iso
 from rvlm.core.multi.plan import BatchPlan, safe_name
 from rvlm.core.multi.report import REPORT_NAME, BatchReport
 from rvlm.core.multi.state import BatchState, IndexState, state_in_use, state_lock
+from rvlm.core.quality.gate import QualityOptions
 from rvlm.core.redis.connection import redact, resolve_url
 from rvlm.core.storage.files import atomic_write_text
 
@@ -48,17 +49,23 @@ class BatchMigrationExecutor:
     module docstring).
 
     ``apply_function`` replaces the single-index executor (tests; defaults to
-    :func:`rvlm.core.migrate.executor.apply_plan`).
+    :func:`rvlm.core.migrate.executor.apply_plan`). ``quality`` and ``rollback_below_recall``
+    are the quality gate's options, the same for every index (see
+    :meth:`rvlm.MigrationExecutor.apply`): an index under the floor fails (and, with
+    ``rollback_below_recall``, is rolled back), and the failure policy decides what follows.
     """
 
     def __init__(self, *, apply_function: ApplyFunction | None = None,
                  plugins: Sequence[Any] = (), batch_size: int = 500, workers: int = 1,
-                 index_timeout: float = 600.0) -> None:
+                 index_timeout: float = 600.0, quality: QualityOptions | None = None,
+                 rollback_below_recall: bool = False) -> None:
         self._apply_function = apply_function
         self.plugins = tuple(plugins)
         self.batch_size = batch_size
         self.workers = workers
         self.index_timeout = index_timeout
+        self.quality = quality
+        self.rollback_below_recall = rollback_below_recall
 
     # -- public API ----------------------------------------------------------------------
     def apply(
@@ -320,7 +327,9 @@ class _Runner:
             report = self.owner._apply_fn()(
                 self.url, plan, backup_dir=backup, batch_size=self.owner.batch_size,
                 workers=self.owner.workers, accept_data_loss=self.accept_data_loss,
-                plugins=self.owner.plugins, index_timeout=self.owner.index_timeout)
+                plugins=self.owner.plugins, index_timeout=self.owner.index_timeout,
+                quality=self.owner.quality,
+                rollback_below_recall=self.owner.rollback_below_recall)
         except MigrationFailed as exc:
             error = str(exc)
         except RvlmError as exc:

@@ -1,0 +1,107 @@
+"""The quality gate of one apply (or validate): the plan's side of :mod:`rvlm.core.quality.gate`.
+
+A :class:`QualityGate` is built from the plan, the backup dir and the user's
+:class:`~rvlm.core.quality.gate.QualityOptions` (the floor defaults to the one the plan
+recorded with ``rvlm plan --min-recall``). Every executor uses it the same way, through its
+:class:`~rvlm.core.migrate.run.Run`:
+
+* :meth:`QualityGate.ask_source` while the source still serves, before its first change (the
+  drop, or the alias move): the source's answers go to ``source-answers.json`` in the backup
+  dir; a resume re-uses them;
+* :meth:`QualityGate.measure` once the target is indexed, as part of validation
+  (:func:`rvlm.core.migrate.validate.validate_migration`): ``recall:<field>`` and the query
+  checks join the validation's checks, so a field under the floor fails the validation, which
+  keeps an online alias where it is (the check before the alias moves) and makes the result
+  ``failed``.
+
+Fields measured: those the plan's ``rvlm.quality`` names (datatype, metric, algorithm or graph
+parameters change). Keys are compared where they live after the migration (the plan's prefix
+renames); an executor that moves documents elsewhere passes its own ``key_map``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import redis
+
+from rvlm.core.errors import RvlmError
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.quality.answers import SourceAnswers, read_answers
+from rvlm.core.quality.gate import (
+    QualityOptions,
+    QualityResult,
+    Sides,
+    measure,
+    take_source_answers,
+)
+from rvlm.core.quality.probes import SEED
+from rvlm.core.redis.resp import to_bytes, to_str
+
+
+def sides_of(plan: Plan, key_map: Callable[[str], str] | None = None) -> Sides:
+    """The two sides of ``plan`` as the gate compares them."""
+
+    def mapped(key: str) -> str:
+        return to_str(plan.map_key(to_bytes(key)))
+
+    return Sides(fingerprint=plan.fingerprint, source=plan.source_schema,
+                 target=plan.target_schema, renames=plan.field_renames(),
+                 schemes=plan.recorded_schemes(), key_map=key_map or mapped)
+
+
+class QualityGate:
+    """See the module docstring. ``options`` None: measure and report, with the plan's floor
+    if it recorded one."""
+
+    def __init__(self, plan: Plan, directory: str | Path | None,
+                 options: QualityOptions | None = None,
+                 key_map: Callable[[str], str] | None = None) -> None:
+        options = options or QualityOptions()
+        if options.min_recall is None and plan.min_recall is not None:
+            options = attrs.evolve(options, min_recall=plan.min_recall)
+        self.plan = plan
+        self.dir = Path(directory) if directory is not None else None
+        self.options = options
+        self.sides = sides_of(plan, key_map)
+
+    @property
+    def wanted(self) -> bool:
+        """There is something to ask: a field whose answers can change, or query checks."""
+        return bool(self.sides.fields()) or self.options.query_checks is not None
+
+    def ask_source(self, client: redis.Redis) -> None:
+        """Ask the source what is not stored yet (idempotent; nothing when the source is gone).
+        Raises :class:`RvlmError` when the source refuses a query check."""
+        if self.wanted and self.dir is not None:
+            take_source_answers(client, self.sides, self.dir, self.options)
+
+    def stored(self) -> SourceAnswers:
+        found = read_answers(self.dir, self.plan.fingerprint) if self.dir is not None else None
+        return found or SourceAnswers(plan_fingerprint=self.plan.fingerprint,
+                                      index=self.plan.source_index, seed=SEED)
+
+    def measure(self, client: redis.Redis) -> QualityResult:
+        """Ask the target and compare with the stored answers (see the module docstring)."""
+        if not self.wanted:
+            return QualityResult()
+        return measure(client, self.sides, self.stored(), self.options, directory=self.dir)
+
+
+def gate_for_validate(plan: Plan, backup_dir: str | Path | None,
+                      options: QualityOptions | None) -> QualityGate | None:
+    """The gate of ``rvlm validate``: the answers stored in ``backup_dir`` (None without a
+    backup dir: there is nothing to compare with). A floor or query checks asked for without
+    a backup dir are refused."""
+    if backup_dir is None:
+        if options is not None and (options.min_recall is not None
+                                    or options.query_checks is not None):
+            raise RvlmError("--min-recall and --query-check-file compare with the source's "
+                            "answers kept in the apply's backup dir: give --backup-dir")
+        return None
+    return QualityGate(plan, backup_dir, options)
+
+
+__all__ = ["QualityGate", "gate_for_validate", "sides_of"]

@@ -26,12 +26,15 @@ from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.planner import PlanOptions, make_plan
 from rvlm.core.migrate.rollback import rollback
 from rvlm.core.quality.answers import ANSWERS_NAME, read_answers
+from rvlm.core.quality.estimate import estimate_recall
 from rvlm.core.quality.gate import QualityOptions
 from rvlm.core.quality.probes import measure_field
+from rvlm.core.redis.capabilities import Capabilities
 from rvlm.core.redis.connection import index_exists, read_index
 from rvlm.core.schema.patch import patch_from_dict
 
 runner = CliRunner()
+INT8_SERVER = Capabilities(redis_version="8.2.0", search_version=80200, json_version=80200)
 POOR_HNSW = {"algorithm": "hnsw", "m": 2, "ef_construction": 2, "ef_runtime": 1}
 
 
@@ -211,6 +214,26 @@ def test_plan_min_recall_blocks_with_the_figure_and_plans_are_stable(redis_clien
     # without a floor the same change is supported, and the display still says the figure
     res = cli("plan", "-i", "idx", "-p", p, "-o", tmp_path / "d.yaml", "--url", redis_url)
     assert res.exit_code == 0 and "estimated recall@10 0." in res.output, res.output
+
+
+@pytest.mark.parametrize("metric, datatype, positive", [
+    ("COSINE", "int8", False), ("L2", "uint8", False), ("IP", "uint8", True)])
+def test_int_plans_estimate_from_the_recorded_scheme(redis_client, metric, datatype, positive):
+    # this server cannot index INT8/UINT8: plan as for Redis 8.2 (the scheme is still chosen and
+    # recorded, and the estimate is computed from it)
+    data = cone(500, 24, 0.4, clusters=3)
+    data = np.abs(data) if positive else data
+    vectors_index(redis_client, data, metric=metric)
+    plan = make_plan(redis_client, "idx", capabilities=INT8_SERVER, patch=patch({
+        "update_fields": [{"name": "emb", "attrs": {"datatype": datatype}}]}))
+    assert plan.supported, plan.blocked_reasons
+    scheme = plan.recorded_schemes()["emb"]
+    expected = estimate_recall(data.astype(np.float64), source_datatype="float32",
+                               source_metric=metric, target_datatype=datatype,
+                               target_metric=metric, scheme=scheme, documents=500)
+    entry = plan.quality["emb"]
+    assert entry["estimated_recall_at_k"] == round(expected.recall_at_k, 4)
+    assert entry["sample"] == 500 and 0.3 < entry["estimated_recall_at_k"] <= 1.0
 
 
 # ----------------------------------------------------------------------- query checks

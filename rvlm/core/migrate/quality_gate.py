@@ -67,6 +67,11 @@ class QualityGate:
         self.options = options
         self.sides = sides_of(plan, key_map)
 
+    def use_key_map(self, key_map: Callable[[str], str]) -> None:
+        """Compare keys through ``key_map`` (a source key -> where its document lives in the
+        target): for an executor that copies documents to new keys."""
+        self.sides = attrs.evolve(self.sides, key_map=key_map)
+
     @property
     def wanted(self) -> bool:
         """There is something to ask: a field whose answers can change, or query checks."""

@@ -215,3 +215,26 @@ def test_vector_length_is_checked(redis_client, redis_url, tmp_path):
     report = apply_plan(redis_url, plan, backup_dir=tmp_path / "b")
     assert not report.succeeded
     assert any("vector_bytes" in e for e in report.validation.errors)
+
+
+def test_index_only_change_touches_no_document(redis_client, redis_url, tmp_path, protocol):
+    """A change without document operations (here: remove a field from the index) lists no
+    key and rewrites nothing: same documents, new index, and rollback restores the old one."""
+    make_hash_index(redis_client, n=50, ttl_every=5)
+    before = snapshot(redis_client)
+    q_before = search(redis_client, "idx", "@g:{g1}")
+    src = read_index(redis_client, "idx").schema
+    target = src.with_fields(f for f in src.fields if f.name != "g")
+    plan = build_plan(redis_client, "idx", target, [])
+    report = apply_plan(redis_url, plan, backup_dir=tmp_path / "b")
+    assert report.succeeded, report.to_yaml()
+    assert report.documents == 50 and report.documents_rewritten == 0 and report.batches == 0
+    assert snapshot(redis_client) == before
+    assert [f.name for f in read_index(redis_client, "idx").schema.fields] == ["t", "v"]
+    assert search(redis_client, "idx", "@t:hello")[0] == 50
+    assert not (tmp_path / "b" / "keys.rvk").exists()
+    assert not list((tmp_path / "b").glob("data-*.rvb"))
+    rb = rollback(redis_url, tmp_path / "b")
+    assert rb.succeeded, rb.to_yaml()
+    assert snapshot(redis_client) == before
+    assert search(redis_client, "idx", "@g:{g1}") == q_before

@@ -10,12 +10,14 @@ Order of effects (each phase is journaled in ``journal-0.jsonl`` of the backup d
     -> created -> indexed -> validated -> done
 
 Nothing is mutated before ``dropped``: every check, the key file and the collision checks
-over *all* keys come first. Each batch is: read -> transform (all operations, in plan order,
-each seeing the previous one's values; :mod:`rvlm.core.migrate.transform`) -> backup
-(fsynced) -> ``batch_started`` -> write one pipeline (renames last) -> ``batch_done``.
-Re-running the same apply with the same backup dir resumes: batches started but not done are
-restored from their backup records and redone from the originals, so no value is transformed
-twice and no rename is lost.
+over *all* keys come first. A plan without document operations (an index-only change) has
+no key file and no transform: it drops, creates and validates.
+
+Each batch is: read -> transform (all operations, in plan order, each seeing the previous
+one's values; :mod:`rvlm.core.migrate.transform`) -> backup (fsynced) -> ``batch_started``
+-> write one pipeline (renames last) -> ``batch_done``. Re-running the same apply with the
+same backup dir resumes: batches started but not done are restored from their backup records
+and redone from the originals, so no value is transformed twice and no rename is lost.
 
 Crash tests stop it at fault points (:mod:`rvlm.core.migrate.faults`). ``RVLM_RENAME_MODE=dump``
 forces the DUMP/RESTORE rename path used on clusters.
@@ -42,7 +44,7 @@ from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.transform import transform_batch
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.redis.connection import connect, index_exists
-from rvlm.core.redis.docio.keys import enumerate_keys
+from rvlm.core.redis.docio.keys import Enumeration, enumerate_keys
 from rvlm.core.redis.docio.read import fields_exist, keys_exist, read_batch
 from rvlm.core.redis.docio.restore import conflict_actions, conflict_message, restore_records
 from rvlm.core.redis.docio.write import KeyWrite, write_batch
@@ -128,18 +130,25 @@ class DropRecreate:
                 aliases = check_aliases(client, plan)  # where each pointed before
             run.phase("checked", **({"aliases": aliases} if aliases else {}))
             fault("after_checks")
-            with timer.phase("keys"):
-                seen = 0
+            if plan.operations:
+                with timer.phase("keys"):
+                    seen = 0
 
-                def on_page(n: int) -> None:
-                    nonlocal seen
-                    seen += n
-                    run.progress("keys", seen, info.stats.num_docs)
+                    def on_page(n: int) -> None:
+                        nonlocal seen
+                        seen += n
+                        run.progress("keys", seen, info.stats.num_docs)
 
-                en = enumerate_keys(client, plan.source_schema, info.stats.num_docs,
-                                    info.stats.indexing_failures, keyfile, on_page=on_page)
-                if en.fallback:
-                    report.warnings.append(f"keys enumerated with SCAN: {en.fallback}")
+                    en = enumerate_keys(client, plan.source_schema, info.stats.num_docs,
+                                        info.stats.indexing_failures, keyfile,
+                                        on_page=on_page)
+                    if en.fallback:
+                        report.warnings.append(f"keys enumerated with SCAN: {en.fallback}")
+            else:
+                # an index-only change rewrites no document: no key file, no transform; the
+                # documents are those the source index counts
+                en = Enumeration(count=info.stats.num_docs + info.stats.indexing_failures,
+                                 method="none")
             run.phase("keys_enumerated", count=en.count, method=en.method,
                       source_docs=info.stats.num_docs + info.stats.indexing_failures,
                       source_failures=info.stats.indexing_failures)
@@ -161,7 +170,7 @@ class DropRecreate:
         enum = phase_data(run.dir, "keys_enumerated")
         report.key_enumeration = str(enum.get("method", ""))
         dropped_at = float(phase_data(run.dir, "dropped").get("ts", time.time()))
-        if not state.reached("transformed"):
+        if not state.reached("transformed") and plan.operations:
             run.phase("transforming")
             with timer.phase("transform"):
                 self.transform(keyfile)

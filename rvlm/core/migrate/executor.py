@@ -91,7 +91,7 @@ def apply_plan(
     if size != batch_size:
         run.report.warnings.append(f"resuming with the backup dir's batch size {size} "
                                    f"(not {batch_size})")
-    run.report.backup_paths = [str(directory / PLAN_NAME), str(directory / KEYS_NAME)]
+    run.report.backup_paths = [str(directory / PLAN_NAME)]
     try:
         with hold_locks(run.client, (plan.source_index, plan.target_index),
                         lock_owner("apply")) as leases:
@@ -105,6 +105,8 @@ def apply_plan(
     finally:
         run.close()
     report.timings = dict(run.timer.seconds)
+    if (directory / KEYS_NAME).exists():  # an index-only change has no key file
+        report.backup_paths.append(str(directory / KEYS_NAME))
     report.backup_paths += sorted(str(p) for p in directory.glob("data-*.rvb"))
     if rollback_below_recall and below_recall(report):
         roll_back_below_recall(url, client, directory, report, index_timeout, progress)

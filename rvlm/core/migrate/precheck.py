@@ -4,7 +4,8 @@ The planner checks what it can know (datatypes, algorithms, names); the server m
 an FT.CREATE (a field named like an FT.CREATE keyword, an option combination a version
 rejects). Finding that out after the source index was dropped is the peer's failure mode, so
 the executor creates the target once under a throw-away name, on a prefix no key can have,
-and drops it again: an empty index costs nothing and touches no document.
+with SKIPINITIALSCAN (no scan of the keyspace), and drops it again: an empty index costs
+nothing and touches no document.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import secrets
 import redis
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.schema.ftcreate import create_arguments
+from rvlm.core.schema.ftcreate import create_arguments, index_arguments
 from rvlm.core.schema.model import IndexSchema
 
 
@@ -25,6 +26,9 @@ def check_target_accepted(client: redis.Redis, schema: IndexSchema) -> None:
     name = f"rvlm-precheck-{token}"
     probe = schema.with_index(name=name, prefix=(f"rvlm-precheck-{token}:",), filter=None)
     args = create_arguments(probe)
+    # SKIPINITIALSCAN: no key can match the probe's prefix, so the background scan of the
+    # whole keyspace a new index starts would find nothing (and compete with the key pass)
+    args.insert(2 + len(index_arguments(probe.index)), "SKIPINITIALSCAN")  # before SCHEMA
     try:
         client.execute_command(*args)
     except redis.ResponseError as exc:

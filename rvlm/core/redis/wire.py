@@ -18,6 +18,7 @@ through its own ``pipeline()``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -59,6 +60,41 @@ def _reader(conn: Any) -> Any:
     return read if callable(read) else conn.read_response
 
 
+def _read_hiredis(conn: Any, count: int, append: Callable[[Any], None]) -> bool:
+    """Read ``count`` replies straight from the connection's hiredis reader (what its
+    ``read_response`` does, without a Python call per reply); False, having read nothing,
+    when the connection has no hiredis parser. Error replies are appended as exception
+    instances; a connection error (or one nested in a reply) is raised; a RESP3 push message
+    goes to the parser's push handler, as ``read_response`` does."""
+    parser: Any = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    fill = getattr(parser, "read_from_socket", None)
+    # the "not enough data yet" sentinel redis-py gives its hiredis reader
+    pending = getattr(sys.modules.get(type(parser).__module__), "NOT_ENOUGH_DATA", None)
+    if reader is None or pending is None or not callable(fill) \
+            or type(reader).__name__ != "Reader":
+        return False
+    gets = reader.gets
+    push = getattr(parser, "_hiredis_PushNotificationType", None)
+    got = 0
+    while got < count:
+        r = gets()
+        if r is pending:
+            fill()
+            continue
+        if isinstance(r, Exception):
+            if isinstance(r, redis.ConnectionError):
+                raise r
+        elif push is not None and type(r) is push:
+            parser.handle_push_response(r)
+            continue
+        elif type(r) is list and r and isinstance(r[0], redis.ConnectionError):
+            raise r[0]
+        append(r)
+        got += 1
+    return True
+
+
 def execute(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
     """Send ``commands`` (argument tuples, e.g. ``(b"HMGET", key, b"f")``) and return their
     replies in order; error replies are returned as ``ResponseError`` instances."""
@@ -73,6 +109,8 @@ def execute(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
         for start in range(0, len(commands), CHUNK):
             part = commands[start:start + CHUNK]
             conn.send_packed_command(_pack(conn, part))
+            if _read_hiredis(conn, len(part), append):
+                continue
             read = _reader(conn)
             for _ in range(len(part)):
                 try:

@@ -39,8 +39,9 @@ def escape_glob(prefix: str | bytes) -> bytes:
 
 @attrs.frozen
 class Enumeration:
-    """How the keys were found: ``count`` keys by ``method`` (``cursor`` or ``scan``),
-    ``fallback`` says why SCAN was used (empty for the cursor)."""
+    """How the keys were found: ``count`` keys by ``method`` (``cursor`` or ``scan``;
+    ``none`` when a plan rewrites no document and no key was listed), ``fallback`` says why
+    SCAN was used (empty for the cursor)."""
 
     count: int
     method: str

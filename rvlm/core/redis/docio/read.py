@@ -64,7 +64,10 @@ def read_batch(
     hgetall = whole and not json_storage
     ttl = ttl or whole
     bnames = [to_bytes(n) for n in names]
-    per = 2 if ttl else 1
+    # a command reading values, unless the key is only moved: then PTTL alone says whether
+    # it exists (-2: no such key)
+    probe = json_storage or hgetall or bool(bnames) or not ttl
+    per = int(probe) + int(ttl)
     commands: list[tuple[Any, ...]] = []
     add = commands.append
     for k in keys:
@@ -74,14 +77,14 @@ def read_batch(
             add((b"HGETALL", k))
         elif bnames:
             add((b"HMGET", k, *bnames))
-        else:
+        elif not ttl:
             add((b"EXISTS", k))
         if ttl:
             add((b"PTTL", k))
     replies = wire.execute(client, commands)
     raise_first(replies)
-    values_of = replies[0::per]
-    ttls: list[Any] = replies[1::per] if ttl else [None] * len(keys)
+    values_of: list[Any] = replies[0::per] if probe else [None] * len(keys)
+    ttls: list[Any] = replies[int(probe)::per] if ttl else [None] * len(keys)
     exists: list[bool] | None = None
     if not json_storage and not ttl:
         unsure = ([i for i, v in enumerate(values_of) if v.count(None) == len(v)]
@@ -92,14 +95,23 @@ def read_batch(
             for i, ok in zip(unsure, found, strict=True):
                 exists[i] = ok
     out: list[ReadDoc] = []
-    if not json_storage and not hgetall and len(names) == 1 and not ttl:
-        # the hot path (one hash field, no TTL): the same result as the loop below
-        only = names[0]
+    if not json_storage and not hgetall and bnames and not ttl:
+        # the hot path (hash fields, no TTL): the same result as the loop below
+        add_doc = out.append
+        if len(names) == 1:
+            only = names[0]
+            for i, k in enumerate(keys):
+                if exists is not None and not exists[i]:
+                    continue
+                v = values_of[i][0]
+                add_doc(ReadDoc(k, {only: MISSING if v is None else v}, None, None))
+            return out
         for i, k in enumerate(keys):
             if exists is not None and not exists[i]:
                 continue
-            v = values_of[i][0]
-            out.append(ReadDoc(k, {only: MISSING if v is None else v}, None, None))
+            add_doc(ReadDoc(k, {n: MISSING if v is None else v
+                                for n, v in zip(names, values_of[i], strict=False)},
+                            None, None))
         return out
     for i, k in enumerate(keys):
         value, pttl = values_of[i], ttls[i]

@@ -201,10 +201,9 @@ def move_keys(client: redis.Redis, pairs: Sequence[tuple[bytes, bytes]], *,
     if not pairs:
         return
     if not use_dump_restore(client, pairs, cluster):
-        pipe = client.pipeline(transaction=False)
-        for old, new in pairs:
-            pipe.execute_command("RENAMENX", old, new)
-        check_replies(pipe.execute(raise_on_error=False), [("RENAMENX", o) for o, _ in pairs])
+        replies = wire.execute(client, [(b"RENAMENX", old, new) for old, new in pairs])
+        if any(r != 1 for r in replies):  # only then name the key that failed
+            check_replies(replies, [("RENAMENX", o) for o, _ in pairs])
         return
     pipe = client.pipeline(transaction=False)
     for old, _new in pairs:

@@ -27,12 +27,51 @@ def _keys(path):
         return [k for b in r.iter_batches(100) for k in b]
 
 
-def test_cursor_enumeration(client, tmp_path):
-    make_hash_index(client, n=2500)  # more than one cursor page
+def test_scan_when_the_keyspace_is_mostly_the_index(client, tmp_path):
+    make_hash_index(client, n=2500)
+    client.set("other:1", "x")
+    info = read_index(client, "idx")
+    en = enumerate_keys(client, info.schema, info.stats.num_docs, 0, tmp_path / "k")
+    assert en.method == "scan" and en.count == 2500 and en.fallback == ""
+    assert sorted(_keys(tmp_path / "k")) == sorted(f"doc:{i}".encode() for i in range(2500))
+
+
+def test_cursor_when_the_index_is_a_small_part_of_the_keyspace(client, tmp_path,
+                                                               monkeypatch):
+    import rvlm.core.redis.docio.keys as keys_module
+
+    monkeypatch.setattr(keys_module, "CURSOR_COUNT", 1000)  # more than one cursor page
+    make_hash_index(client, n=2500)
+    pipe = client.pipeline(transaction=False)
+    for i in range(10_001):
+        pipe.set(f"other:{i}", "x")
+    pipe.execute()
     info = read_index(client, "idx")
     en = enumerate_keys(client, info.schema, info.stats.num_docs, 0, tmp_path / "k")
     assert en.method == "cursor" and en.count == 2500
     assert sorted(_keys(tmp_path / "k")) == sorted(f"doc:{i}".encode() for i in range(2500))
+
+
+def test_scan_duplicates_are_written_once(client, tmp_path, monkeypatch):
+    """SCAN may return a key twice; the key file holds each key once, in first-seen order."""
+    import rvlm.core.redis.docio.keys as keys_module
+
+    make_hash_index(client, n=40)
+    info = read_index(client, "idx")
+    real = keys_module._scan_keys
+
+    def twice(c, schema):
+        pages = list(real(c, schema))
+        yield from pages
+        yield [k for page in pages for k in page][::3]  # a third of the keys again
+
+    monkeypatch.setattr(keys_module, "_scan_keys", twice)
+    monkeypatch.setattr(keys_module, "_FLUSH_AT", 4)  # fingerprints spill to their files
+    en = enumerate_keys(client, info.schema, info.stats.num_docs, 0, tmp_path / "k")
+    keys = _keys(tmp_path / "k")
+    assert en.method == "scan" and en.count == 40 and len(keys) == 40
+    assert sorted(keys) == sorted(f"doc:{i}".encode() for i in range(40))
+    assert not list(tmp_path.glob(".k*")) and not list(tmp_path.glob(".keys-*"))
 
 
 def test_scan_when_failures_includes_failed_documents(client, tmp_path):
@@ -50,6 +89,10 @@ def test_scan_when_failures_includes_failed_documents(client, tmp_path):
 
 def test_scan_fallback_on_count_mismatch_and_overlapping_prefixes(client, tmp_path):
     make_hash_index(client, n=20)
+    pipe = client.pipeline(transaction=False)
+    for i in range(200):  # the keyspace is mostly not the index's: the cursor is tried first
+        pipe.set(f"other:{i}", "x")
+    pipe.execute()
     info = read_index(client, "idx")
     schema = info.schema.with_index(prefix=("doc:", "doc:1"))  # overlapping: keys twice
     en = enumerate_keys(client, schema, info.stats.num_docs + 5, 0, tmp_path / "k")

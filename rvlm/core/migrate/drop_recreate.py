@@ -128,7 +128,7 @@ class DropRecreate:
             with timer.phase("checks"):
                 info = run.check_source()
                 aliases = check_aliases(client, plan)  # where each pointed before
-            run.phase("checked", **({"aliases": aliases} if aliases else {}))
+            run.phase("checked", sync=False, **({"aliases": aliases} if aliases else {}))
             fault("after_checks")
             if plan.operations:
                 with timer.phase("keys"):
@@ -149,7 +149,7 @@ class DropRecreate:
                 # documents are those the source index counts
                 en = Enumeration(count=info.stats.num_docs + info.stats.indexing_failures,
                                  method="none")
-            run.phase("keys_enumerated", count=en.count, method=en.method,
+            run.phase("keys_enumerated", sync=False, count=en.count, method=en.method,
                       source_docs=info.stats.num_docs + info.stats.indexing_failures,
                       source_failures=info.stats.indexing_failures)
             with timer.phase("checks"):
@@ -158,11 +158,14 @@ class DropRecreate:
                 if problems:
                     raise RvlmError("a plugin refused the migration: " + "; ".join(problems))
             run.ask_source()  # the last moment the source answers queries
+            # one fsync makes checked, keys_enumerated and pre_drop_done durable, after the
+            # key file (fsynced when written) and before the drop
             run.phase("pre_drop_done")
             with timer.phase("drop"):
                 run.mutated = True
                 client.execute_command("FT.DROPINDEX", plan.source_index)
-            run.phase("dropped")
+            # a lost "dropped" is found again on resume: pre_drop_done and no source index
+            run.phase("dropped", sync=False)
             fault("after_drop")
         else:
             run.mutated = True
@@ -171,7 +174,7 @@ class DropRecreate:
         report.key_enumeration = str(enum.get("method", ""))
         dropped_at = float(phase_data(run.dir, "dropped").get("ts", time.time()))
         if not state.reached("transformed") and plan.operations:
-            run.phase("transforming")
+            run.phase("transforming", sync=False)
             with timer.phase("transform"):
                 self.transform(keyfile)
             run.phase("transformed")
@@ -182,15 +185,17 @@ class DropRecreate:
             point_aliases(client, plan.aliases, plan.target_index)
         with timer.phase("indexing"):
             run.wait_indexed()
-        run.phase("indexed")
+        run.phase("indexed", sync=False)
         report.downtime_duration_seconds = max(0.0, time.time() - dropped_at)
         with timer.phase("validation"):
             result = run.validate(expected_docs=enum.get("source_docs"),
                                   source_failures=enum.get("source_failures"))
         report.validation = result
         if result.passed:
-            run.phase("validated")
-            run.phase("done")
+            # durable at the latest when the run closes the journal (a lost one only means
+            # a resume waits for the index and validates again)
+            run.phase("validated", sync=False)
+            run.phase("done", sync=False)
         else:
             run.journal.append("error", message="validation failed: "
                                + "; ".join(result.errors))

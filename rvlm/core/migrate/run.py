@@ -100,9 +100,11 @@ class Run:
         self.report.resumed = state.phase is not None
         return state
 
-    def phase(self, value: str, **data: Any) -> None:
-        """Journal (fsynced) that the run reached phase ``value``, with ``data``."""
-        self.journal.append("phase", value=value, **data)
+    def phase(self, value: str, *, sync: bool = True, **data: Any) -> None:
+        """Journal that the run reached phase ``value``, with ``data``; fsynced unless
+        ``sync=False``: then it becomes durable with the next synced event or :meth:`close`
+        (for phases whose loss a resume tolerates: it redoes the step or finds it done)."""
+        self.journal.append("phase", sync=sync, value=value, **data)
 
     # -- checks --------------------------------------------------------------------------
     def check_plugins(self) -> None:

@@ -71,8 +71,6 @@ def schema_diff(live: IndexSchema, want: IndexSchema) -> str:
 def _vector_bytes(client: redis.Redis, schema: IndexSchema, field: Field,
                   key: bytes) -> tuple[Any, str]:
     """(value usable as a KNN query vector or None, problem or '')."""
-    from rvlm.core.vectors import encode_batch
-
     a = field.attrs
     dims, dtype = a.dims, a.datatype  # type: ignore[union-attr]
     ident = field.identifier(schema.storage_type)
@@ -86,6 +84,8 @@ def _vector_bytes(client: redis.Redis, schema: IndexSchema, field: Field,
             n = len(vec) if isinstance(vec, list) else type(vec).__name__
             return None, f"{to_str(key)!r}: {ident} has {n} values, expected {dims}"
         import numpy as np
+
+        from rvlm.core.vectors import encode_batch
 
         return encode_batch(np.asarray([vec], dtype=np.float64), dtype)[0], ""
     value: Any = client.hget(key, ident)

@@ -1,16 +1,28 @@
-"""The keys of an index, streamed into a key file: FT.AGGREGATE cursor, or SCAN per prefix.
+"""The keys of an index, streamed into a key file: SCAN per prefix, or the FT.AGGREGATE cursor.
 
-:func:`enumerate_keys` uses the cursor when the index has no indexing failures and no FILTER
-and the cursor's count equals FT.INFO's; otherwise SCAN over each prefix (documents that failed
-indexing are included). Duplicates are removed on disk (SCAN may return a key twice, and
-prefixes may overlap), so a key is never transformed twice. Memory: one page plus one dedup
-bucket, never all keys.
+:func:`enumerate_keys` uses SCAN (``MATCH prefix* TYPE hash|ReJSON-RL``) when the index has a
+FILTER or indexing failures (SCAN includes the documents that failed indexing), and also when
+the keyspace SCAN walks (DBSIZE, once per prefix) is at most :data:`SCAN_WALK_RATIO` times the
+index's documents: SCAN costs the server a fraction of what the cursor does per key (the
+cursor builds a row per document, a map per row under RESP3). Otherwise it reads the cursor
+(``FT.AGGREGATE index * LOAD 1 @__key WITHCURSOR``), and falls back to SCAN when the cursor's
+count differs from FT.INFO's. Without a FILTER, the hashes (or JSON documents) under an index's
+prefixes are exactly the documents it indexes or failed to index, so both give the same keys.
+
+SCAN may return a key twice (the keyspace can be resized during the scan; prefixes may
+overlap). The keys are written in SCAN order, and duplicates are found with bounded memory: a
+64-bit fingerprint and the position of every key go to one of 64 bucket files; one bucket at a
+time is checked, and only keys whose fingerprints repeat are read back and compared. If any key
+repeats, the file is rewritten without the later copies. So a key is never transformed twice,
+and memory is about one page plus count / 64 fingerprints, never all keys.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
-import zlib
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -19,11 +31,16 @@ import redis
 
 from rvlm.core.redis.resp import to_bytes, to_int, to_list, to_map
 from rvlm.core.schema.model import IndexSchema
-from rvlm.core.storage.keyfile import KeyFileWriter
+from rvlm.core.storage.files import fsync_directory
+from rvlm.core.storage.keyfile import KeyFileReader, KeyFileWriter
 
-SCAN_COUNT = 1000
-CURSOR_COUNT = 1000
-_DEDUP_BUCKETS = 64
+SCAN_COUNT = 10000
+CURSOR_COUNT = 10000
+#: SCAN is used while DBSIZE x the number of prefixes is at most this many times the index's
+#: documents (SCAN walks every key of the database once per prefix).
+SCAN_WALK_RATIO = 4
+_BUCKETS = 64
+_FLUSH_AT = 16384  # fingerprint buffer entries (x 8 bytes) per bucket before it is written
 
 
 def escape_glob(prefix: str | bytes) -> bytes:
@@ -49,7 +66,8 @@ class Enumeration:
 
 
 def _cursor_keys(client: redis.Redis, index: str) -> Iterator[list[bytes]]:
-    """Pages of keys from ``FT.AGGREGATE index * LOAD 1 @__key WITHCURSOR`` (RESP2 or 3)."""
+    """Pages of keys from ``FT.AGGREGATE index * LOAD 1 @__key WITHCURSOR`` (RESP2 or 3);
+    rows are read directly (``[b"__key", key]`` under RESP2, a map under RESP3)."""
     reply = client.execute_command(
         "FT.AGGREGATE", index, "*", "LOAD", "1", "@__key", "WITHCURSOR",
         "COUNT", str(CURSOR_COUNT), "TIMEOUT", "0",
@@ -64,9 +82,12 @@ def _cursor_keys(client: redis.Redis, index: str) -> Iterator[list[bytes]]:
                     keys.append(to_bytes(attrs_map["__key"]))
         else:
             for row in to_list(page)[1:]:
-                m = to_map(row)
-                if "__key" in m:
-                    keys.append(to_bytes(m["__key"]))
+                if len(row) == 2 and row[0] == b"__key":
+                    keys.append(to_bytes(row[1]))
+                else:
+                    m = to_map(row)
+                    if "__key" in m:
+                        keys.append(to_bytes(m["__key"]))
         yield keys
         if cursor == 0:
             return
@@ -90,42 +111,97 @@ def _scan_keys(client: redis.Redis, schema: IndexSchema) -> Iterator[list[bytes]
                 break
 
 
-class _Dedup:
-    """Removes duplicate keys with bounded memory: keys are spread over bucket files by
-    hash, then each bucket is de-duplicated in memory (about count / 64 keys at a time)."""
+class _Fingerprints:
+    """A 64-bit fingerprint (``hash`` of the key, this process only) and the position of each
+    key added, spread over bucket files by fingerprint; :meth:`repeats` finds the groups of
+    positions that share a fingerprint, one bucket in memory at a time."""
 
     def __init__(self, directory: Path) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix=".keys-dedup-", dir=directory))
-        self.files = [open(self.dir / f"b{i}", "wb") for i in range(_DEDUP_BUCKETS)]  # noqa: SIM115
+        self.dir = Path(tempfile.mkdtemp(prefix=".keys-seen-", dir=directory))
+        self.buffers = [array("q") for _ in range(_BUCKETS)]
+        self.files = [open(self.dir / f"b{i}", "wb") for i in range(_BUCKETS)]  # noqa: SIM115
+        self.count = 0
 
     def add(self, keys: Iterable[bytes]) -> None:
+        buffers = self.buffers
+        pos = self.count
+        mask = _BUCKETS - 1
         for k in keys:
-            f = self.files[zlib.crc32(k) % _DEDUP_BUCKETS]
-            f.write(len(k).to_bytes(4, "little") + k)
+            h = hash(k)
+            b = buffers[h & mask]
+            b.append(h)
+            b.append(pos)
+            pos += 1
+        self.count = pos
+        for i, b in enumerate(buffers):
+            if len(b) >= _FLUSH_AT:
+                b.tofile(self.files[i])
+                del b[:]
 
-    def unique(self) -> Iterator[list[bytes]]:
-        for f in self.files:
+    def repeats(self) -> Iterator[list[int]]:
+        """Positions sharing a fingerprint (ascending), one list per fingerprint."""
+        for i, f in enumerate(self.files):
+            self.buffers[i].tofile(f)
+            del self.buffers[i][:]
             f.close()
-        for i in range(_DEDUP_BUCKETS):
-            data = (self.dir / f"b{i}").read_bytes()
-            seen: set[bytes] = set()
-            out: list[bytes] = []
-            p = 0
-            while p < len(data):
-                n = int.from_bytes(data[p:p + 4], "little")
-                k = data[p + 4:p + 4 + n]
-                p += 4 + n
-                if k not in seen:
-                    seen.add(k)
-                    out.append(k)
-            yield out
+        for i in range(_BUCKETS):
+            data = array("q")
+            data.frombytes((self.dir / f"b{i}").read_bytes())
+            prints = data[0::2]
+            if len(set(prints)) == len(prints):
+                continue
+            groups: dict[int, list[int]] = {}
+            for h, pos in zip(prints, data[1::2], strict=True):
+                groups.setdefault(h, []).append(pos)
+            for positions in groups.values():
+                if len(positions) > 1:
+                    yield sorted(positions)
 
     def close(self) -> None:
         for f in self.files:
             f.close()
-        for p in self.dir.iterdir():
-            p.unlink()
-        self.dir.rmdir()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _scan_to_file(client: redis.Redis, schema: IndexSchema, path: Path,
+                  on_page: Callable[[int], None] | None) -> int:
+    """SCAN the index's prefixes into the key file ``path`` without duplicates; the count."""
+    raw = path.with_name(f".{path.name}.scan")
+    seen = _Fingerprints(path.parent)
+    try:
+        with KeyFileWriter(raw) as writer:
+            for page in _scan_keys(client, schema):
+                writer.add_many(page)
+                seen.add(page)
+                if on_page:
+                    on_page(len(page))
+            writer.close()
+        drop: set[int] = set()
+        with KeyFileReader(raw, verify=False) as reader:
+            for positions in seen.repeats():
+                first: dict[bytes, int] = {}
+                for pos in positions:
+                    key = reader.batch(pos, 1)[0]
+                    if key in first:
+                        drop.add(pos)
+                    else:
+                        first[key] = pos
+            if not drop:
+                count = reader.count
+        if not drop:
+            os.replace(raw, path)
+            fsync_directory(path.parent)
+            return count
+        with KeyFileReader(raw, verify=False) as reader, KeyFileWriter(path) as writer:
+            size = 4096
+            for b in range(reader.num_batches(size)):
+                start = b * size
+                writer.add_many(k for i, k in enumerate(reader.batch(b, size), start)
+                                if i not in drop)
+            return writer.close()
+    finally:
+        seen.close()
+        raw.unlink(missing_ok=True)
 
 
 def enumerate_keys(
@@ -140,41 +216,33 @@ def enumerate_keys(
     """Write every key of the index ``schema`` describes to the key file ``path``.
 
     ``expected`` is FT.INFO's ``num_docs`` and ``failures`` its indexing failures, read just
-    before. The cursor is used when the index has no failures and no FILTER and its count
-    equals ``expected``; otherwise SCAN over each prefix (documents that failed indexing are
-    included). Keys are unique in the file. ``on_page(n)`` is called with each page's size.
-    Memory: one page plus one dedup bucket; never all keys.
+    before. SCAN over each prefix when the index has failures or a FILTER, or when the
+    keyspace is at most :data:`SCAN_WALK_RATIO` times the index (see the module docstring);
+    otherwise the cursor, checked against ``expected`` (SCAN when it differs). Keys are unique
+    in the file. ``on_page(n)`` is called with each page's size. Memory: one page plus one
+    fingerprint bucket; never all keys.
     """
     path = Path(path)
-    use_cursor = failures == 0 and schema.index.filter is None
-    fallback = ""
-    if use_cursor:
-        count = 0
-        with KeyFileWriter(path) as writer:
-            for page in _cursor_keys(client, schema.name):
-                writer.add_many(page)
-                count += len(page)
-                if on_page:
-                    on_page(len(page))
-            if count == expected:
-                return Enumeration(count=writer.close(), method="cursor")
-            writer.abort()
-        fallback = f"cursor gave {count} keys, FT.INFO num_docs {expected}"
-    else:
-        fallback = "index has indexing failures" if failures else "index has a FILTER"
-    dedup = _Dedup(path.parent)
-    try:
-        for page in _scan_keys(client, schema):
-            dedup.add(page)
+    if schema.index.filter is not None:
+        return Enumeration(count=_scan_to_file(client, schema, path, on_page), method="scan",
+                           fallback="index has a FILTER")
+    if failures:
+        return Enumeration(count=_scan_to_file(client, schema, path, on_page), method="scan",
+                           fallback="index has indexing failures")
+    walk = to_int(client.execute_command("DBSIZE")) * max(1, len(schema.index.prefix))
+    if walk <= SCAN_WALK_RATIO * max(expected, 1):
+        count = _scan_to_file(client, schema, path, on_page)
+        return Enumeration(count=count, method="scan", fallback="" if count == expected else
+                           f"SCAN found {count} keys, FT.INFO num_docs {expected}")
+    count = 0
+    with KeyFileWriter(path) as writer:
+        for page in _cursor_keys(client, schema.name):
+            writer.add_many(page)
+            count += len(page)
             if on_page:
                 on_page(len(page))
-        with KeyFileWriter(path) as writer:
-            for unique in dedup.unique():
-                writer.add_many(unique)
-            count = writer.close()
-    finally:
-        dedup.close()
-    return Enumeration(count=count, method="scan", fallback=fallback)
-
-
-__all__ = ["CURSOR_COUNT", "SCAN_COUNT", "Enumeration", "enumerate_keys", "escape_glob"]
+        if count == expected:
+            return Enumeration(count=writer.close(), method="cursor")
+        writer.abort()
+    return Enumeration(count=_scan_to_file(client, schema, path, on_page), method="scan",
+                       fallback=f"cursor gave {count} keys, FT.INFO num_docs {expected}")

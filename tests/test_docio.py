@@ -8,7 +8,7 @@ from test_apply_helpers import make_hash_index, make_json_index
 from rvlm.core.plugins.documents import MISSING
 from rvlm.core.redis.connection import connect, read_index
 from rvlm.core.redis.docio.keys import enumerate_keys, escape_glob
-from rvlm.core.redis.docio.read import fields_exist, read_batch
+from rvlm.core.redis.docio.read import count_existing, fields_exist, read_batch
 from rvlm.core.redis.docio.restore import restore_records
 from rvlm.core.redis.docio.write import KeyWrite, move_keys, write_batch
 from rvlm.core.storage.backup.records import BackupRecord, FieldOriginal
@@ -180,6 +180,8 @@ def test_collision_helpers_on_the_packed_pipeline(client):
     pipe.execute()
     got = keys_exist(client, many)
     assert got == [i % 7 == 0 for i in range(len(many))]
+    assert count_existing(client, many) == sum(got)
+    assert count_existing(client, [b"k:1", b"k:2", b"k:3"]) == 0
 
 
 def test_dump_restore_move_never_loses_the_source(client, monkeypatch):

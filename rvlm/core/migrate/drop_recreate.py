@@ -45,7 +45,7 @@ from rvlm.core.migrate.transform import transform_batch
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.redis.connection import connect, index_exists
 from rvlm.core.redis.docio.keys import Enumeration, enumerate_keys
-from rvlm.core.redis.docio.read import fields_exist, keys_exist, read_batch
+from rvlm.core.redis.docio.read import count_existing, fields_exist, keys_exist, read_batch
 from rvlm.core.redis.docio.restore import conflict_actions, conflict_message, restore_records
 from rvlm.core.redis.docio.write import KeyWrite, write_batch
 from rvlm.core.storage.backup.reader import BackupReader
@@ -54,6 +54,9 @@ from rvlm.core.storage.backup.writer import BackupWriter
 from rvlm.core.storage.files import BackupCorrupt
 from rvlm.core.storage.journal import Journal, RunState, phase_data
 from rvlm.core.storage.keyfile import KeyFileReader
+
+#: Keys per round trip of the collision checks (they read nothing back but counts and flags).
+COLLISION_PAGE = 5000
 
 
 def execute_drop_recreate(run: Run) -> MigrationReport:
@@ -93,7 +96,7 @@ class DropRecreate:
         taken: list[bytes] = []
         taken_n = 0
         with KeyFileReader(keyfile, verify=False) as reader:
-            for keys in reader.iter_batches(run.batch_size):
+            for keys in reader.iter_batches(COLLISION_PAGE):
                 if creates:
                     for k, names in zip(keys, fields_exist(run.client, self.storage, keys,
                                                            creates), strict=True):
@@ -103,6 +106,8 @@ class DropRecreate:
                                 held.append(f"{k!r} ({', '.join(names)})")
                 if renames:
                     moved = [nk for k in keys if (nk := run.plan.map_key(k)) != k]
+                    if not run.caps.cluster and count_existing(run.client, moved) == 0:
+                        continue  # the common case: none exists, one command says so
                     for nk, ex in zip(moved, keys_exist(run.client, moved), strict=True):
                         if ex:
                             taken_n += 1

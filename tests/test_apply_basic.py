@@ -238,3 +238,25 @@ def test_index_only_change_touches_no_document(redis_client, redis_url, tmp_path
     assert rb.succeeded, rb.to_yaml()
     assert snapshot(redis_client) == before
     assert search(redis_client, "idx", "@g:{g1}") == q_before
+
+
+def test_workers_capped_at_cpus_and_batches(redis_client, redis_url, tmp_path, monkeypatch):
+    """More worker processes than CPUs (or than batches to share) are not started: the
+    report says how many ran and why, and the documents are the same."""
+    import rvlm.core.migrate.drop_recreate as drop_recreate
+
+    monkeypatch.setattr(drop_recreate, "usable_cpus", lambda: 2)
+    for n, batch, asked, ran, why in ((100, 9, 8, 2, "2 CPU(s)"),
+                                      (40, 9, 2, 1, "5 batch(es) to do")):
+        reset(redis_client)
+        make_hash_index(redis_client, n=n)
+        src = read_index(redis_client, "idx").schema
+        plan = build_plan(redis_client, "idx", f16_target(src), [half_op()], lossy=True)
+        out = tmp_path / f"w{asked}"
+        report = apply_plan(redis_url, plan, backup_dir=out, batch_size=batch, workers=asked,
+                            accept_data_loss=True, plugins=all_plugins())
+        assert report.succeeded, report.to_yaml()
+        assert report.documents_rewritten == n and report.workers == ran
+        assert any(f"--workers {asked} capped at {ran}" in w and why in w
+                   for w in report.warnings), report.warnings
+        assert len(list(out.glob("data-*.rvb"))) == ran

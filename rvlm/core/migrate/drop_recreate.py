@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -57,6 +58,35 @@ from rvlm.core.storage.keyfile import KeyFileReader
 
 #: Keys per round trip of the collision checks (they read nothing back but counts and flags).
 COLLISION_PAGE = 5000
+
+
+#: A worker process is started only for at least this many batches (forking, connecting and
+#: opening its backup file and journal cost about as much as a few batches).
+MIN_BATCHES_PER_WORKER = 4
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_count(requested: int, batches: int) -> tuple[int, str]:
+    """How many transform processes to run for ``requested`` and ``batches`` pending, and
+    why fewer (empty when none are cut). More processes than CPUs only take turns on them
+    (with the server and the coordinator) and run slower than fewer; a worker with fewer than
+    :data:`MIN_BATCHES_PER_WORKER` batches does not earn back its start."""
+    cpus = usable_cpus()
+    by_batches = max(1, batches // MIN_BATCHES_PER_WORKER)
+    workers = max(1, min(requested, cpus, by_batches))
+    if workers >= requested:
+        return requested, ""
+    if workers == cpus and cpus < by_batches:
+        return workers, f"this machine lets the process use {cpus} CPU(s)"
+    return workers, (f"{batches} batch(es) to do; a worker needs at least "
+                     f"{MIN_BATCHES_PER_WORKER}")
 
 
 def execute_drop_recreate(run: Run) -> MigrationReport:
@@ -241,11 +271,15 @@ class DropRecreate:
         stats = {"docs": 0, "bytes": 0}
         done_count = total - len(pending)
         run.progress("transform", done_count, total)
-        if run.workers == 1 or len(pending) <= 1:
+        workers, why = worker_count(run.workers, len(pending))
+        if why:
+            run.report.warnings.append(f"--workers {run.workers} capped at {workers}: {why}")
+        run.report.workers = workers
+        if workers == 1:
             self._work(0, pending, backed, run.client, run.journal, stats,
                        lambda n: run.progress("transform", done_count + n, total))
         else:
-            self._parallel(pending, backed, stats, done_count, total)
+            self._parallel(workers, pending, backed, stats, done_count, total)
         run.report.documents_rewritten += stats["docs"]
         run.report.bytes_rewritten += stats["bytes"]
 
@@ -308,8 +342,8 @@ class DropRecreate:
                     with contextlib.suppress(BaseException):
                         ahead[3].result()
 
-    def _parallel(self, pending: list[int], backed: set[int], stats: dict[str, int],
-                  done_count: int, total: int) -> None:
+    def _parallel(self, workers: int, pending: list[int], backed: set[int],
+                  stats: dict[str, int], done_count: int, total: int) -> None:
         """Fork ``workers`` processes; worker w takes batches ``b % N == w``."""
         run = self.run
         mp = multiprocessing.get_context("fork")
@@ -330,8 +364,8 @@ class DropRecreate:
                 raise SystemExit(1) from None
 
         procs = []
-        for w in range(run.workers):
-            mine = [b for b in pending if b % run.workers == w]
+        for w in range(workers):
+            mine = [b for b in pending if b % workers == w]
             p = mp.Process(target=child, args=(w, mine), name=f"rvlm-worker-{w}")
             p.start()
             procs.append(p)

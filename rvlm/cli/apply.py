@@ -69,9 +69,9 @@ def apply(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1,
                                             help="Documents per batch.")] = 500,
     workers: Annotated[int, typer.Option("--workers", min=1,
-                                         help="Worker processes for the transform (at most the CPUs the "
-                                              "machine gives rvlm; the report says when "
-                                              "fewer ran).")] = 1,
+                                         help="Worker processes for the transform (at most "
+                                              "the CPUs the machine gives rvlm; the report "
+                                              "says when fewer ran).")] = 1,
     report_out: Annotated[Path | None, typer.Option("--report-out",
                                                     help="Write the YAML report here.")] = None,
     benchmark_out: Annotated[Path | None, typer.Option(

@@ -318,29 +318,47 @@ class DropRecreate:
                 stats["bytes"] += written
                 tick(n)
 
-            # Pipelined by one batch: while batch b's backup and batch_started are fsynced in
-            # the background, batch b+1 is read and transformed (no side effect; its keys are
-            # not b's). The effects on disk and in Redis keep their order: backup(b),
-            # batch_started(b), writes(b), batch_done(b), backup(b+1), ...
-            ahead: tuple[int, int, list[KeyWrite], Future[None]] | None = None
-            try:
-                for n, b in enumerate(batches, 1):
-                    run.check_leases()
-                    keys = reader.batch(b, run.batch_size)
-                    docs = read_batch(client, self.storage, keys, self.names, whole=self.whole,
-                                      ttl=self.ttl)
-                    writes, records = transform_batch(run.host, run.plan, ctx, docs)
-                    if ahead is not None:
-                        prev, ahead = ahead, None
-                        finish(*prev)
-                    ahead = (n, b, writes, bg.submit(make_durable, b, records))
-                if ahead is not None:
-                    prev, ahead = ahead, None
+            # Pipelined: while batch b's backup and batch_started are fsynced (thread
+            # "durable") and then its writes are sent and their replies awaited (thread
+            # "writer", on its own pooled connection), batch b+1 is read and transformed (no
+            # side effect; its keys are not b's). The server works on b's writes while this
+            # thread works on b+1. Per batch the effects keep their order: backup(b),
+            # batch_started(b), writes(b), batch_done(b); at most one batch is being written.
+            # A client that is not a plain redis.Redis (the async bridge) writes inline.
+            overlap = type(client) is redis.Redis
+            # the batch being written: a Future (writer thread), or the arguments of a finish
+            # still to call here (inline: after the next batch was read and transformed)
+            in_flight: Future[None] | tuple[int, int, list[KeyWrite], Future[None]] | None
+            in_flight = None
+
+            def settle() -> None:
+                nonlocal in_flight
+                prev, in_flight = in_flight, None
+                if isinstance(prev, Future):
+                    prev.result()  # written (or its error raised here)
+                elif prev is not None:
                     finish(*prev)
-            finally:
-                if ahead is not None:  # failing: let the in-flight fsyncs end (never written)
-                    with contextlib.suppress(BaseException):
-                        ahead[3].result()
+
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvlm-writer") as out:
+                try:
+                    for n, b in enumerate(batches, 1):
+                        run.check_leases()
+                        keys = reader.batch(b, run.batch_size)
+                        docs = read_batch(client, self.storage, keys, self.names,
+                                          whole=self.whole, ttl=self.ttl)
+                        writes, records = transform_batch(run.host, run.plan, ctx, docs)
+                        durable = bg.submit(make_durable, b, records)
+                        settle()
+                        in_flight = (out.submit(finish, n, b, writes, durable) if overlap
+                                     else (n, b, writes, durable))
+                    settle()
+                finally:
+                    if isinstance(in_flight, Future):  # failing: let the batch in flight end
+                        with contextlib.suppress(BaseException):
+                            in_flight.result()
+                    elif in_flight is not None:  # never written: let its fsyncs end
+                        with contextlib.suppress(BaseException):
+                            in_flight[3].result()
 
     def _parallel(self, workers: int, pending: list[int], backed: set[int],
                   stats: dict[str, int], done_count: int, total: int) -> None:

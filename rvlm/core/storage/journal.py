@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -145,6 +146,9 @@ class Journal:
         self.path = journal_path(self.directory, worker)
         self._fd = -1
         self._unsynced = False
+        # the executor appends from two threads (batch_started after a backup's fsync,
+        # batch_done after a batch's writes): one append (and its fsync) at a time
+        self._lock = threading.Lock()
         #: True if the last read found (and ignored) a torn last line.
         self.torn_tail = False
 
@@ -181,17 +185,19 @@ class Journal:
         JSON-serialisable and must not use the reserved names ``event``, ``ts``, ``worker``.
         """
         _validate(event, data)
-        rec: dict[str, Any] = {"event": event, **data, "ts": time.time(), "worker": self.worker}
-        line = _encode(rec)
-        if self._fd < 0:
-            self._open_for_append()
-        view = memoryview(line)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        if sync:
-            os.fsync(self._fd)
-        self._unsynced = not sync
+        with self._lock:
+            rec: dict[str, Any] = {"event": event, **data, "ts": time.time(),
+                                   "worker": self.worker}
+            line = _encode(rec)
+            if self._fd < 0:
+                self._open_for_append()
+            view = memoryview(line)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if sync:
+                os.fsync(self._fd)
+            self._unsynced = not sync
         if event == "phase":
             LOG.info("phase %s", data["value"])
         elif event == "error":
@@ -226,14 +232,15 @@ class Journal:
 
     def close(self) -> None:
         """Close the file if it was opened for appending (releasing the lock). Idempotent."""
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            try:
-                if self._unsynced:
-                    os.fsync(fd)
-            finally:
-                self._unsynced = False
-                os.close(fd)
+        with self._lock:
+            if self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                try:
+                    if self._unsynced:
+                        os.fsync(fd)
+                finally:
+                    self._unsynced = False
+                    os.close(fd)
 
     def __enter__(self) -> Journal:
         return self

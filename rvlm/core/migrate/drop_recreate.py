@@ -60,6 +60,10 @@ from rvlm.core.storage.keyfile import KeyFileReader
 COLLISION_PAGE = 5000
 
 
+#: Send each batch's writes from a writer thread (see ``DropRecreate._work``); False writes
+#: them inline, after the next batch was read and transformed.
+WRITER_THREAD = True
+
 #: A worker process is started only for at least this many batches (forking, connecting and
 #: opening its backup file and journal cost about as much as a few batches).
 MIN_BATCHES_PER_WORKER = 4
@@ -325,7 +329,7 @@ class DropRecreate:
             # thread works on b+1. Per batch the effects keep their order: backup(b),
             # batch_started(b), writes(b), batch_done(b); at most one batch is being written.
             # A client that is not a plain redis.Redis (the async bridge) writes inline.
-            overlap = type(client) is redis.Redis
+            overlap = WRITER_THREAD and type(client) is redis.Redis
             # the batch being written: a Future (writer thread), or the arguments of a finish
             # still to call here (inline: after the next batch was read and transformed)
             in_flight: Future[None] | tuple[int, int, list[KeyWrite], Future[None]] | None

@@ -213,7 +213,8 @@ def load_yaml(path: str | Path) -> Any:
     except OSError as exc:
         raise RvlmError(f"{p}: cannot read ({exc.strerror})") from None
     try:
-        return yaml.safe_load(text)
+        # libyaml's safe loader when PyYAML has it (the same documents, about 10x faster)
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

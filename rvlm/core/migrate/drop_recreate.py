@@ -325,9 +325,9 @@ class DropRecreate:
             # Pipelined: while batch b's backup and batch_started are fsynced (thread
             # "durable") and then its writes are sent and their replies awaited (thread
             # "writer", on its own pooled connection), batch b+1 is read and transformed (no
-            # side effect; its keys are not b's). The server works on b's writes while this
-            # thread works on b+1. Per batch the effects keep their order: backup(b),
-            # batch_started(b), writes(b), batch_done(b); at most one batch is being written.
+            # side effect; its keys are not b's): the server works on b's writes while this
+            # thread works on b+1. The effects on disk and in Redis keep their order:
+            # backup(b), batch_started(b), writes(b), batch_done(b), backup(b+1), ...
             # A client that is not a plain redis.Redis (the async bridge) writes inline.
             overlap = WRITER_THREAD and type(client) is redis.Redis
             # the batch being written: a Future (writer thread), or the arguments of a finish
@@ -351,8 +351,8 @@ class DropRecreate:
                         docs = read_batch(client, self.storage, keys, self.names,
                                           whole=self.whole, ttl=self.ttl)
                         writes, records = transform_batch(run.host, run.plan, ctx, docs)
+                        settle()  # b-1 written and journaled done before b is backed up
                         durable = bg.submit(make_durable, b, records)
-                        settle()
                         in_flight = (out.submit(finish, n, b, writes, durable) if overlap
                                      else (n, b, writes, durable))
                     settle()

@@ -20,6 +20,8 @@ The hooks themselves are documented in :mod:`rvlm.hookspecs` (and ``docs/hooks.m
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from rvlm.core.errors import PluginError, RvlmError
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.plugins.changes import Change, ChangeType, Classification, Difference
@@ -46,18 +48,38 @@ from rvlm.core.schema.model import (
     TextAttrs,
     VectorAttrs,
 )
-from rvlm.core.vectors import (
-    QuantizationScheme,
-    VectorError,
-    choose_scheme,
-    convert_bytes_batch,
-    convert_values_batch,
-    decode_batch,
-    encode_batch,
-    is_lossy,
-    measure_error,
-)
 from rvlm.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from rvlm.core.vectors import (
+        QuantizationScheme,
+        VectorError,
+        choose_scheme,
+        convert_bytes_batch,
+        convert_values_batch,
+        decode_batch,
+        encode_batch,
+        is_lossy,
+        measure_error,
+    )
+
+#: The vector helpers (:mod:`rvlm.core.vectors`) need numpy: they are imported on first use
+#: (``from rvlm.plugin import convert_bytes_batch`` works as for any other name), so a run
+#: whose plugins convert no vector does not pay for loading numpy.
+_VECTOR_NAMES = frozenset({
+    "QuantizationScheme", "VectorError", "choose_scheme", "convert_bytes_batch",
+    "convert_values_batch", "decode_batch", "encode_batch", "is_lossy", "measure_error",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _VECTOR_NAMES:
+        raise AttributeError(f"module 'rvlm.plugin' has no attribute {name!r}")
+    from rvlm.core import vectors
+
+    value = getattr(vectors, name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "DATATYPE_WIDTH",

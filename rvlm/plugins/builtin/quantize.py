@@ -11,8 +11,7 @@ anything runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from rvlm.plugin import (
     DATATYPE_WIDTH,
@@ -30,17 +29,15 @@ from rvlm.plugin import (
     IndexSchema,
     OperationCost,
     PlanContext,
-    QuantizationScheme,
     VectorAttrs,
-    VectorError,
-    choose_scheme,
-    convert_bytes_batch,
-    convert_values_batch,
-    decode_batch,
     hookimpl,
-    is_lossy,
-    measure_error,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# The vector helpers (numpy) are imported inside the hooks that convert vectors, so that a
+# run without a quantize change does not load numpy.
 
 NAME = "quantize"
 SVS_DATATYPES = ("float16", "float32")
@@ -72,6 +69,10 @@ def detect_changes(differences: Sequence[Difference], source: IndexSchema,
 
 def _sample_matrix(docs: Sequence[Document], path: str, storage: str, datatype: str,
                    dims: int) -> np.ndarray:
+    import numpy as np
+
+    from rvlm.plugin import decode_batch
+
     values = [d.get(path) for d in docs]
     if storage == "json":
         rows = [v for v in values if isinstance(v, list) and len(v) == dims]
@@ -85,6 +86,8 @@ def _sample_matrix(docs: Sequence[Document], path: str, storage: str, datatype: 
 
 @hookimpl
 def classify_change(change: Change, context: PlanContext) -> Classification:
+    from rvlm.plugin import VectorError, choose_scheme, is_lossy, measure_error
+
     source = context.source.field(change.field or "")
     target = context.target.field(change.new_field or "")
     assert source is not None and target is not None
@@ -157,6 +160,8 @@ def estimate_operation(operation: DocumentOperation) -> OperationCost:
 @hookimpl
 def transform_documents(operation: DocumentOperation, documents: Sequence[Document],
                         context: ApplyContext) -> list[DocumentUpdate]:
+    from rvlm.plugin import QuantizationScheme, convert_bytes_batch, convert_values_batch
+
     p = operation.params
     path, dims = p["path"], int(p["dims"])
     scheme = QuantizationScheme.from_dict(p["scheme"])
@@ -198,6 +203,8 @@ def validate(plan: object, context: ApplyContext) -> list[CheckResult] | None:
     for op in context.plan.operations:
         if op.plugin != NAME:
             continue
+        from rvlm.plugin import QuantizationScheme
+
         p = op.params
         scheme = QuantizationScheme.from_dict(p["scheme"])
         keys = context.plan.key_sample_after()

@@ -371,13 +371,20 @@ def startup_probe(bench: Bench, change: Change, algorithm: str, rvlm_bin: str, w
     """Median seconds of ``python -c pass`` and of ``rvlm apply`` up to its first command to
     the server (a plan for ``change`` applied to a closed port: argument parsing, imports,
     plan load, plugins, backup dir; it exits 2 at the connection)."""
-    bench.restore()
-    bench.source_index(algorithm)
+    # the plan is made against an empty index of the same schema (no document to wait for)
+    conn = Raw(bench.server.port)
+    args = create_args("probe:", fields_for(algorithm, bench.dims))
+    args[1] = "probe_idx"
+    conn.one(*args)
     patch = _write_patch(work / "probe-patch.yaml", change.patch_for(algorithm))
     plan = work / "probe-plan.yaml"
-    subprocess.run([rvlm_bin, "plan", "--index", INDEX, "--schema-patch", str(patch),
-                    "--url", bench.url, "--plan-out", str(plan)], check=True,
-                   capture_output=True, env=env)
+    try:
+        subprocess.run([rvlm_bin, "plan", "--index", "probe_idx", "--schema-patch", str(patch),
+                        "--url", bench.url, "--plan-out", str(plan)], check=True,
+                       capture_output=True, env=env)
+    finally:
+        conn.one("FT.DROPINDEX", "probe_idx")
+        conn.close()
     closed = f"redis://127.0.0.1:{free_port()}/0"
     python = str(Path(rvlm_bin).parent / "python")
     out: dict[str, list[float]] = {"python -c pass": [], "rvlm apply up to connect": []}

@@ -402,6 +402,8 @@ def test_apply_and_rollback_end_with_checks_backup_dir_and_command(
     assert check_lines and all(re.match(r"    (ok  |FAIL) \S", x) for x in check_lines)
     assert not any(x.rstrip().endswith(":") for x in check_lines), "no empty check lines"
     assert "    ok   schema_match" in check_lines
+    # check names print as they are (rich would turn "vector_bytes:v:" into an emoji)
+    assert any(x.startswith("    ok   vector_bytes:v: ") for x in check_lines), check_lines
     assert lines[-2:] == ["  roll back with:", f"    rvlm rollback --backup-dir b --url {url}"]
     # the command printed is the one that works
     undone = rvlm(*lines[-1].split()[1:], "--yes", cwd=work)
@@ -516,3 +518,59 @@ def test_demo_prints_no_python_reprs_or_empty_checks(redis_client: Any, redis_ur
     assert len(checks) >= 5
     assert not any(x.rstrip().endswith(":") for x in checks)
     assert "product:7" in out and "same neighbours, same order" in out
+
+
+def test_resumed_apply_says_what_the_resume_did(planned: dict[str, Any]) -> None:
+    """Resumed runs say what the resume did ("rewrote 12,000 of 20,000; 8,000 were done
+    before the crash"), not "0.0 docs/s"."""
+    url, work = planned["url"], planned["dir"]
+    args = ("apply", "--plan", "plan.yaml", "--backup-dir", "b", "--url", url,
+            "--accept-data-loss", "--batch-size", "5", "--report-out", "r.yaml")
+    crashed = rvlm(*args, env=_env(COLUMNS="100", RVLM_FAULT="after_batch:2"), cwd=work)
+    assert crashed.returncode == 137
+    resumed = rvlm(*args, env=_env(COLUMNS="100", RVLM_PROGRESS_SECONDS="0"), cwd=work)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    report = yaml.safe_load((work / "r.yaml").read_text())["rvlm"]
+    before = report["documents_done_before"]
+    assert report["resumed"] and report["resumed_from"] == "transforming"
+    assert 0 < before < 40 and before == 5 * report["batches_done_before"]
+    text = " ".join(resumed.stdout.split())
+    assert (f"resumed: rewrote {40 - before} of 40 documents; {before} were done before the "
+            "interruption") in text
+    assert not re.search(r"(?<![\d,.])0(\.0)? (docs|documents)/s", text)
+    assert f"in {8 - report['batches_done_before']} batches" in text
+    # the progress line starts where the interrupted run stopped
+    first = next(x for x in resumed.stderr.splitlines() if x.startswith("backup + transform"))
+    assert first.startswith(f"backup + transform: {report['batches_done_before']}/8 batches")
+
+
+def test_resume_after_the_transform_and_the_rollback_indexing_bar(
+        redis_client: Any, redis_url: str, tmp_path: Path) -> None:
+    """A resume after the last batch says every document was done before; rollback shows
+    progress while it waits for indexing (a bar in a terminal, lines without one)."""
+    make_hash_index(redis_client, n=40)
+    (tmp_path / "patch.yaml").write_text("version: 1\nchanges:\n  rename_fields:\n"
+                                         "    - {old_name: t, new_name: title}\n")
+    assert rvlm("plan", "-i", "idx", "-p", "patch.yaml", "-o", "plan.yaml", "--url",
+                redis_url, cwd=tmp_path).returncode == 0
+    args = ("apply", "--plan", "plan.yaml", "--backup-dir", "b", "--url", redis_url, "--yes")
+    assert rvlm(*args, env=_env(RVLM_FAULT="after_transform"), cwd=tmp_path).returncode == 137
+    resumed = rvlm(*args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    text = " ".join(resumed.stdout.split())
+    assert ("resumed: every document had been rewritten before the interruption (it stopped "
+            "after phase transformed); this run created the index, waited for indexing and "
+            "validated") in text
+    assert "documents 40" in text and "rewritten 0" not in text
+    lines = rvlm("rollback", "--backup-dir", "b", "--url", redis_url, "--yes",
+                 env=_env(RVLM_PROGRESS_SECONDS="0"), cwd=tmp_path)
+    assert lines.returncode == 0, lines.stderr
+    assert any(x.startswith("restore: ") for x in lines.stderr.splitlines())
+    assert any(x.startswith("indexing: 100%") for x in lines.stderr.splitlines()), lines.stderr
+    # and in a terminal: a bar named indexing
+    assert rvlm(*args[:4], "b2", *args[5:], cwd=tmp_path).returncode == 0
+    out, code = in_terminal("rollback", "--backup-dir", "b2", "--url", redis_url, "--yes",
+                            cwd=tmp_path, width=120)
+    assert code == 0, out
+    bars = [x.strip() for x in plain(out).splitlines() if x.strip().startswith("indexing")]
+    assert bars and "100%" in bars[-1] and "━" in bars[-1]

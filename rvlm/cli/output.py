@@ -101,10 +101,11 @@ def restore_environment() -> None:
 
 def console(*, data: bool = False) -> Console:
     """A rich console on stdout. Narration (``data=False``) is silenced by ``--quiet``; the
-    data a command was asked for (``data=True``) never is."""
+    data a command was asked for (``data=True``) never is. No emoji codes: ``vector:v:`` is a
+    check name, not a peace sign."""
     from rich.console import Console
 
-    return Console(highlight=False, quiet=SETTINGS.quiet and not data)
+    return Console(highlight=False, emoji=False, quiet=SETTINGS.quiet and not data)
 
 
 def say(text: str) -> None:
@@ -117,7 +118,7 @@ def err_console() -> Console:
     """A rich console on stderr (errors, warnings, log lines, progress)."""
     from rich.console import Console
 
-    return Console(highlight=False, stderr=True)
+    return Console(highlight=False, emoji=False, stderr=True)
 
 
 def error_line(message: str) -> None:

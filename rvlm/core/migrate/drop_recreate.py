@@ -257,6 +257,7 @@ class DropRecreate:
                                 "its backup is missing; the backup cannot be trusted")
         with KeyFileReader(keyfile) as reader:
             total = reader.num_batches(run.batch_size)
+            keys = reader.count
         redo = sorted((backed | state.started_not_done) - state.done)
         conflicts: list[tuple[bytes, bytes]] = []
         for b in redo:
@@ -272,6 +273,11 @@ class DropRecreate:
         run.report.batches_resumed = len(redo)
         pending = [b for b in range(total) if b not in state.done]
         run.report.batches = total
+        # what an earlier, interrupted run finished (batch b holds keys b*size .. (b+1)*size)
+        run.report.batches_done_before = total - len(pending)
+        run.report.documents_done_before = sum(
+            max(0, min(run.batch_size, keys - b * run.batch_size)) for b in state.done
+            if b < total)
         stats = {"docs": 0, "bytes": 0}
         done_count = total - len(pending)
         run.progress("transform", done_count, total)

@@ -25,6 +25,7 @@ checks) from :func:`rvlm.core.migrate.executor.apply_plan`. Fault points for cra
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -147,7 +148,8 @@ def execute_online(run: Run) -> MigrationReport:
 
 def rollback_online(client: redis.Redis, directory: Path, plan: Plan, state: RunState,
                     report: MigrationReport, timer: Timer, journal: Journal,
-                    index_timeout: float) -> MigrationReport:
+                    index_timeout: float,
+                    progress: Callable[[str, int, int], None] | None = None) -> MigrationReport:
     """Undo an online apply: recreate the source from the plan if it was dropped, point the
     aliases back at it (or delete one the apply created), drop the target. Called by
     :func:`rvlm.core.migrate.rollback.rollback` with the locks held. Idempotent."""
@@ -160,7 +162,9 @@ def rollback_online(client: redis.Redis, directory: Path, plan: Plan, state: Run
             if alias_index(client, plan.source_index) != plan.source_index:
                 client.execute_command(*create_arguments(plan.source_schema))
         with timer.phase("indexing"):
-            wait_indexed(client, plan.source_index, index_timeout)
+            wait_indexed(client, plan.source_index, index_timeout,
+                         progress=None if progress is None
+                         else lambda pct: progress("indexing", pct, 100))
         with timer.phase("alias"):
             restore_aliases(client, plan, phase_data(directory, "checked").get("aliases"))
         with timer.phase("drop"):

@@ -115,6 +115,11 @@ class MigrationReport:
     batches_resumed: int = 0
     workers: int = 1
     resumed: bool = False
+    #: the journal's last phase when this run started (a resumed run's starting point)
+    resumed_from: str = ""
+    #: batches, and the documents in them, that an earlier interrupted run had finished
+    batches_done_before: int = 0
+    documents_done_before: int = 0
     key_enumeration: str = ""
     plan_fingerprint: str = ""
     restored_records: int = 0
@@ -182,6 +187,9 @@ class MigrationReport:
                 "batches_resumed": self.batches_resumed,
                 "workers": self.workers,
                 "resumed": self.resumed,
+                "resumed_from": self.resumed_from,
+                "batches_done_before": self.batches_done_before,
+                "documents_done_before": self.documents_done_before,
                 "key_enumeration": self.key_enumeration,
                 "restored_records": self.restored_records,
                 "restore_conflicts": self.restore_conflicts,

@@ -34,6 +34,12 @@ from rvlm.core.storage.files import BackupCorrupt
 from rvlm.core.storage.journal import Journal, RunState, phase_data
 
 
+def _indexing(progress: Callable[[str, int, int], None] | None) -> Callable[[int], None] | None:
+    """``wait_indexed``'s percentage as the ``indexing`` progress phase."""
+    if progress is None:
+        return None
+    return lambda pct: progress("indexing", pct, 100)
+
 def rollback(
     url: str | None,
     backup_dir: str | Path,
@@ -76,7 +82,7 @@ def rollback(
                 return report.finish(report.validation.passed)
             if plan.online:  # nothing was dropped before the alias moved
                 return rollback_online(client, directory, plan, state, report, timer, journal,
-                                       index_timeout)
+                                       index_timeout, progress=progress)
             dropped = state.reached("dropped") or (
                 state.phase == "pre_drop_done" and not index_exists(client, plan.source_index)
             ) or bool(reader.batch_numbers())
@@ -113,7 +119,8 @@ def rollback(
                     if not index_exists(client, plan.source_index):
                         client.execute_command(*create_arguments(plan.source_schema))
                 with timer.phase("indexing"):
-                    wait_indexed(client, plan.source_index, index_timeout)
+                    wait_indexed(client, plan.source_index, index_timeout,
+                                 progress=_indexing(progress))
                 # the drops removed the aliases: point them at the source again
                 restore_aliases(client, plan, phase_data(directory, "checked").get("aliases"))
                 if conflicts:

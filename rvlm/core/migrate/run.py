@@ -98,6 +98,7 @@ class Run:
             raise RvlmError(f"the migration in {self.dir} was rolled back; use a new "
                             "--backup-dir to apply the plan again")
         self.report.resumed = state.phase is not None
+        self.report.resumed_from = state.phase or ""
         return state
 
     def phase(self, value: str, *, sync: bool = True, **data: Any) -> None:

@@ -281,6 +281,15 @@ def test_bytes_have_one_human_form(planned: dict[str, Any]) -> None:
     rewritten = yaml.safe_load((work / "r.yaml").read_text())["rvlm"]["bytes_rewritten"]
     assert f"({human_bytes(rewritten)})" in applied.stdout
     assert f"{rewritten} bytes" not in applied.stdout or rewritten < 1000
+    # the core's messages use the same form (an online plan's memory warning)
+    (work / "online.yaml").write_text(
+        "version: 1\nchanges:\n  update_fields: [{name: v, attrs: {algorithm: hnsw}}]\n"
+        "  index: {name: idx_v2}\n")
+    online = json.loads(rvlm("plan", "-i", "idx", "-p", "online.yaml", "-o", "o.yaml",
+                             "--mode", "online", "--alias", "live", "--json", "--url", url,
+                             cwd=work).stdout)
+    memory = next(w for w in online["warnings"] if w.startswith("memory: "))
+    assert re.search(r"about \d+(?:\.\d)? (?:bytes|kB|MB|GB) of extra index memory", memory)
     info = rvlm("index", "info", "-i", "idx", "--url", url, env=_env(COLUMNS="200"))
     memory = next(line for line in info.stdout.splitlines() if "index memory" in line)
     assert size.match(re.split(r"\s{2,}", memory.strip())[-1]), memory
@@ -518,6 +527,17 @@ def test_demo_prints_no_python_reprs_or_empty_checks(redis_client: Any, redis_ur
     assert len(checks) >= 5
     assert not any(x.rstrip().endswith(":") for x in checks)
     assert "product:7" in out and "same neighbours, same order" in out
+    # a second run says at once why it cannot run and what to do, in one line
+    again = rvlm("demo", "--url", redis_url, "--documents", "20", "--work-dir", "demo2",
+                 cwd=tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.count("\n") == 1 and "'demo_products' already exists" in again.stderr
+    assert "rvlm server stop; rvlm server start" in again.stderr
+    redis_client.execute_command("FT.DROPINDEX", "demo_products")
+    redis_client.flushall()
+    same_dir = rvlm("demo", "--url", redis_url, "--documents", "20", "--work-dir", "demo",
+                    cwd=tmp_path)
+    assert same_dir.returncode == 2 and "give a new --work-dir" in same_dir.stderr
 
 
 def test_resumed_apply_says_what_the_resume_did(planned: dict[str, Any]) -> None:

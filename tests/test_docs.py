@@ -14,12 +14,14 @@ terminal session. Fenced blocks in ``docs/*.md``, by info string:
 * anything whose info string contains ``notest`` is shown, not run.
 
 The clean state: a fresh empty working directory, a fresh ``HOME`` (so ``~/.rvlm`` is empty),
-no ``REDIS_URL``, and rvlm's commands first on ``PATH``. A page that starts a server does it
-the way it tells the reader to (``rvlm server start`` then ``export REDIS_URL=$(rvlm server
-url)``); the test only sets ``RVLM_SERVER_PORT`` to a free port, so two runs never share one,
-and stops whatever server the page left running. A reference page that assumes the reader
-already has a server says so with the comment ``<!-- docs-test: REDIS_URL -->``: it gets
-``REDIS_URL`` pointing at an empty test server.
+no ``REDIS_URL``, and a virtual environment of the page's own first on ``PATH``
+(:func:`page_venv`: it sees rvlm and everything installed with it, and what a page installs
+with ``pip`` stays in it). A page that starts a server does it the way it tells the reader to
+(``rvlm server start`` then ``export REDIS_URL=$(rvlm server url)``); the test only sets
+``RVLM_SERVER_PORT`` to a free port, so two runs never share one, and stops whatever server
+the page left running. A reference page that assumes the reader already has a server says so
+with the comment ``<!-- docs-test: REDIS_URL -->``: it gets ``REDIS_URL`` pointing at an
+empty test server.
 """
 
 from __future__ import annotations
@@ -131,6 +133,30 @@ class ShellSession:
         self.out.close()
 
 
+def page_venv(root: Path) -> Path:
+    """A virtual environment of the page's own: it sees every package of the test's
+    environment (rvlm, its dependencies, pytest), and what the page installs with ``pip``
+    stays in it. Its ``bin`` holds ``python``, ``pip`` and ``rvlm``; returns that ``bin``."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True,
+                   timeout=120)
+    python = root / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; "
+                           "print(sysconfig.get_paths()['purelib'])"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    parents = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    # an "import" line of a .pth runs: addsitedir also reads the parent's .pth files
+    # (editable installs)
+    (Path(site) / "parent-environment.pth").write_text(
+        "".join(f"import site; site.addsitedir({d!r})\n" for d in parents))
+    for name, module in (("pip", "pip"), ("rvlm", "rvlm")):
+        script = root / "bin" / name
+        script.write_text(f'#!/bin/sh\nexec "{python}" -m {module} "$@"\n')
+        script.chmod(0o755)
+    return root / "bin"
+
+
 def _stop_servers(home: Path) -> None:
     """Stop every embedded server a page started under its ``HOME`` and left running."""
     from rvlm.embedded.server import EmbeddedServer
@@ -149,12 +175,14 @@ def test_page_samples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
     home.mkdir()
-    bindir = str(Path(sys.executable).parent)
+    bindir = page_venv(tmp_path / "venv")
+    ours = str(Path(sys.executable).parent)
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != ours]
     env = {k: v for k, v in os.environ.items()
            if k not in ("REDIS_URL", "RVLM_HOME", "RVLM_TEST_FLUSH_OK", "PYTHONPATH")
            and not k.startswith("PYTEST_")}
-    env.update(HOME=str(home), PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}",
-               RVLM_SERVER_PORT=str(free_port()))
+    env.update(HOME=str(home), PATH=os.pathsep.join([str(bindir), *path]),
+               VIRTUAL_ENV=str(bindir.parent), RVLM_SERVER_PORT=str(free_port()))
     if NEEDS_SERVER in page.read_text(encoding="utf-8"):
         request.getfixturevalue("redis_client")  # an empty database
         env["REDIS_URL"] = request.getfixturevalue("redis_url")

@@ -41,6 +41,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("rvlm.core.errors", 0),
     ("rvlm.core.convert", 0),
     ("rvlm.core.vectors", 0),
+    ("rvlm.core.units", 0),
     ("rvlm.core.schema", 1),
     ("rvlm.core.redis", 1),
     ("rvlm.core.storage", 1),

@@ -107,11 +107,14 @@ def demo(
     from rvlm.cli.output import console as stdout_console
     from rvlm.cli.render import print_checks, print_command, print_plan
     from rvlm.core.errors import RvlmError
-    from rvlm.core.redis.connection import connect, index_exists, wait_indexed
+    from rvlm.core.redis.connection import connect, index_exists, redact, wait_indexed
     from rvlm.embedded.server import EmbeddedServer, free_port
 
     console = stdout_console()
     work = (work_dir or Path(tempfile.mkdtemp(prefix="rvlm-demo-"))).resolve()
+    if (work / "backup").exists():
+        raise RvlmError(f"{work} already holds a demo run (its backup dir); give a new "
+                        "--work-dir")
     work.mkdir(parents=True, exist_ok=True)
     server = None
     if url is None:
@@ -121,12 +124,13 @@ def demo(
         server.start()
         url = server.url
     else:
-        console.print(f"[bold]1. Server[/bold] using {url}")
+        console.print(f"[bold]1. Server[/bold] using {redact(url)}")
     try:
         client = connect(url)
         if index_exists(client, INDEX):
-            raise RvlmError(f"an index named {INDEX!r} already exists on {url}; "
-                            "use another server or drop it")
+            raise RvlmError(f"an index named {INDEX!r} already exists on {redact(url)} (an "
+                            "earlier demo?); run the demo on an empty server, e.g. the "
+                            "embedded one restarted: rvlm server stop; rvlm server start")
         load_sample(client, documents)
         wait_indexed(client, INDEX, timeout=20)
         console.print(f"[bold]2. Sample[/bold] index {INDEX!r}: {documents} products under "
@@ -172,7 +176,7 @@ def demo(
         console.print(f"[bold]Done.[/bold] Every file is in {work}.")
         if keep or server is None:
             console.print("   Undo the migration with:")
-            print_command(console, f"rvlm rollback --backup-dir {backup_dir} --url {url}",
+            print_command(console, f"rvlm rollback --backup-dir {backup_dir} --url {redact(url)}",
                           "     ")
         else:
             console.print("   The embedded server stops now (--keep leaves it running to try "

@@ -105,7 +105,7 @@ def index_rows(index: IndexDefinition) -> list[tuple[str, str]]:
 
 
 def stats_rows(stats: IndexStats) -> list[tuple[str, str]]:
-    from rvlm.cli.output import human_bytes, mebibytes
+    from rvlm.core.units import human_bytes, mib_to_bytes
 
     indexing = "no"
     if stats.indexing:
@@ -116,8 +116,8 @@ def stats_rows(stats: IndexStats) -> list[tuple[str, str]]:
         ("indexing failures", str(stats.indexing_failures)),
         ("indexing", indexing),
         ("records", str(stats.num_records)),
-        ("index memory", human_bytes(mebibytes(stats.total_index_memory_sz_mb))),
-        ("vector index memory", human_bytes(mebibytes(stats.vector_index_sz_mb))),
+        ("index memory", human_bytes(mib_to_bytes(stats.total_index_memory_sz_mb))),
+        ("vector index memory", human_bytes(mib_to_bytes(stats.vector_index_sz_mb))),
     ]
 
 

@@ -12,8 +12,9 @@
   phase of a migration as it is journaled). ``-vv`` or ``--debug``: DEBUG lines, and a
   traceback for an unexpected error (as ``RVLM_DEBUG=1`` does). Log lines come from the
   standard :mod:`logging` module (logger ``rvlm``) and go to stderr.
-* **Sizes.** :func:`human_bytes` is the one way a byte count is shown: decimal units with the
-  right label (``5.3 MB`` is 5,300,000 bytes), from :mod:`rich.filesize`.
+* **Sizes.** :func:`~rvlm.core.units.human_bytes` (re-exported here) is the one way a byte
+  count is shown, in the CLI and in the core's messages alike: decimal units with the right
+  label (``5.3 MB`` is 5,300,000 bytes), from :mod:`rich.filesize`.
 
 Nothing here imports redis or numpy: ``rvlm --help`` stays fast.
 """
@@ -25,8 +26,13 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from rvlm.core.units import human_bytes, mib_to_bytes
+
 if TYPE_CHECKING:
     from rich.console import Console
+
+__all__ = ["console", "echo_json", "err_console", "error_line", "human_bytes", "mib_to_bytes",
+           "say"]
 
 LOGGER = "rvlm"
 DEBUG_ENV = "RVLM_DEBUG"
@@ -144,23 +150,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     return str(value)
-
-
-def human_bytes(n: float | None) -> str:
-    """A byte count as people read it: ``5.3 MB``, ``812 bytes`` (decimal units, SI labels);
-    ``unknown`` for ``None``."""
-    from rich.filesize import decimal
-
-    if n is None:
-        return "unknown"
-    if n < 0:
-        return "-" + decimal(int(-n))
-    return decimal(int(n))
-
-
-def mebibytes(mb: float) -> int:
-    """Bytes from a size FT.INFO reports in its ``*_sz_mb`` fields (which are MiB)."""
-    return round(mb * 1024 * 1024)
 
 
 # --------------------------------------------------------------------------- logging

@@ -49,6 +49,7 @@ from rvlm.core.redis.docio.keys import Enumeration, enumerate_keys
 from rvlm.core.redis.docio.read import count_existing, fields_exist, keys_exist, read_batch
 from rvlm.core.redis.docio.restore import conflict_actions, conflict_message, restore_records
 from rvlm.core.redis.docio.write import KeyWrite, write_batch
+from rvlm.core.redis.resp import to_str
 from rvlm.core.storage.backup.reader import BackupReader
 from rvlm.core.storage.backup.records import RawRecord
 from rvlm.core.storage.backup.writer import BackupWriter
@@ -137,7 +138,7 @@ class DropRecreate:
                         if names:
                             held_n += 1
                             if len(held) < 5:
-                                held.append(f"{k!r} ({', '.join(names)})")
+                                held.append(f"{to_str(k)!r} ({', '.join(names)})")
                 if renames:
                     moved = [nk for k in keys if (nk := run.plan.map_key(k)) != k]
                     if not run.caps.cluster and count_existing(run.client, moved) == 0:
@@ -152,7 +153,8 @@ class DropRecreate:
                             f"creates, e.g. {'; '.join(held)}; nothing was changed")
         if taken:
             raise RvlmError(f"{taken_n} key(s) the prefix change would create already exist, "
-                            f"e.g. {', '.join(repr(k) for k in taken)}; nothing was changed")
+                            f"e.g. {', '.join(repr(to_str(k)) for k in taken)}; nothing was "
+                            "changed")
 
     # -- phases --------------------------------------------------------------------------
     def execute(self) -> MigrationReport:

@@ -26,12 +26,7 @@ from rvlm.core.migrate.estimate import estimate_plan
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.redis import wire
 from rvlm.core.redis.resp import to_int
-
-MB = 1024 * 1024
-
-
-def _mb(n: float) -> str:
-    return f"{n / MB:,.1f} MB"
+from rvlm.core.units import human_bytes
 
 
 @attrs.frozen
@@ -55,20 +50,22 @@ class Footprint:
 
     def describe(self) -> str:
         """One sentence for the plan."""
-        limit = (f"maxmemory {_mb(self.maxmemory)}, {_mb(self.used_memory)} used"
-                 if self.maxmemory > 0 else f"no maxmemory set, {_mb(self.used_memory)} used")
-        return (f"extra memory until finalize: about {_mb(self.extra_bytes)} "
-                f"({_mb(self.document_bytes)} for the {self.documents} document copies, "
-                f"measured on {self.sampled} sampled documents, and {_mb(self.index_bytes)} "
-                f"for the target index; {limit})")
+        used = human_bytes(self.used_memory)
+        limit = (f"maxmemory {human_bytes(self.maxmemory)}, {used} used"
+                 if self.maxmemory > 0 else f"no maxmemory set, {used} used")
+        return (f"extra memory until finalize: about {human_bytes(self.extra_bytes)} "
+                f"({human_bytes(self.document_bytes)} for the {self.documents} document "
+                f"copies, measured on {self.sampled} sampled documents, and "
+                f"{human_bytes(self.index_bytes)} for the target index; {limit})")
 
     def problem(self) -> str | None:
         """Why the server cannot hold the copy (None: it can)."""
         if self.fits:
             return None
+        free = human_bytes(max(0, self.maxmemory - self.used_memory))
         return (f"the server cannot hold the online copy: it needs about "
-                f"{_mb(self.extra_bytes)} more and maxmemory {_mb(self.maxmemory)} leaves "
-                f"{_mb(max(0, self.maxmemory - self.used_memory))}; raise maxmemory, free "
+                f"{human_bytes(self.extra_bytes)} more and maxmemory "
+                f"{human_bytes(self.maxmemory)} leaves {free}; raise maxmemory, free "
                 "memory, or use mode drop_recreate (documents rewritten in place)")
 
     def to_dict(self) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from rvlm.core.schema.patch import (
     patch_from_dict,
     patch_from_target,
 )
+from rvlm.core.units import human_bytes, mib_to_bytes
 
 KEY_SAMPLE_SIZE = 20
 DEFAULT_SAMPLE_SIZE = 1000
@@ -449,7 +450,8 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
                      f"FT.DROPINDEX {source.name})")
         warnings.append(
             f"memory: both indexes exist while {target.name!r} is built; expect about "
-            f"{stats.total_index_memory_sz_mb:.2f} MB of extra index memory (the size of "
+            f"{human_bytes(mib_to_bytes(stats.total_index_memory_sz_mb))} of extra index "
+            f"memory (the size of "
             f"{source.name!r}'s index)" + (" until the source is dropped"
                                             if options.drop_source else ""))
         warnings.append(

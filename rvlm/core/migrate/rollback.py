@@ -28,6 +28,7 @@ from rvlm.core.redis.capabilities import detect
 from rvlm.core.redis.connection import connect, index_exists, read_index, wait_indexed
 from rvlm.core.redis.docio.restore import conflict_actions, conflict_message, restore_records
 from rvlm.core.redis.lock import hold_locks, lock_owner
+from rvlm.core.redis.resp import to_str
 from rvlm.core.schema.ftcreate import create_arguments
 from rvlm.core.storage.backup.reader import BackupReader
 from rvlm.core.storage.files import BackupCorrupt
@@ -109,7 +110,8 @@ def rollback(
                                                    recreate=b in state.started_not_done,
                                                    conflicts=conflicts):
                             if len(report.warnings) < 20:
-                                report.warnings.append(f"{key!r} no longer exists; not restored")
+                                report.warnings.append(
+                                    f"{to_str(key)!r} no longer exists; not restored")
                         report.restored_records += len(records) - (len(conflicts) - before)
                         leases.check()
                         if progress is not None:

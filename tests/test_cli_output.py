@@ -50,10 +50,14 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: the installed command, as a user runs it
+RVLM = str(Path(sys.executable).parent / "rvlm")
+
+
 def rvlm(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
          stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """``rvlm ARGS`` in a fresh process, stdout and stderr pipes (no terminal)."""
-    return subprocess.run([sys.executable, "-m", "rvlm", *args], capture_output=True,
+    return subprocess.run([RVLM, *args], capture_output=True,
                           text=True, env=env or _env(COLUMNS="100"), cwd=cwd, timeout=300,
                           check=False, input=stdin)
 
@@ -63,7 +67,7 @@ def in_terminal(*args: str, env: dict[str, str] | None = None, cwd: Path | None 
                 ) -> tuple[str, int]:
     """``rvlm ARGS`` in a pseudo-terminal: (everything it drew, exit status). ``answers``:
     (prompt regex, reply) pairs, answered in order."""
-    child = pexpect.spawn(sys.executable, ["-m", "rvlm", *args], env=env or _env(),
+    child = pexpect.spawn(RVLM, list(args), env=env or _env(),
                           cwd=str(cwd) if cwd else None, dimensions=(40, width),
                           encoding="utf-8", timeout=300)
     seen = []
@@ -101,8 +105,10 @@ def test_no_color_turns_colour_off_everywhere_and_color_forces_it() -> None:
     out, code = in_terminal(*bad_url)
     assert code == 2 and "error:" in out
     assert COLOUR_SGR.search(out), "the error line is red in a terminal"
-    for env, flag in ((_env(NO_COLOR="1"), ()), (_env(), ("--no-color",))):
-        for args in (bad_url, ("plan", "--no-such-option"), ("--help",), ("plan", "--help")):
+    for env, flag, commands in (
+            (_env(NO_COLOR="1"), (), (bad_url, ("plan", "--no-such-option"), ("plan", "--help"))),
+            (_env(), ("--no-color",), (bad_url, ("--help",)))):
+        for args in commands:
             out, _ = in_terminal(*flag, *args, env=env)
             assert not COLOUR_SGR.search(out), (flag, args, out[:300])
             assert plain(out).strip()
@@ -149,9 +155,10 @@ def test_help_text_survives_rich_markup() -> None:
 
 def test_help_has_no_type_on_flags_and_mode_is_a_choice_list() -> None:
     """Help: no ``<bool>`` on flags; ``--mode`` offered as a choice list."""
-    for path, _cmd in _commands():
-        out = rvlm(*path.split(), "--help", env=_env(COLUMNS="250"))
-        assert out.returncode == 0, out.stderr
+    wide = CliRunner(env={"COLUMNS": "250"})
+    for path, _cmd in _commands():  # in-process: the same rendering, a fraction of the time
+        out = wide.invoke(app, [*path.split(), "--help"])
+        assert out.exit_code == 0, out.output
         assert "<bool>" not in out.stdout, path
         assert "--help" in out.stdout
     plan_help = rvlm("plan", "--help", env=_env(COLUMNS="250")).stdout
@@ -172,13 +179,16 @@ def test_help_has_no_type_on_flags_and_mode_is_a_choice_list() -> None:
 ])
 def test_usage_errors_are_one_line(args: tuple[str, ...]) -> None:
     """Help: usage errors as one line like every other error, not a framed panel."""
-    for done in (rvlm(*args), rvlm(*args, env=_env(COLUMNS="100", NO_COLOR="1"))):
-        assert done.returncode == 2, (done.stdout, done.stderr)
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-        assert "--help" in lines[0]  # it says where to look
-        assert not re.search("[╭╮╰╯│─]", done.stderr)
-        assert done.stdout == ""
+    done = rvlm(*args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "--help" in lines[0]  # it says where to look
+    assert not re.search("[╭╮╰╯│─]", done.stderr)
+    assert done.stdout == ""
+    # the same line with NO_COLOR (in-process, to keep the test quick)
+    again = CliRunner().invoke(app, list(args), env={"NO_COLOR": "1"}, prog_name="rvlm")
+    assert again.exit_code == 2 and again.stderr == done.stderr
 
 
 # -- conventions: completion, quiet / verbose / debug, deprecations --------------------------
@@ -186,8 +196,7 @@ def test_usage_errors_are_one_line(args: tuple[str, ...]) -> None:
 
 def test_shell_completion(tmp_path: Path) -> None:
     """Shell completion available (rvlm --install-completion)."""
-    script = str(Path(sys.executable).parent / "rvlm")  # the installed command
-
+    script = RVLM
     def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         # from bash, as a user would (typer finds the shell among the parent processes;
         # the "; exit" keeps bash from replacing itself with rvlm)
@@ -244,10 +253,27 @@ def test_debug_flag_exists_and_shows_the_traceback() -> None:
     assert plain_run.returncode == 1
     assert plain_run.stderr.strip().splitlines() == [
         "error: unexpected ValueError: boom (--debug or RVLM_DEBUG=1 shows the traceback)"]
-    for done in (run("--debug", "plugins"), run("plugins", "--debug"),
-                 run("plugins", RVLM_DEBUG="1")):
-        assert done.returncode == 1
-        assert "Traceback" in done.stderr and "ValueError: boom" in done.stderr
+    done = run("--debug", "plugins")
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "ValueError: boom" in done.stderr
+
+
+@pytest.mark.parametrize(("args", "env"), [(["plugins", "--debug"], {}),
+                                           (["plugins"], {"RVLM_DEBUG": "1"})])
+def test_debug_after_the_command_and_rvlm_debug(args: list[str], env: dict[str, str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """--debug after the command, and RVLM_DEBUG=1, let the exception through (a traceback)."""
+    import rvlm.cli.plugins
+
+    def fail() -> None:
+        raise ValueError("boom")
+
+    monkeypatch.setattr(rvlm.cli.plugins, "plugins_dict", fail)
+    result = CliRunner().invoke(app, args, env=env)
+    assert isinstance(result.exception, ValueError) and str(result.exception) == "boom"
+    monkeypatch.delenv("RVLM_DEBUG", raising=False)
+    quiet = CliRunner().invoke(app, ["plugins"], env={"RVLM_DEBUG": ""})
+    assert quiet.exit_code == 1 and "--debug" in quiet.stderr
 
 
 def test_deprecation_warnings_fail_the_run() -> None:

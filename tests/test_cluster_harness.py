@@ -210,3 +210,19 @@ def test_cluster_refuses_bad_shapes(tmp_path) -> None:
         EmbeddedCluster(primaries=0, directory=tmp_path)
     with pytest.raises(ValueError, match="4 ports needed"):
         EmbeddedCluster(primaries=2, replicas=1, ports=[1, 2], directory=tmp_path)
+
+
+def test_command_recorder_sees_where_commands_went(redis_cluster, cluster_client) -> None:
+    from rvlm.testing.cluster import CommandRecorder, parse_monitor_line
+
+    assert parse_monitor_line(b'+1.5 [0 127.0.0.1:1] "SET" "a\\x00\\"b\\\\" "v\\n1"') == [
+        b"SET", b'a\x00"b\\', b"v\n1"]
+    assert parse_monitor_line(b"+OK") is None
+    with CommandRecorder(redis_cluster) as rec:
+        for i in range(30):
+            cluster_client.set(f"rec:{i}".encode(), b"\x00\xff")
+    sets = rec.sent("set")
+    assert sum(len(v) for v in sets.values()) == 30 and len(sets) == 3
+    for port, cmds in sets.items():
+        for args in cmds:
+            assert redis_cluster.owner_of(args[1]).port == port and args[2] == b"\x00\xff"

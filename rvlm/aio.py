@@ -16,6 +16,10 @@ How it works, precisely:
 * Not on the event loop: with ``num_workers > 1`` the transform forks worker processes, which
   use their own sync clients (as the sync executor does); and rollback runs the sync rollback
   in a thread (:meth:`AsyncMigrationExecutor.rollback`).
+* A Redis Cluster (detected from the URL, or a ``redis.asyncio.cluster.RedisCluster`` passed
+  in): single commands go through the async cluster client; pipelined document I/O is routed
+  per primary (:mod:`rvlm.core.redis.routing`) over one ``redis.asyncio.Redis`` per node, all on
+  the same loop (:meth:`AsyncBridge.node_map`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,19 @@ class AsyncBridge:
     def __init__(self, client: aioredis.Redis, loop: asyncio.AbstractEventLoop) -> None:
         self._client = client
         self._loop = loop
+        self._nodes: _AsyncClusterNodes | None = None
+
+    def node_map(self) -> _AsyncClusterNodes | None:
+        """The routing view of an async Redis Cluster client (None for one server): see
+        :class:`rvlm.core.redis.routing.NodeMap`."""
+        if self._nodes is None and _is_async_cluster(self._client):
+            self._nodes = _AsyncClusterNodes(self)
+        return self._nodes
+
+    async def aclose_nodes(self) -> None:
+        """Close the per-node clients :meth:`node_map` opened (on the loop)."""
+        if self._nodes is not None:
+            await self._nodes.aclose()
 
     def run(self, awaitable: Awaitable[T]) -> T:
         """Run ``awaitable`` on the loop and wait for it (from a worker thread)."""
@@ -79,6 +96,84 @@ class AsyncBridge:
             return result
 
         return call
+
+
+def _is_async_cluster(client: Any) -> bool:
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
+#: Connection settings a per-node client takes over from the async cluster client.
+_NODE_KWARGS = ("username", "password", "credential_provider", "decode_responses",
+                "socket_timeout", "socket_connect_timeout", "protocol", "encoding",
+                "encoding_errors", "client_name")
+
+
+class _AsyncClusterNodes:
+    """:class:`rvlm.core.redis.routing.NodeMap` of an async ``RedisCluster`` behind a bridge:
+    the slot table is the async client's; each node is served by its own ``redis.asyncio``
+    client (same credentials, TLS and protocol) wrapped in a bridge on the same loop."""
+
+    def __init__(self, bridge: AsyncBridge) -> None:
+        self.bridge = bridge
+        self.cluster: Any = bridge._client
+        self.clients: dict[str, AsyncBridge] = {}
+        self.raw: list[Any] = []
+        self.pool: Any = None
+
+    def owner(self, slot: int) -> str:
+        return str(self.cluster.nodes_manager.get_node_from_slot(slot).name)
+
+    def node_client(self, name: str) -> AsyncBridge:
+        got = self.clients.get(name)
+        if got is not None:
+            return got
+        import redis.asyncio as aioredis
+
+        node = self.cluster.get_node(node_name=name)
+        if node is None:
+            self.refresh()
+            node = self.cluster.get_node(node_name=name)
+            if node is None:
+                import redis
+
+                raise redis.ConnectionError(f"cluster node {name} is unknown")
+        kw = self.cluster.connection_kwargs
+        kwargs = {k: kw[k] for k in _NODE_KWARGS if k in kw}
+        kwargs.update({k: v for k, v in kw.items() if k.startswith("ssl_")})
+        if "SSL" in getattr(kw.get("connection_class"), "__name__", ""):
+            kwargs["ssl"] = True
+        raw = aioredis.Redis(host=node.host, port=node.port, **kwargs)
+        self.raw.append(raw)
+        got = self.clients[name] = AsyncBridge(raw, self.bridge._loop)
+        return got
+
+    def moved(self, error: Any) -> None:
+        self.bridge.run(self.cluster.nodes_manager.move_slot(error))
+
+    def refresh(self) -> None:
+        self.bridge.run(self.cluster.nodes_manager.initialize())
+
+    def primaries(self) -> list[tuple[str, Any]]:
+        return [(str(n.name), self.node_client(str(n.name)))
+                for n in self.cluster.get_primaries()]
+
+    def submit(self, fn: Callable[[], list[Any]]) -> Any:
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rvlm-node")
+        return self.pool.submit(fn)
+
+    async def aclose(self) -> None:
+        for raw in self.raw:
+            with contextlib.suppress(Exception):
+                await raw.aclose()
+        self.raw.clear()
+        self.clients.clear()
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
 
 
 class _BridgePipeline:
@@ -137,12 +232,58 @@ def async_connect(url: str | None = None) -> aioredis.Redis:
         raise RvlmError(f"bad Redis URL {redact(target)}: {exc}") from None
 
 
+async def async_connect_cluster_aware(url: str | None = None) -> Any:
+    """:func:`async_connect`, pinged; a ``redis.asyncio.cluster.RedisCluster`` (initialized)
+    when the server is a Redis Cluster node (``INFO cluster``, or ``RVLM_CLUSTER``, as the sync
+    :func:`rvlm.core.redis.connection.connect`)."""
+    import os
+
+    from redis.asyncio.cluster import RedisCluster
+    from redis.exceptions import RedisClusterException
+
+    from rvlm.core.errors import RvlmError
+    from rvlm.core.redis.connection import cluster_wanted, redact, resolve_url
+    from rvlm.core.redis.resp import to_int, to_map
+
+    client = async_connect(url)
+    await _ping(client, url)
+    want = cluster_wanted()
+    if want is False:
+        return client
+    info = to_map(await client.info("cluster"))
+    enabled = bool(to_int(info.get("cluster_enabled", 0)))
+    target = resolve_url(url)
+    if want and not enabled:
+        await client.aclose()
+        raise RvlmError(f"{redact(target)} is not a Redis Cluster node (INFO cluster says "
+                        "cluster_enabled:0); leave out --cluster (RVLM_CLUSTER) for one server")
+    if not enabled:
+        return client
+    await client.aclose()
+    kwargs: dict[str, Any] = {"decode_responses": False}
+    if os.environ.get("RVLM_PROTOCOL"):
+        kwargs["protocol"] = int(os.environ["RVLM_PROTOCOL"])
+    try:
+        cluster = RedisCluster.from_url(target, **kwargs)
+        await cluster.initialize()
+    except (RedisClusterException, ValueError, OSError) as exc:
+        raise RvlmError(f"cannot use the Redis Cluster at {redact(target)}: {exc}") from None
+    return cluster
+
+
 def url_of(client: Any) -> str | None:
     """A URL for the server a ``redis.asyncio`` client talks to (for the executor's sync
-    connections: its start-up check and ``num_workers > 1``); None for a unix socket."""
+    connections: its start-up check and ``num_workers > 1``); None for a unix socket. For an
+    async cluster client, the URL of one of its nodes."""
     from urllib.parse import quote
 
-    kw = client.connection_pool.connection_kwargs
+    if _is_async_cluster(client):
+        node = client.get_default_node() or client.get_nodes()[0]
+        kw = {**client.connection_kwargs, "host": node.host, "port": node.port}
+        if "SSL" in getattr(kw.get("connection_class"), "__name__", ""):
+            kw["ssl"] = True
+    else:
+        kw = client.connection_pool.connection_kwargs
     if "path" in kw or "host" not in kw:
         return None
     scheme = "rediss" if kw.get("ssl") or "ssl_cert_reqs" in kw else "redis"
@@ -202,15 +343,20 @@ class _Session:
     def __init__(self, redis_url: str | None, client: aioredis.Redis | None) -> None:
         self.url = redis_url
         self.given = client
-        self.client: aioredis.Redis | None = client
+        self.client: Any = client
+        self.bridge: AsyncBridge
 
     async def __aenter__(self) -> AsyncBridge:
         if self.client is None:
-            self.client = async_connect(self.url)
-            await _ping(self.client, self.url)
-        return AsyncBridge(self.client, asyncio.get_running_loop())
+            self.client = await async_connect_cluster_aware(self.url)
+        elif _is_async_cluster(self.client):
+            await self.client.initialize()
+        self.bridge = AsyncBridge(self.client, asyncio.get_running_loop())
+        return self.bridge
 
     async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            await self.bridge.aclose_nodes()
         if self.given is None and self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.aclose()

@@ -11,8 +11,8 @@ import pytest
 from redis.crc import key_slot
 
 from rvlm.core.errors import MigrationFailed
-from rvlm.core.redis import routing
-from rvlm.core.redis.moves import crosses_slots, delete_copies, move_keys, same_content
+from rvlm.core.redis import wire
+from rvlm.core.redis.docio.moves import crosses_slots, delete_copies, move_keys, same_content
 
 pytestmark = pytest.mark.cluster
 
@@ -33,9 +33,9 @@ def _other_node(rc, key: bytes, stem: str) -> bytes:
 def test_cross_slot_moves_keep_values_and_ttls(cluster_client, protocol) -> None:
     rc = cluster_client
     hashes = {f"old:{i}".encode(): _vector_hash(i) for i in range(300)}
-    routing.execute(rc, [(b"HSET", k, *[x for fv in v.items() for x in fv])
+    wire.execute(rc, [(b"HSET", k, *[x for fv in v.items() for x in fv])
                          for k, v in hashes.items()])
-    routing.execute(rc, [(b"PEXPIRE", k, 600_000) for k in list(hashes)[:100]])
+    wire.execute(rc, [(b"PEXPIRE", k, 600_000) for k in list(hashes)[:100]])
     rc.execute_command("JSON.SET", b"old:json", "$", json.dumps({"b": 1, "a": [1, 2]}))
     pairs = [(k, b"new:" + k[4:]) for k in hashes] + [(b"old:json", b"new:json")]
     assert sum(crosses_slots(rc, o, n) for o, n in pairs) > 200

@@ -7,7 +7,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from rvlm.core.redis import routing
+from rvlm.core.redis import routing, wire
 from rvlm.core.redis.resp import to_int, to_str
 
 pytestmark = pytest.mark.cluster
@@ -16,9 +16,9 @@ pytestmark = pytest.mark.cluster
 def test_replies_in_order_across_primaries(cluster_client, protocol) -> None:
     rc = cluster_client
     keys = [f"doc:{i}".encode() for i in range(900)]
-    replies = routing.execute(rc, [(b"HSET", k, b"n", str(i)) for i, k in enumerate(keys)])
+    replies = wire.execute(rc, [(b"HSET", k, b"n", str(i)) for i, k in enumerate(keys)])
     assert [to_int(r) for r in replies] == [1] * 900
-    got = routing.execute(rc, [(b"HMGET", k, b"n", b"missing") for k in keys])
+    got = wire.execute(rc, [(b"HMGET", k, b"n", b"missing") for k in keys])
     assert got == [[str(i).encode(), None] for i in range(900)]
     # every primary got its share of the one call
     sizes = [to_int(c.dbsize()) for _name, c in routing.primaries(rc)]
@@ -36,7 +36,7 @@ def test_multi_exec_units_and_scripts(cluster_client, protocol) -> None:
     commands.append((b"HSET", b"s:1", b"a", b"1"))
     commands.append((b"EVAL", "return redis.call('EXISTS', KEYS[1], KEYS[2])", 2,
                      b"{m}:a", b"{m}:b"))
-    replies = routing.execute(rc, commands)
+    replies = wire.execute(rc, commands)
     for i in range(50):
         queued, exec_reply = replies[5 * i:5 * i + 4], replies[5 * i + 4]
         assert [to_str(q) for q in queued] == ["OK", "QUEUED", "QUEUED", "QUEUED"]
@@ -48,9 +48,9 @@ def test_multi_exec_units_and_scripts(cluster_client, protocol) -> None:
 
 def test_commands_without_a_key_are_refused(cluster_client) -> None:
     with pytest.raises(ValueError, match="no key"):
-        routing.execute(cluster_client, [(b"DBSIZE",)])
+        wire.execute(cluster_client, [(b"DBSIZE",)])
     with pytest.raises(ValueError, match="MULTI without EXEC"):
-        routing.execute(cluster_client, [(b"MULTI",), (b"SET", b"a", b"1")])
+        wire.execute(cluster_client, [(b"MULTI",), (b"SET", b"a", b"1")])
 
 
 def test_moved_and_ask_are_followed(redis_cluster, cluster_client) -> None:
@@ -59,16 +59,16 @@ def test_moved_and_ask_are_followed(redis_cluster, cluster_client) -> None:
     rc = cluster_client
     slot = key_slot(b"{r}")
     keys = [f"{{r}}:{i}".encode() for i in range(200)]
-    routing.execute(rc, [(b"SET", k, str(i)) for i, k in enumerate(keys)])
+    wire.execute(rc, [(b"SET", k, str(i)) for i, k in enumerate(keys)])
     src = redis_cluster.owner_of(b"{r}")
     dst = next(n for n in redis_cluster.primary_servers() if n.port != src.port)
     redis_cluster.begin_slot_migration(slot, dst.port)
     try:
         assert redis_cluster.migrate_keys(slot, src.port, dst.port, count=80) == 80
         # half moved: reads of both halves and writes succeed (ASK for the moved keys)
-        got = routing.execute(rc, [(b"GET", k) for k in keys])
+        got = wire.execute(rc, [(b"GET", k) for k in keys])
         assert [to_int(g) for g in got] == list(range(200))
-        assert all(to_int(r) == i + 1 for i, r in enumerate(routing.execute(
+        assert all(to_int(r) == i + 1 for i, r in enumerate(wire.execute(
             rc, [(b"INCR", k) for k in keys])))
         redis_cluster.migrate_keys(slot, src.port, dst.port)
         redis_cluster.finish_slot_migration(slot, dst.port)
@@ -77,7 +77,7 @@ def test_moved_and_ask_are_followed(redis_cluster, cluster_client) -> None:
         raise
     name = f"127.0.0.1:{src.port}"
     assert rc.nodes_manager.slots_cache[slot][0].name == name  # the client does not know yet
-    got = routing.execute(rc, [(b"GET", k) for k in keys])  # MOVED, then the new owner
+    got = wire.execute(rc, [(b"GET", k) for k in keys])  # MOVED, then the new owner
     assert [to_int(g) for g in got] == [i + 1 for i in range(200)]
     assert rc.nodes_manager.slots_cache[slot][0].name == f"127.0.0.1:{dst.port}"
 
@@ -85,19 +85,19 @@ def test_moved_and_ask_are_followed(redis_cluster, cluster_client) -> None:
 def test_failover_is_followed(redis_cluster_replicas, cluster_replicas_client) -> None:
     cluster, rc = redis_cluster_replicas, cluster_replicas_client
     keys = [f"f:{i}".encode() for i in range(300)]
-    routing.execute(rc, [(b"SET", k, b"1") for k in keys])
+    wire.execute(rc, [(b"SET", k, b"1") for k in keys])
     owner = cluster.owner_of(keys[0])
     replica = cluster.replicas_of(owner.port)[0]
     cluster.failover(replica.port)
     # the demoted primary answers MOVED for its old slots: followed to the promoted replica
-    assert [to_int(r) for r in routing.execute(rc, [(b"INCR", k) for k in keys])] == [2] * 300
+    assert [to_int(r) for r in wire.execute(rc, [(b"INCR", k) for k in keys])] == [2] * 300
     assert rc.nodes_manager.slots_cache[key_slot(keys[0])][0].name == \
         f"127.0.0.1:{replica.port}"
 
 
 def test_plain_client_is_one_pipeline(redis_client) -> None:
     assert not routing.is_cluster(redis_client)
-    assert routing.execute(redis_client, [(b"SET", b"a", b"1"), (b"GET", b"a")]) == [
+    assert wire.execute(redis_client, [(b"SET", b"a", b"1"), (b"GET", b"a")]) == [
         b"OK", b"1"]
     assert routing.primaries(redis_client) == [("", redis_client)]
 

@@ -8,9 +8,10 @@ from test_apply_helpers import make_hash_index, make_json_index
 from rvlm.core.plugins.documents import MISSING
 from rvlm.core.redis.connection import connect, read_index
 from rvlm.core.redis.docio.keys import enumerate_keys, escape_glob
+from rvlm.core.redis.docio.moves import move_keys
 from rvlm.core.redis.docio.read import count_existing, fields_exist, read_batch
 from rvlm.core.redis.docio.restore import restore_records
-from rvlm.core.redis.docio.write import KeyWrite, move_keys, write_batch
+from rvlm.core.redis.docio.write import KeyWrite, write_batch
 from rvlm.core.storage.backup.records import BackupRecord, FieldOriginal
 from rvlm.core.storage.keyfile import KeyFileReader
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from rvlm.cli.common import (
+    ClusterOption,
     JsonOption,
     MinRecallOption,
     QueryCheckOption,
@@ -66,6 +67,7 @@ def apply(
     plan: PlanOption,
     backup_dir: BackupOption,
     url: UrlOption = None,
+    cluster: ClusterOption = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1,
                                             help="Documents per batch.")] = 500,
     workers: Annotated[int, typer.Option("--workers", min=1,
@@ -151,6 +153,7 @@ def apply(
 def validate(
     plan: PlanOption,
     url: UrlOption = None,
+    cluster: ClusterOption = False,
     report_out: Annotated[Path | None, typer.Option("--report-out",
                                                     help="Write the YAML report here.")] = None,
     backup_dir: Annotated[Path | None, typer.Option(
@@ -184,6 +187,7 @@ def validate(
 def rollback(
     backup_dir: BackupOption,
     url: UrlOption = None,
+    cluster: ClusterOption = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
                    ] = False,
     report_out: Annotated[Path | None, typer.Option("--report-out",

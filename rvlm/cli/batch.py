@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from rvlm.cli.common import (
+    ClusterOption,
     MinRecallOption,
     QueryCheckOption,
     RecallKOption,
@@ -83,6 +84,7 @@ def plan(
                                                                     "next to it.")] = Path(
         "batch_plan.yaml"),
     url: UrlOption = None,
+    cluster: ClusterOption = False,
     sample_size: Annotated[int | None, typer.Option(
         "--sample-size", min=1, help="Documents read per index to calibrate quantization.")
     ] = None,
@@ -125,6 +127,7 @@ def apply(
     recall_k: RecallKOption = 10,
     query_check_file: QueryCheckOption = None,
     rollback_below_recall: RollbackBelowOption = False,
+    cluster: ClusterOption = False,
 ) -> None:
     """Run every applicable index of a batch plan (re-run, or 'batch resume', to continue).
 
@@ -160,6 +163,7 @@ def resume(
     recall_k: RecallKOption = 10,
     query_check_file: QueryCheckOption = None,
     rollback_below_recall: RollbackBelowOption = False,
+    cluster: ClusterOption = False,
 ) -> None:
     """Continue a batch where it stopped (a crashed index resumes from its journal)."""
     from rvlm.api import quality_options

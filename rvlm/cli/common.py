@@ -45,6 +45,24 @@ RollbackBelowOption = Annotated[bool, typer.Option(
                                     "failed).")]
 
 
+def _force_cluster(value: bool) -> bool:
+    """``--cluster``: every connection of this process and its workers is a cluster client
+    (``RVLM_CLUSTER=1``, read by :func:`rvlm.core.redis.connection.connect`)."""
+    if value:
+        import os
+
+        os.environ["RVLM_CLUSTER"] = "1"
+    return value
+
+
+ClusterOption = Annotated[
+    bool,
+    typer.Option("--cluster", callback=_force_cluster,
+                 help="The URL is a node of a Redis Cluster: refuse to go on otherwise. A "
+                      "cluster is also detected without it."),
+]
+
+
 JsonOption = Annotated[bool, typer.Option(
     "--json", help="Print the result as JSON on stdout (progress and errors go to stderr).")]
 

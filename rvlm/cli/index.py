@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rvlm.cli.common import IndexOption, JsonOption, UrlOption, echo_json, fail, handle_errors
+from rvlm.cli.common import (
+    ClusterOption,
+    IndexOption,
+    JsonOption,
+    UrlOption,
+    echo_json,
+    fail,
+    handle_errors,
+)
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -186,7 +194,8 @@ def info_dict(info: IndexInfo) -> dict[str, Any]:
 
 @index_app.command("list")
 @handle_errors
-def list_command(url: UrlOption = None, as_json: JsonOption = False) -> None:
+def list_command(url: UrlOption = None, cluster: ClusterOption = False,
+                 as_json: JsonOption = False) -> None:
     """Every search index: name, documents, storage type and key prefixes."""
     from rvlm.core.errors import RvlmError
     from rvlm.core.redis.connection import connect, list_indexes, read_index
@@ -242,6 +251,7 @@ def list_command(url: UrlOption = None, as_json: JsonOption = False) -> None:
 def info_command(
     index: IndexOption,
     url: UrlOption = None,
+    cluster: ClusterOption = False,
     as_json: JsonOption = False,
     as_yaml: Annotated[
         bool,

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from rvlm.cli.common import (
+    ClusterOption,
     IndexOption,
     JsonOption,
     MinRecallOption,
@@ -48,6 +49,7 @@ def plan(
     schema_patch: PatchOption = None,
     target_schema: TargetOption = None,
     url: UrlOption = None,
+    cluster: ClusterOption = False,
     plan_out: Annotated[Path, typer.Option("--plan-out", "-o", help="Where to write the plan "
                                                                      "YAML.")] = Path(
         "migration_plan.yaml"),
@@ -110,6 +112,7 @@ def plan(
 def estimate(
     plan: Annotated[Path, typer.Option("--plan", help="Plan YAML made by 'rvlm plan'.")],
     url: UrlOption = None,
+    cluster: ClusterOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Backup disk, Redis memory before and after, bytes to rewrite and expected downtime."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rvlm.cli.common import JsonOption, UrlOption, echo_json, handle_errors
+from rvlm.cli.common import ClusterOption, JsonOption, UrlOption, echo_json, handle_errors
 from rvlm.cli.output import say
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ def describe(client: redis.Redis, url: str) -> dict[str, Any]:
             "aliases": caps.aliases,
             "cluster": caps.cluster,
         },
+        "search_layout": caps.search_layout,
         "datatypes": list(caps.datatypes),
         "algorithms": list(caps.algorithms),
     }
@@ -99,6 +100,15 @@ _LABELS = {
 }
 
 
+_LAYOUTS = {
+    "standalone": "one server",
+    "coordinated": "cluster, one index name answers for every shard",
+    "uncoordinated": "cluster without a search coordinator: an index covers the keys of the "
+                     "node owning its name's slot (keep name, prefixes and aliases in one "
+                     "hash tag)",
+}
+
+
 def print_description(info: dict[str, Any]) -> None:
     rows = [
         ("url", info["url"]),
@@ -111,6 +121,7 @@ def print_description(info: dict[str, Any]) -> None:
         if not on and key in _WHY_NOT:
             text += f" ({_WHY_NOT[key]})"
         rows.append((_LABELS[key], text))
+    rows.append(("search layout", _LAYOUTS.get(info["search_layout"], info["search_layout"])))
     rows.append(("vector datatypes", ", ".join(info["datatypes"])))
     rows.append(("vector algorithms", ", ".join(info["algorithms"])))
     width = max(len(k) for k, _ in rows)
@@ -204,6 +215,7 @@ def status(
 @handle_errors
 def info(
     url: UrlOption = None,
+    cluster: ClusterOption = False,
     port: Annotated[
         int | None,
         typer.Option("--port", "-p", min=1, max=65535,

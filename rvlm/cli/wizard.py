@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rvlm.cli.common import UrlOption, handle_errors
+from rvlm.cli.common import ClusterOption, UrlOption, handle_errors
 
 if TYPE_CHECKING:
     from rvlm.core.redis.capabilities import Capabilities
@@ -920,6 +920,7 @@ def wizard(
                                                    "(default: --patch, else schema_patch.yaml)."
                                                    )] = None,
     url: UrlOption = None,
+    cluster: ClusterOption = False,
 ) -> None:
     """Build a schema patch interactively: pick an index, stage changes, preview, write.
 

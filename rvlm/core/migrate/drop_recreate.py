@@ -211,6 +211,7 @@ class DropRecreate:
         else:
             run.mutated = True
             run.check_plugins()
+            run.check_cluster()  # a resume waits for a resharding to end, too
         enum = phase_data(run.dir, "keys_enumerated")
         report.key_enumeration = str(enum.get("method", ""))
         dropped_at = float(phase_data(run.dir, "dropped").get("ts", time.time()))
@@ -264,7 +265,7 @@ class DropRecreate:
         conflicts: list[tuple[bytes, bytes]] = []
         for b in redo:
             # started, not done: a replacement may have failed after its DEL (recreate it)
-            restore_records(run.client, self.storage, backup.batch(b), cluster=run.caps.cluster,
+            restore_records(run.client, self.storage, backup.batch(b),
                             recreate=b in state.started_not_done, conflicts=conflicts)
         if conflicts:
             # a batch that cannot be restored must not be redone: its writes would land on a
@@ -318,8 +319,9 @@ class DropRecreate:
             def finish(n: int, b: int, writes: list[KeyWrite], durable: Future[None]) -> None:
                 durable.result()  # raises if the backup or the journal failed: nothing written
                 run.check_leases()
-                written = write_batch(client, self.storage, writes, cluster=run.caps.cluster,
-                                      fault=lambda: fault("mid_write", b))
+                written = write_batch(client, self.storage, writes,
+                                      fault=lambda: fault("mid_write", b),
+                                      move_fault=lambda: fault("mid_move", b))
                 # not fsynced on its own: the next batch_started (or the journal's close)
                 # makes it durable, and a batch_done lost in a crash only means the batch is
                 # restored from its backup and redone on resume

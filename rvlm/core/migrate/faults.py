@@ -8,7 +8,8 @@ documents and bytes.
 Points of a ``drop_recreate`` apply (:mod:`rvlm.core.migrate.drop_recreate`): ``after_checks``,
 ``after_drop``, ``after_backup:N`` (backup of batch N fsynced, not journaled),
 ``after_started:N`` (journaled, nothing written), ``mid_write:N`` (values written, keys not
-yet renamed), ``after_batch:N``, ``after_transform``, ``after_create``.
+yet renamed), ``mid_move:N`` (keys moved by DUMP/RESTORE are in place under their new names,
+their sources not yet deleted), ``after_batch:N``, ``after_transform``, ``after_create``.
 
 Points of an ``online`` apply (:mod:`rvlm.core.migrate.online`): ``online_after_checks``,
 ``online_after_create``, ``online_after_validate``, ``online_after_alias``,

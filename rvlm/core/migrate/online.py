@@ -94,6 +94,7 @@ def execute_online(run: Run) -> MigrationReport:
         run.check_plugins()
         if not state.reached("alias_moved"):
             run.ask_source()  # what a first run without these options did not store
+        run.check_cluster()
     run.mutated = True
     checked = phase_data(run.dir, "checked")
     report.documents = int(checked.get("source_docs", 0))

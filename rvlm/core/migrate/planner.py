@@ -19,6 +19,7 @@ import attrs
 import redis
 
 from rvlm.core.errors import RvlmError
+from rvlm.core.migrate.cluster_checks import layout_problems, migration_warning
 from rvlm.core.migrate.estimate import downtime_seconds
 from rvlm.core.migrate.plan import (
     DROP_RECREATE,
@@ -40,6 +41,7 @@ from rvlm.core.redis.capabilities import Capabilities, detect
 from rvlm.core.redis.connection import index_exists, list_indexes, read_index
 from rvlm.core.redis.docio.sample import last_failed_key, read_documents, sample_keys
 from rvlm.core.redis.resp import to_str
+from rvlm.core.redis.topology import cluster_migrations
 from rvlm.core.schema.diff import LikelyRename, differences, likely_renames
 from rvlm.core.schema.model import IndexSchema
 from rvlm.core.schema.patch import (
@@ -258,6 +260,12 @@ def make_plan(
         warnings += _alias_checks(client, options.alias, source, final, index_names, planned)
     if online:
         _online_checks(source, final, info.stats, operations, aliases, planned)
+    if caps.cluster:
+        for reason in layout_problems(caps.search_layout, source, final, aliases):
+            planned.append(_blocked("cluster_layout", reason))
+        moving = migration_warning(cluster_migrations(client))
+        if moving:
+            warnings.append(moving)
     for s in suggestions:
         warnings.append(
             f"field {s.old_name!r} disappears and an identical field {s.new_name!r} appears: "

@@ -24,7 +24,6 @@ from rvlm.core.migrate.backup_dir import load_backup_plan
 from rvlm.core.migrate.online import rollback_online
 from rvlm.core.migrate.report import MigrationReport, Timer
 from rvlm.core.migrate.validate import validate_source
-from rvlm.core.redis.capabilities import detect
 from rvlm.core.redis.connection import connect, index_exists, read_index, wait_indexed
 from rvlm.core.redis.docio.restore import conflict_actions, conflict_message, restore_records
 from rvlm.core.redis.lock import hold_locks, lock_owner
@@ -71,7 +70,6 @@ def rollback(
     timer = Timer()
     owns_client = client is None
     client = connect(url) if client is None else client
-    caps = detect(client)
     storage = plan.source_schema.storage_type
     journal = Journal(directory, 0)
     try:
@@ -106,7 +104,6 @@ def rollback(
                         # is left
                         before = len(conflicts)
                         for key in restore_records(client, storage, records,
-                                                   cluster=caps.cluster,
                                                    recreate=b in state.started_not_done,
                                                    conflicts=conflicts):
                             if len(report.warnings) < 20:

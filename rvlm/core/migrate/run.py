@@ -32,6 +32,7 @@ from rvlm.core.quality.gate import QualityOptions
 from rvlm.core.redis.capabilities import Capabilities, detect
 from rvlm.core.redis.connection import connect, index_exists, read_index, wait_indexed
 from rvlm.core.redis.lock import Leases
+from rvlm.core.redis.topology import cluster_migrations
 from rvlm.core.schema.ftcreate import create_arguments
 from rvlm.core.schema.ftinfo import IndexInfo
 from rvlm.core.storage.journal import Journal, RunState
@@ -135,6 +136,7 @@ class Run:
             raise RvlmError("the plan is lossy (some values cannot be restored exactly); "
                             "pass --accept-data-loss (accept_data_loss=True) to apply it")
         self.check_plugins()
+        self.check_cluster()
         info = read_index(self.client, plan.source_index)
         if info.schema.index.name != plan.source_index:
             raise RvlmError(f"{plan.source_index!r} is an alias of index "
@@ -164,6 +166,19 @@ class Run:
                             "(index or alias); choose another name")
         check_target_accepted(self.client, target)
         return info
+
+    def check_cluster(self) -> None:
+        """On a Redis Cluster: no slot migration in progress (an index does not move with its
+        slot, so documents moved meanwhile would leave the index behind)."""
+        if not self.caps.cluster:
+            return
+        moving = cluster_migrations(self.client)
+        if moving:
+            shown = ", ".join(m.describe() for m in moving[:5])
+            raise RvlmError(f"a slot migration is in progress on the cluster ({shown}): an "
+                            "index does not move with its slot, so apply does not start or go "
+                            "on during one; let the resharding finish, then run the same "
+                            "command again")
 
     # -- quality -------------------------------------------------------------------------
     def ask_source(self) -> None:

@@ -13,7 +13,9 @@ from typing import Any
 import attrs
 import redis
 
+from rvlm.core.redis import routing
 from rvlm.core.redis.resp import to_int, to_list, to_map, to_str
+from rvlm.core.redis.topology import STANDALONE, detect_layout
 
 
 def _version_text(v: int) -> str:
@@ -28,6 +30,8 @@ class Capabilities:
     search_version: int  # e.g. 21005 for 2.10.5, 80200 for 8.2.0; 0 when absent
     json_version: int
     cluster: bool = False
+    #: ``standalone``, ``coordinated`` or ``uncoordinated`` (:mod:`rvlm.core.redis.topology`)
+    search_layout: str = "standalone"
 
     @property
     def search(self) -> bool:
@@ -77,13 +81,17 @@ class Capabilities:
             "search_version": _version_text(self.search_version),
             "json_version": _version_text(self.json_version),
             "cluster": self.cluster,
+            "search_layout": self.search_layout,
             "datatypes": list(self.datatypes),
             "algorithms": list(self.algorithms),
         }
 
 
 def detect(client: redis.Redis) -> Capabilities:
-    """Ask the server (INFO server, MODULE LIST, INFO cluster)."""
+    """Ask the server (INFO server, MODULE LIST, INFO cluster; on a cluster, one primary, and
+    whether its search module has a coordinator)."""
+    cluster_client = client
+    client = routing.primaries(client)[0][1]  # a node: these commands have no key
     server = to_map(client.info("server"))
     version = to_str(server.get("redis_version", ""))
     search = 0
@@ -109,5 +117,6 @@ def detect(client: redis.Redis) -> Capabilities:
     cluster = False
     with contextlib.suppress(redis.RedisError):
         cluster = bool(to_int(to_map(client.info("cluster")).get("cluster_enabled", 0)))
+    layout = detect_layout(cluster_client, cluster) if search else STANDALONE
     return Capabilities(redis_version=version, search_version=search, json_version=json,
-                        cluster=cluster)
+                        cluster=cluster, search_layout=layout)

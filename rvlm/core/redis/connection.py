@@ -3,6 +3,12 @@
 ``connect`` turns a bad URL or an unreachable server into one clear :class:`RvlmError` line
 (with the password redacted). Clients never decode responses: keys and values are bytes
 everywhere in rvlm, and :mod:`rvlm.core.redis.resp` normalises replies under RESP2 and RESP3.
+
+A URL of any node of a Redis Cluster (primary or replica) gives a ``redis.cluster.RedisCluster``:
+``connect`` asks the server (``INFO cluster``), or is told (``cluster=True``, the CLI's
+``--cluster``, ``RVLM_CLUSTER=1``, which then refuses a server that is not a cluster node).
+Commands on one key go to the node owning it; pipelined document I/O goes through
+:func:`rvlm.core.redis.wire.execute`, which routes per primary.
 """
 
 from __future__ import annotations
@@ -11,16 +17,20 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.redis import routing
 from rvlm.core.redis.resp import to_float, to_int, to_list, to_map, to_str
 from rvlm.core.schema.ftinfo import IndexInfo, parse_ft_info
 
 DEFAULT_URL = "redis://localhost:6379"
+#: ``1``: the server must be a Redis Cluster (the CLI's ``--cluster`` sets it, so worker
+#: processes see it too); ``0``: never make a cluster client; unset: ask the server.
+CLUSTER_ENV = "RVLM_CLUSTER"
 
 
 def resolve_url(url: str | None) -> str:
@@ -43,13 +53,37 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
+def cluster_wanted(cluster: bool | None = None) -> bool | None:
+    """``cluster`` if given, else what ``RVLM_CLUSTER`` says (None: ask the server)."""
+    if cluster is not None:
+        return cluster
+    value = os.environ.get(CLUSTER_ENV, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return None
+
+
+def cluster_enabled(client: Any) -> bool:
+    """True when the server behind ``client`` is a node of a Redis Cluster (``INFO cluster``)."""
+    try:
+        return bool(to_int(to_map(client.info("cluster")).get("cluster_enabled", 0)))
+    except redis.RedisError:
+        return False
+
+
 def connect(
-    url: str | None = None, *, protocol: int | None = None, check: bool = True
+    url: str | None = None, *, protocol: int | None = None, check: bool = True,
+    cluster: bool | None = None,
 ) -> redis.Redis:
     """A bytes client for ``url`` (see :func:`resolve_url`), pinged unless ``check`` is False.
 
     ``protocol`` 2 or 3 forces RESP2 or RESP3; by default ``RVLM_PROTOCOL`` or the client's own
-    default. Raises :class:`RvlmError` naming the (redacted) URL when it cannot connect.
+    default. When the server is a Redis Cluster node the client is a
+    ``redis.cluster.RedisCluster`` (it answers the same commands; see the module docstring);
+    ``cluster`` (default: ``RVLM_CLUSTER``, else ask the server) forces the answer. Raises
+    :class:`RvlmError` naming the (redacted) URL when it cannot connect.
     """
     target = resolve_url(url)
     logging.getLogger(__name__).debug("connecting to %s", redact(target))
@@ -62,23 +96,51 @@ def connect(
         client = redis.Redis.from_url(target, **kwargs)
     except ValueError as exc:
         raise RvlmError(f"bad Redis URL {redact(target)}: {exc}") from None
-    if check:
+    want = cluster_wanted(cluster)
+    if check or want is not False:
         try:
             client.ping()
         except redis.AuthenticationError as exc:
             raise RvlmError(f"Redis at {redact(target)} refused the credentials: {exc}") from None
         except redis.RedisError as exc:
             raise RvlmError(f"cannot reach Redis at {redact(target)}: {exc}") from None
-    return client
+    if want is False:
+        return client
+    enabled = cluster_enabled(client)
+    if want and not enabled:
+        client.close()
+        raise RvlmError(f"{redact(target)} is not a Redis Cluster node (INFO cluster says "
+                        "cluster_enabled:0); leave out --cluster (RVLM_CLUSTER) for one server")
+    if not enabled:
+        return client
+    client.close()
+    return _cluster_client(target, kwargs)
+
+
+def _cluster_client(target: str, kwargs: dict[str, Any]) -> redis.Redis:
+    from redis.cluster import RedisCluster
+    from redis.exceptions import RedisClusterException
+
+    try:
+        cluster = RedisCluster.from_url(target, **kwargs)
+    except (RedisClusterException, redis.RedisError, ValueError) as exc:
+        raise RvlmError(f"cannot use the Redis Cluster at {redact(target)}: {exc}") from None
+    # RedisCluster answers every command rvlm sends outside wire.execute (by key, or on every
+    # primary through routing.primaries); it is no redis.Redis subclass, hence the cast
+    return cast(redis.Redis, cluster)
 
 
 def list_indexes(client: redis.Redis) -> list[str]:
-    """Every index name on the server (FT._LIST), sorted."""
-    try:
-        reply = client.execute_command("FT._LIST")
-    except redis.ResponseError as exc:
-        raise RvlmError(f"the server has no Search module (FT._LIST failed: {exc})") from None
-    return sorted(to_str(n) for n in to_list(reply))
+    """Every index name on the server (FT._LIST), sorted; on a cluster, on every primary."""
+    names: set[str] = set()
+    for _name, node in routing.primaries(client):
+        try:
+            reply = node.execute_command("FT._LIST")
+        except redis.ResponseError as exc:
+            raise RvlmError(f"the server has no Search module (FT._LIST failed: {exc})"
+                            ) from None
+        names.update(to_str(n) for n in to_list(reply))
+    return sorted(names)
 
 
 def read_index(client: redis.Redis, name: str) -> IndexInfo:

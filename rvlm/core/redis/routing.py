@@ -1,15 +1,15 @@
 """Many commands on a Redis Cluster: one raw pipeline per primary, run side by side.
 
-:func:`execute` takes the same argument tuples as :func:`rvlm.core.redis.wire.execute` and
-returns the replies in the same order, with the same semantics (error replies in place, as
-``ResponseError`` instances), for a plain client or a ``redis.cluster.RedisCluster``:
+:func:`route` is how :func:`rvlm.core.redis.wire.execute` serves a cluster client: the same
+argument tuples in, the replies in the same order out, error replies in place (as
+``ResponseError`` instances):
 
 * each command goes to the primary owning its key's slot (the key is the first argument,
   or the first key of ``EVAL``/``EVALSHA``); a ``MULTI`` ... ``EXEC`` run of commands is one
   unit, sent whole to the owner of its first key (its keys must share a slot);
-* the commands of each primary are packed into one write and read back in one loop
-  (:func:`~rvlm.core.redis.wire.execute` on that node's pooled connection), every primary in
-  its own thread, so a batch costs one round trip to the slowest node, not one per node;
+* the commands of each primary are sent as one pipeline on that node's pooled connection
+  (``send``, i.e. :func:`rvlm.core.redis.wire.send`), every primary in its own thread, so a
+  batch costs one round trip to the slowest node, not one per node;
 * ``MOVED`` (a slot changed owner: a failover, a finished migration) updates the client's slot
   table and sends the unit again to the new owner; ``ASK`` (a slot being migrated, the key
   already moved) sends it to the importing node after ``ASKING``; ``TRYAGAIN`` waits briefly
@@ -18,36 +18,129 @@ returns the replies in the same order, with the same semantics (error replies in
   reply (the caller fails on it, like on any error reply).
 
 A connection error or timeout on a node is raised after every other node's replies were read
-(their commands did run): the caller decides (the executor's batches are idempotent on
-resume). The slot table is redis-py's own (``RedisCluster.nodes_manager``), refreshed from
-the cluster when a node cannot be reached.
+(their commands did run), once the slot table was refreshed from the cluster: the caller
+decides (the executor's batches are idempotent on resume).
+
+The cluster is seen through a :class:`NodeMap` (:func:`node_map`): redis-py's sync
+``RedisCluster`` (its slot table, ``nodes_manager``), or any client object with a
+``node_map()`` method (the async bridge of :mod:`rvlm.aio`).
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, TryAgainError
 
-from rvlm.core.redis import wire
-
 #: Rounds of re-sending redirected units before a redirect is returned as the reply.
 REDIRECTS = 5
 
 Command = Sequence[Any]
+#: Sends commands on one node's client and returns the replies (errors in place).
+Send = Callable[[Any, Sequence[Command]], list[Any]]
 
 _NO_KEY = frozenset({b"MULTI", b"EXEC", b"DISCARD", b"ASKING"})
 
 
+class NodeMap(Protocol):
+    """What routing needs to know about a cluster (names are ``host:port``)."""
+
+    def owner(self, slot: int) -> str:
+        """The primary that owns ``slot`` as far as the client knows."""
+
+    def node_client(self, name: str) -> Any:
+        """A client for one node, which ``send`` accepts."""
+
+    def moved(self, error: MovedError) -> None:
+        """Learn from a ``MOVED`` reply (the slot's new owner)."""
+
+    def refresh(self) -> None:
+        """Learn the whole topology again (after a node could not be reached)."""
+
+    def primaries(self) -> list[tuple[str, Any]]:
+        """``(name, client)`` of every primary."""
+
+    def submit(self, fn: Callable[[], list[Any]]) -> Any:
+        """Run ``fn`` in a thread; returns a future."""
+
+
+class ClusterNodes:
+    """:class:`NodeMap` of a sync ``redis.cluster.RedisCluster``.
+
+    The owner of each slot is read from redis-py's slot table once and kept in a flat list
+    (redis-py's lookup costs microseconds per key); a ``MOVED`` or a refresh clears it. A
+    stale entry costs one ``MOVED``, which is followed."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self.client = client
+        self.pool: ThreadPoolExecutor | None = None
+        self.table: list[str | None] = [None] * 16384
+
+    def owner(self, slot: int) -> str:
+        name = self.table[slot]
+        if name is None:
+            name = self.table[slot] = str(
+                self.client.nodes_manager.get_node_from_slot(slot).name)
+        return name
+
+    def node_client(self, name: str) -> redis.Redis:
+        node = self.client.get_node(node_name=name)
+        if node is None:  # a node we have not seen: let redis-py learn the topology again
+            self.refresh()
+            node = self.client.get_node(node_name=name)
+            if node is None:
+                raise redis.ConnectionError(f"cluster node {name} is unknown")
+        conn = self.client.get_redis_connection(node)
+        if conn is None:
+            raise redis.ConnectionError(f"no connection to cluster node {name}")
+        return conn
+
+    def moved(self, error: MovedError) -> None:
+        self.client.nodes_manager.move_slot(error)
+        self.table = [None] * 16384  # a failover moves every slot of a node at once
+
+    def refresh(self) -> None:
+        self.client.nodes_manager.initialize()
+        self.table = [None] * 16384
+
+    def primaries(self) -> list[tuple[str, Any]]:
+        return [(str(n.name), self.node_client(str(n.name))) for n in self.client.get_primaries()]
+
+    def submit(self, fn: Callable[[], list[Any]]) -> Any:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rvlm-node")
+        return self.pool.submit(fn)
+
+
+_MAPS: weakref.WeakKeyDictionary[Any, ClusterNodes] = weakref.WeakKeyDictionary()
+
+
+def node_map(client: Any) -> NodeMap | None:
+    """The :class:`NodeMap` of a cluster client, or None for a client of one server."""
+    if isinstance(client, RedisCluster):
+        got = _MAPS.get(client)
+        if got is None:
+            got = _MAPS[client] = ClusterNodes(client)
+        return got
+    method = getattr(type(client), "node_map", None)
+    if callable(method):
+        found: NodeMap | None = client.node_map()
+        return found
+    return None
+
+
 def is_cluster(client: Any) -> bool:
-    """True for a sync ``redis.cluster.RedisCluster``."""
-    return isinstance(client, RedisCluster)
+    """True for a client of a Redis Cluster (sync ``RedisCluster``, or a bridge to an async
+    one)."""
+    return node_map(client) is not None
 
 
 def _name(cmd: Command) -> bytes:
@@ -63,184 +156,174 @@ def _arg(value: Any) -> bytes:
     return str(value).encode()
 
 
+def _spellings(*names: str) -> frozenset[Any]:
+    return frozenset(x for n in names for x in (n, n.lower(), n.encode(), n.lower().encode()))
+
+
+#: Command names that need a look before taking the first argument as the key.
+_SPECIAL = _spellings("MULTI", "EXEC", "DISCARD", "ASKING", "EVAL", "EVALSHA", "FCALL",
+                      "FCALL_RO")
+_MULTI = _spellings("MULTI")
+_END = _spellings("EXEC", "DISCARD")
+
+
 def command_key(cmd: Command) -> bytes | None:
     """The key that decides where ``cmd`` goes: its first argument, the first key of
     ``EVAL``/``EVALSHA``; None for ``MULTI``, ``EXEC``, ``DISCARD``, ``ASKING`` and a script
     without keys."""
+    if cmd[0] not in _SPECIAL:
+        if len(cmd) < 2:
+            return None
+        key = cmd[1]
+        return key if type(key) is bytes else _arg(key)
     name = _name(cmd)
     if name in _NO_KEY:
         return None
-    if name in (b"EVAL", b"EVALSHA", b"FCALL", b"FCALL_RO"):
-        return _arg(cmd[3]) if len(cmd) > 3 and int(cmd[2]) > 0 else None
-    return _arg(cmd[1]) if len(cmd) > 1 else None
+    return _arg(cmd[3]) if len(cmd) > 3 and int(cmd[2]) > 0 else None
 
 
-class _Unit:
-    """Consecutive commands that go to one node together (one command, or MULTI..EXEC)."""
-
-    __slots__ = ("commands", "first", "slot")
-
-    def __init__(self, first: int, commands: list[Command], slot: int) -> None:
-        self.first = first
-        self.commands = commands
-        self.slot = slot
-
-
-def _units(commands: Sequence[Command]) -> list[_Unit]:
-    units: list[_Unit] = []
-    i = 0
+def _units(commands: Sequence[Command]) -> tuple[list[int], list[int], list[int]]:
+    """The slot of every command, where each unit ends (``ends[i]``: the index after the unit
+    that starts at ``i``: ``i + 1`` for one command, after the ``EXEC`` of a ``MULTI``), and
+    the unit each command belongs to (its start). Commands of a ``MULTI`` have its slot."""
     n = len(commands)
+    slots = [0] * n
+    ends = list(range(1, n + 1))
+    unit_of = list(range(n))
+    i = 0
     while i < n:
         cmd = commands[i]
-        if _name(cmd) == b"MULTI":
+        head = cmd[0]
+        if head not in _SPECIAL:  # the hot path: one command on the key in argument 1
+            if len(cmd) < 2:
+                raise ValueError(f"{_name(cmd).decode(errors='replace')} has no key to route "
+                                 "it by on a cluster; send it to a node")
+            key = cmd[1]
+            slots[i] = key_slot(key if type(key) is bytes else _arg(key))
+            i += 1
+            continue
+        if head in _MULTI:
             j = i + 1
-            while j < n and _name(commands[j]) not in (b"EXEC", b"DISCARD"):
+            while j < n and commands[j][0] not in _END:
                 j += 1
             if j == n:
                 raise ValueError("MULTI without EXEC in a cluster pipeline")
-            group = list(commands[i:j + 1])
-            keys = [k for c in group if (k := command_key(c)) is not None]
+            keys = [k for c in commands[i:j + 1] if (k := command_key(c)) is not None]
             if not keys:
                 raise ValueError("a MULTI/EXEC without a key cannot be routed on a cluster")
-            units.append(_Unit(i, group, key_slot(keys[0])))
+            slot = key_slot(keys[0])
+            for x in range(i, j + 1):
+                slots[x] = slot
+                unit_of[x] = i
+            ends[i] = j + 1
             i = j + 1
             continue
-        key = command_key(cmd)
-        if key is None:
+        script_key = command_key(cmd)
+        if script_key is None:
             raise ValueError(f"{_name(cmd).decode(errors='replace')} has no key to route it by "
                              "on a cluster; send it to a node")
-        units.append(_Unit(i, [cmd], key_slot(key)))
+        slots[i] = key_slot(script_key)
         i += 1
-    return units
+    return slots, ends, unit_of
 
 
-def _redirect(replies: Sequence[Any]) -> Exception | None:
-    for r in replies:
-        if isinstance(r, (MovedError, AskError, TryAgainError)):
-            return r
-    return None
+_REDIRECTS = (MovedError, AskError, TryAgainError)
 
 
-class _Sender:
-    """Sends units to nodes, one thread per node (a pool kept per client)."""
+def _send_all(nodes: NodeMap, groups: dict[str, list[Command]],
+              send: Send) -> dict[str, list[Any]]:
+    """Send each node its commands; replies per node. Raises the first connection error
+    once every node answered or failed (the topology refreshed)."""
 
-    def __init__(self, client: RedisCluster) -> None:
-        self.client = client
-        self.pool: ThreadPoolExecutor | None = None
+    def run(name: str) -> list[Any]:
+        return send(nodes.node_client(name), groups[name])
 
-    def node_client(self, name: str) -> redis.Redis:
-        node = self.client.get_node(node_name=name)
-        if node is None:  # a node we have not seen: let redis-py learn the topology again
-            self.client.nodes_manager.initialize()
-            node = self.client.get_node(node_name=name)
-            if node is None:
-                raise redis.ConnectionError(f"cluster node {name} is unknown")
-        conn = self.client.get_redis_connection(node)
-        assert conn is not None
-        return conn
-
-    def owner(self, slot: int) -> str:
-        return str(self.client.nodes_manager.get_node_from_slot(slot).name)
-
-    def send(self, groups: dict[str, list[tuple[_Unit, list[Command]]]]) -> dict[str, list[Any]]:
-        """Send each node's commands (flattened in unit order); replies per node. Raises the
-        first connection error once every node answered or failed."""
-
-        def run(name: str) -> list[Any]:
-            flat = [c for _u, cmds in groups[name] for c in cmds]
-            return wire.execute(self.node_client(name), flat)
-
-        names = list(groups)
-        if len(names) == 1:
+    names = list(groups)
+    if len(names) == 1:
+        try:
             return {names[0]: run(names[0])}
-        if self.pool is None:
-            self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rvlm-node")
-        futures = {n: self.pool.submit(run, n) for n in names}
-        out: dict[str, list[Any]] = {}
-        error: BaseException | None = None
-        for n, f in futures.items():
-            try:
-                out[n] = f.result()
-            except BaseException as exc:
-                error = error or exc
-        if error is not None:
-            if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
-                self.client.nodes_manager.initialize()
-            raise error
-        return out
-
-
-_SENDERS: dict[int, tuple[RedisCluster, _Sender]] = {}
-
-
-def _sender(client: RedisCluster) -> _Sender:
-    got = _SENDERS.get(id(client))
-    if got is None or got[0] is not client:
-        if len(_SENDERS) > 64:
-            _SENDERS.clear()
-        got = (client, _Sender(client))
-        _SENDERS[id(client)] = got
-    return got[1]
-
-
-def execute(client: Any, commands: Sequence[Command]) -> list[Any]:
-    """:func:`rvlm.core.redis.wire.execute` for any client: routed per primary on a cluster
-    (see the module docstring), else one pipeline on the client's connection."""
-    if not commands:
-        return []
-    if not is_cluster(client):
-        return wire.execute(client, commands)
-    sender = _sender(client)
-    units = _units(commands)
-    replies: list[Any] = [None] * len(commands)
-    # (unit, commands to send, replies to skip at the front: the ASKING reply)
-    todo: list[tuple[_Unit, list[Command], str | None]] = [(u, u.commands, None) for u in units]
-    for attempt in range(REDIRECTS + 1):
-        groups: dict[str, list[tuple[_Unit, list[Command]]]] = {}
-        for unit, cmds, target in todo:
-            groups.setdefault(target or sender.owner(unit.slot), []).append((unit, cmds))
-        answered = sender.send(groups)
-        again: list[tuple[_Unit, list[Command], str | None]] = []
-        wait = False
-        for name, sent in groups.items():
-            got = answered[name]
-            p = 0
-            for unit, cmds in sent:
-                part = got[p:p + len(cmds)]
-                p += len(cmds)
-                if len(cmds) != len(unit.commands):  # ASKING was sent first
-                    part = part[len(cmds) - len(unit.commands):]
-                replies[unit.first:unit.first + len(unit.commands)] = part
-                err = _redirect(part)
-                if err is None or attempt == REDIRECTS:
-                    continue
-                if isinstance(err, MovedError):
-                    client.nodes_manager.move_slot(err)
-                    again.append((unit, unit.commands, None))
-                elif isinstance(err, AskError):
-                    target = f"{err.host}:{err.port}"
-                    again.append((unit, [(b"ASKING",), *unit.commands], target))
-                else:  # TRYAGAIN: keys of a multi-key command split by a migration
-                    wait = True
-                    again.append((unit, unit.commands, None))
-        if not again:
-            break
-        if wait:
-            time.sleep(0.05)
-        todo = again
-    return replies
-
-
-def primaries(client: Any) -> list[tuple[str, redis.Redis]]:
-    """``(name, client)`` of every primary (one ``("", client)`` for a plain client)."""
-    if not is_cluster(client):
-        return [("", client)]
-    out = []
-    for node in client.get_primaries():
-        conn = client.get_redis_connection(node)
-        assert conn is not None
-        out.append((str(node.name), conn))
+        except (redis.ConnectionError, redis.TimeoutError):
+            nodes.refresh()
+            raise
+    futures = {n: nodes.submit(functools.partial(run, n)) for n in names}
+    out: dict[str, list[Any]] = {}
+    error: BaseException | None = None
+    for n, f in futures.items():
+        try:
+            out[n] = f.result()
+        except BaseException as exc:
+            error = error or exc
+    if error is not None:
+        if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+            nodes.refresh()
+        raise error
     return out
 
 
-__all__ = ["REDIRECTS", "command_key", "execute", "is_cluster", "primaries"]
+def route(nodes: NodeMap, commands: Sequence[Command], send: Send) -> list[Any]:
+    """Send ``commands`` over the cluster ``nodes`` (see the module docstring)."""
+    if not commands:
+        return []
+    slots, ends, unit_of = _units(commands)
+    replies: list[Any] = [None] * len(commands)
+    starts = list(range(len(commands)))
+    i = 0
+    todo: list[int] = []  # unit starts still to send
+    while i < len(commands):
+        todo.append(i)
+        i = ends[i]
+    asks: dict[int, str] = {}  # unit start -> node that answered ASK for it
+    owner = nodes.owner
+    for attempt in range(REDIRECTS + 1):
+        groups: dict[str, list[Command]] = {}
+        sent: dict[str, list[int]] = {}  # node -> command indices, in send order
+        for u in todo:
+            name = asks.get(u) or owner(slots[u])
+            group = groups.get(name)
+            if group is None:
+                group = groups[name] = []
+                sent[name] = []
+            end = ends[u]
+            if u in asks:
+                group.append((b"ASKING",))
+                sent[name].append(-1)  # the ASKING reply is dropped
+            if end == u + 1:
+                group.append(commands[u])
+                sent[name].append(u)
+            else:
+                group.extend(commands[u:end])
+                sent[name].extend(starts[u:end])
+        answered = _send_all(nodes, groups, send)
+        redirected: dict[int, Exception] = {}
+        for name, idxs in sent.items():
+            for x, r in zip(idxs, answered[name], strict=True):
+                if x < 0:
+                    continue
+                replies[x] = r
+                if isinstance(r, _REDIRECTS):
+                    redirected.setdefault(unit_of[x], r)
+        if not redirected or attempt == REDIRECTS:
+            break
+        asks = {}
+        wait = False
+        for u, err in redirected.items():
+            if isinstance(err, MovedError):
+                nodes.moved(err)
+            elif isinstance(err, AskError):
+                asks[u] = f"{err.host}:{err.port}"
+            else:  # TRYAGAIN: keys of a multi-key command split by a migration
+                wait = True
+        if wait:
+            time.sleep(0.05)
+        todo = sorted(redirected)
+    return replies
+
+
+def primaries(client: Any) -> list[tuple[str, Any]]:
+    """``(name, client)`` of every primary; ``[("", client)]`` for a client of one server."""
+    nodes = node_map(client)
+    return [("", client)] if nodes is None else nodes.primaries()
+
+
+__all__ = ["REDIRECTS", "ClusterNodes", "NodeMap", "command_key", "is_cluster", "node_map",
+           "primaries", "route"]

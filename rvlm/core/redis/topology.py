@@ -202,7 +202,7 @@ def detect_layout(client: Any, cluster: bool) -> str:
     if forced in (COORDINATED, UNCOORDINATED):
         return forced
     _name, node = routing.primaries(client)[0]
-    reply = wire.execute(node, [(b"COMMAND", b"INFO", b"_FT.SEARCH", b"FT.CLUSTERINFO")])[0]
+    reply = wire.send(node, [(b"COMMAND", b"INFO", b"_FT.SEARCH", b"FT.CLUSTERINFO")])[0]
     if isinstance(reply, Exception):
         return UNCOORDINATED
     known = [entry for entry in (reply or []) if entry]

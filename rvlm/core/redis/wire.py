@@ -14,6 +14,10 @@ retry: the caller decides; the executor's batches are idempotent on resume).
 Arguments must be ``bytes``, ``str``, ``int`` or ``float`` (what Redis accepts on the wire).
 A client that is not a sync ``redis.Redis`` (the async bridge of :mod:`rvlm.aio`) is served
 through its own ``pipeline()``.
+
+On a Redis Cluster client, :func:`execute` routes: one such pipeline per primary, side by side,
+redirections followed (:mod:`rvlm.core.redis.routing`); :func:`send` is the one-connection
+part.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+
+from rvlm.core.redis import routing
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis comes with redis[hiredis], a dependency; fall back to redis-py's packer
@@ -95,9 +101,21 @@ def _read_hiredis(conn: Any, count: int, append: Callable[[Any], None]) -> bool:
     return True
 
 
-def execute(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
+def execute(client: Any, commands: Sequence[Command]) -> list[Any]:
     """Send ``commands`` (argument tuples, e.g. ``(b"HMGET", key, b"f")``) and return their
-    replies in order; error replies are returned as ``ResponseError`` instances."""
+    replies in order; error replies are returned as ``ResponseError`` instances. On a cluster
+    client, each command goes to the primary owning its key (:func:`routing.route`)."""
+    if not commands:
+        return []
+    nodes = routing.node_map(client)
+    if nodes is not None:
+        return routing.route(nodes, commands, send)
+    return send(client, commands)
+
+
+def send(client: Any, commands: Sequence[Command]) -> list[Any]:
+    """:func:`execute` on the one server (or node) ``client`` talks to: one pipeline on one
+    pooled connection."""
     if not commands:
         return []
     if not isinstance(client, redis.Redis):  # e.g. the async bridge: its own pipeline
@@ -161,7 +179,7 @@ class Batch:
     Replies are raw (no redis-py response callbacks): integers, bytes, lists, ``b"OK"``.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Any) -> None:
         self.client = client
         self.commands: list[tuple[Any, ...]] = []
 
@@ -208,4 +226,4 @@ class Batch:
         return replies
 
 
-__all__ = ["CHUNK", "Batch", "execute", "first_error", "raise_first"]
+__all__ = ["CHUNK", "Batch", "execute", "first_error", "raise_first", "send"]

@@ -29,6 +29,7 @@ from pathlib import Path
 import attrs
 import redis
 
+from rvlm.core.redis import routing
 from rvlm.core.redis.resp import to_bytes, to_int, to_list, to_map
 from rvlm.core.schema.model import IndexSchema
 from rvlm.core.storage.files import fsync_directory
@@ -96,19 +97,21 @@ def _cursor_keys(client: redis.Redis, index: str) -> Iterator[list[bytes]]:
 
 
 def _scan_keys(client: redis.Redis, schema: IndexSchema) -> Iterator[list[bytes]]:
-    """Pages of keys of the index's storage type under each of its prefixes (SCAN)."""
+    """Pages of keys of the index's storage type under each of its prefixes (SCAN; on a
+    cluster, SCAN on every primary, one after the other)."""
     type_name = "ReJSON-RL" if schema.storage_type == "json" else "hash"
-    for prefix in schema.index.prefix:
-        cursor = 0
-        match = escape_glob(prefix) + b"*"
-        while True:
-            cursor, keys = client.execute_command(
-                "SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT, "TYPE", type_name
-            )
-            cursor = to_int(cursor)
-            yield [to_bytes(k) for k in to_list(keys)]
-            if cursor == 0:
-                break
+    for _name, node in routing.primaries(client):
+        for prefix in schema.index.prefix:
+            cursor = 0
+            match = escape_glob(prefix) + b"*"
+            while True:
+                cursor, keys = node.execute_command(
+                    "SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT, "TYPE", type_name
+                )
+                cursor = to_int(cursor)
+                yield [to_bytes(k) for k in to_list(keys)]
+                if cursor == 0:
+                    break
 
 
 class _Fingerprints:

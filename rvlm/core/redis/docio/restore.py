@@ -18,10 +18,12 @@ import redis
 
 from rvlm.core.errors import MigrationFailed
 from rvlm.core.plugins.documents import MISSING
-from rvlm.core.redis import wire
+from rvlm.core.redis import routing, wire
+from rvlm.core.redis.docio.moves import delete_copies, move_keys
 from rvlm.core.redis.docio.read import JSON_ROOT, ReadDoc
-from rvlm.core.redis.docio.write import check_replies, hash_slot, move_keys
+from rvlm.core.redis.docio.write import check_replies
 from rvlm.core.redis.resp import field_bytes, to_bytes, to_int, to_str
+from rvlm.core.redis.topology import slot_of
 from rvlm.core.redis.wire import raise_first
 from rvlm.core.storage.backup.records import BackupRecord, FieldOriginal, RawRecord
 
@@ -57,54 +59,9 @@ def conflict_actions(pairs: Sequence[tuple[bytes, bytes]], backup_dir: Any,
     return out
 
 
-#: Deletes KEYS[2] only if it holds exactly what KEYS[1] holds (same DUMP payload): an
-#: interrupted DUMP/RESTORE move leaves such a copy; anything else is not the migration's.
-_DEL_IF_COPY = """
-local a = redis.call('DUMP', KEYS[1])
-local b = redis.call('DUMP', KEYS[2])
-if a and b and a == b then return redis.call('DEL', KEYS[2]) end
-return 0
-"""
-
-
-def _delete_copies(client: redis.Redis, pairs: Sequence[tuple[bytes, bytes]],
-                   cluster: bool) -> list[bool]:
-    """For each ``(key, new_key)`` (both exist): delete ``new_key`` if it is an exact copy of
-    ``key`` (atomically, in a script; across cluster slots a DUMP comparison then DEL).
-    Returns whether each was deleted; False means the two differ and neither was touched."""
-    if not pairs:
-        return []
-    local = [not cluster or hash_slot(a) == hash_slot(b) for a, b in pairs]
-    commands: list[tuple[Any, ...]] = []
-    for (a, b), one_slot in zip(pairs, local, strict=True):
-        if one_slot:
-            commands.append((b"EVAL", _DEL_IF_COPY, 2, a, b))
-        else:
-            commands += [(b"DUMP", a), (b"DUMP", b)]
-    replies = wire.execute(client, commands)
-    raise_first(replies)
-    out: list[bool] = []
-    later: list[bytes] = []
-    i = 0
-    for (_a, b), one_slot in zip(pairs, local, strict=True):
-        if one_slot:
-            out.append(bool(to_int(replies[i])))
-            i += 1
-            continue
-        same = replies[i] is not None and replies[i] == replies[i + 1]
-        i += 2
-        out.append(same)
-        if same:
-            later.append(b)
-    if later:  # pragma: no cover - cluster only
-        raise_first(wire.execute(client, [(b"DEL", k) for k in later]))
-    return out
-
-
 def restore_records(
     client: redis.Redis, storage_type: str, records: Sequence[BackupRecord], *,
-    cluster: bool = False, recreate: bool = False,
-    conflicts: list[tuple[bytes, bytes]] | None = None,
+    recreate: bool = False, conflicts: list[tuple[bytes, bytes]] | None = None,
 ) -> list[bytes]:
     """Put backup records back: move renamed keys home, set original values, delete fields
     that did not exist, restore a recorded TTL the key lost. Idempotent.
@@ -116,8 +73,9 @@ def restore_records(
     leaves (not replaced yet, replaced, replaced and moved, moved copy beside its source).
 
     Restore never destroys a key it cannot prove is the migration's own. When a record was
-    moved and *both* its key and its new key exist, the new key is deleted only if it is an
-    exact copy of the key (what an interrupted DUMP/RESTORE move leaves); otherwise someone
+    moved and *both* its key and its new key exist, the new key is deleted only if it holds the
+    same document as the key (what an interrupted DUMP/RESTORE move leaves; compared by
+    content, :func:`~rvlm.core.redis.docio.moves.delete_copies`); otherwise someone
     created one of them during the migration, and neither key is touched: the pair is a
     *conflict*, appended to ``conflicts`` when given, else raised as
     :class:`RestoreConflict` once every other record was restored.
@@ -140,8 +98,7 @@ def restore_records(
             if r.new_key is not None and r.new_key != r.key and ex[2 * i] and ex[2 * i + 1]]
     found: list[tuple[bytes, bytes]] = []
     pairs = [(records[i].key, records[i].new_key or b"") for i in both]
-    for i, pair, copy_deleted in zip(both, pairs, _delete_copies(client, pairs, cluster),
-                                     strict=True):
+    for i, pair, copy_deleted in zip(both, pairs, delete_copies(client, pairs), strict=True):
         if copy_deleted:
             ex[2 * i + 1] = False  # only the key is left, as if the move never happened
         else:
@@ -171,12 +128,13 @@ def restore_records(
             gone.append(r.key)
             continue
         present.append(r)
-    move_keys(client, moves, cluster=cluster)
-    pipe = client.pipeline(transaction=False)
+    move_keys(client, moves)
+    pipe = wire.Batch(client)
     what: list[tuple[str, bytes]] = []
     later: list[bytes] = []
+    split = routing.is_cluster(client)
     for r in replaced:
-        later += _queue_recreate(pipe, what, storage_type, r, cluster)
+        later += _queue_recreate(pipe, what, storage_type, r, split)
     for r in present:
         if storage_type == "json":
             for f in r.fields:
@@ -187,7 +145,7 @@ def restore_records(
             setv = {f.name: f.value for f in r.fields if f.value is not None}
             dels = [f.name for f in r.fields if f.value is None]
             if setv:
-                pipe.hset(r.key, mapping=setv)  # type: ignore[arg-type]
+                pipe.hset(r.key, mapping=setv)
                 what.append(("HSET", r.key))
             if dels:
                 pipe.hdel(r.key, *dels)
@@ -199,7 +157,7 @@ def restore_records(
     if what:
         check_replies(pipe.execute(raise_on_error=False), what)
     if later:  # new keys in other cluster slots: deleted once the originals are back
-        client.delete(*later)
+        raise_first(wire.execute(client, [(b"DEL", k) for k in later]))
     if found:
         if conflicts is None:
             raise RestoreConflict(found)
@@ -214,7 +172,7 @@ def _queue_recreate(pipe: Any, what: list[tuple[str, bytes]], storage_type: str,
     later: list[bytes] = []
     cmds: list[tuple[Any, ...]] = [("DEL", r.key)]
     if r.new_key is not None and r.new_key != r.key:
-        if cluster and hash_slot(r.new_key) != hash_slot(r.key):
+        if cluster and slot_of(r.new_key) != slot_of(r.key):
             later.append(r.new_key)
         else:
             cmds.append(("DEL", r.new_key))

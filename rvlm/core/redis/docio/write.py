@@ -1,6 +1,7 @@
 """Writing documents for the executor: merged updates and key renames, every reply checked.
 
-:func:`write_batch` writes a batch's updates in one pipeline (renames last, :func:`move_keys`);
+:func:`write_batch` writes a batch's updates in one pipeline (renames last,
+:func:`~rvlm.core.redis.docio.moves.move_keys`);
 a whole-document replacement is one ``MULTI``/``EXEC`` per key, so a crash leaves the key
 either as it was or replaced, never missing. :func:`check_replies` turns any error reply (or a
 JSON.SET, RESTORE or RENAMENX that did not succeed) into a
@@ -10,7 +11,6 @@ JSON.SET, RESTORE or RENAMENX that did not succeed) into a
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,14 +20,8 @@ import redis
 from rvlm.core.errors import MigrationFailed
 from rvlm.core.plugins.documents import MISSING
 from rvlm.core.redis import wire
+from rvlm.core.redis.docio.moves import move_keys
 from rvlm.core.redis.resp import field_bytes, to_bytes, to_int, to_str
-
-
-def hash_slot(key: bytes) -> int:
-    """The cluster hash slot of ``key`` (hash tags honoured)."""
-    from redis.crc import key_slot
-
-    return int(key_slot(key))
 
 
 def _ok(reply: Any) -> bool:
@@ -100,16 +94,6 @@ def _encode_value(storage_type: str, name: str, value: Any, key: bytes) -> bytes
         f"value for hash field {name!r} of {to_str(key)!r} must be bytes, not "
         f"{type(value).__name__}"
     )
-
-
-def use_dump_restore(client: redis.Redis, pairs: Sequence[tuple[bytes, bytes]],
-                     cluster: bool) -> bool:
-    """True when renames must go through DUMP/RESTORE: on a cluster when a pair crosses hash
-    slots (RENAME would fail with CROSSSLOT), or when ``RVLM_RENAME_MODE=dump`` forces it
-    (tests exercise that path on one node). A single node renames across slots fine."""
-    if os.environ.get("RVLM_RENAME_MODE", "").lower() == "dump":
-        return True
-    return cluster and any(hash_slot(a) != hash_slot(b) for a, b in pairs)
 
 
 #: Commands whose reply only needs to be "not an error".
@@ -191,55 +175,20 @@ def _queue_replace(pipe: Any, what: list[tuple[str, bytes]], w: KeyWrite) -> int
     return size
 
 
-def move_keys(client: redis.Redis, pairs: Sequence[tuple[bytes, bytes]], *,
-              cluster: bool = False) -> None:
-    """Rename each ``(old, new)``, keeping TTLs; refuse to overwrite an existing new key.
-
-    RENAMENX on one node and within one slot; otherwise DUMP + PTTL, then RESTORE (with the
-    remaining TTL) + DEL. Raises :class:`MigrationFailed` naming the key on any failure.
-    """
-    if not pairs:
-        return
-    if not use_dump_restore(client, pairs, cluster):
-        replies = wire.execute(client, [(b"RENAMENX", old, new) for old, new in pairs])
-        if any(r != 1 for r in replies):  # only then name the key that failed
-            check_replies(replies, [("RENAMENX", o) for o, _ in pairs])
-        return
-    pipe = client.pipeline(transaction=False)
-    for old, _new in pairs:
-        pipe.execute_command("DUMP", old)
-        pipe.pttl(old)
-    replies = pipe.execute(raise_on_error=False)
-    pipe = client.pipeline(transaction=False)
-    for i, (old, new) in enumerate(pairs):
-        dump, pttl = replies[2 * i], replies[2 * i + 1]
-        if isinstance(dump, Exception) or dump is None:
-            raise MigrationFailed(f"DUMP of {to_str(old)!r} failed: {dump!r}")
-        ttl = to_int(pttl, -1)
-        pipe.execute_command("RESTORE", new, max(ttl, 0), dump)
-    restored = pipe.execute(raise_on_error=False)
-    # a source is deleted only once its copy is in place: a RESTORE refused (BUSYKEY: the
-    # new key exists) must never cost the source
-    sources = [old for (old, _new), r in zip(pairs, restored, strict=True) if _ok(r)]
-    if sources:
-        pipe = client.pipeline(transaction=False)
-        for old in sources:
-            pipe.delete(old)
-        check_replies(pipe.execute(raise_on_error=False), [("DEL", old) for old in sources])
-    check_replies(restored, [("RESTORE", new) for _old, new in pairs])
-
-
 def write_batch(
     client: redis.Redis,
     storage_type: str,
     writes: Sequence[KeyWrite],
     *,
-    cluster: bool = False,
     fault: Callable[[], None] | None = None,
+    move_fault: Callable[[], None] | None = None,
 ) -> int:
     """Write every update in one pipeline (hash: HSET/HDEL; JSON: JSON.SET/JSON.DEL, each
-    JSON.SET checked for OK), then rename keys (see :func:`move_keys`). Returns the number of
-    value bytes written. ``fault`` (tests) runs between the value writes and the renames.
+    JSON.SET checked for OK), then rename keys
+    (:func:`~rvlm.core.redis.docio.moves.move_keys`: RENAMENX, or DUMP/RESTORE/DEL across
+    cluster slots). Returns the number of value bytes written. ``fault`` (tests) runs between
+    the value writes and the renames, ``move_fault`` between a DUMP/RESTORE move's RESTORE and
+    its DEL. On a cluster every command goes to the primary owning its key.
 
     A write with ``replace`` is one ``MULTI``/``EXEC`` on its key (see :func:`_queue_replace`):
     a crash leaves the key either as it was or replaced, never missing.
@@ -281,9 +230,8 @@ def write_batch(
     if fault is not None:
         fault()
     move_keys(client, [(w.key, w.new_key) for w in writes
-                       if w.new_key is not None and w.new_key != w.key], cluster=cluster)
+                       if w.new_key is not None and w.new_key != w.key], between=move_fault)
     return written
 
 
-__all__ = ["KeyWrite", "check_replies", "hash_slot", "move_keys", "use_dump_restore",
-           "write_batch"]
+__all__ = ["KeyWrite", "check_replies", "write_batch"]

@@ -18,20 +18,20 @@ order follows the node's per-process hash seed, so a correct copy on another nod
 ``DUMP`` bytes. :func:`delete_copies` deletes such copies (atomically in one script when both
 keys share a slot).
 
-Every command goes through :func:`rvlm.core.redis.routing.execute`: one pipeline per primary,
-redirections followed.
+Every command goes through :func:`rvlm.core.redis.wire.execute`: one pipeline per primary on a
+cluster, redirections followed.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.crc import key_slot
 
 from rvlm.core.errors import MigrationFailed
-from rvlm.core.redis import routing
+from rvlm.core.redis import routing, wire
 from rvlm.core.redis.resp import to_int, to_map, to_str
 
 RENAME_MODE_ENV = "RVLM_RENAME_MODE"
@@ -80,12 +80,6 @@ def crosses_slots(client: Any, old: bytes, new: bytes) -> bool:
     return routing.is_cluster(client) and key_slot(old) != key_slot(new)
 
 
-def _raise_first(replies: Sequence[Any]) -> None:
-    for r in replies:
-        if isinstance(r, Exception):
-            raise r
-
-
 def _content(kind: str, key: bytes) -> tuple[Any, ...]:
     if kind == "hash":
         return (b"HGETALL", key)
@@ -108,8 +102,8 @@ def same_content(client: Any, pairs: Sequence[Pair]) -> list[bool]:
     round trips, keys in any slots."""
     if not pairs:
         return []
-    types = routing.execute(client, [(b"TYPE", k) for pair in pairs for k in pair])
-    _raise_first(types)
+    types = wire.execute(client, [(b"TYPE", k) for pair in pairs for k in pair])
+    wire.raise_first(types)
     kinds = [to_str(t) for t in types]
     commands: list[tuple[Any, ...]] = []
     wanted: list[int] = []
@@ -118,8 +112,8 @@ def same_content(client: Any, pairs: Sequence[Pair]) -> list[bool]:
         if ka == kb and ka != "none":
             wanted.append(i)
             commands += [_content(ka, a), _content(kb, b)]
-    replies = routing.execute(client, commands)
-    _raise_first(replies)
+    replies = wire.execute(client, commands)
+    wire.raise_first(replies)
     out = [False] * len(pairs)
     for j, i in enumerate(wanted):
         kind = kinds[2 * i]
@@ -140,9 +134,9 @@ def delete_copies(client: Any, pairs: Sequence[Pair]) -> list[bool]:
     out = [False] * len(pairs)
     scripted = [i for i, one in enumerate(local) if one]
     if scripted:
-        replies = routing.execute(client, [(b"EVAL", _SAME, 2, pairs[i][0], pairs[i][1], b"del")
+        replies = wire.execute(client, [(b"EVAL", _SAME, 2, pairs[i][0], pairs[i][1], b"del")
                                            for i in scripted])
-        _raise_first(replies)
+        wire.raise_first(replies)
         for i, r in zip(scripted, replies, strict=True):
             out[i] = bool(to_int(r))
     apart = [i for i, one in enumerate(local) if not one]
@@ -150,7 +144,7 @@ def delete_copies(client: Any, pairs: Sequence[Pair]) -> list[bool]:
         same = same_content(client, [pairs[i] for i in apart])
         copies = [i for i, s in zip(apart, same, strict=True) if s]
         if copies:
-            _raise_first(routing.execute(client, [(b"DEL", pairs[i][1]) for i in copies]))
+            wire.raise_first(wire.execute(client, [(b"DEL", pairs[i][1]) for i in copies]))
             for i in copies:
                 out[i] = True
     return out
@@ -164,18 +158,29 @@ def _busy(reply: Any) -> bool:
     return isinstance(reply, Exception) and str(reply).startswith("BUSYKEY")
 
 
-def move_keys(client: Any, pairs: Sequence[Pair]) -> None:
+def move_keys(client: Any, pairs: Sequence[Pair], *,
+              between: Callable[[], None] | None = None) -> None:
     """Rename each ``(old, new)`` (see the module docstring). Raises
     :class:`~rvlm.core.errors.MigrationFailed` naming the first key that could not be moved,
-    after every pair that could was moved (a source whose copy is not in place is kept)."""
+    after every pair that could was moved (a source whose copy is not in place is kept).
+    ``between`` (crash tests) runs once the copies are in place and before the sources are
+    deleted."""
     pairs = [(o, n) for o, n in pairs if o != n]
     if not pairs:
         return
-    rename = [p for p in pairs if not crosses_slots(client, *p)]
-    dump = [p for p in pairs if crosses_slots(client, *p)]
+    rename: list[Pair]
+    dump: list[Pair]
+    if force_dump_restore():
+        rename, dump = [], pairs
+    elif routing.is_cluster(client):
+        rename, dump = [], []
+        for p in pairs:
+            (dump if key_slot(p[0]) != key_slot(p[1]) else rename).append(p)
+    else:
+        rename, dump = pairs, []
     failures: list[str] = []
     if rename:
-        replies = routing.execute(client, [(b"RENAMENX", o, n) for o, n in rename])
+        replies = wire.execute(client, [(b"RENAMENX", o, n) for o, n in rename])
         refused = []
         for (o, n), r in zip(rename, replies, strict=True):
             if isinstance(r, Exception):
@@ -187,21 +192,24 @@ def move_keys(client: Any, pairs: Sequence[Pair]) -> None:
             # move interrupted before its DEL)
             same = same_content(client, refused)
             copies = [o for (o, _n), s in zip(refused, same, strict=True) if s]
-            _raise_first(routing.execute(client, [(b"DEL", o) for o in copies]))
+            wire.raise_first(wire.execute(client, [(b"DEL", o) for o in copies]))
             failures += [f"cannot rename {to_str(o)!r}: the new key {to_str(n)!r} already "
                          "exists" for (o, n), s in zip(refused, same, strict=True) if not s]
     if dump:
-        failures += _dump_restore(client, dump)
+        failures += _dump_restore(client, dump, between)
+    elif between is not None:
+        between()
     if failures:
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         raise MigrationFailed(failures[0] + more)
 
 
-def _dump_restore(client: Any, pairs: Sequence[Pair]) -> list[str]:
+def _dump_restore(client: Any, pairs: Sequence[Pair],
+                  between: Callable[[], None] | None) -> list[str]:
     read: list[tuple[Any, ...]] = []
     for old, _new in pairs:
         read += [(b"DUMP", old), (b"PTTL", old)]
-    replies = routing.execute(client, read)
+    replies = wire.execute(client, read)
     failures: list[str] = []
     restore: list[tuple[Any, ...]] = []
     restoring: list[Pair] = []
@@ -212,7 +220,7 @@ def _dump_restore(client: Any, pairs: Sequence[Pair]) -> list[str]:
             continue
         restore.append((b"RESTORE", new, max(to_int(pttl, -1), 0), payload))
         restoring.append((old, new))
-    restored = routing.execute(client, restore)
+    restored = wire.execute(client, restore)
     done: list[bytes] = []
     busy: list[Pair] = []
     for (old, new), r in zip(restoring, restored, strict=True):
@@ -229,8 +237,10 @@ def _dump_restore(client: Any, pairs: Sequence[Pair]) -> list[str]:
             else:
                 failures.append(f"cannot move {to_str(old)!r}: the new key {to_str(new)!r} "
                                 "already exists with other contents")
+    if between is not None:
+        between()
     # a source goes only once its copy is in place
-    _raise_first(routing.execute(client, [(b"DEL", old) for old in done]))
+    wire.raise_first(wire.execute(client, [(b"DEL", old) for old in done]))
     return failures
 
 

@@ -1,0 +1,189 @@
+"""Migrations on a real Redis Cluster (3 primaries, Search and JSON on every node, no search
+coordinator): a hash-tagged index ``{t1}idx`` over ``{t1}doc:``, hash and JSON.
+
+Each migration runs on the cluster and, with the same data and plan, on one server; the
+documents must come out byte for byte the same (values, key names, TTLs), and the index must
+answer for every document. Sync, async and ``--workers 3`` executors each run once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+from cluster_data import cli, load, snapshot, total, write_patch
+
+from rvlm import (
+    AsyncMigrationExecutor,
+    AsyncMigrationPlanner,
+    MigrationExecutor,
+    MigrationPlanner,
+    rollback,
+)
+from rvlm.core.errors import RvlmError
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.redis.connection import connect
+from rvlm.core.redis.routing import is_cluster
+
+pytestmark = pytest.mark.cluster
+
+N = 150
+RENAME = {"rename_fields": [{"old_name": "title", "new_name": "headline"}]}
+QUANTIZE = {"update_fields": [{"name": "vec", "attrs": {"datatype": "float16"}}]}
+WITHIN_TAG = {"index": {"prefix": "{t1}item:"}}
+
+
+def _migrate(url: str, changes: dict[str, Any], backup: Any, how: str) -> Any:
+    patch = {"version": 1, "changes": changes}
+    if how == "async":
+        async def run() -> Any:
+            plan = await AsyncMigrationPlanner().create_plan("{t1}idx", redis_url=url,
+                                                             schema_patch=patch)
+            assert plan.supported, plan.blocked_reasons
+            return await AsyncMigrationExecutor().apply(plan, redis_url=url, backup_dir=backup,
+                                                        batch_size=40)
+        return asyncio.run(run())
+    plan = MigrationPlanner().create_plan("{t1}idx", redis_url=url, schema_patch=patch)
+    assert plan.supported, plan.blocked_reasons
+    return MigrationExecutor().apply(plan, redis_url=url, backup_dir=backup, batch_size=40,
+                                     num_workers=3 if how == "workers" else 1)
+
+
+@pytest.mark.parametrize(("storage", "changes", "how"), [
+    ("hash", {**RENAME, **QUANTIZE}, "sync"),
+    ("hash", {**RENAME, **QUANTIZE, **WITHIN_TAG}, "workers"),
+    ("json", {**RENAME, **WITHIN_TAG}, "async"),
+    ("json", {**QUANTIZE}, "sync"),
+], ids=["hash-rename-quantize-sync", "hash-prefix-workers3", "json-prefix-async",
+        "json-quantize-sync"])
+def test_migration_on_the_cluster_equals_one_server(redis_cluster, cluster_client, redis_client,
+                                                    redis_url, tmp_path, storage, changes,
+                                                    how) -> None:
+    rc = cluster_client
+    load(rc, storage, N)
+    load(redis_client, storage, N)
+    owner = redis_cluster.owner_of(b"{t1}idx")
+    assert redis_cluster.owner_of(b"{t1}doc:0").port == owner.port  # one slot, one node
+    client = connect(redis_cluster.nodes[1].url)  # any node's URL: detected as a cluster
+    assert is_cluster(client)
+    client.close()
+    report = _migrate(redis_cluster.nodes[1].url, changes, tmp_path / "c", how)
+    assert report.result == "succeeded", report.to_yaml()
+    control = _migrate(redis_url, changes, tmp_path / "one", "sync")
+    assert control.result == "succeeded", control.to_yaml()
+    prefix = b"{t1}item:" if "index" in changes else b"{t1}doc:"
+    got, want = snapshot(rc, prefix, N), snapshot(redis_client, prefix, N)
+    assert got == want and all(v is not None for v, _ttl in got.values())
+    assert sum(ttl for _v, ttl in got.values()) == N // 5
+    if prefix != b"{t1}doc:":
+        assert not rc.exists(*[f"{{t1}}doc:{i}" for i in range(N)])
+    assert total(rc, "{t1}idx") == N
+    name = "headline" if "rename_fields" in changes else "title"
+    assert total(rc, "{t1}idx", f"@{name}:hello") == N
+    if storage == "hash" and "update_fields" in changes:
+        v = rc.hget(prefix + b"7", b"vec")
+        assert len(v) == 16 and np.frombuffer(v, np.float16).dtype == np.float16
+
+
+def test_prefix_change_to_another_tag_is_refused(redis_cluster, cluster_client,
+                                                  tmp_path) -> None:
+    """The plan says why (the documents would leave the index's slot) and apply refuses it
+    with exit 2, nothing changed."""
+    load(cluster_client, "hash", 30)
+    url = redis_cluster.url
+    patch = write_patch(tmp_path / "p.yaml", {"index": {"prefix": "{t2}doc:"}})
+    plan = tmp_path / "plan.yaml"
+    out = cli("plan", "--index", "{t1}idx", "--schema-patch", str(patch), "--url", url,
+              "--cluster", "-o", str(plan))
+    assert out.returncode == 1, out.stderr
+    [reason] = Plan.load(plan).blocked_reasons
+    assert "'{t2}doc:' would move documents out of the index's slot" in reason
+    assert "no coordinator" in reason and "hash tag" in out.stdout
+    out = cli("apply", "--plan", str(plan), "--backup-dir", str(tmp_path / "b"), "--url", url,
+              "--yes")
+    assert out.returncode == 2 and "the plan is blocked" in out.stderr
+    assert out.stderr.count("\n") == 1  # one line
+    assert total(cluster_client, "{t1}idx") == 30
+    assert cluster_client.exists(*[f"{{t1}}doc:{i}" for i in range(30)]) == 30
+
+
+def test_aliases_names_and_untagged_indexes_are_refused(redis_cluster, cluster_client) -> None:
+    rc = cluster_client
+    load(rc, "hash", 10)
+    load(rc, "hash", 10, index="plain", prefix="plain:", wait=False)  # covers part of them
+    url = redis_cluster.url
+    planner = MigrationPlanner(alias="products")
+    plan = planner.create_plan("{t1}idx", redis_url=url, schema_patch={
+        "version": 1, "changes": RENAME})
+    assert not plan.supported
+    assert any("alias 'products'" in r and "CROSSSLOT" in r for r in plan.blocked_reasons)
+    plan = MigrationPlanner(alias="{t1}products").create_plan(
+        "{t1}idx", redis_url=url, schema_patch={"version": 1, "changes": RENAME})
+    assert plan.supported, plan.blocked_reasons
+    plan = MigrationPlanner().create_plan("{t1}idx", redis_url=url, schema_patch={
+        "version": 1, "changes": {"index": {"name": "idx_v2"}}})
+    assert any("new index name 'idx_v2'" in r for r in plan.blocked_reasons)
+    plan = MigrationPlanner().create_plan("plain", redis_url=url, schema_patch={
+        "version": 1, "changes": RENAME})
+    assert any("'plain' is not complete on this cluster" in r for r in plan.blocked_reasons)
+
+
+@pytest.mark.parametrize("storage", ["hash", "json"])
+def test_crash_resume_and_rollback(redis_cluster, cluster_client, tmp_path, storage) -> None:
+    """apply killed mid-transform (``rvlm apply`` exits at a fault point, as kill -9 would),
+    re-run: every document right; rollback: every document as it was, the source index
+    back."""
+    rc = cluster_client
+    load(rc, storage, N)
+    before = snapshot(rc, b"{t1}doc:", N)
+    url = redis_cluster.nodes[2].url
+    changes = {**RENAME, **WITHIN_TAG} if storage == "json" else {**RENAME, **QUANTIZE,
+                                                                   **WITHIN_TAG}
+    plan = MigrationPlanner().create_plan("{t1}idx", redis_url=url, schema_patch={
+        "version": 1, "changes": changes})
+    plan.write(tmp_path / "plan.yaml")
+    backup = tmp_path / "backup"
+    crashed = cli("apply", "--plan", str(tmp_path / "plan.yaml"), "--backup-dir", str(backup),
+                  "--url", url, "--yes", "--accept-data-loss", "--batch-size", "20",
+                  env={"RVLM_FAULT": "mid_write:2"})
+    assert crashed.returncode == 137, crashed.stderr
+    assert rc.exists(b"{t1}doc:0") == 0 and rc.exists(b"{t1}item:0") == 1  # half way
+    resumed = MigrationExecutor().apply(plan, redis_url=url, backup_dir=backup, batch_size=20)
+    assert resumed.result == "succeeded" and resumed.resumed, resumed.to_yaml()
+    after = snapshot(rc, b"{t1}item:", N)
+    assert all(v is not None for v, _t in after.values()) and total(rc, "{t1}idx") == N
+    assert [t for _v, t in after.values()] == [t for _v, t in before.values()]
+    assert not rc.exists(*before)
+    back = rollback(backup, redis_url=url)
+    assert back.result == "succeeded", back.to_yaml()
+    assert snapshot(rc, b"{t1}doc:", N) == before
+    assert not rc.exists(*after) and total(rc, "{t1}idx", "@title:hello") == N
+
+
+def test_slot_migration_in_progress(redis_cluster, cluster_client, tmp_path) -> None:
+    """plan reports a resharding in progress; apply refuses to start during it (nothing
+    changed), and runs once it is over."""
+    from redis.crc import key_slot
+
+    rc = cluster_client
+    load(rc, "hash", 20)
+    url = redis_cluster.url
+    slot = key_slot(b"{other}")
+    src = redis_cluster.owner_of(b"{other}")
+    dst = next(n for n in redis_cluster.primary_servers() if n.port != src.port)
+    redis_cluster.begin_slot_migration(slot, dst.port)
+    try:
+        plan = MigrationPlanner().create_plan("{t1}idx", redis_url=url, schema_patch={
+            "version": 1, "changes": RENAME})
+        assert plan.supported
+        assert any(f"slot {slot} migrating" in w for w in plan.warnings)
+        with pytest.raises(RvlmError, match="a slot migration is in progress"):
+            MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b")
+        assert total(rc, "{t1}idx") == 20 and rc.hget(b"{t1}doc:3", b"title") == b"hello 3"
+    finally:
+        redis_cluster.cancel_slot_migration(slot)
+    report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b")
+    assert report.result == "succeeded", report.to_yaml()
+    assert total(rc, "{t1}idx", "@headline:hello") == 20

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.redis.topology import SLOTS, ClusterNode, cluster_nodes, myself
+from rvlm.core.redis.topology import SLOTS, ClusterNode, cluster_nodes, myself, slot_of
 from rvlm.embedded.server import EmbeddedServer
 
 if TYPE_CHECKING:
@@ -279,12 +279,18 @@ class EmbeddedCluster:
         return [n for n in self.nodes if n.port in ports]
 
     def owner_of(self, key: bytes | str) -> EmbeddedServer:
-        """The primary that owns ``key``'s slot now."""
-        from redis.crc import key_slot
+        """The primary that owns ``key``'s slot now (one ``CLUSTER NODES``; for many keys use
+        :meth:`slot_owners`)."""
+        return self.node(self.slot_owners()[slot_of(key)])
 
-        slot = key_slot(key.encode() if isinstance(key, str) else key)
-        port = next(n.port for n in self.view() if n.is_primary and n.owns(slot))
-        return self.node(port)
+    def slot_owners(self) -> list[int]:
+        """The port of the primary owning each of the 16384 slots now (0: none)."""
+        owners = [0] * SLOTS
+        for n in self.view():
+            if n.is_primary and not n.failing:
+                for a, b in n.slots:
+                    owners[a:b + 1] = [n.port] * (b - a + 1)
+        return owners
 
     def client(self, **kwargs: Any) -> RedisCluster:
         """A bytes ``redis.cluster.RedisCluster`` on this cluster (``kwargs`` passed on)."""

@@ -1,0 +1,67 @@
+"""A primary fails over (``CLUSTER FAILOVER`` on its replica) while apply rewrites its
+documents; apply follows the new primary, or fails and the same command resumes it. Every
+document must come out right (3 primaries + 3 replicas)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from cluster_data import load, snapshot, total, vectors
+
+from rvlm import MigrationExecutor, MigrationPlanner
+
+pytestmark = pytest.mark.cluster
+
+N = 600
+BATCH = 10
+
+
+def test_failover_during_a_transform_then_resume(redis_cluster_replicas, cluster_replicas_client,
+                                                 tmp_path) -> None:
+    cluster, rc = redis_cluster_replicas, cluster_replicas_client
+    load(rc, "hash", N)
+    before = snapshot(rc, b"{t1}doc:", N)
+    owner = cluster.owner_of(b"{t1}doc:0")
+    replica = cluster.replicas_of(owner.port)[0]
+    url = cluster.urls[-1]
+    plan = MigrationPlanner().create_plan("{t1}idx", redis_url=url, schema_patch={
+        "version": 1, "changes": {
+            "rename_fields": [{"old_name": "title", "new_name": "headline"}],
+            "update_fields": [{"name": "vec", "attrs": {"datatype": "float16"}}],
+            "index": {"prefix": "{t1}item:"}}})
+    assert plan.supported, plan.blocked_reasons
+    failover = threading.Thread(target=cluster.failover, args=(replica.port,))
+    seen: list[int] = []
+
+    def progress(phase: str, done: int, total_batches: int) -> None:
+        if phase != "transform":
+            return
+        seen.append(done)
+        if done == 3:
+            failover.start()  # races with the batches that follow
+        elif failover.is_alive():
+            time.sleep(0.02)  # keep the transform going until the failover is over
+
+    report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b",
+                                       batch_size=BATCH, progress_callback=progress)
+    failover.join(30)
+    assert not failover.is_alive() and cluster.owner_of(b"{t1}doc:0").port == replica.port
+    assert seen and max(seen) > 3  # the failover happened during the transform
+    if report.result != "succeeded":  # the connection dropped mid-batch: re-run
+        assert "re-run the same command" in " ".join(report.manual_actions)
+        report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b",
+                                           batch_size=BATCH)
+    assert report.result == "succeeded", report.to_yaml()
+    after = snapshot(rc, b"{t1}item:", N)
+    vecs = vectors(N)
+    for i in range(N):
+        fields, ttl = after[f"{{t1}}item:{i}".encode()]
+        old, old_ttl = before[f"{{t1}}doc:{i}".encode()]
+        assert fields[b"headline"] == old[b"title"] and fields[b"tag"] == old[b"tag"]
+        assert fields[b"vec"] == vecs[i].astype(np.float16).tobytes()
+        assert b"title" not in fields and ttl == old_ttl
+    assert total(rc, "{t1}idx", "@headline:hello") == N
+    assert not rc.exists(*before)

@@ -187,3 +187,22 @@ def test_slot_migration_in_progress(redis_cluster, cluster_client, tmp_path) -> 
     report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b")
     assert report.result == "succeeded", report.to_yaml()
     assert total(rc, "{t1}idx", "@headline:hello") == 20
+
+
+def test_online_index_change_moves_the_alias(redis_cluster, cluster_client, tmp_path) -> None:
+    """Online mode (index-side change, no document touched) on the cluster: the new index
+    and the alias keep the hash tag; queries through the alias answer throughout."""
+    rc = cluster_client
+    load(rc, "hash", 40)
+    rc.execute_command("FT.ALIASADD", "{t1}live", "{t1}idx")
+    url = redis_cluster.url
+    plan = MigrationPlanner(mode="online").create_plan("{t1}live", redis_url=url, schema_patch={
+        "version": 1, "changes": {"index": {"name": "{t1}idx_v2"},
+                                  "add_fields": [{"name": "n2", "type": "numeric"}]}})
+    assert plan.supported, plan.blocked_reasons
+    report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b")
+    assert report.result == "succeeded", report.to_yaml()
+    info = rc.execute_command("FT.INFO", "{t1}live")
+    flat = info if isinstance(info, dict) else dict(zip(info[::2], info[1::2], strict=False))
+    assert flat.get(b"index_name", flat.get("index_name")) in (b"{t1}idx_v2", "{t1}idx_v2")
+    assert total(rc, "{t1}live") == 40

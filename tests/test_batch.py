@@ -222,9 +222,14 @@ def test_safe_name() -> None:
 class FakeApply:
     """Stands in for ``apply_plan``: outcome per index, optional delay, concurrency log."""
 
-    def __init__(self, outcomes: dict[str, Any] | None = None, delay: float = 0.0) -> None:
+    def __init__(self, outcomes: dict[str, Any] | None = None, delay: float = 0.0,
+                 meet: int = 0) -> None:
         self.outcomes = outcomes or {}
         self.delay = delay
+        # meet=N: each run waits (at most 30 s) until N runs were running at once, so the
+        # overlap is observed, not inferred from a wall-clock time on a loaded machine
+        self.meet = meet
+        self.met = threading.Event()
         self.calls: list[tuple[str, Path]] = []
         self.running: set[str] = set()
         self.together: list[set[str]] = []
@@ -236,7 +241,11 @@ class FakeApply:
             self.calls.append((name, Path(backup_dir)))
             self.running.add(name)
             self.together.append(set(self.running))
+            if self.meet and len(self.running) >= self.meet:
+                self.met.set()
         try:
+            if self.meet:
+                self.met.wait(timeout=30)
             time.sleep(self.delay)
             outcome = self.outcomes.get(name, "ok")
             if isinstance(outcome, BaseException):
@@ -366,16 +375,16 @@ def test_parallel_runs_only_disjoint_keyspaces_together(redis_client: Any, redis
     names = [("a_idx", "a:"), ("ab_idx", "a:b:"), ("c_idx", "c:"), ("d_idx", "d:")]
     bp = _batch(redis_client, redis_url, tmp_path, names)
     assert not bp.refused  # the add-field patch rewrites nothing, so shared keys are fine
-    fake = FakeApply(delay=0.3)
-    t0 = time.monotonic()
+    # each run waits until three runs are running at once: only a parallel executor gets there
+    fake = FakeApply(meet=3)
     report = BatchMigrationExecutor(apply_function=fake).apply(
         bp, redis_url=redis_url, state_path=tmp_path / "s.yaml", backup_dir=tmp_path / "bk",
         parallel=3)
-    elapsed = time.monotonic() - t0
     assert report.status == "completed"
+    assert fake.met.is_set()  # three indexes were applied at the same time
     assert all(not {"a_idx", "ab_idx"} <= group for group in fake.together)
     assert max(len(g) for g in fake.together) == 3
-    assert elapsed < 4 * 0.3  # some ran at the same time
+    assert sorted(c[0] for c in fake.calls) == ["a_idx", "ab_idx", "c_idx", "d_idx"]
 
 
 def test_lossy_plans_need_accept_data_loss(redis_client: Any, redis_url: str,

@@ -30,6 +30,8 @@ schemas that behave the same compare equal, exactly as FT.INFO reports them. In 
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,12 +52,31 @@ def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+def whole_number(value: Any) -> int:
+    """``value`` as an int, strictly: a bool is not a number and 16.9 is not 16.
+
+    Raises ValueError naming the value (the YAML loader and FT.INFO reader both come here)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"must be a whole number, not {value!r}")
+    return int(value)
+
+
+def real_number(value: Any) -> float:
+    """``value`` as a finite float, strictly: a bool or a string is not a number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"must be a number, not {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"must be a finite number, not {value!r}")
+    return out
+
+
 def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+    return None if value is None else real_number(value)
 
 
 def _opt_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+    return None if value is None else whole_number(value)
 
 
 # Converters for vector parameters whose server default is stored as None (named functions,
@@ -85,6 +106,76 @@ def _epsilon(value: Any) -> float | None:
     return None if v == 0.01 else v
 
 
+#: The index parameters each vector algorithm takes; FT.CREATE refuses the others (a ``m`` on
+#: FLAT is "Bad arguments for algorithm FLAT: M").
+VECTOR_PARAMS: dict[str, tuple[str, ...]] = {
+    "flat": ("initial_cap", "block_size"),
+    "hnsw": ("initial_cap", "m", "ef_construction", "ef_runtime", "epsilon"),
+    "svs-vamana": ("graph_max_degree", "construction_window_size", "search_window_size",
+                   "epsilon", "compression", "reduce", "training_threshold"),
+}
+#: Every algorithm-specific parameter (the union of :data:`VECTOR_PARAMS`).
+ALGORITHM_PARAMS: tuple[str, ...] = tuple(dict.fromkeys(
+    p for params in VECTOR_PARAMS.values() for p in params))
+
+#: Inclusive bounds of the whole-number vector parameters (None: no bound on that side).
+#: Measured on Redis 8.2.3 with RediSearch 2.10.5 (``bench/probe_vector_bounds.py`` re-measures
+#: them): the server refuses ``M`` 0, ``EF_CONSTRUCTION`` / ``EF_RUNTIME`` / ``BLOCK_SIZE`` /
+#: ``DIM`` 0 and negative values, but *accepts* ``M`` 1 and ``M`` above 32767 and then crashes
+#: (segfault in ``VecSimIndex_Info``: the vector library refused the index and RediSearch kept a
+#: NULL) at the next FT.INFO. Upper bounds of ``INITIAL_CAP`` and ``BLOCK_SIZE`` depend on the
+#: server's memory limit; the server refuses values above them at FT.CREATE, which the
+#: executor's check of the exact target catches before anything is dropped. The SVS-VAMANA
+#: bounds are the documented ones (this stack has no SVS-VAMANA to measure).
+VECTOR_BOUNDS: dict[str, tuple[int | None, int | None]] = {
+    "dims": (1, None),
+    "m": (2, 32767),
+    "ef_construction": (1, None),
+    "ef_runtime": (1, None),
+    "initial_cap": (0, None),
+    "block_size": (1, None),
+    "graph_max_degree": (1, None),
+    "construction_window_size": (1, None),
+    "search_window_size": (1, None),
+    "reduce": (1, None),
+    "training_threshold": (1, 102399),
+}
+#: SVS-VAMANA ``COMPRESSION`` values, as the server spells them.
+SVS_COMPRESSIONS = ("LVQ8", "LVQ4", "LVQ4x4", "LVQ4x8", "LeanVec4x8", "LeanVec8x8")
+
+
+def _compression(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {value!r}")
+    for known in SVS_COMPRESSIONS:
+        if value.lower() == known.lower():
+            return known
+    raise ValueError(f"compression must be one of {', '.join(SVS_COMPRESSIONS)}, not {value!r}")
+
+
+def _bounded(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is None:
+        return
+    low, high = VECTOR_BOUNDS[attribute.name]
+    if (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            text = f"at least {low}"
+        elif low is None:
+            text = f"at most {high}"
+        else:
+            text = f"between {low} and {high}"
+        why = (" (the server accepts other values, then crashes)"
+               if attribute.name == "m" else "")
+        raise ValueError(f"{attribute.name} must be {text}{why}, not {value!r}")
+
+
+def _not_negative(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attribute.name} must be 0 or more, not {value!r}")
+
+
 def _one_of(choices: tuple[str, ...]) -> Any:
     def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value not in choices:
@@ -99,7 +190,7 @@ def _one_of(choices: tuple[str, ...]) -> Any:
 class TextAttrs:
     """TEXT options."""
 
-    weight: float = attrs.field(default=1.0, converter=float)
+    weight: float = attrs.field(default=1.0, converter=real_number)
     no_stem: bool = False
     withsuffixtrie: bool = False
     phonetic_matcher: str | None = None
@@ -162,6 +253,28 @@ class GeoshapeAttrs:
     index_missing: bool = False
 
 
+def vector_param_problem(algorithm: str, params: dict[str, Any]) -> str:
+    """Why ``params`` (name -> value, the ones given) do not fit ``algorithm``, or ''.
+
+    A parameter of another algorithm is refused (the server would refuse it at FT.CREATE, after
+    a plan said ok); so are ``reduce`` without a LeanVec compression and ``training_threshold``
+    without a compression (SVS-VAMANA ignores or refuses them)."""
+    allowed = VECTOR_PARAMS.get(algorithm, ())
+    wrong = [k for k in params if k in ALGORITHM_PARAMS and k not in allowed]
+    if wrong:
+        takes = [a.upper() for a, ps in VECTOR_PARAMS.items() if wrong[0] in ps]
+        return (f"{wrong[0]} does not apply to the {algorithm.upper()} algorithm (only to "
+                f"{' and '.join(takes)}); {algorithm.upper()} takes "
+                f"{', '.join(allowed) or 'none'}")
+    compression = params.get("compression")
+    if params.get("reduce") is not None and not str(compression or "").lower().startswith(
+            "leanvec"):
+        return "reduce applies only with a LeanVec compression (LeanVec4x8 or LeanVec8x8)"
+    if params.get("training_threshold") is not None and compression is None:
+        return "training_threshold applies only with a compression"
+    return ""
+
+
 @attrs.frozen(kw_only=True)
 class VectorAttrs:
     """VECTOR options for FLAT, HNSW and SVS-VAMANA; ``None`` means the server default or unknown.
@@ -170,7 +283,7 @@ class VectorAttrs:
     10, ``epsilon`` 0.01, ``block_size`` 1024) is stored as ``None``.
     """
 
-    dims: int = attrs.field(converter=int)
+    dims: int = attrs.field(converter=whole_number, validator=_bounded)
     algorithm: str = attrs.field(
         default="flat", converter=_lower, validator=_one_of(VECTOR_ALGORITHMS)
     )
@@ -180,19 +293,34 @@ class VectorAttrs:
     distance_metric: str = attrs.field(
         default="cosine", converter=_lower, validator=_one_of(DISTANCE_METRICS)
     )
-    initial_cap: int | None = attrs.field(default=None, converter=_opt_int)
-    block_size: int | None = attrs.field(default=None, converter=_block_size)
-    m: int | None = attrs.field(default=None, converter=_m)
-    ef_construction: int | None = attrs.field(default=None, converter=_ef_construction)
-    ef_runtime: int | None = attrs.field(default=None, converter=_ef_runtime)
-    epsilon: float | None = attrs.field(default=None, converter=_epsilon)
-    graph_max_degree: int | None = attrs.field(default=None, converter=_opt_int)
-    construction_window_size: int | None = attrs.field(default=None, converter=_opt_int)
-    search_window_size: int | None = attrs.field(default=None, converter=_opt_int)
-    compression: str | None = None
-    reduce: int | None = attrs.field(default=None, converter=_opt_int)
-    training_threshold: int | None = attrs.field(default=None, converter=_opt_int)
+    initial_cap: int | None = attrs.field(default=None, converter=_opt_int, validator=_bounded)
+    block_size: int | None = attrs.field(default=None, converter=_block_size,
+                                         validator=_bounded)
+    m: int | None = attrs.field(default=None, converter=_m, validator=_bounded)
+    ef_construction: int | None = attrs.field(default=None, converter=_ef_construction,
+                                              validator=_bounded)
+    ef_runtime: int | None = attrs.field(default=None, converter=_ef_runtime, validator=_bounded)
+    epsilon: float | None = attrs.field(default=None, converter=_epsilon,
+                                        validator=_not_negative)
+    graph_max_degree: int | None = attrs.field(default=None, converter=_opt_int,
+                                               validator=_bounded)
+    construction_window_size: int | None = attrs.field(default=None, converter=_opt_int,
+                                                       validator=_bounded)
+    search_window_size: int | None = attrs.field(default=None, converter=_opt_int,
+                                                 validator=_bounded)
+    compression: str | None = attrs.field(default=None, converter=_compression)
+    reduce: int | None = attrs.field(default=None, converter=_opt_int, validator=_bounded)
+    training_threshold: int | None = attrs.field(default=None, converter=_opt_int,
+                                                 validator=_bounded)
     index_missing: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        problem = vector_param_problem(self.algorithm, {
+            k: getattr(self, k) for k in ALGORITHM_PARAMS if getattr(self, k) is not None})
+        if problem:
+            raise ValueError(problem)
+        if self.reduce is not None and self.reduce >= self.dims:
+            raise ValueError(f"reduce must be less than dims ({self.dims}), not {self.reduce}")
 
     @property
     def width(self) -> int:
@@ -264,7 +392,7 @@ def _opt_stopwords(value: Any) -> tuple[str, ...] | None:
 def _score(value: Any) -> float | None:
     if value is None:
         return None
-    f = float(value)
+    f = real_number(value)
     return None if f == 1.0 else f
 
 

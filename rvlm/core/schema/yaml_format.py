@@ -35,12 +35,17 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from rvlm.core.errors import RvlmError
 from rvlm.core.schema.model import (
+    ALGORITHM_PARAMS,
     ATTRS_BY_TYPE,
+    VECTOR_PARAMS,
     Field,
     FieldAttrs,
     IndexDefinition,
     IndexSchema,
     VectorAttrs,
+    real_number,
+    vector_param_problem,
+    whole_number,
 )
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
@@ -53,7 +58,27 @@ def _strict_bool(value: Any, _type: Any) -> bool:
     raise ValueError(f"must be true or false, not {value!r}")
 
 
+def _strict_int(value: Any, _type: Any) -> int:
+    """Whole numbers only: ``m: true`` is not 1 and ``dims: 8.9`` is not 8."""
+    return whole_number(value)
+
+
+def _strict_float(value: Any, _type: Any) -> float:
+    """Finite numbers only (an int is fine): ``weight: true`` and ``weight: .nan`` are errors."""
+    return real_number(value)
+
+
+def _strict_str(value: Any, _type: Any) -> str:
+    """Strings only: ``stopwords: [no]`` (YAML reads a bool) is an error, not ``"False"``."""
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"must be a string, not {value!r} (quote it in YAML)")
+
+
 _converter.register_structure_hook(bool, _strict_bool)
+_converter.register_structure_hook(int, _strict_int)
+_converter.register_structure_hook(float, _strict_float)
+_converter.register_structure_hook(str, _strict_str)
 
 for _cls in (*ATTRS_BY_TYPE.values(), IndexDefinition):
     _overrides: dict[str, Any] = {}
@@ -82,7 +107,9 @@ def _format_exception(exc: BaseException, type_: Any) -> str:
 def _describe(exc: BaseException, where: str) -> str:
     if isinstance(exc, (cattrs.BaseValidationError,)):
         messages = cattrs.transform_error(exc, path=where, format_exception=_format_exception)
-        return "; ".join(messages)
+        # cattrs writes "<problem> @ <path>": name the place first, like every other message
+        return "; ".join(f"{path}: {problem}" if sep else problem
+                         for problem, sep, path in (m.rpartition(" @ ") for m in messages))
     return f"{where}: {exc}"
 
 
@@ -101,6 +128,15 @@ def field_attrs_from_dict(ftype: str, data: Any, where: str) -> FieldAttrs:
     if cls is None:
         raise RvlmError(f"{where}.type: unknown field type {ftype!r} "
                         f"(one of {', '.join(ATTRS_BY_TYPE)})")
+    if cls is VectorAttrs and isinstance(data, Mapping):
+        # before the model turns a default (``m: 16``) into None: a parameter of another
+        # algorithm is refused even when it holds the default
+        algorithm = data.get("algorithm", "flat")
+        given = {k: v for k, v in data.items() if k in ALGORITHM_PARAMS and v is not None}
+        if isinstance(algorithm, str):
+            problem = vector_param_problem(algorithm.lower(), given)
+            if problem:
+                raise RvlmError(f"{where}.attrs: {problem}")
     result: FieldAttrs = _structure(data or {}, cls, f"{where}.attrs")
     return result
 
@@ -210,11 +246,18 @@ def load_yaml(path: str | Path) -> Any:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RvlmError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise RvlmError(f"{p}: is a directory, not a YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise RvlmError(f"{p}: not a text file (byte {exc.start} is not UTF-8); give a YAML "
+                        "file") from None
     except OSError as exc:
         raise RvlmError(f"{p}: cannot read ({exc.strerror})") from None
     try:
         # libyaml's safe loader when PyYAML has it (the same documents, about 10x faster)
         return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except RecursionError:
+        raise RvlmError(f"{p}: malformed YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -243,8 +286,17 @@ def dump_schema(schema: IndexSchema) -> str:
 
 
 def evolve_attrs(a: FieldAttrs, updates: Mapping[str, Any], where: str) -> FieldAttrs:
-    """``a`` with ``updates`` applied, validated like YAML input (unknown keys refused)."""
-    merged = {**attrs_to_dict(a), **dict(updates)}
+    """``a`` with ``updates`` applied, validated like YAML input (unknown keys refused).
+
+    When the update changes a vector field's algorithm, the old algorithm's parameters that the
+    update does not set again are left behind (FLAT takes no ``m``); a parameter the update
+    names for an algorithm that does not take it is refused."""
+    current = attrs_to_dict(a)
+    if isinstance(a, VectorAttrs) and isinstance(updates.get("algorithm"), str):
+        takes = VECTOR_PARAMS.get(updates["algorithm"].lower(), ())
+        current = {k: v for k, v in current.items()
+                   if k not in ALGORITHM_PARAMS or k in takes}
+    merged = {**current, **dict(updates)}
     ftype = next(t for t, c in ATTRS_BY_TYPE.items() if isinstance(a, c))
     return field_attrs_from_dict(ftype, merged, where)
 

@@ -246,8 +246,7 @@ class Plan:
     @property
     def fingerprint(self) -> str:
         """sha256 over the plan's canonical JSON: binds backups and journals to this plan."""
-        text = json.dumps(self.body(), sort_keys=True, default=str, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        return hashlib.sha256(_canonical(self.body()).encode()).hexdigest()[:32]
 
     def to_dict(self) -> dict[str, Any]:
         body = self.body()
@@ -304,9 +303,19 @@ class Plan:
         except (KeyError, TypeError, ValueError) as exc:
             raise RvlmError(f"{source}: malformed plan ({type(exc).__name__}: {exc})") from None
         recorded = extra.get("fingerprint")
-        if recorded and recorded != plan.fingerprint:
-            raise RvlmError(f"{source}: the plan was edited after it was made (fingerprint "
-                            "mismatch); make a new plan with 'rvlm plan'")
+        if not isinstance(recorded, str) or not recorded:
+            raise RvlmError(f"{source}: the plan has no fingerprint (rvlm.fingerprint), so "
+                            "nothing shows it is the plan 'rvlm plan' wrote; make a new plan")
+        # Every key a user can see counts: the file as loaded (less its fingerprint) must be
+        # exactly the plan it describes, derived keys (source.index_name,
+        # diff_classification, rename_operations, warnings) and unknown keys included.
+        written = {**data, "rvlm": {k: v for k, v in extra.items() if k != "fingerprint"}}
+        edited = _first_difference(json.loads(_canonical(written)),
+                                   json.loads(_canonical(plan.body())))
+        if edited is not None or recorded != plan.fingerprint:
+            where = f" ({edited} differs)" if edited else ""
+            raise RvlmError(f"{source}: the plan was edited after it was made{where}; "
+                            "make a new plan with 'rvlm plan'")
         return plan
 
     @classmethod
@@ -321,6 +330,33 @@ def _quality(value: Any, source: str) -> dict[str, dict[str, Any]]:
             isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
         raise RvlmError(f"{source}: rvlm.quality must map field names to their figures")
     return value
+
+
+def _canonical(data: Any) -> str:
+    """The JSON text a fingerprint is taken over (sorted keys, no spaces)."""
+    return json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _first_difference(got: Any, want: Any, path: str = "") -> str | None:
+    """The dotted path of the first place two JSON values differ, or None when equal."""
+    if isinstance(got, dict) and isinstance(want, dict):
+        for key in sorted(set(got) | set(want), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in got or key not in want:
+                return where
+            found = _first_difference(got[key], want[key], where)
+            if found is not None:
+                return found
+        return None
+    if isinstance(got, list) and isinstance(want, list):
+        if len(got) != len(want):
+            return path or "the plan"
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            found = _first_difference(a, b, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    return None if got == want and type(got) is type(want) else (path or "the plan")
 
 
 def _plan_warnings(top: list[Any], changes: tuple[PlannedChange, ...]) -> tuple[str, ...]:

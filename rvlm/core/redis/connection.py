@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -38,19 +38,64 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
+#: ``scheme:`` and its slashes, as typed (``redis://``, ``redis:/``, ``redis//``, ``rediss://``)
+_SCHEME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:/*|[A-Za-z][A-Za-z0-9+.-]*//)")
+
+
+def _userinfo(url: str) -> tuple[str, str, str] | None:
+    """(scheme prefix, user info, rest after the last ``@``), or None without an ``@``.
+
+    Deliberately not a URL parser: a URL that does not parse (``redis:/:PW@h``, an unescaped
+    ``#`` in the password, a port that is not a number) must still lose its password."""
+    head, at, rest = url.rpartition("@")
+    if not at:
+        return None
+    match = _SCHEME.match(head)
+    prefix = match.group(0) if match else ""
+    return prefix, head[len(prefix):], rest
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to print or store in a plan)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if parts.password is None:
+    """The URL with its password replaced by ``***`` (safe to print or store in a plan).
+
+    Everything between the scheme and the last ``@`` is credentials: ``user:***`` keeps the
+    user name; user info without a ``:`` may be a password typed without one and becomes
+    ``***``."""
+    parts = _userinfo(url)
+    if parts is None:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    prefix, userinfo, rest = parts
+    user, colon, _password = userinfo.partition(":")
+    return f"{prefix}{user}:***@{rest}" if colon else f"{prefix}***@{rest}"
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error message about ``url``) without any piece of ``url``'s password.
+
+    A parser that failed may quote a fragment of the password (``Port could not be cast to
+    integer value as 'pa'`` for ``redis://:pa#ss@host``): every piece between the characters a
+    parser splits at is replaced."""
+    parts = _userinfo(url)
+    if parts is None:
+        return text
+    userinfo = parts[1]
+    secret = userinfo.partition(":")[2] if ":" in userinfo else userinfo
+    pieces = sorted({p for p in re.split(r"[#?/@:\[\]]", secret) if p}, key=len, reverse=True)
+    for piece in [secret, *pieces]:
+        if piece:
+            text = text.replace(piece, "***")
+    return text
+
+
+def bad_url(url: str, exc: BaseException) -> RvlmError:
+    """The one-line error for a URL the client cannot use (password never printed)."""
+    text = scrub(str(exc), url)
+    parts = _userinfo(url)
+    hint = ""
+    if parts is not None and re.search(r"[#?/@\[\]]", parts[1]):
+        hint = ("; characters such as '#', '?', '/' or '@' in a user name or password must "
+                "be percent-encoded (# as %23, ? as %3F, / as %2F, @ as %40)")
+    return RvlmError(f"bad Redis URL {redact(url)}: {text}{hint}")
 
 
 def cluster_wanted(cluster: bool | None = None) -> bool | None:
@@ -94,16 +139,20 @@ def connect(
         kwargs["protocol"] = protocol
     try:
         client = redis.Redis.from_url(target, **kwargs)
-    except ValueError as exc:
-        raise RvlmError(f"bad Redis URL {redact(target)}: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise bad_url(target, exc) from None
     want = cluster_wanted(cluster)
     if check or want is not False:
         try:
             client.ping()
         except redis.AuthenticationError as exc:
-            raise RvlmError(f"Redis at {redact(target)} refused the credentials: {exc}") from None
+            raise RvlmError(f"Redis at {redact(target)} refused the credentials: "
+                            f"{scrub(str(exc), target)}") from None
         except redis.RedisError as exc:
-            raise RvlmError(f"cannot reach Redis at {redact(target)}: {exc}") from None
+            raise RvlmError(f"cannot reach Redis at {redact(target)}: "
+                            f"{scrub(str(exc), target)}") from None
+        except ValueError as exc:  # some URL problems only show when connecting
+            raise bad_url(target, exc) from None
     if want is False:
         return client
     enabled = cluster_enabled(client)
@@ -124,7 +173,8 @@ def _cluster_client(target: str, kwargs: dict[str, Any]) -> redis.Redis:
     try:
         cluster = RedisCluster.from_url(target, **kwargs)
     except (RedisClusterException, redis.RedisError, ValueError) as exc:
-        raise RvlmError(f"cannot use the Redis Cluster at {redact(target)}: {exc}") from None
+        raise RvlmError(f"cannot use the Redis Cluster at {redact(target)}: "
+                        f"{scrub(str(exc), target)}") from None
     # RedisCluster answers every command rvlm sends outside wire.execute (by key, or on every
     # primary through routing.primaries); it is no redis.Redis subclass, hence the cast
     return cast(redis.Redis, cluster)

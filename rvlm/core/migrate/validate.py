@@ -6,7 +6,8 @@ Checks, each a :class:`~rvlm.core.plugins.checks.CheckResult`:
   included; values FT.INFO cannot report are compared as the plan has them).
 * ``doc_count_match``: indexed documents plus indexing failures equal the source's count over
   the *index* at apply time (not every key under the prefix: an unrelated key must not fail a
-  correct migration).
+  correct migration); not compared when the plan changes the FILTER, which selects other
+  documents.
 * ``key_sample_exists``: the plan's sampled keys exist, mapped through prefix renames.
 * ``vector_bytes:<field>``: a sampled document's vector has the target's length.
 * ``indexing_failures``: indexing failures did not grow.
@@ -53,19 +54,46 @@ def comparable(live: IndexSchema, expected: IndexSchema) -> IndexSchema:
     return out.without_unknowns()
 
 
+def _show(value: Any) -> str:
+    """A model value as a user wrote it in YAML (no Python reprs)."""
+    if value is None:
+        return "none (server default)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, str):
+        return repr(value) if value == "" or value.strip() != value else value
+    return str(value)
+
+
 def schema_diff(live: IndexSchema, want: IndexSchema) -> str:
-    """The first difference between two schemas, in words (for one-line errors)."""
+    """The first difference between two schemas, in words: ``field emb: datatype is float32
+    on the server, float16 in the plan``."""
     if live.index != want.index:
         for a in attrs.fields(type(live.index)):
-            if getattr(live.index, a.name) != getattr(want.index, a.name):
-                return (f"index {a.name}: live {getattr(live.index, a.name)!r}, "
-                        f"plan {getattr(want.index, a.name)!r}")
+            got, exp = getattr(live.index, a.name), getattr(want.index, a.name)
+            if got != exp:
+                return (f"index {a.name} is {_show(got)} on the server, {_show(exp)} in the "
+                        "plan")
     if live.field_names() != want.field_names():
-        return f"fields: live {live.field_names()}, plan {want.field_names()}"
+        return (f"fields are {', '.join(live.field_names()) or 'none'} on the server, "
+                f"{', '.join(want.field_names()) or 'none'} in the plan")
     for lf, wf in zip(live.fields, want.fields, strict=True):
-        if lf != wf:
-            return f"field {lf.name}: live {lf}, plan {wf}"
-    return "differs"
+        if lf == wf:
+            continue
+        for name in ("type", "path"):
+            if getattr(lf, name) != getattr(wf, name):
+                return (f"field {lf.name}: {name} is {_show(getattr(lf, name))} on the server, "
+                        f"{_show(getattr(wf, name))} in the plan")
+        if type(lf.attrs) is type(wf.attrs):
+            for a in attrs.fields(type(lf.attrs)):
+                got, exp = getattr(lf.attrs, a.name), getattr(wf.attrs, a.name)
+                if got != exp:
+                    return (f"field {lf.name}: {a.name} is {_show(got)} on the server, "
+                            f"{_show(exp)} in the plan")
+        return f"field {lf.name} differs"
+    return "the schemas differ"
 
 
 def _vector_bytes(client: redis.Redis, schema: IndexSchema, field: Field,
@@ -132,15 +160,28 @@ def validate_migration(
     live = comparable(info.schema, target)
     want = target.without_unknowns()
     result.schema_match = live == want
-    result.add(CheckResult(name="schema_match", passed=result.schema_match,
-                           details="" if result.schema_match else schema_diff(live, want)))
+    details = ""
+    if not result.schema_match:
+        details = schema_diff(live, want)
+        source = plan.source_schema
+        if (plan.source_index == plan.target_index
+                and comparable(info.schema, source) == source.without_unknowns()):
+            details = (f"{plan.target_index!r} still has the plan's source schema: the plan "
+                       f"has not been applied (or was rolled back); {details}")
+    result.add(CheckResult(name="schema_match", passed=result.schema_match, details=details))
 
     got = info.stats.num_docs + info.stats.indexing_failures
-    result.doc_count_match = got == expected_docs
-    result.add(CheckResult(
-        name="doc_count_match", passed=result.doc_count_match,
-        details=f"indexed {info.stats.num_docs} + failures {info.stats.indexing_failures} = "
-                f"{got}, source had {expected_docs}"))
+    counted = (f"indexed {info.stats.num_docs} + failures {info.stats.indexing_failures} = "
+               f"{got}, source had {expected_docs}")
+    if target.index.filter != plan.source_schema.index.filter:
+        # a new FILTER selects other documents: no count to compare with (the plan said so)
+        result.doc_count_match = True
+        result.add(CheckResult(name="doc_count_match", passed=True,
+                               details=f"{counted}; not compared: the FILTER changed"))
+    else:
+        result.doc_count_match = got == expected_docs
+        result.add(CheckResult(name="doc_count_match", passed=result.doc_count_match,
+                               details=counted))
 
     sample = plan.key_sample_after()
     existing: list[bytes] = []

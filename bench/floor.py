@@ -1,5 +1,7 @@
 """Every built-in change, whole ``rvlm apply`` process, against its physical floor (and rvl).
 
+    python bench/floor.py --preset full        # the table of bench/RESULTS.md, one command
+    python bench/floor.py --preset quick       # 20K FLAT, every change once (3-5 min quiet)
     python bench/floor.py                      # 50K x 128-d, FLAT and HNSW, every change, 3 repeats
     python bench/floor.py --algorithms flat --changes quantize,rename --repeat 5
     python bench/floor.py --docs 1000000 --algorithms flat --changes rename_quantize \\
@@ -48,6 +50,10 @@ Every tool's result is checked (document count, failures, the target schema's fi
 sampled documents) so that a tool that skipped work cannot look fast. Each run starts from the
 same data: a snapshot (RDB) made once and loaded by a server restart, so no run inherits
 another's memory state; ``rvlm`` and ``rvl`` runs then build the source index (not timed).
+
+CPU: each run also records the CPU seconds of the tool (the child process, or this process
+around the floor's work) and of the server (``INFO cpu``, every thread); the CPU ratio
+(client + server) is steadier than the wall ratio when the machine is loaded.
 
 Printed: each run, then per algorithm and change the medians, the ratios rvlm / floor and
 rvl / floor (median of each), rvlm's phases, the peak RSS, and the load average (1 min) seen
@@ -209,6 +215,17 @@ class Raw:
         self.sock.close()
 
 
+def server_cpu(port: int) -> float:
+    """CPU seconds the server process used so far (user + sys, every thread)."""
+    conn = Raw(port)
+    try:
+        text = conn.one("INFO", "cpu").decode()
+    finally:
+        conn.close()
+    got = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return float(got["used_cpu_user"]) + float(got["used_cpu_sys"])
+
+
 def _info_map(reply: list[Any]) -> dict[bytes, Any]:
     return {reply[i]: reply[i + 1] for i in range(0, len(reply) - 1, 2)}
 
@@ -250,9 +267,9 @@ def load(conn: Raw, n: int, dims: int, chunk: int = 2000) -> None:
 class Bench:
     """One embedded server whose data is restored from a snapshot before every run."""
 
-    def __init__(self, work: Path, n: int, dims: int) -> None:
+    def __init__(self, work: Path, n: int, dims: int, port: int | None = None) -> None:
         self.work, self.n, self.dims = work, n, dims
-        self.server = EmbeddedServer(port=free_port(), directory=work / "server")
+        self.server = EmbeddedServer(port=port or free_port(), directory=work / "server")
         self.snapshot = work / "snapshot.rdb"
 
     @property
@@ -339,23 +356,29 @@ def run_floor(bench: Bench, change: Change, algorithm: str, batch: int) -> dict[
     bench.restore()
     conn = Raw(bench.server.port)
     try:
+        s0 = server_cpu(bench.server.port)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         floor_work(conn, change, bench.n, batch)
         t1 = time.perf_counter()
         conn.one(*change.target_args(algorithm, bench.dims))
         wait_indexed_raw(conn)
         t2 = time.perf_counter()
+        cpu = time.process_time() - c0
+        server = server_cpu(bench.server.port) - s0
     finally:
         conn.close()
-    return {"seconds": t2 - t0, "phases": {"documents": t1 - t0, "index": t2 - t1}}
+    return {"seconds": t2 - t0, "phases": {"documents": t1 - t0, "index": t2 - t1},
+            "cpu": cpu, "server_cpu": server}
 
 
 # --------------------------------------------------------------------------- subprocess tools
 
 
 def timed_child(argv: list[str], log: Path, env: dict[str, str] | None = None
-                ) -> tuple[float, int, float]:
-    """Run ``argv`` to its end: (seconds from spawn to exit, exit code, peak RSS MiB)."""
+                ) -> tuple[float, int, float, float]:
+    """Run ``argv`` to its end: (seconds from spawn to exit, exit code, peak RSS MiB, CPU
+    seconds of the child and the children it waited for)."""
     with open(log, "wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
@@ -363,7 +386,8 @@ def timed_child(argv: list[str], log: Path, env: dict[str, str] | None = None
         _pid, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return seconds, proc.returncode, usage.ru_maxrss / 1024
+    return (seconds, proc.returncode, usage.ru_maxrss / 1024,
+            usage.ru_utime + usage.ru_stime)
 
 
 def startup_probe(bench: Bench, change: Change, algorithm: str, rvlm_bin: str, work: Path,
@@ -385,13 +409,13 @@ def startup_probe(bench: Bench, change: Change, algorithm: str, rvlm_bin: str, w
     finally:
         conn.one("FT.DROPINDEX", "probe_idx")
         conn.close()
-    closed = f"redis://127.0.0.1:{free_port()}/0"
+    closed = f"redis://127.0.0.1:{bench.server.port + 1}/0"  # nothing listens there
     python = str(Path(rvlm_bin).parent / "python")
     out: dict[str, list[float]] = {"python -c pass": [], "rvlm apply up to connect": []}
     for i in range(repeat):
         out["python -c pass"].append(
             timed_child([python, "-c", "pass"], work / "probe.log")[0])
-        seconds, code, _rss = timed_child(
+        seconds, code, _rss, _cpu = timed_child(
             [rvlm_bin, "apply", "--plan", str(plan), "--backup-dir", str(work / f"probe-{i}"),
              "--url", closed, "--yes", "--accept-data-loss"], work / "probe.log", env=env)
         if code != 2:
@@ -426,15 +450,17 @@ def run_rvlm(bench: Bench, change: Change, algorithm: str, batch: int, workers: 
     argv = [rvlm_bin, "apply", "--plan", str(plan), "--backup-dir", str(run_dir / "backup"),
             "--url", bench.url, "--yes", "--accept-data-loss", "--batch-size", str(batch),
             "--workers", str(workers), "--benchmark-out", str(timings)]
-    seconds, code, rss = timed_child(argv, run_dir / "apply.log", env=env)
+    s0 = server_cpu(bench.server.port)
+    seconds, code, rss, cpu = timed_child(argv, run_dir / "apply.log", env=env)
+    server = server_cpu(bench.server.port) - s0
     if code != 0:
         raise SystemExit(f"rvlm apply exited {code}:\n{(run_dir / 'apply.log').read_text()}")
     got = yaml.safe_load(timings.read_text())
     phases = {k: float(v) for k, v in got["timings"].items()
               if k != "downtime_duration_seconds" and v is not None}
     phases["start+exit"] = seconds - sum(phases.values())
-    return {"seconds": seconds, "rss_mb": rss, "phases": phases,
-            "rewritten": got["rvlm"]["documents_rewritten"]}
+    return {"seconds": seconds, "rss_mb": rss, "phases": phases, "cpu": cpu,
+            "server_cpu": server, "rewritten": got["rvlm"]["documents_rewritten"]}
 
 
 def run_rvl(bench: Bench, change: Change, algorithm: str, batch: int, rvl_bin: str,
@@ -450,12 +476,14 @@ def run_rvl(bench: Bench, change: Change, algorithm: str, batch: int, rvl_bin: s
     argv = [rvl_bin, "migrate", "apply", "--plan", str(plan), "--backup-dir",
             str(run_dir / "backup"), "--url", bench.url, "--batch-size", str(batch),
             "--report-out", str(report)]
-    seconds, code, rss = timed_child(argv, run_dir / "apply.log")
+    s0 = server_cpu(bench.server.port)
+    seconds, code, rss, cpu = timed_child(argv, run_dir / "apply.log")
+    server = server_cpu(bench.server.port) - s0
     got = yaml.safe_load(report.read_text()) if report.exists() else {}
     if code != 0 or got.get("result") != "succeeded":
         raise SystemExit(f"rvl migrate apply failed (exit {code}, result "
                          f"{got.get('result')}):\n{(run_dir / 'apply.log').read_text()[-3000:]}")
-    return {"seconds": seconds, "rss_mb": rss, "phases": {}}
+    return {"seconds": seconds, "rss_mb": rss, "phases": {}, "cpu": cpu, "server_cpu": server}
 
 
 # --------------------------------------------------------------------------- checks
@@ -526,9 +554,48 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+#: ``--preset``: suites run one after the other by one command (each: docs, algorithms,
+#: changes, repeats, tools). ``full`` is the table of bench/RESULTS.md (issue #17);
+#: ``quick`` is a smaller check of every change (about 3-5 minutes on a quiet machine).
+PRESETS: dict[str, list[dict[str, Any]]] = {
+    "full": [
+        {"docs": 50_000, "algorithms": "flat", "changes": ",".join(ALL_CHANGES), "repeat": 3,
+         "tools": "rvlm,floor,rvl"},
+        {"docs": 50_000, "algorithms": "hnsw", "changes": ",".join(ALL_CHANGES), "repeat": 1,
+         "tools": "rvlm,floor,rvl"},
+        {"docs": 1_000_000, "algorithms": "flat", "changes": "rename_quantize", "repeat": 1,
+         "tools": "rvlm,floor"},
+    ],
+    "quick": [
+        {"docs": 20_000, "algorithms": "flat", "changes": ",".join(ALL_CHANGES), "repeat": 1,
+         "tools": "rvlm,floor,rvl"},
+    ],
+}
+
+
+def compile_package(rvlm_bin: str) -> None:
+    """Byte-compile the rvlm package that ``rvlm_bin`` runs, as ``pip install`` does for an
+    installed package: a development install under ``PYTHONDONTWRITEBYTECODE=1`` would
+    otherwise compile every rvlm module from source at each start (a second of CPU on a
+    loaded machine), which no user's install does."""
+    python = str(Path(rvlm_bin).parent / "python")
+    if not Path(python).exists():  # a wrapper script (e.g. --rvlm-base): compile nothing
+        return
+    found = subprocess.run([python, "-c", "import rvlm, os; print(os.path.dirname("
+                            "rvlm.__file__))"], capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([python, "-m", "compileall", "-q", found.stdout.strip()], check=True,
+                   capture_output=True, env=env)
+
+
 def main(argv: list[str] | None = None) -> int:
     _stop_on_sigterm()
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS),
+                    help="run a predefined set of suites: 'full' (the table of "
+                         "bench/RESULTS.md: 50K FLAT x3, 50K HNSW x1, 1M rename+quantize) or "
+                         "'quick' (20K FLAT, every change, once); overrides --docs, "
+                         "--algorithms, --changes, --repeat, --tools")
     ap.add_argument("--docs", type=int, default=50_000)
     ap.add_argument("--dims", type=int, default=128)
     ap.add_argument("--batch", type=int, default=500, help="batch size of rvlm, rvl, floor")
@@ -549,27 +616,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="rvlm with its built-in plugins only (default: installed third-party "
                          "plugins, e.g. the examples, disabled with RVLM_DISABLE_PLUGINS so "
                          "their imports are not counted), or with every installed one")
+    ap.add_argument("--port", type=int, help="the server's port (default: a free one); the "
+                                             "start-up probe aims at the next one, closed")
     ap.add_argument("--json", type=Path, help="write every run and the medians here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args(argv)
 
-    changes = [c.strip() for c in args.changes.split(",") if c.strip()]
-    for c in changes:
-        if c not in CHANGES:
-            ap.error(f"unknown change {c!r}")
-    algorithms = [a.strip().lower() for a in args.algorithms.split(",") if a.strip()]
-    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    suites = PRESETS[args.preset] if args.preset else [
+        {"docs": args.docs, "algorithms": args.algorithms, "changes": args.changes,
+         "repeat": args.repeat, "tools": args.tools}]
+    for suite in suites:
+        for c in suite["changes"].split(","):
+            if c.strip() and c.strip() not in CHANGES:
+                ap.error(f"unknown change {c!r}")
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
     rvl_bin = str(args.rvl_venv / "bin" / "rvl")
-    if "rvl" in tools and not Path(rvl_bin).exists():
-        print(f"note: {rvl_bin} not found; rvl migrate skipped (see bench/README.md)")
-        tools.remove("rvl")
-    columns = [f"rvlm-w{w}" if w != 1 else "rvlm" for w in workers if "rvlm" in tools]
-    if args.rvlm_base:
-        columns.append("base")
-    columns += [t for t in tools if t != "rvlm"]
-
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     others = third_party_plugins()
     if args.plugins == "builtin" and others:
         env["RVLM_DISABLE_PLUGINS"] = ",".join(others)
@@ -577,25 +639,61 @@ def main(argv: list[str] | None = None) -> int:
     print("rvlm plugins: built-in" + (f" (disabled for rvlm runs: {', '.join(others)})"
                                         if args.plugins == "builtin" and others else
                                         f", and installed: {', '.join(others) or 'none'}"))
-    print(f"data: {args.docs} hash docs x {args.dims}-d float32, batch {args.batch}; "
+    for exe in (args.rvlm, args.rvlm_base):
+        if exe:
+            compile_package(exe)
+    started = time.perf_counter()
+    results = []
+    for suite in suites:
+        results.append(run_suite(args, suite, workers, rvl_bin, env))
+    elapsed = time.perf_counter() - started
+    print()
+    print(f"# all suites took {elapsed / 60:.1f} min; markdown for bench/RESULTS.md:")
+    print()
+    for got in results:
+        print_markdown(got)
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "machine": machine(), "suites": results,
+                                         "elapsed_s": elapsed}, indent=2))
+    return 0
+
+
+def run_suite(args: argparse.Namespace, suite: dict[str, Any], workers: list[int],
+              rvl_bin: str, env: dict[str, str]) -> dict[str, Any]:
+    """One suite (docs, algorithms, changes, repeats, tools): every run, then its tables."""
+    docs = int(suite["docs"])
+    changes = [c.strip() for c in suite["changes"].split(",") if c.strip()]
+    algorithms = [a.strip().lower() for a in suite["algorithms"].split(",") if a.strip()]
+    tools = [t.strip() for t in suite["tools"].split(",") if t.strip()]
+    repeat = int(suite["repeat"])
+    if "rvl" in tools and not Path(rvl_bin).exists():
+        print(f"note: {rvl_bin} not found; rvl migrate skipped (see bench/README.md)")
+        tools.remove("rvl")
+    columns = [f"rvlm-w{w}" if w != 1 else "rvlm" for w in workers if "rvlm" in tools]
+    if args.rvlm_base:
+        columns.append("base")
+    columns += [t for t in tools if t != "rvlm"]
+    print()
+    print(f"data: {docs} hash docs x {args.dims}-d float32, batch {args.batch}; "
           f"algorithms {algorithms}; changes {changes}; tools {columns}; "
-          f"{args.repeat} repeats")
+          f"{repeat} repeats")
     runs: list[dict[str, Any]] = []
     loads: list[float] = []
     probe: dict[str, float] = {}
     started = time.perf_counter()
     with bench_dir(args.keep) as work:
-        bench = Bench(work, args.docs, args.dims)
+        bench = Bench(work, docs, args.dims, args.port)
         try:
             seconds = bench.make_snapshot()
-            print(f"loaded {args.docs} docs in {seconds:.1f}s (snapshot {work})", flush=True)
+            print(f"loaded {docs} docs in {seconds:.1f}s (snapshot {work})", flush=True)
             if "rvlm" in tools:
                 probe = startup_probe(bench, CHANGES[changes[0]], algorithms[0], args.rvlm,
                                       work, env)
                 print("start-up (median of 5): " + ", ".join(
                     f"{k} {v:.3f}s" for k, v in probe.items())
                     + f"; load {os.getloadavg()[0]:.1f}", flush=True)
-            for r in range(args.repeat):
+            for r in range(repeat):
                 for algorithm in algorithms:
                     for cname in changes:
                         change = CHANGES[cname]
@@ -625,23 +723,21 @@ def main(argv: list[str] | None = None) -> int:
                             phases = " ".join(f"{k} {v:.2f}" for k, v in got["phases"].items())
                             rss = f" rss {got['rss_mb']:.0f}MB" if "rss_mb" in got else ""
                             print(f"  r{r + 1} {algorithm:<4} {cname:<15} {col:<8} "
-                                  f"{got['seconds']:7.2f}s{rss}  [{phases}]  "
+                                  f"{got['seconds']:7.2f}s cpu {got['cpu']:.2f}+"
+                                  f"{got['server_cpu']:.2f}s{rss}  [{phases}]  "
                                   f"load {got['load']:.1f}", flush=True)
         finally:
             bench.stop()
     elapsed = time.perf_counter() - started
     summary = summarize(runs, algorithms, changes, columns)
     print()
-    print(f"medians of {args.repeat} ({args.docs} docs x {args.dims}-d, batch {args.batch}); "
+    print(f"medians of {repeat} ({docs} docs x {args.dims}-d, batch {args.batch}); "
           f"load average (1 min) during runs: min {min(loads):.1f}, median "
-          f"{_median(loads):.1f}, max {max(loads):.1f}; bench took {elapsed / 60:.1f} min")
+          f"{_median(loads):.1f}, max {max(loads):.1f}; suite took {elapsed / 60:.1f} min")
     print_table(summary, columns)
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "machine": machine(), "startup": probe, "runs": runs,
-                                         "summary": summary, "elapsed_s": elapsed,
-                                         "load": loads}, indent=2))
-    return 0
+    return {"docs": docs, "dims": args.dims, "repeat": repeat, "columns": columns,
+            "startup": probe, "runs": runs, "summary": summary, "elapsed_s": elapsed,
+            "load": loads}
 
 
 def summarize(runs: list[dict[str, Any]], algorithms: list[str], changes: list[str],
@@ -654,6 +750,7 @@ def summarize(runs: list[dict[str, Any]], algorithms: list[str], changes: list[s
                 mine = [x for x in runs if x["algorithm"] == algorithm
                         and x["change"] == cname and x["tool"] == col]
                 row[col] = _median([x["seconds"] for x in mine])
+                row[f"{col}_cpu"] = _median([x["cpu"] + x["server_cpu"] for x in mine])
                 if mine and "rss_mb" in mine[0]:
                     row[f"{col}_rss_mb"] = max(x["rss_mb"] for x in mine)
                 keys = dict.fromkeys(k for x in mine for k in x["phases"])
@@ -685,6 +782,11 @@ def print_table(summary: list[dict[str, Any]], columns: list[str]) -> None:
         line += "".join(f" {row[c]:>8.2f}s" for c in columns)
         line += "".join(f" {row[c] / row['floor']:>13.2f}" for c in ratio_cols)
         print(line)
+    if ratio_cols:
+        print("CPU (client + server, medians) / the floor's: " + "; ".join(
+            f"{row['algorithm']} {row['change']} " + ", ".join(
+                f"{c} {row[f'{c}_cpu'] / row['floor_cpu']:.2f}" for c in ratio_cols)
+            for row in summary))
     print()
     for row in summary:
         for col in columns:
@@ -698,6 +800,37 @@ def print_table(summary: list[dict[str, Any]], columns: list[str]) -> None:
                 extra += "; per-repeat ratios " + ", ".join(f"{p:.2f}" for p in paired)
             print(f"{row['algorithm']:<5} {row['change']:<15} {col:<8} "
                   + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()) + extra)
+
+
+def print_markdown(got: dict[str, Any]) -> None:
+    """One suite's medians as a bench/RESULTS.md table."""
+    columns, summary = got["columns"], got["summary"]
+    loads = got["load"]
+    others = [c for c in columns if c not in ("floor",)]
+    print(f"{got['docs']:,} docs x {got['dims']}-d, medians of {got['repeat']}, load average "
+          f"{min(loads):.1f}-{max(loads):.1f}, {got['elapsed_s'] / 60:.1f} min")
+    print()
+    head = ["index", "change", *[f"{c} (s)" for c in columns]]
+    if "floor" in columns:
+        head += [f"{c} / floor" for c in others] + [f"{c} CPU / floor CPU" for c in others]
+    head += [f"{c} peak RSS" for c in others]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|")
+    for row in summary:
+        cells = [row["algorithm"].upper(), row["change"], *[f"{row[c]:.2f}" for c in columns]]
+        if "floor" in columns:
+            cells += [f"**{row[c] / row['floor']:.2f}**" for c in others]
+            cells += [f"{row[f'{c}_cpu'] / row['floor_cpu']:.2f}" for c in others]
+        cells += [f"{row[f'{c}_rss_mb']:.0f} MB" if f"{c}_rss_mb" in row else "-"
+                  for c in others]
+        print("| " + " | ".join(cells) + " |")
+    print()
+    for row in summary:
+        phases = row.get("rvlm_phases") or {}
+        if phases:
+            print(f"* {row['algorithm'].upper()} {row['change']}, rvlm phases (s): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
+    print()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """rvlm on a 3-primary Redis Cluster against one node: key moves and a quantize transform.
 
     python bench/cluster.py --docs 100000 --dims 32 --batch 500 --workers 1,3 --repeat 3
+    python bench/cluster.py --port 7400   # fixed ports 7400-7403 instead of free ones
 
 Starts one embedded Redis and one embedded 3-primary cluster (rvlm.embedded.cluster), each on
 free ports, and loads the same ``--docs`` hash documents (title, float32 vector of ``--dims``)
@@ -129,11 +130,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--workers", default="1,3")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--port", type=int, default=None,
+                    help="the one node on PORT, the cluster on PORT+1..PORT+3 (bus ports "
+                         "+10000); default: free ports")
     args = ap.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
     work = Path(tempfile.mkdtemp(prefix="rvlm-bench-"))
-    server = EmbeddedServer(port=free_port(), directory=work / "one")
-    cluster = EmbeddedCluster(primaries=3, directory=work / "cluster")
+    base = args.port
+    server = EmbeddedServer(port=base if base else free_port(), directory=work / "one")
+    cluster = EmbeddedCluster(primaries=3, directory=work / "cluster",
+                              ports=[base + i for i in (1, 2, 3)] if base else None)
     server.start()
     cluster.start()
     print(machine())

@@ -65,3 +65,47 @@ def test_failover_during_a_transform_then_resume(redis_cluster_replicas, cluster
         assert b"title" not in fields and ttl == old_ttl
     assert total(rc, "{t1}idx", "@headline:hello") == N
     assert not rc.exists(*before)
+
+
+def test_killed_then_failed_over_then_the_same_command_resumes(
+        redis_cluster_replicas, cluster_replicas_client, tmp_path) -> None:
+    """``rvlm apply`` dies mid-transform (a fault point, as kill -9 would); then the primary
+    that holds the index and its documents fails over to its replica; the same command, run
+    against another node, resumes on the promoted primary and finishes every document."""
+    from cluster_data import cli
+
+    cluster, rc = redis_cluster_replicas, cluster_replicas_client
+    n = 200
+    load(rc, "hash", n)
+    before = snapshot(rc, b"{t1}doc:", n)
+    owner = cluster.owner_of(b"{t1}doc:0")
+    url = next(u for u, node in zip(cluster.urls, cluster.nodes, strict=True)
+               if node.port != owner.port)
+    plan = MigrationPlanner().create_plan("{t1}idx", redis_url=url, schema_patch={
+        "version": 1, "changes": {
+            "rename_fields": [{"old_name": "title", "new_name": "headline"}],
+            "update_fields": [{"name": "vec", "attrs": {"datatype": "float16"}}],
+            "index": {"prefix": "{t1}item:"}}})
+    plan.write(tmp_path / "plan.yaml")
+    args = ("apply", "--plan", str(tmp_path / "plan.yaml"), "--backup-dir",
+            str(tmp_path / "b"), "--url", url, "--yes", "--accept-data-loss", "--batch-size",
+            "20")
+    crashed = cli(*args, env={"RVLM_FAULT": "mid_write:3"})
+    assert crashed.returncode == 137, crashed.stdout + crashed.stderr
+    moved = rc.exists(*[f"{{t1}}item:{i}" for i in range(n)])
+    assert 0 < moved < n
+    replica = cluster.replicas_of(owner.port)[0]
+    cluster.failover(replica.port)
+    assert cluster.owner_of(b"{t1}doc:0").port == replica.port
+    resumed = cli(*args)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resum" in resumed.stdout + resumed.stderr
+    after = snapshot(rc, b"{t1}item:", n)
+    vecs = vectors(n)
+    for i in range(n):
+        fields, ttl = after[f"{{t1}}item:{i}".encode()]
+        old, old_ttl = before[f"{{t1}}doc:{i}".encode()]
+        assert fields[b"headline"] == old[b"title"] and ttl == old_ttl
+        assert fields[b"vec"] == vecs[i].astype(np.float16).tobytes()
+    assert total(rc, "{t1}idx", "@headline:hello") == n
+    assert not rc.exists(*before)

@@ -348,13 +348,15 @@ class EmbeddedCluster:
             moved += len(keys)
         return moved
 
-    def finish_slot_migration(self, slot: int, target_port: int) -> None:
+    def finish_slot_migration(self, slot: int, target_port: int, *, wait: bool = True) -> None:
         """Give ``slot`` to ``target_port`` on every primary (the last step of a resharding)
-        and wait until the cluster agrees."""
+        and wait until the cluster agrees (``wait``; finishing many slots, wait once with
+        :meth:`wait_ok` after the last)."""
         target = next(n for n in self.view() if n.port == target_port)
         for n in self.primary_servers():
             self._on(n.port, "CLUSTER", "SETSLOT", slot, "NODE", target.id)
-        self.wait_ok()
+        if wait:
+            self.wait_ok()
 
     def cancel_slot_migration(self, slot: int) -> None:
         """Clear IMPORTING/MIGRATING of ``slot`` on every primary (``SETSLOT STABLE``)."""

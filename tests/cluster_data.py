@@ -98,3 +98,14 @@ def write_patch(path: Path, changes: dict[str, Any]) -> Path:
 
     path.write_text(yaml.safe_dump({"version": 1, "changes": changes}))
     return path
+
+
+def one_tag_per_primary(cluster) -> list[str]:
+    """Hash tags ``t<N>`` whose slots are owned by different primaries, one per primary."""
+    tags: dict[int, str] = {}
+    for n in range(1, 200):
+        port = cluster.owner_of(f"{{t{n}}}".encode()).port
+        tags.setdefault(port, f"t{n}")
+        if len(tags) == len(cluster.primary_servers()):
+            return sorted(tags.values())
+    raise AssertionError("no hash tag for some primary")

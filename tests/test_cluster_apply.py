@@ -13,7 +13,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cluster_data import cli, load, snapshot, total, write_patch
+import yaml
+from cluster_data import (
+    cli,
+    load,
+    one_tag_per_primary,
+    snapshot,
+    total,
+    wait_indexed,
+    write_patch,
+)
 
 from rvlm import (
     AsyncMigrationExecutor,
@@ -128,6 +137,36 @@ def test_aliases_names_and_untagged_indexes_are_refused(redis_cluster, cluster_c
     plan = MigrationPlanner().create_plan("plain", redis_url=url, schema_patch={
         "version": 1, "changes": RENAME})
     assert any("'plain' is not complete on this cluster" in r for r in plan.blocked_reasons)
+
+
+def test_a_per_shard_set_is_refused(redis_cluster, cluster_client, tmp_path) -> None:
+    """One index per primary over the same untagged prefix (each covers its node's keys):
+    ``rvlm plan`` refuses each with a reason naming the others, and ``rvlm batch plan`` skips
+    them all; nothing is changed."""
+    rc = cluster_client
+    tags = one_tag_per_primary(redis_cluster)
+    names = [f"{{{t}}}shard" for t in tags]
+    for name in names:
+        load(rc, "hash", 0, index=name, prefix="doc:", wait=False)
+    load(rc, "hash", 60, index="{t1}idx", prefix="doc:", wait=False)  # one more, its node
+    rc.execute_command("FT.DROPINDEX", "{t1}idx")
+    for name in names:
+        wait_indexed(rc, name, rc.get_node_from_key(name).redis_connection.dbsize())
+    seen = {name: total(rc, name) for name in names}
+    assert sum(seen.values()) == 60 and all(seen.values())  # each sees its node's share
+    patch = write_patch(tmp_path / "p.yaml", RENAME)
+    out = cli("plan", "--index", names[0], "--schema-patch", str(patch), "--url",
+              redis_cluster.url, "-o", str(tmp_path / "plan.yaml"))
+    assert out.returncode == 1, out.stdout + out.stderr
+    reason = Plan.load(tmp_path / "plan.yaml").blocked_reasons[0]
+    assert f"{names[0]!r} is one of a per-shard set" in reason
+    assert f"{names[1]!r}, {names[2]!r}" in reason and "does not migrate a per-shard set" in reason
+    out = cli("batch", "plan", "--schema-patch", str(patch), "--pattern", "*shard",
+              "--plan-out", str(tmp_path / "bp.yaml"), "--url", redis_cluster.url)
+    rows = yaml.safe_load((tmp_path / "bp.yaml").read_text())["indexes"]
+    assert [(r["name"], r["applicable"]) for r in rows] == [(n, False) for n in sorted(names)]
+    assert all("per-shard set" in r["skip_reason"] for r in rows), out.stdout
+    assert {name: total(rc, name, "@title:hello") for name in names} == seen
 
 
 @pytest.mark.parametrize("storage", ["hash", "json"])

@@ -65,6 +65,16 @@ def test_an_incomplete_source_index_is_refused() -> None:
     assert len(reasons) == 1 and "'{b}doc:' hashes to slot" in reasons[0]
 
 
+def test_a_per_shard_set_is_refused_as_such() -> None:
+    [reason] = layout_problems(UNCOORDINATED, schema("{a}idx", "doc:"), schema("{a}idx", "doc:"),
+                               siblings=("{b}idx", "{c}idx"))
+    assert "'{a}idx' is one of a per-shard set" in reason and "'{b}idx', '{c}idx'" in reason
+    assert "rvlm does not migrate a per-shard set" in reason and "'{t1}{a}idx'" in reason
+    # a complete index is not refused because other indexes share its prefixes
+    src = schema("{t1}idx", "{t1}doc:")
+    assert layout_problems(UNCOORDINATED, src, src, siblings=("{t2}idx",)) == []
+
+
 def test_other_layouts_have_no_constraint() -> None:
     src, tgt = schema("idx", "doc:"), schema("other", "{x}item:")
     assert layout_problems(COORDINATED, src, tgt, aliases=("a",)) == []

@@ -14,22 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster_data import cli, load, snapshot, total, write_patch
+from cluster_data import cli, load, one_tag_per_primary, snapshot, total, write_patch
 
 pytestmark = pytest.mark.cluster
 
 RENAME = {"rename_fields": [{"old_name": "title", "new_name": "headline"}]}
-
-
-def one_tag_per_primary(cluster) -> list[str]:
-    """Hash tags ``t<N>`` whose slots are owned by different primaries, one per primary."""
-    tags: dict[int, str] = {}
-    for n in range(1, 200):
-        port = cluster.owner_of(f"{{t{n}}}".encode()).port
-        tags.setdefault(port, f"t{n}")
-        if len(tags) == len(cluster.primary_servers()):
-            return sorted(tags.values())
-    raise AssertionError("no hash tag for some primary")
 
 
 def renamed(snap: dict[bytes, tuple]) -> dict[bytes, tuple]:

@@ -26,17 +26,32 @@ def _tag_hint(name: str) -> str:
             f"'{{t1}}{name}' over prefix '{{t1}}doc:'")
 
 
+def incomplete(source: IndexSchema) -> bool:
+    """True when some prefix of ``source`` is not in the slot of its name (on an
+    uncoordinated cluster the index misses the documents of other nodes)."""
+    home = slot_of(source.name)
+    return any(prefix_slot(p) != home for p in source.index.prefix)
+
+
 def layout_problems(layout: str, source: IndexSchema, target: IndexSchema,
-                    aliases: Sequence[str] = ()) -> list[str]:
+                    aliases: Sequence[str] = (), siblings: Sequence[str] = ()) -> list[str]:
     """Blocked reasons for migrating ``source`` to ``target`` with ``aliases`` (the source's
     aliases and any alias apply will point at the target) on a cluster of ``layout``; [] when
-    the plan can run. Only an uncoordinated cluster has reasons."""
+    the plan can run. Only an uncoordinated cluster has reasons. ``siblings``: the other
+    indexes over the same prefixes (a per-shard layout: one index per node)."""
     if layout != UNCOORDINATED:
         return []
     problems: list[str] = []
     home = slot_of(source.name)
     why = ("this cluster's search module has no coordinator: an index covers only the keys of "
            "the node that owns its name's slot")
+    if siblings and incomplete(source):
+        others = ", ".join(repr(s) for s in siblings)
+        return [f"source index {source.name!r} is one of a per-shard set (one index per node "
+                f"over the same prefixes; here also {others}): each covers only its node's "
+                f"keys, and rvlm migrates one complete index at a time, so migrating it would "
+                f"rewrite documents that the other indexes of the set serve; {why}; rvlm does "
+                f"not migrate a per-shard set; {_tag_hint(source.name)}"]
     for prefix in source.index.prefix:
         slot = prefix_slot(prefix)
         if slot != home:
@@ -81,4 +96,4 @@ def migration_warning(migrations: Sequence[SlotMigration], limit: int = 5) -> st
             "its slot, so apply refuses to start until the resharding has finished")
 
 
-__all__ = ["layout_problems", "migration_warning"]
+__all__ = ["incomplete", "layout_problems", "migration_warning"]

@@ -19,7 +19,7 @@ import attrs
 import redis
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.migrate.cluster_checks import layout_problems, migration_warning
+from rvlm.core.migrate.cluster_checks import incomplete, layout_problems, migration_warning
 from rvlm.core.migrate.estimate import downtime_seconds
 from rvlm.core.migrate.plan import (
     DROP_RECREATE,
@@ -41,7 +41,8 @@ from rvlm.core.redis.capabilities import Capabilities, detect
 from rvlm.core.redis.connection import index_exists, list_indexes, read_index
 from rvlm.core.redis.docio.sample import last_failed_key, read_documents, sample_keys
 from rvlm.core.redis.resp import to_str
-from rvlm.core.redis.topology import cluster_migrations
+from rvlm.core.redis.routing import node_map
+from rvlm.core.redis.topology import UNCOORDINATED, cluster_migrations, slot_of
 from rvlm.core.schema.diff import LikelyRename, differences, likely_renames
 from rvlm.core.schema.model import IndexSchema
 from rvlm.core.schema.patch import (
@@ -93,6 +94,18 @@ def _other_indexes(client: redis.Redis, source: str) -> dict[str, IndexSchema]:
         except RvlmError:
             continue
     return out
+
+
+def _per_shard_siblings(client: redis.Redis, source: IndexSchema) -> list[str]:
+    """The other indexes over the same prefixes whose names live on other nodes: ``source``
+    is then one of a per-shard set (one index per node) on an uncoordinated cluster."""
+    nodes = node_map(client)
+    if nodes is None:
+        return []
+    home = nodes.owner(slot_of(source.name))
+    return [name for name, other in _other_indexes(client, source.name).items()
+            if other.index.prefix == source.index.prefix
+            and nodes.owner(slot_of(name)) != home]
 
 
 #: What the server uses for a value FT.INFO cannot report when FT.CREATE leaves it out.
@@ -261,7 +274,9 @@ def make_plan(
     if online:
         _online_checks(source, final, info.stats, operations, aliases, planned)
     if caps.cluster:
-        for reason in layout_problems(caps.search_layout, source, final, aliases):
+        siblings = _per_shard_siblings(client, source) if (
+            caps.search_layout == UNCOORDINATED and incomplete(source)) else []
+        for reason in layout_problems(caps.search_layout, source, final, aliases, siblings):
             planned.append(_blocked("cluster_layout", reason))
         moving = migration_warning(cluster_migrations(client))
         if moving:

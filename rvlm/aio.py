@@ -368,8 +368,9 @@ class AsyncMigrationPlanner:
     def __init__(self, *, sample_size: int = 1000, allow_shared_keys: bool = False,
                  mode: str = "drop_recreate", alias: str | None = None,
                  drop_source: bool = True, min_recall: float | None = None,
-                 recall_k: int = 10) -> None:
+                 recall_k: int = 10, key_sample_limit: int = 20) -> None:
         self.sample_size = sample_size
+        self.key_sample_limit = key_sample_limit
         self.allow_shared_keys = allow_shared_keys
         self.mode = mode
         self.alias = alias
@@ -396,7 +397,8 @@ class AsyncMigrationPlanner:
         sync = MigrationPlanner(sample_size=self.sample_size,
                                 allow_shared_keys=self.allow_shared_keys, mode=self.mode,
                                 alias=self.alias, drop_source=self.drop_source,
-                                min_recall=self.min_recall, recall_k=self.recall_k)
+                                min_recall=self.min_recall, recall_k=self.recall_k,
+                                key_sample_limit=self.key_sample_limit)
         # The input files are validated before the server is contacted (as the sync path).
         inputs = sync.inputs(schema_patch_path=schema_patch_path,
                              target_schema_path=target_schema_path, schema_patch=schema_patch,

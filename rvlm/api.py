@@ -48,14 +48,16 @@ class MigrationPlanner:
     (``drop_source``: drop the old one afterwards); ``alias`` also works with the default
     ``"drop_recreate"``. Every vector field whose KNN answers may change gets a recall@``recall_k``
     estimate in ``plan.quality``; with ``min_recall`` a field estimated under it blocks the plan
-    (and apply measures against that floor unless given another).
+    (and apply measures against that floor unless given another). ``key_sample_limit`` keys
+    go into the plan's key sample, which validation checks still exist.
     """
 
     def __init__(self, *, sample_size: int = 1000, allow_shared_keys: bool = False,
                  mode: str = "drop_recreate", alias: str | None = None,
                  drop_source: bool = True, min_recall: float | None = None,
-                 recall_k: int = 10) -> None:
+                 recall_k: int = 10, key_sample_limit: int = 20) -> None:
         self.sample_size = sample_size
+        self.key_sample_limit = key_sample_limit
         self.allow_shared_keys = allow_shared_keys
         self.mode = mode
         self.alias = alias
@@ -120,7 +122,8 @@ class MigrationPlanner:
 
         return PlanOptions(sample_size=self.sample_size, allow_shared_keys=self.allow_shared_keys,
                            mode=self.mode, alias=self.alias, drop_source=self.drop_source,
-                           min_recall=self.min_recall, recall_k=self.recall_k)
+                           min_recall=self.min_recall, recall_k=self.recall_k,
+                           key_sample_limit=self.key_sample_limit)
 
     @staticmethod
     def write_plan(plan: Plan, path: str | Path) -> Path:

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -466,7 +467,9 @@ def test_failed_apply_says_how_to_resume_and_how_to_roll_back(
     assert res.exit_code == 1, res.output
     out = res.stdout.splitlines()
     assert out[0] == "apply idx: failed"
-    assert any(x.startswith("  error: ") and "declared writes" in x for x in out), res.stdout
+    error = next(i for i, x in enumerate(out) if x.startswith("  error: "))
+    # the message may wrap (at the terminal's width): its words, in order
+    assert "outside its declared writes" in " ".join(" ".join(out[error:error + 3]).split())
     assert f"  backup dir: {tmp_path / 'b'}" in out
     tail = out[out.index("  resume with:"):]
     assert tail == ["  resume with:",
@@ -509,6 +512,10 @@ def test_long_plan_lines_wrap_at_word_boundaries(planned: dict[str, Any]) -> Non
                         "  rvlm apply --plan plan.yaml --backup-dir BACKUP_DIR "
                         "--accept-data-loss"]  # a command to copy is never wrapped
     assert all(len(x) <= 60 for x in lines if x not in commands), lines
+    # into a pipe, no line ends in the blanks rich pads table cells with
+    assert not [x for x in lines if x != x.rstrip()], lines
+    estimate = rvlm("estimate", "--plan", "plan.yaml", cwd=work).stdout.splitlines()
+    assert estimate and not [x for x in estimate if x != x.rstrip()], estimate
     plan = yaml.safe_load((work / "plan.yaml").read_text())
     text = " ".join(done.stdout.split())
     for warning in plan["warnings"]:
@@ -620,3 +627,47 @@ def test_resume_after_the_transform_and_the_rollback_indexing_bar(
     assert code == 0, out
     bars = [x.strip() for x in plain(out).splitlines() if x.strip().startswith("indexing")]
     assert bars and "100%" in bars[-1] and "━" in bars[-1]
+
+
+def test_rvl_flags_key_sample_aof_and_rollback_index(planned: dict[str, Any]) -> None:
+    """rvl's flags from the migrating page: plan --key-sample-limit, estimate --aof-enabled
+    (an estimate near the AOF's real growth), rollback --index (a multi-index backup dir, or
+    a check of one index's)."""
+    url, work, client = planned["url"], planned["dir"], planned["client"]
+    done = rvlm("plan", "-i", "idx", "-p", "patch.yaml", "-o", "plan.yaml", "--url", url,
+                "--key-sample-limit", "5", cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert len(yaml.safe_load((work / "plan.yaml").read_text())["source"]["keyspace"][
+        "key_sample"]) == 5
+    off = json.loads(rvlm("estimate", "--plan", "plan.yaml", "--url", url, "--json",
+                          cwd=work).stdout)
+    assert off["aof_enabled"] is False and off["aof_growth_bytes"] is None
+    estimate = rvlm("estimate", "--plan", "plan.yaml", "--aof-enabled", "--url", url, cwd=work)
+    assert re.search(r"AOF growth \(est\.\)\s+\d+(?:\.\d)? (?:bytes|kB|MB)", estimate.stdout)
+    client.config_set("appendonly", "yes")
+    try:
+        on = json.loads(rvlm("estimate", "--plan", "plan.yaml", "--url", url, "--json",
+                             cwd=work).stdout)
+        assert on["aof_enabled"] is True and on["aof_growth_bytes"] > on["bytes_rewritten"]
+        for _ in range(200):  # the AOF rewrite that enabling it starts
+            info = client.info("persistence")
+            if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+                break
+            time.sleep(0.05)
+        size = client.info("persistence")["aof_current_size"]
+        applied = rvlm("apply", "--plan", "plan.yaml", "--backup-dir", "all/idx", "--url", url,
+                       "--accept-data-loss", "--yes", "-q", cwd=work)
+        assert applied.returncode == 0, applied.stderr
+        grown = client.info("persistence")["aof_current_size"] - size
+        assert 0.5 * grown <= on["aof_growth_bytes"] <= 2 * grown, (grown, on)
+    finally:
+        client.config_set("appendonly", "no")
+    wrong = rvlm("rollback", "--backup-dir", "all/idx", "--index", "other", "--url", url,
+                 "--yes", cwd=work)
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip() == ("error: all/idx is the backup of index 'idx', not "
+                                    "'other'")
+    undone = rvlm("rollback", "--backup-dir", "all", "--index", "idx", "--url", url, "--yes",
+                  cwd=work)
+    assert undone.returncode == 0, undone.stderr
+    assert undone.stdout.splitlines()[0] == "rollback idx -> idx: succeeded"

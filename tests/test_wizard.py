@@ -190,8 +190,10 @@ def test_add_vector_field_validates_and_plan_out(redis_client: Any, redis_url: s
                                                  tmp_path: Path) -> None:
     make_index(redis_client)
     (tmp_path / "plan.yaml").write_text("keep\n")
+    # rvl's --target-schema-out and --key-sample-limit work as they do there
     child = spawn(["wizard", "--url", redis_url, "--index", "docs", "--patch-out", "p.yaml",
-                   "--plan-out", "plan.yaml"], tmp_path)
+                   "--plan-out", "plan.yaml", "--target-schema-out", "target.yaml",
+                   "--key-sample-limit", "3"], tmp_path)
     act(child, "add")
     child.expect(r"new field name: ")
     child.sendline("title")
@@ -216,6 +218,7 @@ def test_add_vector_field_validates_and_plan_out(redis_client: Any, redis_url: s
     child.expect("staged: add vec2")
     act(child, "finish")
     child.expect("Patch written to p.yaml")
+    child.expect("Target schema written to target.yaml")
     child.expect(r"plan.yaml exists. Overwrite it \(y/n\) \[n\]: ")
     child.sendline("y")
     child.expect("Plan written to plan.yaml")
@@ -225,7 +228,11 @@ def test_add_vector_field_validates_and_plan_out(redis_client: Any, redis_url: s
     patch = yaml.safe_load((tmp_path / "p.yaml").read_text())
     assert patch["changes"]["add_fields"] == [{"name": "vec2", "type": "vector", "attrs": {
         "dims": 8, "algorithm": "hnsw", "datatype": "float32", "distance_metric": "l2"}}]
-    assert "merged_target_schema" in (tmp_path / "plan.yaml").read_text()
+    plan = yaml.safe_load((tmp_path / "plan.yaml").read_text())
+    assert len(plan["source"]["keyspace"]["key_sample"]) == 3
+    target = yaml.safe_load((tmp_path / "target.yaml").read_text())
+    assert target == plan["merged_target_schema"]
+    assert [f["name"] for f in target["fields"]][-1] == "vec2"
 
 
 def _server_has_svs(client: Any) -> bool:

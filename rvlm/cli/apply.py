@@ -193,12 +193,18 @@ def rollback(
     report_out: Annotated[Path | None, typer.Option("--report-out",
                                                     help="Write the YAML report here.")] = None,
     json_out: JsonOption = False,
+    index: Annotated[str | None, typer.Option(
+        "--index", "-i", help="The index to roll back: with a multi-index run's backup dir, "
+                              "its backup under it; with one index's, a check that the backup "
+                              "is that index's.")] = None,
 ) -> None:
     """Undo a migration from its backup dir: restore documents and the source index."""
     from rvlm.api import rollback as do_rollback
     from rvlm.core.errors import RvlmError
     from rvlm.core.migrate.backup_dir import load_backup_plan
 
+    if index is not None:
+        backup_dir = _index_backup_dir(backup_dir, index)
     plan = load_backup_plan(backup_dir)
     if not yes and sys.stdin.isatty() and not typer.confirm(
             f"Roll back {plan.target_index!r} -> {plan.source_index!r} from {backup_dir}?",
@@ -215,3 +221,24 @@ def rollback(
                                          url=url))
     if not report.succeeded:
         raise typer.Exit(1)
+
+
+def _index_backup_dir(backup_dir: Path, index: str) -> Path:
+    """The backup dir of ``index``: ``backup_dir`` itself when it is that index's (the source
+    or the target of its plan), else its subdirectory for ``index`` (where ``rvlm batch``
+    keeps each index's backup). Bad input (exit 2) when neither is."""
+    from rvlm.core.errors import RvlmError
+    from rvlm.core.migrate.backup_dir import PLAN_NAME, load_backup_plan
+    from rvlm.core.multi.plan import safe_name
+
+    if (backup_dir / PLAN_NAME).exists():
+        plan = load_backup_plan(backup_dir)
+        if index in (plan.source_index, plan.target_index):
+            return backup_dir
+        raise RvlmError(f"{backup_dir} is the backup of index {plan.source_index!r}, not "
+                        f"{index!r}")
+    nested = backup_dir / safe_name(index)
+    if (nested / PLAN_NAME).exists():
+        return nested
+    raise RvlmError(f"{backup_dir} holds no backup of index {index!r} (neither its own plan "
+                    f"nor {nested.name}/ of a multi-index run)")

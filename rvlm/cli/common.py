@@ -35,6 +35,9 @@ RecallQueriesOption = Annotated[int, typer.Option(
                                     "documents, drawn with a fixed seed).")]
 RecallKOption = Annotated[int, typer.Option(
     "--recall-k", min=1, help="k of recall@k: the nearest documents compared per query.")]
+KeySampleOption = Annotated[int, typer.Option(
+    "--key-sample-limit", min=1, help="Keys recorded in the plan's key sample (validation "
+                                      "checks they still exist).")]
 QueryCheckOption = Annotated[Path | None, typer.Option(
     "--query-check-file", help="Your own checks (YAML): rvl's fetch_ids/keys_exist, or "
                                "queries: [{name, query, params, order}] run against the source "

@@ -105,7 +105,7 @@ def demo(
     """Run a real migration on the embedded server: plan, apply, validate, compare queries."""
     from rvlm.api import MigrationExecutor, MigrationPlanner
     from rvlm.cli.output import console as stdout_console
-    from rvlm.cli.render import print_checks, print_command, print_plan
+    from rvlm.cli.render import print_checks, print_command, print_plan, print_wrapped
     from rvlm.core.errors import RvlmError
     from rvlm.core.redis.connection import connect, index_exists, redact, wait_indexed
     from rvlm.embedded.server import EmbeddedServer, free_port
@@ -153,8 +153,9 @@ def demo(
         print_plan(plan, plan_path, console)
 
         backup_dir = work / "backup"
-        console.print(f"[bold]5. Apply[/bold] (rvlm apply --plan {plan_path} --backup-dir "
-                      f"{backup_dir} --accept-data-loss)")
+        console.print("[bold]5. Apply[/bold] as this command does:")
+        print_command(console, f"rvlm apply --plan {plan_path} --backup-dir {backup_dir} "
+                               "--accept-data-loss", "     ")
         report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=backup_dir,
                                            accept_data_loss=True)
         report_path = work / "report.yaml"
@@ -179,8 +180,8 @@ def demo(
             print_command(console, f"rvlm rollback --backup-dir {backup_dir} --url {redact(url)}",
                           "     ")
         else:
-            console.print("   The embedded server stops now (--keep leaves it running to try "
-                          "rvlm rollback).")
+            print_wrapped(console, "   ", "The embedded server stops now (--keep leaves it "
+                                           "running to try rvlm rollback).")
         if report.result != "succeeded":
             raise typer.Exit(1)
     finally:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from rvlm.core.units import human_bytes, mib_to_bytes
 
@@ -108,10 +108,41 @@ def restore_environment() -> None:
 def console(*, data: bool = False) -> Console:
     """A rich console on stdout. Narration (``data=False``) is silenced by ``--quiet``; the
     data a command was asked for (``data=True``) never is. No emoji codes: ``vector:v:`` is a
-    check name, not a peace sign."""
+    check name, not a peace sign. Into a file or a pipe, lines lose the spaces rich pads
+    tables with (a log or ``| tee`` gets no trailing blanks)."""
     from rich.console import Console
 
-    return Console(highlight=False, emoji=False, quiet=SETTINGS.quiet and not data)
+    quiet = SETTINGS.quiet and not data
+    if sys.stdout.isatty():
+        return Console(highlight=False, emoji=False, quiet=quiet)
+    return Console(highlight=False, emoji=False, quiet=quiet,
+                   file=cast("IO[str]", _Trimmed(sys.stdout)))
+
+
+class _Trimmed:
+    """A text stream that drops the spaces at the end of every line written through it."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        if lines:
+            self.out.write("".join(line.rstrip(" ") + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.out.write(self.pending)
+            self.pending = ""
+        self.out.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return int(self.out.fileno())
 
 
 def say(text: str) -> None:

@@ -12,6 +12,7 @@ from rvlm.cli.common import (
     ClusterOption,
     IndexOption,
     JsonOption,
+    KeySampleOption,
     MinRecallOption,
     RecallKOption,
     UrlOption,
@@ -59,6 +60,7 @@ def plan(
     sample_size: Annotated[int, typer.Option(
         "--sample-size", min=1, help="Documents read to calibrate and measure quantization.")
     ] = 1000,
+    key_sample_limit: KeySampleOption = 20,
     mode_choice: Annotated[Mode, typer.Option(
         "--mode", help="drop_recreate: drop the index, rewrite documents, create the new one "
                        "(queries fail meanwhile). online: build the new index (under a new "
@@ -91,7 +93,8 @@ def plan(
         raise RvlmError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     planner = MigrationPlanner(sample_size=sample_size, allow_shared_keys=allow_shared_keys,
                                mode=mode, alias=alias, drop_source=drop_source,
-                               min_recall=min_recall, recall_k=recall_k)
+                               min_recall=min_recall, recall_k=recall_k,
+                               key_sample_limit=key_sample_limit)
     # the files are validated before the server is contacted
     result = planner.create_plan(index, redis_url=url, schema_patch_path=schema_patch,
                                  target_schema_path=target_schema)
@@ -114,6 +117,9 @@ def estimate(
     url: UrlOption = None,
     cluster: ClusterOption = False,
     json_out: JsonOption = False,
+    aof_enabled: Annotated[bool, typer.Option(
+        "--aof-enabled", help="Include the AOF growth (with --url it is included whenever the "
+                              "server has appendonly yes).")] = False,
 ) -> None:
     """Backup disk, Redis memory before and after, bytes to rewrite and expected downtime."""
     from rvlm.core.migrate.estimate import estimate_plan
@@ -125,7 +131,7 @@ def estimate(
         from rvlm.core.redis.connection import connect
 
         client = connect(url)
-    result = estimate_plan(loaded, client)
+    result = estimate_plan(loaded, client, aof_enabled=True if aof_enabled else None)
     if json_out:
         echo_json(result)
         return

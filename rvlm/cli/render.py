@@ -196,6 +196,8 @@ def print_estimate(result: dict[str, Any], console: Console | None = None) -> No
     table.add_row("Redis memory after (est.)", human_bytes(result["memory_after_bytes"]))
     dt = result["expected_downtime_seconds"]
     table.add_row("expected downtime", "unknown" if dt is None else seconds_text(dt))
+    if result.get("aof_enabled"):
+        table.add_row("AOF growth (est.)", human_bytes(result.get("aof_growth_bytes")))
     out.print(table)
     for note in result.get("notes", []):
         print_wrapped(out, "  - ", escape(note))

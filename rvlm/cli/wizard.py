@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rvlm.cli.common import ClusterOption, UrlOption, handle_errors
+from rvlm.cli.common import ClusterOption, KeySampleOption, UrlOption, handle_errors
 
 if TYPE_CHECKING:
     from rvlm.core.redis.capabilities import Capabilities
@@ -495,7 +495,8 @@ class Wizard:
     """The interactive session; ``client`` is a bytes redis client."""
 
     def __init__(self, client: Any, staging: Staging, caps: Capabilities, io: Prompter, *,
-                 index_names: Sequence[str], patch_out: Path, plan_out: Path | None) -> None:
+                 index_names: Sequence[str], patch_out: Path, plan_out: Path | None,
+                 target_schema_out: Path | None = None, key_sample_limit: int = 20) -> None:
         self.client = client
         self.st = staging
         self.caps = caps
@@ -503,6 +504,8 @@ class Wizard:
         self.index_names = list(index_names)
         self.patch_out = patch_out
         self.plan_out = plan_out
+        self.target_schema_out = target_schema_out
+        self.key_sample_limit = key_sample_limit
 
     # -- display -----------------------------------------------------------------------
     def describe_field(self, f: Field) -> str:
@@ -546,8 +549,8 @@ class Wizard:
     def _make_plan(self) -> Any:
         from rvlm.api import MigrationPlanner
 
-        return MigrationPlanner().create_plan(self.st.source.name, schema_patch=self.st.patch(),
-                                              redis_client=self.client)
+        return MigrationPlanner(key_sample_limit=self.key_sample_limit).create_plan(
+            self.st.source.name, schema_patch=self.st.patch(), redis_client=self.client)
 
     # -- field choice ------------------------------------------------------------------
     def pick_field(self, verb: str, kinds: Sequence[str] | None = None) -> str | None:
@@ -822,6 +825,13 @@ class Wizard:
         if not self._write(dest, self.st.to_yaml()):
             return False
         self.io.say(f"Patch written to {dest}")
+        if self.target_schema_out is not None:
+            from rvlm.core.schema.yaml_format import dump_schema
+
+            schema_dest = self._destination(self.target_schema_out, "target schema")
+            if schema_dest is not None and self._write(schema_dest,
+                                                       dump_schema(self.st.target())):
+                self.io.say(f"Target schema written to {schema_dest}")
         plan_path = self.plan_out
         if plan_path is None and self.io.confirm("make a plan now", "plan reads the server and "
                                                  "writes a reviewable plan (never writes to "
@@ -919,6 +929,10 @@ def wizard(
     patch_out: Annotated[Path | None, typer.Option("--patch-out", help="Where to write the patch "
                                                    "(default: --patch, else schema_patch.yaml)."
                                                    )] = None,
+    target_schema_out: Annotated[Path | None, typer.Option(
+        "--target-schema-out", help="Also write the target schema (the source with the "
+                                    "patch applied) here.")] = None,
+    key_sample_limit: KeySampleOption = 20,
     url: UrlOption = None,
     cluster: ClusterOption = False,
 ) -> None:
@@ -926,14 +940,15 @@ def wizard(
 
     Nothing is written to Redis; files are never overwritten without asking.
     """
-    code = _run(index, patch, plan_out, patch_out, url)
+    code = _run(index, patch, plan_out, patch_out, url, target_schema_out, key_sample_limit)
     if code:
         raise typer.Exit(code)
 
 
 @handle_errors
 def _run(index: str | None, patch: Path | None, plan_out: Path | None, patch_out: Path | None,
-         url: str | None) -> int:
+         url: str | None, target_schema_out: Path | None = None,
+         key_sample_limit: int = 20) -> int:
     """The wizard; returns the exit code (1 when the user left without writing)."""
     from rvlm.core.plugins.host import get_host
     from rvlm.core.redis.capabilities import detect
@@ -960,7 +975,8 @@ def _run(index: str | None, patch: Path | None, plan_out: Path | None, patch_out
             io.say(f"Started from {patch}: {len(staging.changes())} section(s) staged")
         out = patch_out or patch or Path("schema_patch.yaml")
         Wizard(client, staging, caps, io, index_names=names, patch_out=out,
-               plan_out=plan_out).run()
+               plan_out=plan_out, target_schema_out=target_schema_out,
+               key_sample_limit=key_sample_limit).run()
     except (WizardAbort, KeyboardInterrupt) as exc:
         why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
         typer.echo(f"\nwizard ended ({why}); nothing written", err=True)

@@ -6,6 +6,10 @@ prefix change its key lengths); without one, the sampled values of the operation
 are measured when a server is given (written once, backed up once), else reported as unknown.
 Downtime comes from the source index's measured indexing rate (FT.INFO
 ``total_indexing_time``).
+
+AOF growth (when the server has ``appendonly yes``, or when asked as rvl's ``--aof-enabled``
+asks): every rewritten document's write is appended to the AOF until its next rewrite, so it
+grows by about the bytes rewritten plus each command's framing, key and field names.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ MB = 1024 * 1024
 #: Documents per second the executor rewrites (pipelined read, transform, backup, write),
 #: measured on a laptop against a local server; a network hop lowers it.
 REWRITE_RATE = 50_000
+#: RESP framing of one logged write (array header, command name, length lines).
+AOF_COMMAND_OVERHEAD = 32
+#: framing of one field-value pair of a logged write (two length lines)
+AOF_FIELD_OVERHEAD = 16
 
 
 def downtime_seconds(stats: IndexStats, rewrites: bool) -> tuple[float | None, float | None]:
@@ -40,9 +48,12 @@ def downtime_seconds(stats: IndexStats, rewrites: bool) -> tuple[float | None, f
     return indexing, rewrite
 
 
-def estimate_plan(plan: Plan, client: Any = None,
-                  host: PluginHost | None = None) -> dict[str, Any]:
-    """A YAML/JSON-safe mapping of sizes and times (None where unknown)."""
+def estimate_plan(plan: Plan, client: Any = None, host: PluginHost | None = None, *,
+                  aof_enabled: bool | None = None) -> dict[str, Any]:
+    """A YAML/JSON-safe mapping of sizes and times (None where unknown).
+
+    ``aof_enabled``: include the AOF growth (True), leave it out (False), or ask the server
+    (None: ``CONFIG GET appendonly`` when a client is given)."""
     host = host or get_host()
     stats = plan.source_stats
     docs = stats.num_docs + stats.indexing_failures
@@ -90,6 +101,13 @@ def estimate_plan(plan: Plan, client: Any = None,
         notes.append("the source index reports no indexing time; downtime unknown")
     else:
         downtime = indexing_s + (rewrite_s or 0.0)
+    if aof_enabled is None and client is not None:
+        aof_enabled = _aof_on(client)
+    aof: float | None = None
+    if aof_enabled and not unknown_sizes:
+        aof = rewritten + docs_rewritten * _aof_overhead(plan)
+    elif aof_enabled:
+        notes.append("AOF growth unknown: value sizes unknown")
     return {
         "index": plan.source_index,
         "documents": docs,
@@ -103,8 +121,34 @@ def estimate_plan(plan: Plan, client: Any = None,
         "memory_before_bytes": before + index_before,
         "memory_after_bytes": after + index_after,
         "expected_downtime_seconds": downtime,
+        "aof_enabled": aof_enabled,
+        "aof_growth_bytes": aof,
         "notes": notes,
     }
+
+
+def _aof_on(client: Any) -> bool | None:
+    """The server's ``appendonly`` setting; None when CONFIG is refused (managed servers)."""
+    from rvlm.core.redis.resp import to_map, to_str
+
+    try:
+        reply = to_map(client.execute_command("CONFIG", "GET", "appendonly"))
+    except Exception:  # a managed server may refuse CONFIG: then the flag decides
+        return None
+    value = {to_str(k): to_str(v) for k, v in reply.items()}.get("appendonly")
+    return None if value is None else value == "yes"
+
+
+def _aof_overhead(plan: Plan) -> float:
+    """Bytes one rewritten document's logged writes add beyond the values: each operation's
+    command with the key, and its written field names."""
+    keys = plan.key_sample
+    key_len = sum(len(k) for k in keys) / len(keys) if keys else 16
+    total = 0.0
+    for op in plan.operations:
+        total += AOF_COMMAND_OVERHEAD + key_len
+        total += sum(len(name) + AOF_FIELD_OVERHEAD for name in op.writes)
+    return total
 
 
 def _search_major(plan: Plan) -> int:

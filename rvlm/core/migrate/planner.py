@@ -68,9 +68,12 @@ class PlanOptions:
     ``alias``: an alias clients query; apply points it at the target (creating it if new).
     ``drop_source``: online mode: drop the source once the alias moved (default True).
     ``min_recall``: block the plan when a vector field's estimated recall@``recall_k`` is
-    under it (recorded in the plan; apply measures against it unless told another floor)."""
+    under it (recorded in the plan; apply measures against it unless told another floor).
+    ``key_sample_limit``: keys recorded in the plan's key sample (validation checks they still
+    exist; RedisVL's ``key_sample_limit``)."""
 
     sample_size: int = DEFAULT_SAMPLE_SIZE
+    key_sample_limit: int = KEY_SAMPLE_SIZE
     allow_shared_keys: bool = False
     mode: str = DROP_RECREATE
     alias: str | None = None
@@ -187,7 +190,7 @@ def make_plan(
     def read_source(keys: Sequence[bytes], names: Sequence[str]) -> list[Document]:
         return read_documents(client, source.storage_type, keys, names)
 
-    key_sample = tuple(sample_keys(client, source.name, KEY_SAMPLE_SIZE))
+    key_sample = tuple(sample_keys(client, source.name, options.key_sample_limit))
     others = _other_indexes(client, source.name)
 
     renames: dict[str, str] = {}

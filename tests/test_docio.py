@@ -9,7 +9,7 @@ from rvlm.core.plugins.documents import MISSING
 from rvlm.core.redis.connection import connect, read_index
 from rvlm.core.redis.docio.keys import enumerate_keys, escape_glob
 from rvlm.core.redis.docio.moves import move_keys
-from rvlm.core.redis.docio.read import count_existing, fields_exist, read_batch
+from rvlm.core.redis.docio.read import count_existing, count_holding, fields_exist, read_batch
 from rvlm.core.redis.docio.restore import restore_records
 from rvlm.core.redis.docio.write import KeyWrite, write_batch
 from rvlm.core.storage.backup.records import BackupRecord, FieldOriginal
@@ -183,6 +183,47 @@ def test_collision_helpers_on_the_packed_pipeline(client):
     assert got == [i % 7 == 0 for i in range(len(many))]
     assert count_existing(client, many) == sum(got)
     assert count_existing(client, [b"k:1", b"k:2", b"k:3"]) == 0
+
+
+def test_count_holding_agrees_with_fields_exist(client, redis_url):
+    """count_holding (one EVAL per 1000 keys: the rename's collision check when nothing
+    collides) counts what fields_exist finds, over more than one command's keys and missing
+    keys; a key of another type, or a user without scripting, gets None (the caller then
+    asks fields_exist)."""
+    keys = [b"c:%d" % i for i in range(2500)]
+    pipe = client.pipeline(transaction=False)
+    for i, k in enumerate(keys):
+        if i % 3 == 0:
+            pipe.hset(k, mapping={b"name": b"x"})
+        elif i % 3 == 1:
+            pipe.hset(k, mapping={b"other": b"y"})
+        elif i % 9 == 2:
+            pipe.set(k, b"a string")
+    pipe.execute()
+    held = fields_exist(client, "hash", keys, ["name", "nick"])
+    hashes = [k for i, k in enumerate(keys) if i % 9 != 2]
+    assert count_holding(client, hashes, ["name", "nick"]) == sum(1 for h in held if h) == 834
+    assert count_holding(client, hashes, ["nick"]) == 0
+    assert count_holding(client, keys, ["name"]) is None  # strings among them
+    assert count_holding(client, [], ["name"]) == 0
+    client.execute_command("ACL", "SETUSER", "rvlm-noscript", "on", ">pw", "~*", "+@all",
+                           "-@scripting")
+    try:
+        import redis
+
+        pool = client.connection_pool
+        kwargs = {**pool.connection_kwargs, "username": "rvlm-noscript", "password": "pw"}
+        kwargs.pop("credential_provider", None)
+        limited = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **kwargs))
+        try:
+            assert limited.execute_command("ACL", "WHOAMI") in (b"rvlm-noscript",
+                                                                "rvlm-noscript")
+            assert count_holding(limited, keys, ["name"]) is None
+        finally:
+            limited.close()
+    finally:
+        client.execute_command("ACL", "DELUSER", "rvlm-noscript")
 
 
 def test_dump_restore_move_never_loses_the_source(client, monkeypatch):

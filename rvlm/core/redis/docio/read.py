@@ -3,7 +3,9 @@
 * :func:`read_batch` reads the values operations need (plus, for JSON, the whole document,
   which is what the backup keeps so a rollback restores it byte for byte, key order included);
   with ``whole=True`` every field of each hash (for a ``converts_to`` operation).
-* :func:`read_ttls`, :func:`keys_exist`, :func:`fields_exist`: one command per key, pipelined.
+* :func:`read_ttls`, :func:`keys_exist`, :func:`fields_exist`: one command per key, pipelined;
+  :func:`count_existing` and :func:`count_holding` answer "how many" for a page of keys in a
+  few commands (the collision checks' common case: none).
 
 Keys and hash values are ``bytes``; JSON values are decoded Python values. A field or path a
 document does not have is :data:`~rvlm.core.plugins.documents.MISSING`.
@@ -172,6 +174,40 @@ def count_existing(client: redis.Redis, keys: Sequence[bytes]) -> int:
     return sum(to_int(r) for r in replies)
 
 
+#: Counts the keys (KEYS) holding at least one of the hash fields (ARGV). Reads only; a key
+#: of another type fails the script (``redis.call`` is faster than ``redis.pcall``).
+_COUNT_HOLDING = b"""
+local n = 0
+for _, k in ipairs(KEYS) do
+  for _, f in ipairs(ARGV) do
+    if redis.call('HEXISTS', k, f) == 1 then
+      n = n + 1
+      break
+    end
+  end
+end
+return n
+"""
+
+
+def count_holding(client: redis.Redis, keys: Sequence[bytes],
+                  names: Sequence[str]) -> int | None:
+    """How many of the hashes ``keys`` hold at least one of the fields ``names``: one ``EVAL``
+    per 1000 keys (the loop runs in the server; no reply per key), all in one round trip.
+    None when the server refuses the script (ACL, disabled scripting, or a key of another
+    type among ``keys``): then ask :func:`fields_exist`, which answers per key. Single node
+    only: on a cluster the keys of one command must share a slot."""
+    if not keys or not names:
+        return 0
+    bnames = [to_bytes(n) for n in names]
+    replies = wire.execute(client, [(b"EVAL", _COUNT_HOLDING, len(part), *part, *bnames)
+                                    for i in range(0, len(keys), 1000)
+                                    if (part := keys[i:i + 1000])])
+    if any(isinstance(r, Exception) for r in replies):
+        return None
+    return sum(to_int(r) for r in replies)
+
+
 def fields_exist(
     client: redis.Redis, storage_type: str, keys: Sequence[bytes], names: Sequence[str]
 ) -> list[list[str]]:
@@ -212,4 +248,5 @@ def fields_exist(
     return out
 
 
-__all__ = ["JSON_ROOT", "ReadDoc", "fields_exist", "keys_exist", "read_batch", "read_ttls"]
+__all__ = ["JSON_ROOT", "ReadDoc", "count_existing", "count_holding", "fields_exist",
+           "keys_exist", "read_batch", "read_ttls"]

@@ -54,6 +54,7 @@ def transform_batch(
     keys = [d.key for d in docs]
     replacements: list[Any] = [MISSING] * len(docs)
     converts_to: str | None = None
+    touched = False  # some document has an overlay in ``changes``
     for op in plan.operations:
         names = list(dict.fromkeys((*op.reads, *op.writes)))
         if op.converts_to is not None:
@@ -76,20 +77,25 @@ def transform_batch(
                 if u.new_key is not None:
                     keys[i] = bytes(u.new_key)
         elif names:
-            documents = []
-            add = documents.append
-            if len(names) == 1:
-                only = names[0]
-                for k, d, ch in zip(keys, docs, changes, strict=True):
-                    add(new_document(k, {only: ch[only] if ch is not None and only in ch
-                                         else d.values.get(only, MISSING)}))
+            if not touched:  # no operation changed a document of this batch yet
+                if len(names) == 1:
+                    only = names[0]
+                    documents = [new_document(k, {only: d.values.get(only, MISSING)})
+                                 for k, d in zip(keys, docs, strict=True)]
+                else:
+                    documents = [new_document(k, {n: before.get(n, MISSING) for n in names})
+                                 for k, d in zip(keys, docs, strict=True)
+                                 for before in (d.values,)]
             else:
+                documents = []
+                add = documents.append
                 for k, d, ch in zip(keys, docs, changes, strict=True):
                     before = d.values
                     add(new_document(k, {n: ch[n] if ch is not None and n in ch
                                          else before.get(n, MISSING) for n in names}))
             updates = host.transform(op, documents, ctx)
             allowed = frozenset(op.writes)
+            within = allowed.issuperset
             for i, u in enumerate(updates):
                 if u is NO_CHANGE:
                     continue
@@ -98,7 +104,7 @@ def transform_batch(
                         f"plugin {op.plugin!r} ({op.kind}) returned a whole document (replace) "
                         "but its operation does not declare converts_to")
                 uset, udel = u.set, u.delete
-                if not (allowed.issuperset(uset) and (not udel or allowed.issuperset(udel))):
+                if not (within(uset) and (not udel or within(udel))):
                     bad = (set(uset) | set(udel)) - allowed
                     raise MigrationFailed(
                         f"plugin {op.plugin!r} ({op.kind}) tried to write {sorted(bad)}, "
@@ -106,8 +112,10 @@ def transform_batch(
                 if uset or udel:
                     ch = changes[i]
                     if ch is None:
-                        ch = changes[i] = {}
-                    ch.update(uset)
+                        ch = changes[i] = dict(uset)
+                        touched = True
+                    else:
+                        ch.update(uset)
                     for n in udel:
                         ch[n] = MISSING
                 if u.new_key is not None:
@@ -124,6 +132,8 @@ def transform_batch(
     records: list[RawRecord] = []
     edit = KeyWrite.edit
     hash_storage = storage != "json"
+    add_write, add_record = writes.append, records.append
+    wire_name: dict[str, bytes] = {}  # field name -> its bytes (few names per plan)
     for i, d in enumerate(docs):
         key = d.key
         new_key = keys[i] if keys[i] != key else None
@@ -156,18 +166,21 @@ def transform_batch(
             else:
                 set_values[n] = b
             if hash_storage:  # the backup keeps the original of each changed field
-                originals.append((field_bytes(n), None if a is MISSING else
+                fb = wire_name.get(n)
+                if fb is None:
+                    fb = wire_name[n] = field_bytes(n)
+                originals.append((fb, None if a is MISSING else
                                   a if type(a) is bytes else bytes(a)))
         if not set_values and not dels and new_key is None:
             continue
-        writes.append(edit(key, set_values, tuple(dels), new_key))
+        add_write(edit(key, set_values, tuple(dels), new_key))
         if hash_storage and (new_key is None or d.pttl is not None):
             pttl = d.pttl
-            records.append((key, new_key, tuple(originals),
-                            pttl if new_key is not None and pttl is not None and pttl >= 0
-                            else None, False))
+            add_record((key, new_key, tuple(originals),
+                        pttl if new_key is not None and pttl is not None and pttl >= 0
+                        else None, False))
         else:
-            records.append(backup_raw(d, storage, [*set_values, *dels], new_key))
+            add_record(backup_raw(d, storage, [*set_values, *dels], new_key))
     return writes, records
 
 

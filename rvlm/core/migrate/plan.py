@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -26,7 +26,9 @@ from rvlm.core.plugins.documents import DocumentOperation
 from rvlm.core.schema.ftinfo import IndexStats
 from rvlm.core.schema.model import IndexSchema
 from rvlm.core.schema.yaml_format import dump_yaml, load_yaml, schema_from_dict, schema_to_dict
-from rvlm.core.vectors import QuantizationScheme
+
+if TYPE_CHECKING:  # numpy is imported only by plans that convert vectors
+    from rvlm.core.vectors import QuantizationScheme
 
 PLAN_VERSION = 1
 #: ``drop_recreate`` (the default): drop the source, rewrite documents, create the target.
@@ -86,8 +88,14 @@ def field_renames(changes: Iterable[PlannedChange]) -> dict[str, str]:
 def recorded_schemes(changes: Iterable[PlannedChange]) -> dict[str, QuantizationScheme]:
     """Target field name -> the vector conversion a supported change recorded for it (its
     ``details.scheme``, as a :class:`~rvlm.core.vectors.QuantizationScheme`)."""
+    recorded = [c for c in changes
+                if c.supported and isinstance(c.details.get("scheme"), dict)]
+    if not recorded:
+        return {}
+    from rvlm.core.vectors import QuantizationScheme
+
     return {c.new_field or c.field or "": QuantizationScheme.from_dict(c.details["scheme"])
-            for c in changes if c.supported and isinstance(c.details.get("scheme"), dict)}
+            for c in recorded}
 
 
 @attrs.frozen(kw_only=True)

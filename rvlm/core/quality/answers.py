@@ -43,7 +43,6 @@ from rvlm.core.errors import RvlmError
 from rvlm.core.quality.checks import QueryCheck, parse_query_checks
 from rvlm.core.quality.search import Answer
 from rvlm.core.storage.files import BackupCorrupt, fsync_directory
-from rvlm.core.vectors import WIDTH
 
 ANSWERS_NAME = "source-answers.json"
 ANSWERS_FORMAT = "rvlm-source-answers"
@@ -157,6 +156,8 @@ def _probe(data: Any, datatype: str, dims: int, where: str) -> Probe:
         vector = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(f"{where}.vector is not base64") from None
+    from rvlm.core.vectors import WIDTH
+
     if len(vector) != dims * WIDTH[datatype]:
         raise ValueError(f"{where}.vector has {len(vector)} bytes, expected "
                          f"{dims * WIDTH[datatype]}")
@@ -170,6 +171,8 @@ def _fields(data: Any) -> FieldProbes:
     name = _need(data, "field", str, "fields[].")
     where = f"fields[{name}]."
     datatype = _need(data, "datatype", str, where)
+    from rvlm.core.vectors import WIDTH
+
     if datatype not in WIDTH:
         raise ValueError(f"{where}datatype {datatype!r} is unknown")
     dims, k, fetch = (_need(data, key, int, where) for key in ("dims", "k", "fetch"))

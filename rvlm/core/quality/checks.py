@@ -39,11 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
 import redis
 import yaml
 
-from rvlm.core import vectors
 from rvlm.core.errors import RvlmError
 from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.quality.search import Answer, search
@@ -293,6 +291,10 @@ def encoder_for(schema: IndexSchema) -> Encoder:
         if len(numbers) != f.attrs.dims:
             raise RvlmError(f"vector field {field!r} of index {schema.name!r} has "
                             f"{f.attrs.dims} dims, the parameter gives {len(numbers)} numbers")
+        import numpy as np
+
+        from rvlm.core import vectors
+
         try:
             return vectors.encode_batch(np.asarray([numbers], dtype=np.float64),
                                         f.attrs.datatype)[0]

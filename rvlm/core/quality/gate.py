@@ -22,12 +22,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import redis
 
-from rvlm.core import vectors
 from rvlm.core.convert import items
 from rvlm.core.errors import RvlmError
 from rvlm.core.plugins.checks import CheckResult
@@ -59,6 +58,9 @@ from rvlm.core.quality.probes import (
 from rvlm.core.quality.recall import FieldQuality
 from rvlm.core.redis.connection import index_exists
 from rvlm.core.schema.model import IndexSchema, VectorAttrs
+
+if TYPE_CHECKING:  # numpy loads only where vectors are converted
+    from rvlm.core import vectors
 
 
 @attrs.frozen(kw_only=True)

@@ -25,12 +25,14 @@ apply measures it on the live indexes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rvlm.core import vectors
 from rvlm.core.plugins.documents import Document
-from rvlm.core.quality.estimate import DEFAULT_K, estimate_recall, vector_matrix
+from rvlm.core.quality.probes import DEFAULT_K
 from rvlm.core.schema.model import Field, IndexSchema, VectorAttrs
+
+if TYPE_CHECKING:  # numpy loads only when an estimate is made
+    from rvlm.core import vectors
 
 #: Index-side parameters that change which neighbours an approximate index finds.
 SEARCH_PARAMS = ("algorithm", "m", "ef_construction", "ef_runtime", "epsilon",
@@ -74,6 +76,8 @@ def field_quality(source: IndexSchema, s: Field, t: Field, *,
     if a.datatype != b.datatype and scheme is None:
         entry["note"] = "the datatype conversion is not recorded in the plan"
     elif a.datatype != b.datatype or a.distance_metric != b.distance_metric:
+        from rvlm.core.quality.estimate import estimate_recall, vector_matrix
+
         path = s.identifier(source.storage_type)
         values = vector_matrix(sample([path]), path, source.storage_type, a.datatype, a.dims)
         est = estimate_recall(values, source_datatype=a.datatype,

@@ -11,16 +11,19 @@ read of ``queries`` vectors, and ``queries`` KNN queries per index.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import redis
 
-from rvlm.core import vectors
 from rvlm.core.errors import RvlmError
 from rvlm.core.quality.answers import FieldProbes, Probe
 from rvlm.core.quality.recall import FieldQuality, KeyMap, measure
 from rvlm.core.quality.search import Answer, draw_keys, knn_answers, read_vectors
 from rvlm.core.redis.resp import to_str
 from rvlm.core.schema.model import IndexSchema, VectorAttrs
+
+if TYPE_CHECKING:  # numpy loads only where vectors are converted
+    from rvlm.core import vectors
 
 DEFAULT_QUERIES = 100
 DEFAULT_K = 10
@@ -37,6 +40,8 @@ def fetch_for(k: int) -> int:
 
 def scheme_converter(scheme: vectors.QuantizationScheme, dims: int) -> Converter:
     """Convert source vectors with the plan's recorded ``scheme`` (what the documents got)."""
+
+    from rvlm.core import vectors
 
     def convert(raws: Sequence[bytes]) -> list[bytes]:
         return vectors.convert_bytes_batch(list(raws), dims, scheme) if raws else []

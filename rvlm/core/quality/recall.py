@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-import numpy as np
 
 from rvlm.core.quality.search import Answer
 
@@ -124,6 +123,8 @@ def measure(field: str, source: Sequence[Answer], target: Sequence[Answer], k: i
     if not recalls:
         return FieldQuality(field=field, k=k, queries=0, recall_at_k=1.0, p5=1.0,
                             lost_first_neighbour=0, min_recall=min_recall)
+    import numpy as np
+
     arr = np.asarray(recalls)
     return FieldQuality(field=field, k=k, queries=len(recalls), recall_at_k=float(arr.mean()),
                         p5=float(np.percentile(arr, 5, method="lower")),

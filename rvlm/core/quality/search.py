@@ -14,15 +14,14 @@ seed among the first :data:`KEY_POOL` documents of the index (one ``FT.SEARCH`` 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-import numpy as np
 import redis
 
-from rvlm.core import vectors
 from rvlm.core.convert import items
 from rvlm.core.redis.resp import to_float, to_int, to_list, to_map, to_str
 
@@ -94,7 +93,7 @@ def parse_search(reply: Any, score: str | None = None) -> tuple[int, list[str], 
             r = to_map(row)
             keys.append(to_str(r.get("id")))
             if score is not None:
-                scores.append(to_float(to_map(r.get("extra_attributes")).get(score), np.nan))
+                scores.append(to_float(to_map(r.get("extra_attributes")).get(score), math.nan))
         return to_int(m.get("total_results")), keys, scores
     items = to_list(reply)
     total = to_int(items[0]) if items else 0
@@ -103,7 +102,7 @@ def parse_search(reply: Any, score: str | None = None) -> tuple[int, list[str], 
     rest = items[1:]
     for key, fields in zip(rest[::2], rest[1::2], strict=False):
         keys.append(to_str(key))
-        scores.append(to_float(to_map(fields).get(score), np.nan))
+        scores.append(to_float(to_map(fields).get(score), math.nan))
     return total, keys, scores
 
 
@@ -171,6 +170,8 @@ def draw_keys(client: redis.Redis, index: str, count: int, seed: int,
     _, keys, _ = parse_search(reply)
     if not keys:
         return []
+    import numpy as np
+
     picked = np.sort(np.random.default_rng(seed).choice(len(keys), min(count, len(keys)),
                                                         replace=False))
     return [keys[int(i)].encode("utf-8", "surrogateescape") for i in picked]
@@ -189,6 +190,10 @@ def read_vectors(client: redis.Redis, storage_type: str, keys: Sequence[bytes], 
             pipe.execute_command("JSON.GET", k, path)
         else:
             pipe.hget(k, path)
+    import numpy as np
+
+    from rvlm.core import vectors
+
     out: list[tuple[bytes, bytes]] = []
     size = dims * vectors.WIDTH[datatype]
     for key, raw in zip(keys, pipe.execute(raise_on_error=False), strict=True):

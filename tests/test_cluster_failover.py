@@ -109,3 +109,76 @@ def test_killed_then_failed_over_then_the_same_command_resumes(
         assert fields[b"vec"] == vecs[i].astype(np.float16).tobytes()
     assert total(rc, "{t1}idx", "@headline:hello") == n
     assert not rc.exists(*before)
+
+
+RENAME_WITHIN_TAG = {"rename_fields": [{"old_name": "title", "new_name": "headline"}],
+                     "index": {"prefix": "{t1}item:"}}
+
+
+def test_every_write_pipeline_waits_for_the_replica(redis_cluster_replicas,
+                                                    cluster_replicas_client, tmp_path) -> None:
+    """Each batch's writes end with WAIT on the primary they went to (its one replica), so a
+    batch is journaled done only once its replica has its writes; no WAIT where nothing was
+    written."""
+    from rvlm.testing.cluster import CommandRecorder
+
+    cluster, rc = redis_cluster_replicas, cluster_replicas_client
+    n = 100
+    load(rc, "hash", n)
+    url = cluster.url
+    plan = MigrationPlanner().create_plan("{t1}idx", redis_url=url, schema_patch={
+        "version": 1, "changes": RENAME_WITHIN_TAG})
+    with CommandRecorder(cluster) as rec:
+        report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b",
+                                           batch_size=20)
+    assert report.result == "succeeded", report.to_yaml()
+    owner = cluster.owner_of(b"{t1}doc:0").port
+    waits = rec.sent("WAIT")
+    assert set(waits) == {owner}, waits
+    assert len(waits[owner]) >= n // 20  # at least one per batch
+    assert all(w[:2] == [b"WAIT", b"1"] for w in waits[owner])
+    assert total(rc, "{t1}idx", "@headline:hello") == n
+
+
+def test_a_replica_that_does_not_acknowledge_fails_the_batch_then_resume(
+        redis_cluster_replicas, cluster_replicas_client, tmp_path, monkeypatch) -> None:
+    """The replica of the documents' primary is stopped (SIGSTOP): the first batch's WAIT
+    times out, apply fails saying why, and the batch is not journaled done; once the replica
+    runs again the same call resumes and every document is right."""
+    import os
+    import signal
+
+    from rvlm.core.storage.journal import RunState
+
+    cluster, rc = redis_cluster_replicas, cluster_replicas_client
+    n = 60
+    load(rc, "hash", n)
+    before = snapshot(rc, b"{t1}doc:", n)
+    url = cluster.url
+    plan = MigrationPlanner().create_plan("{t1}idx", redis_url=url, schema_patch={
+        "version": 1, "changes": RENAME_WITHIN_TAG})
+    owner = cluster.owner_of(b"{t1}doc:0")
+    replica = cluster.replicas_of(owner.port)[0]
+    pid = replica.pid()
+    assert pid
+    monkeypatch.setenv("RVLM_REPLICA_TIMEOUT_MS", "300")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b",
+                                           batch_size=20)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert report.result == "failed", report.to_yaml()
+    assert "not confirmed by its replicas" in report.error and "0 of 1" in report.error
+    assert not RunState.load(tmp_path / "b").done  # no batch journaled done
+    cluster.wait_ok()
+    monkeypatch.delenv("RVLM_REPLICA_TIMEOUT_MS")
+    report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b",
+                                       batch_size=20)
+    assert report.result == "succeeded" and report.resumed, report.to_yaml()
+    after = snapshot(rc, b"{t1}item:", n)
+    for i in range(n):
+        fields, ttl = after[f"{{t1}}item:{i}".encode()]
+        old, old_ttl = before[f"{{t1}}doc:{i}".encode()]
+        assert fields[b"headline"] == old[b"title"] and ttl == old_ttl
+    assert total(rc, "{t1}idx", "@headline:hello") == n and not rc.exists(*before)

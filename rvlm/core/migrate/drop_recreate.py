@@ -44,6 +44,7 @@ from rvlm.core.migrate.report import MigrationReport
 from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.transform import transform_batch
 from rvlm.core.plugins.context import ApplyContext
+from rvlm.core.redis import durability
 from rvlm.core.redis.connection import connect, index_exists
 from rvlm.core.redis.docio.keys import Enumeration, enumerate_keys
 from rvlm.core.redis.docio.read import (
@@ -395,6 +396,7 @@ class DropRecreate:
         def child(w: int, mine: list[int]) -> None:
             try:
                 client = connect(run.url)
+                durability.install(client, durability.ReplicaWait(run.replica_wait.timeout_ms))
                 mystats = {"docs": 0, "bytes": 0}
                 with Journal(run.dir, w) as journal:
                     self._work(w, mine, backed, client, journal, mystats,

@@ -29,6 +29,7 @@ from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.plugins.documents import operation_problems
 from rvlm.core.plugins.host import PluginHost
 from rvlm.core.quality.gate import QualityOptions
+from rvlm.core.redis import durability
 from rvlm.core.redis.capabilities import Capabilities, detect
 from rvlm.core.redis.connection import connect, index_exists, read_index, wait_indexed
 from rvlm.core.redis.lock import Leases
@@ -73,6 +74,8 @@ class Run:
             backup_dir=str(self.dir), workers=self.workers, plan_fingerprint=plan.fingerprint)
         self.owns_client = client is None
         self.client: redis.Redis = connect(url) if client is None else client
+        # every write pipeline waits for the replicas before its batch is journaled done
+        self.replica_wait = durability.install(self.client)
         self.caps: Capabilities = detect(self.client)
         self.ctx = ApplyContext(plan=plan, capabilities=self.caps, client=self.client,
                                 backup_dir=str(self.dir))
@@ -234,6 +237,7 @@ class Run:
     def close(self) -> None:
         """Close the journal, and the connection when the run made it."""
         self.journal.close()
+        durability.uninstall(self.client)
         if self.owns_client:
             self.client.close()
 

@@ -50,6 +50,16 @@ Send = Callable[[Any, Sequence[Command]], list[Any]]
 _NO_KEY = frozenset({b"MULTI", b"EXEC", b"DISCARD", b"ASKING"})
 
 
+class Trailer(Protocol):
+    """A command that ends every node's pipeline (``WAIT``: :mod:`rvlm.core.redis.durability`)."""
+
+    def command(self, name: str, node: Any) -> Command | None:
+        """The command to end ``node``'s pipeline with, or None."""
+
+    def check(self, name: str, command: Command, reply: Any) -> None:
+        """Raise when ``reply`` to ``command`` on ``name`` is not what it must be."""
+
+
 class NodeMap(Protocol):
     """What routing needs to know about a cluster (names are ``host:port``)."""
 
@@ -260,8 +270,11 @@ def _send_all(nodes: NodeMap, groups: dict[str, list[Command]],
     return out
 
 
-def route(nodes: NodeMap, commands: Sequence[Command], send: Send) -> list[Any]:
-    """Send ``commands`` over the cluster ``nodes`` (see the module docstring)."""
+def route(nodes: NodeMap, commands: Sequence[Command], send: Send,
+          trailer: Trailer | None = None) -> list[Any]:
+    """Send ``commands`` over the cluster ``nodes`` (see the module docstring). ``trailer``:
+    each node's pipeline (in every round) ends with its command, whose reply it checks once
+    the node's other replies are in."""
     if not commands:
         return []
     slots, ends, unit_of = _units(commands)
@@ -293,7 +306,18 @@ def route(nodes: NodeMap, commands: Sequence[Command], send: Send) -> list[Any]:
             else:
                 group.extend(commands[u:end])
                 sent[name].extend(starts[u:end])
+        ends_with: dict[str, Command] = {}
+        if trailer is not None:
+            for name, group in groups.items():
+                extra = trailer.command(name, nodes.node_client(name))
+                if extra is not None:
+                    group.append(extra)
+                    sent[name].append(-1)
+                    ends_with[name] = extra
         answered = _send_all(nodes, groups, send)
+        for name, extra in ends_with.items():
+            assert trailer is not None
+            trailer.check(name, extra, answered[name][-1])
         redirected: dict[int, Exception] = {}
         for name, idxs in sent.items():
             for x, r in zip(idxs, answered[name], strict=True):
@@ -325,5 +349,5 @@ def primaries(client: Any) -> list[tuple[str, Any]]:
     return [("", client)] if nodes is None else nodes.primaries()
 
 
-__all__ = ["REDIRECTS", "ClusterNodes", "NodeMap", "command_key", "is_cluster", "node_map",
-           "primaries", "route"]
+__all__ = ["REDIRECTS", "ClusterNodes", "NodeMap", "Trailer", "command_key", "is_cluster",
+           "node_map", "primaries", "route"]

@@ -17,7 +17,8 @@ through its own ``pipeline()``.
 
 On a Redis Cluster client, :func:`execute` routes: one such pipeline per primary, side by side,
 redirections followed (:mod:`rvlm.core.redis.routing`); :func:`send` is the one-connection
-part.
+part. On a client with a :class:`~rvlm.core.redis.durability.ReplicaWait` installed, a
+pipeline with a write in it ends with ``WAIT`` on each node (:mod:`rvlm.core.redis.durability`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import redis
 
-from rvlm.core.redis import routing
+from rvlm.core.redis import durability, routing
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis comes with redis[hiredis], a dependency; fall back to redis-py's packer
@@ -107,10 +108,20 @@ def execute(client: Any, commands: Sequence[Command]) -> list[Any]:
     client, each command goes to the primary owning its key (:func:`routing.route`)."""
     if not commands:
         return []
+    wait = durability.wait_of(client)
     nodes = routing.node_map(client)
     if nodes is not None:
-        return routing.route(nodes, commands, send)
-    return send(client, commands)
+        if wait is not None and not durability.writes(commands):
+            wait = None
+        return routing.route(nodes, commands, send, wait)
+    # one server: whether it has replicas is known after the first call (usually none)
+    extra = wait.command("", client) if wait is not None else None
+    if extra is None or not durability.writes(commands):
+        return send(client, commands)
+    assert wait is not None
+    replies = send(client, [*commands, extra])
+    wait.check("", extra, replies.pop())
+    return replies
 
 
 def send(client: Any, commands: Sequence[Command]) -> list[Any]:

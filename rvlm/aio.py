@@ -432,7 +432,7 @@ class AsyncMigrationExecutor:
         """Apply (or resume) ``plan``; see :meth:`rvlm.MigrationExecutor.apply` (the quality
         gate's options included).
 
-        ``progress_callback(phase, done, total)`` is called on the event loop thread.
+        ``progress_callback(step, done, total)`` is called on the event loop thread.
         ``redis_client`` is an optional ``redis.asyncio.Redis`` (bytes responses).
         """
         from rvlm.api import MigrationExecutor, quality_options
@@ -445,8 +445,8 @@ class AsyncMigrationExecutor:
         if progress_callback is not None:
             cb = progress_callback
 
-            def progress(phase: str, done: int, total: int) -> None:
-                loop.call_soon_threadsafe(cb, phase, done, total)
+            def progress(step: str, done: int, total: int) -> None:
+                loop.call_soon_threadsafe(cb, step, done, total)
 
         url = redis_url if redis_url is not None or redis_client is None else \
             url_of(redis_client)

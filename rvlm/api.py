@@ -173,7 +173,7 @@ class MigrationExecutor:
         rollback_below_recall: bool = False,
     ) -> MigrationReport:
         """Apply ``plan`` to the server at ``redis_url``, or resume it from ``backup_dir``
-        (re-run the same call after a crash). ``progress_callback(phase, done, total)``
+        (re-run the same call after a crash). ``progress_callback(step, done, total)``
         reports progress. ``redis_client`` (a sync client, or the async API's bridge) carries
         every command of this process; worker processes still connect to ``redis_url``.
 

@@ -161,7 +161,10 @@ def test_help_has_no_type_on_flags_and_mode_is_a_choice_list() -> None:
         out = wide.invoke(app, [*path.split(), "--help"])
         assert out.exit_code == 0, out.output
         assert "<bool>" not in out.stdout, path
+        for verbose in (x for x in out.stdout.splitlines() if "--verbose" in x):
+            assert "<int>" not in verbose, (path, verbose)  # -v counts; it takes no value
         assert "--help" in out.stdout
+    assert "--verbose" in wide.invoke(app, ["plan", "--help"]).stdout
     plan_help = rvlm("plan", "--help", env=_env(COLUMNS="250")).stdout
     assert "drop_recreate|online" in plan_help
     assert "fail_fast|continue_on_error" in rvlm("batch", "plan", "--help",

@@ -82,6 +82,8 @@ def _no_type_on_flags(command: Any) -> None:
         for param in params:
             if getattr(param, "is_flag", False) or getattr(param, "count", False):
                 param.display_type_rich = lambda ctx: None
+            if getattr(param, "count", False):
+                param.metavar = ""  # -v counts, it takes no value: no "<int>" either
         return list(params)
 
     command.get_params = params_without_flag_types

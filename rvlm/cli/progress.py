@@ -1,12 +1,12 @@
-"""Progress of a migration as the user sees it: named phases, bars in a terminal, lines elsewhere.
+"""Progress of a migration as the user sees it: named steps, bars in a terminal, lines elsewhere.
 
-The library reports ``progress(phase, done, total)`` (see
+The library reports ``progress(step, done, total)`` (see
 :data:`rvlm.core.migrate.executor.Progress`); :func:`progress_display` turns that into
 
-* in a terminal (stderr is a TTY): one rich bar per phase, named by what it does, with its
+* in a terminal (stderr is a TTY): one rich bar per step, named by what it does, with its
   count and unit, and a rate only where a rate means something (keys/s, batches/s; not for
   "indexed %");
-* without one (CI, container logs, ``| tee``): one plain line when a phase starts, then at most
+* without one (CI, container logs, ``| tee``): one plain line when a step starts, then at most
   one every few seconds (``RVLM_PROGRESS_SECONDS``, default 5), and one when it ends;
 * with ``--quiet``: nothing.
 
@@ -33,40 +33,41 @@ ProgressCallback = Callable[[str, int, int], None]
 
 
 @attrs.frozen
-class Phase:
-    """How a library phase is shown: its label, the unit it counts, and whether a rate means
-    something for it."""
+class Step:
+    """How a step the library reports is shown: its label, the unit it counts, and whether a
+    rate means something for it."""
 
     label: str
     unit: str
     rate: bool = True
 
 
-#: The phases the executor and rollback report, in the words the user reads.
-PHASES: dict[str, Phase] = {
-    "keys": Phase("keys", "keys"),
-    "transform": Phase("backup + transform", "batches"),
-    "indexing": Phase("indexing", "%", rate=False),
-    "restore": Phase("restore", "batches"),
+#: The steps the executor and rollback report (the keys of the report's ``timings`` name the
+#: same steps; the journal's *phases* are another thing), in the words the user reads.
+STEPS: dict[str, Step] = {
+    "keys": Step("keys", "keys"),
+    "transform": Step("backup + transform", "batches"),
+    "indexing": Step("indexing", "%", rate=False),
+    "restore": Step("restore", "batches"),
 }
 
 
-def phase_of(name: str) -> Phase:
-    return PHASES.get(name) or Phase(name.replace("_", " "), "")
+def step_of(name: str) -> Step:
+    return STEPS.get(name) or Step(name.replace("_", " "), "")
 
 
-def count_text(phase: Phase, done: int, total: int) -> str:
+def count_text(step: Step, done: int, total: int) -> str:
     """``1,200/5,000 keys`` or, for a percentage, ``40%``."""
-    if phase.unit == "%":
+    if step.unit == "%":
         return f"{done}%"
-    unit = f" {phase.unit}" if phase.unit else ""
+    unit = f" {step.unit}" if step.unit else ""
     return f"{done:,}/{total:,}{unit}"
 
 
-def rate_text(phase: Phase, per_second: float | None) -> str:
-    if not phase.rate or per_second is None or per_second <= 0:
+def rate_text(step: Step, per_second: float | None) -> str:
+    if not step.rate or per_second is None or per_second <= 0:
         return ""
-    unit = phase.unit or "items"
+    unit = step.unit or "items"
     return f"{per_second:,.1f} {unit}/s"
 
 
@@ -78,19 +79,19 @@ def interval() -> float:
 
 
 class LineReporter:
-    """Plain progress lines for logs: a line when a phase starts, at most one every
+    """Plain progress lines for logs: a line when a step starts, at most one every
     ``every`` seconds while it runs, and one when it is complete."""
 
     def __init__(self, write: Callable[[str], None], every: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.write, self.every, self.clock = write, every, clock
-        self.started: dict[str, tuple[float, int]] = {}  # phase -> (start time, start count)
+        self.started: dict[str, tuple[float, int]] = {}  # step -> (start time, start count)
         self.last: dict[str, float] = {}
         self.finished: set[str] = set()
 
     def __call__(self, name: str, done: int, total: int) -> None:
         now = self.clock()
-        phase = phase_of(name)
+        step = step_of(name)
         first = name not in self.started
         if first:
             self.started[name] = (now, done)
@@ -105,20 +106,20 @@ class LineReporter:
         t0, d0 = self.started[name]
         elapsed = now - t0
         rate = (done - d0) / elapsed if elapsed > 0 and done > d0 else None
-        parts = [count_text(phase, done, total)]
-        if phase.unit != "%" and total > 0:
+        parts = [count_text(step, done, total)]
+        if step.unit != "%" and total > 0:
             parts.append(f"{done * 100 // total}%")
-        rate_part = rate_text(phase, rate)
+        rate_part = rate_text(step, rate)
         if rate_part:
             parts.append(rate_part)
         if elapsed >= 0.05:
             parts.append(f"{elapsed:.1f} s")
         state = "done" if complete else ("started" if first else "")
-        self.write(f"{phase.label}: {', '.join(parts)}" + (f" ({state})" if state else ""))
+        self.write(f"{step.label}: {', '.join(parts)}" + (f" ({state})" if state else ""))
 
 
 def _bars(console: Any) -> tuple[Any, ProgressCallback]:
-    """A rich Progress with one bar per phase; returns it and the callback feeding it."""
+    """A rich Progress with one bar per step; returns it and the callback feeding it."""
     from rich.progress import (
         BarColumn,
         Progress,
@@ -131,14 +132,14 @@ def _bars(console: Any) -> tuple[Any, ProgressCallback]:
 
     class CountColumn(ProgressColumn):
         def render(self, task: Any) -> Text:
-            phase = task.fields["phase"]
-            if phase.unit == "%":
+            step = task.fields["step"]
+            if step.unit == "%":
                 return Text("")
-            return Text(count_text(phase, int(task.completed), int(task.total or 0)))
+            return Text(count_text(step, int(task.completed), int(task.total or 0)))
 
     class RateColumn(ProgressColumn):
         def render(self, task: Any) -> Text:
-            return Text(rate_text(task.fields["phase"], task.finished_speed or task.speed))
+            return Text(rate_text(task.fields["step"], task.finished_speed or task.speed))
 
     bars = Progress(TextColumn("{task.description:>18}"), BarColumn(), TaskProgressColumn(),
                     CountColumn(), RateColumn(), TimeElapsedColumn(), console=console)
@@ -146,9 +147,9 @@ def _bars(console: Any) -> tuple[Any, ProgressCallback]:
 
     def update(name: str, done: int, total: int) -> None:
         if name not in tasks:
-            phase = phase_of(name)
-            tasks[name] = bars.add_task(phase.label, total=max(total, 1), completed=done,
-                                        phase=phase)
+            step = step_of(name)
+            tasks[name] = bars.add_task(step.label, total=max(total, 1), completed=done,
+                                        step=step)
         bars.update(tasks[name], completed=done, total=max(total, done, 1))
 
     return bars, update
@@ -156,7 +157,7 @@ def _bars(console: Any) -> tuple[Any, ProgressCallback]:
 
 @contextmanager
 def progress_display() -> Iterator[ProgressCallback]:
-    """The ``progress(phase, done, total)`` callback for one command (see the module doc)."""
+    """The ``progress(step, done, total)`` callback for one command (see the module doc)."""
     if output.SETTINGS.quiet:
         yield lambda name, done, total: None
         return

@@ -177,13 +177,13 @@ class DropRecreate:
             and not index_exists(client, plan.source_index))
         keyfile = run.dir / KEYS_NAME
         if not past_drop:
-            with timer.phase("checks"):
+            with timer.step("checks"):
                 info = run.check_source()
                 aliases = check_aliases(client, plan)  # where each pointed before
             run.phase("checked", sync=False, **({"aliases": aliases} if aliases else {}))
             fault("after_checks")
             if plan.operations:
-                with timer.phase("keys"):
+                with timer.step("keys"):
                     seen = 0
 
                     def on_page(n: int) -> None:
@@ -204,7 +204,7 @@ class DropRecreate:
             run.phase("keys_enumerated", sync=False, count=en.count, method=en.method,
                       source_docs=info.stats.num_docs + info.stats.indexing_failures,
                       source_failures=info.stats.indexing_failures)
-            with timer.phase("checks"):
+            with timer.step("checks"):
                 self.check_collisions(keyfile)
                 problems = run.host.pre_drop(plan, run.ctx)
                 if problems:
@@ -213,7 +213,7 @@ class DropRecreate:
             # one fsync makes checked, keys_enumerated and pre_drop_done durable, after the
             # key file (fsynced when written) and before the drop
             run.phase("pre_drop_done")
-            with timer.phase("drop"):
+            with timer.step("drop"):
                 run.mutated = True
                 client.execute_command("FT.DROPINDEX", plan.source_index)
             # a lost "dropped" is found again on resume: pre_drop_done and no source index
@@ -228,19 +228,19 @@ class DropRecreate:
         dropped_at = float(phase_data(run.dir, "dropped").get("ts", time.time()))
         if not state.reached("transformed") and plan.operations:
             run.phase("transforming", sync=False)
-            with timer.phase("transform"):
+            with timer.step("transform"):
                 self.transform(keyfile)
             run.phase("transformed")
             fault("after_transform")
-        with timer.phase("create"):
+        with timer.step("create"):
             run.create_target("after_create")
             # the drop removed the source's aliases: point them at the target (idempotent)
             point_aliases(client, plan.aliases, plan.target_index)
-        with timer.phase("indexing"):
+        with timer.step("indexing"):
             run.wait_indexed()
         run.phase("indexed", sync=False)
         report.downtime_duration_seconds = max(0.0, time.time() - dropped_at)
-        with timer.phase("validation"):
+        with timer.step("validation"):
             result = run.validate(expected_docs=enum.get("source_docs"),
                                   source_failures=enum.get("source_failures"))
         report.validation = result

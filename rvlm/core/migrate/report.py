@@ -67,18 +67,24 @@ class ValidationResult:
 
 
 class Timer:
-    """Phase timings: ``with timer.phase("transform"): ...`` adds seconds to that phase."""
+    """Step timings (the report's ``timings``): ``with timer.step("transform"): ...`` adds
+    seconds to that step. A step is a timed stretch of work (``checks``, ``keys``, ``drop``,
+    ``transform``, ``create``, ``indexing``, ``validation``...); a *phase* is what the journal
+    records a run reached (:mod:`rvlm.core.storage.journal`)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.down_start: float | None = None
         self.down_end: float | None = None
 
-    def phase(self, name: str) -> _PhaseTimer:
-        return _PhaseTimer(self, name)
+    def step(self, name: str) -> _StepTimer:
+        return _StepTimer(self, name)
+
+    #: the old name of :meth:`step`, for the online modules until they move (see #10)
+    phase = step
 
 
-class _PhaseTimer:
+class _StepTimer:
     def __init__(self, timer: Timer, name: str) -> None:
         self.timer, self.name, self.t0 = timer, name, 0.0
 

@@ -35,7 +35,7 @@ from rvlm.core.storage.journal import Journal, RunState, phase_data
 
 
 def _indexing(progress: Callable[[str, int, int], None] | None) -> Callable[[int], None] | None:
-    """``wait_indexed``'s percentage as the ``indexing`` progress phase."""
+    """``wait_indexed``'s percentage as the ``indexing`` progress step."""
     if progress is None:
         return None
     return lambda pct: progress("indexing", pct, 100)
@@ -90,13 +90,13 @@ def rollback(
                 report.validation = validate_source(client, plan)
                 return report.finish(report.validation.passed)
             try:
-                with timer.phase("drop"):
+                with timer.step("drop"):
                     if index_exists(client, plan.target_index):
                         live = read_index(client, plan.target_index).schema.index.name
                         if live == plan.target_index:
                             client.execute_command("FT.DROPINDEX", plan.target_index)
                 conflicts: list[tuple[bytes, bytes]] = []
-                with timer.phase("restore"):
+                with timer.step("restore"):
                     total = len(reader.batch_numbers())
                     for n, (b, records) in enumerate(reader.reversed_batches(), 1):
                         # a batch started but not done may hold a replacement that failed
@@ -114,10 +114,10 @@ def rollback(
                         if progress is not None:
                             progress("restore", n, total)
                     report.batches = total
-                with timer.phase("create"):
+                with timer.step("create"):
                     if not index_exists(client, plan.source_index):
                         client.execute_command(*create_arguments(plan.source_schema))
-                with timer.phase("indexing"):
+                with timer.step("indexing"):
                     wait_indexed(client, plan.source_index, index_timeout,
                                  progress=_indexing(progress))
                 # the drops removed the aliases: point them at the source again

@@ -38,7 +38,7 @@ from rvlm.core.schema.ftcreate import create_arguments
 from rvlm.core.schema.ftinfo import IndexInfo
 from rvlm.core.storage.journal import Journal, RunState
 
-#: ``progress(phase, done, total)``: phase is ``keys``, ``transform`` or ``indexing``.
+#: ``progress(step, done, total)``: step is ``keys``, ``transform`` or ``indexing``.
 Progress = Callable[[str, int, int], None]
 
 
@@ -84,10 +84,10 @@ class Run:
         self.mutated = False
         self.gate = QualityGate(plan, self.dir, quality)
 
-    def progress(self, phase: str, done: int, total: int) -> None:
-        """Report progress to the caller's callback, if any."""
+    def progress(self, step: str, done: int, total: int) -> None:
+        """Report the progress of ``step`` to the caller's callback, if any."""
         if self.progress_callback is not None:
-            self.progress_callback(phase, done, total)
+            self.progress_callback(step, done, total)
 
     def check_leases(self) -> None:
         """Raise :class:`~rvlm.core.redis.lock.LockLost` once an index lock's lease is lost."""
@@ -187,7 +187,7 @@ class Run:
     def ask_source(self) -> None:
         """The quality gate asks the source what is not stored yet: call it while the source
         still serves, before the first change (a refused query check raises RvlmError)."""
-        with self.timer.phase("checks"):
+        with self.timer.step("checks"):
             self.gate.ask_source(self.client)
 
     def validate(self, *, expected_docs: int | None,
@@ -215,7 +215,7 @@ class Run:
         self.host.post_create(self.plan, self.ctx)
 
     def wait_indexed(self) -> None:
-        """Wait until the target index finished indexing (progress phase ``indexing``), or
+        """Wait until the target index finished indexing (progress step ``indexing``), or
         fail after the run's index timeout."""
         wait_indexed(self.client, self.plan.target_index, self.index_timeout,
                      progress=lambda pct: self.progress("indexing", pct, 100),

@@ -2,6 +2,7 @@
 
     python bench/cluster.py --docs 100000 --dims 32 --batch 500 --workers 1,3 --repeat 3
     python bench/cluster.py --port 7400   # fixed ports 7400-7403 instead of free ones
+    python bench/cluster.py --replicas --only "hash tag"   # with replicas (WAIT per batch)
 
 Starts one embedded Redis and one embedded 3-primary cluster (rvlm.embedded.cluster), each on
 free ports, and loads the same ``--docs`` hash documents (title, float32 vector of ``--dims``)
@@ -133,6 +134,11 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=None,
                     help="the one node on PORT, the cluster on PORT+1..PORT+3 (bus ports "
                          "+10000); default: free ports")
+    ap.add_argument("--replicas", action="store_true",
+                    help="also a cluster of 3 primaries + 3 replicas (every batch's writes "
+                         "wait for the replica: WAIT); ports PORT+4..PORT+9 with --port")
+    ap.add_argument("--only", default="",
+                    help="run only the cases whose label contains this text")
     args = ap.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
     work = Path(tempfile.mkdtemp(prefix="rvlm-bench-"))
@@ -140,11 +146,17 @@ def main() -> None:
     server = EmbeddedServer(port=base if base else free_port(), directory=work / "one")
     cluster = EmbeddedCluster(primaries=3, directory=work / "cluster",
                               ports=[base + i for i in (1, 2, 3)] if base else None)
+    replicated = EmbeddedCluster(primaries=3, replicas=1, directory=work / "replicated",
+                                 ports=[base + i for i in range(4, 10)] if base else None
+                                 ) if args.replicas else None
     server.start()
     cluster.start()
+    if replicated is not None:
+        replicated.start()
     print(machine())
     print(f"{args.docs} docs, {args.dims} dims, batch {args.batch}; one node {server.url}, "
-          f"cluster {cluster.url} (3 primaries)")
+          f"cluster {cluster.url} (3 primaries)"
+          + (f", cluster {replicated.url} (3 primaries + 3 replicas)" if replicated else ""))
     results: dict[str, list[float]] = {}
     try:
         one = connect(server.url)
@@ -163,6 +175,15 @@ def main() -> None:
             ("quantize, 3 primaries, one hash tag", rc, cluster.url, "{t}doc:",
              quantize["{t}doc:"], None),
         ]
+        if replicated is not None:
+            rr = connect(replicated.url)
+            cases += [
+                ("move, 3+3 replicas (WAIT), across slots", rr, replicated.url, "doc:",
+                 move_plan("doc:", "moved:"), None),
+                ("quantize, 3+3 replicas (WAIT), one hash tag", rr, replicated.url,
+                 "{t}doc:", quantize["{t}doc:"], None),
+            ]
+        cases = [c for c in cases if args.only in c[0]]
         for _ in range(args.repeat):
             for label, client, url, prefix, plan, mode in cases:
                 for w in workers:
@@ -185,6 +206,8 @@ def main() -> None:
     finally:
         server.stop()
         cluster.wipe()
+        if replicated is not None:
+            replicated.wipe()
         shutil.rmtree(work, ignore_errors=True)
 
 

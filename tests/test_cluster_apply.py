@@ -96,6 +96,32 @@ def test_migration_on_the_cluster_equals_one_server(redis_cluster, cluster_clien
         assert len(v) == 16 and np.frombuffer(v, np.float16).dtype == np.float16
 
 
+def test_keys_from_the_index_cursor_or_scan_on_every_primary(redis_cluster, cluster_client,
+                                                            tmp_path) -> None:
+    """Keys are listed by the index's cursor (on the node that holds the index) when the
+    cluster holds many other keys, by SCAN on every primary otherwise; both find every
+    document once."""
+    rc = cluster_client
+    load(rc, "hash", 40)
+    url = redis_cluster.url
+    plan = MigrationPlanner().create_plan("{t1}idx", redis_url=url, schema_patch={
+        "version": 1, "changes": RENAME})
+    report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "scan")
+    assert report.result == "succeeded" and report.key_enumeration == "scan"
+    assert report.documents_rewritten == 40
+    pipe = rc.pipeline(transaction=False)
+    for i in range(400):  # other keys, on every node: walking them all would cost more
+        pipe.set(f"other:{i}", i)
+    pipe.execute()
+    plan = MigrationPlanner().create_plan("{t1}idx", redis_url=url, schema_patch={
+        "version": 1, "changes": {"rename_fields": [
+            {"old_name": "headline", "new_name": "title"}]}})
+    report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "cursor")
+    assert report.result == "succeeded" and report.key_enumeration == "cursor"
+    assert report.documents_rewritten == 40
+    assert total(rc, "{t1}idx", "@title:hello") == 40 and rc.get("other:7") == b"7"
+
+
 def test_prefix_change_to_another_tag_is_refused(redis_cluster, cluster_client,
                                                   tmp_path) -> None:
     """The plan says why (the documents would leave the index's slot) and apply refuses it

@@ -232,7 +232,10 @@ def enumerate_keys(
     if failures:
         return Enumeration(count=_scan_to_file(client, schema, path, on_page), method="scan",
                            fallback="index has indexing failures")
-    walk = to_int(client.execute_command("DBSIZE")) * max(1, len(schema.index.prefix))
+    # the keys SCAN would walk: every primary's (DBSIZE on a cluster client asks one node)
+    keyspace = sum(to_int(node.execute_command("DBSIZE"))
+                   for _name, node in routing.primaries(client))
+    walk = keyspace * max(1, len(schema.index.prefix))
     if walk <= SCAN_WALK_RATIO * max(expected, 1):
         count = _scan_to_file(client, schema, path, on_page)
         return Enumeration(count=count, method="scan", fallback="" if count == expected else

@@ -16,7 +16,8 @@ from rvlm.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from rvlm.aio import AsyncMigrationExecutor, AsyncMigrationPlanner
-    from rvlm.api import MigrationExecutor, MigrationPlanner, rollback, validate
+    from rvlm.api import MigrationExecutor, MigrationPlanner, finalize, rollback, validate
+    from rvlm.core.migrate.online_options import OnlineOptions
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.multi.executor import BatchMigrationExecutor
@@ -29,6 +30,8 @@ _LAZY: dict[str, str] = {
     "MigrationPlanner": "rvlm.api",
     "rollback": "rvlm.api",
     "validate": "rvlm.api",
+    "finalize": "rvlm.api",
+    "OnlineOptions": "rvlm.core.migrate.online_options",
     "MigrationExecutor": "rvlm.api",
     "BatchMigrationPlanner": "rvlm.core.multi.planner",
     "BatchMigrationExecutor": "rvlm.core.multi.executor",
@@ -66,10 +69,12 @@ __all__ = [
     "MigrationFailed",
     "MigrationPlanner",
     "MigrationReport",
+    "OnlineOptions",
     "Plan",
     "RvlmError",
     "SchemaPatch",
     "__version__",
+    "finalize",
     "hookimpl",
     "rollback",
     "validate",

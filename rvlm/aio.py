@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from rvlm.core.migrate.online_options import OnlineOptions
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.schema.model import IndexSchema
@@ -368,7 +369,8 @@ class AsyncMigrationPlanner:
     def __init__(self, *, sample_size: int = 1000, allow_shared_keys: bool = False,
                  mode: str = "drop_recreate", alias: str | None = None,
                  drop_source: bool = True, min_recall: float | None = None,
-                 recall_k: int = 10, key_sample_limit: int = 20) -> None:
+                 recall_k: int = 10, key_sample_limit: int = 20,
+                 target_prefix: str | None = None) -> None:
         self.sample_size = sample_size
         self.key_sample_limit = key_sample_limit
         self.allow_shared_keys = allow_shared_keys
@@ -377,6 +379,7 @@ class AsyncMigrationPlanner:
         self.drop_source = drop_source
         self.min_recall = min_recall
         self.recall_k = recall_k
+        self.target_prefix = target_prefix
 
     async def create_plan(
         self,
@@ -398,7 +401,8 @@ class AsyncMigrationPlanner:
                                 allow_shared_keys=self.allow_shared_keys, mode=self.mode,
                                 alias=self.alias, drop_source=self.drop_source,
                                 min_recall=self.min_recall, recall_k=self.recall_k,
-                                key_sample_limit=self.key_sample_limit)
+                                key_sample_limit=self.key_sample_limit,
+                                target_prefix=self.target_prefix)
         # The input files are validated before the server is contacted (as the sync path).
         inputs = sync.inputs(schema_patch_path=schema_patch_path,
                              target_schema_path=target_schema_path, schema_patch=schema_patch,
@@ -428,12 +432,16 @@ class AsyncMigrationExecutor:
         recall_k: int = 10,
         query_check_file: str | Path | None = None,
         rollback_below_recall: bool = False,
+        online: OnlineOptions | None = None,
     ) -> MigrationReport:
         """Apply (or resume) ``plan``; see :meth:`rvlm.MigrationExecutor.apply` (the quality
         gate's options included).
 
         ``progress_callback(step, done, total)`` is called on the event loop thread.
-        ``redis_client`` is an optional ``redis.asyncio.Redis`` (bytes responses).
+        ``redis_client`` is an optional ``redis.asyncio.Redis`` (bytes responses). ``online``
+        as in the sync API; an online copy's change capture (a pub/sub subscription, the
+        notification setting) runs on a sync connection of its own in a thread, like worker
+        processes, and its ``on_status`` callback is called from that worker thread.
         """
         from rvlm.api import MigrationExecutor, quality_options
 
@@ -459,7 +467,8 @@ class AsyncMigrationExecutor:
                 accept_data_loss=accept_data_loss, progress_callback=progress,
                 plugins=plugins, index_timeout=index_timeout, redis_client=bridge,
                 min_recall=min_recall, recall_queries=recall_queries, recall_k=recall_k,
-                query_check_file=query_check_file, rollback_below_recall=rollback_below_recall)
+                query_check_file=query_check_file, rollback_below_recall=rollback_below_recall,
+                online=online)
 
     async def validate(self, plan: Plan | str | Path, *, redis_url: str | None = None,
                        backup_dir: str | Path | None = None, min_recall: float | None = None,
@@ -472,6 +481,13 @@ class AsyncMigrationExecutor:
         return await _in_thread(validate, plan, redis_url=redis_url, backup_dir=backup_dir,
                                 min_recall=min_recall, query_check_file=query_check_file,
                                 plugins=plugins)
+
+    async def finalize(self, backup_dir: str | Path, *, redis_url: str | None = None,
+                       online: OnlineOptions | None = None) -> MigrationReport:
+        """:func:`rvlm.finalize` in a worker thread (sync client; the loop is not blocked)."""
+        from rvlm.api import finalize
+
+        return await _in_thread(finalize, backup_dir, redis_url=redis_url, online=online)
 
     async def rollback(self, backup_dir: str | Path, *, redis_url: str | None = None,
                        index_timeout: float = 600.0) -> MigrationReport:

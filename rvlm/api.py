@@ -29,6 +29,7 @@ from rvlm.core.errors import RvlmError
 if TYPE_CHECKING:
     import redis
 
+    from rvlm.core.migrate.online_options import OnlineOptions
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.planner import PlanInputs, PlanOptions, resolve_inputs
     from rvlm.core.migrate.report import MigrationReport
@@ -49,13 +50,16 @@ class MigrationPlanner:
     ``"drop_recreate"``. Every vector field whose KNN answers may change gets a recall@``recall_k``
     estimate in ``plan.quality``; with ``min_recall`` a field estimated under it blocks the plan
     (and apply measures against that floor unless given another). ``key_sample_limit`` keys
-    go into the plan's key sample, which validation checks still exist.
+    go into the plan's key sample, which validation checks still exist. ``target_prefix``: the
+    target index's key prefix (like the patch's ``index.prefix``); an online plan that rewrites
+    documents copies them there.
     """
 
     def __init__(self, *, sample_size: int = 1000, allow_shared_keys: bool = False,
                  mode: str = "drop_recreate", alias: str | None = None,
                  drop_source: bool = True, min_recall: float | None = None,
-                 recall_k: int = 10, key_sample_limit: int = 20) -> None:
+                 recall_k: int = 10, key_sample_limit: int = 20,
+                 target_prefix: str | None = None) -> None:
         self.sample_size = sample_size
         self.key_sample_limit = key_sample_limit
         self.allow_shared_keys = allow_shared_keys
@@ -64,6 +68,7 @@ class MigrationPlanner:
         self.drop_source = drop_source
         self.min_recall = min_recall
         self.recall_k = recall_k
+        self.target_prefix = target_prefix
 
     def create_plan(
         self,
@@ -123,7 +128,8 @@ class MigrationPlanner:
         return PlanOptions(sample_size=self.sample_size, allow_shared_keys=self.allow_shared_keys,
                            mode=self.mode, alias=self.alias, drop_source=self.drop_source,
                            min_recall=self.min_recall, recall_k=self.recall_k,
-                           key_sample_limit=self.key_sample_limit)
+                           key_sample_limit=self.key_sample_limit,
+                           target_prefix=self.target_prefix)
 
     @staticmethod
     def write_plan(plan: Plan, path: str | Path) -> Path:
@@ -171,11 +177,15 @@ class MigrationExecutor:
         recall_k: int = 10,
         query_check_file: str | Path | None = None,
         rollback_below_recall: bool = False,
+        online: OnlineOptions | None = None,
     ) -> MigrationReport:
         """Apply ``plan`` to the server at ``redis_url``, or resume it from ``backup_dir``
         (re-run the same call after a crash). ``progress_callback(step, done, total)``
         reports progress. ``redis_client`` (a sync client, or the async API's bridge) carries
         every command of this process; worker processes still connect to ``redis_url``.
+        ``online`` (:class:`~rvlm.OnlineOptions`) says how an online plan that copies
+        documents runs: throttling, a postponed cut-over, forwarding after it (``follow``),
+        finalize, status.
 
         The quality gate: before the source stops serving, ``recall_queries`` KNN queries per
         vector field whose answers can change (vectors of stored documents, a fixed seed) and
@@ -200,7 +210,7 @@ class MigrationExecutor:
                           workers=num_workers, accept_data_loss=accept_data_loss,
                           progress=progress_callback, plugins=plugins,
                           index_timeout=index_timeout, client=redis_client, quality=quality,
-                          rollback_below_recall=rollback_below_recall)
+                          rollback_below_recall=rollback_below_recall, online=online)
 
 
 def quality_options(*, min_recall: float | None = None, recall_queries: int = 100,
@@ -277,6 +287,23 @@ def rollback(
                      progress=progress_callback)
 
 
+def finalize(
+    backup_dir: str | Path,
+    *,
+    redis_url: str | None = None,
+    online: OnlineOptions | None = None,
+    plugins: Sequence[Any] = (),
+    progress_callback: Callable[[str, int, int], None] | None = None,
+) -> MigrationReport:
+    """End an online migration that copied documents (see ``rvlm finalize``): back up every
+    source key, then delete it, carrying over any change made meanwhile. When an apply with
+    ``follow`` runs on ``backup_dir``, it is asked to do it and this waits for it."""
+    from rvlm.core.migrate.finalize import finalize_migration
+
+    return finalize_migration(redis_url, backup_dir, options=online, plugins=plugins,
+                              progress=progress_callback)
+
+
 def __getattr__(name: str) -> Any:
     """``BatchMigrationPlanner``, ``BatchMigrationExecutor`` and ``resolve_inputs``
     (:func:`rvlm.core.migrate.planner.resolve_inputs`), imported on first use."""
@@ -300,6 +327,7 @@ __all__ = [
     "BatchMigrationPlanner",
     "MigrationExecutor",
     "MigrationPlanner",
+    "finalize",
     "quality_options",
     "resolve_inputs",
     "rollback",

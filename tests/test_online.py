@@ -202,12 +202,12 @@ def test_online_blocked_cases(redis_client, redis_url, tmp_path):
     assert not same.supported
     assert any("needs a name of its own" in r and "index: {name: idx_v2}" in r
                for r in same.blocked_reasons), same.blocked_reasons
-    # a plan that rewrites documents: one clear reason, and what to do instead
+    # a plan that rewrites documents in place: one clear reason, and the exact remedy
     rewrite = online_plan(redis_client, {"rename_fields": [{"old_name": "t", "new_name": "title"}],
                                          "index": {"name": "idx_v2"}})
     [reason] = [r for r in rewrite.blocked_reasons if r.startswith("online_mode")]
-    assert "rewrites documents" in reason and "--mode drop_recreate" in reason
-    assert "down for the rebuild" in reason
+    assert "new keys next to the source's, under a target prefix" in reason
+    assert "'index: {prefix: \"doc_v2:\"}'" in reason and "--target-prefix doc_v2:" in reason
     # the same patch plans fine as drop_recreate
     assert make_plan(redis_client, "idx", patch=patch({"rename_fields": [
         {"old_name": "t", "new_name": "title"}]})).supported
@@ -233,7 +233,8 @@ def test_online_blocked_cases(redis_client, redis_url, tmp_path):
     hand = attrs.evolve(build_plan(redis_client, "idx", rename_field_target(
         read_index(redis_client, "idx").schema, "t", "title").with_index(name="idx_v2"),
         [rename_op()]), mode="online", alias="live")
-    with pytest.raises(RvlmError, match="cannot run online: the plan rewrites documents"):
+    with pytest.raises(RvlmError, match="cannot run online: online mode writes the "
+                                        "rewritten documents as new keys"):
         apply_plan(redis_url, hand, backup_dir=tmp_path / "hand", plugins=all_plugins())
     # the alias moved elsewhere after the plan was made: refused before anything changes
     ok = online_plan(redis_client)

@@ -1,4 +1,5 @@
-"""``rvlm apply``, ``rvlm validate`` and ``rvlm rollback``: thin wrappers over the executor.
+"""``rvlm apply``, ``rvlm validate``, ``rvlm rollback`` and ``rvlm finalize``: thin wrappers
+over the executor.
 
 Exit codes: 0 when the migration (or validation, or rollback) succeeded, 1 when it ran and
 failed, 2 for bad input or a refused request (nothing changed).
@@ -7,8 +8,10 @@ failed, 2 for bad input or a refused request (nothing changed).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -39,6 +42,7 @@ def register(app: typer.Typer) -> None:
     app.command("apply")(apply)
     app.command("validate")(validate)
     app.command("rollback")(rollback)
+    app.command("finalize")(finalize)
 
 
 def _command(*parts: str, url: str | None) -> str:
@@ -92,6 +96,34 @@ def apply(
     recall_k: RecallKOption = 10,
     query_check_file: QueryCheckOption = None,
     rollback_below_recall: RollbackBelowOption = False,
+    follow: Annotated[bool, typer.Option(
+        "--follow", help="Online copy: after the cut-over, keep carrying writes made to source "
+                         "keys over to the target until 'rvlm finalize', 'rvlm ctl stop', "
+                         "SIGINT or SIGTERM (without it: drain the backlog and exit).")] = False,
+    finalize: Annotated[bool, typer.Option(
+        "--finalize", help="Online copy: at the end, back up the source keys and delete them "
+                           "(what 'rvlm finalize' does).")] = False,
+    max_load: Annotated[str | None, typer.Option(
+        "--max-load", help="Online copy: pause while an INFO field reaches its threshold, "
+                           "e.g. used_memory=8gb,instantaneous_ops_per_sec=50000.")] = None,
+    critical_load: Annotated[str | None, typer.Option(
+        "--critical-load", help="Online copy: stop cleanly (resumable) when an INFO field "
+                                "reaches its threshold, e.g. used_memory=15gb.")] = None,
+    max_lag_millis: Annotated[float | None, typer.Option(
+        "--max-lag-millis", help="Online copy: pause while a replica is more than this many "
+                                 "ms behind.")] = None,
+    throttle_replicas: Annotated[str | None, typer.Option(
+        "--throttle-replicas", help="Online copy: host:port of the replicas --max-lag-millis "
+                                    "checks, comma-separated (default: those the primary "
+                                    "lists in INFO replication).")] = None,
+    postpone_cut_over_flag_file: Annotated[Path | None, typer.Option(
+        "--postpone-cut-over-flag-file", help="Online copy: move the alias only once this "
+                                              "file does not exist (or 'rvlm ctl cut-over'); "
+                                              "the target is kept caught up meanwhile.")
+    ] = None,
+    status_every: Annotated[float, typer.Option(
+        "--status-every", min=0, help="Online copy: seconds between status lines on stderr.")
+    ] = 5.0,
 ) -> None:
     """Apply a plan: check, back up, drop, rewrite documents, create, validate.
 
@@ -99,8 +131,11 @@ def apply(
     answers can change) and your query checks are asked of it and kept in the backup dir;
     once the target is indexed it must answer them the same way (recall@k at least
     --min-recall, by default the plan's floor), or the result is failed (online: the alias
-    stays on the source). Re-run the same command after a crash to resume. Exit 0 when the
-    migration succeeded, 1 when it failed, 2 for bad input (nothing changed).
+    stays on the source). An online plan that rewrites documents copies them to the target
+    prefix while the source keeps serving, then moves the alias (see the --follow, --finalize
+    and throttle options; 'rvlm ctl' talks to it from another shell). Re-run the same command
+    after a crash to resume. Exit 0 when the migration succeeded, 1 when it failed, 2 for bad
+    input (nothing changed).
     """
     from rvlm.api import MigrationExecutor, quality_options
     from rvlm.core.errors import RvlmError
@@ -108,6 +143,11 @@ def apply(
 
     loaded = Plan.load(plan)
     quality_options(query_check_file=query_check_file)  # a bad file: refused before anything
+    copies = loaded.online and bool(loaded.operations)
+    online = _online_options(copies, follow=follow, finalize=finalize, max_load=max_load,
+                             critical_load=critical_load, max_lag_millis=max_lag_millis,
+                             throttle_replicas=throttle_replicas,
+                             postpone=postpone_cut_over_flag_file, status_every=status_every)
     if loaded.lossy and not accept_data_loss:
         if not sys.stdin.isatty():
             raise RvlmError("the plan is lossy (it loses precision); pass --accept-data-loss "
@@ -127,13 +167,28 @@ def apply(
             f"Drop and rebuild index {loaded.source_index!r} now?", default=True,
             err=json_out):
         raise RvlmError("not applied")
-    with progress_display() as progress:
-        report = MigrationExecutor().apply(
-            loaded, redis_url=url, backup_dir=backup_dir, batch_size=batch_size,
-            num_workers=workers, accept_data_loss=accept_data_loss,
-            progress_callback=progress, index_timeout=index_timeout, min_recall=min_recall,
-            recall_queries=recall_queries, recall_k=recall_k,
-            query_check_file=query_check_file, rollback_below_recall=rollback_below_recall)
+    if copies:
+        import attrs
+
+        typer.secho(f"online apply: status in {backup_dir / 'control'}; from another shell: "
+                    f"rvlm ctl --backup-dir {backup_dir} status|throttle|unthrottle|cut-over|"
+                    "stop", err=True)
+        with _stop_on_signals() as stop:
+            online = attrs.evolve(online, should_stop=stop)
+            report = MigrationExecutor().apply(
+                loaded, redis_url=url, backup_dir=backup_dir, batch_size=batch_size,
+                num_workers=workers, accept_data_loss=accept_data_loss,
+                index_timeout=index_timeout, online=online, min_recall=min_recall,
+                recall_queries=recall_queries, recall_k=recall_k,
+                query_check_file=query_check_file, rollback_below_recall=rollback_below_recall)
+    else:
+        with progress_display() as progress:
+            report = MigrationExecutor().apply(
+                loaded, redis_url=url, backup_dir=backup_dir, batch_size=batch_size,
+                num_workers=workers, accept_data_loss=accept_data_loss,
+                progress_callback=progress, index_timeout=index_timeout, min_recall=min_recall,
+                recall_queries=recall_queries, recall_k=recall_k,
+                query_check_file=query_check_file, rollback_below_recall=rollback_below_recall)
     if report_out is not None:
         report.write(report_out)
     if benchmark_out is not None:
@@ -147,6 +202,58 @@ def apply(
                  undo=_command("rvlm", "rollback", "--backup-dir", str(backup_dir), url=url))
     if not report.succeeded:
         raise typer.Exit(1)
+
+
+def _online_options(copies: bool, *, follow: bool, finalize: bool, max_load: str | None,
+                    critical_load: str | None, max_lag_millis: float | None,
+                    throttle_replicas: str | None, postpone: Path | None,
+                    status_every: float) -> Any:
+    """The OnlineOptions of the command line (refused for a plan that copies nothing)."""
+    from rvlm.core.errors import RvlmError
+    from rvlm.core.migrate.online_options import OnlineOptions
+    from rvlm.core.migrate.throttle import parse_thresholds
+
+    asked = [name for name, value in (
+        ("--follow", follow), ("--finalize", finalize), ("--max-load", max_load),
+        ("--critical-load", critical_load), ("--max-lag-millis", max_lag_millis),
+        ("--throttle-replicas", throttle_replicas), ("--postpone-cut-over-flag-file", postpone),
+    ) if value]
+    if asked and not copies:
+        raise RvlmError(f"{asked[0]} is for online plans that copy documents to a new prefix; "
+                        "this plan does not")
+    replicas = (tuple(r.strip() for r in throttle_replicas.split(",") if r.strip())
+                if throttle_replicas else None)
+    return OnlineOptions(
+        follow=follow, finalize=finalize,
+        max_load=parse_thresholds(max_load, "--max-load"),
+        critical_load=parse_thresholds(critical_load, "--critical-load"),
+        max_lag_ms=max_lag_millis, replicas=replicas, postpone_flag_file=postpone,
+        status_every=status_every,
+        on_status=lambda status: typer.echo(status.line(), err=True))
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[Callable[[], str | None]]:
+    """While inside: SIGINT and SIGTERM ask the online apply to stop cleanly (a second SIGINT
+    interrupts at once). Yields the ``should_stop`` callable."""
+    import signal
+
+    got: list[str] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if got and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        got.append(name)
+        typer.secho(f"{name}: stopping cleanly (forwarding drains first; SIGINT again to "
+                    "interrupt at once)", err=True)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: got[0] if got else None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @handle_errors
@@ -242,3 +349,43 @@ def _index_backup_dir(backup_dir: Path, index: str) -> Path:
         return nested
     raise RvlmError(f"{backup_dir} holds no backup of index {index!r} (neither its own plan "
                     f"nor {nested.name}/ of a multi-index run)")
+
+
+@handle_errors
+def finalize(
+    backup_dir: Annotated[Path, typer.Option(
+        "--backup-dir", help="The backup dir of the online apply.")],
+    url: UrlOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
+                   ] = False,
+    report_out: Annotated[Path | None, typer.Option("--report-out",
+                                                    help="Write the YAML report here.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """End an online migration that copied documents: back up, then delete the source keys.
+
+    Every source key is backed up into the backup dir, then deleted (a change made meanwhile
+    is carried over first). If 'rvlm apply --follow' runs on the same backup dir, it is asked
+    to finalize (its change capture goes on until the end) and this waits for it. Rollback
+    still works afterwards (from the backup). Exit 0 when done, 1 when it failed (re-run to
+    resume), 2 for a refused request.
+    """
+    from rvlm.api import finalize as do_finalize
+    from rvlm.core.errors import RvlmError
+    from rvlm.core.migrate.backup_dir import load_backup_plan
+
+    plan = load_backup_plan(backup_dir)
+    if not yes and sys.stdin.isatty() and not typer.confirm(
+            f"Back up and delete the source keys of {plan.source_index!r} "
+            f"({', '.join(plan.source_schema.index.prefix)})?", default=False):
+        raise RvlmError("not finalized")
+    report = do_finalize(backup_dir, redis_url=url)
+    if report_out is not None:
+        report.write(report_out)
+    if json_out:
+        echo_json(report.to_dict())
+    else:
+        _summary(report, resume=_command("rvlm", "finalize", "--backup-dir", str(backup_dir),
+                                         "--yes", url=url))
+    if not report.succeeded:
+        raise typer.Exit(1)

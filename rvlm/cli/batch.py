@@ -88,6 +88,22 @@ def plan(
     sample_size: Annotated[int | None, typer.Option(
         "--sample-size", min=1, help="Documents read per index to calibrate quantization.")
     ] = None,
+    mode: Annotated[str, typer.Option(
+        "--mode", help="drop_recreate, or online (each index: the new one is built next to "
+                       "it and --alias moves; documents a change rewrites are copied to "
+                       "--target-prefix).")] = "drop_recreate",
+    alias: Annotated[str | None, typer.Option(
+        "--alias", help="Online: the alias clients query, per index, e.g. '{index}_live'.")
+    ] = None,
+    target_index: Annotated[str | None, typer.Option(
+        "--target-index", help="Online: the new index's name, e.g. '{index}_v2' (the "
+                               "default in online mode).")] = None,
+    target_prefix: Annotated[str | None, typer.Option(
+        "--target-prefix", help="The new key prefix, e.g. '{prefix}_v2:' ({prefix}: the "
+                                "index's prefix without its trailing separator).")] = None,
+    drop_source: Annotated[bool, typer.Option(
+        "--drop-source/--keep-source", help="Online: drop each source index once its alias "
+                                            "moved, or keep it.")] = True,
 ) -> None:
     """Test one schema patch on every selected index; write a batch plan (no Redis writes).
 
@@ -96,7 +112,9 @@ def plan(
     from rvlm.core.errors import RvlmError
     from rvlm.core.multi.planner import BatchMigrationPlanner
 
-    result = BatchMigrationPlanner(sample_size=sample_size).create_batch_plan(
+    result = BatchMigrationPlanner(
+        sample_size=sample_size, mode=mode, alias=alias, target_index=target_index,
+        target_prefix=target_prefix, drop_source=drop_source).create_batch_plan(
         redis_url=url, schema_patch_path=schema_patch, pattern=pattern, indexes=indexes,
         indexes_file=indexes_file, failure_policy=FailurePolicy(failure_policy).value)
     written = result.write(plan_out)
@@ -128,18 +146,24 @@ def apply(
     query_check_file: QueryCheckOption = None,
     rollback_below_recall: RollbackBelowOption = False,
     cluster: ClusterOption = False,
+    finalize: Annotated[bool, typer.Option(
+        "--finalize", help="Online copies: back up and delete each index's source keys at the "
+                           "end of its run (else 'rvlm finalize --backup-dir DIR/INDEX').")
+    ] = False,
 ) -> None:
     """Run every applicable index of a batch plan (re-run, or 'batch resume', to continue).
 
     The quality gate's options apply to every index (a query check file's checks run against
     each one)."""
     from rvlm.api import quality_options
+    from rvlm.core.migrate.online_options import OnlineOptions
     from rvlm.core.multi.executor import BatchMigrationExecutor
 
     quality = quality_options(min_recall=min_recall, recall_queries=recall_queries,
                               recall_k=recall_k, query_check_file=query_check_file)
     executor = BatchMigrationExecutor(batch_size=batch_size, workers=workers, quality=quality,
-                                      rollback_below_recall=rollback_below_recall)
+                                      rollback_below_recall=rollback_below_recall,
+                                      online=OnlineOptions(finalize=finalize))
     report = executor.apply(plan, redis_url=url, state_path=state, report_dir=report_dir,
                             backup_dir=backup_dir, progress_callback=_progress,
                             accept_data_loss=accept_data_loss, parallel=parallel)

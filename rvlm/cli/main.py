@@ -180,6 +180,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "rvlm.cli.plan",
     "rvlm.cli.apply",
+    "rvlm.cli.ctl",
     "rvlm.cli.batch",
     "rvlm.cli.wizard",
     "rvlm.cli.index",

@@ -65,7 +65,9 @@ def plan(
         "--mode", help="drop_recreate: drop the index, rewrite documents, create the new one "
                        "(queries fail meanwhile). online: build the new index (under a new "
                        "name) next to the source, then move --alias to it in one command: no "
-                       "downtime; index-side changes only.")] = Mode.drop_recreate,
+                       "downtime; documents a change rewrites are copied to new keys under "
+                       "--target-prefix while the source keeps serving.")
+    ] = Mode.drop_recreate,
     alias: Annotated[str | None, typer.Option(
         "--alias", help="An alias clients query: apply points it at the new index (creating "
                         "it if it does not exist) and rollback points it back. Required by "
@@ -73,6 +75,11 @@ def plan(
     drop_source: Annotated[bool, typer.Option(
         "--drop-source/--keep-source", help="Online mode: drop the source index once the "
                                             "alias moved, or keep it.")] = True,
+    target_prefix: Annotated[str | None, typer.Option(
+        "--target-prefix", help="The new index's key prefix (the same as the patch's "
+                                "index.prefix; {prefix} and {index} are filled in). Online "
+                                "mode copies the documents a change rewrites to new keys "
+                                "under it.")] = None,
     json_out: JsonOption = False,
     min_recall: MinRecallOption = None,
     recall_k: RecallKOption = 10,
@@ -94,7 +101,8 @@ def plan(
     planner = MigrationPlanner(sample_size=sample_size, allow_shared_keys=allow_shared_keys,
                                mode=mode, alias=alias, drop_source=drop_source,
                                min_recall=min_recall, recall_k=recall_k,
-                               key_sample_limit=key_sample_limit)
+                               key_sample_limit=key_sample_limit,
+                               target_prefix=target_prefix)
     # the files are validated before the server is contacted
     result = planner.create_plan(index, redis_url=url, schema_patch_path=schema_patch,
                                  target_schema_path=target_schema)

@@ -123,7 +123,14 @@ def print_plan(plan: Plan, path: Path | None = None, console: Console | None = N
     if not plan.changes:
         table.add_row("", "(none)", "the target schema equals the source")
     out.print(table)
-    if plan.operations:
+    if plan.operations and plan.online:
+        kinds = ", ".join(dict.fromkeys(o.kind for o in plan.operations))
+        prefix = plan.target_schema.index.prefix[0]
+        out.print(f"[bold]Documents touched:[/bold] none; {docs} copied to new keys under "
+                  f"{escape(repr(prefix))} through ({escape(kinds)}); the source keys are "
+                  "only read until 'rvlm finalize' backs them up and deletes them",
+                  soft_wrap=True)
+    elif plan.operations:
         kinds = ", ".join(dict.fromkeys(o.kind for o in plan.operations))
         lossy = " [yellow](lossy)[/yellow]" if plan.lossy else ""
         print_wrapped(out, "[bold]Documents touched:[/bold] ",
@@ -267,13 +274,28 @@ def print_report(report: MigrationReport, *, resume: str | None = None,
     src, tgt = escape(report.source_index), escape(report.target_index)
     route = f"{tgt} -> {src}" if report.mode == "rollback" else (
         src if src == tgt else f"{src} -> {tgt}")
-    command = {"validate": "validate", "rollback": "rollback", "online": "apply (online)"}.get(
-        report.mode, "apply")
+    command = {"validate": "validate", "rollback": "rollback", "online": "apply (online)",
+               "finalize": "finalize"}.get(report.mode, "apply")
     out.print(f"[bold]{command}[/bold] {route}: "
               f"[bold {colour}]{escape(report.result)}[/bold {colour}]", soft_wrap=True)
     if report.mode == "rollback":
         out.print(f"  restored {report.restored_records:,} records in {report.batches:,} "
                   "batches")
+    elif report.mode == "finalize":
+        out.print(f"  source keys backed up and deleted: {report.online.get('deleted', 0):,}")
+    elif report.mode == "online" and report.online:
+        rate = (f", {report.documents_per_second:,.0f} documents/s"
+                if report.documents_per_second > 0 else "")
+        print_wrapped(out, "  ", f"documents {report.documents:,}, copied "
+                      f"{report.documents_rewritten:,} to "
+                      f"{escape(repr(report.online.get('target_prefix')))} "
+                      f"({human_bytes(report.bytes_rewritten)}){rate}, changes carried over "
+                      f"{report.online.get('changes_carried_over', 0):,}"
+                      + (", resumed" if report.resumed else ""))
+        lag = report.forward_lag_ms or {}
+        if lag.get("count"):
+            out.print(f"  forwarding lag p50 {lag['p50']} ms, p99 {lag['p99']} ms, max "
+                      f"{lag['max']} ms")
     elif report.mode != "validate":
         ran = report.batches - report.batches_done_before
         if ran > 0 or not report.resumed:
@@ -288,7 +310,9 @@ def print_report(report: MigrationReport, *, resume: str | None = None,
             out.print(f"  documents {report.documents:,}")
         if report.resumed:
             print_wrapped(out, "  ", escape(resume_text(report)))
-    if report.mode == "online" and report.downtime_duration_seconds is not None:
+    if report.mode == "online" and report.online:
+        out.print("  downtime none (online)")
+    elif report.mode == "online" and report.downtime_duration_seconds is not None:
         out.print(f"  downtime none (online); build "
                   f"{seconds_text(report.timings.get('build', 0.0))}")
     elif report.downtime_duration_seconds is not None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 
 import redis
 
-from rvlm.core.errors import RvlmError
+from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.redis.connection import index_exists, list_indexes, read_index
 
@@ -78,3 +78,20 @@ def restore_aliases(client: redis.Redis, plan: Plan,
         client.execute_command("FT.ALIASUPDATE", name, plan.source_index)
         done.append(f"alias {name!r} points at {plan.source_index!r}")
     return done
+
+
+def move_aliases(client: redis.Redis, names: Iterable[str], index: str) -> None:
+    """Point every alias of ``names`` at ``index`` in one step (``MULTI``/``EXEC`` of
+    ``FT.ALIASUPDATE``): a query through any of them is answered by the old index or the new
+    one, and all of them move at the same moment. Check them first (:func:`check_aliases`):
+    Redis runs the rest of a transaction after one command fails."""
+    names = list(names)
+    if not names:
+        return
+    pipe = client.pipeline(transaction=True)
+    for name in names:
+        pipe.execute_command("FT.ALIASUPDATE", name, index)
+    replies = pipe.execute(raise_on_error=False)
+    bad = [f"{n}: {r}" for n, r in zip(names, replies, strict=True) if isinstance(r, Exception)]
+    if bad:
+        raise MigrationFailed(f"moving the aliases to {index!r} failed ({'; '.join(bad)})")

@@ -1,7 +1,10 @@
-"""Online migrations that rewrite documents: a blue/green keyspace. The state machine.
+"""Online migrations that rewrite documents: a blue/green keyspace.
 
-This module holds the protocol (phases, what each one guarantees, what a resume does, the
-fault points) shared by the online executor, ``rvlm finalize`` and rollback.
+This module is the executor of an online plan that copies documents
+(:func:`execute_blue_green`, called by :func:`rvlm.core.migrate.online.execute_online`), and
+the protocol it shares with ``rvlm finalize`` (:mod:`rvlm.core.migrate.finalize`) and rollback
+(:func:`rvlm.core.migrate.online.rollback_online`): phases, what each guarantees, what a
+resume does, the fault points.
 
 Layout
 ------
@@ -96,12 +99,15 @@ keeps the serving target exact. A lost subscription (``CLIENT KILL``, output buf
 changed setting) stops the run the same way: the source keeps serving, the same command
 resumes.
 
-Fault points (``RVLM_FAULT``, ``os._exit(137)``)
-------------------------------------------------
-:data:`FAULT_POINTS`: one after each phase is journaled, plus ``online_copy:N`` (after copy
-batch N was written), ``online_forward`` (after a carried-over change was written),
-``finalize_backup:N`` (batch N backed up, not journaled), ``finalize_delete:N`` (batch N's keys
-deleted, not journaled as done).
+Fault points (``RVLM_FAULT``, ``os._exit(137)``, see :mod:`rvlm.core.migrate.faults`)
+-----------------------------------------------------------------------------------
+One after each phase is journaled (``online_after_checks``, ``online_after_capture``,
+``online_after_create``, ``online_after_copy``, ``online_after_indexed``,
+``online_after_validate``, ``online_after_alias``, ``online_after_drop``,
+``online_after_forwarding``), plus ``online_copy:N`` (copy batch N written),
+``online_forward`` (a batch of changes carried over), ``finalize_backup:N`` (finalize batch N
+backed up, not journaled), ``finalize_delete:N`` (its keys deleted, not journaled as done),
+``finalize_after_batches``.
 
 Cluster
 -------
@@ -114,42 +120,418 @@ watching are not written yet.
 
 from __future__ import annotations
 
-#: Apply phases, in order (after ``checked``).
-APPLY_PHASES: tuple[str, ...] = (
-    "checked",
-    "capture_started",
-    "created",
-    "copied",
-    "indexed",
-    "validated",
-    "alias_moved",
-    "source_dropped",
-    "forwarding_stopped",
-    "done",
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.migrate.aliases import (
+    alias_index,
+    check_aliases,
+    move_aliases,
+    point_aliases,
 )
-#: Finalize phases, in order.
-FINALIZE_PHASES: tuple[str, ...] = ("finalizing", "finalized")
-
-FAULT_POINTS: tuple[str, ...] = (
-    "online_after_checks",
-    "online_after_capture",
-    "online_after_create",
-    "online_copy",
-    "online_after_copy",
-    "online_after_indexed",
-    "online_after_validate",
-    "online_after_alias",
-    "online_after_drop",
-    "online_forward",
-    "online_after_forwarding",
-    "finalize_backup",
-    "finalize_delete",
-    "finalize_after_batches",
+from rvlm.core.migrate.backup_dir import PLAN_NAME
+from rvlm.core.migrate.capture import (
+    CaptureSession,
+    copied_source_keys,
+    key_files,
+    make_throttler,
 )
+from rvlm.core.migrate.control import ControlChannel
+from rvlm.core.migrate.faults import fault
+from rvlm.core.migrate.finalize import finalize_in_run
+from rvlm.core.migrate.footprint import copy_footprint
+from rvlm.core.migrate.online_checks import (
+    notify_status,
+    online_problems,
+    other_indexes,
+    target_prefix_problems,
+)
+from rvlm.core.migrate.online_copy import OnlineCopy, Stopped
+from rvlm.core.migrate.report import MigrationReport, ValidationResult
+from rvlm.core.migrate.run import Run
+from rvlm.core.migrate.validate import validate_migration
+from rvlm.core.plugins.checks import CheckResult
+from rvlm.core.redis.capture import CaptureLost
+from rvlm.core.redis.connection import index_exists, read_index
+from rvlm.core.redis.docio.keys import enumerate_keys, escape_glob
+from rvlm.core.redis.lock import LockLost
+from rvlm.core.schema.ftinfo import parse_ft_info
+from rvlm.core.storage.journal import phase_data
 
-_ORDER = {p: i for i, p in enumerate(APPLY_PHASES + FINALIZE_PHASES)}
+
+def _counts(client: redis.Redis, plan: Any) -> tuple[int, int, int]:
+    """(source documents, source indexing failures, target documents + failures). With the
+    source index there, both indexes are read in one transaction (the same instant); after it
+    was dropped, the source's documents are counted with SCAN."""
+    if alias_index(client, plan.source_index) != plan.source_index:
+        target = read_index(client, plan.target_index).stats
+        return (_scan_count(client, plan), 0, target.num_docs + target.indexing_failures)
+    pipe = client.pipeline(transaction=True)
+    pipe.execute_command("FT.INFO", plan.source_index)
+    pipe.execute_command("FT.INFO", plan.target_index)
+    src, dst = pipe.execute()
+    s, t = parse_ft_info(src).stats, parse_ft_info(dst).stats
+    return (s.num_docs + s.indexing_failures, s.indexing_failures,
+            t.num_docs + t.indexing_failures)
 
 
-def reached(phase: str | None, target: str) -> bool:
-    """True when ``phase`` is ``target`` or a later one of the online apply / finalize."""
-    return phase is not None and phase in _ORDER and _ORDER[phase] >= _ORDER[target]
+def _scan_count(client: redis.Redis, plan: Any) -> int:
+    type_name = "ReJSON-RL" if plan.source_schema.storage_type == "json" else "hash"
+    n = 0
+    for prefix in plan.source_schema.index.prefix:
+        cursor = 0
+        while True:
+            cursor, keys = client.execute_command(
+                "SCAN", cursor, "MATCH", escape_glob(prefix) + b"*", "COUNT", 1000,
+                "TYPE", type_name)
+            n += len(keys)
+            cursor = int(cursor)
+            if cursor == 0:
+                break
+    return n
+
+
+class _BlueGreen:
+    """One apply (or resume) of an online plan that copies documents."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.plan = run.plan
+        self.client = run.client
+        self.options = run.online
+        self.report = run.report
+        self.capture: CaptureSession | None = None
+        self.control: ControlChannel | None = None
+        self.engine: OnlineCopy | None = None
+        self.throttler: Any = None
+        self.why = ""
+
+    # -- checks ----------------------------------------------------------------------------
+    def check(self) -> None:
+        """Everything before the first change (see the module docstring)."""
+        run, plan, client = self.run, self.plan, self.client
+        with run.timer.phase("checks"):
+            if plan.supported:
+                problems = online_problems(plan)
+                if problems:
+                    raise RvlmError("the plan cannot run online: " + "; ".join(problems))
+            info = run.check_source()
+            before = check_aliases(client, plan)
+            others = other_indexes(client, (plan.source_index, plan.target_index))
+            problems = target_prefix_problems(client, plan, others)
+            if problems:
+                raise RvlmError("the plan cannot run online: " + "; ".join(problems))
+            sample = [k.encode("utf-8", "surrogateescape") for k in plan.key_sample]
+            fp = copy_footprint(client, plan, sample)
+            if fp.problem():
+                raise RvlmError(str(fp.problem()))
+            status = notify_status(client, plan.source_schema.storage_type)
+            if not status.ok:
+                raise RvlmError(status.sentence())
+            self.throttler = make_throttler(run, self.options)
+            refused = run.host.pre_drop(plan, run.ctx)
+            if refused:
+                raise RvlmError("a plugin refused the migration: " + "; ".join(refused))
+        run.ask_source()  # the quality gate: the source serves until the alias moves
+        run.phase("checked", aliases=before,
+                  source_docs=info.stats.num_docs + info.stats.indexing_failures,
+                  source_failures=info.stats.indexing_failures, notify=status.current,
+                  extra_memory=fp.extra_bytes)
+        fault("online_after_checks")
+
+    # -- the steps -------------------------------------------------------------------------
+    def enumerate(self) -> Path:
+        """Write the source's keys to a new key file (after the subscription started)."""
+        run, plan, client = self.run, self.plan, self.client
+        path = run.dir / f"keys-{len(key_files(run.dir)) + 1}.rvk"
+        if index_exists(client, plan.source_index) \
+                and alias_index(client, plan.source_index) == plan.source_index:
+            stats = read_index(client, plan.source_index).stats
+            en = enumerate_keys(client, plan.source_schema, stats.num_docs,
+                                stats.indexing_failures, path)
+        else:
+            en = enumerate_keys(client, plan.source_schema, 0, 0, path,
+                                scan="the source index was dropped")
+        self.report.key_enumeration = en.method
+        self.report.backup_paths.append(str(path))
+        return path
+
+    def copy(self, reconcile: bool) -> None:
+        """Copy every source key (compare first when ``reconcile``), then, on a reconcile,
+        delete the copies whose source is gone."""
+        engine = self.engine
+        assert engine is not None
+        engine.compare = reconcile
+        keyfile = self.enumerate()
+        with self.run.timer.phase("copy"):
+            engine.copy(keyfile)
+            if reconcile:
+                engine.sweep(copied_source_keys(self.run.dir, engine.batch_size))
+
+    def wait_indexed(self) -> None:
+        """Carry changes over until the target finished indexing."""
+        engine, plan = self.engine, self.plan
+        assert engine is not None
+        engine.phase = "catch-up"
+        deadline = time.monotonic() + self.run.index_timeout
+        with self.run.timer.phase("indexing"):
+            while True:
+                stats = read_index(self.client, plan.target_index).stats
+                pct = stats.percent_indexed if stats.percent_indexed == stats.percent_indexed \
+                    else 1.0
+                self.run.progress("indexing", int(pct * 100), 100)
+                if not stats.indexing and pct >= 1.0:
+                    return
+                if time.monotonic() > deadline:
+                    raise MigrationFailed(
+                        f"index {plan.target_index!r} still indexing ({pct:.0%}) after "
+                        f"{self.run.index_timeout:.0f}s; re-run the same command to keep "
+                        "waiting")
+                engine.tick()
+                if not engine.forward():
+                    time.sleep(0.02)
+
+    def validate(self) -> ValidationResult:
+        """With the backlog drained, the target holds as many documents as the source (read
+        in one transaction; a difference that the changes still in flight explain is
+        accepted under a writing load), and every validation check passes: the gate before
+        the alias moves (plugins' ``validate`` included)."""
+        engine, plan, client, run = self.engine, self.plan, self.client, self.run
+        assert engine is not None
+        with run.timer.phase("validation"):
+            src = failures = dst = 0
+            in_flight = 0
+            for _ in range(40):
+                engine.drain()
+                src, failures, dst = _counts(client, plan)
+                if src == dst:
+                    break
+                for sub in engine.subscribers:
+                    sub.barrier()
+                in_flight = len(engine.pending)
+                if abs(src - dst) <= in_flight:
+                    break
+                time.sleep(0.05)
+            # the gate before the alias moves: the same checks as rvlm validate, the plugins'
+            # and the quality gate's (under its floor the alias stays on the source)
+            result = validate_migration(client, plan, expected_docs=dst if src != dst else src,
+                                        source_failures=failures, host=run.host,
+                                        context=run.ctx, live_source=True, gate=run.gate)
+            if src != dst:
+                result.add(CheckResult(
+                    name="doc_count_in_flight", passed=abs(src - dst) <= in_flight,
+                    details=f"source {src}, target {dst}, {in_flight} changes being carried "
+                            "over"))
+        self.report.documents = src
+        return result
+
+    def postpone(self) -> None:
+        """Keep the target caught up while the postpone flag file exists."""
+        engine, flag = self.engine, self.options.postpone_flag_file
+        assert engine is not None
+        if flag is None or not Path(flag).exists() or engine.cut_over_now:
+            return
+        engine.phase = "postponed"
+        with self.run.timer.phase("postponed"):
+            while Path(flag).exists() and not engine.cut_over_now:
+                engine.postponed = f"delete {flag} or run 'rvlm ctl --backup-dir " \
+                                   f"{self.run.dir} cut-over'"
+                engine.tick()
+                if engine.stop_reason():
+                    raise Stopped(str(engine.stop_reason()),
+                                  f"stopped by {engine.stop_reason()} before the cut-over")
+                if not engine.forward():
+                    time.sleep(0.05)
+        engine.postponed = None
+
+    def cut_over(self) -> None:
+        """Drain, check the aliases, move them all in one step."""
+        engine, plan, client = self.engine, self.plan, self.client
+        assert engine is not None
+        engine.phase = "cut-over"
+        with self.run.timer.phase("alias"):
+            engine.drain()
+            check_aliases(client, plan, allowed=(plan.target_index,))
+            move_aliases(client, plan.aliases, plan.target_index)
+            engine.serving = True
+        started = float(phase_data(self.run.dir, "checked").get("ts", time.time()))
+        self.run.phase("alias_moved", backlog=len(engine.pending))
+        self.report.online["cut_over_after_seconds"] = round(time.time() - started, 3)
+        fault("online_after_alias")
+
+    def forward(self) -> str:
+        """After the cut-over: forward (``follow``) until asked to stop, then drain; returns
+        why forwarding stopped."""
+        engine = self.engine
+        assert engine is not None
+        engine.phase = "forwarding"
+        with self.run.timer.phase("forwarding"):
+            if self.options.follow:
+                engine.follow(until=lambda: engine.stop_reason() is not None)
+                why = str(engine.stop_reason())
+            else:
+                why = "the backlog was drained (no --follow)"
+            engine.drain()
+        return why
+
+    # -- the run ---------------------------------------------------------------------------
+    def execute(self) -> MigrationReport:
+        run, plan, client, report = self.run, self.plan, self.client, self.report
+        state = run.load_state()
+        report.backup_paths = [str(run.dir / PLAN_NAME)]
+        report.downtime_duration_seconds = 0.0
+        report.online["target_prefix"] = plan.target_schema.index.prefix[0]
+        if state.reached("finalized"):
+            report.warnings.append("already finalized: the source keys were backed up and "
+                                   "deleted; nothing to do")
+            return report.finish(True)
+        if state.reached("finalizing"):
+            raise RvlmError(f"finalize already started in {run.dir}: finish it with 'rvlm "
+                            f"finalize --backup-dir {run.dir}'")
+        if state.phase is None:
+            self.check()
+        else:
+            run.check_plugins()
+            self.throttler = make_throttler(run, self.options)
+            if not state.reached("alias_moved"):
+                run.ask_source()  # what a first run without the gate's options did not store
+        report.documents = int(phase_data(run.dir, "checked").get("source_docs", 0))
+        run.mutated = True
+        self.capture = CaptureSession(run, self.options)
+        self.control = ControlChannel(run.dir)
+        ended = "failed"
+        try:
+            self.capture.start()
+            if not state.reached("capture_started"):
+                run.phase("capture_started", notify=self.capture.found)
+                fault("online_after_capture")
+            self.engine = engine = self.capture.engine(self.control, self.throttler)
+            engine.on_tick = run.check_leases
+            engine.progress = lambda done, total: run.progress("transform", done, total)
+            engine.tick(force=True)
+            if not state.reached("alias_moved"):
+                run.create_target("online_after_create")
+                resumed = state.reached("capture_started") or len(key_files(run.dir)) > 0
+                self.copy(reconcile=resumed)
+                run.phase("copied", documents=engine.copied, epoch=len(key_files(run.dir)))
+                fault("online_after_copy")
+                self.wait_indexed()
+                run.phase("indexed")
+                fault("online_after_indexed")
+                result = self.validate()
+                report.validation = result
+                if not result.passed:
+                    run.journal.append("error", message="validation failed: "
+                                       + "; ".join(result.errors))
+                    report.manual_actions.append(
+                        f"the aliases still point at {plan.source_index!r}, so queries were "
+                        f"not affected; inspect {plan.target_index!r}, then re-run the same "
+                        f"command to validate again, or 'rvlm rollback --backup-dir {run.dir}'")
+                    return report.finish(False)
+                run.phase("validated", docs=report.documents)
+                fault("online_after_validate")
+                self.postpone()
+                self.cut_over()
+            else:
+                engine.serving = True
+                self.copy(reconcile=True)
+                with run.timer.phase("alias"):  # idempotent: a resume makes sure they moved
+                    point_aliases(client, plan.aliases, plan.target_index)
+                report.validation = self.validate()
+            if plan.drop_source and not state.reached("source_dropped"):
+                with run.timer.phase("drop_source"):
+                    if alias_index(client, plan.source_index) == plan.source_index:
+                        client.execute_command("FT.DROPINDEX", plan.source_index)
+                run.phase("source_dropped")
+                fault("online_after_drop")
+            self.why = self.forward()
+            run.phase("forwarding_stopped", why=self.why)
+            fault("online_after_forwarding")
+            run.phase("done")
+            self._summarise()
+            if self.options.finalize or engine.finalize_requested:
+                fin = finalize_in_run(run, engine)
+                report.online["finalize"] = fin
+                if fin.get("left"):
+                    return report.finish(False)
+            elif self.options.follow:
+                report.manual_actions.append(
+                    f"forwarding stopped ({self.why}): writes to source keys from now on are "
+                    "not carried over; when no client writes them any more: 'rvlm finalize "
+                    f"--backup-dir {run.dir}' (backs them up, then deletes them)")
+            else:
+                report.warnings.append(
+                    "forwarding stopped once the backlog was drained: writes to source keys "
+                    "from now on are not carried over to the target (apply --follow keeps "
+                    "carrying them over until 'rvlm finalize')")
+                report.manual_actions.append(
+                    f"when no client writes the source keys any more: 'rvlm finalize "
+                    f"--backup-dir {run.dir}' (backs them up, then deletes them)")
+            self.capture.stop()
+            self.capture.leave()
+            ended = "succeeded" if report.validation.passed else "failed"
+            return report.finish(report.validation.passed)
+        except (CaptureLost, Stopped, MigrationFailed, LockLost, redis.RedisError) as exc:
+            return self._stopped(exc)
+        finally:
+            self._summarise()
+            if self.capture is not None:
+                self.capture.stop()
+            if self.control is not None:
+                if self.engine is not None:
+                    self.control.publish(self.engine.status())
+                self.control.close(ended)
+            if self.throttler is not None:
+                self.throttler.close()
+
+    def _summarise(self) -> None:
+        engine, report = self.engine, self.report
+        if engine is None:
+            return
+        report.forward_lag_ms = engine.lag.to_dict()
+        report.documents_rewritten = engine.copied
+        report.bytes_rewritten = engine.bytes_written
+        report.online.update({
+            "copied": engine.copied, "changes_carried_over": engine.applied,
+            "unchanged_skipped": engine.skipped_same, "target_keys_deleted": engine.deleted,
+            "backlog_spilled_to_disk": engine.pending.spilled_total,
+        })
+        if self.why:
+            report.online["forwarding_stopped"] = self.why
+
+    def _stopped(self, exc: BaseException) -> MigrationReport:
+        run, plan, report = self.run, self.plan, self.report
+        message = str(exc) if isinstance(exc, RvlmError) else f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(Exception):  # the report still says it
+            run.journal.append("error", message=message)
+        report.error = message
+        serving = run.journal.phase() if run.journal else None
+        moved = serving in ("alias_moved", "source_dropped", "forwarding_stopped", "done")
+        if moved:
+            report.manual_actions.append(
+                f"the aliases point at {plan.target_index!r}, which keeps serving; writes to "
+                "source keys are not carried over until you re-run the same command (it "
+                "checks every document again first)")
+        else:
+            report.manual_actions.append(
+                f"the source {plan.source_index!r} keeps serving and was not modified; re-run "
+                "the same command to resume (it checks every copy again), or 'rvlm rollback "
+                f"--backup-dir {run.dir}' to remove the copies")
+        report.manual_actions.append(
+            "notify-keyspace-events keeps the classes this run turned on until it is resumed "
+            "or rolled back")
+        return report.finish(False)
+
+
+def execute_blue_green(run: Run) -> MigrationReport:
+    """Run (or resume) an online apply that copies documents (see the module docstring).
+    Raises :class:`RvlmError` before the first change; afterwards returns the report."""
+    return _BlueGreen(run).execute()
+
+
+__all__ = ["execute_blue_green"]

@@ -25,6 +25,7 @@ from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.backup_dir import KEYS_NAME, PLAN_NAME, prepare_backup_dir
 from rvlm.core.migrate.drop_recreate import execute_drop_recreate
 from rvlm.core.migrate.online import execute_online
+from rvlm.core.migrate.online_options import OnlineOptions
 from rvlm.core.migrate.plan import DROP_RECREATE, ONLINE, Plan
 from rvlm.core.migrate.report import MigrationReport
 from rvlm.core.migrate.rollback import rollback
@@ -55,6 +56,7 @@ def apply_plan(
     client: Any = None,
     quality: QualityOptions | None = None,
     rollback_below_recall: bool = False,
+    online: OnlineOptions | None = None,
 ) -> MigrationReport:
     """Apply ``plan`` to the server at ``url``, or resume it from ``backup_dir``.
 
@@ -62,8 +64,10 @@ def apply_plan(
     and worker count (a resume uses the batch size the dir was made with), and extra plugin
     objects. ``client`` replaces the connection made from ``url`` for every command of this
     process (the async executor passes a bridge to redis.asyncio); worker processes still
-    connect to ``url``. Returns a :class:`MigrationReport` whose ``result`` is ``succeeded``
-    only when validation passed.
+    connect to ``url``. ``online`` says how an online apply that copies documents behaves
+    while it runs (:class:`~rvlm.core.migrate.online_options.OnlineOptions`: throttling, the
+    postponed cut-over, forwarding after it, finalize, status). Returns a
+    :class:`MigrationReport` whose ``result`` is ``succeeded`` only when validation passed.
 
     ``quality`` sets the quality gate (:mod:`rvlm.core.migrate.quality_gate`): the floor of
     recall@k, the number of queries, k, and the user's query checks. Under the floor the
@@ -87,7 +91,8 @@ def apply_plan(
     size = int(manifest["batch_size"])
     run = Run(url=url or "", plan=plan, backup_dir=directory, batch_size=size,
               workers=workers, accept_data_loss=accept_data_loss, progress=progress,
-              host=host, index_timeout=index_timeout, client=client, quality=quality)
+              host=host, index_timeout=index_timeout, client=client, quality=quality,
+              online=online)
     if size != batch_size:
         run.report.warnings.append(f"resuming with the backup dir's batch size {size} "
                                    f"(not {batch_size})")

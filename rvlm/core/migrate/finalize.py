@@ -33,17 +33,28 @@ from typing import Any
 import attrs
 import redis
 
-from rvlm.core.errors import MigrationFailed
+from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.migrate.aliases import alias_index
+from rvlm.core.migrate.backup_dir import load_backup_plan
+from rvlm.core.migrate.capture import CaptureSession, copied_source_keys
+from rvlm.core.migrate.control import ControlChannel, running, send
+from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.online_copy import OnlineCopy
+from rvlm.core.migrate.online_options import OnlineOptions
+from rvlm.core.migrate.report import MigrationReport
+from rvlm.core.migrate.run import Run
 from rvlm.core.plugins.documents import MISSING
+from rvlm.core.plugins.host import host_with
 from rvlm.core.redis import wire
 from rvlm.core.redis.copyio import Sources, encode_json
 from rvlm.core.redis.docio.keys import escape_glob
 from rvlm.core.redis.docio.read import JSON_ROOT, ReadDoc
+from rvlm.core.redis.lock import hold_locks, lock_owner
 from rvlm.core.redis.resp import to_int, to_list, to_map, to_str
+from rvlm.core.storage.backup.manifest import read_manifest
 from rvlm.core.storage.backup.records import RawRecord
 from rvlm.core.storage.backup.writer import BackupWriter
-from rvlm.core.storage.journal import Journal, RunState
+from rvlm.core.storage.journal import Journal, RunState, phase_data
 from rvlm.core.storage.keyfile import KeyFileReader, KeyFileWriter
 
 #: KEYS[1]; ARGV: the storage type, then JSON paths. Returns {type} for a key that is not a
@@ -177,16 +188,19 @@ class Finalizer:
             digests[k] = bytes(digest)
         return out, digests
 
-    def _records(self, docs: Sequence[ReadDoc]) -> list[RawRecord]:
+    def _records(self, sources: Sources) -> list[RawRecord]:
+        """Replaced records of whole documents; the TTL field holds the *absolute* expiry
+        in ms (``ttl: absolute`` in the ``finalizing`` phase), so a rollback restores the
+        same expiry however late it runs."""
         records: list[RawRecord] = []
-        for d in docs:
+        for d in sources.docs:
             if self.storage == "json":
                 fields: tuple[tuple[bytes, bytes | None], ...] = ((JSON_ROOT, d.raw_json),)
             else:
                 fields = tuple((n.encode("utf-8", "surrogateescape"), bytes(v))
                                for n, v in d.values.items())
-            ttl = d.pttl if d.pttl is not None and d.pttl >= 0 else None
-            records.append((d.key, None, fields, ttl, True))
+            at = sources.expire_at.get(d.key, -1)
+            records.append((d.key, None, fields, at if at >= 0 else None, True))
         return records
 
     def run(self) -> FinalizeResult:
@@ -234,7 +248,7 @@ class Finalizer:
         docs, deletes = self.mirror.targets(Sources(docs=sources.docs,
                                                     expire_at=sources.expire_at, absent=[]))
         self.result.carried_over += engine.write(docs, deletes)
-        writer.append_batch(b, self._records(sources.docs))
+        writer.append_batch(b, self._records(sources))
         self.fault("finalize_backup", b)
         self.journal.append("batch_started", batch=b)
         present = [d.key for d in sources.docs]
@@ -256,3 +270,134 @@ class Finalizer:
         engine.tick()
         engine.forward()
         return b + 1
+
+
+def finalize_in_run(run: Run, engine: OnlineCopy) -> dict[str, Any]:
+    """Finalize inside a run whose change capture is running (``apply --finalize``, a
+    follower told to finalize, or :func:`finalize_migration`): journal ``finalizing``, drop
+    the source index if it is still there (its definition is in the plan), run the
+    :class:`Finalizer`, journal ``finalized``. Returns what it did (``left`` > 0: some keys
+    kept changing and were left; then nothing is journaled as finalized)."""
+    plan = run.plan
+    if not RunState.load(run.dir).reached("finalizing"):
+        run.phase("finalizing", ttl="absolute")
+    if alias_index(run.client, plan.source_index) == plan.source_index:
+        run.client.execute_command("FT.DROPINDEX", plan.source_index)
+    with run.timer.phase("finalize"):
+        fin = Finalizer(engine, run.journal, run.dir, plan.fingerprint,
+                        prefixes=plan.source_schema.index.prefix, fault=fault,
+                        progress=lambda done, total: run.progress("finalize", done, total))
+        result = fin.run()
+    done = attrs.asdict(result)
+    if result.left:
+        run.journal.append("error", message=f"finalize: {result.left} source keys kept "
+                           "changing and were left in place")
+        run.report.manual_actions.append(
+            f"{result.left} source keys were still being written (some client still uses the "
+            "source prefix); they were carried over and left in place: re-run 'rvlm finalize "
+            f"--backup-dir {run.dir}' once no client writes them")
+        return done
+    run.phase("finalized", deleted=result.deleted, backed_up=result.backed_up)
+    run.report.online["finalized"] = True
+    return done
+
+
+def finalize_migration(
+    url: str | None,
+    backup_dir: str | Path,
+    *,
+    options: OnlineOptions | None = None,
+    plugins: Sequence[Any] = (),
+    index_timeout: float = 600.0,
+    progress: Callable[[str, int, int], None] | None = None,
+    wait: float = 3600.0,
+) -> MigrationReport:
+    """Back up the source keys of an online migration, then delete them (``rvlm finalize``).
+
+    Needs the aliases to have moved. When an apply is running on ``backup_dir`` (``--follow``),
+    it is asked to finalize (it keeps its change capture, so nothing written meanwhile is
+    lost) and this waits up to ``wait`` seconds for it to end; otherwise this process takes
+    the index locks, starts change capture and finalizes. Raises :class:`RvlmError` for a
+    refused request (nothing changed); a failure afterwards is a failed report, and running
+    it again resumes.
+    """
+    directory = Path(backup_dir)
+    plan = load_backup_plan(directory)
+    if not (plan.online and plan.operations):
+        raise RvlmError(f"{directory}: finalize is for online migrations that copy documents "
+                        "to a new prefix; this plan does not")
+    state = RunState.load(directory)
+    if state.phase == "rolled_back":
+        raise RvlmError(f"the migration in {directory} was rolled back; nothing to finalize")
+    if not state.reached("alias_moved"):
+        raise RvlmError(f"the aliases have not moved to {plan.target_index!r} yet: the source "
+                        "keys still serve; finish the apply first (re-run it)")
+    report = MigrationReport(mode="finalize", source_index=plan.source_index,
+                             target_index=plan.target_index, backup_dir=str(directory),
+                             plan_fingerprint=plan.fingerprint, resumed=state.reached(
+                                 "finalizing"))
+    report.downtime_duration_seconds = 0.0
+    if state.reached("finalized"):
+        report.warnings.append("already finalized; nothing to do")
+        return report.finish(True)
+    if running(directory) is not None:
+        answer = send(directory, "finalize")
+        report.warnings.append(f"the running apply was asked to finalize ({answer})")
+        deadline = time.monotonic() + wait
+        while running(directory) is not None:
+            if time.monotonic() > deadline:
+                raise MigrationFailed(f"the apply running on {directory} did not finish "
+                                      f"finalizing within {wait:.0f}s; it goes on")
+            time.sleep(0.2)
+        final = phase_data(directory, "finalized")
+        if not final:
+            report.error = "the apply stopped without finalizing (see its report)"
+            report.manual_actions.append(f"re-run 'rvlm finalize --backup-dir {directory}'")
+            return report.finish(False)
+        report.online = {"deleted": final.get("deleted"), "backed_up": final.get("backed_up")}
+        report.backup_paths = sorted(str(p) for p in directory.glob("data-*.rvb"))
+        return report.finish(True)
+    host = host_with(plugins)
+    host.check()
+    size = int(read_manifest(directory)["batch_size"])
+    run = Run(url=url or "", plan=plan, backup_dir=directory, batch_size=size, workers=1,
+              accept_data_loss=True, progress=progress, host=host, index_timeout=index_timeout,
+              online=options or OnlineOptions())
+    run.report = report
+    capture: CaptureSession | None = None
+    try:
+        with hold_locks(run.client, (plan.source_index, plan.target_index),
+                        lock_owner("finalize")) as leases:
+            run.leases = leases
+            run.check_plugins()
+            run.mutated = True
+            capture = CaptureSession(run, run.online)
+            capture.start()
+            control = ControlChannel(directory)
+            engine = capture.engine(control, None)
+            engine.on_tick = run.check_leases
+            engine.serving = True
+            if not state.reached("finalizing"):
+                # what happened while no capture ran: deletes of source keys reach the
+                # targets (the finalize pass itself carries every other change over)
+                engine.compare = True
+                engine.sweep(copied_source_keys(directory, engine.batch_size))
+            done = finalize_in_run(run, engine)
+            report.online.update(done)
+            report.forward_lag_ms = engine.lag.to_dict()
+            capture.stop()
+            if not done.get("left"):
+                capture.leave()
+            control.close("succeeded" if not done.get("left") else "failed")
+            report.finish(not done.get("left"))
+    except (MigrationFailed, redis.RedisError) as exc:
+        if not run.mutated:
+            raise
+        report = run.failed(exc)
+    finally:
+        if capture is not None:
+            capture.stop()
+        report.timings = dict(run.timer.seconds)
+        run.close()
+    report.backup_paths = sorted(str(p) for p in directory.glob("data-*.rvb"))
+    return report

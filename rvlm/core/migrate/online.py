@@ -28,36 +28,31 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import redis
 
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.aliases import alias_index, check_aliases, point_aliases, restore_aliases
 from rvlm.core.migrate.backup_dir import PLAN_NAME
+from rvlm.core.migrate.blue_green import execute_blue_green
+from rvlm.core.migrate.capture import copied_source_keys, run_id
 from rvlm.core.migrate.faults import fault
+from rvlm.core.migrate.online_checks import first_keys, online_problems
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.report import MigrationReport, Timer
 from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.validate import validate_source
 from rvlm.core.plugins.checks import CheckResult
+from rvlm.core.redis import wire
+from rvlm.core.redis.capabilities import detect
 from rvlm.core.redis.connection import read_index, wait_indexed
+from rvlm.core.redis.copyio import server_time_ms
+from rvlm.core.redis.docio.restore import restore_records
+from rvlm.core.redis.notify import ConfigRefused, NotifySetting, needed_flags
+from rvlm.core.redis.resp import to_int
 from rvlm.core.schema.ftcreate import create_arguments
+from rvlm.core.storage.backup.reader import BackupReader
 from rvlm.core.storage.journal import Journal, RunState, phase_data
-
-
-def online_problems(plan: Plan) -> list[str]:
-    """Why ``plan`` cannot run online (empty when it can). The planner blocks these already;
-    the executor checks again for plans built by hand."""
-    problems = []
-    if plan.operations:
-        kinds = ", ".join(dict.fromkeys(o.kind for o in plan.operations))
-        problems.append(f"the plan rewrites documents ({kinds}), which online mode never "
-                        "does; plan it with mode drop_recreate")
-    if plan.target_index == plan.source_index:
-        problems.append(f"online mode needs a new index name (e.g. index: {{name: "
-                        f"{plan.source_index}_v2}})")
-    if not plan.aliases:
-        problems.append("online mode needs an alias that clients query (--alias)")
-    return problems
 
 
 def _source_count(client: redis.Redis, name: str) -> tuple[int, int]:
@@ -68,7 +63,11 @@ def _source_count(client: redis.Redis, name: str) -> tuple[int, int]:
 def execute_online(run: Run) -> MigrationReport:
     """Run (or resume) an online apply; ``run`` holds the connection, journal, timer, report
     and the shared checks. Called by :func:`rvlm.core.migrate.executor.apply_plan` with the
-    index locks held; raises before the first change, otherwise returns the (failed) report."""
+    index locks held; raises before the first change, otherwise returns the (failed) report.
+    A plan that rewrites documents copies them to a target prefix: see
+    :mod:`rvlm.core.migrate.blue_green`."""
+    if run.plan.operations:
+        return execute_blue_green(run)
     plan, client = run.plan, run.client
     state = run.load_state()
     report = run.report
@@ -158,7 +157,14 @@ def rollback_online(client: redis.Redis, directory: Path, plan: Plan, state: Run
         report.warnings.append("the online apply never started; nothing to undo")
         report.validation = validate_source(client, plan)
         return report.finish(report.validation.passed)
+    copies = bool(plan.operations)
     try:
+        if copies and state.reached("finalizing"):
+            with timer.phase("restore"):
+                report.restored_records, expired = restore_finalized(client, directory, plan)
+            if expired:
+                report.warnings.append(f"{expired} source keys had expired since finalize "
+                                       "backed them up; they were not restored")
         with timer.phase("create"):
             if alias_index(client, plan.source_index) != plan.source_index:
                 client.execute_command(*create_arguments(plan.source_schema))
@@ -171,8 +177,23 @@ def rollback_online(client: redis.Redis, directory: Path, plan: Plan, state: Run
         with timer.phase("drop"):
             if alias_index(client, plan.target_index) == plan.target_index:
                 client.execute_command("FT.DROPINDEX", plan.target_index)
+        if copies:
+            with timer.phase("delete_copies"):
+                deleted, others = delete_copies(client, directory, plan)
+            report.online = {"copies_deleted": deleted}
+            if others:
+                report.warnings.append(
+                    f"{others} keys under the target prefix {plan.target_schema.index.prefix[0]!r} "
+                    "were not written by this migration (written there directly after the "
+                    "cut-over?); they were left in place")
+            if state.reached("alias_moved"):
+                report.warnings.append(
+                    "writes made directly to target keys after the cut-over are not in the "
+                    "source: they were deleted with the copies")
+            NotifySetting(client, run_id(plan, directory),
+                          needed_flags(plan.source_schema.storage_type)).leave()
         journal.append("phase", value="rolled_back")
-    except (MigrationFailed, redis.RedisError) as exc:
+    except (MigrationFailed, ConfigRefused, redis.RedisError) as exc:
         report.error = str(exc)
         with contextlib.suppress(Exception):
             journal.append("error", message=f"rollback: {exc}")
@@ -188,3 +209,51 @@ def rollback_online(client: redis.Redis, directory: Path, plan: Plan, state: Run
             name=f"alias:{name}", passed=now == want,
             details=f"points at {now!r}" if now else "does not exist"))
     return report.finish(report.validation.passed)
+
+
+def restore_finalized(client: redis.Redis, directory: Path, plan: Plan) -> tuple[int, int]:
+    """Put back the source keys ``rvlm finalize`` deleted, from its backup: oldest batch
+    first, so a key backed up twice ends as it was last. Expiry times were kept absolute; a
+    key whose time has passed is not restored. Returns (restored, expired)."""
+    caps = detect(client)
+    storage = plan.source_schema.storage_type
+    reader = BackupReader(directory, plan.fingerprint)
+    restored = expired = 0
+    for _b, records in reader.batches():
+        now = server_time_ms(client)
+        keep = []
+        expiry: list[tuple[bytes, int]] = []
+        for r in records:
+            if r.ttl_ms is not None:
+                left = r.ttl_ms - now
+                if left <= 0:
+                    expired += 1
+                    continue
+                expiry.append((r.key, r.ttl_ms))
+                r = attrs.evolve(r, ttl_ms=left)
+            keep.append(r)
+        restore_records(client, storage, keep, cluster=caps.cluster, recreate=True)
+        # the restore set each TTL relative to a moment ago: now the exact time again
+        replies = wire.execute(client, [(b"PEXPIREAT", k, at) for k, at in expiry])
+        bad = next((r for r in replies if isinstance(r, Exception)), None)
+        if bad is not None:
+            raise MigrationFailed(f"restoring an expiry time failed: {bad}")
+        restored += len(keep)
+    return restored, expired
+
+
+def delete_copies(client: redis.Redis, directory: Path, plan: Plan,
+                  chunk: int = 1000) -> tuple[int, int]:
+    """Delete the target keys this migration wrote (the copies of every key in its key
+    files and written log), and count the keys left under the target prefix that it did not
+    write. Returns (deleted, others)."""
+    deleted = 0
+    for keys in copied_source_keys(directory, chunk):
+        targets = list(dict.fromkeys(plan.map_key(k) for k in keys))
+        replies = wire.execute(client, [(b"DEL", t) for t in targets])
+        deleted += sum(to_int(r) for r in replies if not isinstance(r, Exception))
+    others = 0
+    for prefix in plan.target_schema.index.prefix:
+        others += len(first_keys(client, prefix, limit=1000))
+    return deleted, others
+

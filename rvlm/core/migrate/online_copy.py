@@ -68,7 +68,9 @@ class OnlineCopy:
                  batch_size: int = 500, status_every: float = 5.0,
                  on_status: Callable[[Status], None] | None = None,
                  should_stop: Callable[[], str | None] | None = None,
-                 fault: Fault = _no_fault) -> None:
+                 fault: Fault = _no_fault,
+                 on_tick: Callable[[], None] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         self.client = client
         self.mirror = mirror
         self.pending = pending
@@ -81,6 +83,10 @@ class OnlineCopy:
         self.on_status = on_status
         self.should_stop = should_stop
         self.fault = fault
+        #: called at every tick (the run checks its lock leases there)
+        self.on_tick = on_tick
+        #: ``progress(copied, total)`` after each copied batch
+        self.progress = progress
         #: write each target in one MULTI/EXEC (on once the target index serves)
         self.serving = False
         #: compare with the target before writing (a resume)
@@ -162,6 +168,8 @@ class OnlineCopy:
         if not force and now - self._last_tick < 0.1:
             return
         self._last_tick = now
+        if self.on_tick is not None:
+            self.on_tick()
         for sub in self.subscribers:
             sub.check()
         if self.control is not None:
@@ -233,6 +241,8 @@ class OnlineCopy:
                 self.wait_while_throttled()
                 self.copy_keys(keys)
                 self.copied += len(keys)
+                if self.progress is not None:
+                    self.progress(self.copied, self.total)
                 self.fault(fault_point, n)
                 self.tick()
                 self.forward()

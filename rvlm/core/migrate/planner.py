@@ -21,6 +21,7 @@ import redis
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.cluster_checks import incomplete, layout_problems, migration_warning
 from rvlm.core.migrate.estimate import downtime_seconds
+from rvlm.core.migrate.online_checks import blue_green_findings, prefix_problems
 from rvlm.core.migrate.plan import (
     DROP_RECREATE,
     MODES,
@@ -70,7 +71,11 @@ class PlanOptions:
     ``min_recall``: block the plan when a vector field's estimated recall@``recall_k`` is
     under it (recorded in the plan; apply measures against it unless told another floor).
     ``key_sample_limit``: keys recorded in the plan's key sample (validation checks they still
-    exist; RedisVL's ``key_sample_limit``)."""
+    exist; RedisVL's ``key_sample_limit``). ``target_prefix``: the key prefix of the target
+    index (the same as a patch's ``index.prefix``); online mode copies rewritten documents
+    there. ``target_index``: the target index's name (the same as a patch's ``index.name``).
+    Both may name the source as ``{index}`` (its name) and ``{prefix}`` (its prefix without a
+    trailing separator), so that one value fits many indexes: ``--target-prefix '{prefix}_v2:'``."""
 
     sample_size: int = DEFAULT_SAMPLE_SIZE
     key_sample_limit: int = KEY_SAMPLE_SIZE
@@ -80,6 +85,22 @@ class PlanOptions:
     drop_source: bool = True
     min_recall: float | None = None
     recall_k: int = DEFAULT_K
+    target_prefix: str | None = None
+    target_index: str | None = None
+
+
+def expand(template: str, source: IndexSchema, option: str) -> str:
+    """``template`` with ``{index}`` (the source's name) and ``{prefix}`` (its first prefix
+    without a trailing separator) filled in."""
+    stem = (source.index.prefix[0] if source.index.prefix else "").rstrip(":_-/.|#")
+    try:
+        out = template.format(index=source.name, prefix=stem)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise RvlmError(f"{option} {template!r}: only {{index}} and {{prefix}} can be filled "
+                        f"in ({exc})") from None
+    if not out:
+        raise RvlmError(f"{option} {template!r} is empty for index {source.name!r}")
+    return out
 
 
 def prefixes_overlap(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, str]]:
@@ -148,6 +169,8 @@ def make_plan(
         raise RvlmError("--alias needs a name")
     # the same checks (and one-line messages) as apply's --min-recall and --recall-k
     QualityOptions(min_recall=options.min_recall, recall_k=options.recall_k)
+    if options.target_prefix is not None and not options.target_prefix:
+        raise RvlmError("--target-prefix needs a prefix")
     host = host or host_with(plugins)
     host.check()
     if patch is not None:
@@ -209,6 +232,18 @@ def make_plan(
         merged = target
         requested = patch_from_target(source, target).requested_changes()
         suggestions = likely_renames(source, target, renames)
+    if options.target_prefix is not None:
+        asked = (expand(options.target_prefix, source, "--target-prefix"),)
+        if merged.index.prefix not in (source.index.prefix, asked):
+            raise RvlmError(f"the patch moves the keys to {list(merged.index.prefix)} and "
+                            f"--target-prefix says {asked[0]!r}; give one of them")
+        merged = merged.with_index(prefix=asked)
+    if options.target_index is not None:
+        name = expand(options.target_index, source, "--target-index")
+        if merged.name not in (source.name, name):
+            raise RvlmError(f"the patch renames the index to {merged.name!r} and "
+                            f"--target-index says {name!r}; give one of them")
+        merged = merged.with_index(name=name)
 
     def names_taken(tgt: IndexSchema) -> tuple[str, ...]:
         # An alias is no index (FT._LIST omits it), yet FT.CREATE accepts its name and
@@ -275,7 +310,7 @@ def make_plan(
     if options.alias is not None and options.alias != alias:
         warnings += _alias_checks(client, options.alias, source, final, index_names, planned)
     if online:
-        _online_checks(source, final, info.stats, operations, aliases, planned)
+        _online_checks(source, final, operations, aliases, planned)
     if caps.cluster:
         siblings = _per_shard_siblings(client, source) if (
             caps.search_layout == UNCOORDINATED and incomplete(source)) else []
@@ -296,7 +331,7 @@ def make_plan(
     else:
         warnings.append("the patch changes nothing: the target schema equals the source")
 
-    return Plan(
+    plan = Plan(
         source_schema=source,
         source_stats=info.stats,
         key_sample=tuple(to_str(k) for k in key_sample),
@@ -313,6 +348,13 @@ def make_plan(
         drop_source=options.drop_source if online else True,
         quality=quality,
     )
+    if online and operations and plan.supported:
+        # the copy's needs from the server: target prefix free, memory, notifications
+        found, blocked = blue_green_findings(client, plan, others, list(key_sample))
+        extra = [_blocked("online_mode", reason) for reason in blocked]
+        plan = attrs.evolve(plan, warnings=(*plan.warnings, *found),
+                            changes=(*plan.changes, *extra))
+    return plan
 
 
 def _quality(source: IndexSchema, target: IndexSchema, planned: list[PlannedChange],
@@ -372,10 +414,11 @@ def _downtime_length(stats: Any, rewrites: bool) -> str:
     return length
 
 
-def _online_checks(source: IndexSchema, target: IndexSchema, stats: Any,
+def _online_checks(source: IndexSchema, target: IndexSchema,
                    operations: list[DocumentOperation], aliases: tuple[str, ...],
                    planned: list[PlannedChange]) -> None:
-    """What online mode needs: a new index name, an alias, no document operations."""
+    """What online mode needs: a new index name, an alias, and for a plan that rewrites
+    documents a target prefix of its own (the copies are new keys there)."""
     if target.name == source.name:
         planned.append(_blocked(
             "online_mode", "online mode builds the new index next to the source, so it needs "
@@ -387,13 +430,7 @@ def _online_checks(source: IndexSchema, target: IndexSchema, stats: Any,
                            "(created if it does not exist), or plan with --index naming an "
                            "alias of the index"))
     if operations:
-        kinds = ", ".join(dict.fromkeys(o.kind for o in operations))
-        planned.append(_blocked(
-            "online_mode", f"this plan rewrites documents ({kinds}); online mode builds the new "
-                           "index while the source keeps serving queries and both cover the "
-                           "same documents, so a rewrite would change what the live index "
-                           "serves mid-way; plan it with --mode drop_recreate instead (queries "
-                           f"are down for the rebuild: {_downtime_length(stats, True)})"))
+        planned.extend(_blocked("online_mode", p) for p in prefix_problems(source, target))
 
 
 def _unreported(source: IndexSchema, target: IndexSchema, renames: dict[str, str],
@@ -422,7 +459,8 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
     """Whole-plan checks; blocking ones are added to ``planned`` as a blocked change."""
     warnings: list[str] = []
     stats = info.stats
-    if operations:
+    online = options.mode == ONLINE
+    if operations and not online:
         # a conversion (converts_to) leaves documents that indexes of the target type cover
         kinds = {source.storage_type, target.storage_type}
         shared = []
@@ -446,6 +484,7 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
                     supported=False,
                     blocked_reasons=(text + "; migrate them together with 'rvlm batch', or pass "
                                      "--allow-shared-keys to accept it (recorded in the plan)",)))
+    if operations:
         problems = operation_problems(operations, source.storage_type, target.storage_type)
         if problems:
             planned.append(PlannedChange(
@@ -466,7 +505,20 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
                         f"{', '.join(unknown)}; set them in update_fields if the source used "
                         "other values")
     docs = stats.num_docs + stats.indexing_failures
-    if options.mode == ONLINE:
+    if online and operations:
+        via = ", ".join(repr(a) for a in aliases) or "the alias"
+        keep = (f"then {source.name!r} is dropped" if options.drop_source
+                else f"{source.name!r} is kept")
+        warnings.append(
+            f"downtime: none (online): clients querying {via} are served by {source.name!r} "
+            f"while its {docs} documents are copied, through the plan's operations, to new "
+            f"keys under {target.index.prefix[0]!r} (the source keys are only read), changes "
+            f"made meanwhile are carried over, and {target.name!r} is built and validated; "
+            f"FT.ALIASUPDATE then moves the alias in one command; {keep}; writes to source "
+            "keys keep being carried over (apply --follow) until 'rvlm finalize' backs the "
+            "source keys up and deletes them")
+        return warnings
+    if online:
         via = ", ".join(repr(a) for a in aliases) or "the alias"
         build = _downtime_length(stats, False)
         if not docs:

@@ -134,6 +134,12 @@ class MigrationReport:
     restore_conflicts: int = 0
     #: the apply rolled itself back (``--rollback-below-recall``); ``result`` stays failed
     rolled_back: bool = False
+    #: online copies: the lag from a source write to its target write (count, p50, p99, max
+    #: in ms); None when nothing was carried over or the mode does not copy
+    forward_lag_ms: dict[str, Any] | None = None
+    #: online copies: what the copy did (target prefix, documents copied, changes carried
+    #: over, keys deleted, forwarding, finalize)
+    online: dict[str, Any] = attrs.field(factory=dict)
     version: int = REPORT_VERSION
 
     @property
@@ -142,7 +148,7 @@ class MigrationReport:
 
     @property
     def documents_per_second(self) -> float:
-        t = self.timings.get("transform", 0.0)
+        t = self.timings.get("transform", self.timings.get("copy", 0.0))
         return round(self.documents_rewritten / t, 1) if t > 0 else 0.0
 
     def finish(self, succeeded: bool) -> MigrationReport:
@@ -202,6 +208,10 @@ class MigrationReport:
                 **({"rolled_back": True} if self.rolled_back else {}),
             },
         }
+        if self.forward_lag_ms is not None:
+            out["rvlm"]["forward_lag_ms"] = dict(self.forward_lag_ms)
+        if self.online:
+            out["rvlm"]["online"] = dict(self.online)
         return out
 
     def to_yaml(self) -> str:

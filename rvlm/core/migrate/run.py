@@ -20,6 +20,7 @@ import redis
 
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.faults import fault
+from rvlm.core.migrate.online_options import OnlineOptions
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.precheck import check_target_accepted
 from rvlm.core.migrate.quality_gate import QualityGate
@@ -46,8 +47,10 @@ class Run:
     """One apply (or resume) of ``plan`` into ``backup_dir``.
 
     ``client`` replaces the connection made from ``url`` (the async executor passes a bridge
-    to redis.asyncio); ``owns_client`` says whether :meth:`close` closes it. ``leases`` is set
-    by the caller that holds the index locks; :meth:`check_leases` raises once one is lost.
+    to redis.asyncio); ``owns_client`` says whether :meth:`close` closes it. ``online`` says
+    how an online apply that copies documents behaves (throttle, follow, finalize, status).
+    ``leases`` is set by the caller that holds the index locks; :meth:`check_leases` raises
+    once one is lost.
     ``mutated`` turns True right before the first change to the server: from then on a failure
     is a failed, resumable migration, not a refused request. ``gate`` is the run's quality
     gate (:mod:`rvlm.core.migrate.quality_gate`): an executor calls :meth:`ask_source` while
@@ -58,7 +61,8 @@ class Run:
     def __init__(self, *, url: str, plan: Plan, backup_dir: Path, batch_size: int,
                  workers: int, accept_data_loss: bool, progress: Progress | None,
                  host: PluginHost, index_timeout: float, client: Any = None,
-                 quality: QualityOptions | None = None) -> None:
+                 quality: QualityOptions | None = None,
+                 online: OnlineOptions | None = None) -> None:
         self.url = url
         self.plan = plan
         self.dir = Path(backup_dir)
@@ -68,6 +72,8 @@ class Run:
         self.progress_callback = progress
         self.host = host
         self.index_timeout = index_timeout
+        #: how an online apply that copies documents behaves while it runs
+        self.online = online or OnlineOptions()
         self.timer = Timer()
         self.report = MigrationReport(
             mode=plan.mode, source_index=plan.source_index, target_index=plan.target_index,

@@ -56,7 +56,7 @@ def parse_thresholds(text: str | None, option: str) -> dict[str, float]:
 
 def format_thresholds(thresholds: dict[str, float]) -> str:
     """The inverse of :func:`parse_thresholds` (plain numbers)."""
-    return ",".join(f"{k}={v:g}" for k, v in thresholds.items())
+    return ",".join(f"{k}={int(v) if v == int(v) else v}" for k, v in thresholds.items())
 
 
 def _number(value: Any) -> float | None:

@@ -135,6 +135,7 @@ def validate_migration(
     host: PluginHost | None = None,
     context: ApplyContext | None = None,
     gate: QualityGate | None = None,
+    live_source: bool = False,
 ) -> ValidationResult:
     """Run every check against the live target index and return the result.
 
@@ -142,8 +143,9 @@ def validate_migration(
     at apply time (from the journal); None falls back to the plan's stats snapshot.
     ``source_failures`` likewise. ``gate`` adds the quality gate's checks (``recall:<field>``
     and the query checks, see :mod:`rvlm.core.migrate.quality_gate`) and the measured
-    ``quality``. Never raises for a failed check; raises :class:`RvlmError` only for a bad
-    plan.
+    ``quality``. ``live_source``: the source keys still exist and take writes (online
+    copies): a sampled key whose source is gone must be gone from the target too. Never
+    raises for a failed check; raises :class:`RvlmError` only for a bad plan.
     """
     result = ValidationResult()
     stats_src = plan.source_stats
@@ -190,8 +192,15 @@ def validate_migration(
         for k in sample:
             pipe.exists(k)
         flags = [bool(to_int(x)) for x in pipe.execute()]
+        wanted = [True] * len(sample)
+        if live_source:  # a source deleted meanwhile has (and must have) no copy
+            pipe = client.pipeline(transaction=False)
+            for name in plan.key_sample:
+                pipe.exists(name.encode("utf-8", "surrogateescape"))
+            wanted = [bool(to_int(x)) for x in pipe.execute()]
         existing = [k for k, ok in zip(sample, flags, strict=True) if ok]
-        missing = [k for k, ok in zip(sample, flags, strict=True) if not ok]
+        missing = [k for k, ok, want in zip(sample, flags, wanted, strict=True)
+                   if want and not ok]
         result.key_sample_exists = not missing
         result.add(CheckResult(
             name="key_sample_exists", passed=not missing,

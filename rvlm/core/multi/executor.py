@@ -58,7 +58,7 @@ class BatchMigrationExecutor:
     def __init__(self, *, apply_function: ApplyFunction | None = None,
                  plugins: Sequence[Any] = (), batch_size: int = 500, workers: int = 1,
                  index_timeout: float = 600.0, quality: QualityOptions | None = None,
-                 rollback_below_recall: bool = False) -> None:
+                 rollback_below_recall: bool = False, online: Any = None) -> None:
         self._apply_function = apply_function
         self.plugins = tuple(plugins)
         self.batch_size = batch_size
@@ -66,6 +66,9 @@ class BatchMigrationExecutor:
         self.index_timeout = index_timeout
         self.quality = quality
         self.rollback_below_recall = rollback_below_recall
+        #: :class:`~rvlm.core.migrate.online_options.OnlineOptions` for the indexes whose
+        #: online plans copy documents (no ``follow``: each index drains, then the next runs)
+        self.online = online
 
     # -- public API ----------------------------------------------------------------------
     def apply(
@@ -323,13 +326,16 @@ class _Runner:
         report: Any = None
         error: str | None = None
         refused = False
+        extra: dict[str, Any] = {}
+        if self.owner.online is not None and plan.online and plan.operations:
+            extra["online"] = self.owner.online
         try:
             report = self.owner._apply_fn()(
                 self.url, plan, backup_dir=backup, batch_size=self.owner.batch_size,
                 workers=self.owner.workers, accept_data_loss=self.accept_data_loss,
                 plugins=self.owner.plugins, index_timeout=self.owner.index_timeout,
                 quality=self.owner.quality,
-                rollback_below_recall=self.owner.rollback_below_recall)
+                rollback_below_recall=self.owner.rollback_below_recall, **extra)
         except MigrationFailed as exc:
             error = str(exc)
         except RvlmError as exc:

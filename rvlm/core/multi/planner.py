@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import redis
 
 from rvlm.core.errors import RvlmError
@@ -127,9 +128,38 @@ class BatchMigrationPlanner:
     ``sample_size`` is the planner's calibration sample per index.
     """
 
-    def __init__(self, *, plugins: Sequence[Any] = (), sample_size: int | None = None) -> None:
+    def __init__(self, *, plugins: Sequence[Any] = (), sample_size: int | None = None,
+                 mode: str = "drop_recreate", alias: str | None = None,
+                 target_index: str | None = None, target_prefix: str | None = None,
+                 drop_source: bool = True) -> None:
         self.plugins = tuple(plugins)
         self.sample_size = sample_size
+        #: online mode: each of ``alias``, ``target_index`` and ``target_prefix`` names the
+        #: index's own as a template (``{index}``, and ``{prefix}`` for the prefix), e.g.
+        #: ``alias="{index}_live"``, ``target_prefix="{prefix}_v2:"``
+        self.mode = mode
+        self.alias = alias
+        self.target_index = target_index
+        self.target_prefix = target_prefix
+        self.drop_source = drop_source
+
+    def options_for(self, name: str) -> PlanOptions:
+        """The plan options of index ``name`` (the templates filled in)."""
+        kwargs: dict[str, Any] = {"mode": self.mode, "drop_source": self.drop_source,
+                                  "target_prefix": self.target_prefix}
+        if self.sample_size:
+            kwargs["sample_size"] = self.sample_size
+        if self.alias is not None:
+            try:
+                kwargs["alias"] = self.alias.format(index=name)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise RvlmError(f"--alias {self.alias!r}: only {{index}} can be filled in "
+                                f"({exc})") from None
+        if self.target_index is not None:
+            kwargs["target_index"] = self.target_index
+        elif self.mode == "online":
+            kwargs["target_index"] = "{index}_v2"
+        return PlanOptions(**kwargs)
 
     def create_batch_plan(
         self,
@@ -192,7 +222,7 @@ class BatchMigrationPlanner:
         only_shared: set[str] = set()
         for name in names:
             try:
-                plan = inputs.plan(client, name)
+                plan = attrs.evolve(inputs, options=self.options_for(name)).plan(client, name)
             except RvlmError as exc:
                 reason = str(exc)
                 if reason.startswith(f"{source}: "):  # the patch is named once, above

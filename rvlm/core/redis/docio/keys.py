@@ -215,6 +215,7 @@ def enumerate_keys(
     path: Path,
     *,
     on_page: Callable[[int], None] | None = None,
+    scan: str = "",
 ) -> Enumeration:
     """Write every key of the index ``schema`` describes to the key file ``path``.
 
@@ -222,10 +223,14 @@ def enumerate_keys(
     before. SCAN over each prefix when the index has failures or a FILTER, or when the
     keyspace is at most :data:`SCAN_WALK_RATIO` times the index (see the module docstring);
     otherwise the cursor, checked against ``expected`` (SCAN when it differs). Keys are unique
-    in the file. ``on_page(n)`` is called with each page's size. Memory: one page plus one
-    fingerprint bucket; never all keys.
+    in the file. ``on_page(n)`` is called with each page's size. ``scan`` (a reason, e.g. the
+    index no longer exists) forces SCAN. Memory: one page plus one fingerprint bucket; never
+    all keys.
     """
     path = Path(path)
+    if scan:
+        return Enumeration(count=_scan_to_file(client, schema, path, on_page), method="scan",
+                           fallback=scan)
     if schema.index.filter is not None:
         return Enumeration(count=_scan_to_file(client, schema, path, on_page), method="scan",
                            fallback="index has a FILTER")

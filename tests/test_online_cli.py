@@ -1,0 +1,142 @@
+"""The online copy from the command line: plan with --target-prefix, the refusals (a prefix
+that overlaps, not enough memory, notifications that cannot be turned on), a critical load
+that stops the run cleanly, resume, finalize, and 'rvlm ctl' without a running apply."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from online_helpers import contents, dumps, points_at, renamed_quantized
+from test_apply_helpers import make_hash_index
+from typer.testing import CliRunner
+
+from rvlm.cli.main import app
+from rvlm.core.migrate.plan import Plan
+from rvlm.core.redis.notify import read_setting
+
+runner = CliRunner()
+PATCH = """version: 1
+changes:
+  index: {name: idx_v2}
+  rename_fields: [{old_name: t, new_name: title}]
+  update_fields: [{name: v, attrs: {datatype: float16}}]
+"""
+
+
+@pytest.fixture
+def setup(redis_client, tmp_path):
+    before = read_setting(redis_client)
+    redis_client.config_set("notify-keyspace-events", "")
+    make_hash_index(redis_client, n=200, dims=8, ttl_every=9)
+    redis_client.execute_command("FT.ALIASADD", "live", "idx")
+    (tmp_path / "patch.yaml").write_text(PATCH)
+    yield
+    redis_client.config_set("notify-keyspace-events", before)
+
+
+def plan_cli(tmp_path, url: str, *extra: str):
+    return runner.invoke(app, ["plan", "--index", "idx", "--schema-patch",
+                               str(tmp_path / "patch.yaml"), "--mode", "online", "--alias",
+                               "live", "--url", url, "--plan-out", str(tmp_path / "plan.yaml"),
+                               *extra])
+
+
+def apply_cli(tmp_path, url: str, *extra: str):
+    return runner.invoke(app, ["apply", "--plan", str(tmp_path / "plan.yaml"), "--backup-dir",
+                               str(tmp_path / "b"), "--url", url, "--accept-data-loss", "-y",
+                               *extra])
+
+
+def test_plan_blocks_a_kept_or_overlapping_prefix_with_the_remedy(redis_url, tmp_path, setup):
+    res = plan_cli(tmp_path, redis_url)
+    assert res.exit_code == 1, res.output
+    assert "--target-prefix doc_v2:" in " ".join(res.output.split())
+    res = plan_cli(tmp_path, redis_url, "--target-prefix", "doc:v2:")
+    assert res.exit_code == 1
+    assert "overlap" in " ".join(res.output.split())
+    res = plan_cli(tmp_path, redis_url, "--target-prefix", "{prefix}_v2:")
+    assert res.exit_code == 0, res.output
+    assert Plan.load(tmp_path / "plan.yaml").target_schema.index.prefix == ("doc_v2:",)
+
+
+def test_plan_blocks_when_maxmemory_cannot_hold_the_copy(redis_client, redis_url, tmp_path,
+                                                         setup):
+    used = int(redis_client.info("memory")["used_memory"])
+    try:
+        redis_client.config_set("maxmemory", used + 20_000)
+        res = plan_cli(tmp_path, redis_url, "--target-prefix", "new:")
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    assert res.exit_code == 1, res.output
+    assert "the server cannot hold the online copy" in " ".join(res.output.split())
+
+
+def test_critical_load_stops_cleanly_and_the_same_command_resumes(redis_client, redis_url,
+                                                                  tmp_path, setup):
+    assert plan_cli(tmp_path, redis_url, "--target-prefix", "new:").exit_code == 0
+    source = dumps(redis_client, "doc:*")
+    for bad, why in (("used_memory=lots", "is not FIELD=NUMBER"),
+                     ("used_mem=1gb", "the server's INFO has no field 'used_mem'")):
+        res = apply_cli(tmp_path, redis_url, "--max-load", bad)
+        assert res.exit_code == 2 and why in res.output, res.output
+    res = apply_cli(tmp_path, redis_url, "--critical-load", "connected_clients=1")
+    assert res.exit_code == 1, res.output
+    out = " ".join(res.output.split())
+    assert "critical-load reached (connected_clients=" in out and "stopped cleanly" in out
+    assert "keeps serving and was not modified" in out
+    assert points_at(redis_client, "live") == "idx"
+    assert dumps(redis_client, "doc:*") == source
+    res = apply_cli(tmp_path, redis_url, "--max-load", "used_memory=100gb")
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "copied 200 to 'new:'" in out and "downtime none (online)" in out
+    assert points_at(redis_client, "live") == "idx_v2"
+    for k, (fields, expiry) in contents(redis_client, "doc:*").items():
+        assert redis_client.hgetall(b"new:" + k[4:]) == renamed_quantized(fields)
+        assert redis_client.execute_command("PEXPIRETIME", b"new:" + k[4:]) == expiry
+    res = runner.invoke(app, ["ctl", "status", "--backup-dir", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "no online apply is running" in res.output
+    res = runner.invoke(app, ["finalize", "--backup-dir", str(tmp_path / "b"), "--url",
+                              redis_url, "-y"])
+    assert res.exit_code == 0, res.output
+    assert "source keys backed up and deleted: 200" in res.output
+    assert list(redis_client.scan_iter(match="doc:*")) == []
+    assert read_setting(redis_client) == ""
+
+
+def test_options_of_an_online_copy_are_refused_for_other_plans(redis_url, tmp_path, setup):
+    res = runner.invoke(app, ["plan", "--index", "idx", "--schema-patch",
+                              str(tmp_path / "patch.yaml"), "--url", redis_url,
+                              "--plan-out", str(tmp_path / "plan.yaml")])
+    assert res.exit_code == 0, res.output
+    res = apply_cli(tmp_path, redis_url, "--follow")
+    assert res.exit_code == 2
+    assert "--follow is for online plans that copy documents" in res.output
+
+
+def test_where_config_is_refused_plan_and_apply_say_what_to_configure(
+        redis_client, redis_url, tmp_path, setup):
+    user = f"lim{uuid.uuid4().hex[:6]}"
+    redis_client.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all",
+                                 "-config")
+    limited = redis_url.replace("redis://", f"redis://{user}:pw@")
+    try:
+        res = plan_cli(tmp_path, limited, "--target-prefix", "new:")
+        assert res.exit_code == 0, res.output
+        text = " ".join(res.output.split())
+        assert "CONFIG is refused; set the server's notify-keyspace-events to 'Kg$hxe'" in text
+        source = dumps(redis_client, "doc:*")
+        res = apply_cli(tmp_path, limited)
+        assert res.exit_code == 2, res.output
+        assert "notify-keyspace-events to 'Kg$hxe'" in " ".join(res.output.split())
+        assert dumps(redis_client, "doc:*") == source
+        assert points_at(redis_client, "live") == "idx"
+        # the operator configures it: the same command runs, and leaves the setting alone
+        redis_client.config_set("notify-keyspace-events", "KEA")
+        res = apply_cli(tmp_path, limited)
+        assert res.exit_code == 0, res.output
+        assert points_at(redis_client, "live") == "idx_v2"
+        assert read_setting(redis_client) == "AKE"
+    finally:
+        redis_client.execute_command("ACL", "DELUSER", user)

@@ -132,7 +132,8 @@ class Reader(threading.Thread):
 
 class Writer(threading.Thread):
     """Writes random source hashes (whole documents with HSET, HDEL of a field, DEL, PEXPIRE)
-    and keeps a model of what each key it touched holds (None: deleted)."""
+    and keeps a model of what the target of each key it wrote must hold (None: deleted). A
+    DEL or HDEL that finds nothing to delete changes nothing, so it is not counted."""
 
     def __init__(self, url: str, n: int, dims: int, prefix: str = "doc:",
                  pause: float = 0.0005, seed: int = 5) -> None:
@@ -160,13 +161,14 @@ class Writer(threading.Thread):
                 pipe.execute()
                 self.model[key] = dict(doc)
             elif op < 0.75:
-                if self.model.get(key):
-                    r.hdel(key, "g")
+                # a write that changes nothing (the key is gone, e.g. finalized) is no write:
+                # the model keeps what the target should hold
+                if self.model.get(key) and r.hdel(key, "g"):
                     self.model[key] = {k: v for k, v in self.model[key].items()  # type: ignore[union-attr]
                                        if k != b"g"}
             elif op < 0.88:
-                r.delete(key)
-                self.model[key] = None
+                if r.delete(key):
+                    self.model[key] = None
             else:
                 r.pexpire(key, rng.randrange(600_000, 900_000))
             self.times.append((time.monotonic(), key))

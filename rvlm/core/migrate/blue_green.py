@@ -432,6 +432,9 @@ class _BlueGreen:
                         f"the aliases still point at {plan.source_index!r}, so queries were "
                         f"not affected; inspect {plan.target_index!r}, then re-run the same "
                         f"command to validate again, or 'rvlm rollback --backup-dir {run.dir}'")
+                    report.manual_actions.append(
+                        "notify-keyspace-events keeps the classes this run turned on until it "
+                        "is resumed or rolled back")
                     return report.finish(False)
                 run.phase("validated", docs=report.documents)
                 fault("online_after_validate")

@@ -45,6 +45,7 @@ from rvlm.core.storage.keylog import KeyLog
 from rvlm.core.storage.pending import PendingKeys
 
 Fault = Callable[[str, "int | None"], None]
+_MIN_STEP = 10
 
 
 class Stopped(MigrationFailed):
@@ -108,6 +109,9 @@ class OnlineCopy:
         #: what postpones the cut-over right now (for the status)
         self.postponed: str | None = None
         self.started = time.monotonic()
+        #: seconds one copy step should take (see :meth:`copy`)
+        self.step_seconds = 0.05
+        self._step = min(batch_size, 100)
         self._copy_started: float | None = None
         self._last_tick = 0.0
         self._last_status = 0.0
@@ -231,21 +235,35 @@ class OnlineCopy:
         self.pending.covered(keys, t_read)
 
     def copy(self, keyfile: Path, *, fault_point: str = "online_copy") -> None:
-        """Copy every key of ``keyfile``, forwarding one backlog batch after each batch."""
+        """Copy every key of ``keyfile``, carrying changes over between steps.
+
+        A batch is copied in steps sized to take about :attr:`step_seconds` each (a step's
+        writes include the target index's work, which a vector index makes slow), so a
+        change carried over never waits long behind the copy."""
         self.phase = "copy"
         with KeyFileReader(keyfile, verify=False) as reader:
             self.total = reader.count
             self.copied = 0
             self._copy_started = time.monotonic()
             for n, keys in enumerate(reader.iter_batches(self.batch_size)):
-                self.wait_while_throttled()
-                self.copy_keys(keys)
-                self.copied += len(keys)
+                i = 0
+                while i < len(keys):
+                    self.wait_while_throttled()
+                    chunk = keys[i:i + self._step]
+                    started = time.monotonic()
+                    self.copy_keys(chunk)
+                    took = time.monotonic() - started
+                    i += len(chunk)
+                    self.copied += len(chunk)
+                    if took > self.step_seconds and self._step > _MIN_STEP:
+                        self._step = max(_MIN_STEP, int(self._step * 0.7))
+                    elif took < self.step_seconds / 2:
+                        self._step = min(self.batch_size, self._step * 2)
+                    self.tick()
+                    self.forward()
                 if self.progress is not None:
                     self.progress(self.copied, self.total)
                 self.fault(fault_point, n)
-                self.tick()
-                self.forward()
         self.tick(force=True)
 
     # -- forwarding ----------------------------------------------------------------------
@@ -282,12 +300,13 @@ class OnlineCopy:
                 raise MigrationFailed(f"the backlog ({len(self.pending)} keys) did not drain "
                                       f"within {timeout:.0f}s")
 
-    def follow(self, until: Callable[[], bool], idle: float = 0.01) -> None:
-        """Keep forwarding until ``until()`` is true (checked between steps)."""
+    def follow(self, until: Callable[[], bool], idle: float = 0.05) -> None:
+        """Keep forwarding until ``until()`` is true (checked between steps); an arriving
+        change wakes it at once."""
         while not until():
             self.tick()
             if not self.forward():
-                time.sleep(idle)
+                self.pending.wait(idle)
 
     # -- resume --------------------------------------------------------------------------
     def sweep(self, source_keys: Iterable[list[bytes]]) -> int:

@@ -36,6 +36,7 @@ class PendingKeys:
         self.directory = Path(directory)
         self.max_keys = max_keys
         self._lock = threading.Lock()
+        self._arrived = threading.Event()
         self._memory: dict[bytes, float] = {}
         self._spill_path = self.directory / f".pending-{uuid.uuid4().hex}.spill"
         self._spill: BinaryIO | None = None  # the open file while anything is spilled
@@ -54,6 +55,7 @@ class PendingKeys:
         """Record that ``key`` changed at ``at`` (seconds, any monotonic clock)."""
         with self._lock:
             self.received += 1
+            self._arrived.set()
             if key in self._memory:
                 return  # the older time stays
             if self._spilled == 0 and len(self._memory) < self.max_keys:
@@ -94,7 +96,13 @@ class PendingKeys:
                     f.seek(0)
                     f.truncate()
                     self._read_at = 0
+            if not mem and not self._spilled:
+                self._arrived.clear()
         return out
+
+    def wait(self, timeout: float) -> bool:
+        """Block until an entry may be waiting (or ``timeout`` seconds); True if one came."""
+        return self._arrived.wait(timeout)
 
     def covered(self, keys: Iterable[bytes], before: float) -> int:
         """Forget the entries of ``keys`` whose oldest event came before ``before``: a read of

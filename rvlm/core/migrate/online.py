@@ -44,7 +44,6 @@ from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.validate import validate_source
 from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.redis import wire
-from rvlm.core.redis.capabilities import detect
 from rvlm.core.redis.connection import read_index, wait_indexed
 from rvlm.core.redis.copyio import server_time_ms
 from rvlm.core.redis.docio.restore import restore_records
@@ -215,7 +214,6 @@ def restore_finalized(client: redis.Redis, directory: Path, plan: Plan) -> tuple
     """Put back the source keys ``rvlm finalize`` deleted, from its backup: oldest batch
     first, so a key backed up twice ends as it was last. Expiry times were kept absolute; a
     key whose time has passed is not restored. Returns (restored, expired)."""
-    caps = detect(client)
     storage = plan.source_schema.storage_type
     reader = BackupReader(directory, plan.fingerprint)
     restored = expired = 0
@@ -232,7 +230,7 @@ def restore_finalized(client: redis.Redis, directory: Path, plan: Plan) -> tuple
                 expiry.append((r.key, r.ttl_ms))
                 r = attrs.evolve(r, ttl_ms=left)
             keep.append(r)
-        restore_records(client, storage, keep, cluster=caps.cluster, recreate=True)
+        restore_records(client, storage, keep, recreate=True)
         # the restore set each TTL relative to a moment ago: now the exact time again
         replies = wire.execute(client, [(b"PEXPIREAT", k, at) for k, at in expiry])
         bad = next((r for r in replies if isinstance(r, Exception)), None)

@@ -193,9 +193,50 @@ def write_batch(
     A write with ``replace`` is one ``MULTI``/``EXEC`` on its key (see :func:`_queue_replace`):
     a crash leaves the key either as it was or replaced, never missing.
 
-    The pipeline is a :class:`~rvlm.core.redis.wire.Batch` (packed by hiredis, raw replies): this
-    is the executor's hot path.
+    Commands go through :func:`~rvlm.core.redis.wire.execute` (packed by hiredis, raw replies):
+    this is the executor's hot path.
     """
+    if storage_type != "json" and all(w.replace is MISSING for w in writes):
+        written = _write_hashes(client, writes)
+    else:
+        written = _write_any(client, storage_type, writes)
+    if fault is not None:
+        fault()
+    move_keys(client, [(w.key, w.new_key) for w in writes
+                       if w.new_key is not None and w.new_key != w.key], between=move_fault)
+    return written
+
+
+def _write_hashes(client: redis.Redis, writes: Sequence[KeyWrite]) -> int:
+    """:func:`write_batch`'s value writes when every write is a hash edit (the hot path):
+    ``HSET`` and ``HDEL`` per key, whose replies only need to be "not an error"; the first
+    error reply fails the batch naming its command and key (as :func:`check_replies`)."""
+    commands: list[tuple[Any, ...]] = []
+    add = commands.append
+    written = 0
+    for w in writes:
+        key = w.key
+        if w.set:
+            args: list[Any] = [b"HSET", key]
+            for n, v in w.set.items():
+                data = v if type(v) is bytes else _encode_value("hash", n, v, key)
+                written += len(data)
+                args.append(field_bytes(n))
+                args.append(data)
+            add(tuple(args))
+        if w.delete:
+            add((b"HDEL", key, *[field_bytes(n) for n in w.delete]))
+    if commands:
+        replies = wire.execute(client, commands)
+        err = wire.first_error(replies)
+        if err is not None:
+            cmd = commands[next(i for i, r in enumerate(replies) if r is err)]
+            raise MigrationFailed(f"{cmd[0].decode()} on {to_str(cmd[1])!r} failed: {err}")
+    return written
+
+
+def _write_any(client: redis.Redis, storage_type: str, writes: Sequence[KeyWrite]) -> int:
+    """:func:`write_batch`'s value writes in general (JSON, whole-document replacements)."""
     pipe = wire.Batch(client)
     commands = pipe.commands
     what: list[tuple[str, bytes]] = []
@@ -227,10 +268,6 @@ def write_batch(
                 what.append(("HDEL", w.key))
     if what:
         check_replies(pipe.execute(raise_on_error=False), what)
-    if fault is not None:
-        fault()
-    move_keys(client, [(w.key, w.new_key) for w in writes
-                       if w.new_key is not None and w.new_key != w.key], between=move_fault)
     return written
 
 

@@ -411,6 +411,8 @@ def startup_probe(bench: Bench, change: Change, algorithm: str, rvlm_bin: str, w
         conn.close()
     closed = f"redis://127.0.0.1:{bench.server.port + 1}/0"  # nothing listens there
     python = str(Path(rvlm_bin).parent / "python")
+    if not Path(python).exists():  # rvlm is a wrapper script: the Python running this one
+        python = sys.executable
     out: dict[str, list[float]] = {"python -c pass": [], "rvlm apply up to connect": []}
     for i in range(repeat):
         out["python -c pass"].append(

@@ -120,8 +120,8 @@ def stats_rows(stats: IndexStats) -> list[tuple[str, str]]:
         pct = stats.percent_indexed
         indexing = "yes" + ("" if math.isnan(pct) else f" ({pct * 100:.0f}% done)")
     return [
-        ("docs", str(stats.num_docs)),
-        ("indexing failures", str(stats.indexing_failures)),
+        ("docs", f"{stats.num_docs:,}"),
+        ("indexing failures", f"{stats.indexing_failures:,}"),
         ("indexing", indexing),
         ("records", str(stats.num_records)),
         ("index memory", human_bytes(mib_to_bytes(stats.total_index_memory_sz_mb))),
@@ -240,9 +240,9 @@ def list_command(url: UrlOption = None, cluster: ClusterOption = False,
             table.add_row(escape(row["name"]), "", "", escape(row["error"]), "", "")
             continue
         indexing = " (indexing)" if row["indexing"] else ""
-        table.add_row(escape(row["name"]), f"{row['num_docs']}{indexing}", row["storage_type"],
+        table.add_row(escape(row["name"]), f"{row['num_docs']:,}{indexing}", row["storage_type"],
                       escape(_prefixes(tuple(row["prefix"]))), str(row["fields"]),
-                      str(row["indexing_failures"]))
+                      f"{row['indexing_failures']:,}")
     console(data=True).print(table)
 
 

@@ -173,8 +173,8 @@ def validate_migration(
     result.add(CheckResult(name="schema_match", passed=result.schema_match, details=details))
 
     got = info.stats.num_docs + info.stats.indexing_failures
-    counted = (f"indexed {info.stats.num_docs} + failures {info.stats.indexing_failures} = "
-               f"{got}, source had {expected_docs}")
+    counted = (f"indexed {info.stats.num_docs:,} + failures {info.stats.indexing_failures:,} = "
+               f"{got:,}, source had {expected_docs:,}")
     if target.index.filter != plan.source_schema.index.filter:
         # a new FILTER selects other documents: no count to compare with (the plan said so)
         result.doc_count_match = True
@@ -251,7 +251,7 @@ def validate_migration(
         ok = total == info.stats.num_docs
         result.query_checks.append({"name": "*", "passed": ok, "results": total})
         result.add(CheckResult(name="query:*", passed=ok,
-                               details=f"{total} results, {info.stats.num_docs} indexed"))
+                               details=f"{total:,} results, {info.stats.num_docs:,} indexed"))
     except redis.ResponseError as exc:
         result.add(CheckResult(name="query:*", passed=False, details=str(exc)))
 
@@ -292,6 +292,6 @@ def validate_source(client: redis.Redis, plan: Plan) -> ValidationResult:
     want = plan.source_stats.num_docs + plan.source_stats.indexing_failures
     result.doc_count_match = got == want
     result.checks.append(CheckResult(name="doc_count_match", passed=True,
-                                     details=f"{got} indexed + failures, plan saw {want}"))
+                                     details=f"{got:,} indexed + failures, plan saw {want:,}"))
     result.key_sample_exists = True
     return result

@@ -214,7 +214,7 @@ def measure(client: redis.Redis, sides: Sides, answers: SourceAnswers,
                                 sides.key_map, floor)
         fields.append(quality)
         checks.append(CheckResult(name=f"recall:{t}", passed=quality.passed,
-                                  details=quality.summary()))
+                                  details=quality.summary(field=False)))
     wanted = options.query_checks
     if wanted is not None:
         gaps = _unanswered(wanted, answers)

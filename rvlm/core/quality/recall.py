@@ -61,10 +61,12 @@ class FieldQuality:
             out["passed"] = self.passed
         return out
 
-    def summary(self) -> str:
+    def summary(self, *, field: bool = True) -> str:
         """One line: ``emb: recall@10 0.9630 (p5 0.9000, 0 of 100 queries lost their first
-        neighbour)``, with the floor when there is one."""
-        line = (f"{self.field}: recall@{self.k} {self.recall_at_k:.4f} (p5 {self.p5:.4f}, "
+        neighbour)``, with the floor when there is one; ``field=False`` leaves out the
+        ``emb:`` (for a check already named after the field)."""
+        head = f"{self.field}: " if field else ""
+        line = (f"{head}recall@{self.k} {self.recall_at_k:.4f} (p5 {self.p5:.4f}, "
                 f"{self.lost_first_neighbour} of {self.queries} queries lost their first "
                 "neighbour")
         if self.refused:

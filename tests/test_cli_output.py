@@ -384,6 +384,20 @@ def test_progress_bars_in_a_terminal(planned: dict[str, Any]) -> None:
     assert "8/8 batches" in final["backup + transform"]
     assert "40/40 keys" in final["keys"]
     assert "100%" in final["indexing"] and "/s" not in final["indexing"]
+    # the end of apply in a terminal: the result, one line per check, the backup dir and the
+    # command that rolls back; in colour
+    assert "apply idx: succeeded" in text and "    ok   schema_match" in text
+    assert f"  backup dir: {work / 'b'}" in text and "  roll back with:" in text
+    assert COLOUR_SGR.search(out)
+    # NO_COLOR in a terminal: the same bars and summary, no colour anywhere
+    assert rvlm("rollback", "--backup-dir", "b", "--url", url, "--yes", "-q",
+                cwd=work).returncode == 0
+    out, code = in_terminal("apply", "--plan", "plan.yaml", "--backup-dir", "b2", "--url", url,
+                            "--accept-data-loss", "--yes", "--batch-size", "5", cwd=work,
+                            width=140, env=_env(NO_COLOR="1"))
+    assert code == 0, out
+    assert "━" in out and "apply idx: succeeded" in plain(out)
+    assert not COLOUR_SGR.search(out), out[-500:]
 
 
 def test_json_on_plan_apply_validate_rollback(planned: dict[str, Any]) -> None:
@@ -474,6 +488,8 @@ def test_failed_apply_says_how_to_resume_and_how_to_roll_back(
     # the message may wrap (at the terminal's width): its words, in order
     assert "outside its declared writes" in " ".join(" ".join(out[error:error + 3]).split())
     assert f"  backup dir: {tmp_path / 'b'}" in out
+    # the exact commands, once: not also as a "next: re-run the same command" line
+    assert not any(x.startswith("  next: ") for x in out), res.stdout
     tail = out[out.index("  resume with:"):]
     assert tail == ["  resume with:",
                     f"    rvlm apply --plan plan.yaml --backup-dir b --url {redis_url}",

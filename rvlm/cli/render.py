@@ -17,6 +17,7 @@ from rich.text import Text
 from rvlm.cli.output import console as stdout_console
 from rvlm.cli.output import human_bytes
 from rvlm.core.migrate.plan import Plan
+from rvlm.core.migrate.report import RESUME_HINT
 
 if TYPE_CHECKING:
     from rvlm.core.migrate.report import MigrationReport, ValidationResult
@@ -334,12 +335,15 @@ def print_report(report: MigrationReport, *, resume: str | None = None,
         print_checks(report.validation, out)
     if report.error:
         print_wrapped(out, "  [bold red]error:[/bold red] ", escape(report.error))
+    commands = not ok and bool(report.error and resume)  # resume and roll back, shown below
     for a in report.manual_actions:
+        if commands and a.startswith(RESUME_HINT):
+            continue  # the exact commands follow
         print_wrapped(out, "  next: ", escape(a))
     if report.backup_dir and report.mode != "validate":
         print_wrapped(out, "  backup dir: ", escape(str(Path(report.backup_dir).absolute())))
     # an error stopped the run part-way: the same command continues it
-    if not ok and report.error and resume:
+    if commands and resume:
         out.print("  resume with:")
         print_command(out, resume, "    ")
     if undo and report.mode != "rollback":

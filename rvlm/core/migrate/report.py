@@ -66,6 +66,11 @@ class ValidationResult:
         }
 
 
+#: How a failed run's report says to go on (a manual action); the CLI shows the exact commands
+#: instead.
+RESUME_HINT = "re-run the same command to resume"
+
+
 class Timer:
     """Step timings (the report's ``timings``): ``with timer.step("transform"): ...`` adds
     seconds to that step. A step is a timed stretch of work (``checks``, ``keys``, ``drop``,

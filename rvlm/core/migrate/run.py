@@ -24,7 +24,7 @@ from rvlm.core.migrate.online_options import OnlineOptions
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.precheck import check_target_accepted
 from rvlm.core.migrate.quality_gate import QualityGate
-from rvlm.core.migrate.report import MigrationReport, Timer, ValidationResult
+from rvlm.core.migrate.report import RESUME_HINT, MigrationReport, Timer, ValidationResult
 from rvlm.core.migrate.validate import comparable, schema_diff, validate_migration
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.plugins.documents import operation_problems
@@ -236,8 +236,8 @@ class Run:
             self.journal.append("error", message=message)
         self.report.error = message
         self.report.manual_actions.append(
-            f"re-run the same command to resume, or 'rvlm rollback --backup-dir "
-            f"{self.dir}' to restore the source index")
+            f"{RESUME_HINT}, or 'rvlm rollback --backup-dir {self.dir}' to restore the source "
+            "index")
         return self.report.finish(False)
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ the checks of one change live in its plugin.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,11 @@ class PlanOptions:
 
 def expand(template: str, source: IndexSchema, option: str) -> str:
     """``template`` with ``{index}`` (the source's name) and ``{prefix}`` (its first prefix
-    without a trailing separator) filled in."""
+    without a trailing separator) filled in; any other ``{...}`` is kept as written (a Redis
+    Cluster hash tag, e.g. ``{t1}new:``)."""
     stem = (source.index.prefix[0] if source.index.prefix else "").rstrip(":_-/.|#")
-    try:
-        out = template.format(index=source.name, prefix=stem)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise RvlmError(f"{option} {template!r}: only {{index}} and {{prefix}} can be filled "
-                        f"in ({exc})") from None
+    values = {"index": source.name, "prefix": stem}
+    out = re.sub(r"\{(index|prefix)\}", lambda m: values[m.group(1)], template)
     if not out:
         raise RvlmError(f"{option} {template!r} is empty for index {source.name!r}")
     return out
@@ -316,6 +315,13 @@ def make_plan(
             caps.search_layout == UNCOORDINATED and incomplete(source)) else []
         for reason in layout_problems(caps.search_layout, source, final, aliases, siblings):
             planned.append(_blocked("cluster_layout", reason))
+        if online and operations:
+            planned.append(_blocked(
+                "cluster_layout", "online mode copies the documents and carries every later "
+                "write over through keyspace notifications, which a Redis Cluster delivers per "
+                "node; change capture on a cluster (one subscriber per primary) is not built "
+                "yet: plan this change with mode drop_recreate, or keep the online change "
+                "index-only (no document rewritten)"))
         moving = migration_warning(cluster_migrations(client))
         if moving:
             warnings.append(moving)

@@ -115,11 +115,16 @@ RENAME_WITHIN_TAG = {"rename_fields": [{"old_name": "title", "new_name": "headli
                      "index": {"prefix": "{t1}item:"}}
 
 
+@pytest.mark.parametrize("how", ["sync", "async"])
 def test_every_write_pipeline_waits_for_the_replica(redis_cluster_replicas,
-                                                    cluster_replicas_client, tmp_path) -> None:
+                                                    cluster_replicas_client, tmp_path,
+                                                    how) -> None:
     """Each batch's writes end with WAIT on the primary they went to (its one replica), so a
     batch is journaled done only once its replica has its writes; no WAIT where nothing was
-    written."""
+    written. The sync and the async executors."""
+    import asyncio
+
+    from rvlm import AsyncMigrationExecutor
     from rvlm.testing.cluster import CommandRecorder
 
     cluster, rc = redis_cluster_replicas, cluster_replicas_client
@@ -129,8 +134,12 @@ def test_every_write_pipeline_waits_for_the_replica(redis_cluster_replicas,
     plan = MigrationPlanner().create_plan("{t1}idx", redis_url=url, schema_patch={
         "version": 1, "changes": RENAME_WITHIN_TAG})
     with CommandRecorder(cluster) as rec:
-        report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b",
-                                           batch_size=20)
+        if how == "async":
+            report = asyncio.run(AsyncMigrationExecutor().apply(
+                plan, redis_url=url, backup_dir=tmp_path / "b", batch_size=20))
+        else:
+            report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b",
+                                               batch_size=20)
     assert report.result == "succeeded", report.to_yaml()
     owner = cluster.owner_of(b"{t1}doc:0").port
     waits = rec.sent("WAIT")

@@ -147,6 +147,14 @@ def test_every_write_pipeline_waits_for_the_replica(redis_cluster_replicas,
     assert len(waits[owner]) >= n // 20  # at least one per batch
     assert all(w[:2] == [b"WAIT", b"1"] for w in waits[owner])
     assert total(rc, "{t1}idx", "@headline:hello") == n
+    if how == "sync":  # rollback's restores wait too, before it journals rolled_back
+        from rvlm import rollback
+
+        with CommandRecorder(cluster) as rec:
+            back = rollback(tmp_path / "b", redis_url=url)
+        assert back.result == "succeeded", back.to_yaml()
+        assert set(rec.sent("WAIT")) == {owner}
+        assert total(rc, "{t1}idx", "@title:hello") == n
 
 
 def test_a_replica_that_does_not_acknowledge_fails_the_batch_then_resume(

@@ -24,6 +24,7 @@ from rvlm.core.migrate.backup_dir import load_backup_plan
 from rvlm.core.migrate.online import rollback_online
 from rvlm.core.migrate.report import MigrationReport, Timer
 from rvlm.core.migrate.validate import validate_source
+from rvlm.core.redis import durability
 from rvlm.core.redis.connection import connect, index_exists, read_index, wait_indexed
 from rvlm.core.redis.docio.restore import conflict_actions, conflict_message, restore_records
 from rvlm.core.redis.lock import hold_locks, lock_owner
@@ -70,6 +71,7 @@ def rollback(
     timer = Timer()
     owns_client = client is None
     client = connect(url) if client is None else client
+    durability.install(client)  # rolled_back is journaled once the replicas have it all
     storage = plan.source_schema.storage_type
     journal = Journal(directory, 0)
     try:
@@ -144,6 +146,7 @@ def rollback(
     finally:
         report.timings = dict(timer.seconds)
         journal.close()
+        durability.uninstall(client)
         if owns_client:
             client.close()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -119,15 +120,26 @@ def knn_command(index: str, field: str, vector: bytes, fetch: int) -> list[Any]:
             "TIMEOUT", "0", "DIALECT", "2"]
 
 
+#: Seconds of server work one pipeline of KNN queries should take: the server answers a
+#: pipeline only once it ran every query in it, and redis-py's default socket timeout is 5 s
+#: (a FLAT index of 1M vectors takes 0.05-0.5 s per query, so 50 at once could time out).
+PIPELINE_SECONDS = 0.5
+
+
 def knn_answers(client: redis.Redis, index: str, field: str, query_vectors: Sequence[bytes],
                 fetch: int, chunk: int = 50) -> list[Answer]:
     """One :class:`Answer` (keys and distances, nearest first) per query vector, pipelined in
-    chunks. A query the server refuses (say the field is gone, or the vector has the wrong
-    size) gives an Answer with ``error``; a lost connection raises."""
+    chunks of up to ``chunk``: the first query goes alone, and how long it took sizes the
+    chunks after it (about :data:`PIPELINE_SECONDS` each). A query the server refuses (say
+    the field is gone, or the vector has the wrong size) gives an Answer with ``error``; a
+    lost connection raises."""
     out: list[Answer] = []
-    for start in range(0, len(query_vectors), chunk):
+    start, size = 0, 1
+    while start < len(query_vectors):
+        part = query_vectors[start:start + size]
+        began = time.monotonic()
         pipe = client.pipeline(transaction=False)
-        for vec in query_vectors[start:start + chunk]:
+        for vec in part:
             pipe.execute_command(*knn_command(index, field, vec, fetch))
         for reply in pipe.execute(raise_on_error=False):
             if isinstance(reply, redis.ResponseError):
@@ -135,6 +147,9 @@ def knn_answers(client: redis.Redis, index: str, field: str, query_vectors: Sequ
                 continue
             total, keys, scores = parse_search(reply, DISTANCE)
             out.append(Answer(keys=keys, scores=scores, total=total))
+        start += len(part)
+        each = (time.monotonic() - began) / len(part)
+        size = max(1, min(chunk, int(PIPELINE_SECONDS / each) if each > 0 else chunk))
     return out
 
 

@@ -4,7 +4,8 @@ cluster (no hash tag), which the batch plan skips with the reason.
 
 The run is planned from one node's URL (the indexes of every primary are found), applied
 under RESP2 and killed in the middle of one index's transform, resumed under RESP3 from
-another node's URL; every index must end migrated (documents, TTLs, answers), and one index's
+another node's URL with two indexes at once (``--parallel 2``: the killed one and the one
+still pending, on different primaries); every index must end migrated (documents, TTLs, answers), and one index's
 backup rolls it back on its own.
 """
 
@@ -66,7 +67,7 @@ def test_multi_index_run_over_every_primary_crash_resume_rollback(
     assert statuses[killed] == "in_progress" and statuses["plain_idx"] == "skipped"
     assert statuses[f"{{{tags[0]}}}idx"] == "succeeded"
 
-    resumed = cli("batch", "resume", "--state", str(state), "--url",
+    resumed = cli("batch", "resume", "--state", str(state), "--parallel", "2", "--url",
                   redis_cluster.nodes[2].url, env={"RVLM_PROTOCOL": "3"})
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     report = yaml.safe_load((tmp_path / "reports" / "batch_report.yaml").read_text())

@@ -49,11 +49,15 @@ def test_failover_during_a_transform_then_resume(redis_cluster_replicas, cluster
                                        batch_size=BATCH, progress_callback=progress)
     failover.join(30)
     assert not failover.is_alive() and cluster.owner_of(b"{t1}doc:0").port == replica.port
-    assert seen and max(seen) > 3  # the failover happened during the transform
-    if report.result != "succeeded":  # the connection dropped mid-batch: re-run
-        assert "re-run the same command" in " ".join(report.manual_actions)
+    assert seen and max(seen) >= 3  # the failover started during the transform
+    if report.result != "succeeded":
+        # a batch broke at the failover (a connection dropped, or the demoted primary had
+        # run part of a pipeline, so its WAIT cannot vouch for it): the same command resumes
+        assert "re-run the same command" in " ".join(report.manual_actions), report.to_yaml()
         report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b",
                                            batch_size=BATCH)
+    else:
+        assert max(seen) > 3  # the transform went on through the failover
     assert report.result == "succeeded", report.to_yaml()
     after = snapshot(rc, b"{t1}item:", N)
     vecs = vectors(N)

@@ -5,8 +5,8 @@ cluster (no hash tag), which the batch plan skips with the reason.
 The run is planned from one node's URL (the indexes of every primary are found), applied
 under RESP2 and killed in the middle of one index's transform, resumed under RESP3 from
 another node's URL with two indexes at once (``--parallel 2``: the killed one and the one
-still pending, on different primaries); every index must end migrated (documents, TTLs, answers), and one index's
-backup rolls it back on its own.
+still pending, on different primaries); every index must end migrated (documents, TTLs,
+answers), and one index's backup rolls it back on its own.
 """
 
 from __future__ import annotations

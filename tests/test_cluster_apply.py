@@ -33,7 +33,7 @@ from rvlm import (
 )
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.plan import Plan
-from rvlm.core.redis.connection import connect
+from rvlm.core.redis.connection import connect, list_indexes
 from rvlm.core.redis.routing import is_cluster
 
 pytestmark = pytest.mark.cluster
@@ -253,6 +253,43 @@ def test_slot_migration_in_progress(redis_cluster, cluster_client, tmp_path) -> 
     report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b")
     assert report.result == "succeeded", report.to_yaml()
     assert total(rc, "{t1}idx", "@headline:hello") == 20
+
+
+def test_a_resharding_begun_during_the_transform_stops_before_the_create(
+        redis_cluster, cluster_client, tmp_path) -> None:
+    """A slot migration of the index's slot starts while apply rewrites documents: apply
+    stops before creating the index (it would cover only the documents still on the node),
+    saying so; once the migration is over, the same call finishes."""
+    from redis.crc import key_slot
+
+    rc = cluster_client
+    load(rc, "hash", 60)
+    url = redis_cluster.url
+    slot = key_slot(b"t1")
+    src = redis_cluster.owner_of(b"{t1}idx")
+    dst = next(n for n in redis_cluster.primary_servers() if n.port != src.port)
+    plan = MigrationPlanner().create_plan("{t1}idx", redis_url=url, schema_patch={
+        "version": 1, "changes": RENAME})
+    begun: list[int] = []
+
+    def progress(phase: str, done: int, total_batches: int) -> None:
+        if phase == "transform" and done == 1 and not begun:
+            redis_cluster.begin_slot_migration(slot, dst.port)
+            begun.append(slot)
+
+    try:
+        report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b",
+                                           batch_size=20, progress_callback=progress)
+    finally:
+        redis_cluster.cancel_slot_migration(slot)
+    assert begun and report.result == "failed", report.to_yaml()
+    assert "a slot migration is in progress" in report.error
+    assert "re-run the same command" in " ".join(report.manual_actions)
+    assert list_indexes(rc) == []  # stopped before the create
+    report = MigrationExecutor().apply(plan, redis_url=url, backup_dir=tmp_path / "b",
+                                       batch_size=20)
+    assert report.result == "succeeded" and report.resumed, report.to_yaml()
+    assert total(rc, "{t1}idx", "@headline:hello") == 60
 
 
 def test_online_index_change_moves_the_alias(redis_cluster, cluster_client, tmp_path) -> None:

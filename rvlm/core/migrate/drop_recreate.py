@@ -233,6 +233,9 @@ class DropRecreate:
             run.phase("transformed")
             fault("after_transform")
         with timer.step("create"):
+            # a resharding begun during the transform: the index would be created over part
+            # of its documents (the rest are on their way to another node)
+            run.check_cluster()
             run.create_target("after_create")
             # the drop removed the source's aliases: point them at the target (idempotent)
             point_aliases(client, plan.aliases, plan.target_index)

@@ -30,10 +30,12 @@ VECTOR = "embedding"
 
 
 @contextlib.contextmanager
-def embedded_server(keep_dir: bool = False) -> Iterator[tuple[EmbeddedServer, Path]]:
-    """An embedded Redis (Search + JSON) on a free port in a new temporary directory."""
+def embedded_server(keep_dir: bool = False,
+                    port: int | None = None) -> Iterator[tuple[EmbeddedServer, Path]]:
+    """An embedded Redis (Search + JSON) on ``port`` (a free one by default) in a new
+    temporary directory."""
     work = Path(tempfile.mkdtemp(prefix="rvlm-bench-"))
-    server = EmbeddedServer(port=free_port(), directory=work / "server")
+    server = EmbeddedServer(port=port or free_port(), directory=work / "server")
     server.start()
     try:
         yield server, work

@@ -223,7 +223,7 @@ def _in_child(*args: Any) -> dict[str, Any]:
 
 
 def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    with embedded_server() as (server, work):
+    with embedded_server(port=args.port) as (server, work):
         url = server.url
         client = client_for(url)
         t0 = time.monotonic()
@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-rate", type=float, default=200.0)
     ap.add_argument("--rvl-python", default=os.environ.get("RVL_PYTHON", ""))
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--port", type=int, default=None,
+                    help="port of the embedded Redis (default: a free one)")
     args = ap.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if "rvl" in modes and not args.rvl_python:

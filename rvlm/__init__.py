@@ -17,7 +17,7 @@ from rvlm.hookspecs import hookimpl
 if TYPE_CHECKING:
     from rvlm.aio import AsyncMigrationExecutor, AsyncMigrationPlanner
     from rvlm.api import MigrationExecutor, MigrationPlanner, finalize, rollback, validate
-    from rvlm.core.migrate.online_options import OnlineOptions
+    from rvlm.core.migrate.online.options import OnlineOptions
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.multi.executor import BatchMigrationExecutor
@@ -31,7 +31,7 @@ _LAZY: dict[str, str] = {
     "rollback": "rvlm.api",
     "validate": "rvlm.api",
     "finalize": "rvlm.api",
-    "OnlineOptions": "rvlm.core.migrate.online_options",
+    "OnlineOptions": "rvlm.core.migrate.online.options",
     "MigrationExecutor": "rvlm.api",
     "BatchMigrationPlanner": "rvlm.core.multi.planner",
     "BatchMigrationExecutor": "rvlm.core.multi.executor",

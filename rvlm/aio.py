@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from rvlm.core.migrate.online_options import OnlineOptions
+    from rvlm.core.migrate.online.options import OnlineOptions
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.schema.model import IndexSchema

@@ -29,7 +29,7 @@ from rvlm.core.errors import RvlmError
 if TYPE_CHECKING:
     import redis
 
-    from rvlm.core.migrate.online_options import OnlineOptions
+    from rvlm.core.migrate.online.options import OnlineOptions
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.planner import PlanInputs, PlanOptions, resolve_inputs
     from rvlm.core.migrate.report import MigrationReport
@@ -298,7 +298,7 @@ def finalize(
     """End an online migration that copied documents (see ``rvlm finalize``): back up every
     source key, then delete it, carrying over any change made meanwhile. When an apply with
     ``follow`` runs on ``backup_dir``, it is asked to do it and this waits for it."""
-    from rvlm.core.migrate.finalize import finalize_migration
+    from rvlm.core.migrate.online.finalize import finalize_migration
 
     return finalize_migration(redis_url, backup_dir, options=online, plugins=plugins,
                               progress=progress_callback)

@@ -178,8 +178,8 @@ class Writer(threading.Thread):
 
 def main(argv: list[str]) -> int:
     from rvlm.core.migrate.executor import apply_plan
-    from rvlm.core.migrate.finalize import finalize_migration
-    from rvlm.core.migrate.online_options import OnlineOptions
+    from rvlm.core.migrate.online.finalize import finalize_migration
+    from rvlm.core.migrate.online.options import OnlineOptions
 
     if argv[0] == "apply":
         url, plan_path, backup = argv[1], argv[2], argv[3]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_apply_helpers import make_hash_index, make_json_index
 
-from rvlm.core.migrate.mirror import Mirror
+from rvlm.core.migrate.online.mirror import Mirror
 from rvlm.core.migrate.planner import PlanOptions, make_plan
 from rvlm.core.migrate.transform import transform_batch
 from rvlm.core.plugins.context import ApplyContext
@@ -171,7 +171,7 @@ def test_server_side_json_edits_are_applied_in_the_transaction(redis_client, pro
 
 def test_footprint_measures_copies_and_index_and_refuses_what_maxmemory_cannot_hold(
         redis_client):
-    from rvlm.core.migrate.footprint import copy_footprint
+    from rvlm.core.migrate.online.footprint import copy_footprint
 
     make_hash_index(redis_client, n=300, dims=64)
     plan = plan_for(redis_client, "idx", {

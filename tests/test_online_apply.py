@@ -24,10 +24,10 @@ from online_helpers import (
 from test_apply_helpers import make_hash_index, make_json_index
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.migrate.control import read_status, send
 from rvlm.core.migrate.executor import apply_plan
-from rvlm.core.migrate.finalize import finalize_migration
-from rvlm.core.migrate.online_options import OnlineOptions
+from rvlm.core.migrate.online.control import read_status, send
+from rvlm.core.migrate.online.finalize import finalize_migration
+from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.migrate.rollback import rollback
 from rvlm.core.redis.capture import CLIENT_NAME
 from rvlm.core.redis.connection import read_index
@@ -171,7 +171,10 @@ def test_finalize_from_another_shell_loses_no_write_made_after_the_cut_over(
         time.sleep(0.05)
     writer = Writer(redis_url, n, dims, pause=0.001)  # clients still write the old keys
     writer.start()
-    time.sleep(0.6)
+    deadline = time.monotonic() + 60
+    while writer.ops < 150:  # writes after the cut-over, however loaded the machine is
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     # finalize while the writer still writes; it stops a moment later
     threading.Timer(0.4, writer.stop.set).start()
     report = finalize_migration(redis_url, tmp_path / "b")

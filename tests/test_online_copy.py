@@ -16,9 +16,9 @@ import pytest
 from test_apply_helpers import make_hash_index, make_json_index
 from test_mirror import dumps, mirror_of, plan_for
 
-from rvlm.core.migrate.control import ControlChannel, send
-from rvlm.core.migrate.online_copy import OnlineCopy, Stopped
-from rvlm.core.migrate.throttle import Throttler
+from rvlm.core.migrate.online.control import ControlChannel, send
+from rvlm.core.migrate.online.copier import OnlineCopy, Stopped
+from rvlm.core.migrate.online.throttle import Throttler
 from rvlm.core.redis.capture import Subscriber
 from rvlm.core.redis.connection import connect, read_index
 from rvlm.core.redis.docio.keys import enumerate_keys
@@ -293,7 +293,7 @@ def test_a_killed_capture_connection_stops_the_copy(redis_client, redis_url, tmp
 
 def test_finalize_backs_up_then_deletes_and_loses_no_write(redis_client, redis_url, tmp_path,
                                                            notify):
-    from rvlm.core.migrate.finalize import Finalizer
+    from rvlm.core.migrate.online.finalize import Finalizer
     from rvlm.core.storage.backup.reader import BackupReader
     from rvlm.core.storage.journal import Journal, RunState
 

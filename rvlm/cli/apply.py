@@ -210,8 +210,8 @@ def _online_options(copies: bool, *, follow: bool, finalize: bool, max_load: str
                     status_every: float) -> Any:
     """The OnlineOptions of the command line (refused for a plan that copies nothing)."""
     from rvlm.core.errors import RvlmError
-    from rvlm.core.migrate.online_options import OnlineOptions
-    from rvlm.core.migrate.throttle import parse_thresholds
+    from rvlm.core.migrate.online.options import OnlineOptions
+    from rvlm.core.migrate.online.throttle import parse_thresholds
 
     asked = [name for name, value in (
         ("--follow", follow), ("--finalize", finalize), ("--max-load", max_load),

@@ -156,7 +156,7 @@ def apply(
     The quality gate's options apply to every index (a query check file's checks run against
     each one)."""
     from rvlm.api import quality_options
-    from rvlm.core.migrate.online_options import OnlineOptions
+    from rvlm.core.migrate.online.options import OnlineOptions
     from rvlm.core.multi.executor import BatchMigrationExecutor
 
     quality = quality_options(min_recall=min_recall, recall_queries=recall_queries,

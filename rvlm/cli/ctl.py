@@ -30,6 +30,6 @@ def ctl(
     Ask its status, throttle or unthrottle it, cut over now (a postponed cut-over), stop it
     cleanly, or change a threshold. Exit 2 when no apply runs there.
     """
-    from rvlm.core.migrate.control import send
+    from rvlm.core.migrate.online.control import send
 
     typer.echo(send(backup_dir, command))

@@ -7,8 +7,9 @@ mode:
 
 * ``drop_recreate``: :func:`rvlm.core.migrate.drop_recreate.execute_drop_recreate` (drop,
   rewrite documents in batches with backups and a journal, create, validate);
-* ``online``: :func:`rvlm.core.migrate.online.execute_online` (build the target next to the
-  source, validate, move the alias).
+* ``online``: :func:`rvlm.core.migrate.online.executor.execute_online` (build the target next
+  to the source, validate, move the alias; or copy the documents a change rewrites to a
+  target prefix first).
 
 A failure before the first change raises :class:`~rvlm.core.errors.RvlmError` (nothing
 changed); after it, the report says ``failed``, the journal holds the error, and re-running
@@ -24,8 +25,8 @@ from typing import Any
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.backup_dir import KEYS_NAME, PLAN_NAME, prepare_backup_dir
 from rvlm.core.migrate.drop_recreate import execute_drop_recreate
-from rvlm.core.migrate.online import execute_online
-from rvlm.core.migrate.online_options import OnlineOptions
+from rvlm.core.migrate.online.executor import execute_online
+from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.migrate.plan import DROP_RECREATE, ONLINE, Plan
 from rvlm.core.migrate.report import MigrationReport
 from rvlm.core.migrate.rollback import rollback
@@ -65,7 +66,7 @@ def apply_plan(
     objects. ``client`` replaces the connection made from ``url`` for every command of this
     process (the async executor passes a bridge to redis.asyncio); worker processes still
     connect to ``url``. ``online`` says how an online apply that copies documents behaves
-    while it runs (:class:`~rvlm.core.migrate.online_options.OnlineOptions`: throttling, the
+    while it runs (:class:`~rvlm.core.migrate.online.options.OnlineOptions`: throttling, the
     postponed cut-over, forwarding after it, finalize, status). Returns a
     :class:`MigrationReport` whose ``result`` is ``succeeded`` only when validation passed.
 

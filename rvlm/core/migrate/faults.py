@@ -11,16 +11,33 @@ Points of a ``drop_recreate`` apply (:mod:`rvlm.core.migrate.drop_recreate`): ``
 yet renamed), ``mid_move:N`` (keys moved by DUMP/RESTORE are in place under their new names,
 their sources not yet deleted), ``after_batch:N``, ``after_transform``, ``after_create``.
 
-Points of an ``online`` apply (:mod:`rvlm.core.migrate.online`): ``online_after_checks``,
-``online_after_create``, ``online_after_validate``, ``online_after_alias``,
-``online_after_drop``.
+Points of an ``online`` apply of an index-only change
+(:mod:`rvlm.core.migrate.online.executor`): ``online_after_checks``, ``online_after_create``,
+``online_after_validate``, ``online_after_alias``, ``online_after_drop``.
+
+Points of an ``online`` apply that copies documents (:mod:`rvlm.core.migrate.online.blue_green`,
+one after each journaled phase): ``online_after_checks``, ``online_after_capture``,
+``online_after_create``, ``online_after_copy``, ``online_after_indexed``,
+``online_after_validate``, ``online_after_alias``, ``online_after_drop``,
+``online_after_forwarding``; and ``online_copy:N`` (copy batch N written), ``online_forward``
+(a batch of changes carried over). Of ``rvlm finalize``
+(:mod:`rvlm.core.migrate.online.finalize`): ``finalize_backup:N`` (batch N backed up, not
+journaled), ``finalize_delete:N`` (its keys deleted, not journaled as done),
+``finalize_after_batches``.
+
+Code that takes a fault callable (:data:`Fault`, e.g. the online copy engine) is given
+:func:`fault` by its executor, and :func:`no_fault` where no crash test reaches it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 FAULT_ENV = "RVLM_FAULT"
+
+#: a fault point as a callable: ``fault(point, batch)``
+Fault = Callable[[str, "int | None"], None]
 
 
 def fault(point: str, batch: int | None = None) -> None:
@@ -36,4 +53,8 @@ def fault(point: str, batch: int | None = None) -> None:
     os._exit(137)
 
 
-__all__ = ["FAULT_ENV", "fault"]
+def no_fault(point: str, batch: int | None = None) -> None:
+    """A :data:`Fault` that never stops the process."""
+
+
+__all__ = ["FAULT_ENV", "Fault", "fault", "no_fault"]

@@ -22,7 +22,7 @@ import redis
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.cluster_checks import incomplete, layout_problems, migration_warning
 from rvlm.core.migrate.estimate import downtime_seconds
-from rvlm.core.migrate.online_checks import blue_green_findings, prefix_problems
+from rvlm.core.migrate.online.checks import blue_green_findings, prefix_problems
 from rvlm.core.migrate.plan import (
     DROP_RECREATE,
     MODES,

@@ -85,9 +85,6 @@ class Timer:
     def step(self, name: str) -> _StepTimer:
         return _StepTimer(self, name)
 
-    #: the old name of :meth:`step`, for the online modules until they move (see #10)
-    phase = step
-
 
 class _StepTimer:
     def __init__(self, timer: Timer, name: str) -> None:

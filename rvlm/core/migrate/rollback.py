@@ -21,7 +21,7 @@ import redis
 from rvlm.core.errors import MigrationFailed
 from rvlm.core.migrate.aliases import restore_aliases
 from rvlm.core.migrate.backup_dir import load_backup_plan
-from rvlm.core.migrate.online import rollback_online
+from rvlm.core.migrate.online.executor import rollback_online
 from rvlm.core.migrate.report import MigrationReport, Timer
 from rvlm.core.migrate.validate import validate_source
 from rvlm.core.redis import durability

@@ -5,8 +5,9 @@ report, the timer, the plugin host and apply context, and the leases of the inde
 runs the checks every apply makes before its first change (:meth:`Run.check_source`), journals
 phases, creates the target index and waits until it is indexed. The two executors are
 siblings that each take a Run: :func:`rvlm.core.migrate.drop_recreate.execute_drop_recreate`
-and :func:`rvlm.core.migrate.online.execute_online`; :func:`rvlm.core.migrate.executor.apply_plan`
-builds the Run, takes the locks and dispatches by ``plan.mode``.
+and :func:`rvlm.core.migrate.online.executor.execute_online`;
+:func:`rvlm.core.migrate.executor.apply_plan` builds the Run, takes the locks and dispatches
+by ``plan.mode``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import redis
 
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.faults import fault
-from rvlm.core.migrate.online_options import OnlineOptions
+from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.precheck import check_target_accepted
 from rvlm.core.migrate.quality_gate import QualityGate

@@ -66,7 +66,7 @@ class BatchMigrationExecutor:
         self.index_timeout = index_timeout
         self.quality = quality
         self.rollback_below_recall = rollback_below_recall
-        #: :class:`~rvlm.core.migrate.online_options.OnlineOptions` for the indexes whose
+        #: :class:`~rvlm.core.migrate.online.options.OnlineOptions` for the indexes whose
         #: online plans copy documents (no ``follow``: each index drains, then the next runs)
         self.online = online
 

@@ -15,7 +15,7 @@ Vocabulary (every event also carries ``ts``, seconds since the epoch, and ``work
   pre_drop_done, dropped, transforming, transformed, created, indexed, validated, done,
   rolled_back, failed; an online apply adds alias_moved and source_dropped after validated;
   one that copies documents also capture_started, copied, forwarding_stopped, and finalize
-  adds finalizing and finalized: see :mod:`rvlm.core.migrate.blue_green`).
+  adds finalizing and finalized: see :mod:`rvlm.core.migrate.online.blue_green`).
 * ``batch_started`` / ``batch_done``: ``batch`` (int). A batch is journaled as started only
   after its backup is fsynced, and as done only after all its writes succeeded.
 * ``error``: ``message`` (str), plus any JSON-serialisable detail.

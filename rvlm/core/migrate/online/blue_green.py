@@ -1,10 +1,11 @@
 """Online migrations that rewrite documents: a blue/green keyspace.
 
 This module is the executor of an online plan that copies documents
-(:func:`execute_blue_green`, called by :func:`rvlm.core.migrate.online.execute_online`), and
-the protocol it shares with ``rvlm finalize`` (:mod:`rvlm.core.migrate.finalize`) and rollback
-(:func:`rvlm.core.migrate.online.rollback_online`): phases, what each guarantees, what a
-resume does, the fault points.
+(:func:`execute_blue_green`, called by
+:func:`rvlm.core.migrate.online.executor.execute_online`), and the protocol it shares with
+``rvlm finalize`` (:mod:`rvlm.core.migrate.online.finalize`) and rollback
+(:func:`rvlm.core.migrate.online.executor.rollback_online`): phases, what each guarantees,
+what a resume does, the fault points.
 
 Layout
 ------
@@ -135,23 +136,24 @@ from rvlm.core.migrate.aliases import (
     point_aliases,
 )
 from rvlm.core.migrate.backup_dir import PLAN_NAME
-from rvlm.core.migrate.capture import (
+from rvlm.core.migrate.faults import fault
+from rvlm.core.migrate.online.capture import (
     CaptureSession,
     copied_source_keys,
     key_files,
     make_throttler,
 )
-from rvlm.core.migrate.control import ControlChannel
-from rvlm.core.migrate.faults import fault
-from rvlm.core.migrate.finalize import finalize_in_run
-from rvlm.core.migrate.footprint import copy_footprint
-from rvlm.core.migrate.online_checks import (
+from rvlm.core.migrate.online.checks import (
+    CLUSTER_COPY,
     notify_status,
     online_problems,
     other_indexes,
     target_prefix_problems,
 )
-from rvlm.core.migrate.online_copy import OnlineCopy, Stopped
+from rvlm.core.migrate.online.control import ControlChannel
+from rvlm.core.migrate.online.copier import OnlineCopy, Stopped
+from rvlm.core.migrate.online.finalize import finalize_in_run
+from rvlm.core.migrate.online.footprint import copy_footprint
 from rvlm.core.migrate.report import MigrationReport, ValidationResult
 from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.validate import validate_migration
@@ -215,7 +217,9 @@ class _BlueGreen:
     def check(self) -> None:
         """Everything before the first change (see the module docstring)."""
         run, plan, client = self.run, self.plan, self.client
-        with run.timer.phase("checks"):
+        with run.timer.step("checks"):
+            if self.run.caps.cluster:
+                raise RvlmError("the plan cannot run online: " + CLUSTER_COPY)
             if plan.supported:
                 problems = online_problems(plan)
                 if problems:
@@ -268,7 +272,7 @@ class _BlueGreen:
         assert engine is not None
         engine.compare = reconcile
         keyfile = self.enumerate()
-        with self.run.timer.phase("copy"):
+        with self.run.timer.step("copy"):
             engine.copy(keyfile)
             if reconcile:
                 engine.sweep(copied_source_keys(self.run.dir, engine.batch_size))
@@ -279,7 +283,7 @@ class _BlueGreen:
         assert engine is not None
         engine.phase = "catch-up"
         deadline = time.monotonic() + self.run.index_timeout
-        with self.run.timer.phase("indexing"):
+        with self.run.timer.step("indexing"):
             while True:
                 stats = read_index(self.client, plan.target_index).stats
                 pct = stats.percent_indexed if stats.percent_indexed == stats.percent_indexed \
@@ -303,7 +307,7 @@ class _BlueGreen:
         the alias moves (plugins' ``validate`` included)."""
         engine, plan, client, run = self.engine, self.plan, self.client, self.run
         assert engine is not None
-        with run.timer.phase("validation"):
+        with run.timer.step("validation"):
             src = failures = dst = 0
             in_flight = 0
             for _ in range(40):
@@ -337,7 +341,7 @@ class _BlueGreen:
         if flag is None or not Path(flag).exists() or engine.cut_over_now:
             return
         engine.phase = "postponed"
-        with self.run.timer.phase("postponed"):
+        with self.run.timer.step("postponed"):
             while Path(flag).exists() and not engine.cut_over_now:
                 engine.postponed = f"delete {flag} or run 'rvlm ctl --backup-dir " \
                                    f"{self.run.dir} cut-over'"
@@ -354,7 +358,7 @@ class _BlueGreen:
         engine, plan, client = self.engine, self.plan, self.client
         assert engine is not None
         engine.phase = "cut-over"
-        with self.run.timer.phase("alias"):
+        with self.run.timer.step("alias"):
             engine.drain()
             check_aliases(client, plan, allowed=(plan.target_index,))
             move_aliases(client, plan.aliases, plan.target_index)
@@ -370,7 +374,7 @@ class _BlueGreen:
         engine = self.engine
         assert engine is not None
         engine.phase = "forwarding"
-        with self.run.timer.phase("forwarding"):
+        with self.run.timer.step("forwarding"):
             if self.options.follow:
                 engine.follow(until=lambda: engine.stop_reason() is not None)
                 why = str(engine.stop_reason())
@@ -443,11 +447,11 @@ class _BlueGreen:
             else:
                 engine.serving = True
                 self.copy(reconcile=True)
-                with run.timer.phase("alias"):  # idempotent: a resume makes sure they moved
+                with run.timer.step("alias"):  # idempotent: a resume makes sure they moved
                     point_aliases(client, plan.aliases, plan.target_index)
                 report.validation = self.validate()
             if plan.drop_source and not state.reached("source_dropped"):
-                with run.timer.phase("drop_source"):
+                with run.timer.step("drop_source"):
                     if alias_index(client, plan.source_index) == plan.source_index:
                         client.execute_command("FT.DROPINDEX", plan.source_index)
                 run.phase("source_dropped")

@@ -7,8 +7,8 @@ where CONFIG is refused, a probe that the events arrive: otherwise one line sayi
 what to configure), opens the backlog (:class:`~rvlm.core.storage.pending.PendingKeys` in the
 backup dir) and subscribes to the source prefixes (one
 :class:`~rvlm.core.redis.capture.Subscriber`; a cluster needs one per primary, see
-:mod:`rvlm.core.migrate.blue_green`). :meth:`CaptureSession.engine` builds the
-:class:`~rvlm.core.migrate.online_copy.OnlineCopy` for the run.
+:mod:`rvlm.core.migrate.online.blue_green`). :meth:`CaptureSession.engine` builds the
+:class:`~rvlm.core.migrate.online.copier.OnlineCopy` for the run.
 
 :meth:`CaptureSession.stop` ends the subscription; :meth:`CaptureSession.leave` takes the
 run's notification classes off again (only at the end of forwarding, finalize or rollback: a
@@ -25,14 +25,14 @@ from typing import Any
 import redis
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.migrate.control import ControlChannel
 from rvlm.core.migrate.faults import fault
-from rvlm.core.migrate.mirror import Mirror
-from rvlm.core.migrate.online_copy import OnlineCopy
-from rvlm.core.migrate.online_options import OnlineOptions
+from rvlm.core.migrate.online.control import ControlChannel
+from rvlm.core.migrate.online.copier import OnlineCopy
+from rvlm.core.migrate.online.mirror import Mirror
+from rvlm.core.migrate.online.options import OnlineOptions
+from rvlm.core.migrate.online.throttle import Throttler
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.run import Run
-from rvlm.core.migrate.throttle import Throttler
 from rvlm.core.migrate.transform import transform_batch
 from rvlm.core.redis.capture import Subscriber
 from rvlm.core.redis.connection import connect
@@ -146,7 +146,7 @@ class CaptureSession:
             self.client.close()
 
     def engine(self, control: ControlChannel | None, throttler: Throttler | None) -> OnlineCopy:
-        """The copy engine of this run (one writer; see :mod:`rvlm.core.migrate.online_copy`)."""
+        """The copy engine of this run (one writer; see :mod:`rvlm.core.migrate.online.copier`)."""
         run = self.run
         assert self.pending is not None, "start() first"
         mirror = Mirror(run.plan, run.host, run.ctx, transform_batch)

@@ -7,7 +7,7 @@ and again before apply changes anything.
   own, which is what rollback deletes). The source index has no FILTER (change capture cannot
   tell which keys a filter admits).
 * Memory: the copies and the target index must fit under ``maxmemory``
-  (:mod:`rvlm.core.migrate.footprint`).
+  (:mod:`rvlm.core.migrate.online.footprint`).
 * Keyspace notifications (:mod:`rvlm.core.redis.notify`): turned on with CONFIG SET for the
   run, or, where CONFIG is refused, already configured (checked with a probe); otherwise the
   exact value to configure.
@@ -22,7 +22,7 @@ import attrs
 import redis
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.migrate.footprint import copy_footprint
+from rvlm.core.migrate.online.footprint import copy_footprint
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.redis.connection import list_indexes, read_index
 from rvlm.core.redis.docio.keys import escape_glob
@@ -79,6 +79,14 @@ def prefix_problems(source: IndexSchema, target: IndexSchema) -> list[str]:
                         f"too; choose a prefix that neither starts with {a!r} nor begins it, "
                         f"e.g. --target-prefix {hint}"]
     return []
+
+
+#: why an online copy is refused on a Redis Cluster (planner and executor)
+CLUSTER_COPY = ("online mode copies the documents this plan rewrites while change capture "
+                "follows every write, and on a Redis Cluster keyspace notifications are per "
+                "node: capture on every primary and stopping on a topology change are not "
+                "built yet, so a write could be missed; plan with --mode drop_recreate, or an "
+                "index-only change online")
 
 
 def online_problems(plan: Plan) -> list[str]:

@@ -1,12 +1,12 @@
 """The engine of an online migration that rewrites documents: copy, carry changes over, drain.
 
 :class:`OnlineCopy` runs in one thread (one writer: two writes of one target key are never
-reordered) and owns the loop of :mod:`rvlm.core.migrate.blue_green`:
+reordered) and owns the loop of :mod:`rvlm.core.migrate.online.blue_green`:
 
 * :meth:`OnlineCopy.copy` goes through a key file batch by batch: read the sources whole,
-  transform (:class:`~rvlm.core.migrate.mirror.Mirror`), write the targets (compared first when
-  ``compare`` is on: a resume writes only what differs), then forget the backlog entries the
-  read already covered, then carry over one batch of the backlog;
+  transform (:class:`~rvlm.core.migrate.online.mirror.Mirror`), write the targets (compared
+  first when ``compare`` is on: a resume writes only what differs), then forget the backlog
+  entries the read already covered, then carry over one batch of the backlog;
 * :meth:`OnlineCopy.forward` carries over one batch of changed keys: logged first
   (:class:`~rvlm.core.storage.keylog.KeyLog`), then read, transformed and written (or their
   targets deleted), each one's lag recorded;
@@ -32,10 +32,11 @@ from typing import Any
 import redis
 
 from rvlm.core.errors import MigrationFailed
-from rvlm.core.migrate.control import ControlChannel, Status, eta_seconds
-from rvlm.core.migrate.lag import LagStats
-from rvlm.core.migrate.mirror import Mirror
-from rvlm.core.migrate.throttle import Throttler, format_thresholds, parse_thresholds
+from rvlm.core.migrate.faults import Fault, no_fault
+from rvlm.core.migrate.online.control import ControlChannel, Status, eta_seconds
+from rvlm.core.migrate.online.lag import LagStats
+from rvlm.core.migrate.online.mirror import Mirror
+from rvlm.core.migrate.online.throttle import Throttler, format_thresholds, parse_thresholds
 from rvlm.core.redis import wire
 from rvlm.core.redis.capture import Subscriber
 from rvlm.core.redis.copyio import TargetDoc, read_targets, same, server_time_ms, write_targets
@@ -44,7 +45,6 @@ from rvlm.core.storage.keyfile import KeyFileReader
 from rvlm.core.storage.keylog import KeyLog
 from rvlm.core.storage.pending import PendingKeys
 
-Fault = Callable[[str, "int | None"], None]
 _MIN_STEP = 10
 
 
@@ -56,10 +56,6 @@ class Stopped(MigrationFailed):
         super().__init__(message)
 
 
-def _no_fault(_point: str, _batch: int | None = None) -> None:
-    return None
-
-
 class OnlineCopy:
     """See the module docstring."""
 
@@ -69,7 +65,7 @@ class OnlineCopy:
                  batch_size: int = 500, status_every: float = 5.0,
                  on_status: Callable[[Status], None] | None = None,
                  should_stop: Callable[[], str | None] | None = None,
-                 fault: Fault = _no_fault,
+                 fault: Fault = no_fault,
                  on_tick: Callable[[], None] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> None:
         self.client = client

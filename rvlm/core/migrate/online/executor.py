@@ -34,10 +34,10 @@ import redis
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.aliases import alias_index, check_aliases, point_aliases, restore_aliases
 from rvlm.core.migrate.backup_dir import PLAN_NAME
-from rvlm.core.migrate.blue_green import execute_blue_green
-from rvlm.core.migrate.capture import copied_source_keys, run_id
 from rvlm.core.migrate.faults import fault
-from rvlm.core.migrate.online_checks import first_keys, online_problems
+from rvlm.core.migrate.online.blue_green import execute_blue_green
+from rvlm.core.migrate.online.capture import copied_source_keys, run_id
+from rvlm.core.migrate.online.checks import first_keys, online_problems
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.report import MigrationReport, Timer
 from rvlm.core.migrate.run import Run
@@ -64,7 +64,7 @@ def execute_online(run: Run) -> MigrationReport:
     and the shared checks. Called by :func:`rvlm.core.migrate.executor.apply_plan` with the
     index locks held; raises before the first change, otherwise returns the (failed) report.
     A plan that rewrites documents copies them to a target prefix: see
-    :mod:`rvlm.core.migrate.blue_green`."""
+    :mod:`rvlm.core.migrate.online.blue_green`."""
     if run.plan.operations:
         return execute_blue_green(run)
     plan, client = run.plan, run.client
@@ -73,7 +73,7 @@ def execute_online(run: Run) -> MigrationReport:
     report.backup_paths = [str(run.dir / PLAN_NAME)]
     report.downtime_duration_seconds = 0.0
     if state.phase is None:
-        with run.timer.phase("checks"):
+        with run.timer.step("checks"):
             if plan.supported:  # a blocked plan is refused by check_source, with its reasons
                 problems = online_problems(plan)
                 if problems:
@@ -97,11 +97,11 @@ def execute_online(run: Run) -> MigrationReport:
     checked = phase_data(run.dir, "checked")
     report.documents = int(checked.get("source_docs", 0))
     if not state.reached("alias_moved"):
-        with run.timer.phase("build"):
+        with run.timer.step("build"):
             run.create_target("online_after_create")
             run.wait_indexed()
         run.phase("indexed")
-        with run.timer.phase("validation"):
+        with run.timer.step("validation"):
             # the source keeps serving (and may take writes): compare with it as it is now
             expected, failures = _source_count(client, plan.source_index)
             # the quality gate's checks are part of it: under the floor, the alias stays
@@ -117,21 +117,21 @@ def execute_online(run: Run) -> MigrationReport:
             return report.finish(False)
         run.phase("validated", docs=expected, failures=failures)
         fault("online_after_validate")
-        with run.timer.phase("alias"):
+        with run.timer.step("alias"):
             check_aliases(client, plan, allowed=(plan.target_index,))
             point_aliases(client, plan.aliases, plan.target_index)
         run.phase("alias_moved")
         fault("online_after_alias")
     else:
         validated = phase_data(run.dir, "validated")
-        with run.timer.phase("validation"):
+        with run.timer.step("validation"):
             report.validation = run.validate(expected_docs=validated.get("docs"),
                                              source_failures=validated.get("failures"))
         report.documents = int(validated.get("docs", report.documents))
-        with run.timer.phase("alias"):  # idempotent: a resume makes sure they moved
+        with run.timer.step("alias"):  # idempotent: a resume makes sure they moved
             point_aliases(client, plan.aliases, plan.target_index)
     if plan.drop_source and not state.reached("source_dropped"):
-        with run.timer.phase("drop_source"):
+        with run.timer.step("drop_source"):
             if alias_index(client, plan.source_index) == plan.source_index:
                 client.execute_command("FT.DROPINDEX", plan.source_index)
         run.phase("source_dropped")
@@ -159,25 +159,25 @@ def rollback_online(client: redis.Redis, directory: Path, plan: Plan, state: Run
     copies = bool(plan.operations)
     try:
         if copies and state.reached("finalizing"):
-            with timer.phase("restore"):
+            with timer.step("restore"):
                 report.restored_records, expired = restore_finalized(client, directory, plan)
             if expired:
                 report.warnings.append(f"{expired} source keys had expired since finalize "
                                        "backed them up; they were not restored")
-        with timer.phase("create"):
+        with timer.step("create"):
             if alias_index(client, plan.source_index) != plan.source_index:
                 client.execute_command(*create_arguments(plan.source_schema))
-        with timer.phase("indexing"):
+        with timer.step("indexing"):
             wait_indexed(client, plan.source_index, index_timeout,
                          progress=None if progress is None
                          else lambda pct: progress("indexing", pct, 100))
-        with timer.phase("alias"):
+        with timer.step("alias"):
             restore_aliases(client, plan, phase_data(directory, "checked").get("aliases"))
-        with timer.phase("drop"):
+        with timer.step("drop"):
             if alias_index(client, plan.target_index) == plan.target_index:
                 client.execute_command("FT.DROPINDEX", plan.target_index)
         if copies:
-            with timer.phase("delete_copies"):
+            with timer.step("delete_copies"):
                 deleted, others = delete_copies(client, directory, plan)
             report.online = {"copies_deleted": deleted}
             if others:

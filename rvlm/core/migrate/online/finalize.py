@@ -1,7 +1,7 @@
 """Finalize an online migration: back up the source keys, then delete them, losing no write.
 
 Runs with change capture on the source prefixes (subscribed before the first key is read) and
-the online copy engine (:class:`~rvlm.core.migrate.online_copy.OnlineCopy`) in compare mode.
+the online copy engine (:class:`~rvlm.core.migrate.online.copier.OnlineCopy`) in compare mode.
 In passes until a pass finds no source key (at most ``max_passes``):
 
 1. SCAN the source prefixes for documents of the source's type into a key file;
@@ -36,11 +36,11 @@ import redis
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.aliases import alias_index
 from rvlm.core.migrate.backup_dir import load_backup_plan
-from rvlm.core.migrate.capture import CaptureSession, copied_source_keys
-from rvlm.core.migrate.control import ControlChannel, running, send
-from rvlm.core.migrate.faults import fault
-from rvlm.core.migrate.online_copy import OnlineCopy
-from rvlm.core.migrate.online_options import OnlineOptions
+from rvlm.core.migrate.faults import Fault, fault
+from rvlm.core.migrate.online.capture import CaptureSession, copied_source_keys
+from rvlm.core.migrate.online.control import ControlChannel, running, send
+from rvlm.core.migrate.online.copier import OnlineCopy
+from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.migrate.report import MigrationReport
 from rvlm.core.migrate.run import Run
 from rvlm.core.plugins.documents import MISSING
@@ -120,7 +120,7 @@ class Finalizer:
     started); ``journal`` is the run's; ``directory`` the backup dir."""
 
     def __init__(self, engine: OnlineCopy, journal: Journal, directory: Path, fingerprint: str,
-                 *, prefixes: Sequence[str], fault: Callable[[str, int | None], None],
+                 *, prefixes: Sequence[str], fault: Fault,
                  max_passes: int = 3, progress: Callable[[int, int], None] | None = None
                  ) -> None:
         self.engine = engine
@@ -283,7 +283,7 @@ def finalize_in_run(run: Run, engine: OnlineCopy) -> dict[str, Any]:
         run.phase("finalizing", ttl="absolute")
     if alias_index(run.client, plan.source_index) == plan.source_index:
         run.client.execute_command("FT.DROPINDEX", plan.source_index)
-    with run.timer.phase("finalize"):
+    with run.timer.step("finalize"):
         fin = Finalizer(engine, run.journal, run.dir, plan.fingerprint,
                         prefixes=plan.source_schema.index.prefix, fault=fault,
                         progress=lambda done, total: run.progress("finalize", done, total))

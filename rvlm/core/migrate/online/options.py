@@ -12,7 +12,7 @@ from pathlib import Path
 
 import attrs
 
-from rvlm.core.migrate.control import Status
+from rvlm.core.migrate.online.control import Status
 
 
 @attrs.frozen(kw_only=True)

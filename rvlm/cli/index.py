@@ -60,13 +60,14 @@ def field_attr_rows(field: Field, storage_type: str) -> list[tuple[str, str]]:
     """Every attribute of ``field`` as (name, shown value); FT.INFO's blind spots say unknown."""
     import attrs
 
-    from rvlm.core.schema.model import TagAttrs, VectorAttrs
+    from rvlm.core.schema.model import INERT_ATTRS, TagAttrs, VectorAttrs
 
     a = field.attrs
     if isinstance(a, VectorAttrs):
         names: tuple[str, ...] = (*VECTOR_BASICS, *VECTOR_PARAMS[a.algorithm], "index_missing")
     else:
-        names = tuple(x.name for x in attrs.fields(type(a)))
+        inert = INERT_ATTRS.get(field.type, ())
+        names = tuple(x.name for x in attrs.fields(type(a)) if x.name not in inert)
     rows = []
     for name in names:
         value = getattr(a, name)
@@ -256,7 +257,7 @@ def info_command(
     as_yaml: Annotated[
         bool,
         typer.Option("--yaml", help="Print the schema as YAML (a starting point for a target "
-                                    "schema)."),
+                                    "schema; RedisVL's IndexSchema loads it too)."),
     ] = False,
 ) -> None:
     """The index definition with every option, every field with every attribute, and stats."""
@@ -272,12 +273,16 @@ def info_command(
     if as_json:
         echo_json(info_dict(info))
     elif as_yaml:
+        from rvlm.core.schema.redisvl import redisvl_notes
         from rvlm.core.schema.yaml_format import dump_schema
 
         typer.echo(f"# index {index!r} read from {redact(resolve_url(url))}")
         if info.schema.unknown_attrs():
-            typer.echo("# unknown_attrs: values FT.INFO does not report (set them to be sure)")
-        typer.echo(dump_schema(info.schema), nl=False)
+            typer.echo("# rvlm.unknown_attrs: values FT.INFO does not report (set them to be "
+                       "sure); RedisVL ignores the rvlm key")
+        for note in redisvl_notes(info.schema):
+            typer.echo(f"# {note}")
+        typer.echo(dump_schema(info.schema, redisvl=True), nl=False)
     else:
         print_info(info)
 

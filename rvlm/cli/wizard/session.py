@@ -206,7 +206,10 @@ class Wizard:
     def attrs_for(self, field: Field) -> list[str]:
         import attrs
 
-        names = [a.name for a in attrs.fields(type(field.attrs))]
+        from rvlm.core.schema.model import INERT_ATTRS
+
+        inert = INERT_ATTRS.get(field.type, ())
+        names = [a.name for a in attrs.fields(type(field.attrs)) if a.name not in inert]
         if field.type == "vector":
             algo = getattr(field.attrs, "algorithm", "flat")
             wanted = set(VECTOR_COMMON) | set(ALGORITHM_ATTRS.get(algo, ()))

@@ -20,6 +20,7 @@ schemas that behave the same compare equal, exactly as FT.INFO reports them. In 
 
 * stopwords are a sorted, lower-case, de-duplicated tuple (how the server keeps them);
 * ``nooffsets`` implies ``nohl``; ``case_sensitive`` and ``sortable`` on a tag imply ``unf``;
+  a numeric field's ``unf`` is always False (numeric sort values are never normalised);
 * the HNSW/FLAT defaults (``m`` 16, ``ef_construction`` 200, ``ef_runtime`` 10, ``epsilon``
   0.01, ``block_size`` 1024) are stored as ``None``;
 * inside an :class:`IndexSchema`: a hash field whose ``path`` equals its name has ``path``
@@ -220,11 +221,22 @@ class TagAttrs:
             object.__setattr__(self, "unf", True)
 
 
+def _never_normalised(value: bool) -> bool:
+    return False
+
+
 @attrs.frozen(kw_only=True)
 class NumericAttrs:
-    """NUMERIC options (numeric sort keys are never normalised, so there is no ``unf``)."""
+    """NUMERIC options.
+
+    A numeric sort value is never normalised (FT.INFO reports ``SORTABLE UNF`` for every
+    sortable numeric field), so ``unf`` changes nothing: RedisVL writes ``unf: false`` for
+    every numeric field and ``unf: true`` is just as valid; both are accepted and stored as
+    False, so schemas that behave the same compare equal.
+    """
 
     sortable: bool = False
+    unf: bool = attrs.field(default=False, converter=_never_normalised)
     no_index: bool = False
     index_missing: bool = False
 
@@ -327,6 +339,10 @@ class VectorAttrs:
         """Bytes per component of the stored vector."""
         return DATATYPE_WIDTH[self.datatype]
 
+
+#: Attributes a field type accepts (for RedisVL's files) that change nothing on the server:
+#: not shown by ``rvlm index info`` nor offered by the wizard.
+INERT_ATTRS: dict[str, tuple[str, ...]] = {"numeric": ("unf",)}
 
 FieldAttrs = TextAttrs | TagAttrs | NumericAttrs | GeoAttrs | GeoshapeAttrs | VectorAttrs
 ATTRS_BY_TYPE: dict[str, type] = {

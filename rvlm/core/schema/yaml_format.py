@@ -208,11 +208,40 @@ def index_to_dict(index: IndexDefinition) -> dict[str, Any]:
     return {k: out[k] for k in order if k in out} | {k: v for k, v in out.items() if k not in order}
 
 
-SCHEMA_KEYS = ("version", "index", "fields")
+SCHEMA_KEYS = ("version", "index", "fields", "rvlm")
+#: What the top-level ``rvlm:`` key of a schema may hold (RedisVL's ``IndexSchema`` ignores it).
+RVLM_SCHEMA_KEYS = ("unknown_attrs",)
+
+
+def _top_level_unknowns(data: Any, names: list[str], source: str) -> dict[str, tuple[str, ...]]:
+    """``rvlm: {unknown_attrs: {field: [attr, ...]}}`` checked against the schema's fields."""
+    if data is None:
+        return {}
+    where = f"{source}: rvlm"
+    if not isinstance(data, Mapping):
+        raise RvlmError(f"{where} must be a mapping (it holds unknown_attrs)")
+    extra = sorted(set(map(str, data)) - set(RVLM_SCHEMA_KEYS))
+    if extra:
+        raise RvlmError(f"{where}: unknown key {extra[0]!r} (it holds unknown_attrs)")
+    unknown = data.get("unknown_attrs") or {}
+    if not isinstance(unknown, Mapping):
+        raise RvlmError(f"{where}.unknown_attrs must map field names to lists of attrs")
+    out: dict[str, tuple[str, ...]] = {}
+    for name, values in unknown.items():
+        if str(name) not in names:
+            raise RvlmError(f"{where}.unknown_attrs: no field named {name!r} in the schema")
+        if not isinstance(values, list):
+            raise RvlmError(f"{where}.unknown_attrs.{name} must be a list")
+        out[str(name)] = tuple(str(v) for v in values)
+    return out
 
 
 def schema_from_dict(data: Any, source: str = "schema") -> IndexSchema:
-    """A RedisVL-format schema mapping as an :class:`IndexSchema`; ``source`` names the file."""
+    """A RedisVL-format schema mapping as an :class:`IndexSchema`; ``source`` names the file.
+
+    A field's ``unknown_attrs`` may be given on the field or under the top-level ``rvlm:`` key
+    (``rvlm: {unknown_attrs: {title: [phonetic_matcher]}}``), which RedisVL ignores.
+    """
     if not isinstance(data, Mapping):
         raise RvlmError(f"{source}: a schema must be a mapping with 'index' and 'fields'")
     extra = sorted(set(map(str, data)) - set(SCHEMA_KEYS))
@@ -225,18 +254,31 @@ def schema_from_dict(data: Any, source: str = "schema") -> IndexSchema:
     if not isinstance(raw_fields, list):
         raise RvlmError(f"{source}: fields must be a list")
     fields = [field_from_dict(f, f"{source}: fields[{i}]") for i, f in enumerate(raw_fields)]
+    unknown = _top_level_unknowns(data.get("rvlm"), [f.name for f in fields], source)
+    fields = [f.evolve(unknown_attrs=(*f.unknown_attrs, *unknown[f.name]))
+              if f.name in unknown else f for f in fields]
     try:
         return IndexSchema(index=index, fields=fields)
     except ValueError as exc:
         raise RvlmError(f"{source}: {exc}") from None
 
 
-def schema_to_dict(schema: IndexSchema) -> dict[str, Any]:
-    """The RedisVL-format mapping of a schema (YAML-safe plain values)."""
-    return {
-        "index": index_to_dict(schema.index),
-        "fields": [field_to_dict(f) for f in schema.fields],
-    }
+def schema_to_dict(schema: IndexSchema, *, redisvl: bool = False) -> dict[str, Any]:
+    """The RedisVL-format mapping of a schema (YAML-safe plain values).
+
+    ``redisvl=True``: a file RedisVL's ``IndexSchema`` loads too: fields hold only ``name``,
+    ``type``, ``path`` and ``attrs``, and the ``unknown_attrs`` go under a top-level ``rvlm:``
+    key (which RedisVL ignores and rvlm reads back), so the round trip stays exact.
+    """
+    fields = [field_to_dict(f) for f in schema.fields]
+    out: dict[str, Any] = {"index": index_to_dict(schema.index), "fields": fields}
+    if redisvl:
+        for f in fields:
+            f.pop("unknown_attrs", None)
+        if schema.unknown_attrs():
+            out["rvlm"] = {"unknown_attrs": {k: list(v) for k, v in
+                                             schema.unknown_attrs().items()}}
+    return out
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -281,8 +323,8 @@ def load_schema(path: str | Path) -> IndexSchema:
     return schema_from_dict(load_yaml(path), str(path))
 
 
-def dump_schema(schema: IndexSchema) -> str:
-    return dump_yaml(schema_to_dict(schema))
+def dump_schema(schema: IndexSchema, *, redisvl: bool = False) -> str:
+    return dump_yaml(schema_to_dict(schema, redisvl=redisvl))
 
 
 def evolve_attrs(a: FieldAttrs, updates: Mapping[str, Any], where: str) -> FieldAttrs:

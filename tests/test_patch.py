@@ -218,7 +218,9 @@ def test_likely_rename_hash_field():
     assert merge(SOURCE, p).without_unknowns() == target.without_unknowns()
 
 
-def test_likely_rename_json_moves_the_path_when_the_target_does():
+def test_likely_rename_json_keeps_the_path_when_the_target_does():
+    """A JSON rename moves ``$.title`` to ``$.headline`` by itself; keeping the value where it
+    is takes the path in update_fields."""
     src = schema_from_dict({"index": {"name": "j", "prefix": "j:", "storage_type": "json"},
                             "fields": [{"name": "title", "type": "text"},
                                        {"name": "n", "type": "numeric"}]})
@@ -227,13 +229,14 @@ def test_likely_rename_json_moves_the_path_when_the_target_does():
                                               "path": "$.title"},
                                              {"name": "n", "type": "numeric"}]})
     [s] = likely_renames(src, same_path, {})
-    assert s.new_path is None
+    assert s.new_path == "$.title"
+    assert "update_fields: [{name: headline, path: '$.title'}]" in s.patch_text()
     moved = schema_from_dict({"index": {"name": "j", "prefix": "j:", "storage_type": "json"},
                               "fields": [{"name": "headline", "type": "text"},
                                          {"name": "n", "type": "numeric"}]})
     [s] = likely_renames(src, moved, {})
-    assert s.new_path == "$.headline"
-    assert "update_fields: [{name: headline, path: '$.headline'}]" in s.patch_text()
+    assert s.new_path is None
+    assert s.patch_text() == "rename_fields: [{old_name: title, new_name: headline}]"
     for tgt in (same_path, moved):
         [s] = likely_renames(src, tgt, {})
         p = patch_from_dict({"version": 1, "changes": s.patch}, "s")

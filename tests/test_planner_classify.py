@@ -112,7 +112,8 @@ def test_plan_yaml_keeps_redisvl_keys_and_adds_rvlm(redis_client):
     rv = d["rvlm"]
     assert rv["server"]["redis_version"] and "float16" in rv["server"]["datatypes"]
     types = {c["type"]: c for c in rv["changes"]}
-    assert set(types) == {"rename_field", "vector_index", "quantize", "add_field"}
+    # the rename's value move is a move_path change of its own
+    assert set(types) == {"rename_field", "move_path", "vector_index", "quantize", "add_field"}
     for c in rv["changes"]:
         assert c["plugin"] == c["type"] and c["plugin_version"]
     # effective values, never "None"
@@ -249,29 +250,39 @@ def test_index_rename_onto_existing_index_or_alias_is_blocked(redis_client):
 
 @pytest.mark.parametrize("storage", ["hash", "json"])
 def test_field_rename_onto_held_name_is_blocked(redis_client, storage):
+    """The rename's value move (move_path) refuses to overwrite what a document holds."""
     if storage == "hash":
         make_hash_index(redis_client, n=10)
         redis_client.hset("doc:4", "headline", "already here")
         index, held = "docs", "headline"
-        new_name = "headline"
-        changes = {"rename_fields": [{"old_name": "title", "new_name": new_name}]}
     else:
         make_json_index(redis_client, n=10)
         redis_client.execute_command("JSON.SET", "j:4", "$.headline", '"already here"')
         index, held = "jdocs", "$.headline"
-        changes = {"rename_fields": [{"old_name": "title", "new_name": "headline"}],
-                   "update_fields": [{"name": "headline", "path": "$.headline"}]}
-    text = blocked(plan(redis_client, changes, index=index), "rename_field")
-    assert repr(held) in text and "overwrite" in text and "Pick another name" in text
+    changes = {"rename_fields": [{"old_name": "title", "new_name": "headline"}]}
+    text = blocked(plan(redis_client, changes, index=index), "move_path")
+    assert f"already hold {held}" in text and "overwrite" in text and "Pick another" in text
     assert ("doc:4" if storage == "hash" else "j:4") in text
 
 
-def test_json_rename_keeping_the_path_is_attribute_only(redis_client):
+def test_json_rename_moves_the_value_unless_the_patch_keeps_the_path(redis_client):
     make_json_index(redis_client)
-    p = plan(redis_client, {"rename_fields": [{"old_name": "title", "new_name": "headline"}]},
-             index="jdocs")
+    rename = {"rename_fields": [{"old_name": "title", "new_name": "headline"}]}
+    moved = plan(redis_client, rename, index="jdocs")
+    assert moved.supported, moved.blocked_reasons
+    assert moved.target_schema.field("headline").path == "$.headline"
+    assert [(c.type, c.field, c.new_field) for c in moved.changes] == [
+        ("rename_field", "title", "headline"), ("move_path", "title", "headline")]
+    [op] = moved.operations
+    assert (op.plugin, op.kind, op.params["old"], op.params["new"]) == (
+        "move_path", "move_json_path", "$.title", "$.headline")
+    # the attribute alone: the patch keeps the path
+    p = plan(redis_client, {**rename, "update_fields": [{"name": "headline",
+                                                         "path": "$.title"}]}, index="jdocs")
     assert p.supported and not p.operations
     assert p.target_schema.field("headline").path == "$.title"
+    assert [c.type for c in p.changes] == ["rename_field"]
+    assert "the value stays at $.title" in p.changes[0].summary
 
 
 # -- server capability gates -----------------------------------------------------------------

@@ -142,7 +142,8 @@ def test_target_schema_mode_plans_exactly_the_target(redis_client, tmp_path):
     pf = tmp_path / "rename.yaml"
     pf.write_text("version: 1\nchanges:\n  rename_fields: [{old_name: body, new_name: headline}]\n")
     renamed = make_plan(redis_client, "docs", patch=load_patch(pf))
-    assert [c.type for c in renamed.changes] == ["rename_field"]
+    # the attribute is renamed, and the hash field with it (a move_path change)
+    assert [c.type for c in renamed.changes] == ["rename_field", "move_path"]
     assert renamed.target_schema.field("headline").evolve(unknown_attrs=()) == \
         target.field("headline")
     # deterministic in this mode too

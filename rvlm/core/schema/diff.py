@@ -13,7 +13,8 @@ plan (a change goes where its first claimed difference is):
 3. for each target field (target order): ``field_added``; or ``field_type`` (and nothing else
    about the field: attributes of two types do not compare); or its ``field_attr``
    differences (a vector's index parameters first, then its ``datatype``, then the rest),
-   then ``field_path`` when the value lives elsewhere and the field was not renamed;
+   then ``field_path`` when the value lives elsewhere (a renamed field too: its
+   ``field_renamed`` is the new attribute name, its ``field_path`` the value's move);
 4. ``index_name``, ``index_prefix``, then one ``index_option`` per other index option.
 
 A field that disappears while an identical one appears under another name is reported by
@@ -28,6 +29,7 @@ import attrs
 
 from rvlm.core.plugins.changes import Difference
 from rvlm.core.schema.model import Field, IndexSchema, VectorAttrs
+from rvlm.core.schema.patch import renamed
 from rvlm.core.schema.yaml_format import attrs_to_dict, field_to_dict, index_to_dict
 
 #: A vector field's index parameters, in the order a plan lists them (then ``datatype``).
@@ -113,7 +115,7 @@ def differences(source: IndexSchema, target: IndexSchema,
         for key, v in attr_diff(f, g, _attr_order(f, g)).items():
             out.append(Difference(kind="field_attr", field=old, new_field=name, key=key,
                                   before=v["before"], after=v["after"]))
-        if old == name and f.identifier(st) != g.identifier(tt):
+        if f.identifier(st) != g.identifier(tt):
             out.append(Difference(kind="field_path", field=old, new_field=name,
                                   before=f.identifier(st), after=g.identifier(tt)))
 
@@ -176,8 +178,8 @@ def likely_renames(source: IndexSchema, target: IndexSchema,
              if g.name not in src_names and g.name not in renames.values()]
 
     def renamed_place(f: Field, new_name: str) -> str:
-        # What rename_fields alone gives: the field under the new name, its path unchanged.
-        moved = IndexSchema(index=target.index, fields=[f.evolve(name=new_name)])
+        # What rename_fields alone gives (see rvlm.core.schema.patch.renamed).
+        moved = IndexSchema(index=target.index, fields=[renamed(f, new_name, tt)])
         return moved.fields[0].identifier(tt)
 
     out: list[LikelyRename] = []

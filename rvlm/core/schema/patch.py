@@ -229,6 +229,18 @@ def _check_consistency(p: SchemaPatch) -> None:
                             "attrs in add_fields")
 
 
+def renamed(field: Field, new_name: str, storage_type: str) -> Field:
+    """What ``rename_fields`` alone does to a field: the field gets the new name, and its value
+    moves with it when it lives under the old name. A hash field without ``AS`` is renamed in
+    every document; a JSON value at ``$.<old name>`` moves to ``$.<new name>`` (RedisVL's
+    guide: a rename updates the documents). A hash ``AS`` field name or any other JSON path
+    stays (the attribute alone is renamed); an ``update_fields`` entry that sets ``path``
+    decides instead (``path: $.<old name>`` keeps the value where it is)."""
+    if storage_type == "json" and field.path == f"$.{field.name}":
+        return field.evolve(name=new_name, path=f"$.{new_name}")
+    return field.evolve(name=new_name)
+
+
 def merge(source: IndexSchema, patch: SchemaPatch) -> IndexSchema:
     """The target schema: the patch's built-in sections applied to ``source``.
 
@@ -254,9 +266,7 @@ def merge(source: IndexSchema, patch: SchemaPatch) -> IndexSchema:
         if r.new_name in names:
             raise RvlmError(f"{where}.rename_fields: {r.old_name!r} -> {r.new_name!r}: the "
                             f"index already has a field named {r.new_name!r}")
-        old = fields[i]
-        # A hash field without AS keeps its identifier equal to its name: rename both.
-        fields[i] = old.evolve(name=r.new_name)
+        fields[i] = renamed(fields[i], r.new_name, source.storage_type)
         names[i] = r.new_name
     renames = patch.renames
     for u in patch.update_fields:
@@ -289,6 +299,31 @@ def merge(source: IndexSchema, patch: SchemaPatch) -> IndexSchema:
         return IndexSchema(index=index, fields=tuple(fields))
     except ValueError as exc:
         raise RvlmError(f"{where}: {exc}") from None
+
+
+def ignore_json_paths_on_hash(source: IndexSchema,
+                              target: IndexSchema) -> tuple[IndexSchema, list[str]]:
+    """``target`` without the JSON paths (``$...``) its fields were given on a hash index, and
+    one warning for each path dropped.
+
+    A hash field's ``path`` names the hash field (the ``AS`` form); ``$.category`` there would
+    make an attribute that reads a hash field literally called ``$.category``, which no
+    document has, so the field would index nothing. RedisVL ignores ``path`` on hash with a
+    warning, and so does rvlm for JSON paths (a field the source already reads that way is
+    left as it is)."""
+    if target.storage_type != "hash":
+        return target, []
+    kept = {(f.name, f.identifier(source.storage_type)) for f in source.fields}
+    fields, warnings = [], []
+    for f in target.fields:
+        if f.path is not None and f.path.startswith("$") and (f.name, f.path) not in kept:
+            warnings.append(
+                f"field {f.name!r}: path {f.path!r} is a JSON path, and index {target.name!r} "
+                f"stores hashes: the path is ignored (as RedisVL does), so the field reads the "
+                f"hash field {f.name!r}")
+            f = f.evolve(path=None)
+        fields.append(f)
+    return (target.with_fields(fields) if warnings else target), warnings
 
 
 def patch_from_target(source: IndexSchema, target: IndexSchema) -> SchemaPatch:

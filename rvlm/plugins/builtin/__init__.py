@@ -6,9 +6,10 @@ loaded (``rvlm.core.plugins.host.DEFAULT_PLUGINS``), so a new change type is a n
 |-----------------|-----------------|------------------------------------------------|
 | add_field       | add_field       | none (a new vector field is blocked)           |
 | remove_field    | remove_field    | none (documents keep their values)             |
-| rename_field    | rename_field    | hash field renamed / JSON value moved          |
+| rename_field    | rename_field    | none (the value moves as a move_path change)   |
 | update_field    | update_field    | none (a type change is blocked)                |
 | move_path       | move_path       | value moved to the new JSON path / hash field  |
+|                 |                 | (a rename's too)                               |
 | vector_index    | vector_index    | none (algorithm, metric, parameters)           |
 | quantize        | quantize        | every vector converted to the new datatype     |
 | rename_index    | rename_index    | none                                           |

@@ -1,4 +1,4 @@
-"""move_path: a field keeps its name and its value moves to another JSON path (or hash field).
+"""move_path: a field's value moves to another JSON path (or hash field).
 
 ``update_fields: [{name: title, path: $.meta.title}]`` on a JSON index: every document's value
 moves from the old path to the new one while no index covers the documents, and the new index
@@ -6,6 +6,10 @@ reads it there. Parent objects the new path needs are created (``$.meta`` become
 ``{"title": ...}`` in a document that has no ``$.meta``); empty objects the move leaves at the
 old place stay. On a hash index the same entry (``path: headline``) renames the hash field,
 and the index reads it as ``headline AS title``.
+
+A rename moves the value too when it lives under the old name (a hash field without ``AS``,
+a JSON value at ``$.<old name>``, or wherever ``update_fields`` puts it): ``rename_field``
+renames the attribute and this change moves the value, with every check below.
 
 Refused before anything changes: a new path that is not a plain ``$.a.b`` path, a path inside
 the other, another field still reading the old path, a document that already holds the new
@@ -36,6 +40,7 @@ from rvlm.plugin import (
     Document,
     DocumentOperation,
     DocumentUpdate,
+    IndexSchema,
     OperationCost,
     Plan,
     PlanContext,
@@ -76,10 +81,13 @@ def rvlm_change_types() -> list[ChangeType]:
 
 
 @hookimpl
-def detect_changes(differences: Sequence[Difference]) -> list[Change]:
-    """One change per field whose path changes without a rename."""
-    return [Change(type=NAME, field=d.field, new_field=d.new_field,
-                   details={"path": {"before": d.before, "after": d.after}}, claims=(d,))
+def detect_changes(differences: Sequence[Difference], source: IndexSchema,
+                   target: IndexSchema) -> list[Change]:
+    """One change per field whose value lives elsewhere in the target (a renamed field's
+    too: ``rename_field`` renames the attribute, this change moves the value)."""
+    storage = {"before": source.storage_type, "after": target.storage_type}
+    return [Change(type=NAME, field=d.field, new_field=d.new_field, claims=(d,),
+                   details={"path": {"before": d.before, "after": d.after}, "storage": storage})
             for d in differences if d.kind == "field_path"]
 
 
@@ -88,7 +96,10 @@ def classify_change(change: Change, context: PlanContext) -> Classification:
     old, new = change.details["path"]["before"], change.details["path"]["after"]
     label = f"{old} -> {new}"
     storage = context.source.storage_type
-    if context.target.storage_type != storage:
+    # the storage type the patch's built-in sections give; a conversion plugin's own section
+    # (hash_to_json) runs its operation after this one, on the moved values
+    after = change.details.get("storage", {}).get("after", context.target.storage_type)
+    if after != storage:
         return Classification.blocked(
             f"{label}: the index also changes storage type, which moves every value; convert "
             "the storage with a storage-conversion plugin (examples/plugins/hash_to_json)")
@@ -123,11 +134,15 @@ def classify_change(change: Change, context: PlanContext) -> Classification:
             f"{label}: {where} is not an object in {len(blocked)} sampled documents (e.g. "
             f"{_keys(blocked)}), so {new} cannot be placed under it; pick another path")
     what = "JSON value moved" if storage == "json" else "hash field renamed"
+    if change.field == change.new_field:
+        whose, queries = (f"{change.field!r}", f"queries on @{change.new_field} are unchanged")
+    else:
+        whose = f"{change.new_field!r} (renamed from {change.field!r})"
+        queries = f"queries use @{change.new_field}"
     return Classification(
-        summary=f"move {change.field!r} from {old} to {new}: {what} in every document (the "
-                "field keeps its name)",
+        summary=f"move {whose} from {old} to {new}: {what} in every document",
         warnings=(f"applications that read {old} in the documents must read {new} after the "
-                  f"migration (queries on @{change.new_field} are unchanged)",),
+                  f"migration ({queries})",),
         operations=(DocumentOperation(
             plugin=NAME, kind="move_json_path" if storage == "json" else "rename_hash_field",
             reads=(old, *needed), writes=(old, new, *needed), creates=(new,),
@@ -222,6 +237,9 @@ def validate(plan: Plan, context: ApplyContext) -> list[CheckResult]:
     for op in plan.operations:
         if op.plugin != NAME or context.client is None:
             continue
+        storage = "json" if op.kind == "move_json_path" else "hash"
+        if plan.target_schema.storage_type != storage:
+            continue  # a conversion replaced the documents after the move; it checks them
         old, new = op.params["old"], op.params["new"]
         left = [d.key for d in context.read_documents(keys, [old]) if d.get(old) is not MISSING]
         checks.append(CheckResult(

@@ -1,40 +1,27 @@
-"""rename_field: a field gets a new name.
+"""rename_field: a field gets a new attribute name (what queries write after ``@``).
 
-* Hash, field without ``AS``: the hash field is renamed in every document.
-* JSON, or hash with ``AS``: when the path stays, only the attribute is renamed (no document
-  work); when the patch also moves the path, the value moves to the new path.
-
-A rename onto a name that documents already hold would overwrite their data: the planner
-checks a sample, and the executor checks every document before the drop (``creates``).
+The value moves with the name when it lives under the old name: a hash field without ``AS``
+is renamed in every document, and a JSON value at ``$.<old name>`` moves to ``$.<new name>``
+(RedisVL's guide: renaming updates the documents). That move is a ``move_path`` change of its
+own, listed right after this one, with move_path's checks (a document already holding the new
+name, another field reading the old place, missing JSON parents). A hash ``AS`` name or any
+other JSON path stays where it is; ``update_fields: [{name: <new>, path: ...}]`` in the same
+patch decides instead (``path: $.<old name>`` renames the attribute only).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
-from rvlm.plugin import (
-    MISSING,
-    NO_CHANGE,
-    ApplyContext,
-    Change,
-    ChangeType,
-    Classification,
-    Difference,
-    Document,
-    DocumentOperation,
-    DocumentUpdate,
-    PlanContext,
-    hookimpl,
-)
+from rvlm.plugin import Change, ChangeType, Classification, Difference, PlanContext, hookimpl
 
 NAME = "rename_field"
-SIMPLE_PATH = re.compile(r"^\$(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
 @hookimpl
 def rvlm_change_types() -> list[ChangeType]:
-    return [ChangeType(name=NAME, description="Rename a field (and its hash field or JSON path).")]
+    return [ChangeType(name=NAME, description="Rename a field (its value moves with it when it "
+                                              "lives under the old name).")]
 
 
 @hookimpl
@@ -51,36 +38,11 @@ def classify_change(change: Change, context: PlanContext) -> Classification:
     new_id = change.details["new_identifier"]
     label = f"{change.field!r} -> {change.new_field!r}"
     if old_id == new_id:
-        return Classification(summary=f"rename attribute {label} (documents unchanged: the "
-                                      f"value stays at {old_id})")
-    storage = context.source.storage_type
-    if storage == "json" and not SIMPLE_PATH.match(new_id):
-        return Classification.blocked(
-            f"the new path {new_id!r} is not a plain $.a.b path; rvlm can only move values to "
-            "plain paths")
-    held = [d.key for d in context.sample([new_id]) if d.get(new_id) is not MISSING]
-    if held:
-        examples = ", ".join(k.decode(errors="replace") for k in held[:3])
-        return Classification.blocked(
-            f"{len(held)} sampled documents already hold {new_id!r} (e.g. {examples}); the "
-            f"rename would overwrite it. Pick another name or clear {new_id!r} first")
-    kind = "move_json_path" if storage == "json" else "rename_hash_field"
-    what = "JSON value moved" if storage == "json" else "hash field renamed"
+        documents = f"documents unchanged: the value stays at {old_id}"
+    else:
+        documents = f"the value moves from {old_id} to {new_id}: see move_path"
     return Classification(
-        summary=f"rename {label}: {what} from {old_id} to {new_id} in every document",
-        operations=(DocumentOperation(plugin=NAME, kind=kind, reads=(old_id,),
-                                      writes=(old_id, new_id), creates=(new_id,),
-                                      params={"old": old_id, "new": new_id}),),
+        summary=f"rename attribute {label} ({documents})",
+        warnings=(f"queries that use @{change.field} must use @{change.new_field} after the "
+                  "migration",),
     )
-
-
-@hookimpl
-def transform_documents(operation: DocumentOperation, documents: Sequence[Document],
-                        context: ApplyContext) -> list[DocumentUpdate]:
-    old, new = operation.params["old"], operation.params["new"]
-    out = []
-    for doc in documents:
-        value = doc.get(old)
-        out.append(NO_CHANGE if value is MISSING else DocumentUpdate(set={new: value},
-                                                                     delete=(old,)))
-    return out

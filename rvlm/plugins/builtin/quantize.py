@@ -1,5 +1,9 @@
 """quantize: a vector field's datatype changes (float64/32/16, bfloat16, int8, uint8).
 
+On a JSON index a change between float datatypes is index-only: a JSON document holds its
+vector as plain numbers, and the index converts them to its datatype when it indexes them, so
+no document is rewritten and nothing is lost (RedisVL does the same).
+
 Every stored vector is converted with numpy, a whole batch at a time, using a scheme the plan
 records (``QuantizationScheme`` in :mod:`rvlm.plugin`): casts between floats (bfloat16 rounds
 to nearest even), per-vector max-abs scaling to int8 for COSINE, a global scale (and offset
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
 
 NAME = "quantize"
 SVS_DATATYPES = ("float16", "float32")
+#: On a JSON index a change between these is index-only (the documents hold numbers).
+FLOAT_DATATYPES = ("float64", "float32", "float16", "bfloat16")
 
 
 @hookimpl
@@ -108,6 +114,15 @@ def classify_change(change: Change, context: PlanContext) -> Classification:
             f"{label}: SVS-VAMANA indexes only float16 and float32 vectors; pick one of those, "
             "or keep the HNSW or FLAT algorithm")
     storage = context.source.storage_type
+    if storage == "json" and src_dt in FLOAT_DATATYPES and dst_dt in FLOAT_DATATYPES:
+        return Classification(
+            summary=f"vector index of {change.field!r}: datatype {src_dt} -> {dst_dt}, index "
+                    "only: JSON documents store plain numbers, which the index converts when "
+                    "it indexes them; no document is rewritten",
+            details={"index_only": True},
+            warnings=(f"{change.field!r}: the index keeps {dst_dt} vectors, so KNN scores "
+                      f"carry {dst_dt} precision; the documents keep every digit",)
+            if DATATYPE_WIDTH[dst_dt] < DATATYPE_WIDTH[src_dt] else ())
     read_path = source.identifier(storage)
     write_path = target.identifier(context.target.storage_type)
     dims = target.attrs.dims

@@ -49,6 +49,7 @@ from rvlm.core.schema.diff import LikelyRename, differences, likely_renames
 from rvlm.core.schema.model import IndexSchema
 from rvlm.core.schema.patch import (
     SchemaPatch,
+    ignore_json_paths_on_hash,
     load_patch,
     merge,
     patch_from_dict,
@@ -220,7 +221,7 @@ def make_plan(
     explicit: set[tuple[str, str]] = set()
     suggestions: list[LikelyRename] = []
     if patch is not None:
-        merged = merge(source, patch)
+        merged, ignored_paths = ignore_json_paths_on_hash(source, merge(source, patch))
         renames = patch.renames
         sections = dict(patch.sections)
         requested = patch.requested_changes()
@@ -228,9 +229,9 @@ def make_plan(
                     for k in u.attrs}
     else:
         assert target is not None
-        merged = target
-        requested = patch_from_target(source, target).requested_changes()
-        suggestions = likely_renames(source, target, renames)
+        merged, ignored_paths = ignore_json_paths_on_hash(source, target)
+        requested = patch_from_target(source, merged).requested_changes()
+        suggestions = likely_renames(source, merged, renames)
     if options.target_prefix is not None:
         asked = (expand(options.target_prefix, source, "--target-prefix"),)
         if merged.index.prefix not in (source.index.prefix, asked):
@@ -293,7 +294,7 @@ def make_plan(
     operations.sort(key=lambda o: o.converts_to is not None)
     quality = _quality(source, final, planned, renames, sample, info.stats.num_docs, options)
 
-    warnings: list[str] = []
+    warnings: list[str] = list(ignored_paths)
     online = options.mode == ONLINE
     if alias is not None and online:
         warnings.append(

@@ -124,9 +124,19 @@ def _command_section(name: str, command: Any, level: int) -> list[str]:
         lines += ["| Option | Meaning |", "| --- | --- |"]
         lines += [_option_row(p) for p in params]
         lines.append("")
-    for sub_name, sub in getattr(command, "commands", {}).items():
-        lines += _command_section(f"{name} {sub_name}", sub, level + 1)
+    subs = getattr(command, "commands", {})
+    lines += _aliases(name, subs)
+    for sub_name, sub in subs.items():
+        if not getattr(sub, "hidden", False):
+            lines += _command_section(f"{name} {sub_name}", sub, level + 1)
     return lines
+
+
+def _aliases(name: str, commands: dict[str, Any]) -> list[str]:
+    """One line for the hidden commands (RedisVL's names for rvlm's commands)."""
+    hidden = [f"`{name} {n}` ({inspect.cleandoc(c.help or '').rstrip('.').lower()})"
+              for n, c in commands.items() if getattr(c, "hidden", False)]
+    return [f"RedisVL's command names work too: {'; '.join(hidden)}.", ""] if hidden else []
 
 
 def cli_reference() -> str:
@@ -142,11 +152,13 @@ def cli_reference() -> str:
     lines += [_option_row(p) for p in root.params
               if not getattr(p, "hidden", False) and p.name != "version"]
     lines += ["", "| Command | What it does |", "| --- | --- |"]
-    for name, command in root.commands.items():
+    shown = {n: c for n, c in root.commands.items() if not getattr(c, "hidden", False)}
+    for name, command in shown.items():
         short = inspect.cleandoc(command.help or "").split("\n\n")[0].replace("\n", " ")
         lines.append(f"| [`rvlm {name}`](#rvlm-{name}) | {short} |")
     lines.append("")
-    for name, command in root.commands.items():
+    lines += _aliases("rvlm", root.commands)
+    for name, command in shown.items():
         lines += _command_section(f"rvlm {name}", command, 2)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -1,4 +1,6 @@
-"""``rvlm index list|info``: what indexes a server has, and everything about one of them."""
+"""``rvlm index list|info|create|drop``: what indexes a server has, everything about one of
+them, and creating or dropping one by hand (rvl's ``listall``, ``delete`` and ``destroy`` are
+hidden aliases)."""
 
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ if TYPE_CHECKING:
     from rvlm.core.schema.ftinfo import IndexInfo, IndexStats
     from rvlm.core.schema.model import Field, IndexDefinition
 
-index_app = typer.Typer(name="index", help="List the search indexes of a server, or show one.",
-                        no_args_is_help=True)
+index_app = typer.Typer(name="index", help="List, show, create or drop the search indexes of a "
+                                             "server.", no_args_is_help=True)
 
 #: Vector parameters that belong to each algorithm, in FT.CREATE order.
 VECTOR_PARAMS = {
@@ -285,6 +287,73 @@ def info_command(
         typer.echo(dump_schema(info.schema, redisvl=True), nl=False)
     else:
         print_info(info)
+
+
+@index_app.command("create")
+@handle_errors
+def create_command(
+    schema: Annotated[
+        str,
+        typer.Option("--schema", "-s", help="Schema YAML (RedisVL's IndexSchema format, or "
+                                            "what rvlm index info --yaml prints)."),
+    ],
+    url: UrlOption = None,
+) -> None:
+    """Create an index from a schema file (as rvl index create does)."""
+    from rvlm.core.migrate.indexes import create_index
+    from rvlm.core.redis.connection import connect
+    from rvlm.core.schema.yaml_format import load_schema
+
+    target = load_schema(schema)
+    client = connect(url)
+    try:
+        create_index(client, target)
+    finally:
+        client.close()
+    prefixes = ", ".join(repr(p) for p in target.index.prefix)
+    typer.echo(f"created index {target.name!r} ({target.storage_type}, {len(target.fields)} "
+               f"fields, prefix {prefixes}); the server indexes the existing documents in the "
+               "background")
+
+
+@index_app.command("drop")
+@handle_errors
+def drop_command(
+    index: IndexOption,
+    url: UrlOption = None,
+    delete_documents: Annotated[
+        bool,
+        typer.Option("--delete-documents", help="Delete the documents the index covers too "
+                                                "(FT.DROPINDEX ... DD)."),
+    ] = False,
+) -> None:
+    """Drop an index; its documents stay unless --delete-documents (rvl index delete /
+    destroy)."""
+    from rvlm.core.migrate.indexes import drop_index
+    from rvlm.core.redis.connection import connect
+
+    client = connect(url)
+    try:
+        dropped = drop_index(client, index, delete_documents=delete_documents)
+    finally:
+        client.close()
+    if dropped.deleted_documents:
+        typer.echo(f"dropped index {dropped.name!r} and deleted its {dropped.documents} "
+                   "documents")
+    else:
+        typer.echo(f"dropped index {dropped.name!r}; its {dropped.documents} documents are kept")
+
+
+# rvl's names for the same commands (rvl index listall / delete / destroy)
+index_app.command("listall", hidden=True, help="Same as rvlm index list.")(list_command)
+index_app.command("delete", hidden=True, help="Same as rvlm index drop.")(drop_command)
+
+
+@index_app.command("destroy", hidden=True)
+@handle_errors
+def destroy_command(index: IndexOption, url: UrlOption = None) -> None:
+    """Same as rvlm index drop --delete-documents."""
+    drop_command(index=index, url=url, delete_documents=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -490,12 +490,13 @@ class AsyncMigrationExecutor:
         return await _in_thread(finalize, backup_dir, redis_url=redis_url, online=online)
 
     async def rollback(self, backup_dir: str | Path, *, redis_url: str | None = None,
-                       index_timeout: float = 600.0) -> MigrationReport:
+                       index_timeout: float = 600.0,
+                       index: str | None = None) -> MigrationReport:
         """:func:`rvlm.rollback` in a worker thread (sync client; the loop is not blocked)."""
         from rvlm.api import rollback
 
         return await _in_thread(rollback, backup_dir, redis_url=redis_url,
-                                index_timeout=index_timeout)
+                                index_timeout=index_timeout, index=index)
 
 
 __all__ = ["AsyncBridge", "AsyncMigrationExecutor", "AsyncMigrationPlanner", "async_connect"]

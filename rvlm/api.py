@@ -279,12 +279,14 @@ def rollback(
     redis_url: str | None = None,
     index_timeout: float = 600.0,
     progress_callback: Callable[[str, int, int], None] | None = None,
+    index: str | None = None,
 ) -> MigrationReport:
-    """Restore the source index and documents from ``backup_dir`` (see ``rvlm rollback``)."""
+    """Restore the source index and documents from ``backup_dir`` (see ``rvlm rollback``);
+    for a batch's backup dir, ``index`` names the index to roll back."""
     from rvlm.core.migrate.rollback import rollback as _rollback
 
     return _rollback(redis_url, backup_dir, index_timeout=index_timeout,
-                     progress=progress_callback)
+                     progress=progress_callback, index=index)
 
 
 def finalize(

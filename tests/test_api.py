@@ -131,5 +131,5 @@ def test_batch_through_the_facade(redis_client: Any, redis_url: str, tmp_path: P
         batch, redis_url=redis_url, state_path=tmp_path / "state.yaml",
         report_dir=tmp_path / "reports", backup_dir=tmp_path / "backups",
         progress_callback=lambda *a: events.append(a))
-    assert report.succeeded, report.summary()
+    assert report.succeeded, report.summary
     assert events

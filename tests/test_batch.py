@@ -338,7 +338,7 @@ def test_continue_on_error_and_failed_report(redis_client: Any, redis_url: str,
     report = BatchMigrationExecutor(apply_function=fake).apply(
         bp, redis_url=redis_url, state_path=tmp_path / "x" / "s.yaml",
         backup_dir=tmp_path / "x" / "bk")
-    assert report.status == "failed" and report.summary()["failed"] == 4
+    assert report.status == "failed" and report.summary.failed == 4
 
 
 def test_state_and_backup_dir_are_checked(redis_client: Any, redis_url: str,
@@ -399,13 +399,15 @@ changes:
     if not lossy:
         pytest.skip("float16 plans are not lossy in this build")
     fake = FakeApply()
+    # the CLI passes --accept-data-loss as given: without it, nothing runs
     with pytest.raises(RvlmError, match="accept-data-loss"):
         BatchMigrationExecutor(apply_function=fake).apply(
-            bp, redis_url=redis_url, state_path=tmp_path / "s.yaml", backup_dir=tmp_path / "b")
+            bp, redis_url=redis_url, state_path=tmp_path / "s.yaml", backup_dir=tmp_path / "b",
+            accept_data_loss=False)
     assert not fake.calls and not (tmp_path / "s.yaml").exists()
+    # the library applies what it is handed, like MigrationExecutor().apply
     report = BatchMigrationExecutor(apply_function=fake).apply(
-        bp, redis_url=redis_url, state_path=tmp_path / "s.yaml", backup_dir=tmp_path / "b",
-        accept_data_loss=True)
+        bp, redis_url=redis_url, state_path=tmp_path / "s.yaml", backup_dir=tmp_path / "b")
     assert report.status == "completed"
 
 

@@ -684,8 +684,8 @@ def test_rvl_flags_key_sample_aof_and_rollback_index(planned: dict[str, Any]) ->
     wrong = rvlm("rollback", "--backup-dir", "all/idx", "--index", "other", "--url", url,
                  "--yes", cwd=work)
     assert wrong.returncode == 2
-    assert wrong.stderr.strip() == ("error: all/idx is the backup of index 'idx', not "
-                                    "'other'")
+    assert wrong.stderr.strip() == ("error: backup dir all/idx holds the migration of index "
+                                    "'idx' -> 'idx', not of 'other'")
     undone = rvlm("rollback", "--backup-dir", "all", "--index", "idx", "--url", url, "--yes",
                   cwd=work)
     assert undone.returncode == 0, undone.stderr

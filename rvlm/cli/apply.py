@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from rvlm.core.migrate.report import MigrationReport
 
 PlanOption = Annotated[Path, typer.Option("--plan", help="The plan YAML made by 'rvlm plan'.")]
-BackupOption = Annotated[Path, typer.Option(
+# a str, not a Path: Path("") would silently be the current directory, which is refused
+BackupOption = Annotated[str, typer.Option(
     "--backup-dir", help="Directory for the backup, key file and journal (re-run the same "
                          "command with the same directory to resume).")]
 
@@ -301,54 +302,30 @@ def rollback(
                                                     help="Write the YAML report here.")] = None,
     json_out: JsonOption = False,
     index: Annotated[str | None, typer.Option(
-        "--index", "-i", help="The index to roll back: with a multi-index run's backup dir, "
-                              "its backup under it; with one index's, a check that the backup "
-                              "is that index's.")] = None,
+        "--index", "-i", help="With a batch's backup dir: the index to roll back.")] = None,
 ) -> None:
     """Undo a migration from its backup dir: restore documents and the source index."""
     from rvlm.api import rollback as do_rollback
     from rvlm.core.errors import RvlmError
-    from rvlm.core.migrate.backup_dir import load_backup_plan
+    from rvlm.core.migrate.backup_dir import backup_dir_for, load_backup_plan
 
-    if index is not None:
-        backup_dir = _index_backup_dir(backup_dir, index)
-    plan = load_backup_plan(backup_dir)
+    directory = backup_dir_for(backup_dir, index)
+    plan = load_backup_plan(directory)
     if not yes and sys.stdin.isatty() and not typer.confirm(
-            f"Roll back {plan.target_index!r} -> {plan.source_index!r} from {backup_dir}?",
+            f"Roll back {plan.target_index!r} -> {plan.source_index!r} from {directory}?",
             default=False, err=json_out):
         raise RvlmError("not rolled back")
     with progress_display() as progress:
-        report = do_rollback(backup_dir, redis_url=url, progress_callback=progress)
+        report = do_rollback(directory, redis_url=url, progress_callback=progress)
     if report_out is not None:
         report.write(report_out)
     if json_out:
         echo_json(report.to_dict())
     else:
         _summary(report, resume=_command("rvlm", "rollback", "--backup-dir", str(backup_dir),
-                                         url=url))
+                                         *(("--index", index) if index else ()), url=url))
     if not report.succeeded:
         raise typer.Exit(1)
-
-
-def _index_backup_dir(backup_dir: Path, index: str) -> Path:
-    """The backup dir of ``index``: ``backup_dir`` itself when it is that index's (the source
-    or the target of its plan), else its subdirectory for ``index`` (where ``rvlm batch``
-    keeps each index's backup). Bad input (exit 2) when neither is."""
-    from rvlm.core.errors import RvlmError
-    from rvlm.core.migrate.backup_dir import PLAN_NAME, load_backup_plan
-    from rvlm.core.multi.plan import safe_name
-
-    if (backup_dir / PLAN_NAME).exists():
-        plan = load_backup_plan(backup_dir)
-        if index in (plan.source_index, plan.target_index):
-            return backup_dir
-        raise RvlmError(f"{backup_dir} is the backup of index {plan.source_index!r}, not "
-                        f"{index!r}")
-    nested = backup_dir / safe_name(index)
-    if (nested / PLAN_NAME).exists():
-        return nested
-    raise RvlmError(f"{backup_dir} holds no backup of index {index!r} (neither its own plan "
-                    f"nor {nested.name}/ of a multi-index run)")
 
 
 @handle_errors

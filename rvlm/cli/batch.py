@@ -104,6 +104,9 @@ def plan(
     drop_source: Annotated[bool, typer.Option(
         "--drop-source/--keep-source", help="Online: drop each source index once its alias "
                                             "moved, or keep it.")] = True,
+    allow_shared_keys: Annotated[bool, typer.Option(
+        "--allow-shared-keys", help="Rewrite documents that a live index outside the batch "
+                                    "also covers (recorded in each plan).")] = False,
 ) -> None:
     """Test one schema patch on every selected index; write a batch plan (no Redis writes).
 
@@ -114,7 +117,8 @@ def plan(
 
     result = BatchMigrationPlanner(
         sample_size=sample_size, mode=mode, alias=alias, target_index=target_index,
-        target_prefix=target_prefix, drop_source=drop_source).create_batch_plan(
+        target_prefix=target_prefix, drop_source=drop_source,
+        allow_shared_keys=allow_shared_keys).create_batch_plan(
         redis_url=url, schema_patch_path=schema_patch, pattern=pattern, indexes=indexes,
         indexes_file=indexes_file, failure_policy=FailurePolicy(failure_policy).value)
     written = result.write(plan_out)
@@ -129,7 +133,7 @@ def plan(
 @handle_errors
 def apply(
     plan: Annotated[Path, typer.Option("--plan", help="Batch plan made by 'rvlm batch plan'.")],
-    backup_dir: Annotated[Path, typer.Option(
+    backup_dir: Annotated[str, typer.Option(
         "--backup-dir", help="Backups and journals, one subdirectory per index.")],
     state: StateOption = Path("batch_state.yaml"),
     report_dir: ReportDirOption = None,

@@ -43,9 +43,10 @@ from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.report import MigrationReport
 from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.transform import transform_batch
+from rvlm.core.migrate.validate import comparable, schema_diff
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.redis import durability
-from rvlm.core.redis.connection import connect, index_exists
+from rvlm.core.redis.connection import connect, index_exists, read_index
 from rvlm.core.redis.docio.keys import Enumeration, enumerate_keys
 from rvlm.core.redis.docio.read import (
     count_existing,
@@ -172,6 +173,8 @@ class DropRecreate:
         run = self.run
         plan, client, timer, report = run.plan, run.client, run.timer, run.report
         state = run.load_state()
+        if state.phase == "done":
+            return self.finished_already()
         past_drop = state.reached("dropped") or (
             state.phase == "pre_drop_done"
             and not index_exists(client, plan.source_index))
@@ -259,6 +262,40 @@ class DropRecreate:
                 f"inspect the index, then 'rvlm validate --plan {run.dir / PLAN_NAME}' or "
                 f"'rvlm rollback --backup-dir {run.dir}'")
         report.documents = int(enum.get("count", 0))
+        return report.finish(result.passed)
+
+    def finished_already(self) -> MigrationReport:
+        """A re-run of an apply that finished: nothing to do when the target index is still
+        the plan's (validated again, no downtime); refused (nothing touched) when it is gone
+        or has another schema, e.g. the source index was recreated by hand since."""
+        run = self.run
+        plan, report = run.plan, run.report
+        target = plan.target_index
+        again = (f"to migrate it again, make a new plan and apply it with a new --backup-dir "
+                 f"(this one keeps the originals of the finished migration: 'rvlm rollback "
+                 f"--backup-dir {run.dir}' still undoes it)")
+        try:
+            live = read_index(run.client, target).schema
+        except RvlmError:
+            raise RvlmError(f"the migration in {run.dir} already finished, and index "
+                            f"{target!r} does not exist now; {again}") from None
+        want = plan.target_schema.without_unknowns()
+        if comparable(live, plan.target_schema) != want:
+            diff = schema_diff(comparable(live, plan.target_schema), want)
+            raise RvlmError(f"the migration in {run.dir} already finished, and index "
+                            f"{target!r} no longer has the plan's target schema ({diff}): it "
+                            f"was changed or recreated since; nothing was done; {again}")
+        enum = phase_data(run.dir, "keys_enumerated")
+        report.resumed = True
+        report.key_enumeration = str(enum.get("method", ""))
+        report.documents = int(enum.get("count", 0))
+        report.downtime_duration_seconds = 0.0
+        report.warnings.append(f"the migration in {run.dir} had already finished: nothing "
+                               "was changed (validated again)")
+        with run.timer.phase("validation"):
+            result = run.validate(expected_docs=enum.get("source_docs"),
+                                  source_failures=enum.get("source_failures"))
+        report.validation = result
         return report.finish(result.passed)
 
     # -- transform -----------------------------------------------------------------------

@@ -23,12 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from rvlm.core.errors import RvlmError
-from rvlm.core.migrate.backup_dir import KEYS_NAME, PLAN_NAME, prepare_backup_dir
+from rvlm.core.migrate.backup_dir import (
+    KEYS_NAME,
+    PLAN_NAME,
+    check_backup_dir_name,
+    prepare_backup_dir,
+)
 from rvlm.core.migrate.drop_recreate import execute_drop_recreate
 from rvlm.core.migrate.online.executor import execute_online
 from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.migrate.plan import DROP_RECREATE, ONLINE, Plan
-from rvlm.core.migrate.report import MigrationReport
+from rvlm.core.migrate.report import MigrationReport, Timings
 from rvlm.core.migrate.rollback import rollback
 from rvlm.core.migrate.run import Progress, Run
 from rvlm.core.plugins.host import host_with
@@ -87,7 +92,7 @@ def apply_plan(
     execute = EXECUTORS.get(plan.mode)
     if execute is None:
         raise RvlmError(f"unknown mode {plan.mode!r} (known: {', '.join(EXECUTORS)})")
-    directory = Path(backup_dir)
+    directory = check_backup_dir_name(backup_dir)
     manifest, _created = prepare_backup_dir(directory, plan, batch_size)
     size = int(manifest["batch_size"])
     run = Run(url=url or "", plan=plan, backup_dir=directory, batch_size=size,
@@ -110,7 +115,7 @@ def apply_plan(
                 report = run.failed(exc)
     finally:
         run.close()
-    report.timings = dict(run.timer.seconds)
+    report.timings = Timings(run.timer.seconds)
     if (directory / KEYS_NAME).exists():  # an index-only change has no key file
         report.backup_paths.append(str(directory / KEYS_NAME))
     report.backup_paths += sorted(str(p) for p in directory.glob("data-*.rvb"))

@@ -489,8 +489,10 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
                 planned.append(PlannedChange(
                     type="shared_keys", plugin="rvlm", plugin_version=_rvlm_version(),
                     supported=False,
-                    blocked_reasons=(text + "; migrate them together with 'rvlm batch', or pass "
-                                     "--allow-shared-keys to accept it (recorded in the plan)",)))
+                    blocked_reasons=(text + "; pass --allow-shared-keys (to rvlm plan or rvlm "
+                                     "batch plan; allow_shared_keys=True in Python) to accept "
+                                     "it (recorded in the plan), then migrate those indexes "
+                                     "too",)))
     if operations:
         problems = operation_problems(operations, source.storage_type, target.storage_type)
         if problems:

@@ -98,6 +98,96 @@ class _StepTimer:
                                          + time.monotonic() - self.t0)
 
 
+#: The operation kinds whose document work RedisVL times under each of its names.
+_WORK = {"quantize_duration_seconds": ("convert_vector",),
+         "field_rename_duration_seconds": ("rename_hash_field", "move_json_path"),
+         "key_rename_duration_seconds": ("rename_keys",)}
+#: RedisVL's other timing names and the rvlm phase each is.
+_PHASES = {"drop_duration_seconds": "drop", "recreate_duration_seconds": "create",
+           "initial_indexing_duration_seconds": "indexing",
+           "validation_duration_seconds": "validation"}
+#: Every name of RedisVL's ``MigrationTimings``, in its order.
+REDISVL_TIMINGS = ("total_migration_duration_seconds", "drop_duration_seconds",
+                   "quantize_duration_seconds", "field_rename_duration_seconds",
+                   "key_rename_duration_seconds", "recreate_duration_seconds",
+                   "initial_indexing_duration_seconds", "validation_duration_seconds",
+                   "downtime_duration_seconds")
+
+
+class Timings(dict[str, float]):
+    """Seconds per phase, keyed by rvlm's phase names (``checks``, ``keys``, ``drop``,
+    ``transform``, ``create``, ``indexing``, ``validation``; online ``build``, ``alias``,
+    ``drop_source``), with RedisVL's ``MigrationTimings`` attributes on top, so
+    ``report.timings.quantize_duration_seconds`` works as it does there.
+
+    rvlm rewrites documents in one pass (``transform``), so ``quantize_duration_seconds``,
+    ``field_rename_duration_seconds`` and ``key_rename_duration_seconds`` are that pass's
+    seconds when the plan has that kind of work, else None (as in RedisVL).
+    """
+
+    def __init__(self, seconds: Any = (), *, kinds: tuple[str, ...] = (),
+                 downtime: float | None = None) -> None:
+        super().__init__(seconds)
+        self.kinds = kinds
+        self.downtime = downtime
+
+    def _phase(self, name: str) -> float | None:
+        return round(self[name], 3) if name in self else None
+
+    def _work(self, attr: str) -> float | None:
+        return self._phase("transform") if set(_WORK[attr]) & set(self.kinds) else None
+
+    @property
+    def total_migration_duration_seconds(self) -> float | None:
+        return round(sum(self.values()), 3) if self else None
+
+    @property
+    def quantize_duration_seconds(self) -> float | None:
+        return self._work("quantize_duration_seconds")
+
+    @property
+    def field_rename_duration_seconds(self) -> float | None:
+        return self._work("field_rename_duration_seconds")
+
+    @property
+    def key_rename_duration_seconds(self) -> float | None:
+        return self._work("key_rename_duration_seconds")
+
+    @property
+    def drop_duration_seconds(self) -> float | None:
+        return self._phase("drop")
+
+    @property
+    def recreate_duration_seconds(self) -> float | None:
+        return self._phase("create")
+
+    @property
+    def initial_indexing_duration_seconds(self) -> float | None:
+        return self._phase("indexing")
+
+    @property
+    def validation_duration_seconds(self) -> float | None:
+        return self._phase("validation")
+
+    @property
+    def downtime_duration_seconds(self) -> float | None:
+        return None if self.downtime is None else round(self.downtime, 3)
+
+    def redisvl(self) -> dict[str, float | None]:
+        """RedisVL's ``MigrationTimings`` mapping (every name, None where it does not apply)."""
+        return {name: getattr(self, name) for name in REDISVL_TIMINGS}
+
+
+def _timings(report: MigrationReport, _attribute: Any, value: Any) -> Timings:
+    return Timings(value, kinds=report.operation_kinds,
+                   downtime=report.downtime_duration_seconds)
+
+
+def _downtime(report: MigrationReport, _attribute: Any, value: Any) -> Any:
+    report.timings.downtime = value
+    return value
+
+
 @attrs.define(kw_only=True)
 class MigrationReport:
     """One run of apply / validate / rollback. ``result`` is ``succeeded`` or ``failed``."""
@@ -108,8 +198,9 @@ class MigrationReport:
     result: str = "failed"
     started_at: str = attrs.field(factory=now_iso)
     finished_at: str = ""
-    timings: dict[str, float] = attrs.field(factory=dict)
-    downtime_duration_seconds: float | None = None
+    #: seconds per phase, with RedisVL's timing attributes (see :class:`Timings`)
+    timings: Timings = attrs.field(factory=Timings, on_setattr=_timings)
+    downtime_duration_seconds: float | None = attrs.field(default=None, on_setattr=_downtime)
     validation: ValidationResult = attrs.field(factory=ValidationResult)
     backup_dir: str | None = None
     backup_paths: list[str] = attrs.field(factory=list)
@@ -142,7 +233,12 @@ class MigrationReport:
     #: online copies: what the copy did (target prefix, documents copied, changes carried
     #: over, keys deleted, forwarding, finalize)
     online: dict[str, Any] = attrs.field(factory=dict)
+    #: the kinds of the plan's document operations (which RedisVL timings apply)
+    operation_kinds: tuple[str, ...] = ()
     version: int = REPORT_VERSION
+
+    def __attrs_post_init__(self) -> None:
+        self.timings = self.timings  # a Timings that knows the kinds and the downtime
 
     @property
     def succeeded(self) -> bool:
@@ -171,10 +267,9 @@ class MigrationReport:
 
     def to_dict(self) -> dict[str, Any]:
         timings: dict[str, float | None] = {k: round(v, 3) for k, v in self.timings.items()}
-        timings["downtime_duration_seconds"] = (
-            None if self.downtime_duration_seconds is None
-            else round(self.downtime_duration_seconds, 3)
-        )
+        # RedisVL's names too (those that apply), so its readers find them
+        timings.update({k: v for k, v in self.timings.redisvl().items() if v is not None})
+        timings["downtime_duration_seconds"] = self.timings.downtime_duration_seconds
         out: dict[str, Any] = {
             "version": self.version,
             "mode": self.mode,

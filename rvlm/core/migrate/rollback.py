@@ -20,9 +20,9 @@ import redis
 
 from rvlm.core.errors import MigrationFailed
 from rvlm.core.migrate.aliases import restore_aliases
-from rvlm.core.migrate.backup_dir import load_backup_plan
+from rvlm.core.migrate.backup_dir import backup_dir_for, load_backup_plan
 from rvlm.core.migrate.online.executor import rollback_online
-from rvlm.core.migrate.report import MigrationReport, Timer
+from rvlm.core.migrate.report import MigrationReport, Timer, Timings
 from rvlm.core.migrate.validate import validate_source
 from rvlm.core.redis import durability
 from rvlm.core.redis.connection import connect, index_exists, read_index, wait_indexed
@@ -48,14 +48,16 @@ def rollback(
     index_timeout: float = 600.0,
     progress: Callable[[str, int, int], None] | None = None,
     client: Any = None,
+    index: str | None = None,
 ) -> MigrationReport:
     """Restore the source index and documents from ``backup_dir``; returns a report
-    (``mode: rollback``). ``client`` replaces the connection made from ``url`` (and is left
-    open). Raises :class:`RvlmError` (nothing restored) for a corrupt or foreign backup dir or
-    a held lock; a failure while restoring gives a failed report and re-running resumes
-    (every step is idempotent).
+    (``mode: rollback``). ``backup_dir`` may be a batch's backup dir with ``index`` naming
+    the index (:func:`~rvlm.core.migrate.backup_dir.backup_dir_for`). ``client`` replaces the
+    connection made from ``url`` (and is left open). Raises :class:`RvlmError` (nothing
+    restored) for a corrupt or foreign backup dir or a held lock; a failure while restoring
+    gives a failed report and re-running resumes (every step is idempotent).
     """
-    directory = Path(backup_dir)
+    directory = backup_dir_for(backup_dir, index)
     plan = load_backup_plan(directory)
     state = RunState.load(directory)
     reader = BackupReader(directory, plan.fingerprint)
@@ -144,7 +146,7 @@ def rollback(
             report.validation = validate_source(client, plan)
             return report.finish(report.validation.passed)
     finally:
-        report.timings = dict(timer.seconds)
+        report.timings = Timings(timer.seconds)
         journal.close()
         durability.uninstall(client)
         if owns_client:

@@ -78,7 +78,8 @@ class Run:
         self.timer = Timer()
         self.report = MigrationReport(
             mode=plan.mode, source_index=plan.source_index, target_index=plan.target_index,
-            backup_dir=str(self.dir), workers=self.workers, plan_fingerprint=plan.fingerprint)
+            backup_dir=str(self.dir), workers=self.workers, plan_fingerprint=plan.fingerprint,
+            operation_kinds=tuple(dict.fromkeys(o.kind for o in plan.operations)))
         self.owns_client = client is None
         self.client: redis.Redis = connect(url) if client is None else client
         # every write pipeline waits for the replicas before its batch is journaled done

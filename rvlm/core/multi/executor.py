@@ -27,6 +27,7 @@ import redis
 import yaml
 
 from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.migrate.backup_dir import check_backup_dir_name
 from rvlm.core.migrate.planner import prefixes_overlap
 from rvlm.core.migrate.report import now_iso
 from rvlm.core.multi.plan import BatchPlan, safe_name
@@ -35,6 +36,7 @@ from rvlm.core.multi.state import BatchState, IndexState, state_in_use, state_lo
 from rvlm.core.quality.gate import QualityOptions
 from rvlm.core.redis.connection import redact, resolve_url
 from rvlm.core.storage.files import atomic_write_text
+from rvlm.core.storage.redisvl import redisvl_backup
 
 #: RedisVL's callback: ``progress_callback(index_name, position, total, status)`` where
 #: status is ``starting``, ``succeeded`` or ``failed``.
@@ -80,29 +82,43 @@ class BatchMigrationExecutor:
         report_dir: str | Path | None = None,
         backup_dir: str | Path | None = None,
         progress_callback: ProgressCallback | None = None,
-        accept_data_loss: bool = False,
+        accept_data_loss: bool = True,
         parallel: int = 1,
     ) -> BatchReport:
         """Run every applicable index of ``batch_plan`` (an object or a file path).
 
         A state file that already holds this run is continued (like ``resume``); one for
         another run is refused. Raises :class:`RvlmError` for refused input (nothing run):
-        a refused batch plan, no backup dir, a lossy plan without ``accept_data_loss``.
+        a refused batch plan, no backup dir, a lossy plan with ``accept_data_loss=False``.
         Index failures do not raise: the returned report says what happened.
+
+        Like :meth:`rvlm.MigrationExecutor.apply` (and RedisVL), the library applies the
+        plans it is handed: ``accept_data_loss`` defaults to True here; the CLI passes
+        ``--accept-data-loss`` as given, on every run and resume.
         """
         plan = batch_plan if isinstance(batch_plan, BatchPlan) else BatchPlan.load(batch_plan)
         if plan.refused:
             raise RvlmError(plan.conflict_message())
-        if backup_dir is None or str(backup_dir) == "":
+        if backup_dir is None:
             raise RvlmError("a backup dir is required (--backup-dir): each index keeps its "
                             "originals and journal in <backup-dir>/<index>/")
         if parallel < 1:
             raise RvlmError(f"--parallel must be at least 1, not {parallel}")
         state_file = Path(state_path).resolve()
-        backup = Path(backup_dir).resolve()
+        backup = check_backup_dir_name(backup_dir).resolve()
         if backup.exists() and not backup.is_dir():
             raise RvlmError(f"backup dir {backup} is a file")
-        state_file.parent.mkdir(parents=True, exist_ok=True)
+        foreign = redisvl_backup(backup)
+        if foreign is not None:
+            raise RvlmError(f"{foreign}; use a new --backup-dir for rvlm batch apply (and keep "
+                            f"this one for rvl migrate rollback)")
+        for what, directory in (("state file's directory", state_file.parent),
+                                ("backup dir", backup)):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RvlmError(f"{what} {directory}: cannot create it ({exc.strerror}); "
+                                "nothing was run") from None
         with state_lock(state_file):
             if state_file.exists():
                 state = BatchState.load(state_file)
@@ -112,8 +128,7 @@ class BatchMigrationExecutor:
                         "use another --state file")
                 self._check_backup_dir(state, backup, state_file)
                 return self._run(state, state_file, redis_url, progress_callback,
-                                 accept_data_loss or state.accept_data_loss, parallel,
-                                 retry_failed=False)
+                                 accept_data_loss, parallel, retry_failed=False)
             for entry in plan.applicable:  # load and check every plan before anything runs
                 plan.plan_for(entry.name)
             lossy = [e.name for e in plan.applicable if plan.plans[e.name].lossy]
@@ -150,12 +165,14 @@ class BatchMigrationExecutor:
         backup_dir: str | Path | None = None,
         report_dir: str | Path | None = None,
         progress_callback: ProgressCallback | None = None,
-        accept_data_loss: bool = False,
+        accept_data_loss: bool = True,
         parallel: int = 1,
     ) -> BatchReport:
         """Continue the multi-index run in ``state_path``: an index that was in progress
         resumes from its own journal, pending ones run, failed ones only with
-        ``retry_failed``. A ``backup_dir`` other than the state's is refused."""
+        ``retry_failed``. A ``backup_dir`` other than the state's is refused. A lossy plan
+        left to run needs ``accept_data_loss`` on this call (the CLI's
+        ``--accept-data-loss``), whatever the first run was given."""
         if parallel < 1:
             raise RvlmError(f"--parallel must be at least 1, not {parallel}")
         state_file = Path(state_path).resolve()
@@ -166,8 +183,7 @@ class BatchMigrationExecutor:
             if report_dir is not None:
                 state.report_dir = str(Path(report_dir).resolve())
             return self._run(state, state_file, redis_url, progress_callback,
-                             accept_data_loss or state.accept_data_loss, parallel,
-                             retry_failed=retry_failed)
+                             accept_data_loss, parallel, retry_failed=retry_failed)
 
     @staticmethod
     def status(state_path: str | Path) -> BatchState:
@@ -219,8 +235,13 @@ class BatchMigrationExecutor:
         if lossy and not accept_data_loss:
             raise RvlmError(f"the plans of {', '.join(lossy)} are lossy; pass "
                             "--accept-data-loss to apply them")
-        Path(state.report_dir).mkdir(parents=True, exist_ok=True)
-        Path(state.backup_dir).mkdir(parents=True, exist_ok=True)
+        for what, directory in (("report dir", state.report_dir),
+                                ("backup dir", state.backup_dir)):
+            try:
+                Path(directory).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RvlmError(f"{what} {directory}: cannot create it ({exc.strerror}); "
+                                "nothing was run") from None
         state.status = "running"
         state.finished_at = None
         state.save(state_file)

@@ -30,6 +30,7 @@ from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.schema.yaml_format import dump_yaml, load_yaml
 from rvlm.core.storage.files import atomic_write_text
+from rvlm.core.storage.redisvl import is_redisvl_batch_plan, redisvl_batch_plan_advice
 
 BATCH_PLAN_VERSION = 1
 BATCH_MODE = "batch_drop_recreate"
@@ -155,6 +156,8 @@ class BatchPlan:
     indexes: list[BatchIndex] = attrs.field(factory=list)
     conflicts: list[BatchConflict] = attrs.field(factory=list)
     warnings: list[str] = attrs.field(factory=list)
+    requires_quantization: bool = False
+    created_at: str = ""
     version: int = BATCH_PLAN_VERSION
     mode: str = BATCH_MODE
     path: Path | None = attrs.field(default=None, eq=False)
@@ -217,13 +220,15 @@ class BatchPlan:
             "version": self.version,
             "batch_id": self.batch_id,
             "mode": self.mode,
-            "schema_patch": {"path": self.schema_patch_path,
-                             "content": self.schema_patch_content},
-            "selection": dict(self.selection),
             "failure_policy": self.failure_policy,
+            "requires_quantization": self.requires_quantization,
+            "shared_patch": self.schema_patch_content,
+            "schema_patch_path": self.schema_patch_path,
+            "selection": dict(self.selection),
             "indexes": [i.to_dict() for i in self.indexes],
             "conflicts": [c.to_dict() for c in self.conflicts],
             "warnings": list(self.warnings),
+            "created_at": self.created_at,
         }
 
     def to_yaml(self) -> str:
@@ -254,6 +259,8 @@ class BatchPlan:
     def from_dict(cls, data: Any, source: str = "batch plan") -> BatchPlan:
         if not isinstance(data, dict):
             raise RvlmError(f"{source}: a batch plan must be a mapping")
+        if is_redisvl_batch_plan(data):
+            raise RvlmError(redisvl_batch_plan_advice(data, source))
         if data.get("version") != BATCH_PLAN_VERSION:
             raise RvlmError(f"{source}: unsupported batch plan version {data.get('version')!r}")
         if not isinstance(data.get("batch_id"), str) or not isinstance(data.get("indexes"),
@@ -264,7 +271,12 @@ class BatchPlan:
         if policy not in FAILURE_POLICIES:
             raise RvlmError(f"{source}: failure_policy must be one of "
                             f"{', '.join(FAILURE_POLICIES)}, not {policy!r}")
+        # the patch: RedisVL's key (shared_patch) and its file; older rvlm files nest both
         patch = data.get("schema_patch") or {}
+        if not isinstance(patch, dict):
+            patch = {}
+        patch = {"path": data.get("schema_patch_path", patch.get("path", "")),
+                 "content": data.get("shared_patch", patch.get("content"))}
         try:
             conflicts = [BatchConflict.from_dict(c) for c in data.get("conflicts") or []]
         except (KeyError, TypeError) as exc:
@@ -273,14 +285,16 @@ class BatchPlan:
             version=data["version"],
             batch_id=data["batch_id"],
             mode=str(data.get("mode", BATCH_MODE)),
-            schema_patch_path=str(patch.get("path", "")) if isinstance(patch, dict) else "",
-            schema_patch_content=patch.get("content") if isinstance(patch, dict) else None,
+            schema_patch_path=str(patch["path"] or ""),
+            schema_patch_content=patch["content"],
             selection=dict(data.get("selection") or {}),
             failure_policy=policy,
             indexes=[BatchIndex.from_dict(d, f"{source}: indexes[{n}]")
                      for n, d in enumerate(data["indexes"])],
             conflicts=conflicts,
             warnings=list(data.get("warnings") or []),
+            requires_quantization=bool(data.get("requires_quantization", False)),
+            created_at=str(data.get("created_at") or ""),
         )
 
     @classmethod

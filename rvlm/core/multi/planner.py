@@ -23,6 +23,7 @@ import redis
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.planner import PlanOptions, match_indexes, plan_inputs, prefixes_overlap
+from rvlm.core.migrate.report import now_iso
 from rvlm.core.multi.plan import (
     FAILURE_POLICIES,
     BatchConflict,
@@ -83,7 +84,8 @@ def find_conflicts(entries: Sequence[BatchIndex]) -> list[BatchConflict]:
                         kind="shared_keys", indexes=pair, prefixes=prefixes,
                         message=f"{a.name} and {b.name} cover overlapping prefixes "
                                 f"{_fmt(prefixes)} and the patch rewrites documents "
-                                "(they would be rewritten twice)"))
+                                "(they would be rewritten twice); plan them in two batches, "
+                                "the second after the first ran, with --allow-shared-keys"))
             if a.target_index and a.target_index == b.target_index:
                 out.append(BatchConflict(
                     kind="index_name", indexes=pair,
@@ -125,15 +127,18 @@ class BatchMigrationPlanner:
     """RedisVL-style entry point: ``create_batch_plan(...)`` tests one patch on many indexes.
 
     It never writes to Redis. ``plugins`` are extra plugin objects (as for ``make_plan``);
-    ``sample_size`` is the planner's calibration sample per index.
+    ``sample_size`` is the planner's calibration sample per index; ``allow_shared_keys``
+    lets an index's plan rewrite documents a live index outside the batch also covers
+    (recorded in its plan; two selected indexes over the same keys are still refused).
     """
 
     def __init__(self, *, plugins: Sequence[Any] = (), sample_size: int | None = None,
                  mode: str = "drop_recreate", alias: str | None = None,
                  target_index: str | None = None, target_prefix: str | None = None,
-                 drop_source: bool = True) -> None:
+                 drop_source: bool = True, allow_shared_keys: bool = False) -> None:
         self.plugins = tuple(plugins)
         self.sample_size = sample_size
+        self.allow_shared_keys = allow_shared_keys
         #: online mode: each of ``alias``, ``target_index`` and ``target_prefix`` names the
         #: index's own as a template (``{index}``, and ``{prefix}`` for the prefix), e.g.
         #: ``alias="{index}_live"``, ``target_prefix="{prefix}_v2:"``
@@ -146,7 +151,8 @@ class BatchMigrationPlanner:
     def options_for(self, name: str) -> PlanOptions:
         """The plan options of index ``name`` (the templates filled in)."""
         kwargs: dict[str, Any] = {"mode": self.mode, "drop_source": self.drop_source,
-                                  "target_prefix": self.target_prefix}
+                                  "target_prefix": self.target_prefix,
+                                  "allow_shared_keys": self.allow_shared_keys}
         if self.sample_size:
             kwargs["sample_size"] = self.sample_size
         if self.alias is not None:
@@ -191,7 +197,10 @@ class BatchMigrationPlanner:
                             f"not {failure_policy!r}")
         host = host_with(self.plugins) if self.plugins else get_host()
         patch_path = Path(schema_patch_path).resolve()
-        options = PlanOptions(sample_size=self.sample_size) if self.sample_size else PlanOptions()
+        options = PlanOptions(allow_shared_keys=self.allow_shared_keys)
+        if self.sample_size:
+            options = PlanOptions(sample_size=self.sample_size,
+                                  allow_shared_keys=self.allow_shared_keys)
         inputs = plan_inputs(schema_patch=patch_path, options=options, host=host)
         assert inputs.patch is not None
         source = inputs.patch.source
@@ -263,11 +272,14 @@ class BatchMigrationPlanner:
         candidates = [e for e in entries if e.applicable or e.name in only_shared]
         conflicts = find_conflicts(candidates)
         # Plans are written for every planned index (also skipped ones), for review.
+        quantizes = any(op.kind == "convert_vector" for e in entries if e.applicable
+                        for op in plans[e.name].operations)
         run_plan = BatchPlan(
             batch_id=batch_id_for(content, selection, names, failure_policy),
             schema_patch_path=str(patch_path), schema_patch_content=content,
             selection=selection, failure_policy=failure_policy, indexes=entries,
-            conflicts=conflicts, plans=plans)
+            conflicts=conflicts, plans=plans, requires_quantization=quantizes,
+            created_at=now_iso())
         if not run_plan.applicable and not conflicts:
             run_plan.warnings.append("no selected index is applicable: the batch has nothing to "
                                      "do")

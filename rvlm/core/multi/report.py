@@ -20,6 +20,25 @@ BATCH_REPORT_VERSION = 1
 REPORT_NAME = "batch_report.yaml"
 
 
+@attrs.frozen(kw_only=True)
+class BatchSummary:
+    """The counts of a multi-index run (RedisVL's ``summary``: ``report.summary.successful``,
+    ``report.summary.total_indexes``, ...)."""
+
+    total_indexes: int = 0
+    applicable: int = 0
+    successful: int = 0
+    failed: int = 0
+    skipped: int = 0
+    not_run: int = 0
+    in_progress: int = 0
+    documents: int = 0
+    total_duration_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
 @attrs.define(kw_only=True)
 class BatchReport:
     """What a multi-index run did: per index result, duration, documents; the overall status."""
@@ -40,21 +59,23 @@ class BatchReport:
         """True when every applicable index succeeded."""
         return self.status == "completed"
 
-    def summary(self) -> dict[str, Any]:
+    @property
+    def summary(self) -> BatchSummary:
+        """How many indexes succeeded, failed, were skipped or not run; documents; seconds."""
         by = [i["result"] for i in self.indexes]
-        return {
-            "total_indexes": len(self.indexes),
-            "applicable": sum(1 for r in by if r != "skipped"),
-            "successful": by.count("succeeded"),
-            "failed": by.count("failed"),
-            "skipped": by.count("skipped"),
-            "not_run": by.count("not_run"),
-            "in_progress": by.count("in_progress"),
-            "documents": sum(int(i.get("documents") or 0) for i in self.indexes
-                             if i["result"] == "succeeded"),
-            "total_duration_seconds": round(sum(float(i.get("duration_seconds") or 0)
-                                                for i in self.indexes), 3),
-        }
+        return BatchSummary(
+            total_indexes=len(self.indexes),
+            applicable=sum(1 for r in by if r != "skipped"),
+            successful=by.count("succeeded"),
+            failed=by.count("failed"),
+            skipped=by.count("skipped"),
+            not_run=by.count("not_run"),
+            in_progress=by.count("in_progress"),
+            documents=sum(int(i.get("documents") or 0) for i in self.indexes
+                          if i["result"] == "succeeded"),
+            total_duration_seconds=round(sum(float(i.get("duration_seconds") or 0)
+                                             for i in self.indexes), 3),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,7 +84,7 @@ class BatchReport:
             "status": self.status,
             "started_at": self.started_at,
             "completed_at": self.completed_at,
-            "summary": self.summary(),
+            "summary": self.summary.to_dict(),
             "indexes": self.indexes,
             "state_path": self.state_path,
             "plan_path": self.plan_path,
@@ -107,4 +128,4 @@ class BatchReport:
                    backup_dir=state.backup_dir)
 
 
-__all__ = ["REPORT_NAME", "BatchReport"]
+__all__ = ["REPORT_NAME", "BatchReport", "BatchSummary"]

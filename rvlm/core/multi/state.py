@@ -23,6 +23,7 @@ from rvlm.core.migrate.report import now_iso
 from rvlm.core.multi.plan import entry_from_dict
 from rvlm.core.schema.yaml_format import dump_yaml, load_yaml
 from rvlm.core.storage.files import atomic_write_text
+from rvlm.core.storage.redisvl import is_redisvl_batch_state, redisvl_batch_state_advice
 
 BATCH_STATE_VERSION = 1
 INDEX_STATUSES = ("pending", "in_progress", "succeeded", "failed", "skipped")
@@ -145,6 +146,8 @@ class BatchState:
         if not p.exists():
             raise RvlmError(f"{p}: no such batch state file")
         data = load_yaml(p)
+        if is_redisvl_batch_state(data):
+            raise RvlmError(redisvl_batch_state_advice(data, str(p)))
         if not isinstance(data, dict) or data.get("version") != BATCH_STATE_VERSION \
                 or not isinstance(data.get("indexes"), list):
             raise RvlmError(f"{p}: not an rvlm batch state file (made by 'rvlm batch apply')")

@@ -35,6 +35,7 @@ from rvlm.core.plugins.documents import (
     DocumentUpdate,
     OperationCost,
 )
+from rvlm.core.redis.docio.keys import scan_keys
 from rvlm.core.redis.resp import to_list, to_map, to_str
 from rvlm.core.schema.model import (
     DATATYPE_WIDTH,
@@ -118,6 +119,7 @@ __all__ = [
     "hookimpl",
     "is_lossy",
     "measure_error",
+    "scan_keys",
     "to_list",
     "to_map",
     "to_str",

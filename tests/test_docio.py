@@ -59,14 +59,14 @@ def test_scan_duplicates_are_written_once(client, tmp_path, monkeypatch):
 
     make_hash_index(client, n=40)
     info = read_index(client, "idx")
-    real = keys_module._scan_keys
+    real = keys_module.scan_keys
 
     def twice(c, schema):
         pages = list(real(c, schema))
         yield from pages
         yield [k for page in pages for k in page][::3]  # a third of the keys again
 
-    monkeypatch.setattr(keys_module, "_scan_keys", twice)
+    monkeypatch.setattr(keys_module, "scan_keys", twice)
     monkeypatch.setattr(keys_module, "_FLUSH_AT", 4)  # fingerprints spill to their files
     en = enumerate_keys(client, info.schema, info.stats.num_docs, 0, tmp_path / "k")
     keys = _keys(tmp_path / "k")

@@ -354,3 +354,25 @@ def test_redisvl_exported_schemas_load_in_rvlm() -> None:
         schema = load_schema(DATA / f"shop_{storage}.yaml")
         assert [f.name for f in schema.fields] == ["title", "price", "category"]
         assert schema.field("price").attrs.sortable  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("storage", ["hash", "json"])
+def test_a_wrong_vector_outside_the_sample_is_refused_before_the_drop(
+        redis_client: Any, redis_url: str, tmp_path: Path, protocol: int, storage: str) -> None:
+    make_shop(redis_client, storage)
+    for i in range(COUNT):
+        size = 3 if i == COUNT - 1 else 4      # the last document, outside a 5-key sample
+        if storage == "hash":
+            redis_client.hset(f"shop:{i}", "emb", np.zeros(size, np.float32).tobytes())
+        else:
+            redis_client.execute_command("JSON.SET", f"shop:{i}", "$.emb",
+                                         json.dumps([0.5] * size))
+    plan = MigrationPlanner(sample_size=5).create_plan("shop", redis_url=redis_url, schema_patch={
+        "version": 1, "changes": {"add_fields": [{"name": "emb", "type": "vector",
+                                                  "attrs": {"dims": 4}}]}})
+    assert plan.supported, plan.blocked_reasons
+    before = read_index(redis_client, "shop").schema
+    refusal = rf"add_field 'emb': 1 documents hold .*shop:{COUNT - 1}"
+    with pytest.raises(rvlm.RvlmError, match=refusal):
+        MigrationExecutor().apply(plan, redis_url=redis_url, backup_dir=tmp_path / "b")
+    assert read_index(redis_client, "shop").schema == before   # never dropped

@@ -4,7 +4,8 @@ under the new field's name or path are indexed by the rebuilt index.
 A new vector field is supported once the documents hold vectors of its size (write them
 first, or compute them with a plugin such as examples/plugins/computed_vector): the sample
 must show at least one vector and none of the wrong size, because a document whose vector the
-index cannot read drops out of the index entirely (an indexing failure).
+index cannot read drops out of the index entirely (an indexing failure); before the drop,
+every document is checked again (``pre_drop``: byte lengths, or JSON array lengths).
 
 Validation asks the new index, for each added field, about the sampled documents that hold a
 value for it (``FT.SEARCH ... INKEYS``, a query built from the document's own value): a field
@@ -36,6 +37,7 @@ from rvlm.plugin import (
     VectorAttrs,
     encode_batch,
     hookimpl,
+    scan_keys,
     to_list,
     to_map,
 )
@@ -124,6 +126,53 @@ def classify_change(change: Change, context: PlanContext) -> Classification:
     where = field.identifier(context.target.storage_type)
     return Classification(summary=f"add {field.type} field {field.name!r} ({where}); documents "
                                   "that hold it are indexed")
+
+
+def _sizes(client: Any, storage: str, keys: Sequence[bytes], where: str) -> list[int | None]:
+    """Per key: the byte length (hash) or element count (JSON array) of the value at
+    ``where``, 0 when absent, None when it is not an array (JSON)."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        if storage == "json":
+            pipe.execute_command("JSON.ARRLEN", key, where)
+        else:
+            pipe.execute_command("HSTRLEN", key, where)
+    out: list[int | None] = []
+    for reply in pipe.execute():
+        if storage != "json":
+            out.append(int(reply or 0))
+            continue
+        found = to_list(reply) if reply is not None else []
+        out.append(0 if not found else (None if found[0] is None else int(found[0])))
+    return out
+
+
+@hookimpl
+def pre_drop(plan: Plan, context: ApplyContext) -> list[str]:
+    """Every document, before the drop: a value where a new vector field reads is a vector
+    of its size (the plan checked a sample; one outside it would drop out of the index)."""
+    source, target = plan.source_schema, plan.target_schema
+    if context.client is None or source.storage_type != target.storage_type:
+        return []
+    fields = [f for c in plan.changes if c.type == NAME
+              if (f := target.field(c.new_field or "")) is not None
+              and isinstance(f.attrs, VectorAttrs)]
+    problems = []
+    for field in fields:
+        assert isinstance(field.attrs, VectorAttrs)
+        where = field.identifier(target.storage_type)
+        want = field.attrs.dims * (1 if target.storage_type == "json"
+                                   else DATATYPE_WIDTH[field.attrs.datatype])
+        bad: list[bytes] = []
+        for keys in scan_keys(context.client, source):
+            sizes = _sizes(context.client, target.storage_type, keys, where)
+            bad += [k for k, n in zip(keys, sizes, strict=True) if n != 0 and n != want]
+        if bad:
+            unit = "numbers" if target.storage_type == "json" else "bytes"
+            problems.append(f"add_field {field.name!r}: {len(bad)} documents hold at {where} "
+                            f"something other than {want} {unit} (e.g. {_examples(bad)}); the "
+                            "new index could not index them: fix or remove those values")
+    return problems
 
 
 # -- validation: does the new field index the documents that hold it? ----------------------

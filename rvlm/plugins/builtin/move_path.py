@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from rvlm.plugin import (
     MISSING,
@@ -45,12 +44,11 @@ from rvlm.plugin import (
     Plan,
     PlanContext,
     hookimpl,
+    scan_keys,
 )
 
 NAME = "move_path"
 SIMPLE_PATH = re.compile(r"^\$(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-#: Keys read per round trip by the ``pre_drop`` check.
-CHECK_BATCH = 500
 #: Keys named as examples in a refusal.
 MAX_EXAMPLES = 3
 
@@ -77,7 +75,7 @@ def _keys(docs: Sequence[bytes]) -> str:
 @hookimpl
 def rvlm_change_types() -> list[ChangeType]:
     return [ChangeType(name=NAME, description="Move a field's value to another JSON path or "
-                                              "hash field (the field keeps its name).")]
+                                              "hash field (a renamed field's too).")]
 
 
 @hookimpl
@@ -167,19 +165,6 @@ def estimate_operation(operation: DocumentOperation,
     return OperationCost(bytes_rewritten=size, backup_bytes=size)
 
 
-def _json_keys(client: Any, prefixes: Sequence[str]) -> Iterator[list[bytes]]:
-    for prefix in prefixes:
-        pattern = "".join("\\" + c if c in "\\*?[]" else c for c in prefix) + "*"
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=pattern, count=CHECK_BATCH, _type="ReJSON-RL"):
-            batch.append(key if isinstance(key, bytes) else str(key).encode())
-            if len(batch) >= CHECK_BATCH:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-
 @hookimpl
 def pre_drop(plan: Plan, context: ApplyContext) -> list[str]:
     """Every JSON document: the parents of each new path are objects or absent."""
@@ -191,7 +176,7 @@ def pre_drop(plan: Plan, context: ApplyContext) -> list[str]:
     for op in ops:
         needed = op.params["parents"]
         bad: list[bytes] = []
-        for keys in _json_keys(context.client, plan.source_schema.index.prefix):
+        for keys in scan_keys(context.client, plan.source_schema):
             docs = context.read_documents(keys, needed, storage_type=storage)
             bad += [d.key for d in docs if _not_objects(d, needed)]
         if bad:

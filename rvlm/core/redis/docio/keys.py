@@ -96,9 +96,10 @@ def _cursor_keys(client: redis.Redis, index: str) -> Iterator[list[bytes]]:
                                        "COUNT", str(CURSOR_COUNT))
 
 
-def _scan_keys(client: redis.Redis, schema: IndexSchema) -> Iterator[list[bytes]]:
+def scan_keys(client: redis.Redis, schema: IndexSchema) -> Iterator[list[bytes]]:
     """Pages of keys of the index's storage type under each of its prefixes (SCAN; on a
-    cluster, SCAN on every primary, one after the other)."""
+    cluster, SCAN on every primary, one after the other). A key may come twice, and a key the
+    index filters out comes too. Read-only."""
     type_name = "ReJSON-RL" if schema.storage_type == "json" else "hash"
     for _name, node in routing.primaries(client):
         for prefix in schema.index.prefix:
@@ -173,7 +174,7 @@ def _scan_to_file(client: redis.Redis, schema: IndexSchema, path: Path,
     seen = _Fingerprints(path.parent)
     try:
         with KeyFileWriter(raw) as writer:
-            for page in _scan_keys(client, schema):
+            for page in scan_keys(client, schema):
                 writer.add_many(page)
                 seen.add(page)
                 if on_page:

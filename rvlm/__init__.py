@@ -21,7 +21,10 @@ if TYPE_CHECKING:
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.multi.executor import BatchMigrationExecutor
+    from rvlm.core.multi.plan import BatchPlan
     from rvlm.core.multi.planner import BatchMigrationPlanner
+    from rvlm.core.multi.report import BatchReport
+    from rvlm.core.multi.state import BatchState
     from rvlm.core.schema.model import IndexSchema
     from rvlm.core.schema.patch import SchemaPatch
 
@@ -35,6 +38,9 @@ _LAZY: dict[str, str] = {
     "MigrationExecutor": "rvlm.api",
     "BatchMigrationPlanner": "rvlm.core.multi.planner",
     "BatchMigrationExecutor": "rvlm.core.multi.executor",
+    "BatchPlan": "rvlm.core.multi.plan",
+    "BatchState": "rvlm.core.multi.state",
+    "BatchReport": "rvlm.core.multi.report",
     "AsyncMigrationPlanner": "rvlm.aio",
     "AsyncMigrationExecutor": "rvlm.aio",
     "Plan": "rvlm.core.migrate.plan",
@@ -64,6 +70,9 @@ __all__ = [
     "AsyncMigrationPlanner",
     "BatchMigrationExecutor",
     "BatchMigrationPlanner",
+    "BatchPlan",
+    "BatchReport",
+    "BatchState",
     "IndexSchema",
     "MigrationExecutor",
     "MigrationFailed",

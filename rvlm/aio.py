@@ -443,15 +443,16 @@ class AsyncMigrationExecutor:
         notification setting) runs on a sync connection of its own in a thread, like worker
         processes, and its ``on_status`` callback is called from that worker thread.
         """
-        from rvlm.api import MigrationExecutor, quality_options
+        from rvlm.api import MigrationExecutor, progress_adapter, quality_options
 
         # a bad query check file is refused before the server is contacted
         quality_options(query_check_file=query_check_file)
 
         loop = asyncio.get_running_loop()
         progress = None
-        if progress_callback is not None:
-            cb = progress_callback
+        adapted = progress_adapter(progress_callback)
+        if adapted is not None:
+            cb = adapted
 
             def progress(step: str, done: int, total: int) -> None:
                 loop.call_soon_threadsafe(cb, step, done, total)

@@ -152,6 +152,25 @@ def _one(path: str | Path | None, value: Any, name: str) -> Any:
     return path if path is not None else value
 
 
+def progress_adapter(
+        callback: Callable[..., Any] | None) -> Callable[[str, int, int], None] | None:
+    """rvlm reports progress as ``callback(phase, done, total)``; a RedisVL callback takes
+    ``(step, detail)`` and gets ``(phase, "done/total")``, so it works unchanged."""
+    if callback is None:
+        return None
+    import inspect
+
+    try:
+        params = list(inspect.signature(callback).parameters.values())
+    except (TypeError, ValueError):
+        return callback
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind is p.VAR_POSITIONAL for p in params) or len(positional) != 2:
+        return callback
+    two = callback
+    return lambda phase, done, total: two(phase, f"{done}/{total}")
+
+
 class MigrationExecutor:
     """Apply a plan (RedisVL's ``MigrationExecutor``): ``MigrationExecutor().apply(plan, ...)``.
 
@@ -181,11 +200,11 @@ class MigrationExecutor:
     ) -> MigrationReport:
         """Apply ``plan`` to the server at ``redis_url``, or resume it from ``backup_dir``
         (re-run the same call after a crash). ``progress_callback(step, done, total)``
-        reports progress. ``redis_client`` (a sync client, or the async API's bridge) carries
-        every command of this process; worker processes still connect to ``redis_url``.
-        ``online`` (:class:`~rvlm.OnlineOptions`) says how an online plan that copies
-        documents runs: throttling, a postponed cut-over, forwarding after it (``follow``),
-        finalize, status.
+        reports progress (a RedisVL callback ``(step, detail)`` works too). ``redis_client``
+        (a sync client, or the async API's bridge) carries every command of this process;
+        worker processes still connect to ``redis_url``. ``online``
+        (:class:`~rvlm.OnlineOptions`) says how an online plan that copies documents runs:
+        throttling, a postponed cut-over, forwarding after it (``follow``), finalize, status.
 
         The quality gate: before the source stops serving, ``recall_queries`` KNN queries per
         vector field whose answers can change (vectors of stored documents, a fixed seed) and
@@ -208,7 +227,7 @@ class MigrationExecutor:
                                   recall_k=recall_k, query_check_file=query_check_file)
         return apply_plan(redis_url, plan, backup_dir=backup_dir, batch_size=batch_size,
                           workers=num_workers, accept_data_loss=accept_data_loss,
-                          progress=progress_callback, plugins=plugins,
+                          progress=progress_adapter(progress_callback), plugins=plugins,
                           index_timeout=index_timeout, client=redis_client, quality=quality,
                           rollback_below_recall=rollback_below_recall, online=online)
 
@@ -330,6 +349,7 @@ __all__ = [
     "MigrationExecutor",
     "MigrationPlanner",
     "finalize",
+    "progress_adapter",
     "quality_options",
     "resolve_inputs",
     "rollback",

@@ -64,11 +64,10 @@ def test_plan_pattern_applicable_and_skipped(redis_client: Any, redis_url: str, 
 
     out = bp.write(tmp_path / "plans" / "batch_plan.yaml")
     data = yaml.safe_load(out.read_text())
-    for key in ("version", "batch_id", "mode", "schema_patch", "failure_policy", "indexes",
-                "conflicts"):
+    for key in ("version", "batch_id", "mode", "shared_patch", "schema_patch_path",
+                "failure_policy", "indexes", "conflicts", "created_at"):
         assert key in data
-    assert data["schema_patch"]["content"]["changes"]["rename_fields"][0]["new_name"] == \
-        "headline"
+    assert data["shared_patch"]["changes"]["rename_fields"][0]["new_name"] == "headline"
     # every applicable index has its own full plan next to the batch plan, reviewable
     for e in data["indexes"][:2]:
         plan = Plan.load(out.parent / e["plan_path"])

@@ -91,7 +91,8 @@ def planned(redis_client: Any, redis_url: str, tmp_path: Path) -> Iterator[dict[
     """An index ``idx`` (40 hash documents) and a lossy plan (rename + float16) for it."""
     make_hash_index(redis_client, n=40)
     (tmp_path / "patch.yaml").write_text(PATCH)
-    done = rvlm("plan", "-i", "idx", "-p", "patch.yaml", "-o", "plan.yaml", "--url", redis_url,
+    done = rvlm("plan", "-i", "idx", "--schema-patch", "patch.yaml",
+                "-o", "plan.yaml", "--url", redis_url,
                 cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     yield {"url": redis_url, "dir": tmp_path, "client": redis_client}
@@ -169,7 +170,7 @@ def test_help_has_no_type_on_flags_and_mode_is_a_choice_list() -> None:
     assert "drop_recreate|online" in plan_help
     assert "fail_fast|continue_on_error" in rvlm("batch", "plan", "--help",
                                                  env=_env(COLUMNS="250")).stdout
-    bad = rvlm("plan", "-i", "x", "-p", "p.yaml", "--mode", "sideways")
+    bad = rvlm("plan", "-i", "x", "--schema-patch", "p.yaml", "--mode", "sideways")
     assert bad.returncode == 2
     assert "'drop_recreate', 'online'" in bad.stderr
 
@@ -177,7 +178,7 @@ def test_help_has_no_type_on_flags_and_mode_is_a_choice_list() -> None:
 @pytest.mark.parametrize("args", [
     ("plan", "--no-such-option"),      # unknown option
     ("plna",),                         # unknown command
-    ("plan", "-p", "patch.yaml"),      # missing required option
+    ("plan", "--schema-patch", "patch.yaml"),      # missing required option
     ("apply", "--plan"),               # option without its value
     ("index", "info", "-i", "x", "extra"),  # stray argument
 ])
@@ -224,7 +225,8 @@ def test_shell_completion(tmp_path: Path) -> None:
 def test_quiet_and_verbose(planned: dict[str, Any]) -> None:
     """--quiet/-q and --verbose/-v, backed by logging, before or after the command."""
     url, work = planned["url"], planned["dir"]
-    quiet = rvlm("plan", "-i", "idx", "-p", "patch.yaml", "-o", "p2.yaml", "--url", url, "-q",
+    quiet = rvlm("plan", "-i", "idx", "--schema-patch", "patch.yaml",
+                 "-o", "p2.yaml", "--url", url, "-q",
                  cwd=work)
     assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
     assert (work / "p2.yaml").exists()
@@ -407,7 +409,8 @@ def test_json_on_plan_apply_validate_rollback(planned: dict[str, Any]) -> None:
     report_keys = {"version", "mode", "source_index", "target_index", "result", "started_at",
                    "finished_at", "timings", "validation", "benchmark_summary", "backup",
                    "warnings", "manual_actions", "rvlm"}
-    plan = rvlm("plan", "-i", "idx", "-p", "patch.yaml", "-o", "plan.yaml", "--url", url,
+    plan = rvlm("plan", "-i", "idx", "--schema-patch", "patch.yaml",
+                "-o", "plan.yaml", "--url", url,
                 "--json", cwd=work)
     data = json.loads(plan.stdout)
     on_disk = yaml.safe_load((work / "plan.yaml").read_text())
@@ -522,7 +525,8 @@ def test_lossy_prompt_says_what_is_true(planned: dict[str, Any]) -> None:
 def test_long_plan_lines_wrap_at_word_boundaries(planned: dict[str, Any]) -> None:
     """Long plan lines wrap at word boundaries (not mid-word, not off the screen)."""
     url, work = planned["url"], planned["dir"]
-    done = rvlm("plan", "-i", "idx", "-p", "patch.yaml", "-o", "plan.yaml", "--url", url,
+    done = rvlm("plan", "-i", "idx", "--schema-patch", "patch.yaml",
+                "-o", "plan.yaml", "--url", url,
                 env=_env(COLUMNS="60"), cwd=work)
     assert done.returncode == 0
     lines = done.stdout.splitlines()
@@ -551,7 +555,8 @@ def test_batch_table_header_lines_up(redis_client: Any, redis_url: str, tmp_path
     redis_client.execute_command("FT.CREATE", "other_idx", "ON", "HASH", "PREFIX", "1", "o:",
                                  "SCHEMA", "x", "TEXT")
     (tmp_path / "patch.yaml").write_text(PATCH)
-    done = rvlm("batch", "plan", "-p", "patch.yaml", "--pattern", "*_idx", "--url", redis_url,
+    done = rvlm("batch", "plan", "--schema-patch", "patch.yaml",
+                "--pattern", "*_idx", "--url", redis_url,
                 cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

@@ -68,7 +68,7 @@ changes:
     assert plan["diff_classification"]["supported"] is True
     # same inputs, same file
     out2 = tmp_path / "plan2.yaml"
-    r = run("plan", "-i", index, "-p", str(patch), "--url", redis_url, "-o", str(out2))
+    r = run("plan", "-i", index, "--schema-patch", str(patch), "--url", redis_url, "-o", str(out2))
     assert r.exit_code == 0 and out2.read_text() == out.read_text()
 
 
@@ -92,9 +92,9 @@ def test_allow_shared_keys_is_recorded(index, redis_client, redis_url, tmp_path)
     patch = write(tmp_path, "p.yaml", "version: 1\nchanges:\n  update_fields:\n"
                                       "    - {name: emb, attrs: {datatype: float16}}\n")
     out = tmp_path / "plan.yaml"
-    r = run("plan", "-i", index, "-p", str(patch), "--url", redis_url, "-o", str(out))
+    r = run("plan", "-i", index, "--schema-patch", str(patch), "--url", redis_url, "-o", str(out))
     assert r.exit_code == 1 and "--allow-shared-keys" in r.stdout
-    r = run("plan", "-i", index, "-p", str(patch), "--url", redis_url, "-o", str(out),
+    r = run("plan", "-i", index, "--schema-patch", str(patch), "--url", redis_url, "-o", str(out),
             "--allow-shared-keys")
     assert r.exit_code == 0, r.output
     assert yaml.safe_load(out.read_text())["rvlm"]["overrides"] == {
@@ -147,7 +147,7 @@ def test_bad_patch_is_one_line_exit_2_nothing_written(index, redis_url, tmp_path
                                                       words):
     patch = write(tmp_path, name, text)
     out = tmp_path / "plan.yaml"
-    r = run("plan", "-i", index, "-p", str(patch), "--url", redis_url, "-o", str(out))
+    r = run("plan", "-i", index, "--schema-patch", str(patch), "--url", redis_url, "-o", str(out))
     assert r.exit_code == 2, r.output
     assert not out.exists()
     assert "Traceback" not in r.output and r.stdout == ""
@@ -158,10 +158,10 @@ def test_bad_patch_is_one_line_exit_2_nothing_written(index, redis_url, tmp_path
 
 
 @pytest.mark.parametrize("args, words", [
-    (["-i", "nope", "-p", "{patch}"], ["no index named 'nope'"]),
+    (["-i", "nope", "--schema-patch", "{patch}"], ["no index named 'nope'"]),
     (["-i", "docs"], ["--schema-patch or --target-schema"]),
-    (["-i", "docs", "-p", "{patch}", "-t", "{patch}"], ["exactly one"]),
-    (["-i", "docs", "-p", "{missing}"], ["no such file"]),
+    (["-i", "docs", "--schema-patch", "{patch}", "-t", "{patch}"], ["exactly one"]),
+    (["-i", "docs", "--schema-patch", "{missing}"], ["no such file"]),
     (["-i", "docs", "-t", "{badtarget}"], ["badtarget.yaml", "fields[0]", "'nmae'"]),
 ])
 def test_other_bad_input(index, redis_url, tmp_path, args, words):
@@ -185,7 +185,7 @@ def test_estimate(index, redis_url, tmp_path, monkeypatch):
                                       "  update_fields: [{name: emb, attrs: {datatype: float16}}]\n"
                                       "  rename_fields: [{old_name: title, new_name: headline}]\n")
     out = tmp_path / "plan.yaml"
-    assert run("plan", "-i", index, "-p", str(patch), "--url", redis_url, "-o",
+    assert run("plan", "-i", index, "--schema-patch", str(patch), "--url", redis_url, "-o",
                str(out)).exit_code == 0
     r = run("estimate", "--plan", str(out), "--url", redis_url, "--json")
     assert r.exit_code == 0, r.output

@@ -357,3 +357,35 @@ def test_the_shared_keys_block_names_a_way_out_that_works_in_a_batch(
                                             backup_dir=tmp_path / "backups")
     assert report.succeeded
     assert ("v", "float16") in fields(redis_client, "a_idx")
+
+
+# -- RedisVL's call shapes ---------------------------------------------------------------------
+
+def test_redisvls_call_shapes(redis_client: Any, redis_url: str, tmp_path: Path) -> None:
+    """What an rvl user's code passes: a (step, detail) progress callback, key_sample_limit,
+    batch_size/num_workers on the batch executor's apply, the models by their names."""
+    make_index(redis_client, "a_idx", "a:", 6)
+    make_index(redis_client, "b_idx", "b:", 6, seed=1)
+    patch = write_patch(tmp_path, QUANTIZE)
+    plan = MigrationPlanner(key_sample_limit=4).create_plan(
+        "a_idx", redis_url=redis_url, schema_patch_path=str(patch), redis_client=redis_client)
+    assert len(plan.key_sample) == 4
+    steps: list[tuple[str, str | None]] = []
+    report = MigrationExecutor().apply(
+        plan, redis_url=redis_url, redis_client=redis_client, backup_dir=str(tmp_path / "b"),
+        batch_size=2, num_workers=1,
+        progress_callback=lambda step, detail: steps.append((step, detail)))
+    assert report.result == "succeeded"
+    assert ("transform", "3/3") in steps   # 6 documents in batches of 2
+    batch_plan = BatchMigrationPlanner().create_batch_plan(
+        indexes=["b_idx"], schema_patch_path=str(patch), redis_url=redis_url,
+        failure_policy="fail_fast")
+    assert isinstance(batch_plan, rvlm.BatchPlan)
+    batch = BatchMigrationExecutor().apply(
+        batch_plan, batch_plan_path=str(tmp_path / "bp.yaml"),
+        state_path=str(tmp_path / "state.yaml"), report_dir=str(tmp_path / "reports"),
+        redis_url=redis_url, backup_dir=str(tmp_path / "bb"), batch_size=2, num_workers=1)
+    assert batch.status == "completed" and (tmp_path / "bp.yaml").is_file()
+    state = rvlm.BatchState.load(tmp_path / "state.yaml")
+    assert state.index("b_idx").status == "succeeded"
+    assert isinstance(batch, rvlm.BatchReport)

@@ -125,6 +125,9 @@ def apply(
     status_every: Annotated[float, typer.Option(
         "--status-every", min=0, help="Online copy: seconds between status lines on stderr.")
     ] = 5.0,
+    use_async: Annotated[bool, typer.Option(
+        "--async", help="Run the async executor (redis.asyncio on an event loop; the same "
+                        "plan, documents, backup and report).")] = False,
 ) -> None:
     """Apply a plan: check, back up, drop, rewrite documents, create, validate.
 
@@ -168,6 +171,9 @@ def apply(
             f"Drop and rebuild index {loaded.source_index!r} now?", default=True,
             err=json_out):
         raise RvlmError("not applied")
+    if copies and use_async:
+        raise RvlmError("--async runs a plan that rewrites documents in place; an online plan "
+                        "that copies documents runs without it")
     if copies:
         import attrs
 
@@ -183,13 +189,22 @@ def apply(
                 recall_queries=recall_queries, recall_k=recall_k,
                 query_check_file=query_check_file, rollback_below_recall=rollback_below_recall)
     else:
+        arguments: dict[str, Any] = dict(
+            redis_url=url, backup_dir=backup_dir, batch_size=batch_size, num_workers=workers,
+            accept_data_loss=accept_data_loss, index_timeout=index_timeout,
+            min_recall=min_recall, recall_queries=recall_queries, recall_k=recall_k,
+            query_check_file=query_check_file, rollback_below_recall=rollback_below_recall)
         with progress_display() as progress:
-            report = MigrationExecutor().apply(
-                loaded, redis_url=url, backup_dir=backup_dir, batch_size=batch_size,
-                num_workers=workers, accept_data_loss=accept_data_loss,
-                progress_callback=progress, index_timeout=index_timeout, min_recall=min_recall,
-                recall_queries=recall_queries, recall_k=recall_k,
-                query_check_file=query_check_file, rollback_below_recall=rollback_below_recall)
+            if use_async:
+                import asyncio
+
+                from rvlm.aio import AsyncMigrationExecutor
+
+                report = asyncio.run(AsyncMigrationExecutor().apply(
+                    loaded, progress_callback=progress, **arguments))
+            else:
+                report = MigrationExecutor().apply(loaded, progress_callback=progress,
+                                                   **arguments)
     if report_out is not None:
         report.write(report_out)
     if benchmark_out is not None:
@@ -199,7 +214,8 @@ def apply(
     else:
         lossy = "--accept-data-loss" if loaded.lossy else ""
         _summary(report, resume=_command("rvlm", "apply", "--plan", str(plan), "--backup-dir",
-                                         str(backup_dir), lossy, url=url),
+                                         str(backup_dir), lossy,
+                                         "--async" if use_async else "", url=url),
                  undo=_command("rvlm", "rollback", "--backup-dir", str(backup_dir), url=url))
     if not report.succeeded:
         raise typer.Exit(1)

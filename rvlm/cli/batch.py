@@ -61,12 +61,17 @@ AcceptOption = Annotated[bool, typer.Option(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(batch_app, name="batch")
+    # rvl's flat names (rvl migrate batch-plan ...), hidden
+    for name, command in (("batch-plan", plan), ("batch-apply", apply),
+                          ("batch-resume", resume), ("batch-status", status)):
+        app.command(name, hidden=True,
+                    help=f"Same as rvlm batch {name.split('-')[1]}.")(command)
 
 
 @batch_app.command("plan")
 @handle_errors
 def plan(
-    schema_patch: Annotated[Path, typer.Option("--schema-patch", "-p",
+    schema_patch: Annotated[Path, typer.Option("--schema-patch",
                                                help="The schema patch applied to every index.")],
     pattern: Annotated[str | None, typer.Option("--pattern", help="Glob over index names, "
                                                                   "e.g. '*_idx'.")] = None,

@@ -36,8 +36,8 @@ RecallQueriesOption = Annotated[int, typer.Option(
 RecallKOption = Annotated[int, typer.Option(
     "--recall-k", min=1, help="k of recall@k: the nearest documents compared per query.")]
 KeySampleOption = Annotated[int, typer.Option(
-    "--key-sample-limit", min=1, help="Keys recorded in the plan's key sample (validation "
-                                      "checks they still exist).")]
+    "--key-sample-limit", min=0, help="Keys recorded in the plan's key sample (validation "
+                                      "checks they still exist; rvl's option).")]
 QueryCheckOption = Annotated[Path | None, typer.Option(
     "--query-check-file", help="Your own checks (YAML): rvl's fetch_ids/keys_exist, or "
                                "queries: [{name, query, params, order}] run against the source "

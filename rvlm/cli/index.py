@@ -356,5 +356,38 @@ def destroy_command(index: IndexOption, url: UrlOption = None) -> None:
     drop_command(index=index, url=url, delete_documents=True)
 
 
+@handle_errors
+def helper_command(url: UrlOption = None) -> None:
+    """The indexes of a server, the changes rvlm can make, and the commands (rvl migrate
+    helper)."""
+    from rvlm.core.plugins.host import get_host
+    from rvlm.core.redis.connection import connect, list_indexes
+
+    client = connect(url)
+    try:
+        names = list_indexes(client)
+    finally:
+        client.close()
+    typer.echo("Indexes:")
+    for position, name in enumerate(names, start=1):
+        typer.echo(f"  {position}. {name}")
+    if not names:
+        typer.echo("  (none)")
+    typer.echo("\nChanges rvlm can make (one plugin each; 'rvlm plugins' lists them all):")
+    for name, (_plugin, change_type) in sorted(get_host().change_types().items()):
+        typer.echo(f"  - {name}: {change_type.description}")
+    typer.echo("\nCommands:\n"
+               "  rvlm wizard -i <index>                                build a patch\n"
+               "  rvlm plan -i <index> --schema-patch <patch.yaml>      plan it\n"
+               "  rvlm apply --plan <plan.yaml> --backup-dir <dir>      apply (re-run to resume)\n"
+               "  rvlm validate --plan <plan.yaml>                      check the result\n"
+               "  rvlm rollback --backup-dir <dir>                      undo it")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(index_app, name="index")
+    # rvl's flat names: rvl migrate helper, and list (rvlm index list), hidden
+    app.command("helper", hidden=True, help="Same as rvl migrate helper: the indexes, the "
+                                            "changes rvlm can make, the commands.")(
+        helper_command)
+    app.command("list", hidden=True, help="Same as rvlm index list.")(list_command)

@@ -20,6 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from rvlm.cli import output
+from rvlm.cli.connection import with_connection_options
 
 #: click's exception base (Typer may vendor click, so it is found through a public subclass).
 ClickException: type[Exception] = next(
@@ -106,7 +107,8 @@ def _with_output_options(command: Any, params: list[Any]) -> None:
 
 
 class RvlmGroup(TyperGroup):
-    """The root group: output options on every command, one-line usage errors."""
+    """The root group: output options on every command, rvl's connection options on every
+    command with ``--url`` (:mod:`rvlm.cli.connection`), one-line usage errors."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -120,6 +122,7 @@ class RvlmGroup(TyperGroup):
                 stack.extend(sub.values())
             else:
                 _with_output_options(command, params)
+                with_connection_options(command)
             _no_type_on_flags(command)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:

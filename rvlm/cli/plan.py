@@ -29,7 +29,7 @@ class Mode(str, Enum):
 
 PatchOption = Annotated[
     Path | None,
-    typer.Option("--schema-patch", "-p", help="Schema patch YAML (RedisVL format + plugin "
+    typer.Option("--schema-patch", help="Schema patch YAML (RedisVL format + plugin "
                                               "sections)."),
 ]
 TargetOption = Annotated[
@@ -125,11 +125,13 @@ def estimate(
     url: UrlOption = None,
     cluster: ClusterOption = False,
     json_out: JsonOption = False,
-    aof_enabled: Annotated[bool, typer.Option(
-        "--aof-enabled", help="Include the AOF growth (with --url it is included whenever the "
-                              "server has appendonly yes).")] = False,
+    aof_enabled: Annotated[bool | None, typer.Option(
+        "--aof-enabled/--aof-disabled", show_default=False,
+        help="Whether the server appends to an AOF (default: ask the server given with "
+             "--url).")] = None,
 ) -> None:
-    """Backup disk, Redis memory before and after, bytes to rewrite and expected downtime."""
+    """Backup disk, Redis memory before and after, bytes to rewrite, RDB snapshot and AOF
+    growth, and expected downtime."""
     from rvlm.core.migrate.estimate import estimate_plan
     from rvlm.core.migrate.plan import Plan
 
@@ -139,7 +141,7 @@ def estimate(
         from rvlm.core.redis.connection import connect
 
         client = connect(url)
-    result = estimate_plan(loaded, client, aof_enabled=True if aof_enabled else None)
+    result = estimate_plan(loaded, client, aof_enabled=aof_enabled)
     if json_out:
         echo_json(result)
         return

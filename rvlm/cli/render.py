@@ -202,10 +202,18 @@ def print_estimate(result: dict[str, Any], console: Console | None = None) -> No
     table.add_row("Redis memory before (vectors + index)",
                   human_bytes(result["memory_before_bytes"]))
     table.add_row("Redis memory after (est.)", human_bytes(result["memory_after_bytes"]))
+    savings = result["memory_savings_bytes"]
+    table.add_row("Redis memory saved" if savings >= 0 else "Redis memory added",
+                  human_bytes(abs(savings)))
+    table.add_row("RDB snapshot (BGSAVE)", human_bytes(result["rdb_snapshot_bytes"]))
+    aof = result["aof_enabled"]
+    table.add_row("AOF growth (est.)", "not estimated (pass --aof-enabled if AOF is on)"
+                  if aof is None else human_bytes(result["aof_growth_bytes"]) if aof
+                  else "none (AOF is off)")
+    table.add_row("total new disk (backup + RDB + AOF)",
+                  human_bytes(result["total_new_disk_bytes"]))
     dt = result["expected_downtime_seconds"]
     table.add_row("expected downtime", "unknown" if dt is None else seconds_text(dt))
-    if result.get("aof_enabled"):
-        table.add_row("AOF growth (est.)", human_bytes(result.get("aof_growth_bytes")))
     out.print(table)
     for note in result.get("notes", []):
         print_wrapped(out, "  - ", escape(note))

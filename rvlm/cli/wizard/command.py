@@ -21,8 +21,8 @@ def register(app: typer.Typer) -> None:
 def wizard(
     index: Annotated[str | None, typer.Option(
         "--index", "-i", help="Index to migrate (a list to pick from otherwise).")] = None,
-    patch: Annotated[Path | None, typer.Option("--patch", "-p", help="Start from this schema "
-                                                                     "patch.")] = None,
+    patch: Annotated[Path | None, typer.Option("--patch", help="Start from this schema "
+                                                               "patch.")] = None,
     plan_out: Annotated[Path | None, typer.Option(
         "--plan-out", "-o", help="Also write the plan here when done.")] = None,
     patch_out: Annotated[Path | None, typer.Option("--patch-out", help="Where to write the patch "

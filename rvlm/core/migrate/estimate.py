@@ -7,9 +7,13 @@ are measured when a server is given (written once, backed up once), else reporte
 Downtime comes from the source index's measured indexing rate (FT.INFO
 ``total_indexing_time``).
 
-AOF growth (when the server has ``appendonly yes``, or when asked as rvl's ``--aof-enabled``
-asks): every rewritten document's write is appended to the AOF until its next rewrite, so it
-grows by about the bytes rewritten plus each command's framing, key and field names.
+Disk, as RedisVL's guide lists it: the backup dir (rvlm keeps the original of every value it
+rewrites), an RDB snapshot (a ``BGSAVE`` writes the whole dataset to a temporary file before it
+replaces the old one: about ``used_memory_dataset`` more disk, with the vectors at their new
+size; needs a server), and, when AOF is on (``--aof-enabled``, or ``aof_enabled`` of the
+server), AOF growth: every rewritten document's write is appended to the AOF until its next
+rewrite, so it grows by about the bytes rewritten plus each command's framing, key and field
+names.
 """
 
 from __future__ import annotations
@@ -52,8 +56,8 @@ def estimate_plan(plan: Plan, client: Any = None, host: PluginHost | None = None
                   aof_enabled: bool | None = None) -> dict[str, Any]:
     """A YAML/JSON-safe mapping of sizes and times (None where unknown).
 
-    ``aof_enabled``: include the AOF growth (True), leave it out (False), or ask the server
-    (None: ``CONFIG GET appendonly`` when a client is given)."""
+    ``aof_enabled``: include the AOF growth (True), count none (False), or ask the server
+    (None: ``INFO persistence`` when a client is given; without one it is not estimated)."""
     host = host or get_host()
     stats = plan.source_stats
     docs = stats.num_docs + stats.indexing_failures
@@ -101,13 +105,9 @@ def estimate_plan(plan: Plan, client: Any = None, host: PluginHost | None = None
         notes.append("the source index reports no indexing time; downtime unknown")
     else:
         downtime = indexing_s + (rewrite_s or 0.0)
-    if aof_enabled is None and client is not None:
-        aof_enabled = _aof_on(client)
-    aof: float | None = None
-    if aof_enabled and not unknown_sizes:
-        aof = rewritten + docs_rewritten * _aof_overhead(plan)
-    elif aof_enabled:
-        notes.append("AOF growth unknown: value sizes unknown")
+    disk = _disk(plan, client, aof_enabled, docs_rewritten,
+                 None if unknown_sizes else rewritten, None if unknown_sizes else backup,
+                 after - before, notes)
     return {
         "index": plan.source_index,
         "documents": docs,
@@ -120,23 +120,22 @@ def estimate_plan(plan: Plan, client: Any = None, host: PluginHost | None = None
         "index_memory_after_bytes": index_after,
         "memory_before_bytes": before + index_before,
         "memory_after_bytes": after + index_after,
+        "memory_savings_bytes": (before + index_before) - (after + index_after),
+        **disk,
         "expected_downtime_seconds": downtime,
-        "aof_enabled": aof_enabled,
-        "aof_growth_bytes": aof,
         "notes": notes,
     }
 
 
-def _aof_on(client: Any) -> bool | None:
-    """The server's ``appendonly`` setting; None when CONFIG is refused (managed servers)."""
-    from rvlm.core.redis.resp import to_map, to_str
-
+def _server_info(client: Any, section: str) -> dict[str, Any]:
+    """``INFO section`` as a dict, or {} when the server does not answer it."""
+    if client is None:
+        return {}
     try:
-        reply = to_map(client.execute_command("CONFIG", "GET", "appendonly"))
-    except Exception:  # a managed server may refuse CONFIG: then the flag decides
-        return None
-    value = {to_str(k): to_str(v) for k, v in reply.items()}.get("appendonly")
-    return None if value is None else value == "yes"
+        info = client.info(section)
+    except Exception:  # a proxy or an ACL may refuse INFO: the figure stays unknown
+        return {}
+    return {str(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
 
 
 def _aof_overhead(plan: Plan) -> float:
@@ -149,6 +148,31 @@ def _aof_overhead(plan: Plan) -> float:
         total += AOF_COMMAND_OVERHEAD + key_len
         total += sum(len(name) + AOF_FIELD_OVERHEAD for name in op.writes)
     return total
+
+
+def _disk(plan: Plan, client: Any, aof_enabled: bool | None, docs_rewritten: int,
+          rewritten: float | None, backup: float | None, vector_change: int,
+          notes: list[str]) -> dict[str, Any]:
+    """The disk a migration needs: backup dir, RDB snapshot, AOF growth, and their total."""
+    dataset = _server_info(client, "memory").get("used_memory_dataset")
+    rdb = None if dataset is None else max(0, int(dataset) + vector_change)
+    if rdb is None:
+        notes.append("RDB snapshot size unknown (give --url to read the server's dataset size)")
+    if aof_enabled is None:
+        found = _server_info(client, "persistence").get("aof_enabled")
+        aof_enabled = None if found is None else bool(int(found))
+    aof: float | None = None
+    if aof_enabled is None:
+        notes.append("AOF growth not estimated (pass --aof-enabled if the server appends to "
+                     "an AOF)")
+    elif aof_enabled and rewritten is not None:
+        aof = rewritten + docs_rewritten * _aof_overhead(plan)
+    elif aof_enabled:
+        notes.append("AOF growth unknown: value sizes unknown")
+    counted = (backup, rdb, aof if aof_enabled else 0.0)
+    total = None if any(p is None for p in counted) else sum(p or 0 for p in counted)
+    return {"rdb_snapshot_bytes": rdb, "aof_enabled": aof_enabled, "aof_growth_bytes": aof,
+            "total_new_disk_bytes": total}
 
 
 def _search_major(plan: Plan) -> int:

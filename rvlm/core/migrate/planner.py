@@ -213,6 +213,8 @@ def make_plan(
     def read_source(keys: Sequence[bytes], names: Sequence[str]) -> list[Document]:
         return read_documents(client, source.storage_type, keys, names)
 
+    if options.key_sample_limit < 0:
+        raise RvlmError(f"the key sample limit must be 0 or more, not {options.key_sample_limit}")
     key_sample = tuple(sample_keys(client, source.name, options.key_sample_limit))
     others = _other_indexes(client, source.name)
 

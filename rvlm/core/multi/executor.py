@@ -84,8 +84,15 @@ class BatchMigrationExecutor:
         progress_callback: ProgressCallback | None = None,
         accept_data_loss: bool = True,
         parallel: int = 1,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        batch_plan_path: str | Path | None = None,
     ) -> BatchReport:
         """Run every applicable index of ``batch_plan`` (an object or a file path).
+
+        ``batch_size`` and ``num_workers`` (RedisVL's arguments) override the executor's own
+        for this run; ``batch_plan_path`` is where a plan object not yet written goes (default
+        ``<batch_id>_plan.yaml`` next to the state file).
 
         A state file that already holds this run is continued (like ``resume``); one for
         another run is refused. Raises :class:`RvlmError` for refused input (nothing run):
@@ -97,6 +104,7 @@ class BatchMigrationExecutor:
         ``--accept-data-loss`` as given, on every run and resume.
         """
         plan = batch_plan if isinstance(batch_plan, BatchPlan) else BatchPlan.load(batch_plan)
+        self._run_sizes(batch_size, num_workers)
         if plan.refused:
             raise RvlmError(plan.conflict_message())
         if backup_dir is None:
@@ -137,7 +145,8 @@ class BatchMigrationExecutor:
                                 "cannot be restored exactly); pass --accept-data-loss "
                                 "(accept_data_loss=True) to apply them")
             if plan.path is None:
-                plan.write(state_file.with_name(f"{plan.batch_id}_plan.yaml"))
+                plan.write(Path(batch_plan_path) if batch_plan_path is not None
+                           else state_file.with_name(f"{plan.batch_id}_plan.yaml"))
             assert plan.path is not None
             reports = Path(report_dir).resolve() if report_dir else state_file.parent / "reports"
             state = BatchState(
@@ -167,6 +176,8 @@ class BatchMigrationExecutor:
         progress_callback: ProgressCallback | None = None,
         accept_data_loss: bool = True,
         parallel: int = 1,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
     ) -> BatchReport:
         """Continue the multi-index run in ``state_path``: an index that was in progress
         resumes from its own journal, pending ones run, failed ones only with
@@ -175,6 +186,7 @@ class BatchMigrationExecutor:
         ``--accept-data-loss``), whatever the first run was given."""
         if parallel < 1:
             raise RvlmError(f"--parallel must be at least 1, not {parallel}")
+        self._run_sizes(batch_size, num_workers)
         state_file = Path(state_path).resolve()
         with state_lock(state_file):
             state = BatchState.load(state_file)
@@ -195,6 +207,12 @@ class BatchMigrationExecutor:
         return state
 
     # -- internals -----------------------------------------------------------------------
+    def _run_sizes(self, batch_size: int | None, num_workers: int | None) -> None:
+        if batch_size is not None:
+            self.batch_size = batch_size
+        if num_workers is not None:
+            self.workers = num_workers
+
     @staticmethod
     def _check_backup_dir(state: BatchState, backup: Path, state_file: Path) -> None:
         if Path(state.backup_dir) != backup:

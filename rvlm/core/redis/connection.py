@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any, cast
+from urllib.parse import quote
 
 import redis
 
@@ -53,6 +54,24 @@ def _userinfo(url: str) -> tuple[str, str, str] | None:
     match = _SCHEME.match(head)
     prefix = match.group(0) if match else ""
     return prefix, head[len(prefix):], rest
+
+
+def url_from_parts(*, host: str | None = None, port: int | None = None,
+                   user: str | None = None, password: str | None = None,
+                   ssl: bool = False) -> str:
+    """A URL from RedisVL's connection options (``rvl ... --host --port --user --password
+    --ssl``): localhost and 6379 where not given, ``rediss://`` with ``ssl``."""
+    auth = ""
+    if user or password:
+        auth = quote(user or "", safe="") + (f":{quote(password, safe='')}" if password else "")
+        auth += "@"
+    scheme = "rediss" if ssl else "redis"
+    return f"{scheme}://{auth}{host or 'localhost'}:{port or 6379}"
+
+
+def with_ssl(url: str) -> str:
+    """``url`` with TLS (``redis://`` becomes ``rediss://``)."""
+    return "rediss://" + url[len("redis://"):] if url.startswith("redis://") else url
 
 
 def redact(url: str) -> str:

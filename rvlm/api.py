@@ -261,6 +261,7 @@ def validate(
     and the quality gate runs again against the source answers the apply kept there:
     recall@k per vector field (under ``min_recall``, default the plan's floor, it fails) and
     the checks of ``query_check_file``."""
+    from rvlm.core.migrate.backup_dir import check_backup_dir_name
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.quality_gate import gate_for_validate
     from rvlm.core.migrate.report import MigrationReport
@@ -274,6 +275,8 @@ def validate(
     loaded = plan if isinstance(plan, Plan) else Plan.load(plan)
     host = host_with(plugins)
     host.check()
+    if backup_dir is not None:
+        backup_dir = check_backup_dir_name(backup_dir)
     gate = gate_for_validate(loaded, backup_dir, quality_options(
         min_recall=min_recall, query_check_file=query_check_file))
     enum = phase_data(Path(backup_dir), "keys_enumerated") if backup_dir else {}

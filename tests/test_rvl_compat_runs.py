@@ -77,6 +77,9 @@ def test_a_backup_dir_that_cannot_be_created_is_one_line_and_nothing_changes(
     assert "--backup-dir is empty" in line
     line = one_line(rvlm_cli("rollback", "--backup-dir", "", "--url", redis_url, "--yes"))
     assert "--backup-dir is empty" in line
+    line = one_line(rvlm_cli("validate", "--plan", str(tmp_path / "plan.yaml"), "--backup-dir",
+                             "", "--url", redis_url))
+    assert "--backup-dir is empty" in line
     assert snapshot(redis_client, "a:") == before and fields(redis_client, "a_idx") == schema
     assert not (tmp_path / "b").exists()
 

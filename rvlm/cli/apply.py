@@ -280,7 +280,7 @@ def validate(
     cluster: ClusterOption = False,
     report_out: Annotated[Path | None, typer.Option("--report-out",
                                                     help="Write the YAML report here.")] = None,
-    backup_dir: Annotated[Path | None, typer.Option(
+    backup_dir: Annotated[str | None, typer.Option(
         "--backup-dir", help="The apply's backup dir: compare counts with the source count "
                              "taken at apply time instead of the plan's, and the target's "
                              "answers with the source's answers kept there.")] = None,

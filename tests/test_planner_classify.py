@@ -186,7 +186,8 @@ def test_new_vector_field_is_blocked(redis_client):
         "name": "emb2", "type": "vector",
         "attrs": {"dims": 4, "algorithm": "flat", "datatype": "float32",
                   "distance_metric": "cosine"}}]}), "add_field")
-    assert "emb2" in text and "write the vectors first" in text
+    assert "emb2" in text and "none of 25 sampled documents holds a vector" in text
+    assert "write a 4-dim float32 vector into every document first" in text
 
 
 def test_field_type_change_is_blocked(redis_client):

@@ -1,7 +1,8 @@
 """The Python examples of RedisVL's guide ("Migrate an Index", ``../shared/rvl-migrate-guide.md``)
 run against rvlm and the embedded server, as an rvl user would paste them.
 
-The guide is read where the project keeps it (``../shared``, next to the repository); its
+The guide is read where the project keeps it (``../shared``, next to the repository, or
+``$RVL_MIGRATE_GUIDE``); its
 ``python`` blocks run with three substitutions only: ``redisvl.migration`` becomes ``rvlm``,
 ``redis://localhost:6379`` the test server, ``/tmp/migration_backups`` a fresh directory. The
 files they read are the guide's own: ``schema_patch.yaml`` is its "Write a Schema Patch"
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import time
 from pathlib import Path
@@ -33,12 +35,18 @@ DIMS = 8
 DOCS = 12
 
 
+#: Where the guide is when the repository is not next to ``shared/`` (a copy elsewhere).
+GUIDE_ENV = "RVL_MIGRATE_GUIDE"
+
+
 def guide() -> str:
-    for shared in (ROOT.parent / "shared", ROOT.parent.parent / "shared"):
-        if (shared / NAME).is_file():
-            return (shared / NAME).read_text(encoding="utf-8")
+    if os.environ.get(GUIDE_ENV):
+        return Path(os.environ[GUIDE_ENV]).read_text(encoding="utf-8")
+    for parent in ROOT.parents:   # ../shared (CI), or further up (a git worktree)
+        if (parent / "shared" / NAME).is_file():
+            return (parent / "shared" / NAME).read_text(encoding="utf-8")
     pytest.fail(f"RedisVL's guide {NAME} is not in ../shared next to the repository "
-                f"({ROOT.parent / 'shared'}); the project keeps it there")
+                f"({ROOT.parent / 'shared'}), where the project keeps it; or set {GUIDE_ENV}")
 
 
 def fenced(text: str) -> list[tuple[int, str, str]]:

@@ -70,7 +70,7 @@ def test_float16_on_flat_passes_099_and_validate_repeats_it(redis_client, redis_
     p = write_patch(tmp_path, {"update_fields": [{"name": "emb",
                                                   "attrs": {"datatype": "float16"}}]})
     plan_path, backup = tmp_path / "plan.yaml", tmp_path / "b"
-    res = cli("plan", "-i", "idx", "-p", p, "-o", plan_path, "--url", redis_url,
+    res = cli("plan", "-i", "idx", "--schema-patch", p, "-o", plan_path, "--url", redis_url,
               "--min-recall", "0.99")
     assert res.exit_code == 0, res.output
     assert "Recall" in res.output and "estimated recall@10" in res.output
@@ -136,7 +136,7 @@ def test_poor_hnsw_drop_recreate_fails_then_rolls_back_by_itself(redis_client, r
     vectors_index(redis_client, random_vectors(2000, 64))
     p = write_patch(tmp_path, {"update_fields": [{"name": "emb", "attrs": POOR_HNSW}]})
     plan_path = tmp_path / "plan.yaml"
-    assert cli("plan", "-i", "idx", "-p", p, "-o", plan_path, "--url", redis_url,
+    assert cli("plan", "-i", "idx", "--schema-patch", p, "-o", plan_path, "--url", redis_url,
                "--min-recall", "0.9").exit_code == 0  # not estimated: measured at apply
     res = cli("apply", "--plan", plan_path, "--backup-dir", tmp_path / "b1", "--url", redis_url,
               "-y", "--report-out", tmp_path / "r1.yaml")
@@ -195,7 +195,8 @@ def test_plan_min_recall_blocks_with_the_figure_and_plans_are_stable(redis_clien
     vectors_index(redis_client, cone(800, 64, 0.1), metric="COSINE")
     p = write_patch(tmp_path, {"update_fields": [{"name": "emb",
                                                   "attrs": {"datatype": "bfloat16"}}]})
-    res = cli("plan", "-i", "idx", "-p", p, "-o", tmp_path / "a.yaml", "--url", redis_url,
+    res = cli("plan", "-i", "idx", "--schema-patch", p,
+              "-o", tmp_path / "a.yaml", "--url", redis_url,
               "--min-recall", "0.9")
     assert res.exit_code == 1, res.output
     assert "under --min-recall 0.9" in res.output and "estimated recall@10 0." in res.output
@@ -204,7 +205,8 @@ def test_plan_min_recall_blocks_with_the_figure_and_plans_are_stable(redis_clien
     assert any(r.startswith("quality: emb: estimated recall@10")
                for r in data["diff_classification"]["blocked_reasons"])
     # the same inputs give the same bytes; the fingerprint covers the quality section
-    assert cli("plan", "-i", "idx", "-p", p, "-o", tmp_path / "b.yaml", "--url", redis_url,
+    assert cli("plan", "-i", "idx", "--schema-patch", p,
+               "-o", tmp_path / "b.yaml", "--url", redis_url,
                "--min-recall", "0.9").exit_code == 1
     assert (tmp_path / "a.yaml").read_bytes() == (tmp_path / "b.yaml").read_bytes()
     data["rvlm"]["quality"]["emb"]["estimated_recall_at_k"] = 0.99
@@ -212,7 +214,8 @@ def test_plan_min_recall_blocks_with_the_figure_and_plans_are_stable(redis_clien
     with pytest.raises(RvlmError, match="edited after it was made"):
         Plan.load(tmp_path / "c.yaml")
     # without a floor the same change is supported, and the display still says the figure
-    res = cli("plan", "-i", "idx", "-p", p, "-o", tmp_path / "d.yaml", "--url", redis_url)
+    res = cli("plan", "-i", "idx", "--schema-patch", p,
+              "-o", tmp_path / "d.yaml", "--url", redis_url)
     assert res.exit_code == 0 and "estimated recall@10 0." in res.output, res.output
 
 
@@ -266,7 +269,7 @@ def test_query_checks_pass_an_index_only_change_and_fail_a_removed_filter(
     checks.write_text(yaml.safe_dump(CHECKS))
     p = write_patch(tmp_path, {"update_fields": [{"name": "price", "attrs": {"sortable": True}}],
                                "index": {"name": "idx2"}})
-    assert cli("plan", "-i", "idx", "-p", p, "-o", tmp_path / "p1.yaml", "--url",
+    assert cli("plan", "-i", "idx", "--schema-patch", p, "-o", tmp_path / "p1.yaml", "--url",
                redis_url).exit_code == 0
     res = cli("apply", "--plan", tmp_path / "p1.yaml", "--backup-dir", tmp_path / "b1", "--url",
               redis_url, "-y", "--query-check-file", checks, "--report-out", tmp_path / "r1.yaml")
@@ -282,7 +285,7 @@ def test_query_checks_pass_an_index_only_change_and_fail_a_removed_filter(
     assert res.exit_code == 0 and "ok   query_check:red_near" in res.output, res.output
 
     p = write_patch(tmp_path, {"remove_fields": ["category"]}, "remove.yaml")
-    assert cli("plan", "-i", "idx2", "-p", p, "-o", tmp_path / "p2.yaml", "--url",
+    assert cli("plan", "-i", "idx2", "--schema-patch", p, "-o", tmp_path / "p2.yaml", "--url",
                redis_url).exit_code == 0
     res = cli("apply", "--plan", tmp_path / "p2.yaml", "--backup-dir", tmp_path / "b2", "--url",
               redis_url, "-y", "--query-check-file", checks, "--report-out", tmp_path / "r2.yaml")
@@ -305,7 +308,7 @@ def test_query_checks_pass_an_index_only_change_and_fail_a_removed_filter(
 def test_bad_input_is_refused_before_anything_changes(redis_client, redis_url, tmp_path):
     shop(redis_client)
     p = write_patch(tmp_path, {"update_fields": [{"name": "price", "attrs": {"sortable": True}}]})
-    assert cli("plan", "-i", "idx", "-p", p, "-o", tmp_path / "p.yaml", "--url",
+    assert cli("plan", "-i", "idx", "--schema-patch", p, "-o", tmp_path / "p.yaml", "--url",
                redis_url).exit_code == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("queries: [{name: x}]\n")
@@ -384,7 +387,7 @@ def test_answers_survive_a_crash_after_the_drop(redis_client, redis_url, tmp_pat
     vectors_index(redis_client, random_vectors(300, 16), metric="COSINE")
     p = write_patch(tmp_path, {"update_fields": [{"name": "emb",
                                                   "attrs": {"datatype": "float16"}}]})
-    assert cli("plan", "-i", "idx", "-p", p, "-o", tmp_path / "plan.yaml", "--url",
+    assert cli("plan", "-i", "idx", "--schema-patch", p, "-o", tmp_path / "plan.yaml", "--url",
                redis_url).exit_code == 0
     args = [sys.executable, "-m", "rvlm", "apply", "--plan", str(tmp_path / "plan.yaml"),
             "--backup-dir", str(tmp_path / "b"), "--url", redis_url, "--accept-data-loss",

@@ -317,9 +317,9 @@ def test_bytes_have_one_human_form(planned: dict[str, Any]) -> None:
     (work / "online.yaml").write_text(
         "version: 1\nchanges:\n  update_fields: [{name: v, attrs: {algorithm: hnsw}}]\n"
         "  index: {name: idx_v2}\n")
-    online = json.loads(rvlm("plan", "-i", "idx", "-p", "online.yaml", "-o", "o.yaml",
-                             "--mode", "online", "--alias", "live", "--json", "--url", url,
-                             cwd=work).stdout)
+    online = json.loads(rvlm("plan", "-i", "idx", "--schema-patch", "online.yaml",
+                             "-o", "o.yaml", "--mode", "online", "--alias", "live", "--json",
+                             "--url", url, cwd=work).stdout)
     memory = next(w for w in online["warnings"] if w.startswith("memory: "))
     assert re.search(r"about \d+(?:\.\d)? (?:bytes|kB|MB|GB) of extra index memory", memory)
     info = rvlm("index", "info", "-i", "idx", "--url", url, env=_env(COLUMNS="200"))
@@ -628,7 +628,7 @@ def test_resume_after_the_transform_and_the_rollback_indexing_bar(
     make_hash_index(redis_client, n=40)
     (tmp_path / "patch.yaml").write_text("version: 1\nchanges:\n  rename_fields:\n"
                                          "    - {old_name: t, new_name: title}\n")
-    assert rvlm("plan", "-i", "idx", "-p", "patch.yaml", "-o", "plan.yaml", "--url",
+    assert rvlm("plan", "-i", "idx", "--schema-patch", "patch.yaml", "-o", "plan.yaml", "--url",
                 redis_url, cwd=tmp_path).returncode == 0
     args = ("apply", "--plan", "plan.yaml", "--backup-dir", "b", "--url", redis_url, "--yes")
     assert rvlm(*args, env=_env(RVLM_FAULT="after_transform"), cwd=tmp_path).returncode == 137

@@ -298,6 +298,7 @@ def create_command(
                                             "what rvlm index info --yaml prints)."),
     ],
     url: UrlOption = None,
+    cluster: ClusterOption = False,
 ) -> None:
     """Create an index from a schema file (as rvl index create does)."""
     from rvlm.core.migrate.indexes import create_index
@@ -321,6 +322,7 @@ def create_command(
 def drop_command(
     index: IndexOption,
     url: UrlOption = None,
+    cluster: ClusterOption = False,
     delete_documents: Annotated[
         bool,
         typer.Option("--delete-documents", help="Delete the documents the index covers too "
@@ -351,13 +353,14 @@ index_app.command("delete", hidden=True, help="Same as rvlm index drop.")(drop_c
 
 @index_app.command("destroy", hidden=True)
 @handle_errors
-def destroy_command(index: IndexOption, url: UrlOption = None) -> None:
+def destroy_command(index: IndexOption, url: UrlOption = None,
+                    cluster: ClusterOption = False) -> None:
     """Same as rvlm index drop --delete-documents."""
     drop_command(index=index, url=url, delete_documents=True)
 
 
 @handle_errors
-def helper_command(url: UrlOption = None) -> None:
+def helper_command(url: UrlOption = None, cluster: ClusterOption = False) -> None:
     """The indexes of a server, the changes rvlm can make, and the commands (rvl migrate
     helper)."""
     from rvlm.core.plugins.host import get_host

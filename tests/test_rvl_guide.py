@@ -170,7 +170,11 @@ def test_single_index_examples(redis_client: Any, redis_url: str, tmp_path: Path
     printed = run(adapt(blocks["workers"], redis_url, tmp_path / "backups-workers"), namespace)
     seconds = re.fullmatch(r"Quantized in (\d+\.\d+)s\n", printed)
     assert seconds is not None, printed
-    assert namespace["report"].workers == 4 and namespace["report"].result == "succeeded"
+    report = namespace["report"]
+    assert report.result == "succeeded"
+    # num_workers=4 on a few batches: rvlm starts fewer workers and says why in the report
+    assert report.workers == 4 or any(w.startswith(f"--workers 4 capped at {report.workers}: ")
+                                      for w in report.warnings), (report.workers, report.warnings)
     check_myindex_migrated(redis_client)
     # the async API
     make_myindex(redis_client)

@@ -223,8 +223,8 @@ def test_fuzzed_patch(fuzz_server, patch, via_alias):
         path = work / "patch.yaml"
         path.write_text(_dump(patch), encoding="utf-8")
         plan = work / "plan.yaml"
-        r = runner.invoke(app, ["plan", "-i", "live" if via_alias else "idx", "-p", str(path),
-                                "--url", fuzz_server, "-o", str(plan)])
+        r = runner.invoke(app, ["plan", "-i", "live" if via_alias else "idx",
+                                "--schema-patch", str(path), "--url", fuzz_server, "-o", str(plan)])
         assert r.exit_code in (0, 1, 2), r.output
         event(f"plan exit {r.exit_code}")
         if r.exit_code == 2:
@@ -302,7 +302,7 @@ def base_plan(fuzz_server, tmp_path_factory) -> tuple[Any, str]:
     patch.write_text("version: 1\nchanges:\n  rename_fields: [{old_name: title, new_name: h}]\n"
                      "  update_fields: [{name: emb, attrs: {datatype: float16, m: 12}}]\n")
     out = work / "plan.yaml"
-    r = runner.invoke(app, ["plan", "-i", "idx", "-p", str(patch), "--url", fuzz_server,
+    r = runner.invoke(app, ["plan", "-i", "idx", "--schema-patch", str(patch), "--url", fuzz_server,
                             "-o", str(out)])
     assert r.exit_code == 0, r.output
     client.close()

@@ -34,7 +34,7 @@ def planned(redis_client, redis_url, tmp_path) -> Path:
     patch.write_text("version: 1\nchanges:\n  rename_fields: [{old_name: title, "
                      "new_name: headline}]\n")
     out = tmp_path / "plan.yaml"
-    r = runner.invoke(app, ["plan", "-i", "prod", "-p", str(patch), "--url", redis_url,
+    r = runner.invoke(app, ["plan", "-i", "prod", "--schema-patch", str(patch), "--url", redis_url,
                             "-o", str(out)])
     assert r.exit_code == 0, r.output
     return out

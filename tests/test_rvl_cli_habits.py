@@ -61,6 +61,8 @@ def test_rvls_connection_flags_and_p_for_the_port(redis_client: Any, redis_url: 
     assert "--port" in rvlm("plan", "--help").stdout and "-p" in rvlm("plan", "--help").stdout
     old = rvlm("plan", "-i", "a_idx", "-p", str(patch), "--url", redis_url)
     assert old.exit_code == 2 and "Traceback" not in old.output
+    assert "is not a port number (-p is the Redis port, as in rvl; give a schema patch with " \
+           "--schema-patch)" in old.stderr
 
 
 def test_ssl_switches_the_url_to_tls(redis_client: Any, redis_url: str) -> None:

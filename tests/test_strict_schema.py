@@ -82,7 +82,8 @@ def test_bad_value_is_one_line_exit_2_and_nothing_changes(index, redis_client, r
                                                          tmp_path, body, words):
     before = read_index(redis_client, index).schema
     out = tmp_path / "plan.yaml"
-    r = runner.invoke(app, ["plan", "-i", index, "-p", str(_patch(tmp_path, "  " + body)),
+    r = runner.invoke(app, ["plan", "-i", index,
+                            "--schema-patch", str(_patch(tmp_path, "  " + body)),
                             "--url", redis_url, "-o", str(out)])
     assert r.exit_code == 2, r.output
     assert r.stdout == "" and not out.exists()
@@ -95,7 +96,7 @@ def test_bad_value_is_one_line_exit_2_and_nothing_changes(index, redis_client, r
 def test_algorithm_change_leaves_the_old_parameters_behind(index, redis_url, tmp_path):
     """HNSW with M 8 -> FLAT: ``m`` is not carried over to FLAT (which would refuse it)."""
     out = tmp_path / "plan.yaml"
-    r = runner.invoke(app, ["plan", "-i", index, "-p", str(_patch(
+    r = runner.invoke(app, ["plan", "-i", index, "--schema-patch", str(_patch(
         tmp_path, "  update_fields: [{name: emb, attrs: {algorithm: flat, block_size: 64}}]\n")),
         "--url", redis_url, "-o", str(out)])
     assert r.exit_code == 0, r.output
@@ -107,7 +108,7 @@ def test_the_extreme_m_values_allowed_apply_for_real(index, redis_client, redis_
                                                       m):
     """The bounds rvlm allows are safe: the rebuilt index answers FT.INFO and KNN queries."""
     out = tmp_path / "plan.yaml"
-    r = runner.invoke(app, ["plan", "-i", index, "-p", str(_patch(
+    r = runner.invoke(app, ["plan", "-i", index, "--schema-patch", str(_patch(
         tmp_path, f"  update_fields: [{{name: emb, attrs: {{m: {m}}}}}]\n")),
         "--url", redis_url, "-o", str(out)])
     assert r.exit_code == 0, r.output

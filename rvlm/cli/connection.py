@@ -19,8 +19,21 @@ import typer
 HostOption = Annotated[str | None, typer.Option(
     "--host", help="Redis host (as rvl takes it; with --port/--user/--password/--ssl instead "
                    "of --url).", rich_help_panel="Connection")]
+
+
+def _port(value: str) -> int:
+    """A port number; a value that is not a number is most likely a schema patch given with
+    ``-p`` (rvlm's short option for ``--schema-patch`` before it became rvl's port)."""
+    if not value.isdigit():
+        raise typer.BadParameter(f"{value!r} is not a port number (-p is the Redis port, as in "
+                                 "rvl; give a schema patch with --schema-patch)")
+    if not 1 <= int(value) <= 65535:
+        raise typer.BadParameter(f"{value} is not a port number (1-65535)")
+    return int(value)
+
+
 PortOption = Annotated[int | None, typer.Option(
-    "--port", "-p", min=1, max=65535, help="Redis port (rvl's -p).",
+    "--port", "-p", parser=_port, metavar="PORT", help="Redis port (rvl's -p).",
     rich_help_panel="Connection")]
 UserOption = Annotated[str | None, typer.Option(
     "--user", help="Redis username.", rich_help_panel="Connection")]

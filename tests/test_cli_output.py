@@ -658,8 +658,8 @@ def test_rvl_flags_key_sample_aof_and_rollback_index(planned: dict[str, Any]) ->
     (an estimate near the AOF's real growth), rollback --index (a multi-index backup dir, or
     a check of one index's)."""
     url, work, client = planned["url"], planned["dir"], planned["client"]
-    done = rvlm("plan", "-i", "idx", "-p", "patch.yaml", "-o", "plan.yaml", "--url", url,
-                "--key-sample-limit", "5", cwd=work)
+    done = rvlm("plan", "-i", "idx", "--schema-patch", "patch.yaml", "-o", "plan.yaml",
+                "--url", url, "--key-sample-limit", "5", cwd=work)
     assert done.returncode == 0, done.stderr
     assert len(yaml.safe_load((work / "plan.yaml").read_text())["source"]["keyspace"][
         "key_sample"]) == 5

@@ -42,6 +42,9 @@ class ValidationResult:
     #: per vector field, the measured recall (:mod:`rvlm.core.quality.recall`); the report's
     #: top-level ``quality``
     quality: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    #: FT.INFO's ``total_index_memory_sz_mb`` of the source (at plan time) and of the target
+    #: (when validated), for the report's ``benchmark_summary``
+    index_sizes_mb: tuple[float, float] | None = None
 
     @property
     def passed(self) -> bool:
@@ -69,6 +72,34 @@ class ValidationResult:
 #: How a failed run's report says to go on (a manual action); the CLI shows the exact commands
 #: instead.
 RESUME_HINT = "re-run the same command to resume"
+
+
+@attrs.frozen(kw_only=True)
+class BenchmarkSummary:
+    """``report.benchmark_summary``: RedisVL's attributes (``documents_indexed_per_second``,
+    the index sizes in MB and their delta; None when unknown) and rvlm's throughput."""
+
+    documents_indexed_per_second: float | None = None
+    source_index_size_mb: float | None = None
+    target_index_size_mb: float | None = None
+    index_size_delta_mb: float | None = None
+    documents: int = 0
+    documents_rewritten: int = 0
+    bytes_rewritten: int = 0
+    documents_per_second: float = 0.0
+    total_seconds: float = 0.0
+    downtime_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class BackupInfo:
+    """``report.backup``: RedisVL's ``backup_dir`` and ``backup_paths``."""
+
+    backup_dir: str | None
+    backup_paths: list[str]
 
 
 class Timer:
@@ -255,15 +286,29 @@ class MigrationReport:
         self.finished_at = now_iso()
         return self
 
-    def benchmark_summary(self) -> dict[str, Any]:
-        return {
-            "documents": self.documents,
-            "documents_rewritten": self.documents_rewritten,
-            "bytes_rewritten": self.bytes_rewritten,
-            "documents_per_second": self.documents_per_second,
-            "total_seconds": round(sum(self.timings.values()), 3),
-            "downtime_seconds": self.downtime_duration_seconds,
-        }
+    @property
+    def benchmark_summary(self) -> BenchmarkSummary:
+        """Throughput and index sizes (RedisVL's ``report.benchmark_summary``)."""
+        indexing = self.timings.get("indexing", 0.0)
+        sizes = self.validation.index_sizes_mb
+        return BenchmarkSummary(
+            documents_indexed_per_second=(round(self.documents / indexing, 1)
+                                          if indexing > 0 and self.documents else None),
+            source_index_size_mb=sizes[0] if sizes else None,
+            target_index_size_mb=sizes[1] if sizes else None,
+            index_size_delta_mb=round(sizes[1] - sizes[0], 6) if sizes else None,
+            documents=self.documents,
+            documents_rewritten=self.documents_rewritten,
+            bytes_rewritten=self.bytes_rewritten,
+            documents_per_second=self.documents_per_second,
+            total_seconds=round(sum(self.timings.values()), 3),
+            downtime_seconds=self.downtime_duration_seconds,
+        )
+
+    @property
+    def backup(self) -> BackupInfo:
+        """The backup dir and its files (RedisVL's ``report.backup``)."""
+        return BackupInfo(self.backup_dir, list(self.backup_paths))
 
     def to_dict(self) -> dict[str, Any]:
         timings: dict[str, float | None] = {k: round(v, 3) for k, v in self.timings.items()}
@@ -281,7 +326,7 @@ class MigrationReport:
             "timings": timings,
             "validation": self.validation.to_dict(),
             **({"quality": self.validation.quality} if self.validation.quality else {}),
-            "benchmark_summary": self.benchmark_summary(),
+            "benchmark_summary": self.benchmark_summary.to_dict(),
             "backup": {"backup_dir": self.backup_dir, "backup_paths": list(self.backup_paths)},
             "warnings": list(self.warnings),
             "manual_actions": list(self.manual_actions),

@@ -242,6 +242,8 @@ def validate_migration(
 
     delta = info.stats.indexing_failures - source_failures
     result.indexing_failures_delta = delta
+    result.index_sizes_mb = (stats_src.total_index_memory_sz_mb,
+                             info.stats.total_index_memory_sz_mb)
     result.add(CheckResult(name="indexing_failures", passed=delta <= 0,
                            details=f"{info.stats.indexing_failures} now, {source_failures} "
                                    "before"))

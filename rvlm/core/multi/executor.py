@@ -178,18 +178,26 @@ class BatchMigrationExecutor:
         parallel: int = 1,
         batch_size: int | None = None,
         num_workers: int | None = None,
+        batch_plan_path: str | Path | None = None,
     ) -> BatchReport:
         """Continue the multi-index run in ``state_path``: an index that was in progress
         resumes from its own journal, pending ones run, failed ones only with
-        ``retry_failed``. A ``backup_dir`` other than the state's is refused. A lossy plan
-        left to run needs ``accept_data_loss`` on this call (the CLI's
-        ``--accept-data-loss``), whatever the first run was given."""
+        ``retry_failed``. A ``backup_dir`` other than the state's is refused, and so is a
+        ``batch_plan_path`` (RedisVL's argument) that is not the batch plan the state was
+        started from. A lossy plan left to run needs ``accept_data_loss`` on this call (the
+        CLI's ``--accept-data-loss``), whatever the first run was given."""
         if parallel < 1:
             raise RvlmError(f"--parallel must be at least 1, not {parallel}")
         self._run_sizes(batch_size, num_workers)
         state_file = Path(state_path).resolve()
         with state_lock(state_file):
             state = BatchState.load(state_file)
+            if batch_plan_path is not None:
+                given = BatchPlan.load(batch_plan_path)
+                if given.batch_id != state.batch_id or (
+                        state.plan_fingerprint and given.fingerprint != state.plan_fingerprint):
+                    raise RvlmError(f"{batch_plan_path} is not the batch plan {state_file} was "
+                                    f"started from ({state.plan_path})")
             if backup_dir is not None:
                 self._check_backup_dir(state, Path(backup_dir).resolve(), state_file)
             if report_dir is not None:

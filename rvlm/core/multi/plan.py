@@ -177,6 +177,11 @@ class BatchPlan:
     def skipped(self) -> list[BatchIndex]:
         return [i for i in self.indexes if not i.applicable]
 
+    @property
+    def applicable_count(self) -> int:
+        """How many indexes the run migrates (RedisVL's name)."""
+        return len(self.applicable)
+
     def entry(self, name: str) -> BatchIndex:
         for i in self.indexes:
             if i.name == name:

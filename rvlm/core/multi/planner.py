@@ -285,5 +285,11 @@ class BatchMigrationPlanner:
                                      "do")
         return run_plan
 
+    @staticmethod
+    def write_batch_plan(batch_plan: BatchPlan, path: str | Path) -> Path:
+        """Write ``batch_plan`` and its per-index plans (what ``rvlm batch plan --plan-out``
+        writes; RedisVL's call); returns the path written."""
+        return batch_plan.write(path)
+
 
 __all__ = ["BatchMigrationPlanner", "batch_id_for", "find_conflicts"]

@@ -177,7 +177,7 @@ def apply(
     if copies:
         import attrs
 
-        typer.secho(f"online apply: status in {backup_dir / 'control'}; from another shell: "
+        typer.secho(f"online apply: status in {Path(backup_dir) / 'control'}; from another shell: "
                     f"rvlm ctl --backup-dir {backup_dir} status|throttle|unthrottle|cut-over|"
                     "stop", err=True)
         with _stop_on_signals() as stop:

@@ -41,7 +41,7 @@ from rvlm.core.migrate.online.capture import CaptureSession, copied_source_keys
 from rvlm.core.migrate.online.control import ControlChannel, running, send
 from rvlm.core.migrate.online.copier import OnlineCopy
 from rvlm.core.migrate.online.options import OnlineOptions
-from rvlm.core.migrate.report import MigrationReport
+from rvlm.core.migrate.report import MigrationReport, Timings
 from rvlm.core.migrate.run import Run
 from rvlm.core.plugins.documents import MISSING
 from rvlm.core.plugins.host import host_with
@@ -397,7 +397,7 @@ def finalize_migration(
     finally:
         if capture is not None:
             capture.stop()
-        report.timings = dict(run.timer.seconds)
+        report.timings = Timings(run.timer.seconds)
         run.close()
     report.backup_paths = sorted(str(p) for p in directory.glob("data-*.rvb"))
     return report

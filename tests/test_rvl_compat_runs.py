@@ -303,6 +303,25 @@ def test_redisvls_batch_plan_state_and_backup_dir_are_named_with_what_to_do(
         MigrationExecutor().apply(plan, redis_url=redis_url, backup_dir=rvl)
 
 
+def test_a_redisvl_plan_is_named_with_the_rvlm_command(redis_client: Any, redis_url: str,
+                                                       tmp_path: Path) -> None:
+    """tests/data/redisvl/migration_plan_shop.yaml: what rvl migrate plan (0.28) wrote."""
+    redis_client.execute_command("FT.CREATE", "shop", "ON", "HASH", "PREFIX", "1", "shop:",
+                                 "SCHEMA", "title", "TEXT", "price", "NUMERIC")
+    redis_client.hset("shop:1", mapping={"title": "a", "price": 1})
+    before = fields(redis_client, "shop")
+    rvl_plan = str(Path(__file__).parent / "data" / "redisvl" / "migration_plan_shop.yaml")
+    for args in (["apply", "--plan", rvl_plan, "--backup-dir", str(tmp_path / "b"), "--yes"],
+                 ["validate", "--plan", rvl_plan], ["estimate", "--plan", rvl_plan]):
+        line = one_line(rvlm_cli(*args, "--url", redis_url))
+        assert "is a RedisVL plan (rvl migrate plan)" in line, line
+        assert "rvlm plan -i shop --schema-patch PATCH" in line
+    with pytest.raises(RvlmError, match="is a RedisVL plan"):
+        MigrationExecutor().apply(rvlm.Plan.load(rvl_plan), redis_url=redis_url,
+                                  backup_dir=tmp_path / "b")
+    assert fields(redis_client, "shop") == before and not (tmp_path / "b").exists()
+
+
 # -- rollback --index: one index of a batch's backup dir ----------------------------------------
 
 def test_rollback_index_picks_one_index_of_a_batch_backup_dir(

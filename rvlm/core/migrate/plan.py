@@ -277,6 +277,10 @@ class Plan:
             src = data["source"]
             extra = data.get("rvlm") or {}
             if not extra:
+                from rvlm.core.storage.redisvl import is_redisvl_plan, redisvl_plan_advice
+
+                if is_redisvl_plan(data):
+                    raise RvlmError(redisvl_plan_advice(data, source))
                 raise RvlmError(f"{source}: not an rvlm plan (no 'rvlm' section); "
                                 "make one with 'rvlm plan'")
             changes = tuple(PlannedChange.from_dict(c) for c in extra.get("changes", ()))

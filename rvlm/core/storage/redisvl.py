@@ -7,6 +7,8 @@ What ``rvl migrate`` (redisvl 0.28) writes, as seen by running it:
   ``phase``, ``fields``, batch counters) and ``.data`` (length-prefixed *pickled* batches of
   original vectors), with ``.manifest`` and ``_worker<N>`` shards when it ran with workers.
   Only the JSON header is ever read here; the pickled data never is.
+* a plan (``rvl migrate plan``): ``source`` (``index_name``, snapshots), ``requested_changes``
+  (the patch), ``merged_target_schema``, ``diff_classification``; no ``rvlm`` section.
 * a batch plan (``rvl migrate batch-plan``): ``batch_id``, ``mode``, ``failure_policy``,
   ``requires_quantization``, ``shared_patch``, ``indexes`` (``name``, ``applicable``,
   ``skip_reason``) and ``created_at``; no per-index plans.
@@ -46,6 +48,22 @@ def redisvl_backup(directory: Path) -> str | None:
             f"{what}, original vectors pickled)")
 
 
+def is_redisvl_plan(data: Any) -> bool:
+    """True for a plan ``rvl migrate plan`` wrote."""
+    return (isinstance(data, dict) and "rvlm" not in data and "diff_classification" in data
+            and "merged_target_schema" in data)
+
+
+def redisvl_plan_advice(data: dict[str, Any], source: str) -> str:
+    """What a RedisVL plan is and the rvlm command that plans the same change."""
+    src = data.get("source")
+    index = src.get("index_name") if isinstance(src, dict) else None
+    return (f"{source} is a RedisVL plan (rvl migrate plan): rvlm applies only its own plans "
+            f"(each change's plugin, operations and fingerprint); plan the same change with "
+            f"rvlm from its requested_changes (save them as a patch file): rvlm plan -i "
+            f"{index or '<index>'} --schema-patch PATCH")
+
+
 def is_redisvl_batch_plan(data: Any) -> bool:
     """True for a batch plan ``rvl migrate batch-plan`` wrote (its index entries have no
     per-index plan, and it has rvl's ``shared_patch``)."""
@@ -82,5 +100,6 @@ def redisvl_batch_state_advice(data: dict[str, Any], source: str) -> str:
             f"rvl's run: finish it with rvl migrate batch-resume --state {source}{rest}")
 
 
-__all__ = ["is_redisvl_batch_plan", "is_redisvl_batch_state", "redisvl_backup",
-           "redisvl_batch_plan_advice", "redisvl_batch_state_advice"]
+__all__ = ["is_redisvl_batch_plan", "is_redisvl_batch_state", "is_redisvl_plan",
+           "redisvl_backup", "redisvl_batch_plan_advice", "redisvl_batch_state_advice",
+           "redisvl_plan_advice"]

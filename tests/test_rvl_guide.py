@@ -1,5 +1,7 @@
-"""The Python examples of RedisVL's guide ("Migrate an Index", ``../shared/rvl-migrate-guide.md``)
-run against rvlm and the embedded server, as an rvl user would paste them.
+"""The examples of RedisVL's guide ("Migrate an Index", ``../shared/rvl-migrate-guide.md``) run
+against rvlm and the embedded server, as an rvl user would paste them: its Python blocks, and
+its shell blocks with ``rvl migrate`` as ``rvlm`` (a shell function; nothing else changed but
+the URL and ``/tmp``).
 
 The guide is read where the project keeps it (``../shared``, next to the repository, or
 ``$RVL_MIGRATE_GUIDE``); its
@@ -215,3 +217,193 @@ def test_batch_example(redis_client: Any, redis_url: str, tmp_path: Path,
                    for i in range(5))
     assert (tmp_path / "batch_state.yaml").is_file()
     assert (tmp_path / "reports" / "batch_report.yaml").is_file()
+
+
+# -- the guide's commands ------------------------------------------------------------------------
+
+def bash_blocks() -> dict[str, str]:
+    """The guide's shell examples that run ``rvl``, by what they show (the wizard, which is
+    interactive, and the docker line are left out)."""
+    found: dict[str, str] = {}
+    for line, info, code in fenced(guide()):
+        if info != "bash" or "rvl " not in code or "rvl migrate wizard" in code:
+            continue
+        if "quantize_patch.yaml << 'EOF'" in code:
+            key = "batch"
+        elif "--failure-policy" in code:
+            key = "batch_policies"
+        elif "batch-resume" in code:
+            key = "batch_resume"
+        elif "batch-status" in code:
+            key = "batch_status"
+        elif "--pattern" in code:
+            key = "batch_plan_pattern"
+        elif "--indexes-file" in code:
+            key = "batch_plan_file"
+        elif "--indexes " in code:
+            key = "batch_plan_list"
+        elif "rvl index listall" in code and "rvl migrate" not in code:
+            key = "listall"
+        elif "--schema-patch schema_patch.yaml" in code:
+            key = "plan_patch"
+        elif "--target-schema" in code:
+            key = "plan_target"
+        elif "--benchmark-out" in code:
+            key = "apply_reports"
+        elif "rvl migrate apply" in code and "--report-out" in code:
+            key = "apply_report"
+        elif "--async" in code:
+            key = "apply_async"
+        elif "--aof-enabled" in code:
+            key = "estimate_aof"
+        elif "rvl migrate estimate" in code:
+            key = "estimate"
+        elif "--workers 4" in code:
+            key = "resume"
+        elif "rvl migrate rollback" in code:
+            key = "rollback"
+        elif "rvl index create" in code:
+            key = "index_create"
+        elif "rvl migrate validate" in code and "apply" not in code:
+            key = "validate"
+        else:
+            key = f"other:{line}"
+        found.setdefault(key, code)
+    return found
+
+
+#: rvl's command prefix, as a shell function: ``rvl migrate X`` runs ``rvlm X`` and ``rvl index
+#: X`` runs ``rvlm index X``; nothing else of the guide's command lines is changed.
+RVL_AS_RVLM = 'rvl() { if [ "$1" = migrate ]; then shift; fi; "$RVLM" "$@"; }\n'
+
+
+def sh(code: str, url: str, tmp: Path) -> Any:
+    import shutil
+    import subprocess
+    import sys
+
+    rvlm = shutil.which("rvlm", path=str(Path(sys.executable).parent)) or "rvlm"
+    (tmp / "tmp").mkdir(exist_ok=True)   # the guide's /tmp/..., apart from ./...
+    script = RVL_AS_RVLM + (code.replace("redis://localhost:6379", url)
+                            .replace("/tmp/", f"{tmp}/tmp/"))
+    return subprocess.run(["bash", "-e", "-c", script], cwd=tmp, capture_output=True,
+                          text=True, env={**os.environ, "RVLM": rvlm, "COLUMNS": "200"},
+                          stdin=subprocess.DEVNULL)
+
+
+def ok(result: Any) -> Any:
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return result
+
+
+def test_the_guide_has_the_commands_this_test_runs() -> None:
+    assert set(bash_blocks()) == {
+        "listall", "plan_patch", "plan_target", "apply_reports", "apply_async", "estimate",
+        "estimate_aof", "validate", "resume", "rollback", "index_create", "batch",
+        "batch_plan_list", "batch_plan_file", "apply_report", "batch_plan_pattern",
+        "batch_policies", "batch_resume", "batch_status"}, set(bash_blocks())
+
+
+def test_the_guides_commands_run_as_typed(redis_client: Any, redis_url: str,
+                                          tmp_path: Path) -> None:
+    """Each shell example with ``rvl migrate`` as ``rvlm``: the flags, files and URLs are the
+    guide's. One difference shows: a lossy single-index apply needs --accept-data-loss in a
+    script (rvl's applies without asking), and the refusal says so."""
+    blocks = bash_blocks()
+    (tmp_path / "schema_patch.yaml").write_text(schema_patch_block())
+    make_myindex(redis_client)
+    listed = ok(sh(blocks["listall"], redis_url, tmp_path)).stdout
+    assert "myindex" in listed
+    ok(sh(blocks["plan_patch"], redis_url, tmp_path))
+    assert (tmp_path / "migration_plan.yaml").is_file()
+    # a target schema: what `rvlm index info --yaml` prints, with the guide's changes made
+    target = ok(sh(f'rvl index info -i myindex --url {redis_url} --yaml', redis_url,
+                   tmp_path)).stdout
+    (tmp_path / "target_schema.yaml").write_text(target.replace("sortable: false", "sortable: "
+                                                                "true", 1))
+    ok(sh(blocks["plan_target"], redis_url, tmp_path))
+    ok(sh(blocks["plan_patch"], redis_url, tmp_path))   # back to the patch's plan
+    estimate = ok(sh(blocks["estimate"], redis_url, tmp_path)).stdout
+    assert "RDB snapshot" in estimate and "expected downtime" in estimate
+    assert "AOF growth (est.)" in ok(sh(blocks["estimate_aof"], redis_url, tmp_path)).stdout
+    refused = sh(blocks["apply_reports"], redis_url, tmp_path)
+    assert refused.returncode == 2 and "--accept-data-loss" in refused.stderr, refused.stderr
+    ok(sh(blocks["apply_reports"].rstrip() + " --accept-data-loss\n", redis_url, tmp_path))
+    check_myindex_migrated(redis_client)
+    assert (tmp_path / "migration_report.yaml").is_file()
+    assert (tmp_path / "benchmark_report.yaml").is_file()
+    # the same command with --async: the same backup dir, a finished apply: validated again
+    ok(sh(blocks["apply_async"].rstrip() + " --accept-data-loss\n", redis_url, tmp_path))
+    ok(sh(blocks["validate"], redis_url, tmp_path))
+    # the disk section's apply, with its report
+    make_myindex(redis_client)
+    ok(sh(blocks["apply_report"].rstrip() + " --accept-data-loss\n", redis_url, tmp_path))
+    check_myindex_migrated(redis_client)
+    # resume: "just re-run it", then roll back from the same backup dir
+    make_myindex(redis_client)
+    ok(sh("cp migration_plan.yaml plan.yaml\n", redis_url, tmp_path))
+    resume = blocks["resume"].replace("--workers 4", "--workers 4 --accept-data-loss")
+    ok(sh(resume, redis_url, tmp_path))
+    check_myindex_migrated(redis_client)
+    ok(sh(blocks["rollback"], redis_url, tmp_path))
+    assert read_index(redis_client, "myindex").schema.field(
+        "embedding").attrs.datatype == "float32"  # type: ignore[union-attr]
+    # "recreate the original index if needed": from a schema file
+    original = ok(sh(f"rvl index info -i myindex --url {redis_url} --yaml", redis_url,
+                     tmp_path)).stdout
+    (tmp_path / "original_schema.yaml").write_text(original)
+    ok(sh(f"rvl index delete -i myindex --url {redis_url}", redis_url, tmp_path))
+    ok(sh(blocks["index_create"], redis_url, tmp_path))
+    wait_indexed(redis_client, "myindex")
+    assert read_index(redis_client, "myindex").stats.num_docs == DOCS
+
+
+def make_batch_indexes(client: Any) -> None:
+    """products_idx, users_idx, orders_idx with float32 vectors (fresh each time)."""
+    rng = np.random.default_rng(3)
+    listed = client.execute_command("FT._LIST")
+    for name in ("products_idx", "users_idx", "orders_idx"):
+        if name.encode() in listed:
+            client.execute_command("FT.DROPINDEX", name, "DD")
+        prefix = name.split("_")[0] + ":"
+        client.execute_command(
+            "FT.CREATE", name, "ON", "HASH", "PREFIX", "1", prefix, "SCHEMA", "name", "TEXT",
+            "embedding", "VECTOR", "FLAT", "6", "TYPE", "FLOAT32", "DIM", str(DIMS),
+            "DISTANCE_METRIC", "COSINE")
+        for i in range(4):
+            client.hset(f"{prefix}{i}", mapping={
+                "name": f"n{i}", "embedding": rng.random(DIMS, dtype=np.float32).tobytes()})
+        wait_indexed(client, name)
+
+
+def all_float16(client: Any) -> bool:
+    return all(len(client.hget(f"{p}{i}", "embedding")) == DIMS * 2
+               for p in ("products:", "users:", "orders:") for i in range(4))
+
+
+def test_the_guides_batch_commands_run_as_typed(redis_client: Any, redis_url: str,
+                                                tmp_path: Path) -> None:
+    """The batch examples as typed. One difference shows: the failure-policy example applies
+    two batch plans with the same default --state file; rvlm refuses the second (the state
+    belongs to the first batch, whose resume it is) and names the way out."""
+    blocks = bash_blocks()
+    make_batch_indexes(redis_client)
+    (tmp_path / "quantize_patch.yaml").write_text(quantize_patch_block())
+    for key in ("batch_plan_list", "batch_plan_file", "batch_plan_pattern"):
+        ok(sh(blocks[key], redis_url, tmp_path))
+        assert "orders_idx" in (tmp_path / "batch_plan.yaml").read_text()
+    status = ok(sh(blocks["batch"], redis_url, tmp_path)).stdout
+    assert "completed" in status, status
+    assert all_float16(redis_client)
+    for key in ("batch_resume", "batch_status"):   # a finished run: nothing left to do
+        assert "completed" in ok(sh(blocks[key], redis_url, tmp_path)).stdout
+    # the failure-policy examples, in a directory of their own, on fresh indexes
+    make_batch_indexes(redis_client)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "quantize_patch.yaml").write_text(quantize_patch_block())
+    ok(sh(blocks["batch_plan_pattern"], redis_url, policies))
+    done = sh(blocks["batch_policies"], redis_url, policies)
+    assert all_float16(redis_client)   # the fail-fast apply ran
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "belongs to batch" in done.stderr and "use another --state file" in done.stderr

@@ -292,7 +292,7 @@ class DropRecreate:
         report.downtime_duration_seconds = 0.0
         report.warnings.append(f"the migration in {run.dir} had already finished: nothing "
                                "was changed (validated again)")
-        with run.timer.phase("validation"):
+        with run.timer.step("validation"):
             result = run.validate(expected_docs=enum.get("source_docs"),
                                   source_failures=enum.get("source_failures"))
         report.validation = result

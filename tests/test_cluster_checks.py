@@ -107,3 +107,20 @@ def test_layout_and_migrations_from_the_server(redis_cluster, cluster_client, re
         redis_cluster.cancel_slot_migration(slot)
     assert [(m.slot, m.state) for m in found] == [(slot, "migrating")]
     assert cluster_migrations(cluster_client) == []
+
+
+@pytest.mark.cluster
+def test_cluster_flag_and_server_info(redis_cluster, redis_url, tmp_path) -> None:
+    """``--cluster`` against one server is refused in one line (exit 2) before anything
+    else; ``rvlm server info`` on any node of the cluster names the cluster and its layout."""
+    from cluster_data import cli, write_patch
+
+    patch = write_patch(tmp_path / "p.yaml", {"rename_fields": [
+        {"old_name": "title", "new_name": "headline"}]})
+    out = cli("plan", "--index", "idx", "--schema-patch", str(patch), "--url", redis_url,
+              "--cluster")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "is not a Redis Cluster node" in out.stderr and out.stderr.count("\n") == 1
+    out = cli("server", "info", "--url", redis_cluster.nodes[2].url)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "cluster without a search coordinator" in out.stdout and "hash tag" in out.stdout

@@ -44,11 +44,14 @@ Apply phases (``phase`` events of ``journal-0.jsonl``)
   notification value found.
 * ``capture_started``: the notification classes turned on (the run registered in
   ``rvlm:notify``) and the subscription confirmed.
-* ``created``: the target index exists (then ``post_create``).
-* ``copied``: every key of the source (enumerated into ``keys-<epoch>.rvk`` after the
-  subscription) copied. Every target key written outside a key file (a key created in the
-  source during the copy) is appended to ``written.keys``: together they are exactly the keys
-  rvlm created, which is what rollback deletes and nothing else.
+* ``created``: every key of the source (enumerated into ``keys-<epoch>.rvk`` after the
+  subscription) was copied while no index covered the copies (a write a vector index covers
+  inserts into its graph at once, several times slower than the index's background build),
+  then the target index was created (then ``post_create``); it builds in the background.
+* ``copied``: journaled right after (the documents copied, the key file's epoch). Every
+  target key written outside a key file (a key created in the source during the copy) is
+  appended to ``written.keys``: together they are exactly the keys rvlm created, which is
+  what rollback deletes and nothing else.
 * ``indexed``: the target finished indexing; changes keep being carried over meanwhile.
 * ``validated``: with an empty backlog (after a capture barrier), the target's document count
   equals the source's and the plugins' ``validate`` pass; then the *gate*: the checks that must
@@ -419,9 +422,12 @@ class _BlueGreen:
             engine.progress = lambda done, total: run.progress("transform", done, total)
             engine.tick(force=True)
             if not state.reached("alias_moved"):
-                run.create_target("online_after_create")
                 resumed = state.reached("capture_started") or len(key_files(run.dir)) > 0
+                # the copies are written while no index covers them, then the target index
+                # is created and builds in the background (changes are carried over
+                # meanwhile): one graph insert per write would be several times slower
                 self.copy(reconcile=resumed)
+                run.create_target("online_after_create")
                 run.phase("copied", documents=engine.copied, epoch=len(key_files(run.dir)))
                 fault("online_after_copy")
                 self.wait_indexed()

@@ -491,13 +491,14 @@ class AsyncMigrationExecutor:
         return await _in_thread(finalize, backup_dir, redis_url=redis_url, online=online)
 
     async def rollback(self, backup_dir: str | Path, *, redis_url: str | None = None,
-                       index_timeout: float = 600.0,
-                       index: str | None = None) -> MigrationReport:
-        """:func:`rvlm.rollback` in a worker thread (sync client; the loop is not blocked)."""
+                       index_timeout: float = 600.0, index: str | None = None,
+                       force: bool = False) -> MigrationReport:
+        """:func:`rvlm.rollback` in a worker thread (sync client; the loop is not blocked);
+        ``force`` as there (documents changed since the migration are restored too)."""
         from rvlm.api import rollback
 
         return await _in_thread(rollback, backup_dir, redis_url=redis_url,
-                                index_timeout=index_timeout, index=index)
+                                index_timeout=index_timeout, index=index, force=force)
 
 
 __all__ = ["AsyncBridge", "AsyncMigrationExecutor", "AsyncMigrationPlanner", "async_connect"]

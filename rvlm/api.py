@@ -47,7 +47,9 @@ class MigrationPlanner:
     plan rewrite documents another live index also covers (recorded in the plan). ``mode``
     ``"online"`` plans a zero-downtime apply that moves ``alias`` to the new index
     (``drop_source``: drop the old one afterwards); ``alias`` also works with the default
-    ``"drop_recreate"``. Every vector field whose KNN answers may change gets a recall@``recall_k``
+    ``"drop_recreate"``. ``keep_aliases``: aliases of the source that the drop would remove,
+    pointed at the new index by apply (those an earlier rvlm run recorded are kept anyway).
+    Every vector field whose KNN answers may change gets a recall@``recall_k``
     estimate in ``plan.quality``; with ``min_recall`` a field estimated under it blocks the plan
     (and apply measures against that floor unless given another). ``key_sample_limit`` keys
     go into the plan's key sample, which validation checks still exist. ``target_prefix``: the
@@ -59,12 +61,13 @@ class MigrationPlanner:
                  mode: str = "drop_recreate", alias: str | None = None,
                  drop_source: bool = True, min_recall: float | None = None,
                  recall_k: int = 10, key_sample_limit: int = 20,
-                 target_prefix: str | None = None) -> None:
+                 target_prefix: str | None = None, keep_aliases: Sequence[str] = ()) -> None:
         self.sample_size = sample_size
         self.key_sample_limit = key_sample_limit
         self.allow_shared_keys = allow_shared_keys
         self.mode = mode
         self.alias = alias
+        self.keep_aliases = tuple(keep_aliases)
         self.drop_source = drop_source
         self.min_recall = min_recall
         self.recall_k = recall_k
@@ -129,7 +132,7 @@ class MigrationPlanner:
                            mode=self.mode, alias=self.alias, drop_source=self.drop_source,
                            min_recall=self.min_recall, recall_k=self.recall_k,
                            key_sample_limit=self.key_sample_limit,
-                           target_prefix=self.target_prefix)
+                           target_prefix=self.target_prefix, keep_aliases=self.keep_aliases)
 
     @staticmethod
     def write_plan(plan: Plan, path: str | Path) -> Path:
@@ -246,7 +249,7 @@ def quality_options(*, min_recall: float | None = None, recall_queries: int = 10
 
 
 def validate(
-    plan: Plan | str | Path,
+    plan: Plan | str | Path | None = None,
     *,
     redis_url: str | None = None,
     plugins: Sequence[Any] = (),
@@ -256,27 +259,48 @@ def validate(
 ) -> MigrationReport:
     """Check the live index against a plan's target (schema, documents, sampled keys,
     indexing failures, plugin checks) without changing anything; returns a report whose
-    ``result`` is ``succeeded`` when every check passed. With the apply's ``backup_dir`` the
-    document count is compared with the source count taken at apply time, not the plan's,
-    and the quality gate runs again against the source answers the apply kept there:
-    recall@k per vector field (under ``min_recall``, default the plan's floor, it fails) and
-    the checks of ``query_check_file``."""
-    from rvlm.core.migrate.backup_dir import check_backup_dir_name
+    ``result`` is ``succeeded`` when every check passed.
+
+    With the apply's ``backup_dir`` the document count is compared with the source count taken
+    at apply time, not the plan's, every document the plan rewrote is checked against what
+    the apply wrote to it (not a sample), and the quality gate runs again against the source
+    answers the apply kept there: recall@k per vector field (under ``min_recall``, default the
+    plan's floor, it fails) and the checks of ``query_check_file``. The document check needs
+    the backup dir: a plan that rewrites documents without one is refused
+    (:class:`RvlmError`). ``plan`` may be left out when ``backup_dir`` is given (its copy of
+    the plan is used)."""
+    from rvlm.core.migrate.backup_dir import check_backup_dir_name, load_backup_plan
     from rvlm.core.migrate.plan import Plan
     from rvlm.core.migrate.quality_gate import gate_for_validate
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.migrate.validate import validate_migration
+    from rvlm.core.migrate.verify import verifies
     from rvlm.core.plugins.context import ApplyContext
     from rvlm.core.plugins.host import host_with
     from rvlm.core.redis.capabilities import detect
     from rvlm.core.redis.connection import connect
     from rvlm.core.storage.journal import phase_data
 
-    loaded = plan if isinstance(plan, Plan) else Plan.load(plan)
-    host = host_with(plugins)
-    host.check()
     if backup_dir is not None:
         backup_dir = check_backup_dir_name(backup_dir)
+    if plan is None:
+        if backup_dir is None:
+            raise RvlmError("give the plan (--plan) or the apply's backup dir (--backup-dir)")
+        loaded = load_backup_plan(Path(backup_dir))
+    else:
+        loaded = plan if isinstance(plan, Plan) else Plan.load(plan)
+    if backup_dir is not None and plan is not None:
+        bound = load_backup_plan(Path(backup_dir))
+        if bound.fingerprint != loaded.fingerprint:
+            raise RvlmError(f"backup dir {backup_dir} belongs to another plan (fingerprint "
+                            f"{bound.fingerprint}, this plan {loaded.fingerprint})")
+    if backup_dir is None and verifies(loaded):
+        raise RvlmError("this plan rewrites documents: give the apply's backup dir "
+                        "(--backup-dir) so that every rewritten document is checked against "
+                        "what the apply wrote, not a sample (a plan never applied has no "
+                        "backup dir and nothing to validate)")
+    host = host_with(plugins)
+    host.check()
     gate = gate_for_validate(loaded, backup_dir, quality_options(
         min_recall=min_recall, query_check_file=query_check_file))
     enum = phase_data(Path(backup_dir), "keys_enumerated") if backup_dir else {}
@@ -285,7 +309,8 @@ def validate(
         ctx = ApplyContext(plan=loaded, capabilities=detect(client), client=client)
         result = validate_migration(client, loaded, expected_docs=enum.get("source_docs"),
                                     source_failures=enum.get("source_failures"), host=host,
-                                    context=ctx, gate=gate)
+                                    context=ctx, gate=gate,
+                                    backup_dir=Path(backup_dir) if backup_dir else None)
     finally:
         client.close()
     report = MigrationReport(mode="validate", source_index=loaded.source_index,
@@ -302,13 +327,18 @@ def rollback(
     index_timeout: float = 600.0,
     progress_callback: Callable[[str, int, int], None] | None = None,
     index: str | None = None,
+    force: bool = False,
 ) -> MigrationReport:
     """Restore the source index and documents from ``backup_dir`` (see ``rvlm rollback``);
-    for a batch's backup dir, ``index`` names the index to roll back."""
+    for a batch's backup dir, ``index`` names the index to roll back.
+
+    A document someone changed after the migration wrote it is kept as it is and named in the
+    report (``restore_conflicts``; the result is ``failed``) unless ``force`` puts its
+    originals back over that change."""
     from rvlm.core.migrate.rollback import rollback as _rollback
 
     return _rollback(redis_url, backup_dir, index_timeout=index_timeout,
-                     progress=progress_callback, index=index)
+                     progress=progress_callback, index=index, force=force)
 
 
 def finalize(

@@ -54,7 +54,8 @@ def test_redisvl_call_shapes(redis_client: Any, redis_url: str, tmp_path: Path) 
                                        batch_size=500, num_workers=1)
     assert report.result == "succeeded"
     assert redis_client.hget("item:3", "headline") == b"t3"
-    assert rvlm.validate(plan, redis_url=redis_url).result == "succeeded"
+    assert rvlm.validate(plan, redis_url=redis_url,
+                         backup_dir=tmp_path / "b").result == "succeeded"
     back = rvlm.rollback(tmp_path / "b", redis_url=redis_url)
     assert back.result == "succeeded", back.error
     assert redis_client.hget("item:3", "title") == b"t3"

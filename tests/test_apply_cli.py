@@ -52,7 +52,8 @@ def test_apply_validate_rollback(redis_client, redis_url, tmp_path, plugins):
     build_plan(redis_client, "idx", target, [rename_op(), half_op()], lossy=True).write(plan_path)
     res = runner.invoke(app, ["apply", "--plan", str(plan_path), "--backup-dir",
                               str(tmp_path / "b"), "--url", redis_url, "--batch-size", "7",
-                              "--accept-data-loss", "--report-out", str(tmp_path / "r.yaml"),
+                              "--accept-data-loss", "--yes", "--report-out",
+                              str(tmp_path / "r.yaml"),
                               "--benchmark-out", str(tmp_path / "bench.yaml")])
     assert res.exit_code == 0, res.output
     report = load_yaml(tmp_path / "r.yaml")
@@ -69,12 +70,14 @@ def test_apply_validate_rollback(redis_client, redis_url, tmp_path, plugins):
     assert res.exit_code == 0, res.output
     # an unrelated key under the prefix does not fail a correct migration
     redis_client.set("doc:unrelated", "a string, not a hash")
-    res = runner.invoke(app, ["validate", "--plan", str(plan_path), "--url", redis_url])
+    res = runner.invoke(app, ["validate", "--plan", str(plan_path), "--url", redis_url,
+                              "--backup-dir", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
     redis_client.delete("doc:unrelated")
     # a changed index fails validation with exit 1
     redis_client.execute_command("FT.ALTER", "idx", "SCHEMA", "ADD", "n", "NUMERIC")
-    res = runner.invoke(app, ["validate", "--plan", str(plan_path), "--url", redis_url])
+    res = runner.invoke(app, ["validate", "--plan", str(plan_path), "--url", redis_url,
+                              "--backup-dir", str(tmp_path / "b")])
     assert res.exit_code == 1, res.output
     res = runner.invoke(app, ["rollback", "--backup-dir", str(tmp_path / "b"), "--url",
                               redis_url, "--yes"])
@@ -90,7 +93,8 @@ def test_corrupt_backup_refuses_rollback_with_one_line(redis_client, redis_url, 
     build_plan(redis_client, "idx", rename_field_target(src, "t", "title"),
                [rename_op()]).write(plan_path)
     res = runner.invoke(app, ["apply", "--plan", str(plan_path), "--backup-dir",
-                              str(tmp_path / "b"), "--url", redis_url, "--batch-size", "5"])
+                              str(tmp_path / "b"), "--url", redis_url, "--batch-size", "5",
+                              "--yes"])
     assert res.exit_code == 0, res.output
     data = tmp_path / "b" / "data-0.rvb"
     raw = bytearray(data.read_bytes())

@@ -257,10 +257,11 @@ def prefix_op(old: str = "doc:", new: str = "item:") -> DocumentOperation:
 
 
 def snapshot(client: Any, pattern: str = "*") -> dict[bytes, Any]:
-    """Every matching key (lock keys left out) with its full content and whether it has a TTL."""
+    """Every matching key (rvlm's own left out: locks, the alias registry) with its full
+    content and whether it has a TTL."""
     out: dict[bytes, Any] = {}
     for k in client.scan_iter(match=pattern, count=1000):
-        if k.startswith(b"rvlm:lock:"):
+        if k.startswith((b"rvlm:lock:", b"rvlm:aliases:")):
             continue
         t = client.type(k)
         t = t.decode() if isinstance(t, bytes) else t

@@ -308,7 +308,7 @@ def test_bytes_have_one_human_form(planned: dict[str, Any]) -> None:
                   "index memory before"):
         assert size.match(rows[label]), (label, rows[label])
     applied = rvlm("apply", "--plan", "plan.yaml", "--backup-dir", "b", "--url", url,
-                   "--accept-data-loss", "--report-out", "r.yaml", cwd=work)
+                   "--accept-data-loss", "--yes", "--report-out", "r.yaml", cwd=work)
     assert applied.returncode == 0, applied.stderr
     rewritten = yaml.safe_load((work / "r.yaml").read_text())["rvlm"]["bytes_rewritten"]
     assert f"({human_bytes(rewritten)})" in applied.stdout
@@ -332,7 +332,7 @@ def test_progress_lines_without_a_terminal(planned: dict[str, Any]) -> None:
     phases, a rate only where it means something."""
     url, work = planned["url"], planned["dir"]
     done = rvlm("apply", "--plan", "plan.yaml", "--backup-dir", "b", "--url", url,
-                "--accept-data-loss", "--batch-size", "5",
+                "--accept-data-loss", "--yes", "--batch-size", "5",
                 env=_env(COLUMNS="100", RVLM_PROGRESS_SECONDS="0"), cwd=work)
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
@@ -420,15 +420,15 @@ def test_json_on_plan_apply_validate_rollback(planned: dict[str, Any]) -> None:
     assert data["source"]["keyspace"]["key_sample"] == on_disk["source"]["keyspace"][
         "key_sample"]
     applied = rvlm("apply", "--plan", "plan.yaml", "--backup-dir", "b", "--url", url,
-                   "--accept-data-loss", "--json",
+                   "--accept-data-loss", "--yes", "--json",
                    env=_env(COLUMNS="100", RVLM_PROGRESS_SECONDS="0"), cwd=work)
     assert applied.returncode == 0, applied.stderr
     report = json.loads(applied.stdout)
     assert set(report) >= report_keys and report["result"] == "succeeded"
     assert report["rvlm"]["documents_rewritten"] == 40
     assert "backup + transform:" in applied.stderr  # progress stays on stderr
-    checked = json.loads(rvlm("validate", "--plan", "plan.yaml", "--url", url, "--json",
-                              cwd=work).stdout)
+    checked = json.loads(rvlm("validate", "--plan", "plan.yaml", "--backup-dir", "b", "--url",
+                              url, "--json", cwd=work).stdout)
     assert checked["mode"] == "validate" and checked["result"] == "succeeded"
     assert {c["name"] for c in checked["validation"]["checks"]} >= {"schema_match",
                                                                    "doc_count_match"}
@@ -449,7 +449,7 @@ def test_apply_and_rollback_end_with_checks_backup_dir_and_command(
     url, work, client = planned["url"], planned["dir"], planned["client"]
     before = snapshot(client)
     applied = rvlm("apply", "--plan", "plan.yaml", "--backup-dir", "b", "--url", url,
-                   "--accept-data-loss", cwd=work)
+                   "--accept-data-loss", "--yes", cwd=work)
     assert applied.returncode == 0, applied.stderr
     lines = applied.stdout.rstrip("\n").splitlines()
     assert lines[0] == "apply idx: succeeded"  # the result first
@@ -602,7 +602,7 @@ def test_resumed_apply_says_what_the_resume_did(planned: dict[str, Any]) -> None
     before the crash"), not "0.0 docs/s"."""
     url, work = planned["url"], planned["dir"]
     args = ("apply", "--plan", "plan.yaml", "--backup-dir", "b", "--url", url,
-            "--accept-data-loss", "--batch-size", "5", "--report-out", "r.yaml")
+            "--accept-data-loss", "--yes", "--batch-size", "5", "--report-out", "r.yaml")
     crashed = rvlm(*args, env=_env(COLUMNS="100", RVLM_FAULT="after_batch:2"), cwd=work)
     assert crashed.returncode == 137
     resumed = rvlm(*args, env=_env(COLUMNS="100", RVLM_PROGRESS_SECONDS="0"), cwd=work)

@@ -132,8 +132,13 @@ def test_float_casts(redis_client, datatype, lossy):
     p = quantize_plan(redis_client, datatype)
     assert p.supported
     c = quantize_change(p)
+    narrowing = datatype in ("float16", "bfloat16")
     assert c["details"]["scheme"] == {"kind": "cast", "source_datatype": "float32",
-                                      "target_datatype": datatype}
+                                      "target_datatype": datatype,
+                                      **({"overflow": "clip"} if narrowing else {})}
+    # the overflow policy is decided in the plan, and said
+    said = [w for w in p.all_warnings() if "is clipped to it" in w]
+    assert len(said) == (1 if narrowing else 0)
     assert p.lossy is lossy
     err = c["details"]["error_on_sample"]
     if lossy:

@@ -79,7 +79,7 @@ def test_float16_on_flat_passes_099_and_validate_repeats_it(redis_client, redis_
     assert (entry["k"], entry["sample"], entry["min_recall"]) == (10, 600, 0.99)
     # apply measures against the plan's floor without being told it again
     res = cli("apply", "--plan", plan_path, "--backup-dir", backup, "--url", redis_url,
-              "--accept-data-loss", "--report-out", tmp_path / "r.yaml")
+              "--accept-data-loss", "--yes", "--report-out", tmp_path / "r.yaml")
     assert res.exit_code == 0, res.output
     assert "recall emb: recall@10" in res.output
     report = yaml.safe_load((tmp_path / "r.yaml").read_text())
@@ -391,7 +391,7 @@ def test_answers_survive_a_crash_after_the_drop(redis_client, redis_url, tmp_pat
                redis_url).exit_code == 0
     args = [sys.executable, "-m", "rvlm", "apply", "--plan", str(tmp_path / "plan.yaml"),
             "--backup-dir", str(tmp_path / "b"), "--url", redis_url, "--accept-data-loss",
-            "--min-recall", "0.99", "--report-out", str(tmp_path / "r.yaml")]
+            "--yes", "--min-recall", "0.99", "--report-out", str(tmp_path / "r.yaml")]
     crashed = subprocess.run(args, env={**os.environ, "RVLM_FAULT": "after_drop"},
                              capture_output=True, text=True, timeout=120)
     assert crashed.returncode == 137, crashed.stderr

@@ -215,17 +215,37 @@ def test_float16_overflow_is_an_error_not_inf() -> None:
     with raises_one_line("float32 -> float16: 2 of 4 components are outside the float16") as e:
         convert_bytes_batch([data[0].tobytes()], 4, cast("float32", "float16"))
     check_one_line(e)
-    with raises_one_line("2 of 4 components"):
-        choose_scheme("float32", "float16", "COSINE", data)
     with raises_one_line("float64 -> float16"):
         convert_values_batch([[1.0, 1e5]], 2, cast("float64", "float16"))
     # the largest value that still rounds to 65504 is fine; an existing inf is not overflow
     ok = np.array([[65519.0, np.inf]], dtype=np.float32)
-    assert choose_scheme("float32", "float16", "L2", ok) == cast("float32", "float16")
     got = decode(
         convert_bytes_batch([ok[0].tobytes()], 2, cast("float32", "float16"))[0], "float16", 2
     )
     assert got.tolist() == [65504.0, math.inf]
+
+
+def test_a_planned_narrowing_cast_clips_and_counts_overflow() -> None:
+    """The plan decides the policy: a narrowing cast clips a finite value beyond the target's
+    range to its largest finite value (with its sign) and says how many; inf stays inf."""
+    data = np.array([[1.0, 70000.0, -1e6, np.inf]], dtype=np.float32)
+    scheme = choose_scheme("float32", "float16", "COSINE", data)
+    assert scheme == QuantizationScheme("cast", "float32", "float16", overflow="clip")
+    assert QuantizationScheme.from_dict(scheme.to_dict()) == scheme
+    counted: list[int] = []
+    out = convert_bytes_batch([data[0].tobytes()], 4, scheme, on_clip=counted.append)
+    assert decode(out[0], "float16", 4).tolist() == [1.0, 65504.0, -65504.0, math.inf]
+    assert counted == [2]
+    counted.clear()
+    values = convert_values_batch([[1.0, 1e5]], 2, QuantizationScheme(
+        "cast", "float64", "float16", overflow="clip"), on_clip=counted.append)
+    assert values == [[1.0, 65504.0]] and counted == [1]
+    # widening casts need no policy
+    with np.errstate(over="ignore"):  # the float16 copy of the data holds inf
+        narrow = data.astype(np.float16)
+    assert choose_scheme("float16", "float32", "L2", narrow).overflow is None
+    with raises_one_line("overflow must be clip"):
+        QuantizationScheme("cast", "float32", "float16", overflow="wrap")
 
 
 # ------------------------------------------------------------------- bfloat16 rounding

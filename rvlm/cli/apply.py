@@ -26,6 +26,7 @@ from rvlm.cli.common import (
     UrlOption,
     echo_json,
     handle_errors,
+    output_file,
 )
 from rvlm.cli.progress import progress_display
 
@@ -145,6 +146,11 @@ def apply(
     from rvlm.core.errors import RvlmError
     from rvlm.core.migrate.plan import Plan
 
+    output_file(report_out, "--report-out")
+    output_file(benchmark_out, "--benchmark-out")
+    if not index_timeout > 0:
+        raise RvlmError(f"--index-timeout must be a positive number of seconds, not "
+                        f"{index_timeout:g}")
     loaded = Plan.load(plan)
     quality_options(query_check_file=query_check_file)  # a bad file: refused before anything
     copies = loaded.online and bool(loaded.operations)
@@ -152,10 +158,18 @@ def apply(
                              critical_load=critical_load, max_lag_millis=max_lag_millis,
                              throttle_replicas=throttle_replicas,
                              postpone=postpone_cut_over_flag_file, status_every=status_every)
+    if not sys.stdin.isatty() and not loaded.changes_nothing:
+        # as terraform's -auto-approve: a script must say it means it
+        missing = [flag for flag, given in (("--yes", yes), ("--accept-data-loss",
+                                                             accept_data_loss or not loaded.lossy))
+                   if not given]
+        if missing:
+            what = ("drops and rebuilds" if not loaded.online else "builds next to")
+            raise RvlmError(f"no terminal to confirm: this plan {what} index "
+                            f"{loaded.source_index!r}"
+                            + (" and is lossy (loses precision)" if loaded.lossy else "")
+                            + f"; pass {' and '.join(missing)} to apply it")
     if loaded.lossy and not accept_data_loss:
-        if not sys.stdin.isatty():
-            raise RvlmError("the plan is lossy (it loses precision); pass --accept-data-loss "
-                            "to apply it (no terminal to ask)")
         from rvlm.cli.render import lossy_summary
 
         if not typer.confirm(
@@ -165,7 +179,7 @@ def apply(
                 err=json_out):
             raise RvlmError("not applied: the lossy plan was not confirmed")
         accept_data_loss = True
-    elif not yes and sys.stdin.isatty() and not typer.confirm(
+    elif not yes and not loaded.changes_nothing and sys.stdin.isatty() and not typer.confirm(
             f"Build {loaded.target_index!r} next to {loaded.source_index!r} and move alias "
             f"{', '.join(loaded.aliases)} to it now?" if loaded.online else
             f"Drop and rebuild index {loaded.source_index!r} now?", default=True,
@@ -275,26 +289,31 @@ def _stop_on_signals() -> Iterator[Callable[[], str | None]]:
 
 @handle_errors
 def validate(
-    plan: PlanOption,
+    plan: Annotated[Path | None, typer.Option(
+        "--plan", help="The plan YAML made by 'rvlm plan' (default: the backup dir's copy).")
+    ] = None,
     url: UrlOption = None,
     cluster: ClusterOption = False,
     report_out: Annotated[Path | None, typer.Option("--report-out",
                                                     help="Write the YAML report here.")] = None,
     backup_dir: Annotated[str | None, typer.Option(
-        "--backup-dir", help="The apply's backup dir: compare counts with the source count "
-                             "taken at apply time instead of the plan's, and the target's "
-                             "answers with the source's answers kept there.")] = None,
+        "--backup-dir", help="The apply's backup dir: check every document the plan rewrote "
+                             "(required when it rewrote some), compare counts with the source "
+                             "count taken at apply time, and the target's answers with the "
+                             "source's answers kept there.")] = None,
     json_out: JsonOption = False,
     min_recall: MinRecallOption = None,
     query_check_file: QueryCheckOption = None,
 ) -> None:
-    """Validate a migrated index against its plan. Exit 0 when every check passed, 1 if not.
+    """Validate a migrated index against its plan. Exit 0 when every check passed, 1 if not,
+    2 for bad input (a plan that rewrites documents needs the apply's --backup-dir).
 
     With --backup-dir the quality gate runs again: the target answers the queries whose
     source answers the apply kept there (recall@k per vector field, at least --min-recall;
     the checks of --query-check-file)."""
     from rvlm.api import validate as validate_plan
 
+    output_file(report_out, "--report-out")
     report = validate_plan(plan, redis_url=url, backup_dir=backup_dir, min_recall=min_recall,
                            query_check_file=query_check_file)
     if report_out is not None:
@@ -316,6 +335,9 @@ def rollback(
                    ] = False,
     report_out: Annotated[Path | None, typer.Option("--report-out",
                                                     help="Write the YAML report here.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Restore the originals also over documents changed since the "
+                        "migration wrote them (by default they are kept and named).")] = False,
     json_out: JsonOption = False,
     index: Annotated[str | None, typer.Option(
         "--index", "-i", help="With a batch's backup dir: the index to roll back.")] = None,
@@ -326,13 +348,15 @@ def rollback(
     from rvlm.core.migrate.backup_dir import backup_dir_for, load_backup_plan
 
     directory = backup_dir_for(backup_dir, index)
+    output_file(report_out, "--report-out")
     plan = load_backup_plan(directory)
     if not yes and sys.stdin.isatty() and not typer.confirm(
             f"Roll back {plan.target_index!r} -> {plan.source_index!r} from {directory}?",
             default=False, err=json_out):
         raise RvlmError("not rolled back")
     with progress_display() as progress:
-        report = do_rollback(directory, redis_url=url, progress_callback=progress)
+        report = do_rollback(directory, redis_url=url, progress_callback=progress,
+                             force=force)
     if report_out is not None:
         report.write(report_out)
     if json_out:

@@ -124,3 +124,23 @@ def echo_json(data: Any) -> None:
     from rvlm.cli.output import echo_json as echo
 
     echo(data)
+
+
+def output_file(path: Any, option: str) -> None:
+    """Refuse (one line, exit 2) an output file that cannot be written, before any work: a
+    directory, a missing parent directory, or one this user cannot write into."""
+    import os
+    from pathlib import Path
+
+    from rvlm.core.errors import RvlmError
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise RvlmError(f"{option} {p} is a directory; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise RvlmError(f"{option} {p}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise RvlmError(f"{option} {p}: not writable")

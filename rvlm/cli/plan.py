@@ -18,6 +18,7 @@ from rvlm.cli.common import (
     UrlOption,
     echo_json,
     handle_errors,
+    output_file,
 )
 
 
@@ -72,6 +73,10 @@ def plan(
         "--alias", help="An alias clients query: apply points it at the new index (creating "
                         "it if it does not exist) and rollback points it back. Required by "
                         "--mode online unless --index names an alias.")] = None,
+    keep_alias: Annotated[list[str] | None, typer.Option(
+        "--keep-alias", help="An alias of the index to keep: dropping the index removes its "
+                             "aliases (the server cannot list them), apply points this one at "
+                             "the new index. Repeat for several.")] = None,
     drop_source: Annotated[bool, typer.Option(
         "--drop-source/--keep-source", help="Online mode: drop the source index once the "
                                             "alias moved, or keep it.")] = True,
@@ -94,6 +99,7 @@ def plan(
     from rvlm.core.migrate.plan import MODES
 
     mode = mode_choice.value
+    output_file(plan_out, "--plan-out")
     if (schema_patch is None) == (target_schema is None):
         raise RvlmError("give --schema-patch or --target-schema (exactly one)")
     if mode not in MODES:
@@ -102,7 +108,7 @@ def plan(
                                mode=mode, alias=alias, drop_source=drop_source,
                                min_recall=min_recall, recall_k=recall_k,
                                key_sample_limit=key_sample_limit,
-                               target_prefix=target_prefix)
+                               target_prefix=target_prefix, keep_aliases=keep_alias or ())
     # the files are validated before the server is contacted
     result = planner.create_plan(index, redis_url=url, schema_patch_path=schema_patch,
                                  target_schema_path=target_schema)

@@ -124,6 +124,12 @@ def print_plan(plan: Plan, path: Path | None = None, console: Console | None = N
     if not plan.changes:
         table.add_row("", "(none)", "the target schema equals the source")
     out.print(table)
+    if plan.changes_nothing:
+        print_wrapped(out, "[bold]Nothing to do:[/bold] ", "the patch changes nothing; applying "
+                      "this plan leaves the index, its aliases and every document as they are")
+        if path is not None:
+            out.print(f"Plan written to {escape(str(path))}", soft_wrap=True)
+        return
     if plan.operations and plan.online:
         kinds = ", ".join(dict.fromkeys(o.kind for o in plan.operations))
         prefix = plan.target_schema.index.prefix[0]
@@ -358,3 +364,26 @@ def print_report(report: MigrationReport, *, resume: str | None = None,
         out.print("  roll back with:" if ok or not (report.error and resume)
                   else "  or roll back with:")
         print_command(out, undo, "    ")
+    if not ok and console is None:
+        print_failure(report, resume=resume if report.error else None, undo=undo)
+
+
+def print_failure(report: MigrationReport, *, resume: str | None = None,
+                  undo: str | None = None) -> None:
+    """A failed run on stderr too (whoever reads only stderr, a log collector or a script
+    keeping stdout for data, learns that it failed, why, and what to do): one ``error:`` line,
+    then the advice, one ``next:`` line each."""
+    from rvlm.cli.output import err_console, error_line
+
+    route = (report.source_index if report.source_index == report.target_index
+             else f"{report.source_index} -> {report.target_index}")
+    why = report.error or "; ".join(report.validation.errors) or "a check failed"
+    error_line(f"{report.mode} {route} failed: {why}")
+    err = err_console()
+    actions = list(report.manual_actions)
+    if resume:
+        actions.append(f"resume with: {resume}")
+    if undo and report.mode != "rollback":
+        actions.append(f"roll back with: {undo}")
+    for a in actions:
+        err.print(f"next: {a}", markup=False, soft_wrap=True, highlight=False)

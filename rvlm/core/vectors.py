@@ -23,7 +23,7 @@ as a :class:`VectorError` whose message is a single line naming the datatypes.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
 
@@ -230,35 +230,50 @@ def _count_inf(arr: np.ndarray, bf16_bits: bool = False) -> int:
     return int(np.count_nonzero(np.isinf(arr)))
 
 
-def _cast_floats(values: np.ndarray, target: str, label: str) -> np.ndarray:
+def _cast_floats(values: np.ndarray, target: str, label: str, overflow: str | None = None,
+                 on_clip: Callable[[int], None] | None = None) -> np.ndarray:
     """Cast numbers to the float datatype ``target``, returning its wire-ready array.
 
     ``values`` holds plain numbers in any numeric dtype (bfloat16 sources already widened
     to float32).  The result has the native dtype of ``target`` (uint16 bit patterns for
     bfloat16).  Finite values that would become inf raise VectorError (``label`` names
-    the conversion in the message); inf and NaN inputs pass through unchanged.
+    the conversion in the message), unless ``overflow`` is ``"clip"``: then they become the
+    largest finite value of ``target`` (with their sign) and ``on_clip`` gets how many.
+    inf and NaN inputs pass through unchanged.
     """
+    out = _cast_floats_raw(values, target)
+    if _dtype_max(values.dtype) > _MAX_FINITE[target]:
+        # Only a cast that produced infs needs the second pass over the input.
+        overflowed = _count_inf(out, bf16_bits=target == "bfloat16")
+        if overflowed:
+            overflowed -= _count_inf(values)
+        if overflowed and overflow == "clip":
+            top = _MAX_FINITE[target]
+            with np.errstate(invalid="ignore"):
+                wide = _to_f64(values)
+                finite = np.isfinite(wide)
+                wide = np.where(finite, np.clip(wide, -top, top), wide)
+            out = _cast_floats_raw(wide, target)
+            if on_clip is not None:
+                on_clip(overflowed)
+        elif overflowed:
+            raise VectorError(
+                f"{label}: {overflowed} of {values.size} components are outside the {target} "
+                f"range (largest finite {_MAX_FINITE[target]:.6g}) and would become inf"
+            )
+    return out
+
+
+def _cast_floats_raw(values: np.ndarray, target: str) -> np.ndarray:
     if target == "bfloat16":
         if values.dtype in (np.float32, np.float16, np.int8, np.uint8):
             with np.errstate(invalid="ignore"):
                 f32 = values.astype(np.float32)
         else:
             f32 = _f64_to_f32_round_to_odd(_to_f64(values, copy=False))
-        out = _f32_to_bf16_bits(f32)
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = values.astype(_WIRE[target].newbyteorder("="), copy=False)
-    if _dtype_max(values.dtype) > _MAX_FINITE[target]:
-        # Only a cast that produced infs needs the second pass over the input.
-        overflow = _count_inf(out, bf16_bits=target == "bfloat16")
-        if overflow:
-            overflow -= _count_inf(values)
-        if overflow:
-            raise VectorError(
-                f"{label}: {overflow} of {values.size} components are outside the {target} "
-                f"range (largest finite {_MAX_FINITE[target]:.6g}) and would become inf"
-            )
-    return out
+        return _f32_to_bf16_bits(f32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return values.astype(_WIRE[target].newbyteorder("="), copy=False)
 
 
 def _floats_from_wire(arr: np.ndarray, datatype: str) -> np.ndarray:
@@ -438,6 +453,10 @@ class QuantizationScheme:
     offset: float | None = attrs.field(default=None, converter=_opt_float)
     clip_fraction: float | None = attrs.field(default=None, converter=_opt_float)
     calibration_sample_size: int | None = attrs.field(default=None, converter=_opt_int)
+    #: A float narrowing cast (float32 -> float16, ...): what happens to a finite value
+    #: beyond the target's range. ``clip``: it becomes the largest finite value (counted);
+    #: None (plans made before the policy existed): the conversion fails.
+    overflow: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -473,6 +492,8 @@ class QuantizationScheme:
                 raise VectorError(f"{pair}: global_affine needs a finite offset")
         if self.clip_fraction is not None and not 0.0 <= self.clip_fraction <= 1.0:
             raise VectorError(f"{pair}: clip_fraction must be between 0 and 1")
+        if self.overflow not in (None, "clip"):
+            raise VectorError(f"{pair}: overflow must be clip, not {self.overflow!r}")
         if self.calibration_sample_size is not None and self.calibration_sample_size < 0:
             raise VectorError(f"{pair}: calibration_sample_size must not be negative")
 
@@ -499,7 +520,8 @@ class QuantizationScheme:
         missing = [k for k in ("kind", "source_datatype", "target_datatype") if k not in d]
         if missing:
             raise VectorError(f"quantization scheme is missing keys: {', '.join(missing)}")
-        for key in ("kind", "source_datatype", "target_datatype"):
+        for key in ("kind", "source_datatype", "target_datatype", *(
+                ("overflow",) if d.get("overflow") is not None else ())):
             if not isinstance(d[key], str):
                 raise VectorError(f"quantization scheme {key} must be a string, got {d[key]!r}")
         for key in ("scale", "offset", "clip_fraction", "calibration_sample_size"):
@@ -559,19 +581,26 @@ def _quantize(values: np.ndarray, scheme: QuantizationScheme, where: str) -> tup
     return q.astype(_WIRE[scheme.target_datatype]), clipped
 
 
-def _convert_numbers(values: np.ndarray, scheme: QuantizationScheme, where: str) -> np.ndarray:
+def _convert_numbers(values: np.ndarray, scheme: QuantizationScheme, where: str,
+                     on_clip: Callable[[int], None] | None = None) -> np.ndarray:
     """Apply a scheme to an (n, dims) array of source-domain numbers.
 
     Returns the target's native array (uint16 bit patterns for bfloat16).  Same-datatype
-    schemes are handled by the callers, not here.
+    schemes are handled by the callers, not here.  ``on_clip`` gets the number of
+    components clipped (a ``clip`` overflow policy, or a global int scheme).
     """
     if scheme.kind == "cast":
-        return _cast_floats(values, scheme.target_datatype, _pair(scheme))
-    return _quantize(values, scheme, where)[0]
+        return _cast_floats(values, scheme.target_datatype, _pair(scheme), scheme.overflow,
+                            on_clip)
+    q, clipped = _quantize(values, scheme, where)
+    if clipped and on_clip is not None:
+        on_clip(clipped)
+    return q
 
 
 def convert_bytes_batch(
-    raws: Sequence[bytes], dims: int, scheme: QuantizationScheme
+    raws: Sequence[bytes], dims: int, scheme: QuantizationScheme, *,
+    on_clip: Callable[[int], None] | None = None,
 ) -> list[bytes]:
     """Convert a batch of Redis hash vectors with ``scheme``.
 
@@ -589,11 +618,12 @@ def convert_bytes_batch(
         step = dims * WIDTH[src]
         return [joined[i : i + step] for i in range(0, len(joined), step)]
     values = _load(raws, src, dims)
-    return _split(_convert_numbers(values, scheme, "batch"), tgt, len(raws))
+    return _split(_convert_numbers(values, scheme, "batch", on_clip), tgt, len(raws))
 
 
 def convert_values_batch(
-    values: Sequence[Sequence[float]], dims: int, scheme: QuantizationScheme
+    values: Sequence[Sequence[float]], dims: int, scheme: QuantizationScheme, *,
+    on_clip: Callable[[int], None] | None = None,
 ) -> list[list[float] | list[int]]:
     """Convert a batch of Redis JSON vectors (arrays of numbers) with ``scheme``.
 
@@ -618,13 +648,14 @@ def convert_values_batch(
         if src == tgt:
             out = _check_int_values(arr, tgt, f"{src} JSON vectors")
         else:
-            out = _convert_numbers(arr.astype(np.float64, copy=False), scheme, "batch")
+            out = _convert_numbers(arr.astype(np.float64, copy=False), scheme, "batch",
+                                   on_clip)
         result: list[list[int]] = out.astype(np.int64).tolist()
         return list(result)
     if src == tgt:
         out = arr.astype(np.float64, copy=False)
     else:
-        out = _floats_from_wire(_convert_numbers(arr, scheme, "batch"), tgt)
+        out = _floats_from_wire(_convert_numbers(arr, scheme, "batch", on_clip), tgt)
     floats: list[list[float]] = _to_f64(out).tolist()
     return list(floats)
 
@@ -682,9 +713,10 @@ def choose_scheme(
             "convert to a float datatype first"
         )
     if tgt in FLOAT_DATATYPES:
-        if src in FLOAT_DATATYPES and arr.size:
-            _cast_floats(arr, tgt, f"{pair} (sample)")
-        return QuantizationScheme("cast", src, tgt)
+        narrowing = src in FLOAT_DATATYPES and _MAX_FINITE[src] > _MAX_FINITE[tgt]
+        # the policy is decided now, in the plan, not found mid-transform: a finite value
+        # beyond the target's range is clipped to its largest finite value, and counted
+        return QuantizationScheme("cast", src, tgt, overflow="clip" if narrowing else None)
 
     values = arr.astype(np.float64, copy=False)
     n = values.shape[0]
@@ -774,7 +806,10 @@ def measure_error(sample: np.ndarray, scheme: QuantizationScheme) -> ConversionE
     if scheme.source_datatype == scheme.target_datatype:
         restored = original.copy()
     elif scheme.kind == "cast":
-        converted = _cast_floats(original, scheme.target_datatype, _pair(scheme))
+        counted: list[int] = []
+        converted = _cast_floats(original, scheme.target_datatype, _pair(scheme),
+                                 scheme.overflow, counted.append)
+        clipped = sum(counted)
         restored = _to_f64(_floats_from_wire(converted, scheme.target_datatype))
     else:
         q, clipped = _quantize(original, scheme, "sample")

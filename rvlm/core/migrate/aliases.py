@@ -1,8 +1,9 @@
 """Index aliases a migration keeps: checked before, moved after the create, moved back on rollback.
 
 FT.DROPINDEX removes the dropped index's aliases, so a ``drop_recreate`` apply points every
-alias of the plan (:attr:`Plan.aliases`: the one ``--alias`` named and the one ``--index``
-named) at the target right after the create; an ``online`` apply moves them once the target is
+alias of the plan (:attr:`Plan.aliases`: the one ``--alias`` named, the one ``--index``
+named, and the kept ones: ``--keep-alias`` and those recorded by an earlier run) at the target
+right after the create; an ``online`` apply moves them once the target is
 built and validated. ``FT.ALIASUPDATE`` moves (or creates) an alias in one command and is
 idempotent, so a resumed apply simply sends it again. Where each alias pointed before the apply
 is journaled with the ``checked`` phase (``aliases: {name: index or null}``); rollback points
@@ -12,13 +13,14 @@ each one back at the source, or deletes one the migration created.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import redis
 
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.redis.connection import index_exists, list_indexes, read_index
+from rvlm.core.redis.resp import to_str
 
 
 def alias_index(client: redis.Redis, name: str) -> str | None:
@@ -54,10 +56,55 @@ def check_aliases(client: redis.Redis, plan: Plan, *,
     return out
 
 
-def point_aliases(client: redis.Redis, names: Iterable[str], index: str) -> None:
-    """``FT.ALIASUPDATE name index`` for each name (creates a missing alias; idempotent)."""
+#: A set per index of the aliases rvlm pointed at it (RediSearch 2.10 cannot list an index's
+#: aliases): the planner keeps them across a drop without being told again.
+REGISTRY_PREFIX = "rvlm:aliases:"
+
+
+def registry_key(index: str) -> str:
+    """The Redis set of the aliases rvlm pointed at ``index``."""
+    return f"{REGISTRY_PREFIX}{index}"
+
+
+def recorded_aliases(client: redis.Redis, index: str) -> list[str]:
+    """The aliases an earlier rvlm run pointed at ``index`` that still point at it."""
+    try:
+        names = sorted(to_str(n) for n in client.smembers(registry_key(index)))
+    except redis.ResponseError:  # not a set: someone else's key
+        return []
+    return [n for n in names if alias_index(client, n) == index]
+
+
+def lost_aliases_note(index: str, kept: Sequence[str]) -> str:
+    """What a plan that drops ``index`` says about its aliases: FT.DROPINDEX removes every
+    alias pointing at it, RediSearch 2.10 cannot list them, so only ``kept`` ones survive."""
+    named = (f"apply points {', '.join(repr(a) for a in kept)} at the new index; "
+             if kept else "")
+    return (f"dropping {index!r} removes every alias that points at it, and the server cannot "
+            f"list them: {named}any other alias of {index!r} is lost; name each with "
+            "--keep-alias NAME to keep it")
+
+
+def record_aliases(client: redis.Redis, names: Iterable[str], index: str,
+                   previous: str | None = None) -> None:
+    """Remember that ``names`` point at ``index`` now (and no longer at ``previous``)."""
+    names = list(names)
+    if not names:
+        return
+    with contextlib.suppress(redis.ResponseError):
+        client.sadd(registry_key(index), *names)
+        if previous is not None and previous != index:
+            client.srem(registry_key(previous), *names)
+
+
+def point_aliases(client: redis.Redis, names: Iterable[str], index: str,
+                  previous: str | None = None) -> None:
+    """``FT.ALIASUPDATE name index`` for each name (creates a missing alias; idempotent), and
+    remember them for ``index`` (:func:`recorded_aliases`)."""
+    names = list(names)
     for name in names:
         client.execute_command("FT.ALIASUPDATE", name, index)
+    record_aliases(client, names, index, previous)
 
 
 def restore_aliases(client: redis.Redis, plan: Plan,
@@ -76,6 +123,7 @@ def restore_aliases(client: redis.Redis, plan: Plan,
                 done.append(f"alias {name!r} deleted (the migration created it)")
             continue
         client.execute_command("FT.ALIASUPDATE", name, plan.source_index)
+        record_aliases(client, [name], plan.source_index, plan.target_index)
         done.append(f"alias {name!r} points at {plan.source_index!r}")
     return done
 

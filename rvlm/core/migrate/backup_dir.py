@@ -16,7 +16,7 @@ from typing import Any
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.storage.backup.manifest import MANIFEST_NAME, read_manifest, write_manifest
-from rvlm.core.storage.files import BackupCorrupt
+from rvlm.core.storage.files import BackupCorrupt, check_backup_files
 from rvlm.core.storage.redisvl import redisvl_backup
 
 PLAN_NAME = "plan.yaml"
@@ -39,6 +39,7 @@ def prepare_backup_dir(directory: Path, plan: Plan, batch_size: int) -> tuple[di
         raise RvlmError(f"backup dir {directory}: cannot read it ({_reason(exc)}); nothing "
                         "was changed") from None
     if existing:
+        check_backup_files(directory)
         if not (directory / MANIFEST_NAME).exists():
             foreign = redisvl_backup(directory)
             if foreign is not None:
@@ -131,6 +132,7 @@ def load_backup_plan(directory: Path) -> Plan:
     directory = Path(directory)
     if not directory.is_dir():
         raise RvlmError(f"backup dir {directory} does not exist")
+    check_backup_files(directory)
     if not (directory / MANIFEST_NAME).exists():
         foreign = redisvl_backup(directory)
         if foreign is not None:

@@ -26,6 +26,7 @@ forces the DUMP/RESTORE rename path used on clusters.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import time
@@ -37,13 +38,14 @@ from typing import Any
 import redis
 
 from rvlm.core.errors import MigrationFailed, RvlmError
-from rvlm.core.migrate.aliases import check_aliases, point_aliases
+from rvlm.core.migrate.aliases import check_aliases, lost_aliases_note, point_aliases
 from rvlm.core.migrate.backup_dir import KEYS_NAME, PLAN_NAME
 from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.report import MigrationReport
 from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.transform import transform_batch
 from rvlm.core.migrate.validate import comparable, schema_diff
+from rvlm.core.migrate.verify import rewritten_entry, verifies, verify_documents
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.redis import durability
 from rvlm.core.redis.connection import connect, index_exists, read_index
@@ -61,9 +63,10 @@ from rvlm.core.redis.resp import to_str
 from rvlm.core.storage.backup.reader import BackupReader
 from rvlm.core.storage.backup.records import RawRecord
 from rvlm.core.storage.backup.writer import BackupWriter
-from rvlm.core.storage.files import BackupCorrupt
 from rvlm.core.storage.journal import Journal, RunState, phase_data
 from rvlm.core.storage.keyfile import KeyFileReader
+
+log = logging.getLogger(__name__)
 
 #: Keys per round trip of the collision checks (they read nothing back but counts and flags).
 COLLISION_PAGE = 5000
@@ -100,6 +103,10 @@ def worker_count(requested: int, batches: int) -> tuple[int, str]:
         return workers, f"this machine lets the process use {cpus} CPU(s)"
     return workers, (f"{batches} batch(es) to do; a worker needs at least "
                      f"{MIN_BATCHES_PER_WORKER}")
+
+
+#: Prefix of the stats keys that carry what plugins counted (ApplyContext.tally).
+TALLY = "tally:"
 
 
 def execute_drop_recreate(run: Run) -> MigrationReport:
@@ -173,6 +180,9 @@ class DropRecreate:
         run = self.run
         plan, client, timer, report = run.plan, run.client, run.timer, run.report
         state = run.load_state()
+        restarted = run.note_server(state)
+        if restarted and state.reached("dropped"):
+            state = self.after_restart(state, restarted)
         if state.phase == "done":
             return self.finished_already()
         past_drop = state.reached("dropped") or (
@@ -183,6 +193,9 @@ class DropRecreate:
             with timer.step("checks"):
                 info = run.check_source()
                 aliases = check_aliases(client, plan)  # where each pointed before
+                if plan.operations:  # the key file and the backup must fit (counted again
+                    # once the keys are enumerated)
+                    run.check_free_space(info.stats.num_docs + info.stats.indexing_failures)
             run.phase("checked", sync=False, **({"aliases": aliases} if aliases else {}))
             fault("after_checks")
             if plan.operations:
@@ -209,6 +222,8 @@ class DropRecreate:
                       source_failures=info.stats.indexing_failures)
             with timer.step("checks"):
                 self.check_collisions(keyfile)
+                if plan.operations:
+                    run.check_free_space(en.count)
                 problems = run.host.pre_drop(plan, run.ctx)
                 if problems:
                     raise RvlmError("a plugin refused the migration: " + "; ".join(problems))
@@ -216,6 +231,8 @@ class DropRecreate:
             # one fsync makes checked, keys_enumerated and pre_drop_done durable, after the
             # key file (fsynced when written) and before the drop
             run.phase("pre_drop_done")
+            # said before the drop, on stderr (the plan said it too)
+            log.warning("%s", lost_aliases_note(plan.source_index, plan.aliases))
             with timer.step("drop"):
                 run.mutated = True
                 client.execute_command("FT.DROPINDEX", plan.source_index)
@@ -241,14 +258,23 @@ class DropRecreate:
             run.check_cluster()
             run.create_target("after_create")
             # the drop removed the source's aliases: point them at the target (idempotent)
-            point_aliases(client, plan.aliases, plan.target_index)
+            point_aliases(client, plan.aliases, plan.target_index, plan.source_index)
+        documents = None
+        if verifies(plan):
+            # every rewritten document read back while the server builds the index (the
+            # client would only wait meanwhile): the pass costs little on the wall clock
+            with timer.step("verify"):
+                documents = verify_documents(
+                    client, plan, run.dir,
+                    progress=lambda done, total: run.progress("verify", done, total))
         with timer.step("indexing"):
             run.wait_indexed()
         run.phase("indexed", sync=False)
         report.downtime_duration_seconds = max(0.0, time.time() - dropped_at)
         with timer.step("validation"):
             result = run.validate(expected_docs=enum.get("source_docs"),
-                                  source_failures=enum.get("source_failures"))
+                                  source_failures=enum.get("source_failures"),
+                                  documents=documents)
         report.validation = result
         if result.passed:
             # durable at the latest when the run closes the journal (a lost one only means
@@ -292,11 +318,51 @@ class DropRecreate:
         report.downtime_duration_seconds = 0.0
         report.warnings.append(f"the migration in {run.dir} had already finished: nothing "
                                "was changed (validated again)")
+        documents = None
+        if verifies(plan):  # every rewritten document, again: writes may have been lost
+            with run.timer.step("verify"):
+                documents = verify_documents(run.client, plan, run.dir)
         with run.timer.step("validation"):
             result = run.validate(expected_docs=enum.get("source_docs"),
-                                  source_failures=enum.get("source_failures"))
+                                  source_failures=enum.get("source_failures"),
+                                  documents=documents)
         report.validation = result
         return report.finish(result.passed)
+    def after_restart(self, state: RunState, why: str) -> RunState:
+        """The server restarted since the journal was written (``why``): what the journal says
+        was done may be gone. A source index that is back (a snapshot older than the drop) is
+        dropped again; every batch journaled as done is checked (:mod:`~rvlm.core.migrate.verify`)
+        and one whose documents do not all hold what was written is journaled ``batch_lost``:
+        the transform restores it from its backup and redoes it. Returns the new state."""
+        run = self.run
+        plan, client = run.plan, run.client
+        run.report.warnings.append(f"{why}; every batch journaled as done was checked")
+        source_back = False
+        if index_exists(client, plan.source_index):
+            live = read_index(client, plan.source_index).schema
+            source, target = plan.source_schema, plan.target_schema
+            is_source = comparable(live, source) == source.without_unknowns()
+            is_target = (plan.source_index == plan.target_index
+                         and comparable(live, target) == target.without_unknowns())
+            source_back = is_source and not is_target
+        if source_back:
+            client.execute_command("FT.DROPINDEX", plan.source_index)
+            run.phase("dropped", again=True)
+            run.report.warnings.append(
+                f"the server holds the source index {plan.source_index!r} again (its snapshot "
+                "is older than the drop): dropped it again")
+        if state.done and verifies(plan):
+            lost = verify_documents(client, plan, run.dir, batches=state.done)
+            for b in sorted(lost.bad_batches):
+                run.journal.append("batch_lost", batch=b)
+            if lost.bad_batches:
+                run.report.warnings.append(
+                    f"{len(lost.bad_batches)} batch(es) journaled as done lost writes "
+                    f"({lost.changed + lost.gone} of {lost.checked} documents): restored from "
+                    "the backup and redone")
+                if state.reached("transformed") and not source_back:
+                    run.phase("transforming")
+        return RunState.load(run.dir)
 
     # -- transform -----------------------------------------------------------------------
     def transform(self, keyfile: Path) -> None:
@@ -304,11 +370,8 @@ class DropRecreate:
         run = self.run
         state = RunState.load(run.dir)
         backup = BackupReader(run.dir, run.plan.fingerprint)
+        backup.require(state.started)
         backed = set(backup.batch_numbers())
-        lost = sorted(state.started_not_done - backed)
-        if lost:
-            raise BackupCorrupt(f"{run.dir}: the journal says batch {lost[0]} was started but "
-                                "its backup is missing; the backup cannot be trusted")
         with KeyFileReader(keyfile) as reader:
             total = reader.num_batches(run.batch_size)
             keys = reader.count
@@ -346,6 +409,10 @@ class DropRecreate:
             self._parallel(workers, pending, backed, stats, done_count, total)
         run.report.documents_rewritten += stats["docs"]
         run.report.bytes_rewritten += stats["bytes"]
+        for key, count in stats.items():
+            if key.startswith(TALLY) and count:
+                run.report.warnings.append(f"{count:,} {key[len(TALLY):]} (the originals are "
+                                           "in the backup)")
 
     def _work(self, worker: int, batches: Iterable[int], backed: set[int],
               client: redis.Redis, journal: Journal, stats: dict[str, int],
@@ -357,18 +424,32 @@ class DropRecreate:
                 KeyFileReader(run.dir / KEYS_NAME, verify=False) as reader, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvlm-durable") as bg:
             committed = writer.committed_batches()  # backed up by an earlier, crashed run
+            earlier: BackupReader | None = None
 
-            def make_durable(b: int, records: list[RawRecord]) -> None:
+            def make_durable(b: int, records: list[RawRecord]) -> dict[str, Any]:
                 # the backup fsynced, then batch_started journaled and fsynced: only after
-                # both may a key of the batch be written
+                # both may a key of the batch be written. A batch backed up by an earlier
+                # attempt keeps that backup (its originals); what this attempt writes that
+                # differs from its records is returned, for batch_done to say.
+                nonlocal earlier
+                rewritten: dict[str, Any] = {}
                 if b not in backed and b not in committed:
                     writer.append_batch(b, records)
+                else:
+                    if earlier is None:
+                        earlier = BackupReader(run.dir, run.plan.fingerprint)
+                    before = {ref[0]: ref[3] for ref in earlier.written(b)}
+                    for r in records:
+                        if len(r) == 6 and r[5] is not None and before.get(r[0]) != r[5]:
+                            rewritten[r[0].hex()] = rewritten_entry(r[5])
                 fault("after_backup", b)
                 journal.append("batch_started", batch=b)
                 fault("after_started", b)
+                return rewritten
 
-            def finish(n: int, b: int, writes: list[KeyWrite], durable: Future[None]) -> None:
-                durable.result()  # raises if the backup or the journal failed: nothing written
+            def finish(n: int, b: int, writes: list[KeyWrite],
+                       durable: Future[dict[str, Any]]) -> None:
+                rewritten = durable.result()  # raises if the backup or the journal failed
                 run.check_leases()
                 written = write_batch(client, self.storage, writes,
                                       fault=lambda: fault("mid_write", b),
@@ -377,7 +458,7 @@ class DropRecreate:
                 # makes it durable, and a batch_done lost in a crash only means the batch is
                 # restored from its backup and redone on resume
                 journal.append("batch_done", sync=False, batch=b, docs=len(writes),
-                               bytes=written)
+                               bytes=written, **({"rewritten": rewritten} if rewritten else {}))
                 fault("after_batch", b)
                 stats["docs"] += len(writes)
                 stats["bytes"] += written
@@ -393,7 +474,8 @@ class DropRecreate:
             overlap = WRITER_THREAD and type(client) is redis.Redis
             # the batch being written: a Future (writer thread), or the arguments of a finish
             # still to call here (inline: after the next batch was read and transformed)
-            in_flight: Future[None] | tuple[int, int, list[KeyWrite], Future[None]] | None
+            in_flight: (Future[None] | tuple[int, int, list[KeyWrite], Future[dict[str, Any]]]
+                        | None)
             in_flight = None
 
             def settle() -> None:
@@ -417,6 +499,9 @@ class DropRecreate:
                         in_flight = (out.submit(finish, n, b, writes, durable) if overlap
                                      else (n, b, writes, durable))
                     settle()
+                    for what, count in ctx.tallies.items():  # what plugins counted
+                        stats[TALLY + what] = stats.get(TALLY + what, 0) + count
+                    ctx.tallies.clear()
                 finally:
                     if isinstance(in_flight, Future):  # failing: let the batch in flight end
                         with contextlib.suppress(BaseException):
@@ -489,8 +574,8 @@ class DropRecreate:
     @staticmethod
     def _msg(kind: str, data: Any, stats: dict[str, int], errors: list[str]) -> int:
         if kind == "done":
-            stats["docs"] += data["docs"]
-            stats["bytes"] += data["bytes"]
+            for key, value in data.items():
+                stats[key] = stats.get(key, 0) + value
             return 1
         if kind == "error":
             errors.append(str(data))

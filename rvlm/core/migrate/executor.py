@@ -89,6 +89,8 @@ def apply_plan(
     """
     host = host_with(plugins)
     host.check()
+    if plan.changes_nothing:
+        return _nothing_to_do(url, plan, client)
     execute = EXECUTORS.get(plan.mode)
     if execute is None:
         raise RvlmError(f"unknown mode {plan.mode!r} (known: {', '.join(EXECUTORS)})")
@@ -148,6 +150,30 @@ def roll_back_below_recall(url: str | None, client: Any, directory: Path,
         report.error = f"rollback after a recall under the floor failed: {undone.error}"
         report.manual_actions.append(
             f"re-run 'rvlm rollback --backup-dir {directory}' to restore the source index")
+
+
+def _nothing_to_do(url: str | None, plan: Plan, client: Any) -> MigrationReport:
+    """A plan that changes nothing: the source must still be what the plan saw; nothing is
+    dropped, written or backed up, and the report says so."""
+    from rvlm.core.migrate.validate import comparable, schema_diff
+    from rvlm.core.redis.connection import connect, read_index
+
+    own = client is None
+    conn = connect(url) if own else client
+    try:
+        live = read_index(conn, plan.source_index).schema
+    finally:
+        if own:
+            conn.close()
+    want = plan.source_schema.without_unknowns()
+    got = comparable(live, plan.source_schema)
+    if got != want:
+        raise RvlmError(f"source changed since the plan was made ({schema_diff(got, want)}); "
+                        "make a new plan; nothing was changed")
+    report = MigrationReport(mode=plan.mode, source_index=plan.source_index,
+                             target_index=plan.target_index, plan_fingerprint=plan.fingerprint)
+    report.warnings.append("the plan changes nothing: nothing was dropped, written or backed up")
+    return report.finish(True)
 
 
 __all__ = ["EXECUTORS", "apply_plan", "below_recall"]

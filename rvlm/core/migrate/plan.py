@@ -120,6 +120,9 @@ class Plan:
     #: An alias the user named (``--alias``): apply points it at the target (creating it if it
     #: does not exist); rollback points it back at the source (or deletes it if it was new).
     alias: str | None = None
+    #: Aliases of the source to keep (``--keep-alias``, and those an earlier rvlm run
+    #: recorded): FT.DROPINDEX removes them with the index, apply points them at the target.
+    keep_aliases: tuple[str, ...] = attrs.field(default=(), converter=strings)
     #: Online mode only: drop the source index once the alias moved to the target.
     drop_source: bool = True
     #: Per vector field whose KNN answers may change: the recall estimate (or why there is
@@ -153,6 +156,14 @@ class Plan:
         return any(c.lossy for c in self.changes) or any(o.lossy for o in self.operations)
 
     @property
+    def changes_nothing(self) -> bool:
+        """No change, no document operation, no alias to point, and a target equal to the
+        source: apply does nothing at all (no drop, no backup)."""
+        return (not self.changes and not self.operations and self.alias is None
+                and self.target_schema.without_unknowns()
+                == self.source_schema.without_unknowns())
+
+    @property
     def rewrites_documents(self) -> bool:
         return bool(self.operations)
 
@@ -162,9 +173,10 @@ class Plan:
 
     @property
     def aliases(self) -> tuple[str, ...]:
-        """Every alias apply points at the target: the one named with ``--alias``, then the
-        one ``--index`` named (``source_alias``), without repeats."""
-        return tuple(dict.fromkeys(a for a in (self.alias, self.source_alias) if a))
+        """Every alias apply points at the target: the one named with ``--alias``, the one
+        ``--index`` named (``source_alias``), then the kept ones, without repeats."""
+        return tuple(dict.fromkeys(a for a in (self.alias, self.source_alias,
+                                               *self.keep_aliases) if a))
 
     def field_renames(self) -> dict[str, str]:
         """Source field name -> target field name (see :func:`field_renames`)."""
@@ -244,6 +256,7 @@ class Plan:
                 "overrides": self.overrides,
                 **({"source_alias": self.source_alias} if self.source_alias else {}),
                 **({"alias": self.alias} if self.alias else {}),
+                **({"keep_aliases": list(self.keep_aliases)} if self.keep_aliases else {}),
                 **({"drop_source": self.drop_source} if self.online else {}),
                 "changes": [c.to_dict() for c in self.changes],
                 "operations": [o.to_dict() for o in self.operations],
@@ -294,6 +307,7 @@ class Plan:
                 version=data["version"],
                 mode=mode,
                 alias=extra.get("alias"),
+                keep_aliases=tuple(str(a) for a in extra.get("keep_aliases") or ()),
                 drop_source=drop_source,
                 source_schema=schema_from_dict(src["schema_snapshot"], f"{source}: source"),
                 source_stats=IndexStats(**src.get("stats_snapshot", {})),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import attrs
 import redis
 
 from rvlm.core.errors import RvlmError
+from rvlm.core.migrate.aliases import alias_index, lost_aliases_note, recorded_aliases
 from rvlm.core.migrate.cluster_checks import incomplete, layout_problems, migration_warning
 from rvlm.core.migrate.estimate import downtime_seconds
 from rvlm.core.migrate.online.checks import blue_green_findings, prefix_problems
@@ -61,6 +62,10 @@ KEY_SAMPLE_SIZE = 20
 DEFAULT_SAMPLE_SIZE = 1000
 
 
+def _names(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class PlanOptions:
     """``sample_size``: documents read to calibrate and measure quantization.
@@ -69,6 +74,8 @@ class PlanOptions:
     ``mode``: ``drop_recreate`` (default) or ``online`` (build the target next to the source,
     then move ``alias`` to it in one command; index-side changes only).
     ``alias``: an alias clients query; apply points it at the target (creating it if new).
+    ``keep_aliases``: aliases of the source to keep across the drop (FT.DROPINDEX removes
+    them); those an earlier rvlm run recorded are kept without being named.
     ``drop_source``: online mode: drop the source once the alias moved (default True).
     ``min_recall``: block the plan when a vector field's estimated recall@``recall_k`` is
     under it (recorded in the plan; apply measures against it unless told another floor).
@@ -84,6 +91,7 @@ class PlanOptions:
     allow_shared_keys: bool = False
     mode: str = DROP_RECREATE
     alias: str | None = None
+    keep_aliases: tuple[str, ...] = attrs.field(default=(), converter=_names)
     drop_source: bool = True
     min_recall: float | None = None
     recall_k: int = DEFAULT_K
@@ -311,6 +319,11 @@ def make_plan(
     aliases = tuple(dict.fromkeys(a for a in (options.alias, alias) if a))
     if options.alias is not None and options.alias != alias:
         warnings += _alias_checks(client, options.alias, source, final, index_names, planned)
+    keep = _kept_aliases(client, options.keep_aliases, source, aliases, planned)
+    aliases = tuple(dict.fromkeys((*aliases, *keep)))
+    drops_source = (not online or options.drop_source) and bool(changes or unclaimed)
+    if drops_source:
+        warnings.append(lost_aliases_note(source.name, aliases))
     if online:
         _online_checks(source, final, operations, aliases, planned)
     if caps.cluster:
@@ -338,7 +351,8 @@ def make_plan(
         warnings += _plan_checks(source, final, info, operations, others, options, overrides,
                                  planned, renames, explicit, aliases)
     else:
-        warnings.append("the patch changes nothing: the target schema equals the source")
+        warnings.append("the patch changes nothing: the target schema equals the source, so "
+                        "apply does nothing (no drop, no backup)")
 
     plan = Plan(
         source_schema=source,
@@ -354,6 +368,7 @@ def make_plan(
         source_alias=alias,
         mode=options.mode,
         alias=options.alias,
+        keep_aliases=keep,
         drop_source=options.drop_source if online else True,
         quality=quality,
     )
@@ -385,6 +400,29 @@ def _quality(source: IndexSchema, target: IndexSchema, planned: list[PlannedChan
 def _blocked(kind: str, reason: str) -> PlannedChange:
     return PlannedChange(type=kind, plugin="rvlm", plugin_version=_rvlm_version(),
                          supported=False, blocked_reasons=(reason,))
+
+
+def _kept_aliases(client: redis.Redis, named: Sequence[str], source: IndexSchema,
+                  aliases: Sequence[str], planned: list[PlannedChange]) -> tuple[str, ...]:
+    """The aliases to keep: each ``--keep-alias`` (it must point at the source: a blocked
+    change otherwise), then those an earlier rvlm run recorded for the source."""
+    keep: list[str] = []
+    for name in named:
+        if not name.strip():
+            raise RvlmError("--keep-alias needs a name")
+        points_at = alias_index(client, name)
+        if name == source.name or name in list_indexes(client):
+            planned.append(_blocked("alias", f"--keep-alias {name!r} is the name of an index, "
+                                             "not an alias"))
+            continue
+        if points_at != source.name:
+            where = "is no alias" if points_at is None else f"points at {points_at!r}"
+            planned.append(_blocked("alias", f"--keep-alias {name!r}: it {where}, not an alias "
+                                             f"of {source.name!r}; name an alias of the source"))
+            continue
+        keep.append(name)
+    keep += recorded_aliases(client, source.name)
+    return tuple(a for a in dict.fromkeys(keep) if a not in aliases)
 
 
 def _alias_checks(client: redis.Redis, name: str, source: IndexSchema, target: IndexSchema,

@@ -22,16 +22,19 @@ from rvlm.core.errors import MigrationFailed
 from rvlm.core.migrate.aliases import restore_aliases
 from rvlm.core.migrate.backup_dir import backup_dir_for, load_backup_plan
 from rvlm.core.migrate.online.executor import rollback_online
+from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.report import MigrationReport, Timer, Timings
 from rvlm.core.migrate.validate import validate_source
+from rvlm.core.migrate.verify import written_refs
 from rvlm.core.redis import durability
 from rvlm.core.redis.connection import connect, index_exists, read_index, wait_indexed
 from rvlm.core.redis.docio.restore import conflict_actions, conflict_message, restore_records
+from rvlm.core.redis.docio.verify import CHANGED, check_written, originals_match
 from rvlm.core.redis.lock import hold_locks, lock_owner
 from rvlm.core.redis.resp import to_str
 from rvlm.core.schema.ftcreate import create_arguments
 from rvlm.core.storage.backup.reader import BackupReader
-from rvlm.core.storage.files import BackupCorrupt
+from rvlm.core.storage.backup.records import BackupRecord
 from rvlm.core.storage.journal import Journal, RunState, phase_data
 
 
@@ -49,6 +52,7 @@ def rollback(
     progress: Callable[[str, int, int], None] | None = None,
     client: Any = None,
     index: str | None = None,
+    force: bool = False,
 ) -> MigrationReport:
     """Restore the source index and documents from ``backup_dir``; returns a report
     (``mode: rollback``). ``backup_dir`` may be a batch's backup dir with ``index`` naming
@@ -56,16 +60,18 @@ def rollback(
     connection made from ``url`` (and is left open). Raises :class:`RvlmError` (nothing
     restored) for a corrupt or foreign backup dir or a held lock; a failure while restoring
     gives a failed report and re-running resumes (every step is idempotent).
+
+    A document changed since the migration wrote it (its digest differs from the backup's
+    record of the write, and it does not hold the originals either) was written by someone
+    else: it is kept as it is and named in the report (a conflict, result failed), unless
+    ``force`` restores its originals over it.
     """
     directory = backup_dir_for(backup_dir, index)
     plan = load_backup_plan(directory)
     state = RunState.load(directory)
     reader = BackupReader(directory, plan.fingerprint)
+    reader.require(state.started)
     reader.verify()
-    missing = sorted((state.done | state.started_not_done) - set(reader.batch_numbers()))
-    if missing:
-        raise BackupCorrupt(f"{directory}: the journal says batch {missing[0]} was started but "
-                            "its backup is missing")
     report = MigrationReport(mode="rollback", source_index=plan.source_index,
                              target_index=plan.target_index, backup_dir=str(directory),
                              plan_fingerprint=plan.fingerprint, resumed=False)
@@ -100,9 +106,13 @@ def rollback(
                         if live == plan.target_index:
                             client.execute_command("FT.DROPINDEX", plan.target_index)
                 conflicts: list[tuple[bytes, bytes]] = []
+                kept: list[bytes] = []
                 with timer.step("restore"):
                     total = len(reader.batch_numbers())
                     for n, (b, records) in enumerate(reader.reversed_batches(), 1):
+                        if not force:
+                            records = _without_newer_writes(client, plan, reader, state, b,
+                                                            records, kept)
                         # a batch started but not done may hold a replacement that failed
                         # after its DEL: its replaced documents are recreated even if no key
                         # is left
@@ -126,12 +136,19 @@ def rollback(
                                  progress=_indexing(progress))
                 # the drops removed the aliases: point them at the source again
                 restore_aliases(client, plan, phase_data(directory, "checked").get("aliases"))
-                if conflicts:
-                    # not rolled back: once the pairs are resolved, a re-run restores them
-                    report.restore_conflicts = len(conflicts)
-                    report.error = conflict_message(conflicts)
-                    report.manual_actions += conflict_actions(
-                        conflicts, f"{directory}: 'rvlm rollback --backup-dir {directory}'")
+                if conflicts or kept:
+                    # not rolled back: once the pairs are resolved (or with --force for
+                    # documents changed since), a re-run restores them
+                    report.restore_conflicts = len(conflicts) + len(kept)
+                    errors = []
+                    if conflicts:
+                        errors.append(conflict_message(conflicts))
+                        report.manual_actions += conflict_actions(
+                            conflicts, f"{directory}: 'rvlm rollback --backup-dir {directory}'")
+                    if kept:
+                        errors.append(kept_message(kept))
+                        report.manual_actions += kept_actions(kept, directory)
+                    report.error = "; ".join(errors)
                     with contextlib.suppress(Exception):
                         journal.append("error", message=f"rollback: {report.error}")
                     report.validation = validate_source(client, plan)
@@ -153,4 +170,43 @@ def rollback(
             client.close()
 
 
-__all__ = ["rollback"]
+def _without_newer_writes(client: redis.Redis, plan: Plan, reader: BackupReader,
+                          state: RunState, batch: int, records: list[BackupRecord],
+                          kept: list[bytes]) -> list[BackupRecord]:
+    """``records`` less those whose document was changed by someone else since the migration
+    wrote it (appended to ``kept``, by key): its digest differs from what the backup (and the
+    journal, for a redone batch) says was written, and it does not hold the originals either
+    (a document rolled back already, or whose write never happened, does)."""
+    refs = written_refs(reader, batch, state.rewritten)
+    outcomes = dict(zip((r[0] for r in refs),
+                        check_written(client, refs, plan.target_schema.storage_type),
+                        strict=True))
+    suspects = [r for r in records if outcomes.get(r.key) == CHANGED]
+    if not suspects:
+        return records
+    original = originals_match(client, suspects, plan.source_schema.storage_type)
+    newer = {r.key for r, same in zip(suspects, original, strict=True) if not same}
+    kept += sorted(newer)
+    return [r for r in records if r.key not in newer]
+
+
+def kept_message(keys: list[bytes], limit: int = 5) -> str:
+    """One line naming documents kept because someone changed them after the migration."""
+    shown = ", ".join(repr(to_str(k)) for k in keys[:limit])
+    more = f" (and {len(keys) - limit} more)" if len(keys) > limit else ""
+    return (f"{len(keys)} document(s) changed since the migration wrote them were kept as they "
+            f"are, not overwritten with their originals: {shown}{more}")
+
+
+def kept_actions(keys: list[bytes], directory: Path, limit: int = 50) -> list[str]:
+    """Manual actions for documents kept by a rollback."""
+    out = [f"{to_str(k)!r} was changed after the migration: keep it as it is, or restore its "
+           "original from the backup with --force" for k in keys[:limit]]
+    if len(keys) > limit:
+        out.append(f"... and {len(keys) - limit} more such documents")
+    out.append(f"to put the originals back over those changes: 'rvlm rollback --backup-dir "
+               f"{directory} --force'")
+    return out
+
+
+__all__ = ["kept_actions", "kept_message", "rollback"]

@@ -13,6 +13,7 @@ by ``plan.mode``.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import redis
 
 from rvlm.core.errors import MigrationFailed, RvlmError
+from rvlm.core.migrate.estimate import estimate_plan
 from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.migrate.plan import Plan
@@ -27,6 +29,7 @@ from rvlm.core.migrate.precheck import check_target_accepted
 from rvlm.core.migrate.quality_gate import QualityGate
 from rvlm.core.migrate.report import RESUME_HINT, MigrationReport, Timer, ValidationResult
 from rvlm.core.migrate.validate import comparable, schema_diff, validate_migration
+from rvlm.core.migrate.verify import DocumentsVerified
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.plugins.documents import operation_problems
 from rvlm.core.plugins.host import PluginHost
@@ -40,7 +43,10 @@ from rvlm.core.schema.ftcreate import create_arguments
 from rvlm.core.schema.ftinfo import IndexInfo
 from rvlm.core.storage.journal import Journal, RunState
 
-#: ``progress(step, done, total)``: step is ``keys``, ``transform`` or ``indexing``.
+#: Bytes kept free beyond the backup estimate (journals, key logs, file-system blocks).
+SPACE_MARGIN = 1024 * 1024
+
+#: ``progress(step, done, total)``: step is ``keys``, ``transform``, ``verify`` or ``indexing``.
 Progress = Callable[[str, int, int], None]
 
 
@@ -112,6 +118,29 @@ class Run:
         self.report.resumed = state.phase is not None
         self.report.resumed_from = state.phase or ""
         return state
+
+    def server_identity(self) -> dict[str, Any]:
+        """``{"run_id", "uptime_s"}`` of the server (a cluster: every node's run id, sorted and
+        joined, and the shortest uptime)."""
+        info = self.client.info("server")
+        nodes = [v for v in info.values() if isinstance(v, dict)] if "run_id" not in info \
+            else [info]
+        run_ids = sorted(str(n.get("run_id", "")) for n in nodes) or [""]
+        uptimes = [int(n.get("uptime_in_seconds", 0)) for n in nodes] or [0]
+        return {"run_id": ",".join(run_ids), "uptime_s": min(uptimes)}
+
+    def note_server(self, state: RunState) -> str | None:
+        """Journal the server this run talks to; when the journal saw another one (its run id
+        changed: it restarted, or a replica took over), say so: writes journaled as done may
+        be gone (an older snapshot, an AOF that was not synced) and must be checked."""
+        now = self.server_identity()
+        before = state.server
+        self.journal.append("server", **now)
+        if before is None or before.get("run_id") == now["run_id"]:
+            return None
+        return (f"the server restarted since the journal was written (run id "
+                f"{str(before.get('run_id'))[:12]} -> {now['run_id'][:12]}, up "
+                f"{now['uptime_s']} s)")
 
     def phase(self, value: str, *, sync: bool = True, **data: Any) -> None:
         """Journal that the run reached phase ``value``, with ``data``; fsynced unless
@@ -191,6 +220,33 @@ class Run:
                             "on during one; let the resharding finish, then run the same "
                             "command again")
 
+    def check_free_space(self, documents: int) -> None:
+        """Before the drop: the file system of the backup dir must hold the key file and the
+        backup the plan's estimate expects for ``documents`` documents (plus
+        :data:`SPACE_MARGIN` and a fifth), or the apply would stop mid-transform with the index
+        already dropped. Called before the keys are enumerated (the source's count) and again
+        after (the count found)."""
+        estimate = estimate_plan(self.plan, self.client, self.host)
+        need = estimate["backup_bytes"]
+        if need is None:
+            self.report.warnings.append("the backup's size is unknown (no estimate for some "
+                                        "operation): free disk space was not checked")
+            return
+        planned = int(estimate["documents"] or 0)
+        if planned and documents != planned:
+            need = need * documents / planned
+        # the key file, written twice while duplicates are sorted out (key, length, fingerprint)
+        sample = self.plan.key_sample
+        key_len = sum(len(k) for k in sample) / len(sample) if sample else 32
+        need += 2 * documents * (key_len + 16)
+        need = int(need * 1.2) + SPACE_MARGIN
+        free = shutil.disk_usage(self.dir).free
+        if free < need:
+            raise RvlmError(
+                f"not enough free disk space for the backup in {self.dir}: {_size(free)} free, "
+                f"about {_size(need)} needed (the estimate for {documents} documents, plus "
+                "a margin); free some space or use another --backup-dir; nothing was changed")
+
     # -- quality -------------------------------------------------------------------------
     def ask_source(self) -> None:
         """The quality gate asks the source what is not stored yet: call it while the source
@@ -198,14 +254,14 @@ class Run:
         with self.timer.step("checks"):
             self.gate.ask_source(self.client)
 
-    def validate(self, *, expected_docs: int | None,
-                 source_failures: int | None) -> ValidationResult:
+    def validate(self, *, expected_docs: int | None, source_failures: int | None,
+                 documents: DocumentsVerified | None = None) -> ValidationResult:
         """Validate the target (:func:`~rvlm.core.migrate.validate.validate_migration`) with
-        the plugins' checks and the quality gate's: what must pass before the target goes
-        live (an alias moves, the run succeeds)."""
+        the plugins' checks, the quality gate's and ``documents`` (the verification pass):
+        what must pass before the target goes live (an alias moves, the run succeeds)."""
         return validate_migration(self.client, self.plan, expected_docs=expected_docs,
                                   source_failures=source_failures, host=self.host,
-                                  context=self.ctx, gate=self.gate)
+                                  context=self.ctx, gate=self.gate, documents=documents)
 
     # -- the target index ----------------------------------------------------------------
     def create_target(self, fault_point: str) -> None:
@@ -250,4 +306,12 @@ class Run:
             self.client.close()
 
 
-__all__ = ["Progress", "Run"]
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TB"  # pragma: no cover - the loop returns
+
+
+__all__ = ["SPACE_MARGIN", "Progress", "Run"]

@@ -19,6 +19,7 @@ from rvlm.core.plugins.documents import MISSING, NO_CHANGE, Document
 from rvlm.core.plugins.host import PluginHost
 from rvlm.core.redis.docio.read import JSON_ROOT, ReadDoc, read_ttls
 from rvlm.core.redis.docio.restore import backup_raw
+from rvlm.core.redis.docio.verify import written_of
 from rvlm.core.redis.docio.write import KeyWrite
 from rvlm.core.redis.resp import field_bytes
 from rvlm.core.storage.backup.records import RawRecord
@@ -34,8 +35,8 @@ def transform_batch(
     (pure key moves) are not handed to a plugin. An update outside the operation's ``writes``
     fails the migration before anything of the batch is written. Returns the writes (only
     documents that change) and their backup records
-    (:data:`~rvlm.core.storage.backup.records.RawRecord` tuples, checked when encoded), in the
-    same order.
+    (:data:`~rvlm.core.storage.backup.records.RawRecord` tuples, checked when encoded, each
+    with the digest of what its write will hold), in the same order.
 
     A ``converts_to`` operation (the last one; ``docs`` were read with ``whole=True``) gets
     every field of each document as left by the operations before it (JSON: the root under
@@ -181,7 +182,10 @@ def transform_batch(
                         else None, False))
         else:
             add_record(backup_raw(d, storage, [*set_values, *dels], new_key))
-    return writes, records
+    # each record also keeps the digest of what its document is about to be written
+    # (rvlm.core.redis.docio.verify): checked before apply says succeeded, on a resume after
+    # the server lost data, and by rollback (a document changed since is not overwritten)
+    return writes, [(*r, written_of(storage, w)) for r, w in zip(records, writes, strict=True)]
 
 
 __all__ = ["transform_batch"]

@@ -23,6 +23,7 @@ with the plan's source schema.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -32,6 +33,7 @@ from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.quality_gate import QualityGate
 from rvlm.core.migrate.report import ValidationResult
+from rvlm.core.migrate.verify import DocumentsVerified, verifies, verify_documents
 from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.plugins.host import PluginHost
@@ -136,6 +138,8 @@ def validate_migration(
     context: ApplyContext | None = None,
     gate: QualityGate | None = None,
     live_source: bool = False,
+    backup_dir: Path | None = None,
+    documents: DocumentsVerified | None = None,
 ) -> ValidationResult:
     """Run every check against the live target index and return the result.
 
@@ -144,8 +148,11 @@ def validate_migration(
     ``source_failures`` likewise. ``gate`` adds the quality gate's checks (``recall:<field>``
     and the query checks, see :mod:`rvlm.core.migrate.quality_gate`) and the measured
     ``quality``. ``live_source``: the source keys still exist and take writes (online
-    copies): a sampled key whose source is gone must be gone from the target too. Never
-    raises for a failed check; raises :class:`RvlmError` only for a bad plan.
+    copies): a sampled key whose source is gone must be gone from the target too.
+    ``documents`` (the verification pass the executor ran), or ``backup_dir`` (the apply's:
+    the pass runs here) give the ``documents`` check: every document the plan rewrote still
+    holds what was written. Never raises for a failed check; raises :class:`RvlmError` only
+    for a bad plan.
     """
     result = ValidationResult()
     stats_src = plan.source_stats
@@ -257,6 +264,10 @@ def validate_migration(
     except redis.ResponseError as exc:
         result.add(CheckResult(name="query:*", passed=False, details=str(exc)))
 
+    if documents is None and backup_dir is not None and verifies(plan):
+        documents = verify_documents(client, plan, backup_dir)
+    if documents is not None:
+        result.add(documents.check())
     if gate is not None:
         measured = gate.measure(client)
         result.quality = measured.to_dict()

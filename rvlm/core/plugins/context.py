@@ -75,6 +75,15 @@ class ApplyContext:
     capabilities: Capabilities
     client: Any = None
     backup_dir: str | None = None
+    #: what :meth:`tally` counted (the executor sums every batch and worker into the report)
+    tallies: dict[str, int] = attrs.field(factory=dict)
+
+    def tally(self, what: str, count: int = 1) -> None:
+        """Count something the user should hear about, e.g. ``tally("components of 'emb'
+        clipped to float16's largest value", 3)``: the report says ``3 components of ...``.
+        ``transform_documents`` may call it (it is not I/O)."""
+        if count:
+            self.tallies[what] = self.tallies.get(what, 0) + int(count)
 
     def read_documents(self, keys: Sequence[bytes], names: Sequence[str], *,
                        storage_type: str | None = None) -> list[Document]:

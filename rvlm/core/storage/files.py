@@ -29,6 +29,44 @@ class BackupBusy(RvlmError):
     """Another process has this worker's backup file open for writing."""
 
 
+def check_backup_files(directory: Path) -> None:
+    """Refuse a backup dir holding a file that is not its own, before anything is read or
+    written there: a symbolic link (a journal linked to another file would have rvlm append to
+    that file), anything but a regular file or a directory, a file with another hard link, or
+    one owned by another user than the directory. Raises :class:`BackupCorrupt` naming it."""
+    directory = Path(directory)
+    try:
+        owner = directory.stat().st_uid
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    # A crash between a writer's link() and unlink() of its temp file leaves the temp file as
+    # a second name of the data file: a link to our own file, inside the directory, is fine.
+    names: dict[int, list[str]] = {}
+    for entry in entries:
+        if entry.is_file(follow_symlinks=False):
+            names.setdefault(entry.stat(follow_symlinks=False).st_ino, []).append(entry.name)
+    for entry in entries:
+        st = entry.stat(follow_symlinks=False)
+        path = directory / entry.name
+        if entry.is_symlink():
+            raise BackupCorrupt(f"{path} is a symbolic link; a backup dir holds only its own "
+                                "files (remove the link, or use a new --backup-dir)", path=path)
+        if entry.is_dir(follow_symlinks=False):
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            raise BackupCorrupt(f"{path} is not a regular file; a backup dir holds only its "
+                                "own files", path=path)
+        here = names.get(st.st_ino, [entry.name])
+        proper = [n for n in here if not (n.startswith(".") and n.endswith(".tmp"))]
+        if st.st_nlink > len(here) or len(proper) > 1:
+            raise BackupCorrupt(f"{path} has {st.st_nlink} hard links: another path shares it, "
+                                "so it is not this backup dir's own", path=path)
+        if st.st_uid != owner:
+            raise BackupCorrupt(f"{path} belongs to another user (uid {st.st_uid}, the "
+                                f"directory's owner is uid {owner})", path=path)
+
+
 def fsync_directory(directory: Path) -> None:
     """Make a rename or file creation inside ``directory`` durable (``fsync`` on the dir)."""
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -57,4 +95,5 @@ def atomic_write_text(path: Path, text: str) -> None:
     fsync_directory(path.parent)
 
 
-__all__ = ["BackupBusy", "BackupCorrupt", "atomic_write_text", "fsync_directory"]
+__all__ = ["BackupBusy", "BackupCorrupt", "atomic_write_text", "check_backup_files",
+           "fsync_directory"]

@@ -17,7 +17,16 @@ Vocabulary (every event also carries ``ts``, seconds since the epoch, and ``work
   one that copies documents also capture_started, copied, forwarding_stopped, and finalize
   adds finalizing and finalized: see :mod:`rvlm.core.migrate.online.blue_green`).
 * ``batch_started`` / ``batch_done``: ``batch`` (int). A batch is journaled as started only
-  after its backup is fsynced, and as done only after all its writes succeeded.
+  after its backup is fsynced, and as done only after all its writes succeeded. A redone
+  batch (resumed) whose writes differ from what its backup records says were written carries
+  ``rewritten``: ``{key hex: [digest hex, [name hex, ...]]}`` for those documents (the backup
+  keeps the first attempt's originals and digests).
+* ``batch_lost``: ``batch`` (int): a batch journaled as done whose writes the server no longer
+  holds (it restarted from an older snapshot, or lost data); it counts as started, not done,
+  until a later ``batch_done``: resume restores it from its backup and redoes it.
+* ``server``: ``run_id`` (str) and ``uptime_s`` of the server an apply (or resume) talks to,
+  journaled when it starts: a later resume that finds another run id knows the server
+  restarted in between and checks the batches marked done.
 * ``error``: ``message`` (str), plus any JSON-serialisable detail.
 
 Damage: a torn *last* line (crash during an append, so the event was never acknowledged and
@@ -69,7 +78,8 @@ PHASES: tuple[str, ...] = (
     "failed",
 )
 _PHASE_ORDER = {p: i for i, p in enumerate(PHASES)}
-EVENTS: tuple[str, ...] = ("phase", "batch_started", "batch_done", "error")
+EVENTS: tuple[str, ...] = ("phase", "batch_started", "batch_done", "batch_lost", "server",
+                          "error")
 
 _PREFIX = b'{"crc":"'
 _MIDDLE = b'","rec":'
@@ -161,7 +171,8 @@ class Journal:
 
     def _open_for_append(self) -> None:
         created = not self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        # never through a symbolic link (the backup dir's own file, or none)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -282,7 +293,7 @@ def _validate(event: str, data: dict[str, Any]) -> None:
         raise ValueError(f"reserved journal field(s): {', '.join(sorted(reserved))}")
     if event == "phase" and data.get("value") not in PHASES:
         raise ValueError(f"unknown phase {data.get('value')!r} (known: {', '.join(PHASES)})")
-    if event in ("batch_started", "batch_done"):
+    if event in ("batch_started", "batch_done", "batch_lost"):
         batch = data.get("batch")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
             raise ValueError(f"{event} needs a non-negative int batch, got {batch!r}")
@@ -295,9 +306,11 @@ class RunState:
     """Where a migration stands, from every worker's journal in a directory.
 
     ``phase`` is the value of the most recent ``phase`` event across all journals (by ``ts``,
-    then worker, then position), None if none. ``done`` holds batches with a ``batch_done``
-    event in any journal; ``started_not_done`` those started but not done: on resume their
-    originals must be restored from the backup before they are redone.
+    then worker, then position), None if none. ``done`` holds batches whose latest
+    ``batch_done`` / ``batch_lost`` event (same order) is a ``batch_done``;
+    ``started_not_done`` those started but not done: on resume their originals must be restored
+    from the backup before they are redone. ``server`` is the latest ``server`` event (its
+    ``run_id`` and ``uptime_s``), or None.
     """
 
     phase: str | None
@@ -305,6 +318,10 @@ class RunState:
     started_not_done: frozenset[int]
     errors: tuple[dict[str, Any], ...]
     workers: tuple[int, ...]
+    server: dict[str, Any] | None = None
+    #: batch -> the ``rewritten`` of its latest ``batch_done`` (a redo that wrote other values
+    #: than its backup records say), when that event has one
+    rewritten: dict[int, dict[str, Any]] = attrs.field(factory=dict)
 
     @property
     def started(self) -> frozenset[int]:
@@ -325,8 +342,12 @@ class RunState:
             int(m.group(1)) for p in directory.iterdir() if (m := _JOURNAL_RE.match(p.name))
         )
         last_phase: tuple[float, int, int, str] | None = None
+        last_server: tuple[float, int, int] | None = None
+        server: dict[str, Any] | None = None
         started: set[int] = set()
-        done: set[int] = set()
+        # batch -> (ts, worker, position, done?) of its latest batch_done / batch_lost
+        outcome: dict[int, tuple[float, int, int, bool]] = {}
+        rewritten: dict[int, tuple[tuple[float, int, int], dict[str, Any] | None]] = {}
         errors: list[dict[str, Any]] = []
         for w in workers:
             for i, rec in enumerate(Journal(directory, w).events()):
@@ -337,16 +358,30 @@ class RunState:
                         last_phase = key
                 elif kind == "batch_started":
                     started.add(int(rec["batch"]))
-                elif kind == "batch_done":
-                    done.add(int(rec["batch"]))
+                elif kind in ("batch_done", "batch_lost"):
+                    b = int(rec["batch"])
+                    mark = (float(rec.get("ts", 0.0)), w, i, kind == "batch_done")
+                    if b not in outcome or mark > outcome[b]:
+                        outcome[b] = mark
+                    if kind == "batch_done" and (b not in rewritten or mark[:3] > rewritten[b][0]):
+                        rewritten[b] = (mark[:3], rec.get("rewritten"))
+                    if kind == "batch_lost":
+                        started.add(b)
+                elif kind == "server":
+                    at = (float(rec.get("ts", 0.0)), w, i)
+                    if last_server is None or at > last_server:
+                        last_server, server = at, rec
                 elif kind == "error":
                     errors.append(rec)
+        done = {b for b, mark in outcome.items() if mark[3]}
         return cls(
             phase=last_phase[3] if last_phase else None,
             done=frozenset(done),
-            started_not_done=frozenset(started - done),
+            started_not_done=frozenset((started | set(outcome)) - done),
             errors=tuple(errors),
             workers=tuple(workers),
+            server=server,
+            rewritten={b: r for b, (_at, r) in rewritten.items() if r and b in done},
         )
 
 

@@ -148,6 +148,14 @@ def classify_change(change: Change, context: PlanContext) -> Classification:
                 f"{err.min_cosine_similarity:.6f}); originals are kept in the backup for rollback")
     elif lossy:
         warnings.append(f"{label} is lossy; no sampled vectors to measure the error on")
+    if scheme.overflow == "clip":
+        fraction = err.clip_fraction if len(sample) else 0.0
+        beyond = round(fraction * len(sample) * dims) if fraction == fraction else 0
+        warnings.append(
+            f"{label}: a value beyond {dst_dt}'s range (largest finite {_largest(dst_dt)}) is "
+            f"clipped to it, with its sign, and counted in the apply report "
+            f"({beyond} of {len(sample) * dims} sampled components are); the originals stay "
+            "in the backup")
     width_note = f"{DATATYPE_WIDTH[src_dt] * dims} -> {DATATYPE_WIDTH[dst_dt] * dims} bytes"
     return Classification(
         summary=f"quantize {label} ({scheme.kind}; {width_note} per vector)",
@@ -161,6 +169,13 @@ def classify_change(change: Change, context: PlanContext) -> Classification:
                     "dims": dims, "scheme": scheme.to_dict()},
         ),),
     )
+
+
+def _largest(datatype: str) -> str:
+    import numpy as np
+
+    return f"{float(np.finfo(np.float16).max):g}" if datatype == "float16" else (
+        "3.39e+38" if datatype == "bfloat16" else f"{float(np.finfo(datatype).max):.3g}")
 
 
 @hookimpl
@@ -183,6 +198,14 @@ def transform_documents(operation: DocumentOperation, documents: Sequence[Docume
     updates: list[DocumentUpdate] = [NO_CHANGE] * len(documents)
     if scheme.source_datatype == scheme.target_datatype:
         return updates
+    what = (f"components of {p['field']!r} beyond the {scheme.target_datatype} range, clipped "
+            "to its largest value" if scheme.kind == "cast" else
+            f"components of {p['field']!r} outside the calibrated {scheme.target_datatype} "
+            "range, clipped")
+
+    def on_clip(n: int) -> None:
+        context.tally(what, n)
+
     picked: list[int] = []
     if p["storage_type"] == "json":
         values = []
@@ -191,18 +214,18 @@ def transform_documents(operation: DocumentOperation, documents: Sequence[Docume
             if isinstance(v, list) and len(v) == dims:
                 picked.append(i)
                 values.append(v)
-        converted: Sequence[object] = convert_values_batch(values, dims, scheme) \
-            if values else []
+        converted: Sequence[object] = convert_values_batch(values, dims, scheme,
+                                                           on_clip=on_clip) if values else []
     else:
         size = dims * DATATYPE_WIDTH[scheme.source_datatype]
         raws = [d.get(path) for d in documents]
         # A vector of the wrong length never indexed (an indexing failure): leave it.
         if all(type(v) is bytes and len(v) == size for v in raws):
-            converted = convert_bytes_batch(raws, dims, scheme) if raws else []
+            converted = convert_bytes_batch(raws, dims, scheme, on_clip=on_clip) if raws else []
             return [DocumentUpdate(set={path: new}) for new in converted]
         picked = [i for i, v in enumerate(raws) if isinstance(v, bytes) and len(v) == size]
         raws = [raws[i] for i in picked]
-        converted = convert_bytes_batch(raws, dims, scheme) if raws else []
+        converted = convert_bytes_batch(raws, dims, scheme, on_clip=on_clip) if raws else []
     for i, new in zip(picked, converted, strict=True):
         updates[i] = DocumentUpdate(set={path: new})
     return updates

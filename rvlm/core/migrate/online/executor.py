@@ -25,6 +25,7 @@ checks) from :func:`rvlm.core.migrate.executor.apply_plan`. Fault points for cra
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +33,13 @@ import attrs
 import redis
 
 from rvlm.core.errors import MigrationFailed, RvlmError
-from rvlm.core.migrate.aliases import alias_index, check_aliases, point_aliases, restore_aliases
+from rvlm.core.migrate.aliases import (
+    alias_index,
+    check_aliases,
+    lost_aliases_note,
+    point_aliases,
+    restore_aliases,
+)
 from rvlm.core.migrate.backup_dir import PLAN_NAME
 from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.online.blue_green import execute_blue_green
@@ -52,6 +59,8 @@ from rvlm.core.redis.resp import to_int
 from rvlm.core.schema.ftcreate import create_arguments
 from rvlm.core.storage.backup.reader import BackupReader
 from rvlm.core.storage.journal import Journal, RunState, phase_data
+
+log = logging.getLogger(__name__)
 
 
 def _source_count(client: redis.Redis, name: str) -> tuple[int, int]:
@@ -119,7 +128,7 @@ def execute_online(run: Run) -> MigrationReport:
         fault("online_after_validate")
         with run.timer.step("alias"):
             check_aliases(client, plan, allowed=(plan.target_index,))
-            point_aliases(client, plan.aliases, plan.target_index)
+            point_aliases(client, plan.aliases, plan.target_index, plan.source_index)
         run.phase("alias_moved")
         fault("online_after_alias")
     else:
@@ -129,10 +138,11 @@ def execute_online(run: Run) -> MigrationReport:
                                              source_failures=validated.get("failures"))
         report.documents = int(validated.get("docs", report.documents))
         with run.timer.step("alias"):  # idempotent: a resume makes sure they moved
-            point_aliases(client, plan.aliases, plan.target_index)
+            point_aliases(client, plan.aliases, plan.target_index, plan.source_index)
     if plan.drop_source and not state.reached("source_dropped"):
         with run.timer.step("drop_source"):
             if alias_index(client, plan.source_index) == plan.source_index:
+                log.warning("%s", lost_aliases_note(plan.source_index, ()))
                 client.execute_command("FT.DROPINDEX", plan.source_index)
         run.phase("source_dropped")
         fault("online_after_drop")

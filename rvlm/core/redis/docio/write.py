@@ -75,7 +75,7 @@ _kw_converts_to = _slot_setter(KeyWrite, "converts_to")
 _kw_pttl = _slot_setter(KeyWrite, "pttl")
 
 
-def _encode_value(storage_type: str, name: str, value: Any, key: bytes) -> bytes:
+def encode_value(storage_type: str, name: str, value: Any, key: bytes) -> bytes:
     if storage_type == "json":
         try:
             return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
@@ -145,7 +145,7 @@ def _queue_replace(pipe: Any, what: list[tuple[str, bytes]], w: KeyWrite) -> int
     key = w.key
     cmd: tuple[Any, ...]
     if w.converts_to == "json":
-        data = _encode_value("json", "the document", w.replace, key)
+        data = encode_value("json", "the document", w.replace, key)
         cmd = ("JSON.SET", key, "$", data)
         size = len(data)
     elif w.converts_to == "hash":
@@ -155,7 +155,7 @@ def _queue_replace(pipe: Any, what: list[tuple[str, bytes]], w: KeyWrite) -> int
         args: list[bytes] = []
         size = 0
         for n, v in w.replace.items():
-            value = _encode_value("hash", str(n), v, key)
+            value = encode_value("hash", str(n), v, key)
             args += [to_bytes(n), value]
             size += len(value)
         cmd = ("HSET", key, *args)
@@ -219,7 +219,7 @@ def _write_hashes(client: redis.Redis, writes: Sequence[KeyWrite]) -> int:
         if w.set:
             args: list[Any] = [b"HSET", key]
             for n, v in w.set.items():
-                data = v if type(v) is bytes else _encode_value("hash", n, v, key)
+                data = v if type(v) is bytes else encode_value("hash", n, v, key)
                 written += len(data)
                 args.append(field_bytes(n))
                 args.append(data)
@@ -249,7 +249,7 @@ def _write_any(client: redis.Redis, storage_type: str, writes: Sequence[KeyWrite
                 pipe.execute_command("JSON.DEL", w.key, name)
                 what.append(("JSON.DEL", w.key))
             for name, value in w.set.items():
-                data = _encode_value(storage_type, name, value, w.key)
+                data = encode_value(storage_type, name, value, w.key)
                 written += len(data)
                 pipe.execute_command("JSON.SET", w.key, name, data)
                 what.append(("JSON.SET", w.key))
@@ -257,7 +257,7 @@ def _write_any(client: redis.Redis, storage_type: str, writes: Sequence[KeyWrite
             if w.set:
                 args: list[Any] = [b"HSET", w.key]
                 for n, v in w.set.items():
-                    data = v if type(v) is bytes else _encode_value(storage_type, n, v, w.key)
+                    data = v if type(v) is bytes else encode_value(storage_type, n, v, w.key)
                     written += len(data)
                     args.append(field_bytes(n))
                     args.append(data)

@@ -19,7 +19,9 @@ import attrs
 
 from rvlm.core.storage.files import BackupCorrupt
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this rvlm reads: 1 (records without a written digest) and 2.
+READ_VERSIONS = (1, 2)
 MAGIC = b"RVLMBKUP"
 FRAME_MAGIC = b"RVBF"
 _HDR_FIXED = struct.Struct("<8sHHIH")  # magic, version, flags, worker, fingerprint length
@@ -88,9 +90,10 @@ def _parse_header(path: Path, buf: Any, size: int) -> tuple[int, str, int]:
     magic, version, _flags, worker, fp_len = _HDR_FIXED.unpack_from(buf, 0)
     if magic != MAGIC:
         raise BackupCorrupt(f"{path}: not an rvlm backup file (bad magic)", path=path, offset=0)
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise BackupCorrupt(
-            f"{path}: unknown backup format version {version} (this rvlm reads {FORMAT_VERSION})",
+            f"{path}: unknown backup format version {version} (this rvlm reads "
+            f"{', '.join(map(str, READ_VERSIONS))})",
             path=path,
             offset=8,
         )
@@ -191,5 +194,5 @@ def scan_file(
 
 
 __all__ = ["DATA_FILE_RE", "FORMAT_VERSION", "FRAME_HEAD", "FRAME_MAGIC", "FRAME_SIZE", "MAGIC",
-           "MAX_BATCH", "MAX_PAYLOAD", "U32", "FileScan", "FrameRef", "TornTail",
+           "MAX_BATCH", "MAX_PAYLOAD", "READ_VERSIONS", "U32", "FileScan", "FrameRef", "TornTail",
            "encode_header", "scan_file"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,12 @@ from rvlm.core.storage.backup.frames import (
     TornTail,
     scan_file,
 )
-from rvlm.core.storage.backup.records import BackupRecord, decode_records
+from rvlm.core.storage.backup.records import (
+    BackupRecord,
+    WrittenRef,
+    decode_records,
+    decode_written,
+)
 from rvlm.core.storage.files import BackupCorrupt
 
 log = logging.getLogger(__name__)
@@ -65,7 +70,9 @@ class BackupReader:
             if scan.torn is not None:
                 if strict:
                     raise BackupCorrupt(scan.torn.message(), path=path, offset=scan.torn.offset)
-                log.warning("%s; ignored (that batch was never applied)", scan.torn.message())
+                # whether that batch was applied only the journal can tell: the caller checks
+                # (require), so nothing is said here that may not be true
+                log.debug("%s", scan.torn.message())
                 self.torn_tails.append(scan.torn)
             for ref in scan.frames:
                 self._add(path, ref)
@@ -133,6 +140,27 @@ class BackupReader:
         """Every committed batch number, ascending."""
         return sorted(self._index)
 
+    def require(self, batches: Iterable[int]) -> None:
+        """Every batch the journal says was started (``batches``) must be in the backup: raise
+        :class:`BackupCorrupt` naming the first one that is not, and, when the last frame of a
+        data file is damaged, that frame (the journal proves it was not a crash mid-write: a
+        batch is journaled as started only after its frame was fsynced)."""
+        missing = sorted(set(batches) - set(self._index))
+        if not missing:
+            return
+        b = missing[0]
+        torn = next((t for t in self.torn_tails if t.batch == b), None) or next(
+            (t for t in self.torn_tails if t.batch is None), None)
+        if torn is not None:
+            raise BackupCorrupt(
+                f"{torn.path}: the last frame (batch {b}, {torn.size} bytes at offset "
+                f"{torn.offset}) is damaged ({torn.reason}), and the journal says batch {b} was "
+                "written after its backup was saved: the backup is corrupt, not cut short by a "
+                "crash; restore the backup dir from a copy", path=torn.path, offset=torn.offset)
+        raise BackupCorrupt(f"{self.directory}: the journal says batch {b} was started but its "
+                            "backup is missing; the backup cannot be trusted",
+                            path=self.directory)
+
     def __contains__(self, batch: object) -> bool:
         return batch in self._index
 
@@ -142,6 +170,22 @@ class BackupReader:
         if loc is None:
             raise KeyError(f"batch {batch} is not in the backup in {self.directory}")
         return self._records(loc)
+
+    def written(self, batch: int) -> list[WrittenRef]:
+        """What the verification needs of each record of one batch (key, new key, replaced,
+        written digest), checksum-verified, without building the originals."""
+        loc = self._index.get(batch)
+        if loc is None:
+            raise KeyError(f"batch {batch} is not in the backup in {self.directory}")
+        payload = self._payload(loc)
+        try:
+            return decode_written(payload, loc.ref.records)
+        except ValueError as exc:
+            raise BackupCorrupt(
+                f"{loc.path}: batch {loc.ref.batch} at offset {loc.ref.offset}: {exc}",
+                path=loc.path,
+                offset=loc.ref.offset,
+            ) from None
 
     def batches(self) -> Iterator[tuple[int, list[BackupRecord]]]:
         """(batch number, records) for every batch, ascending, each verified when reached.

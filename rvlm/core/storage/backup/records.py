@@ -16,7 +16,10 @@ MAX_ITEM_LEN = 0xFFFFFFFE  # longest key / field name / value a record can hold
 _REC_NEW_KEY = 1
 _REC_TTL = 2
 _REC_REPLACED = 4
-_REC_KNOWN = _REC_NEW_KEY | _REC_TTL | _REC_REPLACED
+_REC_WRITTEN = 8
+_REC_KNOWN = _REC_NEW_KEY | _REC_TTL | _REC_REPLACED | _REC_WRITTEN
+_WRITTEN = struct.Struct("<8sI")  # digest, name count
+_NAME = struct.Struct("<I")  # name len
 
 
 def _check_item(name: str, limit: int = MAX_ITEM_LEN) -> Any:
@@ -70,6 +73,33 @@ class FieldOriginal:
     value: bytes | None = attrs.field(validator=_check_optional_item("field value"))
 
 
+def _check_digest(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bytes) or len(value) != 8:
+        raise ValueError(f"digest must be 8 bytes, not {value!r:.40}")
+
+
+def _to_names(value: Iterable[bytes]) -> tuple[bytes, ...]:
+    return tuple(value)
+
+
+def _check_names(_inst: object, _attr: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    for n in value:
+        if not isinstance(n, bytes) or len(n) > MAX_ITEM_LEN:
+            raise TypeError(f"written names must be bytes, not {type(n).__name__}")
+
+
+@attrs.frozen
+class Written:
+    """What the migration wrote to a document: a digest (8 bytes) of the values it set and the
+    names it deleted (``names``, hash fields or JSON paths, in digest order), or of the whole
+    new document when ``names`` is empty and the record is *replaced*
+    (:mod:`rvlm.core.redis.docio.verify` computes and checks it)."""
+
+    digest: bytes = attrs.field(validator=_check_digest)
+    names: tuple[bytes, ...] = attrs.field(default=(), converter=_to_names,
+                                           validator=_check_names)
+
+
 @attrs.frozen
 class BackupRecord:
     """The originals of one key: its name, the name it was renamed to (if any), the original
@@ -85,20 +115,23 @@ class BackupRecord:
     fields: tuple[FieldOriginal, ...] = attrs.field(converter=_to_fields, validator=_check_fields)
     ttl_ms: int | None = attrs.field(default=None, validator=_check_ttl)
     replaced: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    #: what the migration wrote (None in backups made before digests, format version 1)
+    written: Written | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Written)))
 
 
 #: A backup record as a plain tuple, for the executor's hot path (no object per record):
-#: ``(key, new_key, fields, ttl_ms, replaced)`` with ``fields`` a tuple of ``(name, value)``
-#: pairs; the same meaning and the same limits as :class:`BackupRecord`, checked by
+#: ``(key, new_key, fields, ttl_ms, replaced, written)`` with ``fields`` a tuple of
+#: ``(name, value)`` pairs and ``written`` a :class:`Written` or None (a 5-tuple without it is
+#: accepted too); the same meaning and the same limits as :class:`BackupRecord`, checked by
 #: :func:`encode_records` before anything is written.
-RawRecord = tuple[bytes, "bytes | None", tuple[tuple[bytes, "bytes | None"], ...], "int | None",
-                  bool]
+RawRecord = tuple[Any, ...]
 
 
 def raw_record(record: BackupRecord) -> RawRecord:
     """``record`` as a :data:`RawRecord`."""
     return (record.key, record.new_key, tuple((f.name, f.value) for f in record.fields),
-            record.ttl_ms, record.replaced)
+            record.ttl_ms, record.replaced, record.written)
 
 
 def _item_ok(value: object) -> bool:
@@ -107,9 +140,11 @@ def _item_ok(value: object) -> bool:
 
 def _raw_problem(r: Any) -> str | None:
     """Why the raw record ``r`` breaks :class:`BackupRecord`'s rules (None: it does not)."""
-    if not isinstance(r, tuple) or len(r) != 5:
-        return f"records must be BackupRecord or 5-tuples, not {type(r).__name__}"
-    key, new_key, fields, ttl, replaced = r
+    if not isinstance(r, tuple) or len(r) not in (5, 6):
+        return f"records must be BackupRecord or 6-tuples, not {type(r).__name__}"
+    key, new_key, fields, ttl, replaced = r[:5]
+    if len(r) == 6 and r[5] is not None and not isinstance(r[5], Written):
+        return f"written must be a Written or None, not {type(r[5]).__name__}"
     if not _item_ok(key):
         return f"key must be bytes of at most {MAX_ITEM_LEN} bytes ({type(key).__name__})"
     if new_key is not None and not _item_ok(new_key):
@@ -145,12 +180,17 @@ def encode_records(records: Sequence[BackupRecord | RawRecord]) -> bytes:
     limit = MAX_ITEM_LEN
     for r in records:
         if type(r) is tuple:
-            key, new_key_or_none, fields, ttl_ms, replaced = r
+            if len(r) == 6:
+                key, new_key_or_none, fields, ttl_ms, replaced, written = r
+            else:
+                key, new_key_or_none, fields, ttl_ms, replaced = r
+                written = None
             # the common case checked inline; anything unusual goes to _raw_problem
             if not (type(key) is bytes and len(key) <= limit
                     and (new_key_or_none is None or type(new_key_or_none) is bytes)
                     and (ttl_ms is None or type(ttl_ms) is int)
-                    and type(replaced) is bool and type(fields) is tuple):
+                    and type(replaced) is bool and type(fields) is tuple
+                    and (written is None or type(written) is Written)):
                 problem = _raw_problem(r)
                 if problem is not None:
                     raise TypeError(problem)
@@ -162,6 +202,7 @@ def encode_records(records: Sequence[BackupRecord | RawRecord]) -> bytes:
             fields_n = len(fields)
         elif isinstance(r, BackupRecord):
             key, new_key_or_none, ttl_ms, replaced = r.key, r.new_key, r.ttl_ms, r.replaced
+            written = r.written
             pairs = [(f.name, f.value) for f in r.fields]
             fields_n = len(pairs)
         else:
@@ -177,9 +218,16 @@ def encode_records(records: Sequence[BackupRecord | RawRecord]) -> bytes:
             ttl = ttl_ms
         if replaced:
             flags |= _REC_REPLACED
+        if written is not None:
+            flags |= _REC_WRITTEN
         append(rec_pack(len(key), flags, len(new_key), ttl, fields_n))
         append(key)
         append(new_key)
+        if written is not None:
+            append(_WRITTEN.pack(written.digest, len(written.names)))
+            for name in written.names:
+                append(_NAME.pack(len(name)))
+                append(name)
         for pair in pairs:
             name, value = pair
             if type(name) is not bytes and not isinstance(name, bytes):
@@ -238,6 +286,19 @@ def _decode(payload: bytes, count: int) -> list[BackupRecord]:
         elif nklen:
             raise _Malformed("new_key length set but new_key absent")
         p += nklen
+        written: Written | None = None
+        if flags & _REC_WRITTEN:
+            digest, nnames = _WRITTEN.unpack_from(payload, p)
+            p += _WRITTEN.size
+            names: list[bytes] = []
+            for _ in range(nnames):
+                (name_len,) = _NAME.unpack_from(payload, p)
+                p += _NAME.size
+                if p + name_len > n:
+                    raise _Malformed("written name runs past the end of the payload")
+                names.append(payload[p : p + name_len])
+                p += name_len
+            written = Written(digest, tuple(names))
         fields: list[FieldOriginal] = []
         for _ in range(nfields):
             name_len, value_len = field_unpack(payload, p)
@@ -254,11 +315,85 @@ def _decode(payload: bytes, count: int) -> list[BackupRecord]:
                 p += value_len
             fields.append(FieldOriginal(name, value))
         out.append(BackupRecord(key, new_key, tuple(fields), ttl if flags & _REC_TTL else None,
-                                bool(flags & _REC_REPLACED)))
+                                bool(flags & _REC_REPLACED), written))
     if p != n:
         raise _Malformed(f"{n - p} unexpected bytes after {count} records")
     return out
 
 
-__all__ = ["MAX_ITEM_LEN", "BackupRecord", "FieldOriginal", "RawRecord", "decode_records",
-           "encode_records", "raw_record"]
+#: What a verification needs of a record, without its originals: ``(key, new_key, replaced,
+#: written)``.
+WrittenRef = tuple[bytes, "bytes | None", bool, "Written | None"]
+
+
+def decode_written(payload: bytes, count: int) -> list[WrittenRef]:
+    """The key, new key, replaced flag and written digest of each of ``count`` records,
+    skipping the originals (the verification pass reads every record of a backup: this is its
+    hot path). Raises ``ValueError`` if the payload is malformed."""
+    try:
+        return _decode_written(payload, count)
+    except (_Malformed, struct.error, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed batch payload: {exc or type(exc).__name__}") from None
+
+
+def _trusted_written(digest: bytes, names: tuple[bytes, ...]) -> Written:
+    """A :class:`Written` from a checksummed frame, without the validators (the hot path)."""
+    w = object.__new__(Written)
+    object.__setattr__(w, "digest", digest)
+    object.__setattr__(w, "names", names)
+    return w
+
+
+def _decode_written(payload: bytes, count: int) -> list[WrittenRef]:
+    out: list[WrittenRef] = []
+    # records of a batch mostly write the same names: the last names block is reused when
+    # the next record's block is the same bytes
+    last_block = b""
+    last_names: tuple[bytes, ...] = ()
+    n = len(payload)
+    p = 0
+    rec_unpack = _REC.unpack_from
+    field_unpack = _FIELD.unpack_from
+    rec_size = _REC.size
+    field_size = _FIELD.size
+    none_len = _NONE_LEN
+    for _ in range(count):
+        klen, flags, nklen, _ttl, nfields = rec_unpack(payload, p)
+        p += rec_size
+        if flags & ~_REC_KNOWN:
+            raise _Malformed(f"unknown record flags {flags:#x}")
+        key = payload[p : p + klen]
+        p += klen
+        new_key = payload[p : p + nklen] if flags & _REC_NEW_KEY else None
+        p += nklen
+        written: Written | None = None
+        if flags & _REC_WRITTEN:
+            digest, nnames = _WRITTEN.unpack_from(payload, p)
+            p += _WRITTEN.size
+            if nnames == len(last_names) and last_block and payload.startswith(last_block, p):
+                names = last_names
+                p += len(last_block)
+            else:
+                start = p
+                found = []
+                for _ in range(nnames):
+                    (name_len,) = _NAME.unpack_from(payload, p)
+                    p += _NAME.size
+                    found.append(payload[p : p + name_len])
+                    p += name_len
+                names = tuple(found)
+                last_block, last_names = payload[start:p], names
+            written = _trusted_written(digest, names)
+        for _ in range(nfields):
+            name_len, value_len = field_unpack(payload, p)
+            p += field_size + name_len + (0 if value_len == none_len else value_len)
+        if p > n:
+            raise _Malformed("record runs past the end of the payload")
+        out.append((key, new_key, bool(flags & _REC_REPLACED), written))
+    if p != n:
+        raise _Malformed(f"{n - p} unexpected bytes after {count} records")
+    return out
+
+
+__all__ = ["MAX_ITEM_LEN", "BackupRecord", "FieldOriginal", "RawRecord", "Written", "WrittenRef",
+           "decode_records", "decode_written", "encode_records", "raw_record"]

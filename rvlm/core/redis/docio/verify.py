@@ -1,0 +1,331 @@
+"""Did the migration's writes stick? A digest of what the executor wrote to each document.
+
+At transform time the executor computes, for every document it rewrites, the digest of what it
+writes (:func:`written_of`): the names it sets or deletes (hash fields or JSON paths) with their
+new values (a delete as "absent"), or the whole new document when it replaces it. The digest
+and those names go into the document's backup record, fsynced before the write
+(:class:`~rvlm.core.storage.backup.records.Written`). Later the same digest is computed from the
+server (:func:`live_digests`), one command per document, pipelined:
+
+* the verification pass before apply says ``succeeded``, and ``rvlm validate --backup-dir``:
+  every rewritten document still holds what was written (:func:`check_written`);
+* a resume after the server restarted or lost data: a batch journaled as done whose documents
+  lost their writes (they hold the originals again, :func:`originals_match`) is redone;
+* rollback: a document whose digest changed since the migration was written by someone else;
+  it is kept as it is (a conflict) unless forced.
+
+The digest is blake2b (8 bytes) over length-prefixed parts: per name, the name then the value
+(hash: the bytes written, exactly; JSON: a canonical JSON text of the value, keys sorted, floats
+at 12 bits of mantissa, because RedisJSON reads some floats back one unit in the last place
+off, :data:`FLOAT_BITS`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+import redis
+
+from rvlm.core.plugins.documents import MISSING
+from rvlm.core.redis import wire
+from rvlm.core.redis.docio.read import JSON_ROOT
+from rvlm.core.redis.docio.write import KeyWrite, encode_value
+from rvlm.core.redis.resp import field_bytes, to_bytes, to_list, to_map
+from rvlm.core.redis.wire import raise_first
+from rvlm.core.storage.backup.records import BackupRecord, Written, WrittenRef
+
+DIGEST_SIZE = 8
+_LEN = struct.Struct("<I")
+_ABSENT = b"\xff\xff\xff\xff"
+
+
+def _digest(parts: Iterable[bytes | None]) -> bytes:
+    h = hashlib.blake2b(digest_size=DIGEST_SIZE)
+    update = h.update
+    for p in parts:
+        if p is None:
+            update(_ABSENT)
+        else:
+            update(_LEN.pack(len(p)))
+            update(p)
+    return h.digest()
+
+
+#: Mantissa bits a float keeps in a digest. RedisJSON does not parse every float exactly (a
+#: value may come back one or two units in the last place off: -0.9304680228233337 is read back
+#: as -0.9304680228233336), so floats are compared at 12 bits: a value written and read back
+#: lands on another side of a rounding edge with a probability of about 2**-40, while a real
+#: change (another vector, a lost conversion) changes the digest.
+FLOAT_BITS = 12
+_INT_LIMIT = 2**64
+
+
+def _float_form(x: float) -> str:
+    if x != x or x in (float("inf"), float("-inf")):
+        return repr(x)
+    mantissa, exponent = math.frexp(x)
+    return f"f{round(mantissa * (1 << FLOAT_BITS))}p{exponent}"
+
+
+def _digest_form(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and -_INT_LIMIT < value < _INT_LIMIT:
+        return value
+    if isinstance(value, (int, float)):
+        try:
+            return _float_form(float(value))
+        except OverflowError:
+            return repr(value)
+    if isinstance(value, dict):
+        return {str(k): _digest_form(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_digest_form(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> bytes:
+    """One text for a JSON value as written and as read back from RedisJSON: keys sorted, no
+    spaces, floats at :data:`FLOAT_BITS` bits of mantissa (integers beyond 64 bits, which
+    RedisJSON keeps as floats, too), UTF-8."""
+    return json.dumps(_digest_form(value), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def written_of(storage_type: str, w: KeyWrite) -> Written:
+    """The digest (and the names it covers) of what ``w`` writes: ``storage_type`` is the
+    document's storage before the write; a replacement is digested whole, in the storage it
+    converts to."""
+    if w.replace is not MISSING:
+        if w.converts_to == "json":
+            return Written(_digest([canonical_json(w.replace)]), ())
+        pairs = sorted((to_bytes(n), encode_value("hash", str(n), v, w.key))
+                       for n, v in dict(w.replace).items())
+        return Written(_digest(p for pair in pairs for p in pair), ())
+    if not w.delete and len(w.set) == 1 and storage_type != "json":
+        ((n, v),) = w.set.items()
+        name = field_bytes(n)
+        value = v if type(v) is bytes else encode_value("hash", str(n), v, w.key)
+        h = hashlib.blake2b(digest_size=DIGEST_SIZE)
+        h.update(_LEN.pack(len(name)))
+        h.update(name)
+        h.update(_LEN.pack(len(value)))
+        h.update(value)
+        return Written(h.digest(), (name,))
+    names = sorted({*(field_bytes(n) for n in w.set), *(field_bytes(n) for n in w.delete)})
+    by_name = {field_bytes(n): v for n, v in w.set.items()}
+    parts: list[bytes | None] = []
+    for name in names:
+        parts.append(name)
+        if name not in by_name:
+            parts.append(None)
+        elif storage_type == "json":
+            parts.append(canonical_json(by_name[name]))
+        else:
+            v = by_name[name]
+            parts.append(v if type(v) is bytes else encode_value("hash", name.decode(
+                "utf-8", "surrogateescape"), v, w.key))
+    return Written(_digest(parts), tuple(names))
+
+
+def _json_values(reply: Any, names: Sequence[bytes]) -> list[Any]:
+    """The first match of each path in a JSON.GET reply (MISSING where none)."""
+    parsed = json.loads(reply)
+    if len(names) == 1 and isinstance(parsed, list):
+        return [parsed[0] if parsed else MISSING]
+    out = []
+    for n in names:
+        matches = parsed.get(n.decode("utf-8", "surrogateescape")) if isinstance(
+            parsed, dict) else None
+        out.append(matches[0] if matches else MISSING)
+    return out
+
+
+@attrs.frozen
+class Target:
+    """Where and how to read one document back: ``key``, the ``names`` written,
+    ``storage_type`` of the document as it is now, and ``whole``: the whole document (a
+    replacement) instead of names. No names and not whole: only that the key exists (a
+    document the migration only moved)."""
+
+    key: bytes
+    names: tuple[bytes, ...]
+    storage_type: str
+    whole: bool = False
+
+
+def live_digests(client: redis.Redis, targets: Sequence[Target]) -> list[bytes | None]:
+    """The digest of each target as the server holds it now (None: no such key), computed
+    the way :func:`written_of` computes it; one command per key (plus ``EXISTS`` for a hash
+    whose every written name is absent), pipelined."""
+    commands: list[tuple[Any, ...]] = []
+    for t in targets:
+        if not t.whole and not t.names:
+            commands.append((b"EXISTS", t.key))
+        elif t.storage_type == "json":
+            commands.append((b"JSON.GET", t.key, *(t.names or (JSON_ROOT,))))
+        elif t.whole:
+            commands.append((b"HGETALL", t.key))
+        else:
+            commands.append((b"HMGET", t.key, *t.names))
+    replies = wire.execute(client, commands)
+    raise_first(replies)
+    out: list[bytes | None] = []
+    unsure: list[int] = []
+    for i, (t, reply) in enumerate(zip(targets, replies, strict=True)):
+        if not t.whole and not t.names:
+            out.append(_digest(()) if int(reply) else None)
+        elif t.storage_type == "json":
+            if reply is None:
+                out.append(None)
+                continue
+            if t.whole:
+                docs = json.loads(reply)
+                out.append(_digest([canonical_json(docs[0])]) if docs else None)
+                continue
+            values = _json_values(reply, t.names)
+            parts: list[bytes | None] = []
+            for name, v in zip(t.names, values, strict=True):
+                parts += [name, None if v is MISSING else canonical_json(v)]
+            out.append(_digest(parts))
+        elif t.whole:
+            fields = to_map(reply)
+            if not fields:
+                out.append(None)
+                continue
+            pairs = sorted((to_bytes(n), bytes(v)) for n, v in fields.items())
+            out.append(_digest(p for pair in pairs for p in pair))
+        else:
+            values = to_list(reply)
+            parts = []
+            for name, v in zip(t.names, values, strict=True):
+                parts += [name, None if v is None else bytes(v)]
+            out.append(_digest(parts))
+            if all(v is None for v in values):
+                unsure.append(i)
+    if unsure:  # every written name absent: the key itself may be gone
+        found = wire.execute(client, [(b"EXISTS", targets[i].key) for i in unsure])
+        raise_first(found)
+        for i, n in zip(unsure, found, strict=True):
+            if not int(n):
+                out[i] = None
+    return out
+
+
+#: :func:`check_written` outcomes: the document holds what was written; holds something
+#: else; is gone; the record has no digest (a backup made before digests existed).
+OK, CHANGED, GONE, UNCHECKED = "ok", "changed", "gone", "unchecked"
+
+
+def check_written(client: redis.Redis, refs: Sequence[WrittenRef],
+                  storage_type: str) -> list[str]:
+    """For each record (:data:`~rvlm.core.storage.backup.records.WrittenRef`: key, new key,
+    replaced, written) whether its document holds what the migration wrote to it: ``ok``,
+    ``changed``, ``gone`` or ``unchecked``. ``storage_type`` is the target's (a replaced
+    document may have changed storage). One command per document, pipelined."""
+    out = [UNCHECKED] * len(refs)
+    fast: list[int] = []
+    picked: list[int] = []
+    for i, (_key, _new_key, replaced, written) in enumerate(refs):
+        if written is None:
+            continue
+        if storage_type != "json" and not replaced and written.names:
+            fast.append(i)
+        else:
+            picked.append(i)
+    if fast:
+        _check_hash_fields(client, refs, fast, out)
+    targets = []
+    for i in picked:
+        key, new_key, replaced, written = refs[i]
+        assert written is not None
+        targets.append(Target(new_key or key, written.names, storage_type, whole=replaced))
+    for i, digest in zip(picked, live_digests(client, targets), strict=True):
+        written = refs[i][3]
+        assert written is not None
+        out[i] = GONE if digest is None else OK if digest == written.digest else CHANGED
+    return out
+
+
+def _check_hash_fields(client: redis.Redis, refs: Sequence[WrittenRef], picked: list[int],
+                       out: list[str]) -> None:
+    """:func:`check_written`'s hot path: hash fields written by name (not a replacement).
+    One ``HMGET`` per document; the digest of the reply is taken over the same byte stream
+    :func:`written_of` hashed (length-prefixed name, then length-prefixed value or the
+    absent marker), in one call per document."""
+    commands = []
+    for i in picked:
+        key, new_key, _replaced, written = refs[i]
+        commands.append((b"HMGET", new_key or key, *written.names))  # type: ignore[union-attr]
+    replies = wire.execute(client, commands)
+    raise_first(replies)
+    heads: dict[bytes, bytes] = {}
+    pack = _LEN.pack
+    blake = hashlib.blake2b
+    unsure: list[int] = []
+    for i, reply in zip(picked, replies, strict=True):
+        written = refs[i][3]
+        assert written is not None
+        values = reply if type(reply) is list else to_list(reply)
+        names = written.names
+        if len(names) == 1 and values[0] is not None:  # one field: the common case
+            name, v = names[0], values[0]
+            head = heads.get(name)
+            if head is None:
+                head = heads[name] = pack(len(name)) + name
+            stream = head + pack(len(v)) + v
+        else:
+            parts = []
+            for name, v in zip(names, values, strict=True):
+                head = heads.get(name)
+                if head is None:
+                    head = heads[name] = pack(len(name)) + name
+                parts.append(head)
+                parts.append(_ABSENT if v is None else pack(len(v)) + v)
+            stream = b"".join(parts)
+        if blake(stream, digest_size=DIGEST_SIZE).digest() == written.digest:
+            out[i] = OK
+        elif all(v is None for v in values):
+            unsure.append(i)
+        else:
+            out[i] = CHANGED
+    if unsure:  # every written name absent: changed, or the key itself is gone
+        found = wire.execute(client, [(b"EXISTS", refs[i][1] or refs[i][0]) for i in unsure])
+        raise_first(found)
+        for i, n in zip(unsure, found, strict=True):
+            out[i] = CHANGED if int(n) else GONE
+
+
+def originals_match(client: redis.Redis, records: Sequence[BackupRecord],
+                    storage_type: str) -> list[bool]:
+    """For each record: does its original key hold exactly the originals the backup kept (the
+    migration's write to it was lost, or never happened)? ``storage_type`` is the source's.
+    Hash: the backed-up fields (a replaced record: every field); JSON: the whole document."""
+    targets: list[Target] = []
+    expected: list[bytes] = []
+    for r in records:
+        if storage_type == "json":
+            text = next((f.value for f in r.fields if f.name == JSON_ROOT), None)
+            targets.append(Target(r.key, (), "json", whole=True))
+            expected.append(_digest([canonical_json(json.loads(text))]) if text is not None
+                            else b"")
+        elif r.replaced:
+            pairs = sorted((f.name, f.value) for f in r.fields if f.value is not None)
+            targets.append(Target(r.key, (), "hash", whole=True))
+            expected.append(_digest(p for pair in pairs for p in pair))
+        else:  # no fields (a document only moved): whether the original key exists
+            names = tuple(f.name for f in r.fields)
+            targets.append(Target(r.key, names, "hash"))
+            expected.append(_digest(p for f in r.fields for p in (f.name, f.value)))
+    got = live_digests(client, targets)
+    return [g is not None and g == e for g, e in zip(got, expected, strict=True)]
+
+
+__all__ = ["CHANGED", "DIGEST_SIZE", "GONE", "OK", "UNCHECKED", "Target", "canonical_json",
+           "check_written", "live_digests", "originals_match", "written_of"]

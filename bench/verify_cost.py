@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -44,6 +45,11 @@ PLANS = {"quantize": QUANTIZE_PATCH, "rename": RENAME_PATCH,
          "rename_quantize": RENAME_QUANTIZE_PATCH}
 
 
+def _server_cpu(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=50_000)
@@ -60,6 +66,8 @@ def main() -> None:
         for name in args.plans.split(","):
             applied: list[tuple[float, float, float]] = []
             alone: list[float] = []
+            cpu: list[tuple[float, float]] = []
+            apply_cpu: list[tuple[float, float]] = []
             for _ in range(args.repeat):
                 reset(client)
                 load_docs(client, args.docs, args.dims)
@@ -68,16 +76,19 @@ def main() -> None:
                 plan = make_rvlm_plan(client, PLANS[name])
                 with tempfile.TemporaryDirectory(prefix="rvlm-verify-") as tmp:
                     backup = Path(tmp) / "b"
+                    a0, as0 = time.process_time(), _server_cpu(client)
                     report = apply_plan(server.url, plan, backup_dir=backup,
                                         batch_size=args.batch, workers=1,
                                         accept_data_loss=True)
                     assert report.succeeded, report.error or report.validation.errors
+                    apply_cpu.append((time.process_time() - a0, _server_cpu(client) - as0))
                     applied.append((report.timings.get("transform", 0.0),
                                     report.timings.get("verify", 0.0),
                                     report.timings.get("indexing", 0.0)))
-                    t0 = time.perf_counter()
+                    t0, c0, s0 = time.perf_counter(), time.process_time(), _server_cpu(client)
                     checked = verify_documents(client, plan, backup)
                     alone.append(time.perf_counter() - t0)
+                    cpu.append((time.process_time() - c0, _server_cpu(client) - s0))
                     assert checked.passed and checked.checked == args.docs, checked
             transform = statistics.median(a[0] for a in applied)
             verify = statistics.median(a[1] for a in applied)
@@ -86,7 +97,12 @@ def main() -> None:
             print(f"{name:16s} transform {transform:6.2f} s   verify (in apply) {verify:5.2f} s "
                   f"= {verify / transform:5.1%} of the transform (indexing waited "
                   f"{indexing:4.2f} s after it)   pass alone {pass_s:5.2f} s "
-                  f"= {args.docs / pass_s:,.0f} docs/s   load {os.getloadavg()[0]:.1f}")
+                  f"= {args.docs / pass_s:,.0f} docs/s, CPU rvlm "
+                  f"{statistics.median(c[0] for c in cpu):.2f} s + server "
+                  f"{statistics.median(c[1] for c in cpu):.2f} s (the whole apply: rvlm "
+                  f"{statistics.median(c[0] for c in apply_cpu):.2f} s + server "
+                  f"{statistics.median(c[1] for c in apply_cpu):.2f} s)   load "
+                  f"{os.getloadavg()[0]:.1f}")
         reset(client)
 
 

@@ -14,10 +14,11 @@ server (:func:`live_digests`), one command per document, pipelined:
 * rollback: a document whose digest changed since the migration was written by someone else;
   it is kept as it is (a conflict) unless forced.
 
-The digest is blake2b (8 bytes) over length-prefixed parts: per name, the name then the value
-(hash: the bytes written, exactly; JSON: a canonical JSON text of the value, keys sorted, floats
-at 12 bits of mantissa, because RedisJSON reads some floats back one unit in the last place
-off, :data:`FLOAT_BITS`).
+The digest is the first 8 bytes of SHA-1 (the hash a Redis script can take, so the server can
+check hash fields itself: :data:`CHECK_SCRIPT`) over length-prefixed parts: per name, the name
+then the value (hash: the bytes written, exactly; JSON: a canonical JSON text of the value, keys
+sorted, floats at 12 bits of mantissa, because RedisJSON reads some floats back one unit in the
+last place off, :data:`FLOAT_BITS`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import attrs
 import redis
 
 from rvlm.core.plugins.documents import MISSING
-from rvlm.core.redis import wire
+from rvlm.core.redis import routing, wire
 from rvlm.core.redis.docio.read import JSON_ROOT
 from rvlm.core.redis.docio.write import KeyWrite, encode_value
 from rvlm.core.redis.resp import field_bytes, to_bytes, to_list, to_map
@@ -46,7 +47,7 @@ _ABSENT = b"\xff\xff\xff\xff"
 
 
 def _digest(parts: Iterable[bytes | None]) -> bytes:
-    h = hashlib.blake2b(digest_size=DIGEST_SIZE)
+    h = hashlib.sha1()
     update = h.update
     for p in parts:
         if p is None:
@@ -54,7 +55,7 @@ def _digest(parts: Iterable[bytes | None]) -> bytes:
         else:
             update(_LEN.pack(len(p)))
             update(p)
-    return h.digest()
+    return h.digest()[:DIGEST_SIZE]
 
 
 #: Mantissa bits a float keeps in a digest. RedisJSON does not parse every float exactly (a
@@ -112,12 +113,11 @@ def written_of(storage_type: str, w: KeyWrite) -> Written:
         ((n, v),) = w.set.items()
         name = field_bytes(n)
         value = v if type(v) is bytes else encode_value("hash", str(n), v, w.key)
-        h = hashlib.blake2b(digest_size=DIGEST_SIZE)
-        h.update(_LEN.pack(len(name)))
+        h = hashlib.sha1(_LEN.pack(len(name)))
         h.update(name)
         h.update(_LEN.pack(len(value)))
         h.update(value)
-        return Written(h.digest(), (name,))
+        return Written(h.digest()[:DIGEST_SIZE], (name,))
     names = sorted({*(field_bytes(n) for n in w.set), *(field_bytes(n) for n in w.delete)})
     by_name = {field_bytes(n): v for n, v in w.set.items()}
     parts: list[bytes | None] = []
@@ -253,12 +253,90 @@ def check_written(client: redis.Redis, refs: Sequence[WrittenRef],
     return out
 
 
+#: The server-side check of hash fields: KEYS are documents that were written the same names,
+#: ARGV is the number of names, the names, then each document's expected digest (hex). For
+#: each document the script builds the byte stream :func:`written_of` hashed and compares the
+#: first 8 bytes of its SHA-1; it returns the 1-based positions of those that differ (negative
+#: when the key is gone). The documents never travel to the client.
+CHECK_SCRIPT = """
+local n = tonumber(ARGV[1])
+local names, heads = {}, {}
+for j = 1, n do
+  local name = ARGV[1 + j]
+  names[j] = name
+  heads[j] = struct.pack('<I4', #name) .. name
+end
+local bad = {}
+for i, key in ipairs(KEYS) do
+  local values = redis.call('HMGET', key, unpack(names))
+  local parts, none = {}, true
+  for j = 1, n do
+    parts[#parts + 1] = heads[j]
+    local v = values[j]
+    if v then
+      none = false
+      parts[#parts + 1] = struct.pack('<I4', #v) .. v
+    else
+      parts[#parts + 1] = '\\255\\255\\255\\255'
+    end
+  end
+  if string.sub(redis.sha1hex(table.concat(parts)), 1, 16) ~= ARGV[1 + n + i] then
+    if none and redis.call('EXISTS', key) == 0 then bad[#bad + 1] = -i else bad[#bad + 1] = i end
+  end
+end
+return bad
+"""
+
+#: Documents per script call (the server runs one call at a time: about a millisecond).
+SCRIPT_KEYS = 200
+
+
+def _check_in_server(client: Any, refs: Sequence[WrittenRef], picked: list[int],
+                     out: list[str]) -> list[int]:
+    """:func:`_check_hash_fields` with the digests taken by the server (:data:`CHECK_SCRIPT`),
+    for a single server that runs scripts. Returns the positions it could not check (all of
+    them on a cluster, where a script's keys must share a slot, or when scripts are refused)."""
+    if type(client) is not redis.Redis or routing.node_map(client) is not None:
+        return picked
+    groups: dict[tuple[bytes, ...], list[int]] = {}
+    for i in picked:
+        written = refs[i][3]
+        assert written is not None
+        groups.setdefault(written.names, []).append(i)
+    commands: list[tuple[Any, ...]] = []
+    chunks: list[list[int]] = []
+    for names, members in groups.items():
+        for start in range(0, len(members), SCRIPT_KEYS):
+            chunk = members[start:start + SCRIPT_KEYS]
+            keys = [refs[i][1] or refs[i][0] for i in chunk]
+            digests = [refs[i][3].digest.hex() for i in chunk]  # type: ignore[union-attr]
+            commands.append((b"EVAL", CHECK_SCRIPT, len(keys), *keys, len(names), *names,
+                             *digests))
+            chunks.append(chunk)
+    replies = wire.execute(client, commands)
+    left: list[int] = []
+    for chunk, reply in zip(chunks, replies, strict=True):
+        if isinstance(reply, redis.ResponseError):  # no scripting here: the client checks
+            left += chunk
+            continue
+        for i in chunk:
+            out[i] = OK
+        for pos in to_list(reply):
+            p = int(pos)
+            out[chunk[abs(p) - 1]] = CHANGED if p > 0 else GONE
+    return left
+
+
 def _check_hash_fields(client: redis.Redis, refs: Sequence[WrittenRef], picked: list[int],
                        out: list[str]) -> None:
     """:func:`check_written`'s hot path: hash fields written by name (not a replacement).
-    One ``HMGET`` per document; the digest of the reply is taken over the same byte stream
-    :func:`written_of` hashed (length-prefixed name, then length-prefixed value or the
-    absent marker), in one call per document."""
+    On a single server that runs scripts the server takes the digests
+    (:func:`_check_in_server`); otherwise one ``HMGET`` per document, the digest of the
+    reply taken over the same byte stream :func:`written_of` hashed (length-prefixed name,
+    then length-prefixed value or the absent marker)."""
+    picked = _check_in_server(client, refs, picked, out)
+    if not picked:
+        return
     commands = []
     for i in picked:
         key, new_key, _replaced, written = refs[i]
@@ -267,7 +345,7 @@ def _check_hash_fields(client: redis.Redis, refs: Sequence[WrittenRef], picked: 
     raise_first(replies)
     heads: dict[bytes, bytes] = {}
     pack = _LEN.pack
-    blake = hashlib.blake2b
+    sha1 = hashlib.sha1
     unsure: list[int] = []
     for i, reply in zip(picked, replies, strict=True):
         written = refs[i][3]
@@ -289,7 +367,7 @@ def _check_hash_fields(client: redis.Redis, refs: Sequence[WrittenRef], picked: 
                 parts.append(head)
                 parts.append(_ABSENT if v is None else pack(len(v)) + v)
             stream = b"".join(parts)
-        if blake(stream, digest_size=DIGEST_SIZE).digest() == written.digest:
+        if sha1(stream).digest()[:DIGEST_SIZE] == written.digest:
             out[i] = OK
         elif all(v is None for v in values):
             unsure.append(i)

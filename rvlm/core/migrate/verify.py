@@ -54,20 +54,20 @@ class DocumentsVerified:
     def check(self) -> CheckResult:
         """The ``documents`` check of a validation."""
         if self.passed:  # (no rate here: the same run must give the same checks)
-            details = f"all {self.ok} rewritten documents hold what the migration wrote"
+            details = f"all {self.ok:,} rewritten documents hold what the migration wrote"
             if self.unchecked:
-                details += (f"; {self.unchecked} backed up before digests existed were not "
+                details += (f"; {self.unchecked:,} backed up before digests existed were not "
                             "checked")
             return CheckResult(name="documents", passed=True, details=details)
         parts = []
         if self.changed:
-            parts.append(f"{self.changed} hold something else than the migration wrote (e.g. "
+            parts.append(f"{self.changed:,} hold something else than the migration wrote (e.g. "
                          f"{', '.join(repr(to_str(k)) for k in self.changed_keys)})")
         if self.gone:
-            parts.append(f"{self.gone} are gone (e.g. "
+            parts.append(f"{self.gone:,} are gone (e.g. "
                          f"{', '.join(repr(to_str(k)) for k in self.gone_keys)})")
         return CheckResult(name="documents", passed=False,
-                           details=f"{' and '.join(parts)}, of {self.checked} rewritten "
+                           details=f"{' and '.join(parts)}, of {self.checked:,} rewritten "
                                    "documents; the server lost writes or someone changed them: "
                                    "re-run the apply to redo lost batches, or roll back")
 

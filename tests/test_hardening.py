@@ -346,3 +346,37 @@ def test_a_corrupted_last_backup_frame_is_reported_as_corrupt_not_incomplete(
     assert "the last frame" in line and "the backup is corrupt" in line
     assert "incomplete" not in undone.output and "never applied" not in undone.output
     assert _docs(c) == after  # nothing restored
+
+
+# -------------------------------------------------- the exact target before the drop
+
+def test_a_bad_filter_is_refused_before_the_drop(redis_client, redis_url, tmp_path):
+    """The pre-drop check creates the exact target, FILTER included: a filter the server
+    refuses stops the apply with the server's words before the source index is dropped."""
+    c = redis_client
+    _index(c)
+    c.execute_command("FT.ALIASADD", "prod_live", "prod")
+    before = _docs(c)
+    r, plan = _plan(redis_url, tmp_path, "version: 1\nchanges:\n  index: {filter: "
+                                         "'@title >>>> ('}\n")
+    assert r.exit_code == 0, r.output  # the planner does not parse filters: apply checks
+    line = _one_line(_apply(redis_url, plan, tmp_path / "b", "--yes"))
+    assert "refuses the target schema" in line and "nothing was changed" in line
+    assert read_index(c, "prod_live").schema.name == "prod"  # never dropped: alias intact
+    assert _docs(c) == before
+
+
+@pytest.mark.parametrize(("content", "said"), [(b"\x00\xff\xfe\x89PNG\r\n", "not a text file"),
+                                               (None, "is a directory")])
+def test_a_binary_or_directory_patch_file_is_one_line(redis_client, redis_url, tmp_path,
+                                                       content, said):
+    _index(redis_client)
+    patch = tmp_path / "patch.yaml"
+    if content is None:
+        patch.mkdir()
+    else:
+        patch.write_bytes(content)
+    r = runner.invoke(app, ["plan", "-i", "prod", "-p", str(patch), "--url", redis_url, "-o",
+                            str(tmp_path / "plan.yaml")])
+    assert said in _one_line(r)
+    assert not (tmp_path / "plan.yaml").exists()

@@ -274,7 +274,7 @@ def validate(
     from rvlm.core.migrate.quality_gate import gate_for_validate
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.migrate.validate import validate_migration
-    from rvlm.core.migrate.verify import verifies
+    from rvlm.core.migrate.verify import remembered_backup_dir, verifies
     from rvlm.core.plugins.context import ApplyContext
     from rvlm.core.plugins.host import host_with
     from rvlm.core.redis.capabilities import detect
@@ -295,10 +295,18 @@ def validate(
             raise RvlmError(f"backup dir {backup_dir} belongs to another plan (fingerprint "
                             f"{bound.fingerprint}, this plan {loaded.fingerprint})")
     if backup_dir is None and verifies(loaded):
-        raise RvlmError("this plan rewrites documents: give the apply's backup dir "
-                        "(--backup-dir) so that every rewritten document is checked against "
-                        "what the apply wrote, not a sample (a plan never applied has no "
-                        "backup dir and nothing to validate)")
+        # RedisVL's form (no backup dir): the one the apply recorded for this plan
+        client = connect(redis_url)
+        try:
+            backup_dir = remembered_backup_dir(client, loaded)
+        finally:
+            client.close()
+        if backup_dir is None:
+            raise RvlmError("this plan rewrites documents: give the apply's backup dir "
+                            "(--backup-dir) so that every rewritten document is checked "
+                            "against what the apply wrote, not a sample (no apply of this "
+                            "plan recorded one here: a plan never applied has nothing to "
+                            "validate)")
     host = host_with(plugins)
     host.check()
     gate = gate_for_validate(loaded, backup_dir, quality_options(

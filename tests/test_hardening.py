@@ -61,7 +61,8 @@ def _plan(url: str, tmp: Path, patch: str, *extra: str, index: str = "prod",
     p = tmp / f"{name}.patch.yaml"
     p.write_text(patch)
     out = tmp / name
-    r = runner.invoke(app, ["plan", "-i", index, "-p", str(p), "--url", url, "-o", str(out),
+    r = runner.invoke(app, ["plan", "-i", index, "--schema-patch", str(p), "--url", url, "-o",
+                            str(out),
                             *extra])
     return r, out
 
@@ -285,7 +286,8 @@ def test_plan_out_that_cannot_be_written_exits_2(redis_client, redis_url, tmp_pa
     _index(redis_client)
     p = tmp_path / "patch.yaml"
     p.write_text(RENAME)
-    r = runner.invoke(app, ["plan", "-i", "prod", "-p", str(p), "--url", redis_url, "-o",
+    r = runner.invoke(app, ["plan", "-i", "prod", "--schema-patch", str(p), "--url", redis_url,
+                            "-o",
                             str(tmp_path / out)])
     assert said in _one_line(r)
 
@@ -376,7 +378,8 @@ def test_a_binary_or_directory_patch_file_is_one_line(redis_client, redis_url, t
         patch.mkdir()
     else:
         patch.write_bytes(content)
-    r = runner.invoke(app, ["plan", "-i", "prod", "-p", str(patch), "--url", redis_url, "-o",
+    r = runner.invoke(app, ["plan", "-i", "prod", "--schema-patch", str(patch), "--url", redis_url,
+                            "-o",
                             str(tmp_path / "plan.yaml")])
     assert said in _one_line(r)
     assert not (tmp_path / "plan.yaml").exists()

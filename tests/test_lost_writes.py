@@ -65,7 +65,7 @@ def _plan(url: str, tmp: Path) -> Path:
     patch.write_text("version: 1\nchanges:\n  rename_fields: [{old_name: title, new_name: "
                      "headline}]\n  update_fields: [{name: emb, attrs: {datatype: float16}}]\n")
     out = tmp / "plan.yaml"
-    r = runner.invoke(app, ["plan", "-i", "prod", "-p", str(patch), "--url", url, "-o",
+    r = runner.invoke(app, ["plan", "-i", "prod", "--schema-patch", str(patch), "--url", url, "-o",
                             str(out)])
     assert r.exit_code == 0, r.output
     return out

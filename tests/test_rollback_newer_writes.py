@@ -39,7 +39,8 @@ def _migrate(client, url, tmp_path):
     patch.write_text("version: 1\nchanges:\n  rename_fields: [{old_name: title, new_name: "
                      "headline}]\n  update_fields: [{name: emb, attrs: {datatype: float16}}]\n")
     plan = tmp_path / "plan.yaml"
-    assert runner.invoke(app, ["plan", "-i", "prod", "-p", str(patch), "--url", url, "-o",
+    assert runner.invoke(app, ["plan", "-i", "prod", "--schema-patch", str(patch), "--url", url,
+                               "-o",
                                str(plan)]).exit_code == 0
     backup = tmp_path / "backup"
     r = runner.invoke(app, ["apply", "--plan", str(plan), "--backup-dir", str(backup), "--url",

@@ -47,8 +47,8 @@ def test_rvls_connection_flags_and_p_for_the_port(redis_client: Any, redis_url: 
     done = ok(rvlm("apply", "--plan", str(tmp_path / "plan.yaml"), "--backup-dir",
                    str(tmp_path / "b"), "-p", port, "--host", host, "--yes", env=unreachable))
     assert "succeeded" in done.stdout
-    ok(rvlm("validate", "--plan", str(tmp_path / "plan.yaml"), "-p", port, "--host", host,
-            env=unreachable))
+    ok(rvlm("validate", "--plan", str(tmp_path / "plan.yaml"), "--backup-dir",
+            str(tmp_path / "b"), "-p", port, "--host", host, env=unreachable))
     # a password and a user go into the URL; a wrong one is refused in one line
     refused = rvlm("index", "list", "--host", host, "-p", port, "--user", "ghost", "-a",
                    "wrong", env=unreachable)

@@ -45,7 +45,12 @@ from rvlm.core.migrate.report import MigrationReport
 from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.transform import transform_batch
 from rvlm.core.migrate.validate import comparable, schema_diff
-from rvlm.core.migrate.verify import rewritten_entry, verifies, verify_documents
+from rvlm.core.migrate.verify import (
+    remember_backup_dir,
+    rewritten_entry,
+    verifies,
+    verify_documents,
+)
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.redis import durability
 from rvlm.core.redis.connection import connect, index_exists, read_index
@@ -261,6 +266,7 @@ class DropRecreate:
             point_aliases(client, plan.aliases, plan.target_index, plan.source_index)
         documents = None
         if verifies(plan):
+            remember_backup_dir(client, plan, run.dir)  # for a validate without --backup-dir
             # every rewritten document read back while the server builds the index (the
             # client would only wait meanwhile): the pass costs little on the wall clock
             with timer.step("verify"):

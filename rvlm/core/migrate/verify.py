@@ -11,6 +11,7 @@ over the batches journaled as done is how a resume finds the writes a restarted 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -95,6 +96,27 @@ def rewritten_entry(written: Written) -> list[Any]:
     return [written.digest.hex(), [n.hex() for n in written.names]]
 
 
+#: A Redis hash: plan fingerprint -> the absolute path of the backup dir its apply used, so
+#: that ``rvlm validate --plan P`` (RedisVL's form, no backup dir) still checks every document.
+BACKUP_DIRS_KEY = "rvlm:backup_dirs"
+
+
+def remember_backup_dir(client: redis.Redis, plan: Plan, directory: Path) -> None:
+    """Record where ``plan``'s apply keeps its backup (best effort: a refusal is ignored)."""
+    with contextlib.suppress(redis.RedisError):
+        client.hset(BACKUP_DIRS_KEY, plan.fingerprint, str(Path(directory).resolve()))
+
+
+def remembered_backup_dir(client: redis.Redis, plan: Plan) -> Path | None:
+    """The backup dir ``plan``'s apply recorded, when it is still there, else None."""
+    try:
+        raw = client.hget(BACKUP_DIRS_KEY, plan.fingerprint)
+    except redis.RedisError:
+        return None
+    path = Path(to_str(raw)) if raw else None
+    return path if path is not None and (path / "manifest.json").is_file() else None
+
+
 def verifies(plan: Plan) -> bool:
     """Whether a plan's documents are verified: a drop_recreate plan that rewrites some."""
     return plan.mode == DROP_RECREATE and bool(plan.operations)
@@ -139,4 +161,5 @@ def verify_documents(client: redis.Redis, plan: Plan, directory: Path, *,
     return out
 
 
-__all__ = ["DocumentsVerified", "rewritten_entry", "verifies", "verify_documents", "written_refs"]
+__all__ = ["BACKUP_DIRS_KEY", "DocumentsVerified", "remember_backup_dir", "remembered_backup_dir",
+           "rewritten_entry", "verifies", "verify_documents", "written_refs"]

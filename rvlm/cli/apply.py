@@ -159,16 +159,16 @@ def apply(
                              throttle_replicas=throttle_replicas,
                              postpone=postpone_cut_over_flag_file, status_every=status_every)
     if not sys.stdin.isatty() and not loaded.changes_nothing:
-        # as terraform's -auto-approve: a script must say it means it
-        missing = [flag for flag, given in (("--yes", yes), ("--accept-data-loss",
-                                                             accept_data_loss or not loaded.lossy))
-                   if not given]
-        if missing:
+        # as terraform's -auto-approve: a script must say it means it. --yes, or for a lossy
+        # plan --accept-data-loss (RedisVL's confirmation, so its guide's commands run as typed)
+        if loaded.lossy and not accept_data_loss:
+            raise RvlmError(f"no terminal to confirm: this plan is lossy (loses precision); "
+                            f"pass --accept-data-loss to apply it to index "
+                            f"{loaded.source_index!r}")
+        if not yes and not accept_data_loss:
             what = ("drops and rebuilds" if not loaded.online else "builds next to")
             raise RvlmError(f"no terminal to confirm: this plan {what} index "
-                            f"{loaded.source_index!r}"
-                            + (" and is lossy (loses precision)" if loaded.lossy else "")
-                            + f"; pass {' and '.join(missing)} to apply it")
+                            f"{loaded.source_index!r}; pass --yes to apply it")
     if loaded.lossy and not accept_data_loss:
         from rvlm.cli.render import lossy_summary
 

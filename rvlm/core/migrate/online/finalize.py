@@ -11,7 +11,9 @@ In passes until a pass finds no source key (at most ``max_passes``):
    records: every field or the JSON text, and the TTL), fsynced; journal ``batch_started``;
    delete each key *only if its digest is unchanged* (Lua); journal ``batch_done``;
 3. behind a capture barrier, forget the events of the keys this batch deleted (they are no
-   longer in the source, and their targets must stay), carry over any other change.
+   longer in the source, and their targets must stay), carry over any other change (a key
+   already gone when the batch read it keeps its events: a client's delete reaches its
+   target).
 
 A key written between its read and its delete is not deleted (its digest changed): the next
 pass reads, carries over and deletes it. Keys still being written after the last pass are left
@@ -242,8 +244,12 @@ class Finalizer:
         engine.wait_while_throttled()
         t_read = time.monotonic()
         sources, digests = self._read(keys)
-        if not sources.docs:
-            engine.pending.covered(keys, t_read)
+        # the read covers the older events of the keys it found; a key it did not find keeps
+        # its events, so a client's delete made before the read still reaches its target
+        # (a target is never deleted here: an absent key may be one an earlier attempt
+        # deleted, whose target must stay)
+        found = [d.key for d in sources.docs]
+        if not found:
             return b
         docs, deletes = self.mirror.targets(Sources(docs=sources.docs,
                                                     expire_at=sources.expire_at, absent=[]))
@@ -262,7 +268,7 @@ class Finalizer:
         # our own deletes are events too: behind a barrier, forget those of keys still gone
         for sub in engine.subscribers:
             sub.barrier()
-        engine.pending.covered(keys, t_read)
+        engine.pending.covered(found, t_read)
         if deleted:
             exists = wire.execute(self.client, [(b"EXISTS", k) for k in deleted])
             engine.pending.discard(k for k, e in zip(deleted, exists, strict=True)

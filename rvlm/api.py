@@ -296,17 +296,13 @@ def validate(
                             f"{bound.fingerprint}, this plan {loaded.fingerprint})")
     if backup_dir is None and verifies(loaded):
         # RedisVL's form (no backup dir): the one the apply recorded for this plan
-        client = connect(redis_url)
-        try:
-            backup_dir = remembered_backup_dir(client, loaded)
-        finally:
-            client.close()
+        backup_dir = remembered_backup_dir(loaded)
         if backup_dir is None:
             raise RvlmError("this plan rewrites documents: give the apply's backup dir "
                             "(--backup-dir) so that every rewritten document is checked "
                             "against what the apply wrote, not a sample (no apply of this "
-                            "plan recorded one here: a plan never applied has nothing to "
-                            "validate)")
+                            "plan on this machine recorded one: a plan never applied has "
+                            "nothing to validate)")
     host = host_with(plugins)
     host.check()
     gate = gate_for_validate(loaded, backup_dir, quality_options(

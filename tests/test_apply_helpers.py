@@ -261,7 +261,7 @@ def snapshot(client: Any, pattern: str = "*") -> dict[bytes, Any]:
     content and whether it has a TTL."""
     out: dict[bytes, Any] = {}
     for k in client.scan_iter(match=pattern, count=1000):
-        if k.startswith((b"rvlm:lock:", b"rvlm:aliases:", b"rvlm:backup_dirs")):
+        if k.startswith((b"rvlm:lock:", b"rvlm:aliases:")):
             continue
         t = client.type(k)
         t = t.decode() if isinstance(t, bytes) else t

@@ -266,7 +266,7 @@ class DropRecreate:
             point_aliases(client, plan.aliases, plan.target_index, plan.source_index)
         documents = None
         if verifies(plan):
-            remember_backup_dir(client, plan, run.dir)  # for a validate without --backup-dir
+            remember_backup_dir(plan, run.dir)  # for a validate without --backup-dir
             # every rewritten document read back while the server builds the index (the
             # client would only wait meanwhile): the pass costs little on the wall clock
             with timer.step("verify"):

@@ -155,7 +155,7 @@ def roll_back_below_recall(url: str | None, client: Any, directory: Path,
 def _nothing_to_do(url: str | None, plan: Plan, client: Any) -> MigrationReport:
     """A plan that changes nothing: the source must still be what the plan saw; nothing is
     dropped, written or backed up, and the report says so."""
-    from rvlm.core.migrate.validate import comparable, schema_diff
+    from rvlm.core.migrate.validate import comparable, schema_diff, validate_migration
     from rvlm.core.redis.connection import connect, read_index
 
     own = client is None
@@ -173,7 +173,13 @@ def _nothing_to_do(url: str | None, plan: Plan, client: Any) -> MigrationReport:
     report = MigrationReport(mode=plan.mode, source_index=plan.source_index,
                              target_index=plan.target_index, plan_fingerprint=plan.fingerprint)
     report.warnings.append("the plan changes nothing: nothing was dropped, written or backed up")
-    return report.finish(True)
+    conn = connect(url) if own else client
+    try:  # the index as it is, checked as the plan's target (it is the same)
+        report.validation = validate_migration(conn, plan)
+    finally:
+        if own:
+            conn.close()
+    return report.finish(report.validation.passed)
 
 
 __all__ = ["EXECUTORS", "apply_plan", "below_recall"]

@@ -12,6 +12,8 @@ over the batches journaled as done is how a resume finds the writes a restarted 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -96,25 +98,40 @@ def rewritten_entry(written: Written) -> list[Any]:
     return [written.digest.hex(), [n.hex() for n in written.names]]
 
 
-#: A Redis hash: plan fingerprint -> the absolute path of the backup dir its apply used, so
-#: that ``rvlm validate --plan P`` (RedisVL's form, no backup dir) still checks every document.
-BACKUP_DIRS_KEY = "rvlm:backup_dirs"
+def backup_dirs_file() -> Path:
+    """Where applies record their backup dirs: ``backup_dirs.jsonl`` in ``$RVLM_HOME``
+    (default ``~/.rvlm``), one ``{"fingerprint", "dir"}`` line per apply, so that
+    ``rvlm validate --plan P`` (RedisVL's form, no backup dir) on this machine still checks
+    every document. Kept outside Redis: nothing is added to the user's keyspace."""
+    return Path(os.environ.get("RVLM_HOME", Path.home() / ".rvlm")) / "backup_dirs.jsonl"
 
 
-def remember_backup_dir(client: redis.Redis, plan: Plan, directory: Path) -> None:
-    """Record where ``plan``'s apply keeps its backup (best effort: a refusal is ignored)."""
-    with contextlib.suppress(redis.RedisError):
-        client.hset(BACKUP_DIRS_KEY, plan.fingerprint, str(Path(directory).resolve()))
+def remember_backup_dir(plan: Plan, directory: Path) -> None:
+    """Record where ``plan``'s apply keeps its backup (best effort)."""
+    line = json.dumps({"fingerprint": plan.fingerprint, "dir": str(Path(directory).resolve())})
+    with contextlib.suppress(OSError):
+        path = backup_dirs_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
 
 
-def remembered_backup_dir(client: redis.Redis, plan: Plan) -> Path | None:
-    """The backup dir ``plan``'s apply recorded, when it is still there, else None."""
+def remembered_backup_dir(plan: Plan) -> Path | None:
+    """The backup dir ``plan``'s latest apply on this machine recorded, if it is still there."""
     try:
-        raw = client.hget(BACKUP_DIRS_KEY, plan.fingerprint)
-    except redis.RedisError:
+        lines = backup_dirs_file().read_text(encoding="utf-8").splitlines()
+    except OSError:
         return None
-    path = Path(to_str(raw)) if raw else None
-    return path if path is not None and (path / "manifest.json").is_file() else None
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("fingerprint") == plan.fingerprint:
+            path = Path(str(entry.get("dir")))
+            if (path / "manifest.json").is_file():
+                return path
+    return None
 
 
 def verifies(plan: Plan) -> bool:
@@ -161,5 +178,5 @@ def verify_documents(client: redis.Redis, plan: Plan, directory: Path, *,
     return out
 
 
-__all__ = ["BACKUP_DIRS_KEY", "DocumentsVerified", "remember_backup_dir", "remembered_backup_dir",
+__all__ = ["DocumentsVerified", "backup_dirs_file", "remember_backup_dir", "remembered_backup_dir",
            "rewritten_entry", "verifies", "verify_documents", "written_refs"]

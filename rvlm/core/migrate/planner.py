@@ -41,7 +41,7 @@ from rvlm.core.quality.gate import QualityOptions
 from rvlm.core.quality.planning import below_floor, describe, plan_quality
 from rvlm.core.quality.probes import DEFAULT_K
 from rvlm.core.redis.capabilities import Capabilities, detect
-from rvlm.core.redis.connection import index_exists, list_indexes, read_index
+from rvlm.core.redis.connection import index_exists, list_indexes, other_indexes, read_index
 from rvlm.core.redis.docio.sample import last_failed_key, read_documents, sample_keys
 from rvlm.core.redis.resp import to_str
 from rvlm.core.redis.routing import node_map
@@ -116,18 +116,6 @@ def prefixes_overlap(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, str]
     return [(x, y) for x in a for y in b if x.startswith(y) or y.startswith(x)]
 
 
-def _other_indexes(client: redis.Redis, source: str) -> dict[str, IndexSchema]:
-    out = {}
-    for name in list_indexes(client):
-        if name == source:
-            continue
-        try:
-            out[name] = read_index(client, name).schema
-        except RvlmError:
-            continue
-    return out
-
-
 def _per_shard_siblings(client: redis.Redis, source: IndexSchema) -> list[str]:
     """The other indexes over the same prefixes whose names live on other nodes: ``source``
     is then one of a per-shard set (one index per node) on an uncoordinated cluster."""
@@ -135,7 +123,7 @@ def _per_shard_siblings(client: redis.Redis, source: IndexSchema) -> list[str]:
     if nodes is None:
         return []
     home = nodes.owner(slot_of(source.name))
-    return [name for name, other in _other_indexes(client, source.name).items()
+    return [name for name, other in other_indexes(client, (source.name,)).items()
             if other.index.prefix == source.index.prefix
             and nodes.owner(slot_of(name)) != home]
 
@@ -224,7 +212,7 @@ def make_plan(
     if options.key_sample_limit < 0:
         raise RvlmError(f"the key sample limit must be 0 or more, not {options.key_sample_limit}")
     key_sample = tuple(sample_keys(client, source.name, options.key_sample_limit))
-    others = _other_indexes(client, source.name)
+    others = other_indexes(client, (source.name,))
 
     renames: dict[str, str] = {}
     sections: dict[str, Any] = {}

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -27,6 +27,7 @@ from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.redis import routing
 from rvlm.core.redis.resp import to_float, to_int, to_list, to_map, to_str
 from rvlm.core.schema.ftinfo import IndexInfo, parse_ft_info
+from rvlm.core.schema.model import IndexSchema
 
 DEFAULT_URL = "redis://localhost:6379"
 #: ``1``: the server must be a Redis Cluster (the CLI's ``--cluster`` sets it, so worker
@@ -225,6 +226,20 @@ def read_index(client: redis.Redis, name: str) -> IndexInfo:
             raise RvlmError(f"no index named {name!r} on this server") from None
         raise RvlmError(f"FT.INFO {name} failed: {exc}") from None
     return parse_ft_info(reply)
+
+
+def other_indexes(client: redis.Redis, exclude: Sequence[str]) -> dict[str, IndexSchema]:
+    """Every index's schema but those named in ``exclude`` (those that vanish while being
+    read are left out)."""
+    out = {}
+    for name in list_indexes(client):
+        if name in exclude:
+            continue
+        try:
+            out[name] = read_index(client, name).schema
+        except RvlmError:
+            continue
+    return out
 
 
 def index_exists(client: redis.Redis, name: str) -> bool:

@@ -150,7 +150,6 @@ from rvlm.core.migrate.online.checks import (
     CLUSTER_COPY,
     notify_status,
     online_problems,
-    other_indexes,
     target_prefix_problems,
 )
 from rvlm.core.migrate.online.control import ControlChannel
@@ -162,7 +161,7 @@ from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.validate import validate_migration
 from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.redis.capture import CaptureLost
-from rvlm.core.redis.connection import index_exists, read_index
+from rvlm.core.redis.connection import index_exists, other_indexes, read_index
 from rvlm.core.redis.docio.keys import enumerate_keys, escape_glob
 from rvlm.core.redis.lock import LockLost
 from rvlm.core.schema.ftinfo import parse_ft_info

@@ -21,29 +21,14 @@ from collections.abc import Mapping, Sequence
 import attrs
 import redis
 
-from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.online.footprint import copy_footprint
 from rvlm.core.migrate.plan import Plan
-from rvlm.core.redis.connection import list_indexes, read_index
 from rvlm.core.redis.docio.keys import escape_glob
 from rvlm.core.redis.notify import ConfigRefused, advice, missing, needed_flags, probe, read_setting
 from rvlm.core.redis.resp import to_int, to_list, to_str
 from rvlm.core.schema.model import IndexSchema, VectorAttrs
 
 _SEPARATORS = ":_-/.|#"
-
-
-def other_indexes(client: redis.Redis, exclude: Sequence[str]) -> dict[str, IndexSchema]:
-    """Every other index's schema (those that vanish while being read are left out)."""
-    out = {}
-    for name in list_indexes(client):
-        if name in exclude:
-            continue
-        try:
-            out[name] = read_index(client, name).schema
-        except RvlmError:
-            continue
-    return out
 
 
 def suggest_prefix(prefix: str) -> str:

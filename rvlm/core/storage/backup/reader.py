@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -30,6 +30,7 @@ from rvlm.core.storage.backup.records import (
 from rvlm.core.storage.files import BackupCorrupt
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -125,16 +126,27 @@ class BackupReader:
             )
         return payload
 
-    def _records(self, loc: _Located) -> list[BackupRecord]:
+    def _decoded(self, loc: _Located, decode: Callable[[bytes, int], list[_T]]) -> list[_T]:
+        """The checksum-verified payload of ``loc`` parsed by ``decode``; a malformed payload
+        raises :class:`BackupCorrupt` naming the batch and its offset."""
         payload = self._payload(loc)
         try:
-            return decode_records(payload, loc.ref.records)
+            return decode(payload, loc.ref.records)
         except ValueError as exc:
             raise BackupCorrupt(
                 f"{loc.path}: batch {loc.ref.batch} at offset {loc.ref.offset}: {exc}",
                 path=loc.path,
                 offset=loc.ref.offset,
             ) from None
+
+    def _records(self, loc: _Located) -> list[BackupRecord]:
+        return self._decoded(loc, decode_records)
+
+    def _located(self, batch: int) -> _Located:
+        loc = self._index.get(batch)
+        if loc is None:
+            raise KeyError(f"batch {batch} is not in the backup in {self.directory}")
+        return loc
 
     def batch_numbers(self) -> list[int]:
         """Every committed batch number, ascending."""
@@ -166,26 +178,12 @@ class BackupReader:
 
     def batch(self, batch: int) -> list[BackupRecord]:
         """The records of one batch, verified. ``KeyError`` if the batch is not in the backup."""
-        loc = self._index.get(batch)
-        if loc is None:
-            raise KeyError(f"batch {batch} is not in the backup in {self.directory}")
-        return self._records(loc)
+        return self._records(self._located(batch))
 
     def written(self, batch: int) -> list[WrittenRef]:
         """What the verification needs of each record of one batch (key, new key, replaced,
         written digest), checksum-verified, without building the originals."""
-        loc = self._index.get(batch)
-        if loc is None:
-            raise KeyError(f"batch {batch} is not in the backup in {self.directory}")
-        payload = self._payload(loc)
-        try:
-            return decode_written(payload, loc.ref.records)
-        except ValueError as exc:
-            raise BackupCorrupt(
-                f"{loc.path}: batch {loc.ref.batch} at offset {loc.ref.offset}: {exc}",
-                path=loc.path,
-                offset=loc.ref.offset,
-            ) from None
+        return self._decoded(self._located(batch), decode_written)
 
     def batches(self) -> Iterator[tuple[int, list[BackupRecord]]]:
         """(batch number, records) for every batch, ascending, each verified when reached.

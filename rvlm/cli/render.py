@@ -293,14 +293,14 @@ def print_report(report: MigrationReport, *, resume: str | None = None,
                "finalize": "finalize"}.get(report.mode, "apply")
     out.print(f"[bold]{command}[/bold] {route}: "
               f"[bold {colour}]{escape(report.result)}[/bold {colour}]", soft_wrap=True)
+    rate = (f", {report.documents_per_second:,.0f} documents/s"
+            if report.documents_per_second > 0 else "")
     if report.mode == "rollback":
         out.print(f"  restored {report.restored_records:,} records in {report.batches:,} "
                   "batches")
     elif report.mode == "finalize":
         out.print(f"  source keys backed up and deleted: {report.online.get('deleted', 0):,}")
     elif report.mode == "online" and report.online:
-        rate = (f", {report.documents_per_second:,.0f} documents/s"
-                if report.documents_per_second > 0 else "")
         print_wrapped(out, "  ", f"documents {report.documents:,}, copied "
                       f"{report.documents_rewritten:,} to "
                       f"{escape(repr(report.online.get('target_prefix')))} "
@@ -314,8 +314,6 @@ def print_report(report: MigrationReport, *, resume: str | None = None,
     elif report.mode != "validate":
         ran = report.batches - report.batches_done_before
         if ran > 0 or not report.resumed:
-            rate = (f", {report.documents_per_second:,.0f} documents/s"
-                    if report.documents_per_second > 0 else "")
             print_wrapped(out, "  ", f"documents {report.documents:,}, rewritten "
                           f"{report.documents_rewritten:,} "
                           f"({human_bytes(report.bytes_rewritten)}) in {ran:,} "

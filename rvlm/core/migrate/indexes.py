@@ -13,6 +13,8 @@ send their one command:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 import redis
 
@@ -33,8 +35,9 @@ class Dropped:
     deleted_documents: bool
 
 
-def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    return any(x.startswith(y) or y.startswith(x) for x in a for y in b)
+def prefixes_overlap(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs of prefixes where one is a string prefix of the other (or equal)."""
+    return [(x, y) for x in a for y in b if x.startswith(y) or y.startswith(x)]
 
 
 def create_index(client: redis.Redis, schema: IndexSchema) -> None:
@@ -75,7 +78,7 @@ def drop_index(client: redis.Redis, name: str, *, delete_documents: bool = False
                 except RvlmError:
                     continue
                 if (theirs.storage_type == info.schema.storage_type
-                        and _overlap(prefixes, theirs.index.prefix)):
+                        and prefixes_overlap(prefixes, theirs.index.prefix)):
                     shared.append(other)
             if shared:
                 raise RvlmError(

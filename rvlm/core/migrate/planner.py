@@ -23,6 +23,7 @@ from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.aliases import alias_index, lost_aliases_note, recorded_aliases
 from rvlm.core.migrate.cluster_checks import incomplete, layout_problems, migration_warning
 from rvlm.core.migrate.estimate import downtime_seconds
+from rvlm.core.migrate.indexes import prefixes_overlap
 from rvlm.core.migrate.online.checks import blue_green_findings, prefix_problems
 from rvlm.core.migrate.plan import (
     DROP_RECREATE,
@@ -109,11 +110,6 @@ def expand(template: str, source: IndexSchema, option: str) -> str:
     if not out:
         raise RvlmError(f"{option} {template!r} is empty for index {source.name!r}")
     return out
-
-
-def prefixes_overlap(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, str]]:
-    """Pairs of prefixes where one is a string prefix of the other (or equal)."""
-    return [(x, y) for x in a for y in b if x.startswith(y) or y.startswith(x)]
 
 
 def _per_shard_siblings(client: redis.Redis, source: IndexSchema) -> list[str]:

@@ -28,7 +28,7 @@ import yaml
 
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.backup_dir import check_backup_dir_name
-from rvlm.core.migrate.planner import prefixes_overlap
+from rvlm.core.migrate.indexes import prefixes_overlap
 from rvlm.core.migrate.report import now_iso
 from rvlm.core.multi.plan import BatchPlan, safe_name
 from rvlm.core.multi.report import REPORT_NAME, BatchReport

@@ -21,8 +21,9 @@ import attrs
 import redis
 
 from rvlm.core.errors import RvlmError
+from rvlm.core.migrate.indexes import prefixes_overlap
 from rvlm.core.migrate.plan import Plan
-from rvlm.core.migrate.planner import PlanOptions, match_indexes, plan_inputs, prefixes_overlap
+from rvlm.core.migrate.planner import PlanOptions, match_indexes, plan_inputs
 from rvlm.core.migrate.report import now_iso
 from rvlm.core.multi.plan import (
     FAILURE_POLICIES,

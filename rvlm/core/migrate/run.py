@@ -42,6 +42,7 @@ from rvlm.core.redis.topology import cluster_migrations
 from rvlm.core.schema.ftcreate import create_arguments
 from rvlm.core.schema.ftinfo import IndexInfo
 from rvlm.core.storage.journal import Journal, RunState
+from rvlm.core.units import human_bytes
 
 #: Bytes kept free beyond the backup estimate (journals, key logs, file-system blocks).
 SPACE_MARGIN = 1024 * 1024
@@ -243,9 +244,9 @@ class Run:
         free = shutil.disk_usage(self.dir).free
         if free < need:
             raise RvlmError(
-                f"not enough free disk space for the backup in {self.dir}: {_size(free)} free, "
-                f"about {_size(need)} needed (the estimate for {documents} documents, plus "
-                "a margin); free some space or use another --backup-dir; nothing was changed")
+                f"not enough free disk space for the backup in {self.dir}: {human_bytes(free)} "
+                f"free, about {human_bytes(need)} needed (the estimate for {documents} documents, "
+                "plus a margin); free some space or use another --backup-dir; nothing was changed")
 
     # -- quality -------------------------------------------------------------------------
     def ask_source(self) -> None:
@@ -304,14 +305,6 @@ class Run:
         durability.uninstall(self.client)
         if self.owns_client:
             self.client.close()
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:,.1f} TB"  # pragma: no cover - the loop returns
 
 
 __all__ = ["SPACE_MARGIN", "Progress", "Run"]

@@ -29,6 +29,7 @@ import redis
 
 from rvlm.core.errors import MigrationFailed
 from rvlm.core.redis.resp import to_int, to_map
+from rvlm.core.redis.routing import command_name
 
 #: How long a batch's writes may take to reach the replicas (milliseconds).
 TIMEOUT_MS = 10_000
@@ -46,14 +47,9 @@ class ReplicaLag(MigrationFailed):
     """A node's replicas did not acknowledge the writes of a batch in time."""
 
 
-def _name(cmd: Sequence[Any]) -> bytes:
-    head = cmd[0]
-    return (head if isinstance(head, bytes) else str(head).encode()).upper()
-
-
 def writes(commands: Sequence[Sequence[Any]]) -> bool:
     """True when some command of ``commands`` changes data."""
-    return any(_name(c) in WRITES for c in commands)
+    return any(command_name(c) in WRITES for c in commands)
 
 
 class ReplicaWait:

@@ -153,7 +153,8 @@ def is_cluster(client: Any) -> bool:
     return node_map(client) is not None
 
 
-def _name(cmd: Command) -> bytes:
+def command_name(cmd: Command) -> bytes:
+    """The command's name, upper case (``b"HSET"``), whether given as bytes or str."""
     head = cmd[0]
     return (head if isinstance(head, bytes) else str(head).encode()).upper()
 
@@ -186,7 +187,7 @@ def command_key(cmd: Command) -> bytes | None:
             return None
         key = cmd[1]
         return key if type(key) is bytes else _arg(key)
-    name = _name(cmd)
+    name = command_name(cmd)
     if name in _NO_KEY:
         return None
     return _arg(cmd[3]) if len(cmd) > 3 and int(cmd[2]) > 0 else None
@@ -206,8 +207,8 @@ def _units(commands: Sequence[Command]) -> tuple[list[int], list[int], list[int]
         head = cmd[0]
         if head not in _SPECIAL:  # the hot path: one command on the key in argument 1
             if len(cmd) < 2:
-                raise ValueError(f"{_name(cmd).decode(errors='replace')} has no key to route "
-                                 "it by on a cluster; send it to a node")
+                raise ValueError(f"{command_name(cmd).decode(errors='replace')} has no key to "
+                                 "route it by on a cluster; send it to a node")
             key = cmd[1]
             slots[i] = key_slot(key if type(key) is bytes else _arg(key))
             i += 1
@@ -230,8 +231,8 @@ def _units(commands: Sequence[Command]) -> tuple[list[int], list[int], list[int]
             continue
         script_key = command_key(cmd)
         if script_key is None:
-            raise ValueError(f"{_name(cmd).decode(errors='replace')} has no key to route it by "
-                             "on a cluster; send it to a node")
+            raise ValueError(f"{command_name(cmd).decode(errors='replace')} has no key to route "
+                             "it by on a cluster; send it to a node")
         slots[i] = key_slot(script_key)
         i += 1
     return slots, ends, unit_of

@@ -188,6 +188,11 @@ def apply(
     if copies and use_async:
         raise RvlmError("--async runs a plan that rewrites documents in place; an online plan "
                         "that copies documents runs without it")
+    arguments: dict[str, Any] = dict(
+        redis_url=url, backup_dir=backup_dir, batch_size=batch_size, num_workers=workers,
+        accept_data_loss=accept_data_loss, index_timeout=index_timeout,
+        min_recall=min_recall, recall_queries=recall_queries, recall_k=recall_k,
+        query_check_file=query_check_file, rollback_below_recall=rollback_below_recall)
     if copies:
         import attrs
 
@@ -196,18 +201,8 @@ def apply(
                     "stop", err=True)
         with _stop_on_signals() as stop:
             online = attrs.evolve(online, should_stop=stop)
-            report = MigrationExecutor().apply(
-                loaded, redis_url=url, backup_dir=backup_dir, batch_size=batch_size,
-                num_workers=workers, accept_data_loss=accept_data_loss,
-                index_timeout=index_timeout, online=online, min_recall=min_recall,
-                recall_queries=recall_queries, recall_k=recall_k,
-                query_check_file=query_check_file, rollback_below_recall=rollback_below_recall)
+            report = MigrationExecutor().apply(loaded, online=online, **arguments)
     else:
-        arguments: dict[str, Any] = dict(
-            redis_url=url, backup_dir=backup_dir, batch_size=batch_size, num_workers=workers,
-            accept_data_loss=accept_data_loss, index_timeout=index_timeout,
-            min_recall=min_recall, recall_queries=recall_queries, recall_k=recall_k,
-            query_check_file=query_check_file, rollback_below_recall=rollback_below_recall)
         with progress_display() as progress:
             if use_async:
                 import asyncio

@@ -260,7 +260,8 @@ def lock_owner(command: str) -> str:
     return f"rvlm {command} ({user})"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True unless no process ``pid`` exists on this host (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -286,7 +287,7 @@ def acquire_lock(client: redis.Redis, name: str, owner: str) -> IndexLock:
         except ValueError:
             info = None
         if (isinstance(info, dict) and info.get("host") == socket.gethostname()
-                and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"])):
+                and isinstance(info.get("pid"), int) and not pid_alive(info["pid"])):
             client.eval(_STEAL, 1, lock_key(name), raw)  # type: ignore[arg-type]
             lock.acquire()
             return lock

@@ -33,6 +33,7 @@ from typing import Any
 import attrs
 
 from rvlm.core.errors import RvlmError
+from rvlm.core.redis.lock import pid_alive
 
 CONTROL_DIR = "control"
 STATUS_NAME = "status.json"
@@ -130,14 +131,7 @@ def read_status(backup_dir: str | Path) -> Status | None:
 def _alive(status: Status) -> bool:
     if status.state != "running" or time.time() - status.updated_at > STALE_AFTER:
         return False
-    if status.host == socket.gethostname():
-        try:
-            os.kill(status.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-    return True
+    return status.host != socket.gethostname() or pid_alive(status.pid)
 
 
 def running(backup_dir: str | Path) -> Status | None:

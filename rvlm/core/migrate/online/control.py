@@ -34,6 +34,7 @@ import attrs
 
 from rvlm.core.errors import RvlmError
 from rvlm.core.redis.lock import pid_alive
+from rvlm.core.storage.files import atomic_write_text
 
 CONTROL_DIR = "control"
 STATUS_NAME = "status.json"
@@ -45,9 +46,7 @@ _ALIASES = {"no-throttle": "unthrottle", "unpostpone": "cut-over", "sup": "statu
 
 
 def _atomic_write(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, sort_keys=True))
 
 
 def eta_seconds(done: int, total: int, elapsed: float) -> float | None:

@@ -28,13 +28,6 @@ if TYPE_CHECKING:
 index_app = typer.Typer(name="index", help="List, show, create or drop the search indexes of a "
                                              "server.", no_args_is_help=True)
 
-#: Vector parameters that belong to each algorithm, in FT.CREATE order.
-VECTOR_PARAMS = {
-    "flat": ("initial_cap", "block_size"),
-    "hnsw": ("initial_cap", "m", "ef_construction", "ef_runtime", "epsilon"),
-    "svs-vamana": ("graph_max_degree", "construction_window_size", "search_window_size",
-                   "compression", "reduce", "training_threshold", "epsilon"),
-}
 #: Server defaults of the vector parameters the model stores as None when they are the default.
 VECTOR_DEFAULTS: dict[str, object] = {
     "m": 16, "ef_construction": 200, "ef_runtime": 10, "epsilon": 0.01, "block_size": 1024,
@@ -62,7 +55,7 @@ def field_attr_rows(field: Field, storage_type: str) -> list[tuple[str, str]]:
     """Every attribute of ``field`` as (name, shown value); FT.INFO's blind spots say unknown."""
     import attrs
 
-    from rvlm.core.schema.model import INERT_ATTRS, TagAttrs, VectorAttrs
+    from rvlm.core.schema.model import INERT_ATTRS, VECTOR_PARAMS, TagAttrs, VectorAttrs
 
     a = field.attrs
     if isinstance(a, VectorAttrs):

@@ -35,13 +35,6 @@ ATTR_HELP: dict[str, str] = {
     "training_threshold": "SVS-VAMANA: vectors collected before compression training",
 }
 
-#: Vector attributes that only mean something for one algorithm.
-ALGORITHM_ATTRS: dict[str, tuple[str, ...]] = {
-    "flat": ("initial_cap", "block_size"),
-    "hnsw": ("initial_cap", "m", "ef_construction", "ef_runtime", "epsilon"),
-    "svs-vamana": ("graph_max_degree", "construction_window_size", "search_window_size",
-                   "compression", "reduce", "training_threshold", "epsilon"),
-}
 VECTOR_COMMON = ("dims", "algorithm", "datatype", "distance_metric", "index_missing")
 PHONETIC = ("dm:en", "dm:fr", "dm:pt", "dm:es")
 COMPRESSION = ("LVQ4", "LVQ8", "LVQ4x4", "LVQ4x8", "LeanVec4x8", "LeanVec8x8")

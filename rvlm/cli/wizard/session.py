@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rvlm.cli.wizard.attributes import (
-    ALGORITHM_ATTRS,
     ATTR_HELP,
     COMPRESSION,
     PHONETIC,
@@ -206,13 +205,13 @@ class Wizard:
     def attrs_for(self, field: Field) -> list[str]:
         import attrs
 
-        from rvlm.core.schema.model import INERT_ATTRS
+        from rvlm.core.schema.model import INERT_ATTRS, VECTOR_PARAMS
 
         inert = INERT_ATTRS.get(field.type, ())
         names = [a.name for a in attrs.fields(type(field.attrs)) if a.name not in inert]
         if field.type == "vector":
             algo = getattr(field.attrs, "algorithm", "flat")
-            wanted = set(VECTOR_COMMON) | set(ALGORITHM_ATTRS.get(algo, ()))
+            wanted = set(VECTOR_COMMON) | set(VECTOR_PARAMS.get(algo, ()))
             names = [n for n in names if n in wanted]
         if self.st.source.storage_type == "json":
             names = [n for n in names if n not in ("unf",)]

@@ -107,13 +107,13 @@ def _epsilon(value: Any) -> float | None:
     return None if v == 0.01 else v
 
 
-#: The index parameters each vector algorithm takes; FT.CREATE refuses the others (a ``m`` on
-#: FLAT is "Bad arguments for algorithm FLAT: M").
+#: The index parameters each vector algorithm takes, in FT.CREATE order; FT.CREATE refuses
+#: the others (a ``m`` on FLAT is "Bad arguments for algorithm FLAT: M").
 VECTOR_PARAMS: dict[str, tuple[str, ...]] = {
     "flat": ("initial_cap", "block_size"),
     "hnsw": ("initial_cap", "m", "ef_construction", "ef_runtime", "epsilon"),
     "svs-vamana": ("graph_max_degree", "construction_window_size", "search_window_size",
-                   "epsilon", "compression", "reduce", "training_threshold"),
+                   "compression", "reduce", "training_threshold", "epsilon"),
 }
 #: Every algorithm-specific parameter (the union of :data:`VECTOR_PARAMS`).
 ALGORITHM_PARAMS: tuple[str, ...] = tuple(dict.fromkeys(

@@ -216,19 +216,14 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def async_connect(url: str | None = None) -> aioredis.Redis:
     """A bytes ``redis.asyncio`` client for ``url`` (else ``REDIS_URL``, else localhost),
     honouring ``RVLM_PROTOCOL`` like the sync :func:`rvlm.core.redis.connection.connect`."""
-    import os
-
     import redis.asyncio as aioredis
 
     from rvlm.core.errors import RvlmError
-    from rvlm.core.redis.connection import redact, resolve_url
+    from rvlm.core.redis.connection import client_kwargs, redact, resolve_url
 
     target = resolve_url(url)
-    kwargs: dict[str, Any] = {"decode_responses": False}
-    if os.environ.get("RVLM_PROTOCOL"):
-        kwargs["protocol"] = int(os.environ["RVLM_PROTOCOL"])
     try:
-        return aioredis.Redis.from_url(target, **kwargs)
+        return aioredis.Redis.from_url(target, **client_kwargs())
     except ValueError as exc:
         raise RvlmError(f"bad Redis URL {redact(target)}: {exc}") from None
 
@@ -237,13 +232,17 @@ async def async_connect_cluster_aware(url: str | None = None) -> Any:
     """:func:`async_connect`, pinged; a ``redis.asyncio.cluster.RedisCluster`` (initialized)
     when the server is a Redis Cluster node (``INFO cluster``, or ``RVLM_CLUSTER``, as the sync
     :func:`rvlm.core.redis.connection.connect`)."""
-    import os
-
     from redis.asyncio.cluster import RedisCluster
     from redis.exceptions import RedisClusterException
 
     from rvlm.core.errors import RvlmError
-    from rvlm.core.redis.connection import cluster_wanted, redact, resolve_url
+    from rvlm.core.redis.connection import (
+        client_kwargs,
+        cluster_wanted,
+        not_a_cluster,
+        redact,
+        resolve_url,
+    )
     from rvlm.core.redis.resp import to_int, to_map
 
     client = async_connect(url)
@@ -256,16 +255,12 @@ async def async_connect_cluster_aware(url: str | None = None) -> Any:
     target = resolve_url(url)
     if want and not enabled:
         await client.aclose()
-        raise RvlmError(f"{redact(target)} is not a Redis Cluster node (INFO cluster says "
-                        "cluster_enabled:0); leave out --cluster (RVLM_CLUSTER) for one server")
+        raise not_a_cluster(target)
     if not enabled:
         return client
     await client.aclose()
-    kwargs: dict[str, Any] = {"decode_responses": False}
-    if os.environ.get("RVLM_PROTOCOL"):
-        kwargs["protocol"] = int(os.environ["RVLM_PROTOCOL"])
     try:
-        cluster = RedisCluster.from_url(target, **kwargs)
+        cluster = RedisCluster.from_url(target, **client_kwargs())
         await cluster.initialize()
     except (RedisClusterException, ValueError, OSError) as exc:
         raise RvlmError(f"cannot use the Redis Cluster at {redact(target)}: {exc}") from None

@@ -81,10 +81,9 @@ def redis_client(redis_url: str) -> Iterator[Any]:
     (the client's default when unset), so a whole suite can run under either protocol."""
     import redis
 
-    kwargs: dict[str, Any] = {"decode_responses": False}
-    if os.environ.get("RVLM_PROTOCOL"):
-        kwargs["protocol"] = int(os.environ["RVLM_PROTOCOL"])
-    client = redis.Redis.from_url(redis_url, **kwargs)
+    from rvlm.core.redis.connection import client_kwargs
+
+    client = redis.Redis.from_url(redis_url, **client_kwargs())
     client.flushall()
     for name in client.execute_command("FT._LIST") or []:
         client.execute_command("FT.DROPINDEX", name)

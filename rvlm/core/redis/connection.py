@@ -138,6 +138,23 @@ def cluster_enabled(client: Any) -> bool:
         return False
 
 
+def client_kwargs(protocol: int | None = None) -> dict[str, Any]:
+    """The keyword arguments of every rvlm client: bytes replies, and ``protocol`` (2 or 3),
+    by default ``RVLM_PROTOCOL``, else the client's own default."""
+    if protocol is None and os.environ.get("RVLM_PROTOCOL"):
+        protocol = int(os.environ["RVLM_PROTOCOL"])
+    kwargs: dict[str, Any] = {"decode_responses": False}
+    if protocol is not None:
+        kwargs["protocol"] = protocol
+    return kwargs
+
+
+def not_a_cluster(target: str) -> RvlmError:
+    """The error for --cluster (``RVLM_CLUSTER``) given with a server that is not a cluster."""
+    return RvlmError(f"{redact(target)} is not a Redis Cluster node (INFO cluster says "
+                     "cluster_enabled:0); leave out --cluster (RVLM_CLUSTER) for one server")
+
+
 def connect(
     url: str | None = None, *, protocol: int | None = None, check: bool = True,
     cluster: bool | None = None,
@@ -152,11 +169,7 @@ def connect(
     """
     target = resolve_url(url)
     logging.getLogger(__name__).debug("connecting to %s", redact(target))
-    if protocol is None and os.environ.get("RVLM_PROTOCOL"):
-        protocol = int(os.environ["RVLM_PROTOCOL"])
-    kwargs: dict[str, Any] = {"decode_responses": False}
-    if protocol is not None:
-        kwargs["protocol"] = protocol
+    kwargs = client_kwargs(protocol)
     try:
         client = redis.Redis.from_url(target, **kwargs)
     except (ValueError, TypeError) as exc:
@@ -178,8 +191,7 @@ def connect(
     enabled = cluster_enabled(client)
     if want and not enabled:
         client.close()
-        raise RvlmError(f"{redact(target)} is not a Redis Cluster node (INFO cluster says "
-                        "cluster_enabled:0); leave out --cluster (RVLM_CLUSTER) for one server")
+        raise not_a_cluster(target)
     if not enabled:
         return client
     client.close()

@@ -37,7 +37,7 @@ from rvlm.core.migrate.plan import (
 from rvlm.core.plugins.changes import Change, Classification
 from rvlm.core.plugins.context import PlanContext
 from rvlm.core.plugins.documents import Document, DocumentOperation, operation_problems
-from rvlm.core.plugins.host import PluginHost, host_with
+from rvlm.core.plugins.host import PluginHost, host_with, rvlm_version
 from rvlm.core.quality.gate import QualityOptions
 from rvlm.core.quality.planning import below_floor, describe, plan_quality
 from rvlm.core.quality.probes import DEFAULT_K
@@ -382,7 +382,7 @@ def _quality(source: IndexSchema, target: IndexSchema, planned: list[PlannedChan
 
 
 def _blocked(kind: str, reason: str) -> PlannedChange:
-    return PlannedChange(type=kind, plugin="rvlm", plugin_version=_rvlm_version(),
+    return PlannedChange(type=kind, plugin="rvlm", plugin_version=rvlm_version(),
                          supported=False, blocked_reasons=(reason,))
 
 
@@ -511,7 +511,7 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
                 warnings.append(text + " (allowed by --allow-shared-keys)")
             else:
                 planned.append(PlannedChange(
-                    type="shared_keys", plugin="rvlm", plugin_version=_rvlm_version(),
+                    type="shared_keys", plugin="rvlm", plugin_version=rvlm_version(),
                     supported=False,
                     blocked_reasons=(text + "; pass --allow-shared-keys (to rvlm plan or rvlm "
                                      "batch plan; allow_shared_keys=True in Python) to accept "
@@ -521,7 +521,7 @@ def _plan_checks(source: IndexSchema, target: IndexSchema, info: Any,
         problems = operation_problems(operations, source.storage_type, target.storage_type)
         if problems:
             planned.append(PlannedChange(
-                type="document_operations", plugin="rvlm", plugin_version=_rvlm_version(),
+                type="document_operations", plugin="rvlm", plugin_version=rvlm_version(),
                 supported=False, blocked_reasons=tuple(problems)))
     if stats.indexing or stats.percent_indexed < 1.0:
         warnings.append(f"the source index is still building ({stats.percent_indexed:.0%} "
@@ -584,12 +584,6 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _rvlm_version() -> str:
-    from rvlm import __version__
-
-    return __version__
 
 
 def resolve_inputs(

@@ -102,7 +102,8 @@ class PluginLoadError:
     error: str
 
 
-def _rvlm_version() -> str:
+def rvlm_version() -> str:
+    """rvlm's own version (``rvlm.__version__``), the plugin_version of the core's changes."""
     from rvlm import __version__
 
     return __version__
@@ -146,7 +147,7 @@ class PluginHost:
             if short in blocked:
                 continue
             self._load(short, functools.partial(importlib.import_module, module_name),
-                       _rvlm_version())
+                       rvlm_version())
             if self.has(short):
                 self.builtin.add(short)
         if load_entry_points:

@@ -32,17 +32,25 @@ class Prompter:
         """Ask until ``parse`` accepts the answer. Empty: ``current`` if shown, else re-ask
         (or return None when ``allow_empty``)."""
         self.say(f"  {help_line}")
+        return self._answer(label, current, parse, allow_empty=allow_empty, parse_current=True)
+
+    def _answer(self, label: str, current: str | None, parse: Callable[[str], Any] | None, *,
+                allow_empty: bool, parse_current: bool) -> Any:
+        """Read answers until ``parse`` accepts one (each refusal said in one line). Empty:
+        ``current`` if shown (through ``parse`` when ``parse_current``), else None when
+        ``allow_empty``, else asked again."""
         shown = f" [{current}]" if current is not None else ""
         while True:
             text = self.raw(f"{label}{shown}: ").strip()
             if not text:
-                if current is not None:
-                    text = current
-                elif allow_empty:
-                    return None
-                else:
+                if current is None:
+                    if allow_empty:
+                        return None
                     self.say("  ! an answer is required")
                     continue
+                if not parse_current:
+                    return current
+                text = current
             if parse is None:
                 return text
             try:
@@ -67,20 +75,9 @@ class Prompter:
         self.say(f"  {help_line}")
         if not listed:
             self.say(f"  choices: {listing}")
-        shown = f" [{current}]" if current is not None else ""
-        while True:
-            text = self.raw(f"{label}{shown}: ").strip()
-            if not text:
-                if current is not None:
-                    return current
-                if allow_empty:
-                    return None
-                self.say("  ! an answer is required")
-                continue
-            try:
-                return parse(text)
-            except ValueError as exc:
-                self.say(f"  ! {exc}")
+        answer: str | None = self._answer(label, current, parse, allow_empty=allow_empty,
+                                          parse_current=False)
+        return answer
 
     def confirm(self, question: str, help_line: str, *, default: bool | None = None) -> bool:
         """A yes/no question; re-asks on anything but y/yes/n/no."""

@@ -4,8 +4,8 @@ backup format (see :mod:`rvlm.core.storage.backup`)."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import attrs
 
@@ -255,12 +255,20 @@ class _Malformed(Exception):
     pass
 
 
-def decode_records(payload: bytes, count: int) -> list[BackupRecord]:
-    """Parse a batch payload of ``count`` records; raises ``ValueError`` if it is malformed."""
+_T = TypeVar("_T")
+
+
+def _parsed(decode: Callable[[bytes, int], list[_T]], payload: bytes, count: int) -> list[_T]:
+    """``decode(payload, count)``, any parse error turned into one ``ValueError``."""
     try:
-        return _decode(payload, count)
+        return decode(payload, count)
     except (_Malformed, struct.error, TypeError, ValueError) as exc:
         raise ValueError(f"malformed batch payload: {exc or type(exc).__name__}") from None
+
+
+def decode_records(payload: bytes, count: int) -> list[BackupRecord]:
+    """Parse a batch payload of ``count`` records; raises ``ValueError`` if it is malformed."""
+    return _parsed(_decode, payload, count)
 
 
 def _decode(payload: bytes, count: int) -> list[BackupRecord]:
@@ -330,10 +338,7 @@ def decode_written(payload: bytes, count: int) -> list[WrittenRef]:
     """The key, new key, replaced flag and written digest of each of ``count`` records,
     skipping the originals (the verification pass reads every record of a backup: this is its
     hot path). Raises ``ValueError`` if the payload is malformed."""
-    try:
-        return _decode_written(payload, count)
-    except (_Malformed, struct.error, TypeError, ValueError) as exc:
-        raise ValueError(f"malformed batch payload: {exc or type(exc).__name__}") from None
+    return _parsed(_decode_written, payload, count)
 
 
 def _trusted_written(digest: bytes, names: tuple[bytes, ...]) -> Written:

@@ -180,11 +180,13 @@ def test_two_applies_at_once_second_refused(redis_client, redis_url, tmp_path):
     from rvlm.core.redis.lock import IndexLock, LockHeld
 
     make_hash_index(redis_client, n=10)
+    before = snapshot(redis_client)
     src = read_index(redis_client, "idx").schema
-    plan = build_plan(redis_client, "idx", src, [])
+    plan = build_plan(redis_client, "idx", rename_field_target(src, "t", "title"), [rename_op()])
     with IndexLock(redis_client, "idx", owner="someone else"), \
             pytest.raises(LockHeld, match="being migrated by someone else"):
-        apply_plan(redis_url, plan, backup_dir=tmp_path / "b")
+        apply_plan(redis_url, plan, backup_dir=tmp_path / "b", plugins=all_plugins())
+    assert snapshot(redis_client) == before
 
 
 def test_workers_two_same_as_one(redis_client, redis_url, tmp_path):

@@ -35,7 +35,7 @@ from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.migrate.plan import DROP_RECREATE, ONLINE, Plan
 from rvlm.core.migrate.report import MigrationReport, Timings
 from rvlm.core.migrate.rollback import rollback
-from rvlm.core.migrate.run import Progress, Run
+from rvlm.core.migrate.run import Progress, Run, check_live_source
 from rvlm.core.plugins.host import host_with
 from rvlm.core.quality.answers import ANSWERS_NAME
 from rvlm.core.quality.gate import QualityOptions
@@ -155,26 +155,19 @@ def roll_back_below_recall(url: str | None, client: Any, directory: Path,
 def _nothing_to_do(url: str | None, plan: Plan, client: Any) -> MigrationReport:
     """A plan that changes nothing: the source must still be what the plan saw; nothing is
     dropped, written or backed up, and the report says so."""
-    from rvlm.core.migrate.validate import comparable, schema_diff, validate_migration
-    from rvlm.core.redis.connection import connect, read_index
+    from rvlm.core.migrate.validate import validate_migration
+    from rvlm.core.redis.connection import connect
 
     own = client is None
     conn = connect(url) if own else client
     try:
-        live = read_index(conn, plan.source_index).schema
-    finally:
-        if own:
-            conn.close()
-    want = plan.source_schema.without_unknowns()
-    got = comparable(live, plan.source_schema)
-    if got != want:
-        raise RvlmError(f"source changed since the plan was made ({schema_diff(got, want)}); "
-                        "make a new plan; nothing was changed")
-    report = MigrationReport(mode=plan.mode, source_index=plan.source_index,
-                             target_index=plan.target_index, plan_fingerprint=plan.fingerprint)
-    report.warnings.append("the plan changes nothing: nothing was dropped, written or backed up")
-    conn = connect(url) if own else client
-    try:  # the index as it is, checked as the plan's target (it is the same)
+        check_live_source(conn, plan)
+        report = MigrationReport(mode=plan.mode, source_index=plan.source_index,
+                                 target_index=plan.target_index,
+                                 plan_fingerprint=plan.fingerprint)
+        report.warnings.append(
+            "the plan changes nothing: nothing was dropped, written or backed up")
+        # the index as it is, checked as the plan's target (it is the same)
         report.validation = validate_migration(conn, plan)
     finally:
         if own:

@@ -51,6 +51,21 @@ SPACE_MARGIN = 1024 * 1024
 Progress = Callable[[str, int, int], None]
 
 
+def check_live_source(client: Any, plan: Plan) -> IndexInfo:
+    """The live source index is the plan's (its own name, not an alias) and unchanged since the
+    plan was made; returns its IndexInfo."""
+    info = read_index(client, plan.source_index)
+    if info.schema.index.name != plan.source_index:
+        raise RvlmError(f"{plan.source_index!r} is an alias of index "
+                        f"{info.schema.index.name!r}; plan against the index itself")
+    live = comparable(info.schema, plan.source_schema)
+    if live != plan.source_schema.without_unknowns():
+        raise RvlmError("source changed since the plan was made ("
+                        f"{schema_diff(live, plan.source_schema.without_unknowns())}); "
+                        "make a new plan; nothing was changed")
+    return info
+
+
 class Run:
     """One apply (or resume) of ``plan`` into ``backup_dir``.
 
@@ -178,15 +193,7 @@ class Run:
                             "pass --accept-data-loss (accept_data_loss=True) to apply it")
         self.check_plugins()
         self.check_cluster()
-        info = read_index(self.client, plan.source_index)
-        if info.schema.index.name != plan.source_index:
-            raise RvlmError(f"{plan.source_index!r} is an alias of index "
-                            f"{info.schema.index.name!r}; plan against the index itself")
-        live = comparable(info.schema, plan.source_schema)
-        if live != plan.source_schema.without_unknowns():
-            raise RvlmError("source changed since the plan was made ("
-                            f"{schema_diff(live, plan.source_schema.without_unknowns())}); "
-                            "make a new plan; nothing was changed")
+        info = check_live_source(self.client, plan)
         if info.stats.indexing:
             raise RvlmError(f"index {plan.source_index!r} is still indexing "
                             f"({info.stats.percent_indexed:.0%}); wait until it finishes")

@@ -120,7 +120,8 @@ def test_plan_yaml_keeps_redisvl_keys_and_adds_rvlm(redis_client):
     assert types["vector_index"]["summary"].endswith("m 8 -> 16 (vectors unchanged)")
     assert [o["kind"] for o in rv["operations"]] == ["rename_hash_field", "convert_vector"]
     assert rv["operations"][1]["params"]["scheme"] == {
-        "kind": "cast", "source_datatype": "float32", "target_datatype": "float16"}
+        "kind": "cast", "source_datatype": "float32", "target_datatype": "float16",
+        "overflow": "clip"}
     assert rv["lossy"] is True and rv["fingerprint"]
     # every warning once at the top level (RedisVL's key); no second plan-level copy
     assert "plan_warnings" not in rv

@@ -47,8 +47,11 @@ def test_alias_plans_the_real_index_and_says_what_happens_to_the_alias(redis_cli
     assert p.source_alias == "current"
     d = yaml.safe_load(p.to_yaml())
     assert d["source"]["index_name"] == "docs" and d["rvlm"]["source_alias"] == "current"
-    [w] = [w for w in p.warnings if "alias" in w]
+    [w] = [w for w in p.warnings if "is an alias of" in w]
     assert "'current' is an alias of 'docs'" in w and "FT.ALIASUPDATE current docs_v2" in w
+    # and any other alias is lost, with the flag that keeps it
+    [lost] = [w for w in p.warnings if "every alias" in w]
+    assert "any other alias of 'docs' is lost" in lost and "--keep-alias NAME" in lost
     assert Plan.from_dict(d).source_alias == "current"
     # planning by the real name records no alias
     assert make_plan(redis_client, "docs", patch=patch({})).source_alias is None

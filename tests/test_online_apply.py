@@ -180,10 +180,18 @@ def test_finalize_from_another_shell_loses_no_write_made_after_the_cut_over(
     report = finalize_migration(redis_url, tmp_path / "b")
     writer.join()
     apply.join(60)
-    assert report.succeeded, report.to_yaml()
     applied = out["report"]
-    assert applied.succeeded, applied.to_yaml()  # type: ignore[union-attr]
-    assert applied.online["finalized"] is True  # type: ignore[union-attr]
+    if not report.succeeded:
+        # the writer outlasted finalize's passes (a loaded machine): the keys it kept changing
+        # were carried over and left in place, the apply says so, and once no client writes
+        # them the same command finishes
+        assert any("still being written" in a  # type: ignore[union-attr]
+                   for a in applied.manual_actions), applied.to_yaml()  # type: ignore[union-attr]
+        report = finalize_migration(redis_url, tmp_path / "b")
+    else:
+        assert applied.succeeded, applied.to_yaml()  # type: ignore[union-attr]
+        assert applied.online["finalized"] is True  # type: ignore[union-attr]
+    assert report.succeeded, report.to_yaml()
     assert writer.ops > 100
     # no source key is left, and the target holds the last write of every key
     assert list(redis_client.scan_iter(match="doc:*")) == []

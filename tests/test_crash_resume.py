@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,16 @@ def _run(url: str, plan_path: Path, backup: Path, *, fault: str | None = None,
         env["RVLM_FAULT"] = fault
     if rename_mode:
         env["RVLM_RENAME_MODE"] = rename_mode
-    return subprocess.run(
-        [sys.executable, str(HELPER), url, str(plan_path), str(backup), str(BATCH),
-         str(workers)], env=env, capture_output=True, text=True, timeout=120, check=False)
+    # output through files, not pipes: the run is over when its process exits (once, under
+    # load, the 2-worker run had exited with 1 while its pipes stayed open for 120 s)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        done = subprocess.run(
+            [sys.executable, str(HELPER), url, str(plan_path), str(backup), str(BATCH),
+             str(workers)], env=env, stdout=out, stderr=err, text=True, timeout=120,
+            check=False)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(done.args, done.returncode, out.read(), err.read())
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,9 @@ registers the test plugins, applies the plan, prints the result and exits 0 (suc
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,6 +116,9 @@ class RenamePlugin:
         if operation.plugin != self.name:
             return None
         old, new = operation.params["old"], operation.params["new"]
+        pause = float(os.environ.get("RVLM_TEST_BATCH_SLEEP", "0"))
+        if pause:  # a slow plugin, for tests that need a run to last
+            time.sleep(pause)
         return [DocumentUpdate(set={new: d.get(old)}, delete=(old,))
                 if d.get(old) is not MISSING else NO_CHANGE for d in documents]
 

@@ -3,10 +3,13 @@ documents' bytes and query answers with an uninterrupted control run on the same
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -117,6 +120,59 @@ def test_crash_then_resume_equals_control(redis_client, redis_url, tmp_path, con
     third = _run(redis_url, plan_path, backup)
     assert third.returncode == 0, third.stdout + third.stderr
     assert snapshot(redis_client) == control[0]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_workers_stop_when_the_coordinator_is_killed(redis_client, redis_url, tmp_path,
+                                                     control):
+    """kill -9 of a 2-worker apply's coordinator: its workers stop at their next batch instead
+    of transforming on with nobody holding the index lock, and the same command finishes."""
+    plan = _setup(redis_client)
+    plan_path = tmp_path / "plan.yaml"
+    plan.write(plan_path)
+    backup = tmp_path / "backup"
+    env = {k: v for k, v in os.environ.items() if k != "RVLM_FAULT"}
+    env["RVLM_TEST_BATCH_SLEEP"] = "0.5"  # 9 batches: about 2.5 s per worker
+    with tempfile.TemporaryFile("w+") as out:
+        run = subprocess.Popen(
+            [sys.executable, str(HELPER), redis_url, str(plan_path), str(backup), str(BATCH),
+             "2"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.02)
+            workers = _children(run.pid)
+        assert len(workers) == 2, "the apply never started its two workers"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(w) for w in workers)
+    # they stopped, not finished: source documents are left for the resume to move
+    assert any(True for _ in redis_client.scan_iter(match="doc:*", count=1000))
+    second = _run(redis_url, plan_path, backup, workers=2)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert snapshot(redis_client) == control[0]
+    assert search(redis_client, "idx2", "@title:hello") == control[1]
 
 
 def test_torn_backup_frame_is_redone(redis_client, redis_url, tmp_path, control):

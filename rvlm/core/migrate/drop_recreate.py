@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -518,24 +519,36 @@ class DropRecreate:
 
     def _parallel(self, workers: int, pending: list[int], backed: set[int],
                   stats: dict[str, int], done_count: int, total: int) -> None:
-        """Fork ``workers`` processes; worker w takes batches ``b % N == w``."""
+        """Fork ``workers`` processes; worker w takes batches ``b % N == w``.
+
+        Each worker reports over a pipe of its own (one writer, no lock shared between
+        processes): a worker killed mid-message (kill -9, the OOM killer) cannot leave a lock
+        held that stops the others, as a shared ``multiprocessing.Queue``'s write lock would.
+        A worker is over when its pipe reaches end of file, however it ended.
+        """
         run = self.run
         mp = multiprocessing.get_context("fork")
-        queue: Any = mp.Queue()
+        pipes = [mp.Pipe(duplex=False) for _ in range(workers)]  # (reader, writer) each
         run.journal.close()  # each child opens its own journal; ours reopens lazily
 
         def child(w: int, mine: list[int]) -> None:
+            for i, (reader, writer) in enumerate(pipes):
+                reader.close()
+                if i != w:
+                    writer.close()
+            send = pipes[w][1].send
             try:
                 client = connect(run.url)
                 durability.install(client, durability.ReplicaWait(run.replica_wait.timeout_ms))
                 mystats = {"docs": 0, "bytes": 0}
                 with Journal(run.dir, w) as journal:
                     self._work(w, mine, backed, client, journal, mystats,
-                               lambda _n: queue.put(("tick", w, 1)))
-                queue.put(("done", w, mystats))
+                               lambda _n: send(("tick", w, 1)))
+                send(("done", w, mystats))
             except BaseException as exc:
-                queue.put(("error", w, f"{type(exc).__name__}: {exc}"
-                           if not isinstance(exc, RvlmError) else str(exc)))
+                with contextlib.suppress(BaseException):
+                    send(("error", w, f"{type(exc).__name__}: {exc}"
+                          if not isinstance(exc, RvlmError) else str(exc)))
                 raise SystemExit(1) from None
 
         procs = []
@@ -544,49 +557,46 @@ class DropRecreate:
             p = mp.Process(target=child, args=(w, mine), name=f"rvlm-worker-{w}")
             p.start()
             procs.append(p)
+        for _, writer in pipes:
+            writer.close()  # the workers hold the only write ends: end of file = worker over
+        open_readers = [reader for reader, _ in pipes]
         errors: list[str] = []
-        finished = 0
         ticks = 0
         try:
-            while finished < len(procs):
+            while open_readers:
                 run.check_leases()
-                try:
-                    kind, w, data = queue.get(timeout=0.2)
-                except Exception:
-                    if all(not p.is_alive() for p in procs):
-                        # drain what is left, then stop
-                        with contextlib.suppress(Exception):
-                            while True:
-                                kind, w, data = queue.get(timeout=0.2)
-                                finished += self._msg(kind, data, stats, errors)
-                        break
-                    continue
-                if kind == "tick":
-                    ticks += 1
-                    run.progress("transform", done_count + ticks, total)
-                else:
-                    finished += self._msg(kind, data, stats, errors)
+                for reader in multiprocessing.connection.wait(open_readers, timeout=0.2):
+                    assert isinstance(reader, multiprocessing.connection.Connection)
+                    try:
+                        kind, _w, data = reader.recv()
+                    except (EOFError, OSError):
+                        open_readers.remove(reader)
+                        reader.close()
+                        continue
+                    if kind == "tick":
+                        ticks += 1
+                        run.progress("transform", done_count + ticks, total)
+                    else:
+                        self._msg(kind, data, stats, errors)
         finally:
             lost = run.leases is not None and run.leases.error is not None
             for p in procs:
                 if p.is_alive() and (errors or lost):
                     p.terminate()
                 p.join()
+            for reader in open_readers:
+                reader.close()
         bad = [p for p in procs if p.exitcode != 0]
         if errors or bad:
             msg = errors[0] if errors else f"worker {bad[0].name} died (exit {bad[0].exitcode})"
             raise MigrationFailed(f"transform failed: {msg}; re-run the same command to resume")
 
     @staticmethod
-    def _msg(kind: str, data: Any, stats: dict[str, int], errors: list[str]) -> int:
+    def _msg(kind: str, data: Any, stats: dict[str, int], errors: list[str]) -> None:
         if kind == "done":
             for key, value in data.items():
                 stats[key] = stats.get(key, 0) + value
-            return 1
-        if kind == "error":
+        elif kind == "error":
             errors.append(str(data))
-            return 1
-        return 0
-
 
 __all__ = ["DropRecreate", "execute_drop_recreate"]

@@ -15,9 +15,16 @@ no key file and no transform: it drops, creates and validates.
 
 Each batch is: read -> transform (all operations, in plan order, each seeing the previous
 one's values; :mod:`rvlm.core.migrate.transform`) -> backup (fsynced) -> ``batch_started``
--> write one pipeline (renames last) -> ``batch_done``. Re-running the same apply with the
-same backup dir resumes: batches started but not done are restored from their backup records
-and redone from the originals, so no value is transformed twice and no rename is lost.
+-> write one pipeline (renames last) -> ``batch_done``. The backup's fsync is the one durable
+point on a batch's critical path: ``batch_started`` is written after it and fsynced while the
+batch's writes are under way, ``batch_done`` becomes durable with the next fsync of the
+journal. Re-running the same apply with the same backup dir resumes: batches backed up (or
+journaled as started) but not done are restored from their backup records and redone from the
+originals, so no value is transformed twice and no rename is lost. Why a crash at any point
+resumes right: before the backup's fsync returns no key of the batch was written (the batch
+is redone from the documents as they are); after it, the backup holds the originals and the
+batch counts as started whether or not its ``batch_started`` reached the disk; a lost
+``batch_done`` only redoes a batch from its backup.
 
 Crash tests stop it at fault points (:mod:`rvlm.core.migrate.faults`). ``RVLM_RENAME_MODE=dump``
 forces the DUMP/RESTORE rename path used on clusters.
@@ -385,9 +392,11 @@ class DropRecreate:
         redo = sorted((backed | state.started_not_done) - state.done)
         conflicts: list[tuple[bytes, bytes]] = []
         for b in redo:
-            # started, not done: a replacement may have failed after its DEL (recreate it)
+            # backed up (or started), not done: its writes may have begun (the backup's fsync
+            # is the batch's durable point, its batch_started may be lost), and a replacement
+            # may have failed after its DEL (recreate it)
             restore_records(run.client, self.storage, backup.batch(b),
-                            recreate=b in state.started_not_done, conflicts=conflicts)
+                            recreate=True, conflicts=conflicts)
         if conflicts:
             # a batch that cannot be restored must not be redone: its writes would land on a
             # key that may not be the migration's own
@@ -434,8 +443,11 @@ class DropRecreate:
             earlier: BackupReader | None = None
 
             def make_durable(b: int, records: list[RawRecord]) -> dict[str, Any]:
-                # the backup fsynced, then batch_started journaled and fsynced: only after
-                # both may a key of the batch be written. A batch backed up by an earlier
+                # the backup fsynced (the batch's one durable point), then batch_started
+                # journaled: only after both may a key of the batch be written. The journal's
+                # fsync runs next on this thread, beside the batch's writes (a crash that
+                # loses batch_started only leaves a backed-up batch not done, which resume
+                # and rollback restore as started). A batch backed up by an earlier
                 # attempt keeps that backup (its originals); what this attempt writes that
                 # differs from its records is returned, for batch_done to say.
                 nonlocal earlier
@@ -450,7 +462,7 @@ class DropRecreate:
                         if len(r) == 6 and r[5] is not None and before.get(r[0]) != r[5]:
                             rewritten[r[0].hex()] = rewritten_entry(r[5])
                 fault("after_backup", b)
-                journal.append("batch_started", batch=b)
+                journal.append("batch_started", sync=False, batch=b)
                 fault("after_started", b)
                 return rewritten
 
@@ -503,6 +515,7 @@ class DropRecreate:
                         writes, records = transform_batch(run.host, run.plan, ctx, docs)
                         settle()  # b-1 written and journaled done before b is backed up
                         durable = bg.submit(make_durable, b, records)
+                        bg.submit(journal.sync)  # off the critical path (see make_durable)
                         in_flight = (out.submit(finish, n, b, writes, durable) if overlap
                                      else (n, b, writes, durable))
                     settle()

@@ -113,12 +113,13 @@ def rollback(
                         if not force:
                             records = _without_newer_writes(client, plan, reader, state, b,
                                                             records, kept)
-                        # a batch started but not done may hold a replacement that failed
-                        # after its DEL: its replaced documents are recreated even if no key
-                        # is left
+                        # a batch backed up (or started) but not done may hold a
+                        # replacement that failed after its DEL: its replaced documents are
+                        # recreated even if no key is left (its batch_started, fsynced after
+                        # the backup and beside the writes, may be lost)
                         before = len(conflicts)
                         for key in restore_records(client, storage, records,
-                                                   recreate=b in state.started_not_done,
+                                                   recreate=b not in state.done,
                                                    conflicts=conflicts):
                             if len(report.warnings) < 20:
                                 report.warnings.append(

@@ -17,7 +17,10 @@ Vocabulary (every event also carries ``ts``, seconds since the epoch, and ``work
   one that copies documents also capture_started, copied, forwarding_stopped, and finalize
   adds finalizing and finalized: see :mod:`rvlm.core.migrate.online.blue_green`).
 * ``batch_started`` / ``batch_done``: ``batch`` (int). A batch is journaled as started only
-  after its backup is fsynced, and as done only after all its writes succeeded. A redone
+  after its backup is fsynced, and as done only after all its writes succeeded. Neither is
+  fsynced on the critical path: the backup's fsync is the batch's one durable point (a batch
+  whose backup frame is committed counts as started on resume and rollback, journaled or not),
+  and the executor fsyncs the journal beside the batch's writes (:meth:`Journal.sync`). A redone
   batch (resumed) whose writes differ from what its backup records says were written carries
   ``rewritten``: ``{key hex: [digest hex, [name hex, ...]]}`` for those documents (the backup
   keeps the first attempt's originals and digests).
@@ -163,6 +166,7 @@ class Journal:
         self.path = journal_path(self.directory, worker)
         self._fd = -1
         self._unsynced = False
+        self._writes = 0  # appends so far (sync() knows whether one came after its fsync)
         # the executor appends from two threads (batch_started after a backup's fsync,
         # batch_done after a batch's writes): one append (and its fsync) at a time
         self._lock = threading.Lock()
@@ -216,6 +220,7 @@ class Journal:
             if sync:
                 os.fsync(self._fd)
             self._unsynced = not sync
+            self._writes += 1
         if event == "phase":
             LOG.info("phase %s", data["value"])
         elif event == "error":
@@ -223,6 +228,18 @@ class Journal:
         else:
             LOG.debug("%s %s", event.replace("_", " "), data.get("batch"))
         return rec
+
+    def sync(self) -> None:
+        """Make every event appended so far durable (one ``fsync``), without holding up
+        appends from other threads while it runs. Nothing to do if the file is not open."""
+        with self._lock:
+            fd, writes = self._fd, self._writes
+        if fd < 0:
+            return
+        os.fsync(fd)
+        with self._lock:
+            if self._writes == writes and self._fd == fd:
+                self._unsynced = False
 
     def events(self) -> list[dict[str, Any]]:
         """Every acknowledged event, oldest first (a torn last line is left out)."""

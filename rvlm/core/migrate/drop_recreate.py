@@ -473,8 +473,8 @@ class DropRecreate:
                 written = write_batch(client, self.storage, writes,
                                       fault=lambda: fault("mid_write", b),
                                       move_fault=lambda: fault("mid_move", b))
-                # not fsynced on its own: the next batch_started (or the journal's close)
-                # makes it durable, and a batch_done lost in a crash only means the batch is
+                # not fsynced on its own: the next batch's journal sync (or the journal's
+                # close) makes it durable, and a batch_done lost in a crash only means the batch is
                 # restored from its backup and redone on resume
                 journal.append("batch_done", sync=False, batch=b, docs=len(writes),
                                bytes=written, **({"rewritten": rewritten} if rewritten else {}))
@@ -483,7 +483,7 @@ class DropRecreate:
                 stats["bytes"] += written
                 tick(n)
 
-            # Pipelined: while batch b's backup and batch_started are fsynced (thread
+            # Pipelined: while batch b's backup is fsynced and batch_started written (thread
             # "durable") and then its writes are sent and their replies awaited (thread
             # "writer", on its own pooled connection), batch b+1 is read and transformed (no
             # side effect; its keys are not b's): the server works on b's writes while this

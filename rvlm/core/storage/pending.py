@@ -119,6 +119,12 @@ class PendingKeys:
                     n += 1
         return n
 
+    def holds(self, keys: Iterable[bytes]) -> set[bytes]:
+        """Those of ``keys`` with an entry in memory (a change not carried over yet; spilled
+        entries are not looked at)."""
+        with self._lock:
+            return {k for k in keys if k in self._memory}
+
     def discard(self, keys: Iterable[bytes]) -> None:
         """Forget ``keys`` (in memory) whatever their time."""
         with self._lock:

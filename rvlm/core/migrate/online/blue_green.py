@@ -57,6 +57,10 @@ Apply phases (``phase`` events of ``journal-0.jsonl``)
   equals the source's and the plugins' ``validate`` pass; then the *gate*: the checks that must
   pass before the alias moves (a recall check plugs in here). Then the cut-over waits while
   the postpone flag file exists (``rvlm ctl cut-over`` ends the wait); forwarding goes on.
+  Then, right before the cut-over, every target document is checked against the transform
+  of its source (digests, #12's machinery: :mod:`rvlm.core.migrate.online.verify`); one that
+  differs is copied again from its source, one that still differs keeps the alias on the
+  source (the run fails, resumable).
 * ``alias_moved``: every alias moved in one ``MULTI``/``EXEC`` of ``FT.ALIASUPDATE`` (checked
   just before; the backlog was drained just before too). Queries never fail: each is answered
   by the whole source or the whole target.
@@ -156,6 +160,7 @@ from rvlm.core.migrate.online.control import ControlChannel
 from rvlm.core.migrate.online.copier import OnlineCopy, Stopped
 from rvlm.core.migrate.online.finalize import finalize_in_run
 from rvlm.core.migrate.online.footprint import copy_footprint
+from rvlm.core.migrate.online.verify import verify_targets
 from rvlm.core.migrate.report import MigrationReport, ValidationResult
 from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.validate import validate_migration
@@ -166,6 +171,9 @@ from rvlm.core.redis.docio.keys import enumerate_keys, escape_glob
 from rvlm.core.redis.lock import LockLost
 from rvlm.core.schema.ftinfo import parse_ft_info
 from rvlm.core.storage.journal import phase_data
+
+#: Seconds between two FT.INFO reads while the target index builds.
+INDEX_POLL = 0.25
 
 
 def _counts(client: redis.Redis, plan: Any) -> tuple[int, int, int]:
@@ -298,9 +306,13 @@ class _BlueGreen:
                         f"index {plan.target_index!r} still indexing ({pct:.0%}) after "
                         f"{self.run.index_timeout:.0f}s; re-run the same command to keep "
                         "waiting")
-                engine.tick()
-                if not engine.forward():
-                    time.sleep(0.02)
+                # FT.INFO every INDEX_POLL seconds; meanwhile a change is carried over as
+                # soon as it arrives (not after a sleep, nor behind an FT.INFO per change)
+                until = time.monotonic() + INDEX_POLL
+                while time.monotonic() < until:
+                    engine.tick()
+                    if not engine.forward():
+                        engine.idle(min(0.05, max(0.0, until - time.monotonic())))
 
     def validate(self) -> ValidationResult:
         """With the backlog drained, the target holds as many documents as the source (read
@@ -352,8 +364,29 @@ class _BlueGreen:
                     raise Stopped(str(engine.stop_reason()),
                                   f"stopped by {engine.stop_reason()} before the cut-over")
                 if not engine.forward():
-                    time.sleep(0.05)
+                    engine.idle(0.05)
         engine.postponed = None
+
+    def verify(self) -> CheckResult:
+        """Every target document against the transform of its source, right before the
+        cut-over (:mod:`rvlm.core.migrate.online.verify`): a differing one is copied again."""
+        engine = self.engine
+        assert engine is not None
+        engine.phase = "verify"
+        with self.run.timer.step("verify"):
+            engine.drain()
+            got = verify_targets(engine, copied_source_keys(self.run.dir, engine.batch_size))
+        self.report.online["verified"] = {
+            "checked": got.checked, "ok": got.ok, "copied_again": got.recopied,
+            "in_flight": got.in_flight, "failed": got.failed, "unchecked": got.unchecked,
+            "seconds": round(got.seconds, 3)}
+        if got.recopied:
+            self.report.warnings.append(
+                f"{got.recopied} target documents differed from the transform of their source "
+                "before the cut-over and were copied again (e.g. "
+                + ", ".join(repr(k.decode("utf-8", "replace")) for k in got.recopied_keys)
+                + "): something else wrote the target prefix, or the server lost writes")
+        return got.check()
 
     def cut_over(self) -> None:
         """Drain, check the aliases, move them all in one step."""
@@ -448,6 +481,16 @@ class _BlueGreen:
                 run.phase("validated", docs=report.documents)
                 fault("online_after_validate")
                 self.postpone()
+                checked = self.verify()
+                result.add(checked)
+                if not checked.passed:
+                    run.journal.append("error", message="verification failed: "
+                                       + checked.details)
+                    report.manual_actions.append(
+                        f"the aliases still point at {plan.source_index!r}, so queries were "
+                        "not affected; find what writes the target prefix, then re-run the "
+                        f"same command, or 'rvlm rollback --backup-dir {run.dir}'")
+                    return report.finish(False)
                 self.cut_over()
             else:
                 engine.serving = True

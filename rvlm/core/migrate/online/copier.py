@@ -24,6 +24,7 @@ spilling to disk beyond its memory bound). Critical load and a stop request rais
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -39,13 +40,15 @@ from rvlm.core.migrate.online.mirror import Mirror
 from rvlm.core.migrate.online.throttle import Throttler, format_thresholds, parse_thresholds
 from rvlm.core.redis import wire
 from rvlm.core.redis.capture import Subscriber
-from rvlm.core.redis.copyio import TargetDoc, read_targets, same, server_time_ms, write_targets
+from rvlm.core.redis.copyio import TargetDoc, read_targets, same, write_targets
 from rvlm.core.redis.resp import to_int
 from rvlm.core.storage.keyfile import KeyFileReader
 from rvlm.core.storage.keylog import KeyLog
 from rvlm.core.storage.pending import PendingKeys
 
 _MIN_STEP = 10
+#: Seconds between two status files (``rvlm ctl status`` reads them).
+PUBLISH_EVERY = 1.0
 
 
 class Stopped(MigrationFailed):
@@ -111,6 +114,7 @@ class OnlineCopy:
         self._copy_started: float | None = None
         self._last_tick = 0.0
         self._last_status = 0.0
+        self._last_publish = 0.0
         self._throttled: str | None = None
 
     # -- status and control --------------------------------------------------------------
@@ -190,7 +194,8 @@ class OnlineCopy:
         why = self.stop_requested or (self.should_stop() if self.should_stop else None)
         if why and not self.finalize_requested and self.phase in ("copy", "catch-up"):
             raise Stopped(why, f"stopped by {why}")
-        if self.control is not None:
+        if self.control is not None and (force or now - self._last_publish >= PUBLISH_EVERY):
+            self._last_publish = now
             self.control.publish(self.status())
         if self.on_status is not None and (force or now - self._last_status >= self.status_every):
             self._last_status = now
@@ -225,7 +230,7 @@ class OnlineCopy:
         """Copy one batch of source keys (read at a time after which the backlog's older
         entries for them are covered)."""
         t_read = time.monotonic()
-        sources = self.mirror.read(self.client, keys, server_time_ms(self.client))
+        sources = self.mirror.read(self.client, keys)
         docs, deletes = self.mirror.targets(sources)
         self.write(docs, deletes)
         self.pending.covered(keys, t_read)
@@ -271,9 +276,14 @@ class OnlineCopy:
         if not taken:
             return 0
         keys = list(dict.fromkeys(k for k, _ in taken))
-        self.written.add(keys)
-        sources = self.mirror.read(self.client, keys, server_time_ms(self.client))
-        docs, deletes = self.mirror.targets(sources)
+        # the keys are logged (fsynced) before their targets are written; the fsync runs in
+        # a thread meanwhile the sources are read and transformed, off the lag's path
+        logged = _Background(self.written.add, keys)
+        try:
+            sources = self.mirror.read(self.client, keys)
+            docs, deletes = self.mirror.targets(sources)
+        finally:
+            logged.result()
         self.write(docs, deletes)
         now = time.monotonic()
         for _k, at in taken:
@@ -296,13 +306,21 @@ class OnlineCopy:
                 raise MigrationFailed(f"the backlog ({len(self.pending)} keys) did not drain "
                                       f"within {timeout:.0f}s")
 
+    def idle(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for a change to arrive (at once if one waits); while
+        throttled, just wait (the backlog is left alone)."""
+        if self._throttled is not None:
+            time.sleep(seconds)
+        else:
+            self.pending.wait(seconds)
+
     def follow(self, until: Callable[[], bool], idle: float = 0.05) -> None:
         """Keep forwarding until ``until()`` is true (checked between steps); an arriving
         change wakes it at once."""
         while not until():
             self.tick()
             if not self.forward():
-                self.pending.wait(idle)
+                self.idle(idle)
 
     # -- resume --------------------------------------------------------------------------
     def sweep(self, source_keys: Iterable[list[bytes]]) -> int:
@@ -321,6 +339,27 @@ class OnlineCopy:
                 n += sum(to_int(r) for r in replies if not isinstance(r, Exception))
         self.deleted += n
         return n
+
+
+class _Background:
+    """``fn(*args)`` in a thread of its own; :meth:`result` waits for it and re-raises."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except BaseException as exc:  # handed to result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="rvlm-keylog", daemon=True)
+        self._thread.start()
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _type_name(reply: Any) -> bytes:

@@ -62,8 +62,9 @@ class Mirror:
         self.paths = list(dict.fromkeys(n for op in plan.operations
                                         for n in (*op.reads, *op.writes)))
 
-    def read(self, client: Any, keys: Sequence[bytes], now_ms: int) -> Sources:
-        """Read ``keys`` of the source whole (:func:`~rvlm.core.redis.copyio.read_sources`)."""
+    def read(self, client: Any, keys: Sequence[bytes], now_ms: int | None = None) -> Sources:
+        """Read ``keys`` of the source whole (:func:`~rvlm.core.redis.copyio.read_sources`;
+        the server's clock read in the same round trip unless ``now_ms`` is given)."""
         return read_sources(client, self.source_storage, keys, self.paths, now_ms=now_ms)
 
     def target_key(self, key: bytes) -> bytes:

@@ -1,0 +1,95 @@
+"""Every target document is checked against the transform of its source before the alias
+moves (issue #13, with #12's digests): a target corrupted between the copy and the cut-over is
+caught and copied again, whatever was wrong with it (a field's value, an extra field, the key
+gone, the expiry)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from online_helpers import contents, copy_plan, points_at, renamed_quantized
+from test_apply_helpers import make_hash_index
+
+from rvlm.core.migrate.executor import apply_plan
+from rvlm.core.migrate.online.control import read_status
+from rvlm.core.migrate.online.options import OnlineOptions
+from rvlm.core.migrate.online.verify import EXTRA, check_targets
+from rvlm.core.redis.copyio import TargetDoc
+from rvlm.core.redis.notify import read_setting
+
+
+@pytest.fixture
+def notify(redis_client):
+    before = read_setting(redis_client)
+    redis_client.config_set("notify-keyspace-events", "")
+    yield
+    redis_client.config_set("notify-keyspace-events", before)
+
+
+def test_a_target_corrupted_before_the_cut_over_is_caught_and_copied_again(
+        redis_client, redis_url, tmp_path, notify):
+    make_hash_index(redis_client, n=300, dims=8, ttl_every=5)
+    redis_client.execute_command("FT.ALIASADD", "live", "idx")
+    plan = copy_plan(redis_client)
+    flag = tmp_path / "postpone"
+    flag.write_text("")
+    out: dict[str, object] = {}
+    apply = threading.Thread(target=lambda: out.setdefault("report", apply_plan(
+        redis_url, plan, backup_dir=tmp_path / "b", accept_data_loss=True,
+        online=OnlineOptions(postpone_flag_file=flag))))
+    apply.start()
+    deadline = time.monotonic() + 60
+    while (status := read_status(tmp_path / "b")) is None or status.phase != "postponed":
+        assert time.monotonic() < deadline and apply.is_alive()
+        time.sleep(0.05)
+    # copied and caught up; now the targets go wrong behind rvlm's back (target keys get no
+    # keyspace events rvlm listens to, so only the check can see it)
+    redis_client.hset("new:1", "title", "corrupted")           # a value
+    redis_client.hset("new:2", "stray", "x")                   # a field the copy has not
+    redis_client.delete("new:3")                               # the key
+    redis_client.persist("new:5")                              # the expiry (doc 5 has one)
+    redis_client.pexpire("new:6", 60_000)                      # an expiry it has not
+    assert points_at(redis_client, "live") == "idx"
+    flag.unlink()
+    apply.join(60)
+    report = out["report"]
+    assert report.succeeded, report.to_yaml()  # type: ignore[union-attr]
+    verified = report.online["verified"]  # type: ignore[union-attr]
+    assert verified["copied_again"] == 5 and verified["failed"] == 0, verified
+    assert verified["checked"] >= 300
+    check = next(c for c in report.validation.checks  # type: ignore[union-attr]
+                 if c.name == "documents")
+    assert check.passed and "5 differed and were copied again" in check.details
+    assert any("new:1" in w for w in report.warnings)  # type: ignore[union-attr]
+    # what the alias serves now is exactly the transform of every source document
+    assert points_at(redis_client, "live") == "idx_v2"
+    sources = contents(redis_client, "doc:*")
+    targets = contents(redis_client, "new:*")
+    assert {b"new:" + k[4:] for k in sources} == set(targets)
+    for k, (fields, expiry) in sources.items():
+        assert targets[b"new:" + k[4:]] == (renamed_quantized(fields), expiry), k
+
+
+def test_check_targets_tells_each_kind_of_difference(redis_client):
+    redis_client.hset("vt:ok", mapping={"a": "1", "b": b"\x00\xff"})
+    redis_client.hset("vt:value", mapping={"a": "1", "b": "2"})
+    redis_client.hset("vt:extra", mapping={"a": "1", "b": "2", "c": "3"})
+    redis_client.hset("vt:ttl", mapping={"a": "1", "b": "2"})
+    redis_client.set("vt:stray", "x")
+    at = int(time.time() * 1000) + 600_000
+
+    def doc(key: str, fields: dict[bytes, bytes], expire_at: int = -1) -> TargetDoc:
+        return TargetDoc(key=key.encode(), storage="hash", fields=fields, expire_at=expire_at)
+
+    redis_client.execute_command("PEXPIREAT", "vt:ok", at)
+    docs = [doc("vt:ok", {b"a": b"1", b"b": b"\x00\xff"}, at),
+            doc("vt:value", {b"a": b"1", b"b": b"3"}),
+            doc("vt:extra", {b"a": b"1", b"b": b"2"}),
+            doc("vt:ttl", {b"a": b"1", b"b": b"2"}, at),
+            doc("vt:gone", {b"a": b"1"})]
+    outcomes, absent = check_targets(redis_client, "hash", docs, [b"vt:stray", b"vt:none"])
+    assert outcomes == ["ok", "changed", "changed", "changed", "gone"]
+    assert absent == [EXTRA, "ok"]
+    redis_client.delete("vt:ok", "vt:value", "vt:extra", "vt:ttl", "vt:stray")

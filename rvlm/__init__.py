@@ -1,6 +1,7 @@
 """rvlm: change the schema of a Redis search index without losing a document.
 
-The public API is imported lazily (``import rvlm`` and ``rvlm --help`` stay fast)::
+The public API is imported lazily (``import rvlm`` and ``rvlm --help`` stay fast; pluggy loads
+with ``rvlm.hookimpl``)::
 
     from rvlm import MigrationPlanner, MigrationExecutor
 """
@@ -12,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from rvlm.core.errors import MigrationFailed, RvlmError
-from rvlm.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from rvlm.aio import AsyncMigrationExecutor, AsyncMigrationPlanner
@@ -27,9 +27,11 @@ if TYPE_CHECKING:
     from rvlm.core.multi.state import BatchState
     from rvlm.core.schema.model import IndexSchema
     from rvlm.core.schema.patch import SchemaPatch
+    from rvlm.hookspecs import hookimpl
 
 #: public name -> module that defines it (imported on first access)
 _LAZY: dict[str, str] = {
+    "hookimpl": "rvlm.hookspecs",
     "MigrationPlanner": "rvlm.api",
     "rollback": "rvlm.api",
     "validate": "rvlm.api",

@@ -235,15 +235,12 @@ def status(
 
 
 def _progress(name: str, position: int, total: int, status: str) -> None:
-    from rich.text import Text
-
-    from rvlm.cli.output import SETTINGS, err_console
+    from rvlm.cli.output import SETTINGS, err_line
 
     if SETTINGS.quiet:
         return
     colour = {"succeeded": "green", "failed": "red"}.get(status, "")
-    err_console().print(Text(f"[{position}/{total}] {name}: {status}", style=colour),
-                        soft_wrap=True)
+    err_line(f"[{position}/{total}] {name}: {status}", colour)
 
 
 def _table(*columns: str) -> Table:

@@ -1,6 +1,9 @@
 """The ``rvlm`` command. Each command group lives in its own module and registers itself here.
 
-Only typer is imported at start-up; every command imports what it needs when it runs.
+Only typer is imported at start-up, and only the module of the command the command line names
+(:data:`COMMANDS`): ``rvlm apply ...`` imports :mod:`rvlm.cli.apply` and builds the options of
+its four commands, not those of the other fifteen; ``rvlm --help`` and a command line naming no
+known command load them all. Every command imports what it needs when it runs.
 
 The output options (``-q``, ``-v``, ``--debug``, ``--color/--no-color``) are accepted before
 the command (``rvlm -q apply ...``) and after it (``rvlm apply ... -q``): :class:`RvlmGroup`
@@ -13,7 +16,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Annotated, Any
 
 import typer
@@ -112,16 +115,25 @@ class RvlmGroup(TyperGroup):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        params = _output_params()
+        self._output_options: list[Any] | None = None
         _no_type_on_flags(self)
-        stack: list[Any] = list(self.commands.values())
+        for command in self.commands.values():
+            self.adopt(command)
+        self.commands = LazyCommands(self.commands, self.adopt)
+
+    def adopt(self, command: Any) -> None:
+        """Give ``command`` (and, for a group, every command under it) the output options and
+        rvl's connection options."""
+        if self._output_options is None:
+            self._output_options = _output_params()
+        stack: list[Any] = [command]
         while stack:
             command = stack.pop()
             sub = getattr(command, "commands", None)
             if sub is not None:  # a group: its commands take the options
                 stack.extend(sub.values())
             else:
-                _with_output_options(command, params)
+                _with_output_options(command, self._output_options)
                 with_connection_options(command)
             _no_type_on_flags(command)
 
@@ -179,18 +191,101 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-#: Modules with a ``register(app)`` function, in the order their commands are listed.
-COMMAND_MODULES = (
-    "rvlm.cli.plan",
-    "rvlm.cli.apply",
-    "rvlm.cli.ctl",
-    "rvlm.cli.batch",
-    "rvlm.cli.wizard",
-    "rvlm.cli.index",
-    "rvlm.cli.plugins",
-    "rvlm.cli.server",
-    "rvlm.cli.demo",
-)
+#: Every top-level command, in the order ``rvlm --help`` lists them, and the module whose
+#: ``register(app)`` adds it (hidden ones too: RedisVL's flat names). A module is imported when
+#: the command line names one of its commands (tests/test_cli_basics.py checks this table
+#: against what the modules register).
+COMMANDS: dict[str, str] = {
+    "plan": "rvlm.cli.plan",
+    "estimate": "rvlm.cli.plan",
+    "apply": "rvlm.cli.apply",
+    "validate": "rvlm.cli.apply",
+    "rollback": "rvlm.cli.apply",
+    "finalize": "rvlm.cli.apply",
+    "ctl": "rvlm.cli.ctl",
+    "batch-plan": "rvlm.cli.batch",
+    "batch-apply": "rvlm.cli.batch",
+    "batch-resume": "rvlm.cli.batch",
+    "batch-status": "rvlm.cli.batch",
+    "wizard": "rvlm.cli.wizard",
+    "helper": "rvlm.cli.index",
+    "list": "rvlm.cli.index",
+    "plugins": "rvlm.cli.plugins",
+    "demo": "rvlm.cli.demo",
+    "batch": "rvlm.cli.batch",
+    "index": "rvlm.cli.index",
+    "server": "rvlm.cli.server",
+}
+
+#: The modules with a ``register(app)`` function, in the order their commands are listed.
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
+
+
+def _nothing() -> None:
+    """The callback of a module's throw-away app (so that Typer builds a group of it)."""
+
+
+def commands_of(module_name: str) -> dict[str, Any]:
+    """The click commands (and groups) that the module ``module_name`` registers, by name;
+    none for a module that is not installed (an optional part of the CLI)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return {}
+    sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    sub.callback()(_nothing)  # a group even for a module with one command
+    module.register(sub)
+    return dict(typer.main.get_command(sub).commands)  # type: ignore[attr-defined]
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """The root group's commands, built from their module on first use: looking one name up
+    loads only its module (:data:`COMMANDS`); listing them, or looking up a name that is not
+    in the table, loads every module."""
+
+    def __init__(self, commands: MutableMapping[str, Any], adopt: Callable[[Any], None]
+                 ) -> None:
+        self._commands = dict(commands)
+        self._adopt = adopt
+        self._loaded: set[str] = set()
+
+    def _load(self, module_name: str) -> None:
+        if module_name in self._loaded:
+            return
+        self._loaded.add(module_name)
+        for name, command in commands_of(module_name).items():
+            self._adopt(command)
+            self._commands.setdefault(name, command)
+
+    def load_all(self) -> None:
+        for module_name in COMMAND_MODULES:
+            self._load(module_name)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._commands:
+            module_name = COMMANDS.get(name)
+            if module_name is None:
+                self.load_all()
+            else:
+                self._load(module_name)
+        return self._commands[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._commands[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._commands[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self.load_all()
+        ordered = [n for n in COMMANDS if n in self._commands]
+        return iter(ordered + [n for n in self._commands if n not in COMMANDS])
+
+    def __len__(self) -> int:
+        self.load_all()
+        return len(self._commands)
 
 
 def _version(value: bool) -> None:
@@ -217,16 +312,6 @@ def root(
     Output options work before or after the command: rvlm -q apply ..., rvlm apply ... -q.
     """
     apply_output_options(quiet, verbose, debug, color)
-
-
-for _module in COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(_module)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _module:
-            raise
-        continue
-    _mod.register(app)
 
 
 def main() -> None:

@@ -31,8 +31,8 @@ from rvlm.core.units import human_bytes, mib_to_bytes
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["console", "echo_json", "err_console", "error_line", "human_bytes", "mib_to_bytes",
-           "say"]
+__all__ = ["console", "echo_json", "err_console", "err_line", "error_line", "human_bytes",
+           "mib_to_bytes", "rich_stderr", "say"]
 
 LOGGER = "rvlm"
 DEBUG_ENV = "RVLM_DEBUG"
@@ -158,13 +158,40 @@ def err_console() -> Console:
     return Console(highlight=False, emoji=False, stderr=True)
 
 
-def error_line(message: str) -> None:
-    """``error: MESSAGE`` on stderr, one line, red when colour is on."""
+def rich_stderr() -> bool:
+    """Whether stderr shows colour: a terminal, or ``--color`` (``FORCE_COLOR``). Only then
+    are stderr's lines written through rich; into a pipe or a file they are written as they
+    are (the same text: colour is all rich would add), and rich is not even imported."""
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # a closed or exotic stream: write plainly
+        return False
+
+
+def err_line(text: str, style: str = "") -> None:
+    """One line on stderr, in ``style`` when colour is on (as is, no markup, never wrapped)."""
+    if not rich_stderr():
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+        return
     from rich.text import Text
 
-    text = Text("error: ", style="bold red")
-    text.append(" ".join(message.split("\n")), style="red")
-    err_console().print(text, soft_wrap=True)
+    err_console().print(Text(text, style=style), soft_wrap=True)
+
+
+def error_line(message: str) -> None:
+    """``error: MESSAGE`` on stderr, one line, red when colour is on."""
+    text = " ".join(message.split("\n"))
+    if not rich_stderr():
+        err_line(f"error: {text}")
+        return
+    from rich.text import Text
+
+    line = Text("error: ", style="bold red")
+    line.append(text, style="red")
+    err_console().print(line, soft_wrap=True)
 
 
 def echo_json(data: Any) -> None:
@@ -194,15 +221,12 @@ class _Handler(logging.Handler):
               logging.ERROR: "red", logging.CRITICAL: "bold red"}
 
     def emit(self, record: logging.LogRecord) -> None:
-        from rich.text import Text
-
         try:
             message = record.getMessage()
             if record.exc_info and SETTINGS.debug:
                 message += "\n" + logging.Formatter().formatException(record.exc_info)
             label = record.levelname.lower()
-            style = self.STYLES.get(record.levelno, "")
-            err_console().print(Text(f"{label}: {message}", style=style), soft_wrap=True)
+            err_line(f"{label}: {message}", self.STYLES.get(record.levelno, ""))
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
 

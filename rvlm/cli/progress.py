@@ -167,5 +167,4 @@ def progress_display() -> Iterator[ProgressCallback]:
         with bars:
             yield update
         return
-    err = output.err_console()
-    yield LineReporter(lambda line: err.print(line, markup=False, soft_wrap=True), interval())
+    yield LineReporter(output.err_line, interval())

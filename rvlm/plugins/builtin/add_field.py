@@ -15,11 +15,10 @@ reads a hash field no document has).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from rvlm.plugin import (
     DATATYPE_WIDTH,
@@ -35,7 +34,6 @@ from rvlm.plugin import (
     PlanContext,
     TagAttrs,
     VectorAttrs,
-    encode_batch,
     hookimpl,
     scan_keys,
     to_list,
@@ -214,7 +212,7 @@ def _query(field: Field, value: Any, storage_type: str) -> tuple[str, list[Any],
             number = float(_text(value))
         except ValueError:
             return None
-        return (f"{attr}:[{number!r} {number!r}]", [], 2) if np.isfinite(number) else None
+        return (f"{attr}:[{number!r} {number!r}]", [], 2) if math.isfinite(number) else None
     if field.type == "geo":
         parts = _text(value).split(",")
         if len(parts) != 2:
@@ -226,8 +224,14 @@ def _query(field: Field, value: Any, storage_type: str) -> tuple[str, list[Any],
         assert isinstance(a, VectorAttrs)
         if vector_problem(value, a, storage_type) is not None:
             return None
-        vector = value if isinstance(value, bytes) else encode_batch(
-            np.asarray([value], dtype=np.float64), a.datatype)[0]
+        if isinstance(value, bytes):
+            vector = value
+        else:
+            import numpy as np  # only for a JSON array (numpy loads when a plan needs it)
+
+            from rvlm.plugin import encode_batch
+
+            vector = encode_batch(np.asarray([value], dtype=np.float64), a.datatype)[0]
         return f"*=>[KNN 1 {attr} $vector]", ["vector", vector], 2
     return None
 

@@ -18,10 +18,9 @@ import functools
 import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import numpy as np
 
 from rvlm.plugin import (
     MISSING,
@@ -40,12 +39,13 @@ from rvlm.plugin import (
     PlanContext,
     RvlmError,
     VectorAttrs,
-    decode_batch,
-    encode_batch,
     hookimpl,
     to_list,
     to_map,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: The plugin's name: entry point name, change type, patch section, operations' ``plugin``.
 NAME = "computed_vector"
@@ -133,6 +133,8 @@ def load_embedder(spec: str) -> Embedder:
 
 def embed(spec: str, texts: Sequence[str], dims: int | None = None) -> np.ndarray:
     """Run the embedder on ``texts``; a float64 ``(n, dims)`` array of finite values."""
+    import numpy as np  # here, not at import: a run that embeds nothing does not load numpy
+
     try:
         out = np.asarray(load_embedder(spec)(list(texts)), dtype=np.float64)
     except RvlmError:
@@ -207,6 +209,8 @@ def _texts(values: Sequence[Any]) -> list[str | None]:
 
 
 def _probe(spec: str) -> list[float]:
+    import numpy as np
+
     row = embed(spec, [PROBE])[0]
     return [round(float(x), 6) for x in row[:PROBE_VALUES]] + [round(float(np.linalg.norm(row)), 6)]
 
@@ -286,6 +290,8 @@ def pre_drop(plan: Plan) -> list[str] | None:
 def encode(values: np.ndarray, datatype: str, storage_type: str) -> list[Any]:
     """Vectors as the executor writes them: bytes (hash) or lists of numbers (JSON), both
     rounded to ``datatype`` so the JSON value is exactly what the index holds."""
+    from rvlm.plugin import decode_batch, encode_batch
+
     raws = encode_batch(values, datatype)
     if storage_type != "json":
         return raws
@@ -329,6 +335,8 @@ def validate(plan: Plan, context: ApplyContext) -> list[CheckResult] | None:
     client = context.client
     if client is None:
         return None
+    from rvlm.plugin import encode_batch
+
     checks = []
     for op in plan.operations:
         if op.plugin != NAME:

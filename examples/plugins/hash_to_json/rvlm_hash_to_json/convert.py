@@ -31,9 +31,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-import numpy as np
 
-from rvlm.plugin import DATATYPE_WIDTH, decode_batch
+from rvlm.plugin import DATATYPE_WIDTH
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEGMENT = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[("(?:[^"\\]|\\.)*")\]')
@@ -246,9 +245,11 @@ def convert_batch(
             picked.append(i)
             raws.append(bytes(raw))
         if raws:
+            from rvlm.plugin import decode_batch  # numpy: loaded by a run that converts
+
             matrix = decode_batch(raws, rule.datatype, rule.dims)
             as_int = rule.datatype in ("int8", "uint8")
-            rows = matrix.astype(np.int64).tolist() if as_int else matrix.tolist()
+            rows = matrix.astype("int64").tolist() if as_int else matrix.tolist()
             for i, row in zip(picked, rows, strict=True):
                 decoded[(i, rule.hash)] = row
     out: list[dict[str, Any] | ConversionError] = []

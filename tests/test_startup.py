@@ -1,0 +1,120 @@
+"""What a command loads before it does its work (issue #17: start-up of ``rvlm apply``).
+
+A user-visible contract, checked without timing anything: ``rvlm --version`` needs no Redis
+client, YAML, model or plugin; ``rvlm apply`` of a plan that converts no vector reaches its
+first connection without numpy, without rich (its output is not a terminal) and without the
+modules of the commands it does not run. What a process loaded is read from its
+``sys.modules`` when it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from rvlm.cli.main import COMMAND_MODULES, COMMANDS, app, commands_of
+from rvlm.embedded.server import free_port
+
+runner = CliRunner()
+
+#: Command modules that ``rvlm apply`` has no use for.
+OTHER_COMMANDS = ("rvlm.cli.plan", "rvlm.cli.batch", "rvlm.cli.index", "rvlm.cli.server",
+                  "rvlm.cli.demo", "rvlm.cli.wizard", "rvlm.cli.plugins", "rvlm.cli.ctl")
+
+
+def _imported(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run ``rvlm ARGS`` in a fresh process (stdout and stderr are pipes, not a terminal);
+    the modules it had imported when it exited (``sys.modules``: unlike ``-X importtime``
+    this also sees modules imported by ``importlib.import_module``)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RVLM_DEBUG")}
+    dump = tmp_path / "modules.txt"
+    code = ("import atexit, sys\n"
+            "def dump():\n"
+            f"    open({str(dump)!r}, 'w').write('\\n'.join(sorted(sys.modules)))\n"
+            "atexit.register(dump)\n"
+            "sys.argv = ['rvlm'] + sys.argv[1:]\n"
+            "from rvlm.cli.main import main\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+    modules = set(dump.read_text().split())
+    assert "rvlm.cli.main" in modules, done.stderr[-2000:]
+    return done, modules
+
+
+def _loaded(modules: set[str], *roots: str) -> list[str]:
+    """The modules in ``modules`` that are one of ``roots`` or inside one."""
+    return sorted(m for m in modules if any(m == r or m.startswith(r + ".") for r in roots))
+
+
+def test_command_table_names_what_each_module_registers() -> None:
+    """:data:`COMMANDS` (which module a command line needs) is exactly what the modules
+    register, so a command can never be missing from the lazy table."""
+    for module in COMMAND_MODULES:
+        named = {name for name, m in COMMANDS.items() if m == module}
+        assert set(commands_of(module)) == named, module
+
+
+def test_version_loads_no_command_and_no_library(tmp_path: Path) -> None:
+    done, modules = _imported(tmp_path, "--version")
+    assert done.returncode == 0 and done.stdout.startswith("rvlm ")
+    heavy = _loaded(modules, "redis", "numpy", "rich", "yaml", "cattrs", "pluggy", "attrs",
+                    "importlib.metadata", *OTHER_COMMANDS, "rvlm.cli.apply", "rvlm.hookspecs")
+    assert heavy == []
+    # of the core only what the CLI's own modules need (the error classes, byte units)
+    assert _loaded(modules, "rvlm.core") == ["rvlm.core", "rvlm.core.errors", "rvlm.core.units"]
+
+
+@pytest.fixture
+def plans(redis_client: Any, redis_url: str, tmp_path: Path) -> dict[str, Path]:
+    """Plans made against a live index (rename a field, add a field, float32 -> float16)."""
+    index = "startup_idx"
+    redis_client.execute_command(
+        "FT.CREATE", index, "ON", "HASH", "PREFIX", "1", "startup:", "SCHEMA",
+        "title", "TEXT", "tag", "TAG", "vec", "VECTOR", "FLAT", "6", "TYPE", "FLOAT32",
+        "DIM", "2", "DISTANCE_METRIC", "L2")
+    patches = {
+        "rename": "rename_fields:\n    - old_name: title\n      new_name: headline\n",
+        "add": "add_fields:\n    - name: extra\n      type: tag\n",
+        "quantize": "update_fields:\n    - name: vec\n      attrs:\n        datatype: float16\n",
+    }
+    out = {}
+    try:
+        for name, changes in patches.items():
+            patch = tmp_path / f"{name}.yaml"
+            patch.write_text(f"version: 1\nchanges:\n  {changes}")
+            plan = tmp_path / f"{name}-plan.yaml"
+            done = runner.invoke(app, [
+                "plan", "--index", index, "--schema-patch", str(patch), "--plan-out", str(plan),
+                "--url", redis_url])
+            assert done.exit_code == 0, done.output
+            out[name] = plan
+    finally:
+        redis_client.execute_command("FT.DROPINDEX", index)
+    return out
+
+
+@pytest.mark.parametrize("change", ["rename", "add", "quantize"])
+def test_apply_reaches_its_first_connection_loading_only_what_it_needs(
+        plans: dict[str, Path], tmp_path: Path, change: str) -> None:
+    """``rvlm apply`` up to its first connection (nothing listens on the port: exit 2, one
+    line): no numpy for a plan that converts no vector, no rich into a pipe, no other
+    command's module, the plugins' entry points read once."""
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    done, modules = _imported(tmp_path, "apply", "--plan", str(plans[change]), "--backup-dir",
+                              str(tmp_path / "backup"), "--url", closed, "--yes",
+                              "--accept-data-loss")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "cannot reach Redis" in done.stderr
+    assert _loaded(modules, *OTHER_COMMANDS) == []
+    assert _loaded(modules, "rich") == []
+    if change != "quantize":  # converting float32 to float16 is numpy's job
+        assert _loaded(modules, "numpy") == []
+    # the trace covers the plugins: the host loaded them before the connection
+    assert "rvlm.plugins.builtin.rename_field" in modules

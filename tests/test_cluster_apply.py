@@ -309,20 +309,3 @@ def test_online_index_change_moves_the_alias(redis_cluster, cluster_client, tmp_
     flat = info if isinstance(info, dict) else dict(zip(info[::2], info[1::2], strict=False))
     assert flat.get(b"index_name", flat.get("index_name")) in (b"{t1}idx_v2", "{t1}idx_v2")
     assert total(rc, "{t1}live") == 40
-
-
-def test_online_document_copy_is_refused_on_a_cluster(redis_cluster, cluster_client) -> None:
-    """Online mode that rewrites documents needs change capture on every primary, which is
-    not built: the plan says so (a hash-tagged target prefix is taken as written)."""
-    rc = cluster_client
-    load(rc, "hash", 10)
-    rc.execute_command("FT.ALIASADD", "{t1}live", "{t1}idx")
-    plan = MigrationPlanner(mode="online", alias="{t1}live", target_prefix="{t1}new:"
-                            ).create_plan("{t1}idx", redis_url=redis_cluster.url, schema_patch={
-                                "version": 1, "changes": {**RENAME,
-                                                          "index": {"name": "{t1}idx_v2"}}})
-    assert not plan.supported
-    assert plan.target_schema.index.prefix == ("{t1}new:",)
-    [reason] = [r for r in plan.blocked_reasons if "online mode copies" in r]
-    assert "one subscriber per primary" in reason and "drop_recreate" in reason
-    assert total(rc, "{t1}live", "@title:hello") == 10

@@ -315,13 +315,6 @@ def make_plan(
             caps.search_layout == UNCOORDINATED and incomplete(source)) else []
         for reason in layout_problems(caps.search_layout, source, final, aliases, siblings):
             planned.append(_blocked("cluster_layout", reason))
-        if online and operations:
-            planned.append(_blocked(
-                "cluster_layout", "online mode copies the documents and carries every later "
-                "write over through keyspace notifications, which a Redis Cluster delivers per "
-                "node; change capture on a cluster (one subscriber per primary) is not built "
-                "yet: plan this change with mode drop_recreate, or keep the online change "
-                "index-only (no document rewritten)"))
         moving = migration_warning(cluster_migrations(client))
         if moving:
             warnings.append(moving)

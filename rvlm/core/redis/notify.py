@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import redis
 
@@ -124,51 +124,64 @@ class NotifySetting:
     """Turns on the notification classes one run needs and takes them off at the end.
 
     ``run_id`` names the run in the registry (the same id on resume: entering twice is a
-    no-op). ``enter()`` returns the value it found (for the journal); ``leave()`` removes the
-    run and restores what no other run needs. Both raise :class:`ConfigRefused` when CONFIG is
-    refused.
+    no-op). ``nodes``: ``(address, client)`` of every server whose setting is changed (a
+    cluster: every node, replicas included); by default ``client`` alone. The registry lives
+    on ``client`` (on a cluster, the node holding :data:`REGISTRY_KEY`), with the value found
+    before the first run per node (field ``original``, or ``original@<address>``).
+    ``enter()`` returns the value it found (for the journal; a cluster: ``address=value``
+    per node); ``leave()`` removes the run and restores on each node what no other run needs.
+    Both raise :class:`ConfigRefused` when CONFIG is refused.
     """
 
-    def __init__(self, client: redis.Redis, run_id: str, needed: str) -> None:
+    def __init__(self, client: redis.Redis, run_id: str, needed: str,
+                 nodes: Sequence[tuple[str, redis.Redis]] | None = None) -> None:
         self.client = client
         self.run_id = run_id
         self.needed = needed
+        self.nodes = list(nodes) if nodes is not None else [("", client)]
+
+    @staticmethod
+    def _original(address: str) -> bytes:
+        return _ORIGINAL + (b"@" + address.encode() if address else b"")
 
     def _registry(self) -> dict[bytes, bytes]:
         raw = self.client.hgetall(REGISTRY_KEY) or {}
         return {_bytes(k): _bytes(v) for k, v in raw.items()}
 
     def enter(self) -> str:
-        """Register the run, then CONFIG SET the union of what is set and what it needs."""
-        current = read_setting(self.client)
+        """Register the run, then CONFIG SET on every node the union of what is set there
+        and what it needs."""
+        current = {address: read_setting(c) for address, c in self.nodes}
         field = (_HOLDER + self.run_id).encode()
         with self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(REGISTRY_KEY)
-                    held = pipe.hgetall(REGISTRY_KEY)
+                    held = {_bytes(k) for k in (pipe.hgetall(REGISTRY_KEY) or {})}
                     pipe.multi()
-                    if not held:
-                        pipe.hset(REGISTRY_KEY, _ORIGINAL, current)
+                    for address, value in current.items():
+                        if self._original(address) not in held:
+                            pipe.hset(REGISTRY_KEY, self._original(address), value)
                     pipe.hset(REGISTRY_KEY, field, self.needed)
                     pipe.execute()
                     break
                 except redis.WatchError:
                     continue
-        lacking = missing(current, self.needed)
-        if lacking:
-            _write_setting(self.client,
-                           format_flags(parse_flags(current) | parse_flags(self.needed)))
-        return current
+        for address, c in self.nodes:
+            if missing(current[address], self.needed):
+                _write_setting(c, format_flags(parse_flags(current[address])
+                                               | parse_flags(self.needed)))
+        if len(self.nodes) == 1 and not self.nodes[0][0]:
+            return current[""]
+        return "; ".join(f"{a}={v!r}" for a, v in current.items())
 
     def leave(self) -> str | None:
-        """Unregister the run; put back what no remaining run needs. Returns the value set
-        (None when nothing had to change)."""
+        """Unregister the run; put back on every node what no remaining run needs. Returns
+        the value set on the first node that changed (None when nothing had to change)."""
         field = (_HOLDER + self.run_id).encode()
         registry = self._registry()
         if field not in registry:
             return None
-        original = registry.get(_ORIGINAL, b"").decode()
         others = [v.decode() for k, v in registry.items()
                   if k.startswith(_HOLDER.encode()) and k != field]
         with self.client.pipeline(transaction=True) as pipe:
@@ -177,8 +190,19 @@ class NotifySetting:
                 pipe.delete(REGISTRY_KEY)
             pipe.execute()
         still = parse_flags("".join(others))
+        first: str | None = None
+        for address, c in self.nodes:
+            original = registry.get(self._original(address),
+                                    registry.get(_ORIGINAL, b"")).decode()
+            value = self._restore(c, original, bool(others), still)
+            if first is None:
+                first = value
+        return first
+
+    def _restore(self, client: redis.Redis, original: str, others: bool,
+                 still: frozenset[str]) -> str | None:
         added = parse_flags(self.needed) - parse_flags(original) - still
-        current = read_setting(self.client)
+        current = read_setting(client)
         flags = parse_flags(current)
         if not flags & added:
             return None
@@ -189,19 +213,21 @@ class NotifySetting:
             else format_flags(keep)
         if not parse_flags(value) - {"K", "E"}:
             value = ""  # K or E alone delivers nothing: the server's own default is empty
-        _write_setting(self.client, value)
+        _write_setting(client, value)
         return value
 
 
-def probe(client: redis.Redis, needed: str, *, timeout: float = 2.0) -> str:
+def probe(client: redis.Redis, needed: str, *, timeout: float = 2.0,
+          key: str | None = None) -> str:
     """Which classes of ``needed`` do *not* deliver events now, tried on a throw-away key
     (``rvlm:probe:<random>``) on a second connection of ``client``'s pool: ``h`` (HSET),
     ``g`` (DEL), ``$`` (SET), ``x`` (a 1 ms TTL), ``d`` (JSON.SET, when the server has JSON).
     ``e`` (eviction) cannot be provoked and is assumed to follow the server's setting
     (:func:`advice` names it). ``K`` is implied by any event arriving. Returns the classes
-    that did not deliver, in ``needed``'s order (empty: all good)."""
+    that did not deliver, in ``needed``'s order (empty: all good). ``key``: the throw-away
+    key to use instead (on a cluster node, one in a slot that node owns)."""
     db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
-    key = f"rvlm:probe:{uuid.uuid4().hex}"
+    key = key or f"rvlm:probe:{uuid.uuid4().hex}"
     pubsub = client.pubsub()
     expect: dict[str, str] = {}
     try:

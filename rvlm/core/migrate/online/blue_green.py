@@ -119,11 +119,19 @@ backed up, not journaled), ``finalize_delete:N`` (its keys deleted, not journale
 
 Cluster
 -------
-Notifications are per node: a cluster needs one :class:`~rvlm.core.redis.capture.Subscriber`
-per primary (all feeding one backlog), the setting on every primary, and a stop when the
-topology changes (a failover or a slot migration moves keys to a node whose events were not
-being read). The subscriber and backlog are built for that; node discovery and topology
-watching are not written yet.
+Notifications are per node. On a Redis Cluster (:mod:`rvlm.core.migrate.online.capture`):
+the setting is turned on on every node, replicas included; one
+:class:`~rvlm.core.redis.capture.Subscriber` per primary feeds the one backlog, every one
+confirmed before the first key is read; a change of the set of primaries (a failover, a node
+added or removed) loses the capture like a lost connection does: the run stops with the source
+serving and unmodified, and the same command resumes. A slot migration is refused before the
+start, at a resume and again just before the cut-over (an index does not move with its slot).
+The copy's reads and writes go through the cluster client (one pipeline per node, ``WAIT`` for
+each node's replicas: :mod:`rvlm.core.redis.durability`). Without a search coordinator, the
+source and target prefixes, both index names and the aliases share one hash tag
+(``{t1}doc:`` -> ``{t1}new:``); the planner refuses anything else
+(:func:`~rvlm.core.migrate.cluster_checks.layout_problems`), and so does the check here for a
+plan built by hand.
 """
 
 from __future__ import annotations
@@ -143,6 +151,7 @@ from rvlm.core.migrate.aliases import (
     point_aliases,
 )
 from rvlm.core.migrate.backup_dir import PLAN_NAME
+from rvlm.core.migrate.cluster_checks import layout_problems
 from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.online.capture import (
     CaptureSession,
@@ -151,7 +160,6 @@ from rvlm.core.migrate.online.capture import (
     make_throttler,
 )
 from rvlm.core.migrate.online.checks import (
-    CLUSTER_COPY,
     notify_status,
     online_problems,
     target_prefix_problems,
@@ -165,10 +173,12 @@ from rvlm.core.migrate.report import MigrationReport, ValidationResult
 from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.validate import validate_migration
 from rvlm.core.plugins.checks import CheckResult
+from rvlm.core.redis import routing, wire
 from rvlm.core.redis.capture import CaptureLost
 from rvlm.core.redis.connection import index_exists, other_indexes, read_index
 from rvlm.core.redis.docio.keys import enumerate_keys, escape_glob
 from rvlm.core.redis.lock import LockLost
+from rvlm.core.redis.resp import to_list
 from rvlm.core.schema.ftinfo import parse_ft_info
 from rvlm.core.storage.journal import phase_data
 
@@ -183,10 +193,18 @@ def _counts(client: redis.Redis, plan: Any) -> tuple[int, int, int]:
     if alias_index(client, plan.source_index) != plan.source_index:
         target = read_index(client, plan.target_index).stats
         return (_scan_count(client, plan), 0, target.num_docs + target.indexing_failures)
-    pipe = client.pipeline(transaction=True)
-    pipe.execute_command("FT.INFO", plan.source_index)
-    pipe.execute_command("FT.INFO", plan.target_index)
-    src, dst = pipe.execute()
+    if routing.is_cluster(client):
+        # one node holds both indexes (one hash tag): one MULTI there, routed by the name
+        replies = wire.execute(client, [(b"MULTI",), (b"FT.INFO", plan.source_index),
+                                        (b"FT.INFO", plan.target_index), (b"EXEC",)])
+        if isinstance(replies[-1], Exception):
+            raise MigrationFailed(f"reading both indexes failed: {replies[-1]}")
+        src, dst = to_list(replies[-1])
+    else:
+        pipe = client.pipeline(transaction=True)
+        pipe.execute_command("FT.INFO", plan.source_index)
+        pipe.execute_command("FT.INFO", plan.target_index)
+        src, dst = pipe.execute()
     s, t = parse_ft_info(src).stats, parse_ft_info(dst).stats
     return (s.num_docs + s.indexing_failures, s.indexing_failures,
             t.num_docs + t.indexing_failures)
@@ -195,16 +213,17 @@ def _counts(client: redis.Redis, plan: Any) -> tuple[int, int, int]:
 def _scan_count(client: redis.Redis, plan: Any) -> int:
     type_name = "ReJSON-RL" if plan.source_schema.storage_type == "json" else "hash"
     n = 0
-    for prefix in plan.source_schema.index.prefix:
-        cursor = 0
-        while True:
-            cursor, keys = client.execute_command(
-                "SCAN", cursor, "MATCH", escape_glob(prefix) + b"*", "COUNT", 1000,
-                "TYPE", type_name)
-            n += len(keys)
-            cursor = int(cursor)
-            if cursor == 0:
-                break
+    for _name, node in routing.primaries(client):
+        for prefix in plan.source_schema.index.prefix:
+            cursor = 0
+            while True:
+                cursor, keys = to_list(wire.send(node, [(
+                    b"SCAN", cursor, b"MATCH", escape_glob(prefix) + b"*", b"COUNT", 1000,
+                    b"TYPE", type_name)])[0])
+                n += len(to_list(keys))
+                cursor = int(cursor)
+                if cursor == 0:
+                    break
     return n
 
 
@@ -228,8 +247,12 @@ class _BlueGreen:
         """Everything before the first change (see the module docstring)."""
         run, plan, client = self.run, self.plan, self.client
         with run.timer.step("checks"):
-            if self.run.caps.cluster:
-                raise RvlmError("the plan cannot run online: " + CLUSTER_COPY)
+            if run.caps.cluster:
+                problems = layout_problems(run.caps.search_layout, plan.source_schema,
+                                           plan.target_schema, plan.aliases)
+                if problems:
+                    raise RvlmError("the plan cannot run on this cluster: "
+                                    + "; ".join(problems))
             if plan.supported:
                 problems = online_problems(plan)
                 if problems:
@@ -395,6 +418,9 @@ class _BlueGreen:
         engine.phase = "cut-over"
         with self.run.timer.step("alias"):
             engine.drain()
+            if self.capture is not None:  # a cluster: the primaries are those subscribed
+                self.capture.check_topology()
+            self.run.check_cluster()  # no slot migration began during the copy
             check_aliases(client, plan, allowed=(plan.target_index,))
             move_aliases(client, plan.aliases, plan.target_index)
             engine.serving = True
@@ -436,6 +462,7 @@ class _BlueGreen:
             self.check()
         else:
             run.check_plugins()
+            run.check_cluster()  # no slot migration in progress
             self.throttler = make_throttler(run, self.options)
             if not state.reached("alias_moved"):
                 run.ask_source()  # what a first run without the gate's options did not store
@@ -446,6 +473,8 @@ class _BlueGreen:
         ended = "failed"
         try:
             self.capture.start()
+            if self.capture.cluster is not None:
+                report.online["capture_nodes"] = sorted(s.node for s in self.capture.subscribers)
             if not state.reached("capture_started"):
                 run.phase("capture_started", notify=self.capture.found)
                 fault("online_after_capture")

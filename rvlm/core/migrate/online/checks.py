@@ -23,7 +23,9 @@ import redis
 
 from rvlm.core.migrate.online.footprint import copy_footprint
 from rvlm.core.migrate.plan import Plan
+from rvlm.core.redis import routing, wire
 from rvlm.core.redis.docio.keys import escape_glob
+from rvlm.core.redis.nodes import NodeClients, key_on
 from rvlm.core.redis.notify import ConfigRefused, advice, missing, needed_flags, probe, read_setting
 from rvlm.core.redis.resp import to_int, to_list, to_str
 from rvlm.core.schema.model import IndexSchema, VectorAttrs
@@ -64,14 +66,6 @@ def prefix_problems(source: IndexSchema, target: IndexSchema) -> list[str]:
                         f"too; choose a prefix that neither starts with {a!r} nor begins it, "
                         f"e.g. --target-prefix {hint}"]
     return []
-
-
-#: why an online copy is refused on a Redis Cluster (planner and executor)
-CLUSTER_COPY = ("online mode copies the documents this plan rewrites while change capture "
-                "follows every write, and on a Redis Cluster keyspace notifications are per "
-                "node: capture on every primary and stopping on a topology change are not "
-                "built yet, so a write could be missed; plan with --mode drop_recreate, or an "
-                "index-only change online")
 
 
 def online_problems(plan: Plan) -> list[str]:
@@ -115,27 +109,35 @@ def target_prefix_problems(client: redis.Redis, plan: Plan,
 
 
 def first_keys(client: redis.Redis, prefix: str, limit: int = 3) -> list[bytes]:
-    """Up to ``limit`` keys under ``prefix`` (SCAN until some are found or the end)."""
-    cursor = 0
+    """Up to ``limit`` keys under ``prefix`` (SCAN, on every primary of a cluster, until some
+    are found or the end)."""
     match = escape_glob(prefix) + b"*"
     out: list[bytes] = []
-    while True:
-        cursor, keys = client.execute_command("SCAN", cursor, "MATCH", match, "COUNT", 1000)
-        cursor = to_int(cursor)
-        out += [bytes(k) for k in to_list(keys)]
-        if len(out) >= limit or cursor == 0:
-            return out[:limit]
+    for _name, node in routing.primaries(client):
+        cursor = 0
+        while True:
+            cursor, keys = to_list(wire.send(node, [(b"SCAN", cursor, b"MATCH", match,
+                                                     b"COUNT", 1000)])[0])
+            cursor = to_int(cursor)
+            out += [bytes(k) for k in to_list(keys)]
+            if len(out) >= limit:
+                return out[:limit]
+            if cursor == 0:
+                break
+    return out
 
 
 @attrs.frozen
 class NotifyStatus:
     """The server's notification setting as far as a run can tell: ``current`` (None where
     CONFIG is refused), the classes ``needed``, and the classes a probe found missing where
-    CONFIG is refused (``lacking``)."""
+    CONFIG is refused (``lacking``). On a cluster, ``nodes`` names every node (the setting is
+    per node; ``current`` is the value that lacks most)."""
 
     needed: str
     current: str | None
     lacking: str = ""
+    nodes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -149,22 +151,46 @@ class NotifyStatus:
             if not lack:
                 return (f"change capture: notify-keyspace-events is {now}, which delivers "
                         f"the events it needs ({self.needed!r})")
+            where = (f" on every node of the cluster, replicas included "
+                     f"({', '.join(self.nodes)})" if self.nodes else "")
             return (f"change capture: apply turns on the keyspace notification classes "
-                    f"{lack!r} (notify-keyspace-events is {now}) while it runs, and puts the "
-                    "value back afterwards")
+                    f"{lack!r}{where} (notify-keyspace-events is {now}) while it runs, and "
+                    "puts the value back afterwards")
         if not self.lacking:
             return ("change capture: CONFIG is refused, and the server already delivers the "
                     f"keyspace events online mode needs ({self.needed!r})")
-        return "change capture: CONFIG is refused; " + advice(None, self.needed)
+        nodes = (f"; on this cluster, on every node, replicas included (a promoted replica "
+                 f"must go on notifying): {', '.join(self.nodes)}" if self.nodes else "")
+        return "change capture: CONFIG is refused; " + advice(None, self.needed) + nodes
 
 
 def notify_status(client: redis.Redis, storage_type: str) -> NotifyStatus:
     """Read the setting (CONFIG GET), or probe where CONFIG is refused."""
     needed = needed_flags(storage_type)
+    if routing.is_cluster(client):
+        return _cluster_notify_status(client, needed)
     try:
         return NotifyStatus(needed=needed, current=read_setting(client))
     except ConfigRefused:
         return NotifyStatus(needed=needed, current=None, lacking=probe(client, needed))
+
+
+def _cluster_notify_status(client: redis.Redis, needed: str) -> NotifyStatus:
+    nodes = NodeClients(client, name="rvlm-config")
+    try:
+        names = tuple(a for a, _c in nodes.every())
+        try:
+            values = [read_setting(c) for _a, c in nodes.every()]
+        except ConfigRefused:
+            lacking = set()
+            for a, c in nodes.primaries():
+                lacking |= set(probe(c, needed, key=key_on(nodes.node(a), "rvlm:probe:")))
+            return NotifyStatus(needed=needed, current=None, nodes=names,
+                                lacking="".join(x for x in needed if x in lacking))
+        worst = max(values, key=lambda v: len(missing(v, needed)))
+        return NotifyStatus(needed=needed, current=worst, nodes=names)
+    finally:
+        nodes.close()
 
 
 def datatype_changes(plan: Plan) -> list[str]:

@@ -43,7 +43,7 @@ from rvlm.core.migrate.aliases import (
 from rvlm.core.migrate.backup_dir import PLAN_NAME
 from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.online.blue_green import execute_blue_green
-from rvlm.core.migrate.online.capture import copied_source_keys, run_id
+from rvlm.core.migrate.online.capture import copied_source_keys, notify_setting, run_id
 from rvlm.core.migrate.online.checks import first_keys, online_problems
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.report import MigrationReport, Timer
@@ -54,7 +54,7 @@ from rvlm.core.redis import wire
 from rvlm.core.redis.connection import read_index, wait_indexed
 from rvlm.core.redis.copyio import server_time_ms
 from rvlm.core.redis.docio.restore import restore_records
-from rvlm.core.redis.notify import ConfigRefused, NotifySetting, needed_flags
+from rvlm.core.redis.notify import ConfigRefused, needed_flags
 from rvlm.core.redis.resp import to_int
 from rvlm.core.schema.ftcreate import create_arguments
 from rvlm.core.storage.backup.reader import BackupReader
@@ -199,8 +199,13 @@ def rollback_online(client: redis.Redis, directory: Path, plan: Plan, state: Run
                 report.warnings.append(
                     "writes made directly to target keys after the cut-over are not in the "
                     "source: they were deleted with the copies")
-            NotifySetting(client, run_id(plan, directory),
-                          needed_flags(plan.source_schema.storage_type)).leave()
+            setting, nodes = notify_setting(client, run_id(plan, directory),
+                                            needed_flags(plan.source_schema.storage_type))
+            try:
+                setting.leave()
+            finally:
+                if nodes is not None:
+                    nodes.close()
         journal.append("phase", value="rolled_back")
     except (MigrationFailed, ConfigRefused, redis.RedisError) as exc:
         report.error = str(exc)

@@ -47,7 +47,7 @@ from rvlm.core.migrate.report import MigrationReport, Timings
 from rvlm.core.migrate.run import Run
 from rvlm.core.plugins.documents import MISSING
 from rvlm.core.plugins.host import host_with
-from rvlm.core.redis import wire
+from rvlm.core.redis import routing, wire
 from rvlm.core.redis.copyio import Sources, encode_json
 from rvlm.core.redis.docio.keys import escape_glob
 from rvlm.core.redis.docio.read import JSON_ROOT, ReadDoc
@@ -142,17 +142,19 @@ class Finalizer:
     def _scan(self, path: Path) -> int:
         type_name = b"ReJSON-RL" if self.storage == "json" else b"hash"
         with KeyFileWriter(path) as writer:
-            for prefix in self.prefixes:
-                cursor = 0
-                match = escape_glob(prefix) + b"*"
-                while True:
-                    self.engine.tick()
-                    cursor, keys = self.client.execute_command(
-                        "SCAN", cursor, "MATCH", match, "COUNT", _SCAN_COUNT, "TYPE", type_name)
-                    cursor = to_int(cursor)
-                    writer.add_many(bytes(k) for k in to_list(keys))
-                    if cursor == 0:
-                        break
+            for _name, node in routing.primaries(self.client):  # every primary of a cluster
+                for prefix in self.prefixes:
+                    cursor = 0
+                    match = escape_glob(prefix) + b"*"
+                    while True:
+                        self.engine.tick()
+                        cursor, keys = to_list(wire.send(node, [(
+                            b"SCAN", cursor, b"MATCH", match, b"COUNT", _SCAN_COUNT, b"TYPE",
+                            type_name)])[0])
+                        cursor = to_int(cursor)
+                        writer.add_many(bytes(k) for k in to_list(keys))
+                        if cursor == 0:
+                            break
             return writer.close()
 
     def _read(self, keys: Sequence[bytes]) -> tuple[Sources, dict[bytes, bytes]]:

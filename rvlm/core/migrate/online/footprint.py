@@ -12,6 +12,9 @@ document and two indexes. The extra memory is
 A server with ``maxmemory`` set that cannot hold ``used_memory`` plus that is refused at plan
 and again at apply time (past ``maxmemory`` the server evicts keys or refuses writes, the
 applications' included).
+
+On a Redis Cluster the memory is that of the primary owning the source prefix's hash tag
+(every copy lands there), or, for a prefix without a tag, the sums over every primary.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import redis
 
 from rvlm.core.migrate.estimate import estimate_plan
 from rvlm.core.migrate.plan import Plan
-from rvlm.core.redis import wire
-from rvlm.core.redis.resp import to_int
+from rvlm.core.redis import routing, wire
+from rvlm.core.redis.resp import to_int, to_str
+from rvlm.core.redis.topology import prefix_slot
 from rvlm.core.units import human_bytes
 
 
@@ -88,7 +92,31 @@ def copy_footprint(client: redis.Redis, plan: Plan, sample: Sequence[bytes]) -> 
                     if docs else 0.0)
     document_bytes = int(max(0.0, per_doc + vector_delta) * docs)
     index_bytes = int(est["index_memory_after_bytes"])
-    info = client.info("memory")
+    used, limit = _memory(client, plan)
     return Footprint(documents=docs, document_bytes=document_bytes, index_bytes=index_bytes,
-                     used_memory=int(info.get("used_memory", 0)),
-                     maxmemory=int(info.get("maxmemory", 0)), sampled=len(sizes))
+                     used_memory=used, maxmemory=limit, sampled=len(sizes))
+
+
+def _info_memory(node: Any) -> dict[str, Any]:
+    if isinstance(node, redis.Redis):
+        return dict(node.info("memory"))
+    text = to_str(wire.send(node, [(b"INFO", b"memory")])[0])
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def _memory(client: Any, plan: Plan) -> tuple[int, int]:
+    """(used_memory, maxmemory) of the server, or of the primaries that receive the copies on
+    a cluster (see the module docstring; 0: no limit)."""
+    nodes = routing.node_map(client)
+    if nodes is None:
+        info = client.info("memory")
+        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    slot = prefix_slot(plan.target_schema.index.prefix[0])
+    if slot is not None:
+        targets = [nodes.node_client(nodes.owner(slot))]
+    else:
+        targets = [c for _name, c in nodes.primaries()]
+    infos = [_info_memory(c) for c in targets]
+    used = sum(to_int(i.get("used_memory", 0)) for i in infos)
+    limits = [to_int(i.get("maxmemory", 0)) for i in infos]
+    return used, (0 if 0 in limits else sum(limits))

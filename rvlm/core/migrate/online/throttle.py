@@ -11,6 +11,10 @@ first that applies:
 * ``--max-lag-millis N``: a replica more than N ms behind (see :class:`ReplicaLag`; a replica
   that cannot be read counts as lagging).
 
+On a Redis Cluster (``nodes``: every primary) each INFO field is read on every primary and
+the worst (highest) value counts, named with its node; ``--max-lag-millis`` reads the
+replicas of every primary.
+
 ``--critical-load FIELD=N[,...]`` is not a pause: crossing it stops the run cleanly (the
 journal says where it was; the same command resumes).
 
@@ -199,26 +203,50 @@ class ThrottleState:
 class Throttler:
     """Decides, at most every ``interval`` seconds, whether the run pauses or stops (see the
     module docstring). ``forced`` is set by ``rvlm ctl throttle`` / ``unthrottle``; the
-    thresholds may be changed while running (``rvlm ctl max-load=...``)."""
+    thresholds may be changed while running (``rvlm ctl max-load=...``). ``nodes``:
+    ``(address, client)`` of every primary of a cluster (None: ``client`` alone)."""
 
     def __init__(self, client: redis.Redis, *, max_load: dict[str, float] | None = None,
                  critical_load: dict[str, float] | None = None,
                  max_lag_ms: float | None = None, replicas: Sequence[str] | None = None,
-                 interval: float = 0.25) -> None:
+                 interval: float = 0.25,
+                 nodes: Sequence[tuple[str, redis.Redis]] | None = None) -> None:
         self.client = client
+        self.nodes = list(nodes) if nodes else [("", client)]
         self.max_load = dict(max_load or {})
         self.critical_load = dict(critical_load or {})
         self.max_lag_ms = max_lag_ms
         self.interval = interval
         self.forced = False
-        self.replicas = ReplicaLag(client, replicas) if max_lag_ms is not None else None
+        self.explicit = replicas
+        self.replicas: list[ReplicaLag] | None = self._lags() if max_lag_ms is not None \
+            else None
         self._checked_at = float("-inf")
         self._state = ThrottleState()
+
+    def _lags(self) -> list[ReplicaLag]:
+        if self.explicit is not None:
+            return [ReplicaLag(self.nodes[0][1], self.explicit)]
+        return [ReplicaLag(c) for _a, c in self.nodes]
+
+    def info(self) -> dict[str, Any]:
+        """INFO of the server; on a cluster, every numeric field at its highest value over the
+        primaries, and ``"<field>@"`` naming the node that has it."""
+        if len(self.nodes) == 1:
+            return dict(self.nodes[0][1].info())
+        merged: dict[str, Any] = {}
+        for address, c in self.nodes:
+            for k, v in c.info().items():
+                n = _number(v)
+                if k not in merged or (n is not None and (_number(merged[k]) or 0) < n):
+                    merged[k] = v
+                    merged[k + "@"] = address
+        return merged
 
     def validate(self) -> None:
         """Refuse thresholds on INFO fields the server does not have (before any change)."""
         if self.max_load or self.critical_load:
-            info = self.client.info()
+            info = dict(self.nodes[0][1].info())
             check_fields(info, self.max_load, "--max-load")
             check_fields(info, self.critical_load, "--critical-load")
         if self.max_lag_ms is not None and self.max_lag_ms <= 0:
@@ -227,7 +255,7 @@ class Throttler:
     def set_max_lag(self, ms: float | None) -> None:
         self.max_lag_ms = ms
         if ms is not None and self.replicas is None:
-            self.replicas = ReplicaLag(self.client)
+            self.replicas = self._lags()
         self._checked_at = float("-inf")
 
     def check(self, now: float | None = None) -> ThrottleState:
@@ -240,18 +268,19 @@ class Throttler:
         self._checked_at = now
         state = ThrottleState()
         if self.max_load or self.critical_load:
-            info = self.client.info()
-            state.critical = crossed(info, self.critical_load)
-            load = crossed(info, self.max_load)
+            info = self.info()
+            state.critical = _on_node(info, crossed(info, self.critical_load))
+            load = _on_node(info, crossed(info, self.max_load))
             if load:
                 state.reason = f"max-load {load}"
         if self.replicas is not None and self.max_lag_ms is not None:
-            state.replica_lag_ms = self.replicas.sample(now)
-            for name, lag in state.replica_lag_ms.items():
-                if isinstance(lag, str):
-                    state.reason = state.reason or f"replica {name}: {lag}"
-                elif lag > self.max_lag_ms:
-                    state.reason = state.reason or (f"replica {name} lag {lag:.0f}ms > "
+            for lag in self.replicas:
+                state.replica_lag_ms.update(lag.sample(now))
+            for name, ms in state.replica_lag_ms.items():
+                if isinstance(ms, str):
+                    state.reason = state.reason or f"replica {name}: {ms}"
+                elif ms > self.max_lag_ms:
+                    state.reason = state.reason or (f"replica {name} lag {ms:.0f}ms > "
                                                     f"{self.max_lag_ms:g}ms")
         if self.forced:
             state.reason = "commanded by user"
@@ -259,5 +288,14 @@ class Throttler:
         return state
 
     def close(self) -> None:
-        if self.replicas is not None:
-            self.replicas.close()
+        for lag in self.replicas or ():
+            lag.close()
+
+
+def _on_node(info: dict[str, Any], what: str | None) -> str | None:
+    """``what`` (``field=value >= limit``) with `` on <node>`` when the value came from one
+    node of a cluster."""
+    if what is None:
+        return None
+    node = info.get(what.partition("=")[0] + "@")
+    return f"{what} on {node}" if node else what

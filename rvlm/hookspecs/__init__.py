@@ -16,10 +16,11 @@ the journal, backups, locks), so crash safety, resume and rollback are written o
 How hooks are called. pluggy makes every call, so an implementation may take only the arguments
 it uses (``def transform_documents(operation, documents)``), and hook wrappers
 (``@hookimpl(wrapper=True)``) run around the calls they wrap. A change-specific hook
-(``merge_patch_section``, ``classify_change``, ``estimate_operation``, ``transform_documents``)
-is called only on the plugin that owns the section, change type or operation, so it never has
-to check that what it got is its own. A hook name that does not exist (``transform_document``)
-or an argument a hook does not offer keeps the plugin from loading; ``rvlm plugins`` shows why.
+(``merge_patch_section``, ``classify_change``, ``estimate_operation``, ``transform_documents``,
+``transform_columns``) is called only on the plugin that owns the section, change type or
+operation, so it never has to check that what it got is its own. A hook name that does not
+exist (``transform_document``) or an argument a hook does not offer keeps the plugin from
+loading; ``rvlm plugins`` shows why.
 A hook that raises, or returns something other than what it documents, is a ``PluginError``
 naming the plugin and the hook (exit code 1); an ``RvlmError`` raised on purpose while planning
 or in ``pre_drop`` is the plugin refusing bad input (one line, exit code 2, nothing changed).
@@ -33,7 +34,8 @@ Order of hooks in one migration:
 4. ``classify_change`` once per change while planning.
 5. ``estimate_operation`` once per operation, by ``rvlm estimate``.
 6. ``pre_drop`` once, after the executor's checks and before the source index is dropped.
-7. ``transform_documents`` once per batch per operation, while no index covers the keys.
+7. ``transform_documents`` (or its columnar form ``transform_columns``, where the plugin has
+   one) once per batch per operation, while no index covers the keys.
 8. ``post_create`` once, after the target index is created.
 9. ``validate`` once, after indexing finished (also by ``rvlm validate``).
 
@@ -44,7 +46,7 @@ whether it can run and what it does to documents (``classify_change``), what tha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -244,6 +246,39 @@ def transform_documents(
     """
 
 
+@hookspec(firstresult=True)
+def transform_columns(
+    operation: DocumentOperation, columns: Mapping[str, Sequence[Any]], context: ApplyContext
+) -> Mapping[str, Sequence[Any]] | None:
+    """Optional: the same work as ``transform_documents``, on a batch held as columns.
+
+    The executor calls it (on your plugin only) instead of ``transform_documents`` for hash
+    documents, when every operation of the plan that reads or writes has it: the batch then
+    travels as one list per name, with no object per document, which is several times
+    cheaper for a plain field edit. It is never called for a ``converts_to`` operation or
+    JSON documents, and it cannot move keys (``new_key``): return ``None`` for a batch it does
+    not handle, and ``transform_documents`` gets that batch. Pure, like
+    ``transform_documents``; the executor backs up, journals and writes exactly the same way.
+
+    :param operation: the operation from the plan (its ``params`` are yours).
+    :param columns: for each name of ``operation.reads``/``writes``, the batch's values in
+        document order (``bytes``, or :data:`~rvlm.plugin.MISSING` where a document lacks
+        it), as left by the operations before it. Do not modify them.
+    :return: ``None``, or for names of ``operation.writes`` only, one list each as long as
+        the batch: per document the new value, :data:`~rvlm.plugin.MISSING` to delete it, or
+        :data:`~rvlm.plugin.NO_CHANGE` to leave it as it is.
+
+    Example (the rename of ``transform_documents``'s example)::
+
+        @hookimpl
+        def transform_columns(operation, columns):
+            old, new = operation.params["old"], operation.params["new"]
+            values = columns[old]
+            return {new: [NO_CHANGE if v is MISSING else v for v in values],
+                    old: [NO_CHANGE if v is MISSING else MISSING for v in values]}
+    """
+
+
 @hookspec
 def post_create(plan: Plan, context: ApplyContext) -> None:
     """Called once after the target index was created, before waiting for it to be indexed."""
@@ -270,6 +305,7 @@ __all__ = [
     "post_create",
     "pre_drop",
     "rvlm_change_types",
+    "transform_columns",
     "transform_documents",
     "validate",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rvlm.core.errors import MigrationFailed
+from rvlm.core.migrate.columns import columnar, transform_columns_batch
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.plugins.documents import MISSING, NO_CHANGE, Document
@@ -46,7 +47,14 @@ def transform_batch(
     ``docs[i].values`` (the originals the backup is built from) are never modified: each
     :class:`Document` gets its own dict, and the overlay of a document is a separate dict of
     the names operations set (or deleted: MISSING), in the order they were first touched.
+
+    Where every operation has the columnar form (``transform_columns``) the batch takes
+    :func:`~rvlm.core.migrate.columns.transform_columns_batch` instead, with the same result.
     """
+    if columnar(host, plan):  # the fast path: no object per document
+        got = transform_columns_batch(host, plan, ctx, docs)
+        if got is not None:
+            return got
     storage = plan.source_schema.storage_type
     new_document = Document.of
     # per document, name -> value for every name an operation set or deleted (MISSING);

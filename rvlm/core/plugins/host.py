@@ -34,7 +34,7 @@ import importlib.util
 import os
 import pkgutil
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
@@ -460,6 +460,40 @@ class PluginHost:
                                   f"returned {_shape(u)} among its updates ({operation.kind}); "
                                   "expected DocumentUpdate items")
         return list(result)
+
+    def has_columns(self, operation: DocumentOperation) -> bool:
+        """Whether the owner of ``operation`` has the columnar form (``transform_columns``)."""
+        owner = operation.plugin
+        return self.has(owner) and self.implements("transform_columns", owner)
+
+    def transform_columns(self, operation: DocumentOperation,
+                          columns: Mapping[str, Sequence[Any]], size: int,
+                          context: ApplyContext) -> dict[str, Sequence[Any]] | None:
+        """The owner's new columns for one batch of ``size`` documents (names of the
+        operation's ``writes`` only, each ``size`` long), or None: the owner does not handle
+        this batch in columns (``transform`` gets it)."""
+        owner = operation.plugin
+        result = self._call_one("transform_columns", owner, operation=operation,
+                                columns=columns, context=context)
+        if result is None:
+            return None
+        if not isinstance(result, Mapping):
+            raise PluginError(owner, "transform_columns",
+                              f"returned {_shape(result)} ({operation.kind}); expected a "
+                              "mapping of name to a list of values, or None")
+        allowed = frozenset(operation.writes)
+        for name, column in result.items():
+            if name not in allowed:
+                raise PluginError(owner, "transform_columns",
+                                  f"tried to write {name!r}, outside its declared writes "
+                                  f"{list(operation.writes)} ({operation.kind})")
+            if not isinstance(column, (list, tuple)) or len(column) != size:
+                got = (f"{len(column)} values" if isinstance(column, (list, tuple))
+                       else _shape(column))
+                raise PluginError(owner, "transform_columns",
+                                  f"returned {got} for {name!r} and {size} documents "
+                                  f"({operation.kind}); expected one value per document")
+        return dict(result)
 
     def pre_drop(self, plan: Any, context: ApplyContext) -> list[str]:
         """Every plugin's problems (one line each); empty: go on."""

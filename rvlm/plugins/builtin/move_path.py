@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rvlm.plugin import (
     MISSING,
@@ -212,6 +213,20 @@ def transform_documents(operation: DocumentOperation,
                                  f"object, so {new} cannot be placed under it")
         out.append(DocumentUpdate(set={where: placed}, delete=(old,)))
     return out
+
+
+@hookimpl
+def transform_columns(operation: DocumentOperation,
+                      columns: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]] | None:
+    """The same move on a batch held as columns: the value goes to the new name and leaves
+    the old one. A JSON path under parents that may be missing is left to
+    ``transform_documents`` (None)."""
+    p = operation.params
+    if p["parents"]:
+        return None
+    values = columns[p["old"]]
+    return {p["new"]: [NO_CHANGE if v is MISSING else v for v in values],
+            p["old"]: [NO_CHANGE if v is MISSING else MISSING for v in values]}
 
 
 @hookimpl

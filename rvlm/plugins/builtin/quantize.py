@@ -14,7 +14,7 @@ anything runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from rvlm.plugin import (
@@ -190,14 +190,32 @@ def estimate_operation(operation: DocumentOperation) -> OperationCost:
 @hookimpl
 def transform_documents(operation: DocumentOperation, documents: Sequence[Document],
                         context: ApplyContext) -> list[DocumentUpdate]:
+    path = operation.params["path"]
+    converted = _converted(operation, [d.get(path) for d in documents], context)
+    return [NO_CHANGE if new is NO_CHANGE else DocumentUpdate(set={path: new})
+            for new in converted]
+
+
+@hookimpl
+def transform_columns(operation: DocumentOperation, columns: Mapping[str, Sequence[object]],
+                      context: ApplyContext) -> dict[str, list[object]]:
+    """The same conversion on a batch held as columns (one numpy call per batch)."""
+    path = operation.params["path"]
+    return {path: _converted(operation, columns[path], context)}
+
+
+def _converted(operation: DocumentOperation, values: Sequence[object],
+               context: ApplyContext) -> list[object]:
+    """Each document's converted vector, or NO_CHANGE (no vector, or one of the wrong size,
+    which never indexed: an indexing failure is left as it is)."""
     from rvlm.plugin import QuantizationScheme, convert_bytes_batch, convert_values_batch
 
     p = operation.params
-    path, dims = p["path"], int(p["dims"])
+    dims = int(p["dims"])
     scheme = QuantizationScheme.from_dict(p["scheme"])
-    updates: list[DocumentUpdate] = [NO_CHANGE] * len(documents)
-    if scheme.source_datatype == scheme.target_datatype:
-        return updates
+    out: list[object] = [NO_CHANGE] * len(values)
+    if scheme.source_datatype == scheme.target_datatype or not values:
+        return out
     what = (f"components of {p['field']!r} beyond the {scheme.target_datatype} range, clipped "
             "to its largest value" if scheme.kind == "cast" else
             f"components of {p['field']!r} outside the calibrated {scheme.target_datatype} "
@@ -206,29 +224,23 @@ def transform_documents(operation: DocumentOperation, documents: Sequence[Docume
     def on_clip(n: int) -> None:
         context.tally(what, n)
 
-    picked: list[int] = []
     if p["storage_type"] == "json":
-        values = []
-        for i, d in enumerate(documents):
-            v = d.get(path)
-            if isinstance(v, list) and len(v) == dims:
-                picked.append(i)
-                values.append(v)
-        converted: Sequence[object] = convert_values_batch(values, dims, scheme,
-                                                           on_clip=on_clip) if values else []
+        picked = [i for i, v in enumerate(values) if isinstance(v, list) and len(v) == dims]
+        vectors = [values[i] for i in picked]
+        converted: Sequence[object] = convert_values_batch(
+            vectors, dims, scheme, on_clip=on_clip) if vectors else []  # type: ignore[arg-type]
     else:
         size = dims * DATATYPE_WIDTH[scheme.source_datatype]
-        raws = [d.get(path) for d in documents]
-        # A vector of the wrong length never indexed (an indexing failure): leave it.
-        if all(type(v) is bytes and len(v) == size for v in raws):
-            converted = convert_bytes_batch(raws, dims, scheme, on_clip=on_clip) if raws else []
-            return [DocumentUpdate(set={path: new}) for new in converted]
-        picked = [i for i, v in enumerate(raws) if isinstance(v, bytes) and len(v) == size]
-        raws = [raws[i] for i in picked]
-        converted = convert_bytes_batch(raws, dims, scheme, on_clip=on_clip) if raws else []
+        if all(type(v) is bytes and len(v) == size for v in values):
+            return list(convert_bytes_batch(values, dims, scheme,  # type: ignore[arg-type]
+                                            on_clip=on_clip))
+        picked = [i for i, v in enumerate(values) if isinstance(v, bytes) and len(v) == size]
+        raws = [values[i] for i in picked]
+        converted = convert_bytes_batch(raws, dims, scheme,  # type: ignore[arg-type]
+                                        on_clip=on_clip) if raws else []
     for i, new in zip(picked, converted, strict=True):
-        updates[i] = DocumentUpdate(set={path: new})
-    return updates
+        out[i] = new
+    return out
 
 
 @hookimpl

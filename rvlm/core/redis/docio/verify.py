@@ -43,7 +43,8 @@ from rvlm.core.storage.backup.records import BackupRecord, Written, WrittenRef
 
 DIGEST_SIZE = 8
 _LEN = struct.Struct("<I")
-_ABSENT = b"\xff\xff\xff\xff"
+#: what the digest takes for a name a write deletes (in place of a length-prefixed value)
+ABSENT = b"\xff\xff\xff\xff"
 
 
 def _digest(parts: Iterable[bytes | None]) -> bytes:
@@ -51,7 +52,7 @@ def _digest(parts: Iterable[bytes | None]) -> bytes:
     update = h.update
     for p in parts:
         if p is None:
-            update(_ABSENT)
+            update(ABSENT)
         else:
             update(_LEN.pack(len(p)))
             update(p)
@@ -365,7 +366,7 @@ def _check_hash_fields(client: redis.Redis, refs: Sequence[WrittenRef], picked: 
                 if head is None:
                     head = heads[name] = pack(len(name)) + name
                 parts.append(head)
-                parts.append(_ABSENT if v is None else pack(len(v)) + v)
+                parts.append(ABSENT if v is None else pack(len(v)) + v)
             stream = b"".join(parts)
         if sha1(stream).digest()[:DIGEST_SIZE] == written.digest:
             out[i] = OK
@@ -405,5 +406,5 @@ def originals_match(client: redis.Redis, records: Sequence[BackupRecord],
     return [g is not None and g == e for g, e in zip(got, expected, strict=True)]
 
 
-__all__ = ["CHANGED", "DIGEST_SIZE", "GONE", "OK", "UNCHECKED", "Target", "canonical_json",
-           "check_written", "live_digests", "originals_match", "written_of"]
+__all__ = ["ABSENT", "CHANGED", "DIGEST_SIZE", "GONE", "OK", "UNCHECKED", "Target",
+           "canonical_json", "check_written", "live_digests", "originals_match", "written_of"]

@@ -341,8 +341,9 @@ def decode_written(payload: bytes, count: int) -> list[WrittenRef]:
     return _parsed(_decode_written, payload, count)
 
 
-def _trusted_written(digest: bytes, names: tuple[bytes, ...]) -> Written:
-    """A :class:`Written` from a checksummed frame, without the validators (the hot path)."""
+def trusted_written(digest: bytes, names: tuple[bytes, ...]) -> Written:
+    """A :class:`Written` without the validators, for the hot paths: from a checksummed frame,
+    or from the executor, which computed an 8-byte digest over byte names itself."""
     w = object.__new__(Written)
     object.__setattr__(w, "digest", digest)
     object.__setattr__(w, "names", names)
@@ -388,7 +389,7 @@ def _decode_written(payload: bytes, count: int) -> list[WrittenRef]:
                     p += name_len
                 names = tuple(found)
                 last_block, last_names = payload[start:p], names
-            written = _trusted_written(digest, names)
+            written = trusted_written(digest, names)
         for _ in range(nfields):
             name_len, value_len = field_unpack(payload, p)
             p += field_size + name_len + (0 if value_len == none_len else value_len)
@@ -401,4 +402,5 @@ def _decode_written(payload: bytes, count: int) -> list[WrittenRef]:
 
 
 __all__ = ["MAX_ITEM_LEN", "BackupRecord", "FieldOriginal", "RawRecord", "Written", "WrittenRef",
-           "decode_records", "decode_written", "encode_records", "raw_record"]
+           "decode_records", "decode_written", "encode_records", "raw_record",
+           "trusted_written"]

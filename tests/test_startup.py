@@ -64,11 +64,15 @@ def test_command_table_names_what_each_module_registers() -> None:
 def test_version_loads_no_command_and_no_library(tmp_path: Path) -> None:
     done, modules = _imported(tmp_path, "--version")
     assert done.returncode == 0 and done.stdout.startswith("rvlm ")
-    heavy = _loaded(modules, "redis", "numpy", "rich", "yaml", "cattrs", "pluggy", "attrs",
+    # redis-py not imported (``redis.asyncio`` is only the deferral's placeholder)
+    assert [m for m in _loaded(modules, "redis") if m != "redis.asyncio"] == []
+    heavy = _loaded(modules, "numpy", "rich", "yaml", "cattrs", "pluggy", "attrs",
                     "importlib.metadata", *OTHER_COMMANDS, "rvlm.cli.apply", "rvlm.hookspecs")
     assert heavy == []
-    # of the core only what the CLI's own modules need (the error classes, byte units)
-    assert _loaded(modules, "rvlm.core") == ["rvlm.core", "rvlm.core.errors", "rvlm.core.units"]
+    # of the core only what the CLI's own modules need (the error classes, byte units, the
+    # deferral of redis-py's asyncio client)
+    assert _loaded(modules, "rvlm.core") == ["rvlm.core", "rvlm.core.errors", "rvlm.core.redis",
+                                             "rvlm.core.redis.deferred", "rvlm.core.units"]
 
 
 @pytest.fixture
@@ -118,3 +122,43 @@ def test_apply_reaches_its_first_connection_loading_only_what_it_needs(
         assert _loaded(modules, "numpy") == []
     # the trace covers the plugins: the host loaded them before the connection
     assert "rvlm.plugins.builtin.rename_field" in modules
+
+
+def test_apply_does_not_load_redis_asyncio_client(plans: dict[str, Path], tmp_path: Path) -> None:
+    """redis-py's ``import redis`` imports its asyncio client; the rvlm command defers it
+    (:mod:`rvlm.core.redis.deferred`) to the runs that use it (``apply --async``)."""
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    done, modules = _imported(tmp_path, "apply", "--plan", str(plans["rename"]), "--backup-dir",
+                              str(tmp_path / "backup"), "--url", closed, "--yes")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "redis" in modules  # it did get as far as the client
+    assert _loaded(modules, "redis.asyncio.client", "redis.asyncio.cluster",
+                   "redis.asyncio.connection", "redis.asyncio.sentinel") == []
+
+
+@pytest.mark.parametrize("first", [None, "redis.asyncio.cluster", "redis.asyncio.client",
+                                   "redis.asyncio.connection"])
+def test_deferred_redis_asyncio_is_redis_asyncio(first: str | None) -> None:
+    """Whatever a program touches first (the package's names, or one of its submodules), the
+    deferred ``redis.asyncio`` is the real one afterwards."""
+    code = f"""
+import importlib, sys
+from rvlm.core.redis.deferred import defer_redis_asyncio
+assert defer_redis_asyncio()
+import redis
+assert "redis.asyncio.client" not in sys.modules
+first = {first!r}
+if first:
+    importlib.import_module(first)
+import redis.asyncio as aioredis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import RedisCluster as Cluster
+assert aioredis.Redis is Redis is redis.asyncio.Redis is sys.modules["redis.asyncio"].Redis
+assert RedisCluster is Cluster
+assert Redis.__module__ == "redis.asyncio.client"
+assert not defer_redis_asyncio()  # redis is imported: nothing to do
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

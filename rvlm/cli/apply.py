@@ -234,10 +234,9 @@ def _online_options(copies: bool, *, follow: bool, finalize: bool, max_load: str
                     critical_load: str | None, max_lag_millis: float | None,
                     throttle_replicas: str | None, postpone: Path | None,
                     status_every: float) -> Any:
-    """The OnlineOptions of the command line (refused for a plan that copies nothing)."""
+    """The OnlineOptions of the command line (refused for a plan that copies nothing; None
+    for such a plan, whose run does not load the online modules)."""
     from rvlm.core.errors import RvlmError
-    from rvlm.core.migrate.online.options import OnlineOptions
-    from rvlm.core.migrate.online.throttle import parse_thresholds
 
     asked = [name for name, value in (
         ("--follow", follow), ("--finalize", finalize), ("--max-load", max_load),
@@ -247,6 +246,11 @@ def _online_options(copies: bool, *, follow: bool, finalize: bool, max_load: str
     if asked and not copies:
         raise RvlmError(f"{asked[0]} is for online plans that copy documents to a new prefix; "
                         "this plan does not")
+    if not copies:
+        return None
+    from rvlm.core.migrate.online.options import OnlineOptions
+    from rvlm.core.migrate.online.throttle import parse_thresholds
+
     replicas = (tuple(r.strip() for r in throttle_replicas.split(",") if r.strip())
                 if throttle_replicas else None)
     return OnlineOptions(

@@ -315,4 +315,7 @@ def root(
 
 
 def main() -> None:
+    from rvlm.core.redis.deferred import defer_redis_asyncio
+
+    defer_redis_asyncio()  # only --async uses redis-py's asyncio client: loaded then
     app()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.backup_dir import (
@@ -30,8 +30,6 @@ from rvlm.core.migrate.backup_dir import (
     prepare_backup_dir,
 )
 from rvlm.core.migrate.drop_recreate import execute_drop_recreate
-from rvlm.core.migrate.online.executor import execute_online
-from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.migrate.plan import DROP_RECREATE, ONLINE, Plan
 from rvlm.core.migrate.report import MigrationReport, Timings
 from rvlm.core.migrate.rollback import rollback
@@ -40,6 +38,17 @@ from rvlm.core.plugins.host import host_with
 from rvlm.core.quality.answers import ANSWERS_NAME
 from rvlm.core.quality.gate import QualityOptions
 from rvlm.core.redis.lock import hold_locks, lock_owner
+
+if TYPE_CHECKING:
+    from rvlm.core.migrate.online.options import OnlineOptions
+
+def execute_online(run: Run) -> MigrationReport:
+    """The online executor (:func:`rvlm.core.migrate.online.executor.execute_online`), its
+    modules loaded by the runs that use them."""
+    from rvlm.core.migrate.online.executor import execute_online as execute
+
+    return execute(run)
+
 
 #: The executor of each plan mode; each gets a Run with the index locks held.
 EXECUTORS: dict[str, Callable[[Run], MigrationReport]] = {

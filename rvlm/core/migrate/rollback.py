@@ -21,7 +21,6 @@ import redis
 from rvlm.core.errors import MigrationFailed
 from rvlm.core.migrate.aliases import restore_aliases
 from rvlm.core.migrate.backup_dir import backup_dir_for, load_backup_plan
-from rvlm.core.migrate.online.executor import rollback_online
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.report import MigrationReport, Timer, Timings
 from rvlm.core.migrate.validate import validate_source
@@ -90,6 +89,8 @@ def rollback(
                 report.validation = validate_source(client, plan)
                 return report.finish(report.validation.passed)
             if plan.online:  # nothing was dropped before the alias moved
+                from rvlm.core.migrate.online.executor import rollback_online
+
                 return rollback_online(client, directory, plan, state, report, timer, journal,
                                        index_timeout, progress=progress)
             dropped = state.reached("dropped") or (

@@ -23,6 +23,15 @@ subscriber never reconnects. It marks itself *lost* (:attr:`Subscriber.lost`, an
 handed to the sink (a ``PING`` on the pub/sub connection is answered in order with the
 messages), which is what "the backlog is empty" needs to mean at a cut-over.
 
+A *marker* channel (``marker``, optional) lets a writer take its own events out of the
+backlog exactly: a script that deletes a key and then publishes the key's name on the
+marker channel puts its ``del`` event and the marker next to each other in this connection's
+stream (a script runs atomically, and the server queues both in execution order), so
+forgetting the key's entry when the marker arrives forgets the script's event and every one
+before it, never a later client's (``rvlm finalize``'s deletes,
+:mod:`rvlm.core.migrate.online.finalize`). A cluster broadcasts a ``PUBLISH`` to every node, so
+markers are exact on one server only.
+
 The connection is named :data:`CLIENT_NAME` (``CLIENT LIST`` shows it; tests kill it by name).
 """
 
@@ -93,7 +102,7 @@ class Subscriber:
     def __init__(self, client: redis.Redis, prefixes: Sequence[bytes | str], sink: PendingKeys,
                  *, node: str = "", ping_interval: float = 1.0, ping_timeout: float = 10.0,
                  watch: Callable[[], str | None] | None = None,
-                 watch_interval: float = 2.0) -> None:
+                 watch_interval: float = 2.0, marker: bytes | None = None) -> None:
         if not prefixes:
             raise ValueError("change capture needs at least one prefix")
         self.db = _db_of(client)
@@ -103,6 +112,9 @@ class Subscriber:
         self.patterns = list(dict.fromkeys(
             self.channel + escape_pattern(p.encode() if isinstance(p, str) else bytes(p)) + b"*"
             for p in prefixes))
+        #: a channel whose messages name a key whose entry to forget (see the module docstring)
+        self.marker = marker
+        self._subscribed = self.patterns + ([escape_pattern(marker)] if marker else [])
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.watch = watch
@@ -126,9 +138,9 @@ class Subscriber:
         a thread. Raises :class:`CaptureLost` if the server does not confirm in time."""
         try:
             self._pubsub = self._client.pubsub()
-            self._pubsub.psubscribe(*self.patterns)
+            self._pubsub.psubscribe(*self._subscribed)
             deadline = time.monotonic() + timeout
-            while self._confirmed < len(self.patterns):
+            while self._confirmed < len(self._subscribed):
                 if time.monotonic() > deadline:
                     raise CaptureLost(f"change capture{self._on()}: the server did not confirm "
                                       f"the subscription within {timeout:.0f}s")
@@ -205,9 +217,12 @@ class Subscriber:
             if channel.startswith(self.channel):
                 self.received += 1
                 self.sink.add(bytes(channel[len(self.channel):]), now)
+            elif self.marker is not None and channel == self.marker:
+                data = msg.get("data")
+                self.sink.discard([data if isinstance(data, bytes) else str(data).encode()])
         elif kind == "psubscribe":
             self._confirmed += 1
-            if self._confirmed > len(self.patterns):
+            if self._confirmed > len(self._subscribed):
                 self._lose("the connection was re-established and subscribed again")
         elif kind == "pong":
             data = msg.get("data")

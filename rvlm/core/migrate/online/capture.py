@@ -114,6 +114,11 @@ def cluster_advice(nodes: NodeClients, needed: str) -> str:
             f"(a promoted replica must go on notifying): {describe(list(nodes.clients))}")
 
 
+def marker_channel(plan: Plan, directory: Path) -> bytes:
+    """The run's marker channel (:class:`~rvlm.core.redis.capture.Subscriber`)."""
+    return f"rvlm:marker:{run_id(plan, directory)}".encode()
+
+
 class CaptureSession:
     """See the module docstring."""
 
@@ -200,9 +205,11 @@ class CaptureSession:
                                    max_keys=self.options.backlog_memory_keys)
         prefixes = list(self.run.plan.source_schema.index.prefix)
         nodes = self.cluster.primaries() if self.cluster is not None else [("", client)]
+        # finalize's marker channel: exact on one server only (a cluster broadcasts PUBLISH)
+        marker = marker_channel(self.run.plan, self.run.dir) if self.cluster is None else None
         for address, node in nodes:
             sub = Subscriber(node, prefixes, self.pending, node=address,
-                             watch=self._watch(node))
+                             watch=self._watch(node), marker=marker)
             self.subscribers.append(sub)
             sub.start()
         self.check_topology()  # a failover between reading the topology and subscribing

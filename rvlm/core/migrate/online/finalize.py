@@ -10,10 +10,16 @@ In passes until a pass finds no source key (at most ``max_passes``):
    (so a write made after forwarding stopped is not lost); back up the originals (replaced
    records: every field or the JSON text, and the TTL), fsynced; journal ``batch_started``;
    delete each key *only if its digest is unchanged* (Lua); journal ``batch_done``;
-3. behind a capture barrier, forget the events of the keys this batch deleted (they are no
-   longer in the source, and their targets must stay), carry over any other change (a key
-   already gone when the batch read it keeps its events: a client's delete reaches its
-   target).
+3. behind a capture barrier, carry over every other change: the delete script's own event is
+   forgotten exactly (it publishes the key on the run's marker channel right after its
+   ``DEL``, atomically, and the subscriber forgets the key's entry when the marker arrives:
+   :class:`~rvlm.core.redis.capture.Subscriber`), so a client that recreates the key, or
+   recreates and deletes it again, right after finalize deleted it has its change carried
+   over (the target then holds the new value, or is deleted), while finalize's own delete
+   leaves the target alone. A key already gone when the batch read it keeps its events: a
+   client's delete reaches its target. (On a cluster, where a ``PUBLISH`` goes to every
+   node, the events of a deleted key that is gone at a check after the barrier are
+   forgotten instead: a recreate-and-delete inside that window leaves the copy.)
 
 A key written between its read and its delete is not deleted (its digest changed): the next
 pass reads, carries over and deletes it. Keys still being written after the last pass are left
@@ -74,10 +80,15 @@ end
 return {t, v, redis.call('PTTL', KEYS[1]), redis.call('PEXPIRETIME', KEYS[1]),
         redis.sha1hex(redis.call('DUMP', KEYS[1]))}
 """
-#: KEYS[1], ARGV[1] a digest: delete the key only if its serialized value still has it.
+#: KEYS[1], ARGV[1] a digest: delete the key only if its serialized value still has it; then
+#: publish its name on the marker channel ARGV[2] when given (see :class:`Finalizer`).
 _DELETE = """
 local d = redis.call('DUMP', KEYS[1])
-if d and redis.sha1hex(d) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if d and redis.sha1hex(d) == ARGV[1] then
+  local n = redis.call('DEL', KEYS[1])
+  if ARGV[2] then redis.call('PUBLISH', ARGV[2], KEYS[1]) end
+  return n
+end
 return 0
 """
 _SCAN_COUNT = 1000
@@ -192,6 +203,14 @@ class Finalizer:
             digests[k] = bytes(digest)
         return out, digests
 
+    def _marker(self) -> list[bytes]:
+        """``[channel]`` when the delete script can mark its own events (one subscriber, on
+        one server), else ``[]``."""
+        subs = self.engine.subscribers
+        if len(subs) == 1 and subs[0].marker is not None and not subs[0].node:
+            return [subs[0].marker]
+        return []
+
     def _records(self, sources: Sources) -> list[RawRecord]:
         """Replaced records of whole documents; the TTL field holds the *absolute* expiry
         in ms (``ttl: absolute`` in the ``finalizing`` phase), so a rollback restores the
@@ -260,7 +279,8 @@ class Finalizer:
         self.fault("finalize_backup", b)
         self.journal.append("batch_started", batch=b)
         present = [d.key for d in sources.docs]
-        replies = self.scripts.call(_DELETE, [(k, [digests[k]]) for k in present])
+        marker = self._marker()
+        replies = self.scripts.call(_DELETE, [(k, [digests[k], *marker]) for k in present])
         deleted = [k for k, r in zip(present, replies, strict=True) if to_int(r)]
         self.fault("finalize_delete", b)
         self.journal.append("batch_done", sync=False, batch=b, docs=len(deleted))
@@ -271,7 +291,9 @@ class Finalizer:
         for sub in engine.subscribers:
             sub.barrier()
         engine.pending.covered(found, t_read)
-        if deleted:
+        if deleted and not marker:
+            # no marker (a cluster): a key recreated and deleted again by a client between
+            # the delete and this check keeps its pre-finalize copy (a narrow window)
             exists = wire.execute(self.client, [(b"EXISTS", k) for k in deleted])
             engine.pending.discard(k for k, e in zip(deleted, exists, strict=True)
                                    if not to_int(e))

@@ -54,6 +54,7 @@ from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.transform import transform_batch
 from rvlm.core.migrate.validate import comparable, schema_diff
 from rvlm.core.migrate.verify import (
+    WrittenLog,
     remember_backup_dir,
     rewritten_entry,
     verifies,
@@ -135,6 +136,8 @@ class DropRecreate:
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        #: what this process's transform wrote, for the verification pass (bounded)
+        self.written = WrittenLog()
         plan = run.plan
         self.storage = plan.source_schema.storage_type
         self.names = list(dict.fromkeys(n for op in plan.operations
@@ -280,7 +283,8 @@ class DropRecreate:
             with timer.step("verify"):
                 documents = verify_documents(
                     client, plan, run.dir,
-                    progress=lambda done, total: run.progress("verify", done, total))
+                    progress=lambda done, total: run.progress("verify", done, total),
+                    kept=self.written)
         with timer.step("indexing"):
             run.wait_indexed()
         run.phase("indexed", sync=False)
@@ -440,6 +444,7 @@ class DropRecreate:
                 KeyFileReader(run.dir / KEYS_NAME, verify=False) as reader, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvlm-durable") as bg:
             committed = writer.committed_batches()  # backed up by an earlier, crashed run
+            keep = client is run.client  # this process verifies (not a forked worker)
             earlier: BackupReader | None = None
 
             def make_durable(b: int, records: list[RawRecord]) -> dict[str, Any]:
@@ -454,6 +459,8 @@ class DropRecreate:
                 rewritten: dict[str, Any] = {}
                 if b not in backed and b not in committed:
                     writer.append_batch(b, records)
+                    if keep:  # the verification pass need not read it back
+                        self.written.add(b, records)
                 else:
                     if earlier is None:
                         earlier = BackupReader(run.dir, run.plan.fingerprint)

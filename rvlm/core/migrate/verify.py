@@ -134,6 +134,31 @@ def remembered_backup_dir(plan: Plan) -> Path | None:
     return None
 
 
+#: Documents whose record of what was written an apply keeps in memory for its verification
+#: pass (about 250 bytes each): the pass reads the rest back from the backup.
+KEPT_DOCUMENTS = 50_000
+
+
+class WrittenLog:
+    """What an apply's transform wrote, batch by batch, as the verification pass reads it
+    (:data:`~rvlm.core.storage.backup.records.WrittenRef`: key, new key, replaced, written),
+    kept in memory so that the pass does not read those batches back from the backup. Only
+    batches whose backup frame this process wrote (so the two hold the same records), and at
+    most ``limit`` documents in all: memory stays bounded whatever the number of documents."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = KEPT_DOCUMENTS if limit is None else limit
+        self.count = 0
+        self.batches: dict[int, list[WrittenRef]] = {}
+
+    def add(self, batch: int, records: Iterable[tuple[Any, ...]]) -> None:
+        """Keep ``records`` (the batch's backup records, as written) if there is room."""
+        refs = [(r[0], r[1], r[4], r[5] if len(r) > 5 else None) for r in records]
+        if self.count + len(refs) <= self.limit:
+            self.batches[batch] = refs
+            self.count += len(refs)
+
+
 def verifies(plan: Plan) -> bool:
     """Whether a plan's documents are verified: a drop_recreate plan that rewrites some."""
     return plan.mode == DROP_RECREATE and bool(plan.operations)
@@ -141,9 +166,11 @@ def verifies(plan: Plan) -> bool:
 
 def verify_documents(client: redis.Redis, plan: Plan, directory: Path, *,
                      batches: Iterable[int] | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> DocumentsVerified:
+                     progress: Callable[[int, int], None] | None = None,
+                     kept: WrittenLog | None = None) -> DocumentsVerified:
     """Check every record of the backup in ``directory`` (or of ``batches``) against the
-    server. Reads one batch of digests at a time (memory bounded by the batch)."""
+    server. Reads one batch of digests at a time (memory bounded by the batch), from ``kept``
+    where the apply kept that batch in memory (the same records as its backup frame)."""
     started = time.perf_counter()
     reader = BackupReader(directory, plan.fingerprint)
     rewritten = RunState.load(directory).rewritten
@@ -152,7 +179,9 @@ def verify_documents(client: redis.Redis, plan: Plan, directory: Path, *,
     storage = plan.target_schema.storage_type
     out = DocumentsVerified()
     for n, b in enumerate(numbers, 1):
-        refs = written_refs(reader, b, rewritten)
+        mine = kept.batches.get(b) if kept is not None else None
+        refs = mine if mine is not None and b not in rewritten else written_refs(
+            reader, b, rewritten)
         outcomes = check_written(client, refs, storage)
         for ref, outcome in zip(refs, outcomes, strict=True):
             if outcome == UNCHECKED:
@@ -178,5 +207,6 @@ def verify_documents(client: redis.Redis, plan: Plan, directory: Path, *,
     return out
 
 
-__all__ = ["DocumentsVerified", "backup_dirs_file", "remember_backup_dir", "remembered_backup_dir",
-           "rewritten_entry", "verifies", "verify_documents", "written_refs"]
+__all__ = ["KEPT_DOCUMENTS", "DocumentsVerified", "WrittenLog", "backup_dirs_file",
+           "remember_backup_dir", "remembered_backup_dir", "rewritten_entry", "verifies",
+           "verify_documents", "written_refs"]

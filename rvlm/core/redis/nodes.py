@@ -30,6 +30,11 @@ from redis.retry import Retry
 from rvlm.core.redis import routing
 from rvlm.core.redis.topology import ClusterNode, cluster_nodes, slot_of
 
+#: Settings a sync client takes over from an asyncio one.
+_PLAIN = frozenset({"username", "password", "credential_provider", "db", "protocol",
+                    "socket_timeout", "socket_connect_timeout", "encoding", "encoding_errors",
+                    "client_name", "path"})
+
 
 def template(client: Any) -> redis.Redis:
     """A plain client of one node of ``client``'s cluster (its settings are the template for
@@ -46,6 +51,12 @@ def client_for(base: redis.Redis, address: str, *, name: str | None = None,
     protocol, db); ``name`` sets its client name, ``retry=False`` makes it never reconnect on
     its own, ``timeout`` bounds its socket operations."""
     kwargs: dict[str, Any] = dict(base.connection_pool.connection_kwargs)
+    cls = base.connection_pool.connection_class
+    if not issubclass(cls, redis.connection.AbstractConnection):
+        # an asyncio client's settings (the async API's bridge): a sync connection class of
+        # the same kind, and only the plain settings
+        cls = getattr(redis.connection, cls.__name__, redis.connection.Connection)
+        kwargs = {k: v for k, v in kwargs.items() if k in _PLAIN or k.startswith("ssl_")}
     host, _, port = address.rpartition(":")
     kwargs.update(host=host, port=int(port), decode_responses=False)
     kwargs.pop("retry", None)
@@ -57,8 +68,7 @@ def client_for(base: redis.Redis, address: str, *, name: str | None = None,
     if timeout is not None:
         kwargs["socket_timeout"] = timeout
         kwargs["socket_connect_timeout"] = timeout
-    pool = redis.ConnectionPool(connection_class=base.connection_pool.connection_class,
-                                **kwargs)
+    pool = redis.ConnectionPool(connection_class=cls, **kwargs)
     return redis.Redis(connection_pool=pool)
 
 

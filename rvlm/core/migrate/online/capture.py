@@ -249,11 +249,12 @@ class CaptureSession:
 def make_throttler(run: Run, options: OnlineOptions) -> Throttler:
     """The run's throttle, its options checked against the server (before any change); on a
     cluster it reads every primary (and their replicas)."""
-    nodes = None
-    if routing.is_cluster(run.client):
-        nodes = [(a, c) for a, c in routing.primaries(run.client)
-                 if isinstance(c, redis.Redis)] or None
+    view = NodeClients(run.client, name="rvlm-throttle") if routing.is_cluster(run.client) \
+        else None
     t = Throttler(run.client, max_load=options.max_load, critical_load=options.critical_load,
-                  max_lag_ms=options.max_lag_ms, replicas=options.replicas, nodes=nodes)
+                  max_lag_ms=options.max_lag_ms, replicas=options.replicas,
+                  nodes=view.primaries() if view is not None else None)
+    if view is not None:
+        t.on_close.append(view.close)
     t.validate()
     return t

@@ -27,7 +27,7 @@ from __future__ import annotations
 import collections
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -223,6 +223,8 @@ class Throttler:
             else None
         self._checked_at = float("-inf")
         self._state = ThrottleState()
+        #: called by :meth:`close` (e.g. closing the node clients it was given)
+        self.on_close: list[Callable[[], None]] = []
 
     def _lags(self) -> list[ReplicaLag]:
         if self.explicit is not None:
@@ -290,6 +292,8 @@ class Throttler:
     def close(self) -> None:
         for lag in self.replicas or ():
             lag.close()
+        for fn in self.on_close:
+            fn()
 
 
 def _on_node(info: dict[str, Any], what: str | None) -> str | None:

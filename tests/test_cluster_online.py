@@ -544,31 +544,3 @@ def test_the_throttle_reads_every_primary_and_the_worst_value_counts(
     t.close()
     rc.delete(b"{t3}big")
 
-
-async def test_the_async_api_runs_an_online_copy_on_the_cluster(redis_cluster, cluster_client,
-                                                                tmp_path) -> None:
-    from rvlm.aio import AsyncMigrationExecutor, AsyncMigrationPlanner
-
-    cluster, rc = redis_cluster, cluster_client
-    _notify_off(cluster)
-    load(rc, "hash", 200)
-    rc.execute_command("FT.ALIASADD", ALIAS, "{t1}idx")
-    source = hash_docs(rc, SRC)
-    plan = await AsyncMigrationPlanner(mode="online", alias=ALIAS, target_prefix="{t1}new:"
-                                       ).create_plan("{t1}idx", redis_url=cluster.url,
-                                                     schema_patch={"version": 1,
-                                                                   "changes": RENAME_QUANTIZE})
-    assert plan.supported, plan.blocked_reasons
-    executor = AsyncMigrationExecutor()
-    report = await executor.apply(plan, redis_url=cluster.url, backup_dir=tmp_path / "b",
-                                  online=OnlineOptions(max_load={"used_memory": 64 * 1024 ** 3},
-                                                       finalize=True))
-    assert report.succeeded, report.to_yaml()
-    assert points_at(rc, ALIAS) == "{t1}idx_v2" and not hash_docs(rc, SRC)
-    targets = hash_docs(rc, DST)
-    for k, (fields, expiry) in source.items():
-        assert targets[DST + k[len(SRC):]] == (transformed(fields), expiry)
-    back = await executor.rollback(tmp_path / "b", redis_url=cluster.url)
-    assert back.succeeded, back.to_yaml()
-    assert hash_docs(rc, SRC) == source and points_at(rc, ALIAS) == "{t1}idx"
-    assert set(_settings(cluster)) == {""}

@@ -2,8 +2,8 @@
 
 Only typer is imported at start-up, and only the module of the command the command line names
 (:data:`COMMANDS`): ``rvlm apply ...`` imports :mod:`rvlm.cli.apply` and builds the options of
-its four commands, not those of the other fifteen; ``rvlm --help`` and a command line naming no
-known command load them all. Every command imports what it needs when it runs.
+``apply`` alone, not those of the other eighteen commands; ``rvlm --help`` and a command line
+naming no known command load them all. Every command imports what it needs when it runs.
 
 The output options (``-q``, ``-v``, ``--debug``, ``--color/--no-color``) are accepted before
 the command (``rvlm -q apply ...``) and after it (``rvlm apply ... -q``): :class:`RvlmGroup`
@@ -225,9 +225,10 @@ def _nothing() -> None:
     """The callback of a module's throw-away app (so that Typer builds a group of it)."""
 
 
-def commands_of(module_name: str) -> dict[str, Any]:
-    """The click commands (and groups) that the module ``module_name`` registers, by name;
-    none for a module that is not installed (an optional part of the CLI)."""
+def commands_of(module_name: str, only: str | None = None) -> dict[str, Any]:
+    """The click commands (and groups) that the module ``module_name`` registers, by name
+    (``only``: just that one, the others' options are not built); none for a module that is
+    not installed (an optional part of the CLI)."""
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -237,6 +238,12 @@ def commands_of(module_name: str) -> dict[str, Any]:
     sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     sub.callback()(_nothing)  # a group even for a module with one command
     module.register(sub)
+    if only is not None:
+        sub.registered_commands = [
+            c for c in sub.registered_commands
+            if (c.name or typer.main.get_command_name(getattr(c.callback, "__name__", "")))
+            == only]
+        sub.registered_groups = [g for g in sub.registered_groups if g.name == only]
     return dict(typer.main.get_command(sub).commands)  # type: ignore[attr-defined]
 
 
@@ -251,13 +258,15 @@ class LazyCommands(MutableMapping[str, Any]):
         self._adopt = adopt
         self._loaded: set[str] = set()
 
-    def _load(self, module_name: str) -> None:
+    def _load(self, module_name: str, only: str | None = None) -> None:
         if module_name in self._loaded:
             return
-        self._loaded.add(module_name)
-        for name, command in commands_of(module_name).items():
-            self._adopt(command)
-            self._commands.setdefault(name, command)
+        if only is None:
+            self._loaded.add(module_name)
+        for name, command in commands_of(module_name, only).items():
+            if name not in self._commands:
+                self._adopt(command)
+                self._commands[name] = command
 
     def load_all(self) -> None:
         for module_name in COMMAND_MODULES:
@@ -268,8 +277,8 @@ class LazyCommands(MutableMapping[str, Any]):
             module_name = COMMANDS.get(name)
             if module_name is None:
                 self.load_all()
-            else:
-                self._load(module_name)
+            else:  # the command line's command alone (rvlm apply: not validate's options)
+                self._load(module_name, only=name)
         return self._commands[name]
 
     def __setitem__(self, name: str, command: Any) -> None:

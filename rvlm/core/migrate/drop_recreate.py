@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -546,6 +544,9 @@ class DropRecreate:
         held that stops the others, as a shared ``multiprocessing.Queue``'s write lock would.
         A worker is over when its pipe reaches end of file, however it ended.
         """
+        import multiprocessing  # here: a run with one worker does not load it
+        import multiprocessing.connection
+
         run = self.run
         mp = multiprocessing.get_context("fork")
         pipes = [mp.Pipe(duplex=False) for _ in range(workers)]  # (reader, writer) each

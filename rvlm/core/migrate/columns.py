@@ -63,6 +63,7 @@ def transform_columns_batch(
     cols: dict[str, list[Any]] = {}  # every name an operation wrote: its current values
     touched: dict[str, None] = {}  # those names, in the order first written
     keys = [d.key for d in docs]
+    tallies = dict(ctx.tallies)  # put back if a plugin hands the batch back
     for op in plan.operations:
         names = list(dict.fromkeys((*op.reads, *op.writes)))
         if names:
@@ -72,7 +73,9 @@ def transform_columns_batch(
                 given[name] = col if col is not None else [v.get(name, MISSING)
                                                           for v in originals]
             new = host.transform_columns(op, given, size, ctx)
-            if new is None:
+            if new is None:  # (what earlier operations counted is counted again there)
+                ctx.tallies.clear()
+                ctx.tallies.update(tallies)
                 return None
             for name, column in new.items():
                 cur = given[name]  # (writes are in names)

@@ -445,6 +445,16 @@ class DropRecreate:
             keep = client is run.client  # this process verifies (not a forked worker)
             earlier: BackupReader | None = None
 
+            sync_failed: list[OSError] = []
+
+            def sync_journal() -> None:
+                # a failed fsync of the journal is raised with the next batch (or at the end):
+                # nothing depends on it yet, but the disk is failing
+                try:
+                    journal.sync()
+                except OSError as exc:
+                    sync_failed.append(exc)
+
             def make_durable(b: int, records: list[RawRecord]) -> dict[str, Any]:
                 # the backup fsynced (the batch's one durable point), then batch_started
                 # journaled: only after both may a key of the batch be written. The journal's
@@ -454,6 +464,8 @@ class DropRecreate:
                 # attempt keeps that backup (its originals); what this attempt writes that
                 # differs from its records is returned, for batch_done to say.
                 nonlocal earlier
+                if sync_failed:
+                    raise sync_failed[0]
                 rewritten: dict[str, Any] = {}
                 if b not in backed and b not in committed:
                     writer.append_batch(b, records)
@@ -520,10 +532,13 @@ class DropRecreate:
                         writes, records = transform_batch(run.host, run.plan, ctx, docs)
                         settle()  # b-1 written and journaled done before b is backed up
                         durable = bg.submit(make_durable, b, records)
-                        bg.submit(journal.sync)  # off the critical path (see make_durable)
+                        bg.submit(sync_journal)  # off the critical path (make_durable)
                         in_flight = (out.submit(finish, n, b, writes, durable) if overlap
                                      else (n, b, writes, durable))
                     settle()
+                    bg.submit(lambda: None).result()  # the last journal sync ended
+                    if sync_failed:
+                        raise sync_failed[0]
                     for what, count in ctx.tallies.items():  # what plugins counted
                         stats[TALLY + what] = stats.get(TALLY + what, 0) + count
                     ctx.tallies.clear()

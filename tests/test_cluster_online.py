@@ -544,3 +544,85 @@ def test_the_throttle_reads_every_primary_and_the_worst_value_counts(
     t.close()
     rc.delete(b"{t3}big")
 
+
+
+def test_refused_config_names_every_node_and_a_configured_cluster_runs(
+        redis_cluster, cluster_client, tmp_path) -> None:
+    """A user without CONFIG (as on managed services): the plan and apply say which
+    ``notify-keyspace-events`` to set, naming every node; once an operator set it on every node,
+    the probes (one throw-away key on each primary) pass and the run goes through."""
+    from rvlm.core.errors import RvlmError
+
+    cluster, rc = redis_cluster, cluster_client
+    _notify_off(cluster)
+    load(rc, "hash", 200)
+    rc.execute_command("FT.ALIASADD", ALIAS, "{t1}idx")
+    user = "limited"
+    admins = node_clients(cluster)
+    try:
+        for c in admins:  # ACLs are per node
+            c.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all",
+                              "-config")
+        url = f"redis://{user}:pw@127.0.0.1:{cluster.nodes[0].port}"
+        nodes = [f"127.0.0.1:{n.port}" for n in cluster.nodes if n.running()]
+        plan = plan_online(url)
+        assert plan.supported, plan.blocked_reasons
+        [said] = [w for w in plan.all_warnings() if "CONFIG is refused" in w]
+        assert "notify-keyspace-events to 'Kg$hxe'" in said
+        assert all(a in said for a in nodes), said
+        with pytest.raises(RvlmError) as refused:
+            _apply(url, plan, tmp_path / "b")
+        assert all(a in str(refused.value) for a in nodes), refused.value
+        assert points_at(rc, ALIAS) == "{t1}idx"
+        for c in admins:
+            c.config_set("notify-keyspace-events", "KA")  # what the operator configures
+        plan = plan_online(url)
+        assert any("already delivers" in w for w in plan.all_warnings()), plan.all_warnings()
+        report = _apply(url, plan, tmp_path / "c")
+        assert report.succeeded, report.to_yaml()
+        assert len(hash_docs(rc, DST)) == 200
+        assert set(_settings(cluster)) == {"AK"}  # not rvlm's to change back
+    finally:
+        for c in admins:
+            c.execute_command("ACL", "DELUSER", user)
+            c.config_set("notify-keyspace-events", "")
+            c.close()
+
+
+@pytest.mark.parametrize("fault,serving", [("online_copy:2", "{t1}idx"),
+                                           ("online_after_alias", "{t1}idx_v2")])
+def test_killed_mid_run_then_the_same_command_finishes(redis_cluster, cluster_client, tmp_path,
+                                                       fault, serving) -> None:
+    """The process dies (``os._exit`` at a fault point) mid-copy or right after the alias
+    moved; a source write lands while nothing captures; the same command finishes with every
+    copy exact and the setting put back on every node."""
+    import os
+    import subprocess
+    import sys
+
+    cluster, rc = redis_cluster, cluster_client
+    _notify_off(cluster)
+    load(rc, "hash", 300)
+    rc.execute_command("FT.ALIASADD", ALIAS, "{t1}idx")
+    plan = plan_online(cluster.url)
+    plan.write(tmp_path / "plan.yaml")
+    driver = str(Path(__file__).with_name("online_helpers.py"))
+    args = [sys.executable, driver, "apply", cluster.url, str(tmp_path / "plan.yaml"),
+            str(tmp_path / "b")]
+    env = {k: v for k, v in os.environ.items() if k != "RVLM_FAULT"}
+    crashed = subprocess.run(args, env={**env, "RVLM_FAULT": fault}, capture_output=True,
+                             text=True, timeout=180, check=False)
+    assert crashed.returncode == 137, crashed.stdout + crashed.stderr
+    assert points_at(rc, ALIAS) == serving
+    rc.hset(SRC + b"5", "title", "hello written while rvlm was dead")
+    rc.delete(SRC + b"6")
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=180,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert points_at(rc, ALIAS) == "{t1}idx_v2"
+    sources, targets = hash_docs(rc, SRC), hash_docs(rc, DST)
+    assert len(sources) == 299 and set(targets) == {DST + k[len(SRC):] for k in sources}
+    for k, (fields, expiry) in sources.items():
+        assert targets[DST + k[len(SRC):]] == (transformed(fields), expiry)
+    assert targets[DST + b"5"][0][b"headline"] == b"hello written while rvlm was dead"
+    assert set(_settings(cluster)) == {""}

@@ -626,3 +626,80 @@ def test_killed_mid_run_then_the_same_command_finishes(redis_cluster, cluster_cl
         assert targets[DST + k[len(SRC):]] == (transformed(fields), expiry)
     assert targets[DST + b"5"][0][b"headline"] == b"hello written while rvlm was dead"
     assert set(_settings(cluster)) == {""}
+
+
+def test_a_slot_migration_is_refused_before_the_start_and_before_the_cut_over(
+        redis_cluster, cluster_client, tmp_path) -> None:
+    """A resharding in progress: apply does not start; one that begins during the copy stops
+    the run before the alias moves (an index does not move with its slot), the source
+    serving; once it is over, the same command finishes."""
+    from rvlm.core.errors import RvlmError
+    from rvlm.core.redis.topology import slot_of
+
+    cluster, rc = redis_cluster, cluster_client
+    _notify_off(cluster)
+    load(rc, "hash", 600)
+    rc.execute_command("FT.ALIASADD", ALIAS, "{t1}idx")
+    plan = plan_online(cluster.url)
+    slot = slot_of("{t9}x")  # a slot of another tag: still a resharding of the cluster
+    owner = cluster.owner_of("{t9}x")
+    other = next(p for p in cluster.primary_servers() if p.port != owner.port)
+    cluster.begin_slot_migration(slot, other.port)
+    try:
+        with pytest.raises(RvlmError, match="a slot migration is in progress"):
+            _apply(cluster.url, plan, tmp_path / "b")
+    finally:
+        cluster.cancel_slot_migration(slot)
+    begun: list[int] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "transform" and not begun:
+            cluster.begin_slot_migration(slot, other.port)
+            begun.append(slot)
+
+    try:
+        first = _apply(cluster.url, plan, tmp_path / "b", progress=progress)
+        assert begun and not first.succeeded, first.to_yaml()
+        assert "a slot migration is in progress" in first.error, first.error
+        assert points_at(rc, ALIAS) == "{t1}idx"  # the alias did not move
+        assert any("keeps serving" in a for a in first.manual_actions)
+    finally:
+        cluster.cancel_slot_migration(slot)
+    second = _apply(cluster.url, plan, tmp_path / "b")
+    assert second.succeeded, second.to_yaml()
+    assert points_at(rc, ALIAS) == "{t1}idx_v2"
+    sources, targets = hash_docs(rc, SRC), hash_docs(rc, DST)
+    for k, (fields, expiry) in sources.items():
+        assert targets[DST + k[len(SRC):]] == (transformed(fields), expiry)
+    assert set(_settings(cluster)) == {""}
+
+
+def test_the_command_line_on_the_cluster(redis_cluster, cluster_client, tmp_path) -> None:
+    """``rvlm plan --mode online`` then ``rvlm apply --critical-load`` / ``--max-load`` and
+    ``rvlm finalize`` from any node's URL, in fresh processes."""
+    from cluster_data import cli, write_patch
+
+    cluster, rc = redis_cluster, cluster_client
+    _notify_off(cluster)
+    load(rc, "hash", 200)
+    rc.execute_command("FT.ALIASADD", ALIAS, "{t1}idx")
+    url = cluster.urls[2]
+    patch = write_patch(tmp_path / "patch.yaml", RENAME_QUANTIZE)
+    res = cli("plan", "--index", "{t1}idx", "--schema-patch", str(patch), "--mode", "online",
+              "--alias", ALIAS, "--target-prefix", "{t1}new:", "--url", url, "--plan-out",
+              str(tmp_path / "plan.yaml"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    apply = ["apply", "--plan", str(tmp_path / "plan.yaml"), "--backup-dir",
+             str(tmp_path / "b"), "--url", url, "--accept-data-loss", "-y"]
+    res = cli(*apply, "--critical-load", "connected_clients=1")
+    assert res.returncode == 1, res.stdout + res.stderr
+    out = " ".join((res.stdout + res.stderr).split())
+    assert "critical-load reached (connected_clients=" in out and " on 127.0.0.1:" in out, out
+    assert points_at(rc, ALIAS) == "{t1}idx"
+    res = cli(*apply, "--max-load", "used_memory=100gb")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert points_at(rc, ALIAS) == "{t1}idx_v2"
+    res = cli("finalize", "--backup-dir", str(tmp_path / "b"), "--url", url)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not hash_docs(rc, SRC) and len(hash_docs(rc, DST)) == 200
+    assert set(_settings(cluster)) == {""}

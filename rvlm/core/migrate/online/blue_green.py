@@ -420,7 +420,12 @@ class _BlueGreen:
             engine.drain()
             if self.capture is not None:  # a cluster: the primaries are those subscribed
                 self.capture.check_topology()
-            self.run.check_cluster()  # no slot migration began during the copy
+            try:
+                self.run.check_cluster()  # no slot migration began during the copy
+            except MigrationFailed:
+                raise
+            except RvlmError as exc:  # the run stops here, the source serving
+                raise MigrationFailed(str(exc)) from None
             check_aliases(client, plan, allowed=(plan.target_index,))
             move_aliases(client, plan.aliases, plan.target_index)
             engine.serving = True

@@ -13,7 +13,7 @@ A server with ``maxmemory`` set that cannot hold ``used_memory`` plus that is re
 and again at apply time (past ``maxmemory`` the server evicts keys or refuses writes, the
 applications' included).
 
-On a Redis Cluster the memory is that of the primary owning the source prefix's hash tag
+On a Redis Cluster the memory is that of the primary owning the target prefix's hash tag
 (every copy lands there), or, for a prefix without a tag, the sums over every primary.
 """
 

@@ -34,6 +34,7 @@ HELPER = Path(__file__).with_name("test_apply_helpers.py")
 PATCHES: dict[str, dict[str, Any]] = {
     "rename": {"rename_fields": [{"old_name": "t", "new_name": "title"}]},
     "quantize": {"update_fields": [{"name": "v", "attrs": {"datatype": "float16"}}]},
+    "prefix": {"index": {"prefix": "item:"}},
     "rename_quantize_prefix": {
         "rename_fields": [{"old_name": "t", "new_name": "title"}],
         "update_fields": [{"name": "v", "attrs": {"datatype": "float16"}}],

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from rvlm.cli.output import console as stdout_console
@@ -109,6 +108,8 @@ def print_plan(plan: Plan, path: Path | None = None, console: Console | None = N
     for line in schema_diff_lines(plan):
         print_wrapped(out, "  ", line)
     out.print("[bold]Changes[/bold]")
+    from rich.table import Table  # here: the report at the end of an apply needs no table
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column("")
     table.add_column("change")
@@ -193,6 +194,8 @@ def seconds_text(value: float) -> str:
 
 
 def print_estimate(result: dict[str, Any], console: Console | None = None) -> None:
+    from rich.table import Table
+
     out = console or stdout_console(data=True)
     table = Table(show_header=False, box=None)
     table.add_column("what", style="bold")

@@ -180,7 +180,8 @@ class Memory(threading.Thread):
             time.sleep(0.2)
 
 
-def _run_rvlm(url: str, mode: str, backup: str, batch: int, out: Any) -> None:
+def _run_rvlm(url: str, mode: str, backup: str, batch: int, index_timeout: float,
+              out: Any) -> None:
     """Child process: plan and apply with rvlm."""
     from rvlm.core.migrate.executor import apply_plan
     from rvlm.core.migrate.planner import PlanOptions, make_plan
@@ -197,7 +198,8 @@ def _run_rvlm(url: str, mode: str, backup: str, batch: int, out: Any) -> None:
     client.close()
     assert plan.supported, plan.blocked_reasons
     t0 = time.perf_counter()
-    report = apply_plan(url, plan, backup_dir=backup, batch_size=batch, accept_data_loss=True)
+    report = apply_plan(url, plan, backup_dir=backup, batch_size=batch, accept_data_loss=True,
+                        index_timeout=index_timeout)
     total = time.perf_counter() - t0
     out.send({"result": report.result, "total_s": total,
               "cut_over_s": report.online.get("cut_over_after_seconds", total),
@@ -257,7 +259,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
                     got = {"result": "crashed", "error": (proc.stderr or proc.stdout)[-400:]}
                 got.setdefault("cut_over_s", got.get("total_s", 0.0))
             else:
-                got = _in_child(url, mode, str(work / "backup"), args.batch)
+                got = _in_child(url, mode, str(work / "backup"), args.batch, args.index_timeout)
             time.sleep(1.0)
         finally:
             for t in (reader, memory, writer):
@@ -284,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--read-every", type=float, default=0.01)
     ap.add_argument("--write-rate", type=float, default=200.0)
+    ap.add_argument("--index-timeout", type=float, default=3600.0,
+                    help="seconds rvlm waits for an index to build (apply's default: 600)")
     ap.add_argument("--rvl-python", default=os.environ.get("RVL_PYTHON", ""))
     ap.add_argument("--json-out", type=Path)
     ap.add_argument("--port", type=int, default=None,

@@ -184,6 +184,8 @@ from rvlm.core.storage.journal import phase_data
 
 #: Seconds between two FT.INFO reads while the target index builds.
 INDEX_POLL = 0.25
+#: Source keys per step of the check of every document before the cut-over.
+VERIFY_STEP = 100
 
 
 def _counts(client: redis.Redis, plan: Any) -> tuple[int, int, int]:
@@ -398,7 +400,10 @@ class _BlueGreen:
         engine.phase = "verify"
         with self.run.timer.step("verify"):
             engine.drain()
-            got = verify_targets(engine, copied_source_keys(self.run.dir, engine.batch_size))
+            # small steps: changes are carried over between them, so a change never waits
+            # behind more than one step of the pass
+            got = verify_targets(engine, copied_source_keys(
+                self.run.dir, min(engine.batch_size, VERIFY_STEP)))
         self.report.online["verified"] = {
             "checked": got.checked, "ok": got.ok, "copied_again": got.recopied,
             "in_flight": got.in_flight, "failed": got.failed, "unchecked": got.unchecked,

@@ -78,7 +78,10 @@ class AsyncBridge:
 
         return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result()
 
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> _BridgePipeline:
+    def pipeline(self, transaction: bool = True,
+                 shard_hint: Any = None) -> _BridgePipeline | _ClusterTransaction:
+        if transaction and _is_async_cluster(self._client):
+            return _ClusterTransaction(self)
         return _BridgePipeline(self, self._client.pipeline(transaction=transaction,
                                                             shard_hint=shard_hint))
 
@@ -204,6 +207,117 @@ class _BridgePipeline:
             return self
 
         return queue
+
+
+class _ClusterTransaction:
+    """``MULTI``/``EXEC`` on an async Redis Cluster, sent on the bridge's loop to the primary
+    that owns the commands' slot, through that node's own ``redis.asyncio`` client.
+
+    Not redis-py's ``redis.asyncio.cluster.ClusterPipeline(transaction=True)``: its
+    ``TransactionStrategy.execute_command`` (redis-py 6.2 to 8.1 at least, the asyncio port of
+    cluster MULTI/EXEC, redis/redis-py#3649) runs every queued command under
+    ``asyncio.run`` in a thread of its own. When the cluster client is due to re-initialize
+    (``aclose()`` after every ``reinitialize_steps`` MOVED replies, or a connection error), that
+    throw-away loop runs ``initialize()``: connections for CLUSTER SLOTS and COMMAND are opened
+    on it and left in the nodes' free lists when it closes, and the next command on the real
+    loop that takes one fails with "RuntimeError: Event loop is closed" (the async online copy's
+    cut-over, ``FT.ALIASUPDATE`` in a transaction then ``FT.INFO``; the connection ownership of
+    that strategy is also open upstream, redis/redis-py#4253). Here nothing runs off the loop:
+    commands are recorded, their slot is read on the loop (the cluster client's command
+    parser) and the transaction is sent like on one server; a MOVED/ASK/TRYAGAIN/CLUSTERDOWN
+    reply refreshes the slot table and the transaction is sent again (at most 3 times).
+    """
+
+    ATTEMPTS = 3
+
+    def __init__(self, bridge: AsyncBridge) -> None:
+        self._bridge = bridge
+        self._calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __enter__(self) -> _ClusterTransaction:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._calls.clear()
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        import redis
+
+        calls, self._calls = self._calls, []
+        if not calls:
+            return []
+        nodes = self._bridge.node_map()
+        assert nodes is not None
+        retry = (redis.exceptions.MovedError, redis.exceptions.AskError,
+                 redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
+        for attempt in range(self.ATTEMPTS):
+            node = nodes.node_client(nodes.owner(self._slot(nodes, calls)))
+            try:
+                return node.run(_send_transaction(node._client, calls, raise_on_error))
+            except retry:
+                if attempt == self.ATTEMPTS - 1:
+                    raise
+                nodes.refresh()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _slot(self, nodes: _AsyncClusterNodes, calls: Sequence[tuple[str, tuple[Any, ...],
+                                                                        dict[str, Any]]]) -> int:
+        """The one slot of the transaction's keys (the cluster refuses more than one)."""
+        from redis.exceptions import RedisClusterException
+
+        from rvlm.core.redis.topology import slot_of
+
+        recorder = _recorder(calls)
+        slots: set[int] = set()
+        parser = nodes.cluster.commands_parser
+        for args, _options in recorder.command_stack:
+            keys = self._bridge.run(parser.get_keys(*args)) if len(args) > 1 else None
+            slots |= {slot_of(k) for k in keys or ()}
+        if len(slots) != 1:
+            raise RedisClusterException(
+                "a transaction on a Redis Cluster needs keys of exactly one slot; "
+                f"these commands have {len(slots)}: {[a[0] for a, _ in recorder.command_stack]}")
+        return slots.pop()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("watch", "unwatch"):
+            raise AttributeError(f"{type(self).__name__} does not support {name!r}")
+
+        def queue(*args: Any, **kwargs: Any) -> _ClusterTransaction:
+            self._calls.append((name, args, kwargs))
+            return self
+
+        return queue
+
+
+def _recorder(calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> Any:
+    """A ``redis.asyncio`` pipeline (never connected) with ``calls`` queued: its
+    ``command_stack`` holds each command's arguments as redis-py packs them."""
+    import redis.asyncio as aioredis
+
+    pipe = aioredis.Redis().pipeline(transaction=True)
+    for name, args, kwargs in calls:
+        getattr(pipe, name)(*args, **kwargs)
+    return pipe
+
+
+async def _send_transaction(client: Any, calls: Sequence[tuple[str, tuple[Any, ...],
+                                                               dict[str, Any]]],
+                            raise_on_error: bool) -> list[Any]:
+    pipe = client.pipeline(transaction=True)
+    try:
+        for name, args, kwargs in calls:
+            getattr(pipe, name)(*args, **kwargs)
+        result: list[Any] = await pipe.execute(raise_on_error=raise_on_error)
+        return result
+    finally:
+        await pipe.reset()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

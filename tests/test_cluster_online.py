@@ -703,3 +703,68 @@ def test_the_command_line_on_the_cluster(redis_cluster, cluster_client, tmp_path
     assert res.returncode == 0, res.stdout + res.stderr
     assert not hash_docs(rc, SRC) and len(hash_docs(rc, DST)) == 200
     assert set(_settings(cluster)) == {""}
+
+
+async def test_the_async_api_runs_an_online_copy_on_the_cluster(redis_cluster, cluster_client,
+                                                                tmp_path) -> None:
+    from rvlm.aio import AsyncMigrationExecutor, AsyncMigrationPlanner
+
+    cluster, rc = redis_cluster, cluster_client
+    _notify_off(cluster)
+    load(rc, "hash", 200)
+    rc.execute_command("FT.ALIASADD", ALIAS, "{t1}idx")
+    source = hash_docs(rc, SRC)
+    plan = await AsyncMigrationPlanner(mode="online", alias=ALIAS, target_prefix="{t1}new:"
+                                       ).create_plan("{t1}idx", redis_url=cluster.url,
+                                                     schema_patch={"version": 1,
+                                                                   "changes": RENAME_QUANTIZE})
+    assert plan.supported, plan.blocked_reasons
+    executor = AsyncMigrationExecutor()
+    report = await executor.apply(plan, redis_url=cluster.url, backup_dir=tmp_path / "b",
+                                  online=OnlineOptions(max_load={"used_memory": 64 * 1024 ** 3},
+                                                       finalize=True))
+    assert report.succeeded, report.to_yaml()
+    assert points_at(rc, ALIAS) == "{t1}idx_v2" and not hash_docs(rc, SRC)
+    targets = hash_docs(rc, DST)
+    for k, (fields, expiry) in source.items():
+        assert targets[DST + k[len(SRC):]] == (transformed(fields), expiry)
+    back = await executor.rollback(tmp_path / "b", redis_url=cluster.url)
+    assert back.succeeded, back.to_yaml()
+    assert hash_docs(rc, SRC) == source and points_at(rc, ALIAS) == "{t1}idx"
+    assert set(_settings(cluster)) == {""}
+
+
+async def test_a_cluster_transaction_of_the_async_api_stays_on_the_callers_loop(
+        redis_cluster, cluster_client) -> None:
+    """The async API's bridge sends MULTI/EXEC on the caller's loop even when redis-py's
+    cluster client is due to re-initialize (as it is after every 5th MOVED reply): the
+    commands that follow on that loop still work (with redis-py's own asyncio cluster
+    transaction, re-initializing ran on a throw-away loop and left its connections in the
+    pool: 'Event loop is closed' on the next command that took one)."""
+    import asyncio
+
+    from rvlm.aio import AsyncBridge, async_connect_cluster_aware
+    from rvlm.core.migrate.aliases import move_aliases
+    from rvlm.core.redis.resp import to_map
+
+    rc = cluster_client
+    load(rc, "hash", 10)
+    load(rc, "hash", 10, index="{t1}idx_v2", prefix="{t1}new:")
+    rc.execute_command("FT.ALIASADD", ALIAS, "{t1}idx")
+    client = await async_connect_cluster_aware(redis_cluster.url)
+    try:
+        bridge = AsyncBridge(client, asyncio.get_running_loop())
+        for target in ("{t1}idx_v2", "{t1}idx", "{t1}idx_v2"):
+            await client.aclose()  # what redis-py does after reinitialize_steps MOVED replies
+            await asyncio.to_thread(move_aliases, bridge, [ALIAS], target)
+            for _ in range(6):  # every connection of the pool is used again on this loop
+                infos = await asyncio.gather(*[client.execute_command("FT.INFO", ALIAS)
+                                               for _ in range(4)])
+                assert {to_map(i)["index_name"] for i in infos} == {target.encode()}
+            assert points_at(rc, ALIAS) == target
+        with pytest.raises(redis.RedisClusterException, match="exactly one slot"):
+            await asyncio.to_thread(move_aliases, bridge, ["{t2}live", ALIAS], "{t1}idx")
+        assert points_at(rc, ALIAS) == "{t1}idx_v2"
+        await bridge.aclose_nodes()
+    finally:
+        await client.aclose()

@@ -46,6 +46,21 @@ def test_multi_exec_units_and_scripts(cluster_client, protocol) -> None:
     assert all(0 < rc.pttl(f"m:{i}") <= 60000 for i in range(50))
 
 
+def test_memory_usage_goes_to_the_owner_of_its_key(cluster_client) -> None:
+    """``MEMORY USAGE key``: routed by the key, not by ``USAGE`` (else every reply is a MOVED
+    and an online plan's footprint measured no document on a cluster)."""
+    rc = cluster_client
+    keys = [f"{{t{i}}}doc".encode() for i in range(30)]
+    wire.execute(rc, [(b"HSET", k, b"f", b"x" * 100) for k in keys])
+    owners = {routing.node_map(rc).owner(key_slot(k)) for k in keys}
+    assert len(owners) == 3  # keys on every primary, so some are not where b"USAGE" is
+    replies = wire.execute(rc, [(b"MEMORY", b"USAGE", k, b"SAMPLES", b"0") for k in keys])
+    assert [type(r) for r in replies if isinstance(r, Exception)] == []
+    assert all(to_int(r) > 100 for r in replies)
+    assert routing.command_key((b"MEMORY", b"USAGE", b"k")) == b"k"
+    assert routing.command_key(("memory", "usage", "k", "SAMPLES", 0)) == b"k"
+
+
 def test_commands_without_a_key_are_refused(cluster_client) -> None:
     with pytest.raises(ValueError, match="no key"):
         wire.execute(cluster_client, [(b"DBSIZE",)])

@@ -173,15 +173,17 @@ def _spellings(*names: str) -> frozenset[Any]:
 
 #: Command names that need a look before taking the first argument as the key.
 _SPECIAL = _spellings("MULTI", "EXEC", "DISCARD", "ASKING", "EVAL", "EVALSHA", "FCALL",
-                      "FCALL_RO")
+                      "FCALL_RO", "MEMORY")
+#: ``MEMORY USAGE key``: the key is the second argument.
+_MEMORY = _spellings("MEMORY")
 _MULTI = _spellings("MULTI")
 _END = _spellings("EXEC", "DISCARD")
 
 
 def command_key(cmd: Command) -> bytes | None:
     """The key that decides where ``cmd`` goes: its first argument, the first key of
-    ``EVAL``/``EVALSHA``; None for ``MULTI``, ``EXEC``, ``DISCARD``, ``ASKING`` and a script
-    without keys."""
+    ``EVAL``/``EVALSHA``, the key of ``MEMORY USAGE``; None for ``MULTI``, ``EXEC``,
+    ``DISCARD``, ``ASKING`` and a script without keys."""
     if cmd[0] not in _SPECIAL:
         if len(cmd) < 2:
             return None
@@ -190,6 +192,8 @@ def command_key(cmd: Command) -> bytes | None:
     name = command_name(cmd)
     if name in _NO_KEY:
         return None
+    if cmd[0] in _MEMORY:
+        return _arg(cmd[2]) if len(cmd) > 2 else None
     return _arg(cmd[3]) if len(cmd) > 3 and int(cmd[2]) > 0 else None
 
 

@@ -214,15 +214,16 @@ class _ClusterTransaction:
     that owns the commands' slot, through that node's own ``redis.asyncio`` client.
 
     Not redis-py's ``redis.asyncio.cluster.ClusterPipeline(transaction=True)``: its
-    ``TransactionStrategy.execute_command`` (redis-py 6.2 to 8.1 at least, the asyncio port of
-    cluster MULTI/EXEC, redis/redis-py#3649) runs every queued command under
-    ``asyncio.run`` in a thread of its own. When the cluster client is due to re-initialize
-    (``aclose()`` after every ``reinitialize_steps`` MOVED replies, or a connection error), that
-    throw-away loop runs ``initialize()``: connections for CLUSTER SLOTS and COMMAND are opened
-    on it and left in the nodes' free lists when it closes, and the next command on the real
-    loop that takes one fails with "RuntimeError: Event loop is closed" (the async online copy's
-    cut-over, ``FT.ALIASUPDATE`` in a transaction then ``FT.INFO``; the connection ownership of
-    that strategy is also open upstream, redis/redis-py#4253). Here nothing runs off the loop:
+    ``TransactionStrategy.execute_command`` (redis-py 8.1 here; it came with the asyncio port
+    of cluster MULTI/EXEC, redis/redis-py#3649; no upstream issue names this) runs every
+    queued command under ``asyncio.run`` in a thread of its own. When the cluster client is
+    due to re-initialize (after a connection error, or ``aclose()`` after ``reinitialize_steps``
+    MOVED replies when that is not 0), that throw-away loop runs ``initialize()``: connections
+    for CLUSTER SLOTS and COMMAND are opened on it and left in the nodes' free lists when it
+    closes, and the next command on the real loop that takes one fails with "RuntimeError:
+    Event loop is closed" (the async online copy's cut-over, ``FT.ALIASUPDATE`` in a
+    transaction then ``FT.INFO``; the connection ownership of that strategy is also open
+    upstream, redis/redis-py#4253). Here nothing runs off the loop:
     commands are recorded, their slot is read on the loop (the cluster client's command
     parser) and the transaction is sent like on one server; a MOVED/ASK/TRYAGAIN/CLUSTERDOWN
     reply refreshes the slot table and the transaction is sent again (at most 3 times).
@@ -374,7 +375,14 @@ async def async_connect_cluster_aware(url: str | None = None) -> Any:
         return client
     await client.aclose()
     try:
-        cluster = RedisCluster.from_url(target, **client_kwargs())
+        # reinitialize_steps=0: a MOVED reply updates that slot only. redis-py sends FT.*
+        # commands to a random node (its policy table assumes the search coordinator); on a
+        # cluster without it the server answers MOVED (the index name is a key), and with the
+        # default of 5 every fifth one made redis-py call aclose() on the whole client
+        # (redis/redis-py#4322 is about that path), dropping connections other commands on
+        # the loop were using ("'NoneType' object has no attribute 'writelines'" was seen).
+        # A connection error still re-initializes the client.
+        cluster = RedisCluster.from_url(target, reinitialize_steps=0, **client_kwargs())
         await cluster.initialize()
     except (RedisClusterException, ValueError, OSError) as exc:
         raise RvlmError(f"cannot use the Redis Cluster at {redact(target)}: {exc}") from None

@@ -133,6 +133,38 @@ def test_pending_keys_dedup_oldest_first_and_spill(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_pending_keys_discard_forgets_spilled_entries_that_arrived_before_it(tmp_path):
+    # finalize's own delete event of a key must never be taken, wherever it waits
+    p = PendingKeys(tmp_path, max_keys=2)
+    for i, k in enumerate([b"a", b"b", b"c", b"d", b"c", b"e"]):
+        p.add(k, float(i))  # a, b in memory; c, d, c, e spilled
+    p.discard([b"a", b"c"])  # a from memory, both spilled c's
+    p.add(b"c", 6.0)  # a change after the discard (a client recreating c) is kept
+    p.add(b"a", 7.0)
+    assert p.take(10) == [(b"b", 1.0), (b"d", 3.0), (b"e", 5.0), (b"c", 6.0), (b"a", 7.0)]
+    assert len(p) == 0
+    p.add(b"x", 8.0)  # the spill drained: marks are gone with it, x is in memory again
+    p.discard([b"x"])
+    assert p.take(10) == [] and len(p) == 0
+    p.close()
+
+
+def test_pending_keys_marks_are_bounded_and_swept_into_the_spill(tmp_path):
+    p = PendingKeys(tmp_path, max_keys=3)
+    keys = [b"k%d" % i for i in range(20)]
+    for i, k in enumerate(keys):
+        p.add(k, float(i))  # k0..k2 in memory, k3..k19 spilled
+    assert p.take(5) == [(k, float(i)) for i, k in enumerate(keys[:5])]
+    for k in keys[5:15:2]:  # the 4th mark is past max_keys: swept into the file, dropped
+        p.discard([k])
+    p.add(b"k7", 30.0)  # after its discard: kept
+    got = p.take(100)
+    assert got == ([(k, float(i)) for i, k in enumerate(keys) if i >= 5 and
+                    not (i < 15 and i % 2)] + [(b"k7", 30.0)])
+    assert len(p) == 0
+    p.close()
+
+
 def test_pending_keys_memory_is_bounded(tmp_path):
     p = PendingKeys(tmp_path, max_keys=100)
     for i in range(5000):

@@ -4,14 +4,18 @@ finalize's delete of a source key and the moment it forgets the events that dele
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import redis
-from online_helpers import contents, copy_plan, renamed_quantized
+from online_helpers import contents, copy_plan, points_at, renamed_quantized
 from test_apply_helpers import make_hash_index
 
 import rvlm.core.migrate.online.finalize as finalize_module
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.online.finalize import finalize_migration
+from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.redis.notify import read_setting
 
 
@@ -61,3 +65,69 @@ def test_a_key_recreated_right_after_finalize_deleted_it_reaches_its_target(
         if k not in (b"doc:7", b"doc:8"):
             assert targets[b"new:" + k[4:]] == (renamed_quantized(fields), expiry), k
     client.close()
+
+
+def test_finalize_deletes_whose_events_spilled_to_disk_leave_every_target(
+        redis_client, redis_url, tmp_path, notify, monkeypatch):
+    """``apply --follow``, then ``rvlm finalize`` from another shell, with a backlog of 2 keys
+    in memory: while finalize's first batch is between its read and its delete, a client
+    writes every source key of the later batches twice, so the backlog spills to disk and
+    finalize's own delete events land in the spill behind them (and the later batches'
+    keys still have changes waiting when finalize deletes them). Every target must still
+    hold its source's last value once finalize returned and the follower stopped."""
+    n = 400
+    make_hash_index(redis_client, n=n, dims=8)
+    redis_client.execute_command("FT.ALIASADD", "live", "idx")
+    plan = copy_plan(redis_client)
+    out: dict[str, object] = {}
+    apply = threading.Thread(target=lambda: out.setdefault("report", apply_plan(
+        redis_url, plan, backup_dir=tmp_path / "b", batch_size=100, accept_data_loss=True,
+        online=OnlineOptions(follow=True, backlog_memory_keys=2))))
+    apply.start()
+    deadline = time.monotonic() + 120
+    while points_at(redis_client, "live") != "idx_v2":
+        assert time.monotonic() < deadline and apply.is_alive()
+        time.sleep(0.05)
+    # finalize's order (its SCAN): batch 0 is order[:100]
+    order: list[bytes] = []
+    cursor = 0
+    while True:
+        cursor, keys = redis_client.scan(cursor, match="doc:*", count=1000, _type="hash")
+        order += keys
+        if cursor == 0:
+            break
+    client = redis.Redis.from_url(redis_url)
+    real_fault = finalize_module.fault
+    fired: list[int | None] = []
+    spilled: list[int] = []
+
+    def client_writes(point: str, batch: int | None = None) -> None:
+        if point == "finalize_backup" and not fired:  # batch 0 read, not deleted yet
+            fired.append(batch)
+            for r in (1, 2):
+                pipe = client.pipeline(transaction=False)
+                for k in order[100:]:
+                    pipe.hset(k, "t", f"round {r} of {k.decode()}")
+                pipe.execute()
+        if point == "finalize_delete" and not spilled:  # the scenario is forced: it spilled
+            spilled.extend(p.stat().st_size for p in (tmp_path / "b" / "backlog").glob("*.spill"))
+        real_fault(point, batch)
+
+    monkeypatch.setattr(finalize_module, "fault", client_writes)
+    before = contents(redis_client, "doc:*")
+    expected = {b"new:" + k[4:]: renamed_quantized(
+        {**fields, **({b"t": f"round 2 of {k.decode()}".encode()} if k in order[100:] else {})})
+        for k, (fields, _expiry) in before.items()}
+    report = finalize_migration(redis_url, tmp_path / "b")
+    apply.join(60)
+    client.close()
+    assert fired and report.succeeded, report.to_yaml()
+    assert spilled and max(spilled) > 0
+    applied = out["report"]
+    assert applied.succeeded, applied.to_yaml()  # type: ignore[union-attr]
+    assert list(redis_client.scan_iter(match="doc:*")) == []
+    targets = contents(redis_client, "new:*")
+    missing = sorted(set(expected) - set(targets))
+    assert not missing, f"{len(missing)} targets deleted, e.g. {missing[:5]}"
+    wrong = [k for k, fields in expected.items() if targets[k][0] != fields]
+    assert not wrong, f"{len(wrong)} targets hold an older value, e.g. {wrong[:5]}"

@@ -27,8 +27,9 @@ A *marker* channel (``marker``, optional) lets a writer take its own events out 
 backlog exactly: a script that deletes a key and then publishes the key's name on the
 marker channel puts its ``del`` event and the marker next to each other in this connection's
 stream (a script runs atomically, and the server queues both in execution order), so
-forgetting the key's entry when the marker arrives forgets the script's event and every one
-before it, never a later client's (``rvlm finalize``'s deletes,
+forgetting the key's entries when the marker arrives (in memory or spilled:
+:meth:`~rvlm.core.storage.pending.PendingKeys.discard`) forgets the script's event and every
+one before it, never a later client's (``rvlm finalize``'s deletes,
 :mod:`rvlm.core.migrate.online.finalize`). A cluster broadcasts a ``PUBLISH`` to every node, so
 markers are exact on one server only.
 

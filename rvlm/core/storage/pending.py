@@ -11,11 +11,23 @@ keep going there until the spill is drained, so entries come out in arrival orde
 first, then the spill. Spilled entries are not deduplicated (that would need memory); a key
 spilled twice is copied twice, which is harmless. Thread-safe: capture threads ``add``, the
 copy loop ``take``\\ s.
+
+:meth:`PendingKeys.discard` forgets every entry of a key that arrived so far, spilled ones
+included, and none that arrives later. ``rvlm finalize`` relies on it: the event of its own
+``DEL`` of a source key (and every older one, all covered by the value it carried over just
+before) must never reach the forwarder, which would read the source as gone and delete the
+target, a lost document. In memory the entry is simply removed. In the spill, records cannot
+be found without reading the file, so the key is *marked* with the spill's end offset: a
+record of the key before that offset is skipped when taken; one after it (a client's later
+change) is not. Marks are bounded like the memory: past ``max_keys`` of them, one pass over
+the unread spill overwrites the time of every marked record with NaN (skipped when taken) and
+the marks are dropped; they are dropped too whenever the spill drains. ``len()`` counts a
+skipped record until it is read past.
 """
 
 from __future__ import annotations
 
-import os
+import math
 import struct
 import threading
 import uuid
@@ -24,6 +36,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 _TIME = struct.Struct("<d")
+_DEAD = _TIME.pack(math.nan)
 _LEN = struct.Struct("<I")
 
 
@@ -42,6 +55,9 @@ class PendingKeys:
         self._spill: BinaryIO | None = None  # the open file while anything is spilled
         self._spilled = 0  # records in the spill not taken yet
         self._read_at = 0
+        self._write_at = 0
+        #: key -> spill offset: the key's records before it are forgotten (see discard)
+        self._marks: dict[bytes, int] = {}
         #: every ``add`` call (events received)
         self.received = 0
         #: records ever written to the spill file
@@ -62,8 +78,10 @@ class PendingKeys:
                 self._memory[key] = at
                 return
             f = self._spill_file()
-            f.seek(0, os.SEEK_END)
-            f.write(_LEN.pack(len(key)) + key + _TIME.pack(at))
+            f.seek(self._write_at)
+            record = _LEN.pack(len(key)) + key + _TIME.pack(at)
+            f.write(record)
+            self._write_at += len(record)
             self._spilled += 1
             self.spilled_total += 1
 
@@ -72,6 +90,7 @@ class PendingKeys:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._spill = open(self._spill_path, "w+b")  # noqa: SIM115
             self._read_at = 0
+            self._write_at = 0
         return self._spill
 
     def take(self, limit: int) -> list[tuple[bytes, float]]:
@@ -85,17 +104,23 @@ class PendingKeys:
             if len(out) < limit and self._spilled:
                 f = self._spill_file()
                 f.seek(self._read_at)
+                marks = self._marks
                 while self._spilled and len(out) < limit:
+                    offset = f.tell()
                     (n,) = _LEN.unpack(f.read(_LEN.size))
                     key = f.read(n)
                     (at,) = _TIME.unpack(f.read(_TIME.size))
-                    out.append((key, at))
                     self._spilled -= 1
+                    if math.isnan(at) or (marks and marks.get(key, -1) > offset):
+                        continue  # forgotten (discard)
+                    out.append((key, at))
                 self._read_at = f.tell()
                 if not self._spilled:  # drained: start the file over
                     f.seek(0)
                     f.truncate()
                     self._read_at = 0
+                    self._write_at = 0
+                    marks.clear()
             if not mem and not self._spilled:
                 self._arrived.clear()
         return out
@@ -126,10 +151,31 @@ class PendingKeys:
             return {k for k in keys if k in self._memory}
 
     def discard(self, keys: Iterable[bytes]) -> None:
-        """Forget ``keys`` (in memory) whatever their time."""
+        """Forget every entry of ``keys`` that arrived so far, in memory and in the spill,
+        whatever its time; a later one is kept (see the module docstring)."""
         with self._lock:
             for k in keys:
                 self._memory.pop(k, None)
+                if self._spilled:
+                    self._marks[k] = self._write_at
+            if len(self._marks) > self.max_keys:
+                self._sweep()
+
+    def _sweep(self) -> None:
+        """Overwrite the time of every unread spilled record before its key's mark with NaN,
+        then drop the marks (one pass over the unread spill; under the lock)."""
+        f = self._spill_file()
+        marks = self._marks
+        offset = self._read_at
+        while offset < self._write_at:
+            f.seek(offset)
+            (n,) = _LEN.unpack(f.read(_LEN.size))
+            key = f.read(n)
+            start, offset = offset, offset + _LEN.size + n + _TIME.size
+            if marks.get(key, -1) > start:
+                f.seek(offset - _TIME.size)
+                f.write(_DEAD)
+        marks.clear()
 
     def oldest(self) -> float | None:
         """The time of the oldest entry in memory (None when memory is empty)."""
@@ -144,3 +190,4 @@ class PendingKeys:
                 self._spill = None
             self._spill_path.unlink(missing_ok=True)
             self._spilled = 0
+            self._marks.clear()

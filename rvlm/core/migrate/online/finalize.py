@@ -16,8 +16,12 @@ In passes until a pass finds no source key (at most ``max_passes``):
    :class:`~rvlm.core.redis.capture.Subscriber`), so a client that recreates the key, or
    recreates and deletes it again, right after finalize deleted it has its change carried
    over (the target then holds the new value, or is deleted), while finalize's own delete
-   leaves the target alone. A key already gone when the batch read it keeps its events: a
-   client's delete reaches its target. (On a cluster, where a ``PUBLISH`` goes to every
+   leaves the target alone. Forgetting covers the backlog's spill too
+   (:meth:`~rvlm.core.storage.pending.PendingKeys.discard`): an event of a deleted key that
+   waits on disk, finalize's own or an older client's (whose value this batch carried over
+   before its delete), would otherwise read the source as gone and delete the target. A key
+   already gone when the batch read it keeps its events: a client's delete reaches its
+   target. (On a cluster, where a ``PUBLISH`` goes to every
    node, the events of a deleted key that is gone at a check after the barrier are
    forgotten instead: a recreate-and-delete inside that window leaves the copy.)
 

@@ -17,6 +17,7 @@ from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.online.finalize import finalize_migration
 from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.redis.notify import read_setting
+from rvlm.core.storage.keylog import KeyLog
 
 
 @pytest.fixture
@@ -67,14 +68,16 @@ def test_a_key_recreated_right_after_finalize_deleted_it_reaches_its_target(
     client.close()
 
 
-def test_finalize_deletes_whose_events_spilled_to_disk_leave_every_target(
-        redis_client, redis_url, tmp_path, notify, monkeypatch):
-    """``apply --follow``, then ``rvlm finalize`` from another shell, with a backlog of 2 keys
-    in memory: while finalize's first batch is between its read and its delete, a client
-    writes every source key of the later batches twice, so the backlog spills to disk and
-    finalize's own delete events land in the spill behind them (and the later batches'
-    keys still have changes waiting when finalize deletes them). Every target must still
-    hold its source's last value once finalize returned and the follower stopped."""
+@pytest.mark.parametrize("memory_keys", [2, 100_000], ids=["spilled", "in-memory"])
+def test_finalize_deletes_whose_events_wait_in_the_backlog_leave_every_target(
+        redis_client, redis_url, tmp_path, notify, monkeypatch, memory_keys):
+    """``apply --follow``, then ``rvlm finalize`` from another shell. While finalize's first
+    batch is between its read and its delete, a client writes every source key of the later
+    batches twice, last batch first. With a backlog of 2 keys in memory it spills to disk and
+    finalize's own delete events land in the spill behind those writes; either way the keys
+    of the second batch still have their writes waiting (not carried over yet) when finalize
+    reads and deletes them. Every target must hold its source's last value once finalize
+    returned and the follower stopped."""
     n = 400
     make_hash_index(redis_client, n=n, dims=8)
     redis_client.execute_command("FT.ALIASADD", "live", "idx")
@@ -82,7 +85,7 @@ def test_finalize_deletes_whose_events_spilled_to_disk_leave_every_target(
     out: dict[str, object] = {}
     apply = threading.Thread(target=lambda: out.setdefault("report", apply_plan(
         redis_url, plan, backup_dir=tmp_path / "b", batch_size=100, accept_data_loss=True,
-        online=OnlineOptions(follow=True, backlog_memory_keys=2))))
+        online=OnlineOptions(follow=True, backlog_memory_keys=memory_keys))))
     apply.start()
     deadline = time.monotonic() + 120
     while points_at(redis_client, "live") != "idx_v2":
@@ -100,17 +103,23 @@ def test_finalize_deletes_whose_events_spilled_to_disk_leave_every_target(
     real_fault = finalize_module.fault
     fired: list[int | None] = []
     spilled: list[int] = []
+    carried: list[bytes] = []
 
     def client_writes(point: str, batch: int | None = None) -> None:
         if point == "finalize_backup" and not fired:  # batch 0 read, not deleted yet
             fired.append(batch)
             for r in (1, 2):
                 pipe = client.pipeline(transaction=False)
-                for k in order[100:]:
+                for k in reversed(order[100:]):
                     pipe.hset(k, "t", f"round {r} of {k.decode()}")
                 pipe.execute()
-        if point == "finalize_delete" and not spilled:  # the scenario is forced: it spilled
+        if point == "finalize_delete" and not fired[1:]:  # batch 0 deleted: did it spill?
+            fired.append(batch)
             spilled.extend(p.stat().st_size for p in (tmp_path / "b" / "backlog").glob("*.spill"))
+        if point == "finalize_backup" and batch == (fired[0] or 0) + 1:
+            # batch 1 read and carried over by finalize: which keys did forwarding carry?
+            for chunk in KeyLog(tmp_path / "b" / "written.keys").iter_keys(1000):
+                carried.extend(chunk)
         real_fault(point, batch)
 
     monkeypatch.setattr(finalize_module, "fault", client_writes)
@@ -122,7 +131,9 @@ def test_finalize_deletes_whose_events_spilled_to_disk_leave_every_target(
     apply.join(60)
     client.close()
     assert fired and report.succeeded, report.to_yaml()
-    assert spilled and max(spilled) > 0
+    assert (max(spilled, default=0) > 0) == (memory_keys == 2)
+    # the scenario: batch 1's writes were still waiting when finalize read and deleted them
+    assert carried and not set(carried) & set(order[100:200])
     applied = out["report"]
     assert applied.succeeded, applied.to_yaml()  # type: ignore[union-attr]
     assert list(redis_client.scan_iter(match="doc:*")) == []

@@ -37,6 +37,7 @@ from typing import BinaryIO
 
 _TIME = struct.Struct("<d")
 _DEAD = _TIME.pack(math.nan)
+_SWEEP_CHUNK = 1 << 20
 _LEN = struct.Struct("<I")
 
 
@@ -163,18 +164,27 @@ class PendingKeys:
 
     def _sweep(self) -> None:
         """Overwrite the time of every unread spilled record before its key's mark with NaN,
-        then drop the marks (one pass over the unread spill; under the lock)."""
+        then drop the marks (one pass over the unread spill, read in chunks; under the lock)."""
         f = self._spill_file()
         marks = self._marks
-        offset = self._read_at
-        while offset < self._write_at:
-            f.seek(offset)
-            (n,) = _LEN.unpack(f.read(_LEN.size))
-            key = f.read(n)
-            start, offset = offset, offset + _LEN.size + n + _TIME.size
-            if marks.get(key, -1) > start:
-                f.seek(offset - _TIME.size)
+        base = self._read_at  # the file offset of buf[0]
+        buf = b""
+        while base + len(buf) < self._write_at:
+            f.seek(base + len(buf))
+            buf += f.read(min(_SWEEP_CHUNK, self._write_at - base - len(buf)))
+            i, dead = 0, []
+            while i + _LEN.size <= len(buf):
+                (n,) = _LEN.unpack_from(buf, i)
+                end = i + _LEN.size + n + _TIME.size
+                if end > len(buf):
+                    break
+                if marks.get(buf[i + _LEN.size:end - _TIME.size], -1) > base + i:
+                    dead.append(base + end - _TIME.size)
+                i = end
+            for at in dead:
+                f.seek(at)
                 f.write(_DEAD)
+            buf, base = buf[i:], base + i
         marks.clear()
 
     def oldest(self) -> float | None:

@@ -19,7 +19,8 @@ How it works, precisely:
 * A Redis Cluster (detected from the URL, or a ``redis.asyncio.cluster.RedisCluster`` passed
   in): single commands go through the async cluster client; pipelined document I/O is routed
   per primary (:mod:`rvlm.core.redis.routing`) over one ``redis.asyncio.Redis`` per node, all on
-  the same loop (:meth:`AsyncBridge.node_map`).
+  the same loop (:meth:`AsyncBridge.node_map`); so are transactions (MULTI/EXEC, to the primary
+  owning their slot: :class:`_ClusterTransaction` says why not redis-py's).
 """
 
 from __future__ import annotations

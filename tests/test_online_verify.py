@@ -1,7 +1,7 @@
 """Every target document is checked against the transform of its source before the alias
 moves (issue #13, with #12's digests): a target corrupted between the copy and the cut-over is
 caught and copied again, whatever was wrong with it (a field's value, an extra field, the key
-gone, the expiry)."""
+gone, the expiry); one that still differs after that fails the run with the source serving."""
 
 from __future__ import annotations
 
@@ -9,15 +9,21 @@ import threading
 import time
 
 import pytest
-from online_helpers import contents, copy_plan, points_at, renamed_quantized
+from online_helpers import contents, copy_plan, dumps, points_at, renamed_quantized
 from test_apply_helpers import make_hash_index
+from test_online_cli import PATCH, apply_cli
+from typer.testing import CliRunner
 
+from rvlm.cli.main import app
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.online.control import read_status
+from rvlm.core.migrate.online.copier import OnlineCopy
 from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.migrate.online.verify import EXTRA, check_targets
 from rvlm.core.redis.copyio import TargetDoc
 from rvlm.core.redis.notify import read_setting
+
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -93,3 +99,52 @@ def test_check_targets_tells_each_kind_of_difference(redis_client):
     assert outcomes == ["ok", "changed", "changed", "changed", "gone"]
     assert absent == [EXTRA, "ok"]
     redis_client.delete("vt:ok", "vt:value", "vt:extra", "vt:ttl", "vt:stray")
+
+
+def test_a_target_that_still_differs_after_the_copy_again_fails_with_the_source_serving(
+        redis_client, redis_url, tmp_path, notify, monkeypatch):
+    """Something keeps writing one target key (here: right after each copy of it, the
+    re-copy of the check included): the run fails with the key named, the alias stays on the
+    source, the source is untouched; once the writer is gone the same command resumes and
+    moves the alias to exact copies."""
+    make_hash_index(redis_client, n=60, dims=8, ttl_every=5)
+    redis_client.execute_command("FT.ALIASADD", "live", "idx")
+    (tmp_path / "patch.yaml").write_text(PATCH)
+    res = runner.invoke(app, ["plan", "--index", "idx", "--schema-patch",
+                              str(tmp_path / "patch.yaml"), "--mode", "online", "--alias",
+                              "live", "--target-prefix", "new:", "--url", redis_url,
+                              "--plan-out", str(tmp_path / "plan.yaml")])
+    assert res.exit_code == 0, res.output
+    before = dumps(redis_client, "doc:*")
+    copy_keys = OnlineCopy.copy_keys
+    writes = []
+
+    def copy_then_corrupt(self: OnlineCopy, keys) -> None:
+        copy_keys(self, keys)
+        if b"doc:7" in keys:
+            writes.append(self.phase)
+            redis_client.hset("new:7", "title", "written by someone else")
+
+    monkeypatch.setattr(OnlineCopy, "copy_keys", copy_then_corrupt)
+    res = apply_cli(tmp_path, redis_url)
+    out = " ".join(res.output.split())
+    assert res.exit_code == 1, res.output
+    assert writes == ["copy", "verify"]  # copied, then copied again by the check
+    assert "1 of 60 target keys checked still differ" in out and "(e.g. 'new:7')" in out, out
+    assert "the aliases still point at 'idx'" in out and "rvlm rollback" in out, out
+    assert "notify-keyspace-events keeps the classes this run turned on" in out, out
+    assert points_at(redis_client, "live") == "idx"
+    assert dumps(redis_client, "doc:*") == before
+    journal = (tmp_path / "b" / "journal-0.jsonl").read_text()
+    assert '"alias_moved"' not in journal and "verification failed" in journal
+    # the writer is gone: the same command checks every copy again and cuts over
+    monkeypatch.setattr(OnlineCopy, "copy_keys", copy_keys)
+    res = apply_cli(tmp_path, redis_url)
+    assert res.exit_code == 0, res.output
+    assert points_at(redis_client, "live") == "idx_v2"
+    assert dumps(redis_client, "doc:*") == before
+    sources = contents(redis_client, "doc:*")
+    targets = contents(redis_client, "new:*")
+    assert {b"new:" + k[4:] for k in sources} == set(targets)
+    for k, (fields, expiry) in sources.items():
+        assert targets[b"new:" + k[4:]] == (renamed_quantized(fields), expiry), k

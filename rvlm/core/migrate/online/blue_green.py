@@ -529,6 +529,9 @@ class _BlueGreen:
                         f"the aliases still point at {plan.source_index!r}, so queries were "
                         "not affected; find what writes the target prefix, then re-run the "
                         f"same command, or 'rvlm rollback --backup-dir {run.dir}'")
+                    report.manual_actions.append(
+                        "notify-keyspace-events keeps the classes this run turned on until it "
+                        "is resumed or rolled back")
                     return report.finish(False)
                 self.cut_over()
             else:

@@ -23,6 +23,10 @@ change) is not. Marks are bounded like the memory: past ``max_keys`` of them, on
 the unread spill overwrites the time of every marked record with NaN (skipped when taken) and
 the marks are dropped; they are dropped too whenever the spill drains. ``len()`` counts a
 skipped record until it is read past.
+
+:meth:`PendingKeys.holds` answers for the spill too (the check before the cut-over leaves a
+key whose change waits there to forwarding instead of copying it again): one pass over the
+unread spill, read in chunks like the sweep, so memory stays the asked keys plus a chunk.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import math
 import struct
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -146,10 +150,26 @@ class PendingKeys:
         return n
 
     def holds(self, keys: Iterable[bytes]) -> set[bytes]:
-        """Those of ``keys`` with an entry in memory (a change not carried over yet; spilled
-        entries are not looked at)."""
+        """Those of ``keys`` with an entry not taken yet (a change not carried over yet), in
+        memory or in the spill; a spilled record that :meth:`discard` forgot does not count.
+        Where some of ``keys`` are not in memory and anything is spilled, one pass over the
+        unread spill (chunks, under the lock, stopping once every key is found): memory is
+        ``keys`` plus a chunk. Meant for a few keys now and then (the check before the
+        cut-over asks about the keys whose target differs), not for every change."""
         with self._lock:
-            return {k for k in keys if k in self._memory}
+            mem = self._memory
+            wanted = set(keys)
+            found = {k for k in wanted if k in mem}
+            rest = wanted - found
+            if rest and self._spilled:
+                marks = self._marks
+                for offset, key, at in self._unread():
+                    if key in rest and not math.isnan(at) and marks.get(key, -1) <= offset:
+                        found.add(key)
+                        rest.discard(key)
+                        if not rest:
+                            break
+            return found
 
     def discard(self, keys: Iterable[bytes]) -> None:
         """Forget every entry of ``keys`` that arrived so far, in memory and in the spill,
@@ -167,25 +187,32 @@ class PendingKeys:
         then drop the marks (one pass over the unread spill, read in chunks; under the lock)."""
         f = self._spill_file()
         marks = self._marks
+        for offset, key, _at in self._unread():
+            if marks.get(key, -1) > offset:
+                f.seek(offset + _LEN.size + len(key))
+                f.write(_DEAD)
+        marks.clear()
+
+    def _unread(self) -> Iterator[tuple[int, bytes, float]]:
+        """``(offset, key, time)`` of every unread spilled record, in order, the file read in
+        chunks of :data:`_SWEEP_CHUNK` (memory: one chunk). Under the lock; the caller may
+        write into records already yielded between two of them."""
+        f = self._spill_file()
         base = self._read_at  # the file offset of buf[0]
         buf = b""
         while base + len(buf) < self._write_at:
             f.seek(base + len(buf))
             buf += f.read(min(_SWEEP_CHUNK, self._write_at - base - len(buf)))
-            i, dead = 0, []
+            i = 0
             while i + _LEN.size <= len(buf):
                 (n,) = _LEN.unpack_from(buf, i)
                 end = i + _LEN.size + n + _TIME.size
                 if end > len(buf):
                     break
-                if marks.get(buf[i + _LEN.size:end - _TIME.size], -1) > base + i:
-                    dead.append(base + end - _TIME.size)
+                (at,) = _TIME.unpack_from(buf, end - _TIME.size)
+                yield base + i, buf[i + _LEN.size:end - _TIME.size], at
                 i = end
-            for at in dead:
-                f.seek(at)
-                f.write(_DEAD)
             buf, base = buf[i:], base + i
-        marks.clear()
 
     def oldest(self) -> float | None:
         """The time of the oldest entry in memory (None when memory is empty)."""

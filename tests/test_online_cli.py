@@ -4,14 +4,18 @@ that stops the run cleanly, resume, finalize, and 'rvlm ctl' without a running a
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import pytest
+import yaml
 from online_helpers import contents, dumps, points_at, renamed_quantized
 from test_apply_helpers import make_hash_index
 from typer.testing import CliRunner
 
 from rvlm.cli.main import app
+from rvlm.core.migrate.online.control import read_status, send
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.redis.notify import read_setting
 
@@ -115,6 +119,69 @@ def test_options_of_an_online_copy_are_refused_for_other_plans(redis_url, tmp_pa
     res = apply_cli(tmp_path, redis_url, "--follow")
     assert res.exit_code == 2
     assert "--follow is for online plans that copy documents" in res.output
+    res = apply_cli(tmp_path, redis_url, "--backlog-memory-keys", "10")
+    assert res.exit_code == 2
+    assert "--backlog-memory-keys is for online plans that copy documents" in res.output
+
+
+def test_backlog_memory_keys_is_checked_before_anything_and_bounds_the_memory(
+        redis_client, redis_url, tmp_path, setup):
+    assert plan_cli(tmp_path, redis_url, "--target-prefix", "new:").exit_code == 0
+    source = dumps(redis_client, "doc:*")
+    for bad in ("0", "-5", "many", "1.5"):
+        res = apply_cli(tmp_path, redis_url, "--backlog-memory-keys", bad)
+        assert res.exit_code == 2, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and "--backlog-memory-keys" in lines[0], res.output
+        assert not (tmp_path / "b").exists()
+        assert dumps(redis_client, "doc:*") == source and not redis_client.keys("new:*")
+        assert read_setting(redis_client) == ""
+    for command in (["finalize", "--backup-dir", str(tmp_path / "b")],
+                    ["batch", "apply", "--plan", "p.yaml", "--backup-dir", "bb"],
+                    ["batch", "resume", "--state", "s.yaml"]):
+        res = runner.invoke(app, [*command, "--backlog-memory-keys", "0"])
+        assert res.exit_code == 2 and "--backlog-memory-keys" in res.output, res.output
+    # one key in memory: 30 source keys changed while forwarding is throttled wait in the
+    # backlog, 29 of them in its spill file, and every change still reaches its target
+    flag = tmp_path / "postpone"
+    flag.write_text("")
+    changed = [f"doc:{i}" for i in range(0, 60, 2)]
+    problems: list[str] = []
+
+    def client_side() -> None:
+        try:
+            deadline = time.monotonic() + 60
+            while (st := read_status(tmp_path / "b")) is None or st.phase != "postponed":
+                assert time.monotonic() < deadline, "the apply never reached the cut-over"
+                time.sleep(0.05)
+            assert send(tmp_path / "b", "throttle")
+            for k in changed:
+                redis_client.hset(k, "t", f"changed {k}")
+            while (st := read_status(tmp_path / "b")) is None or st.backlog < len(changed):
+                assert time.monotonic() < deadline, f"backlog {st and st.backlog}"
+                time.sleep(0.05)
+            send(tmp_path / "b", "unthrottle")
+        except BaseException as exc:  # reported by the test's thread
+            problems.append(repr(exc))
+        finally:
+            flag.unlink()
+
+    writer = threading.Thread(target=client_side)
+    writer.start()
+    res = apply_cli(tmp_path, redis_url, "--backlog-memory-keys", "1",
+                    "--postpone-cut-over-flag-file", str(flag),
+                    "--report-out", str(tmp_path / "r.yaml"))
+    writer.join(60)
+    assert not problems, problems
+    assert res.exit_code == 0, res.output
+    online = yaml.safe_load((tmp_path / "r.yaml").read_text())["rvlm"]["online"]
+    assert online["backlog_spilled_to_disk"] == len(changed) - 1, online
+    assert points_at(redis_client, "live") == "idx_v2"
+    for k, (fields, expiry) in contents(redis_client, "doc:*").items():
+        target = (redis_client.hgetall(b"new:" + k[4:]),
+                  redis_client.execute_command("PEXPIRETIME", b"new:" + k[4:]))
+        assert target == (renamed_quantized(fields), expiry), k
+    assert redis_client.hget("new:58", "title") == b"changed doc:58"
 
 
 def test_where_config_is_refused_plan_and_apply_say_what_to_configure(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from rvlm.cli.common import (
+    BacklogMemoryKeysOption,
     ClusterOption,
     JsonOption,
     MinRecallOption,
@@ -126,6 +127,7 @@ def apply(
     status_every: Annotated[float, typer.Option(
         "--status-every", min=0, help="Online copy: seconds between status lines on stderr.")
     ] = 5.0,
+    backlog_memory_keys: BacklogMemoryKeysOption = None,
     use_async: Annotated[bool, typer.Option(
         "--async", help="Run the async executor (redis.asyncio on an event loop; the same "
                         "plan, documents, backup and report).")] = False,
@@ -157,7 +159,8 @@ def apply(
     online = _online_options(copies, follow=follow, finalize=finalize, max_load=max_load,
                              critical_load=critical_load, max_lag_millis=max_lag_millis,
                              throttle_replicas=throttle_replicas,
-                             postpone=postpone_cut_over_flag_file, status_every=status_every)
+                             postpone=postpone_cut_over_flag_file, status_every=status_every,
+                             backlog_memory_keys=backlog_memory_keys)
     if not sys.stdin.isatty() and not loaded.changes_nothing:
         # as terraform's -auto-approve: a script must say it means it. --yes, or for a lossy
         # plan --accept-data-loss (RedisVL's confirmation, so its guide's commands run as typed)
@@ -233,7 +236,7 @@ def apply(
 def _online_options(copies: bool, *, follow: bool, finalize: bool, max_load: str | None,
                     critical_load: str | None, max_lag_millis: float | None,
                     throttle_replicas: str | None, postpone: Path | None,
-                    status_every: float) -> Any:
+                    status_every: float, backlog_memory_keys: int | None = None) -> Any:
     """The OnlineOptions of the command line (refused for a plan that copies nothing; None
     for such a plan, whose run does not load the online modules)."""
     from rvlm.core.errors import RvlmError
@@ -242,13 +245,14 @@ def _online_options(copies: bool, *, follow: bool, finalize: bool, max_load: str
         ("--follow", follow), ("--finalize", finalize), ("--max-load", max_load),
         ("--critical-load", critical_load), ("--max-lag-millis", max_lag_millis),
         ("--throttle-replicas", throttle_replicas), ("--postpone-cut-over-flag-file", postpone),
+        ("--backlog-memory-keys", backlog_memory_keys),
     ) if value]
     if asked and not copies:
         raise RvlmError(f"{asked[0]} is for online plans that copy documents to a new prefix; "
                         "this plan does not")
     if not copies:
         return None
-    from rvlm.core.migrate.online.options import OnlineOptions
+    from rvlm.core.migrate.online.options import BACKLOG_MEMORY_KEYS, OnlineOptions
     from rvlm.core.migrate.online.throttle import parse_thresholds
 
     replicas = (tuple(r.strip() for r in throttle_replicas.split(",") if r.strip())
@@ -258,8 +262,8 @@ def _online_options(copies: bool, *, follow: bool, finalize: bool, max_load: str
         max_load=parse_thresholds(max_load, "--max-load"),
         critical_load=parse_thresholds(critical_load, "--critical-load"),
         max_lag_ms=max_lag_millis, replicas=replicas, postpone_flag_file=postpone,
-        status_every=status_every,
-        on_status=lambda status: typer.echo(status.line(), err=True))
+        status_every=status_every, on_status=lambda status: typer.echo(status.line(), err=True),
+        backlog_memory_keys=backlog_memory_keys or BACKLOG_MEMORY_KEYS)
 
 
 @contextmanager
@@ -377,6 +381,7 @@ def finalize(
     report_out: Annotated[Path | None, typer.Option("--report-out",
                                                     help="Write the YAML report here.")] = None,
     json_out: JsonOption = False,
+    backlog_memory_keys: BacklogMemoryKeysOption = None,
 ) -> None:
     """End an online migration that copied documents: back up, then delete the source keys.
 
@@ -395,7 +400,12 @@ def finalize(
             f"Back up and delete the source keys of {plan.source_index!r} "
             f"({', '.join(plan.source_schema.index.prefix)})?", default=False):
         raise RvlmError("not finalized")
-    report = do_finalize(backup_dir, redis_url=url)
+    online = None
+    if backlog_memory_keys is not None:
+        from rvlm.core.migrate.online.options import OnlineOptions
+
+        online = OnlineOptions(backlog_memory_keys=backlog_memory_keys)
+    report = do_finalize(backup_dir, redis_url=url, online=online)
     if report_out is not None:
         report.write(report_out)
     if json_out:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from rvlm.cli.common import (
+    BacklogMemoryKeysOption,
     ClusterOption,
     MinRecallOption,
     QueryCheckOption,
@@ -159,20 +160,23 @@ def apply(
         "--finalize", help="Online copies: back up and delete each index's source keys at the "
                            "end of its run (else 'rvlm finalize --backup-dir DIR/INDEX').")
     ] = False,
+    backlog_memory_keys: BacklogMemoryKeysOption = None,
 ) -> None:
     """Run every applicable index of a batch plan (re-run, or 'batch resume', to continue).
 
     The quality gate's options apply to every index (a query check file's checks run against
     each one)."""
     from rvlm.api import quality_options
-    from rvlm.core.migrate.online.options import OnlineOptions
+    from rvlm.core.migrate.online.options import BACKLOG_MEMORY_KEYS, OnlineOptions
     from rvlm.core.multi.executor import BatchMigrationExecutor
 
     quality = quality_options(min_recall=min_recall, recall_queries=recall_queries,
                               recall_k=recall_k, query_check_file=query_check_file)
     executor = BatchMigrationExecutor(batch_size=batch_size, workers=workers, quality=quality,
                                       rollback_below_recall=rollback_below_recall,
-                                      online=OnlineOptions(finalize=finalize))
+                                      online=OnlineOptions(
+                                          finalize=finalize, backlog_memory_keys=(
+                                              backlog_memory_keys or BACKLOG_MEMORY_KEYS)))
     report = executor.apply(plan, redis_url=url, state_path=state, report_dir=report_dir,
                             backup_dir=backup_dir, progress_callback=_progress,
                             accept_data_loss=accept_data_loss, parallel=parallel)
@@ -197,15 +201,19 @@ def resume(
     query_check_file: QueryCheckOption = None,
     rollback_below_recall: RollbackBelowOption = False,
     cluster: ClusterOption = False,
+    backlog_memory_keys: BacklogMemoryKeysOption = None,
 ) -> None:
     """Continue a batch where it stopped (a crashed index resumes from its journal)."""
     from rvlm.api import quality_options
+    from rvlm.core.migrate.online.options import OnlineOptions
     from rvlm.core.multi.executor import BatchMigrationExecutor
 
     quality = quality_options(min_recall=min_recall, recall_queries=recall_queries,
                               recall_k=recall_k, query_check_file=query_check_file)
-    report = BatchMigrationExecutor(quality=quality,
-                                    rollback_below_recall=rollback_below_recall).resume(
+    online = (None if backlog_memory_keys is None
+              else OnlineOptions(backlog_memory_keys=backlog_memory_keys))
+    report = BatchMigrationExecutor(quality=quality, rollback_below_recall=rollback_below_recall,
+                                    online=online).resume(
         state, redis_url=url, retry_failed=retry_failed, backup_dir=backup_dir,
         report_dir=report_dir, progress_callback=_progress, accept_data_loss=accept_data_loss,
         parallel=parallel)

@@ -58,6 +58,11 @@ def _force_cluster(value: bool) -> bool:
     return value
 
 
+# The online copy's change backlog (apply, finalize, batch apply/resume).
+BacklogMemoryKeysOption = Annotated[int | None, typer.Option(
+    "--backlog-memory-keys", min=1, show_default=False,
+    help="Online copy: changed keys the backlog holds in memory before it spills to a file "
+         "in the backup dir (default 100000; memory grows with the key size).")]
 ClusterOption = Annotated[
     bool,
     typer.Option("--cluster", callback=_force_cluster,

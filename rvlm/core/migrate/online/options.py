@@ -14,6 +14,9 @@ import attrs
 
 from rvlm.core.migrate.online.control import Status
 
+#: changed keys the backlog holds in memory before it spills to disk, unless told otherwise
+BACKLOG_MEMORY_KEYS = 100_000
+
 
 @attrs.frozen(kw_only=True)
 class OnlineOptions:
@@ -37,4 +40,7 @@ class OnlineOptions:
     status_every: float = 5.0
     on_status: Callable[[Status], None] | None = None
     should_stop: Callable[[], str | None] | None = None
-    backlog_memory_keys: int = 100_000
+    backlog_memory_keys: int = BACKLOG_MEMORY_KEYS
+
+
+__all__ = ["BACKLOG_MEMORY_KEYS", "OnlineOptions"]

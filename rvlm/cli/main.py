@@ -14,6 +14,7 @@ missing one, a bad choice) as one ``error:`` line with exit code 2, like every o
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import sys
 from collections.abc import Callable, Iterator, MutableMapping
@@ -327,4 +328,24 @@ def main() -> None:
     from rvlm.core.redis.deferred import defer_redis_asyncio
 
     defer_redis_asyncio()  # only --async uses redis-py's asyncio client: loaded then
-    app()
+    try:
+        app()
+    finally:
+        settle_before_exit()
+
+
+def settle_before_exit() -> None:
+    """Make the interpreter's shutdown cheap; the process is about to end.
+
+    At exit CPython clears every module and runs several full garbage collections over all
+    the objects still alive (about 47,000 after an apply: 0.2-0.35 s, measured, more than the
+    whole report). One collection now frees what is already garbage and runs its finalizers,
+    as the shutdown would have done; then ``gc.freeze`` moves the survivors out of the
+    collector's reach, so the shutdown's collections have nothing to traverse. What is still
+    reachable when the modules are cleared is released by reference counting as before; only
+    a cycle that becomes garbage during the shutdown itself is no longer collected (CPython
+    promises no finalization at exit anyway; rvlm closes and fsyncs its files itself, and
+    ``atexit`` handlers, ``weakref.finalize`` included, still run). Called by the ``rvlm``
+    command only (not by a library caller or a test's ``CliRunner``), once it is over."""
+    gc.collect()
+    gc.freeze()

@@ -17,7 +17,7 @@ from test_apply_helpers import make_hash_index, make_json_index
 from test_mirror import dumps, mirror_of, plan_for
 
 from rvlm.core.migrate.online.control import ControlChannel, send
-from rvlm.core.migrate.online.copier import OnlineCopy, Stopped
+from rvlm.core.migrate.online.copier import OnlineCopy, StepSize, Stopped
 from rvlm.core.migrate.online.throttle import Throttler
 from rvlm.core.redis.capture import Subscriber
 from rvlm.core.redis.connection import connect, read_index
@@ -346,3 +346,59 @@ def test_finalize_backs_up_then_deletes_and_loses_no_write(redis_client, redis_u
         # the target holds the last state the source had before it was deleted, unless the
         # writer deleted the source after that backup (then the target is gone too)
         assert got == want or (not got and key in writer.touched), key
+
+
+def test_changes_are_carried_over_while_a_long_check_runs(redis_client, redis_url, tmp_path,
+                                                          notify):
+    """A slow read-only check (validation's round trips, the gate's queries) runs in a thread
+    of its own: a write made meanwhile reaches its target before the check ends."""
+    make_hash_index(redis_client, n=50, dims=DIMS)
+    plan = plan_for(redis_client, "idx", {
+        "index": {"name": "idx_v2", "prefix": "new:"},
+        "rename_fields": [{"old_name": "t", "new_name": "title"}]})
+    setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path)
+    try:
+        engine.copy(keyfile)
+        engine.drain()
+        seen: list[Any] = []
+
+        def check() -> str:
+            redis_client.hset("doc:7", "t", "written during the check")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # the check waits for the change to arrive
+                got = redis_client.hget("new:7", "title")
+                if got == b"written during the check":
+                    seen.append(got)
+                    break
+                time.sleep(0.01)
+            return "checked"
+
+        started = time.monotonic()
+        assert engine.forward_during(check) == "checked"
+        assert seen == [b"written during the check"] and time.monotonic() - started < 5
+        assert engine.lag.to_dict()["max"] < 1000
+
+        def broken() -> None:
+            raise ValueError("the check failed")
+
+        with pytest.raises(ValueError, match="the check failed"):
+            engine.forward_during(broken)
+    finally:
+        sub.stop()
+        setting.leave()
+
+
+def test_step_sizes_follow_time() -> None:
+    step = StepSize(0.04, most=500, start=100)
+    step.took(0.2)  # slow: shrinks
+    assert step.size == 70
+    for _ in range(20):
+        step.took(0.5)
+    assert step.size == 10  # never under the floor
+    step.took(0.001, keys=3)  # fast but not full: stays
+    assert step.size == 10
+    for _ in range(10):
+        step.took(0.001)
+    assert step.size == 500  # never over the batch
+    step.took(0.2, keys=20)  # a slow short step shrinks it from what it held
+    assert step.size == 14

@@ -184,8 +184,8 @@ from rvlm.core.storage.journal import phase_data
 
 #: Seconds between two FT.INFO reads while the target index builds.
 INDEX_POLL = 0.25
-#: Source keys per step of the check of every document before the cut-over.
-VERIFY_STEP = 100
+#: Tries of the gate with changes carried over meanwhile, before one with forwarding held.
+GATE_TRIES = 3
 
 
 def _counts(client: redis.Redis, plan: Any) -> tuple[int, int, int]:
@@ -347,24 +347,24 @@ class _BlueGreen:
         engine, plan, client, run = self.engine, self.plan, self.client, self.run
         assert engine is not None
         with run.timer.step("validation"):
-            src = failures = dst = 0
-            in_flight = 0
-            for _ in range(40):
-                engine.drain()
-                src, failures, dst = _counts(client, plan)
-                if src == dst:
+            for attempt in range(GATE_TRIES + 1):
+                src, failures, dst, in_flight = self._settled_counts()
+                # the gate before the alias moves: the same checks as rvlm validate, the
+                # plugins' and the quality gate's (under its floor the alias stays on the
+                # source); they only read, so changes are carried over meanwhile (its round
+                # trips and queries take up to a second on a busy server). A forwarded change
+                # can move the target's count under its feet: a failed try is made again,
+                # the last one with forwarding held, as a check alone would run
+                def gate(src: int = src, dst: int = dst, failures: int = failures
+                         ) -> ValidationResult:
+                    return validate_migration(
+                        client, plan, expected_docs=dst if src != dst else src,
+                        source_failures=failures, host=run.host, context=run.ctx,
+                        live_source=True, gate=run.gate)
+                applied = engine.applied
+                result = engine.forward_during(gate) if attempt < GATE_TRIES else gate()
+                if result.passed or engine.applied == applied:
                     break
-                for sub in engine.subscribers:
-                    sub.barrier()
-                in_flight = len(engine.pending)
-                if abs(src - dst) <= in_flight:
-                    break
-                time.sleep(0.05)
-            # the gate before the alias moves: the same checks as rvlm validate, the plugins'
-            # and the quality gate's (under its floor the alias stays on the source)
-            result = validate_migration(client, plan, expected_docs=dst if src != dst else src,
-                                        source_failures=failures, host=run.host,
-                                        context=run.ctx, live_source=True, gate=run.gate)
             if src != dst:
                 result.add(CheckResult(
                     name="doc_count_in_flight", passed=abs(src - dst) <= in_flight,
@@ -372,6 +372,26 @@ class _BlueGreen:
                             "over"))
         self.report.documents = src
         return result
+
+    def _settled_counts(self) -> tuple[int, int, int, int]:
+        """(source documents, source failures, target documents, changes in flight) read
+        with the backlog drained, once they agree or the changes in flight explain the
+        difference (or after 40 tries)."""
+        engine, plan, client = self.engine, self.plan, self.client
+        assert engine is not None
+        src = failures = dst = in_flight = 0
+        for _ in range(40):
+            engine.drain()
+            src, failures, dst = _counts(client, plan)
+            if src == dst:
+                return src, failures, dst, 0
+            for sub in engine.subscribers:
+                sub.barrier()
+            in_flight = len(engine.pending)
+            if abs(src - dst) <= in_flight:
+                break
+            engine.forward_during(lambda: time.sleep(0.05))
+        return src, failures, dst, in_flight
 
     def postpone(self) -> None:
         """Keep the target caught up while the postpone flag file exists."""
@@ -400,10 +420,9 @@ class _BlueGreen:
         engine.phase = "verify"
         with self.run.timer.step("verify"):
             engine.drain()
-            # small steps: changes are carried over between them, so a change never waits
-            # behind more than one step of the pass
-            got = verify_targets(engine, copied_source_keys(
-                self.run.dir, min(engine.batch_size, VERIFY_STEP)))
+            # in steps sized by time: changes are carried over between them, so a change
+            # never waits behind more than one step of the pass
+            got = verify_targets(engine, copied_source_keys(self.run.dir, engine.batch_size))
         self.report.online["verified"] = {
             "checked": got.checked, "ok": got.ok, "copied_again": got.recopied,
             "in_flight": got.in_flight, "failed": got.failed, "unchecked": got.unchecked,

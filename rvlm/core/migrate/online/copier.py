@@ -7,9 +7,12 @@ reordered) and owns the loop of :mod:`rvlm.core.migrate.online.blue_green`:
   transform (:class:`~rvlm.core.migrate.online.mirror.Mirror`), write the targets (compared
   first when ``compare`` is on: a resume writes only what differs), then forget the backlog
   entries the read already covered, then carry over one batch of the backlog;
-* :meth:`OnlineCopy.forward` carries over one batch of changed keys: logged first
+* :meth:`OnlineCopy.forward` carries over one pass of changed keys (as many as take about
+  ``step_seconds``, :class:`StepSize`): logged first
   (:class:`~rvlm.core.storage.keylog.KeyLog`), then read, transformed and written (or their
   targets deleted), each one's lag recorded;
+* :meth:`OnlineCopy.forward_during` runs a long read-only check (the validation before the
+  cut-over) in another thread while this one keeps forwarding;
 * :meth:`OnlineCopy.drain` waits for a capture barrier, then forwards until the backlog is
   empty;
 * :meth:`OnlineCopy.sweep` deletes target keys whose source key is gone (a resume);
@@ -28,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis
 
@@ -47,8 +50,32 @@ from rvlm.core.storage.keylog import KeyLog
 from rvlm.core.storage.pending import PendingKeys
 
 _MIN_STEP = 10
+T = TypeVar("T")
 #: Seconds between two status files (``rvlm ctl status`` reads them).
 PUBLISH_EVERY = 1.0
+
+
+class StepSize:
+    """How many keys one step takes so that it lasts about ``seconds``: shrunk by 30% after a
+    step that took longer, doubled after one that took under half (between ``least`` and
+    ``most``). Large vectors, or a server busy building an index, make a key slower; the
+    steps follow, so a change never waits long behind one."""
+
+    def __init__(self, seconds: float, most: int, start: int = 100, least: int = _MIN_STEP
+                 ) -> None:
+        self.seconds = seconds
+        self.most = max(1, most)
+        self.least = max(1, min(least, self.most))
+        self.size = max(self.least, min(start, self.most))
+
+    def took(self, seconds: float, keys: int | None = None) -> None:
+        """Record how long the last step took (of ``keys`` keys; default :attr:`size`): a
+        slow one shrinks the size, a fast full one grows it."""
+        keys = self.size if keys is None else keys
+        if seconds > self.seconds:
+            self.size = max(self.least, int(min(self.size, keys) * 0.7))
+        elif seconds < self.seconds / 2 and keys >= self.size:
+            self.size = min(self.most, self.size * 2)
 
 
 class Stopped(MigrationFailed):
@@ -109,8 +136,12 @@ class OnlineCopy:
         self.postponed: str | None = None
         self.started = time.monotonic()
         #: seconds one copy step should take (see :meth:`copy`)
-        self.step_seconds = 0.05
-        self._step = min(batch_size, 100)
+        self.step_seconds = 0.04
+        #: keys per copy step, per check step (:mod:`~rvlm.core.migrate.online.verify`) and
+        #: per forward pass, each sized to take about :attr:`step_seconds`
+        self.copy_step = StepSize(self.step_seconds, batch_size)
+        self.check_step = StepSize(self.step_seconds, batch_size)
+        self.forward_step = StepSize(self.step_seconds, batch_size, start=batch_size)
         self._copy_started: float | None = None
         self._last_tick = 0.0
         self._last_status = 0.0
@@ -250,16 +281,12 @@ class OnlineCopy:
                 i = 0
                 while i < len(keys):
                     self.wait_while_throttled()
-                    chunk = keys[i:i + self._step]
+                    chunk = keys[i:i + self.copy_step.size]
                     started = time.monotonic()
                     self.copy_keys(chunk)
-                    took = time.monotonic() - started
+                    self.copy_step.took(time.monotonic() - started)
                     i += len(chunk)
                     self.copied += len(chunk)
-                    if took > self.step_seconds and self._step > _MIN_STEP:
-                        self._step = max(_MIN_STEP, int(self._step * 0.7))
-                    elif took < self.step_seconds / 2:
-                        self._step = min(self.batch_size, self._step * 2)
                     self.tick()
                     self.forward()
                 if self.progress is not None:
@@ -269,16 +296,18 @@ class OnlineCopy:
 
     # -- forwarding ----------------------------------------------------------------------
     def forward(self, limit: int | None = None) -> int:
-        """Carry over up to ``limit`` (default: a batch) changed keys; returns how many."""
+        """Carry over up to ``limit`` changed keys (default: as many as take about
+        :attr:`step_seconds`, at most a batch); returns how many."""
         if self._throttled is not None:
             return 0
-        taken = self.pending.take(limit or self.batch_size)
+        taken = self.pending.take(limit or self.forward_step.size)
         if not taken:
             return 0
+        started = time.monotonic()
         keys = list(dict.fromkeys(k for k, _ in taken))
         # the keys are logged (fsynced) before their targets are written; the fsync runs in
         # a thread meanwhile the sources are read and transformed, off the lag's path
-        logged = _Background(self.written.add, keys)
+        logged: _Background[int] = _Background(self.written.add, keys)
         try:
             sources = self.mirror.read(self.client, keys)
             docs, deletes = self.mirror.targets(sources)
@@ -286,6 +315,8 @@ class OnlineCopy:
             logged.result()
         self.write(docs, deletes)
         now = time.monotonic()
+        if limit is None:
+            self.forward_step.took(now - started, len(taken))
         for _k, at in taken:
             self.lag.add((now - at) * 1000.0)
         self.applied += len(taken)
@@ -305,6 +336,22 @@ class OnlineCopy:
             if deadline is not None and time.monotonic() > deadline:
                 raise MigrationFailed(f"the backlog ({len(self.pending)} keys) did not drain "
                                       f"within {timeout:.0f}s")
+
+    def forward_during(self, fn: Callable[[], T]) -> T:
+        """``fn()`` (which must only read: this thread stays the one writer of target keys)
+        in a thread of its own, while this one keeps carrying changes over; returns its
+        result or raises its error. So a long check (round trips of validation, queries of
+        the quality gate) does not hold changes back."""
+        job: _Background[T] = _Background(fn, name="rvlm-check")
+        try:
+            while not job.done():
+                self.tick()
+                if not self.forward():
+                    self.idle(0.005)
+        except BaseException:
+            job.wait()  # nothing of it runs on once the run stops
+            raise
+        return job.result()
 
     def idle(self, seconds: float) -> None:
         """Wait up to ``seconds`` for a change to arrive (at once if one waits); while
@@ -341,25 +388,34 @@ class OnlineCopy:
         return n
 
 
-class _Background:
-    """``fn(*args)`` in a thread of its own; :meth:`result` waits for it and re-raises."""
+class _Background(Generic[T]):
+    """``fn(*args)`` in a thread of its own; :meth:`result` waits for it and returns its
+    value or re-raises."""
 
-    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+    def __init__(self, fn: Callable[..., T], *args: Any, name: str = "rvlm-keylog") -> None:
         self._error: BaseException | None = None
+        self._value: T | None = None
 
         def run() -> None:
             try:
-                fn(*args)
+                self._value = fn(*args)
             except BaseException as exc:  # handed to result()
                 self._error = exc
 
-        self._thread = threading.Thread(target=run, name="rvlm-keylog", daemon=True)
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
         self._thread.start()
 
-    def result(self) -> None:
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> T:
         self._thread.join()
         if self._error is not None:
             raise self._error
+        return self._value  # type: ignore[return-value]
 
 
 def _type_name(reply: Any) -> bytes:

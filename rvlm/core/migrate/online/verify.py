@@ -11,9 +11,10 @@ document any more, must have no target key.
 
 :func:`verify_targets` goes through every source key the run copied or carried over (the key
 files and ``written.keys``, :func:`~rvlm.core.migrate.online.capture.copied_source_keys`),
-batch by batch (memory bounded by the batch): read the sources, transform them
+step by step (memory bounded by the batch; a step takes as many keys as fit in the engine's
+``step_seconds``, fewer for large vectors): read the sources, transform them
 (:class:`~rvlm.core.migrate.online.mirror.Mirror`, the plan's operations), check the targets.
-Changes keep being carried over between batches.
+Changes keep being carried over between steps.
 
 A target that differs is not necessarily wrong: its source may have been written a moment
 ago, the change not carried over yet. So after a capture barrier (every event published
@@ -30,7 +31,7 @@ after the root) cannot be digested here and is counted as unchecked.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 import attrs
@@ -151,16 +152,29 @@ def _bad_sources(engine: OnlineCopy, keys: list[bytes]) -> tuple[list[bytes], in
     return bad, len(docs) + len(deletes) - unchecked, unchecked
 
 
+def _steps(engine: OnlineCopy, source_keys: Iterable[list[bytes]]) -> Iterator[list[bytes]]:
+    """``source_keys`` again, in steps of ``engine.check_step`` keys (sized by time: a step
+    of large vectors takes fewer keys), each without repeats."""
+    for chunk in source_keys:
+        keys = list(dict.fromkeys(chunk))
+        i = 0
+        while i < len(keys):
+            step = keys[i:i + engine.check_step.size]
+            i += len(step)
+            yield step
+
+
 def verify_targets(engine: OnlineCopy, source_keys: Iterable[list[bytes]]) -> TargetsVerified:
     """Check (and where needed copy again) the target of every key of ``source_keys`` (see
     the module docstring). Runs on the engine's thread: the one writer of target keys."""
     started = time.perf_counter()
     out = TargetsVerified()
     seen_recopied: set[bytes] = set()
-    for chunk in source_keys:
+    for keys in _steps(engine, source_keys):
         engine.wait_while_throttled()
-        keys = list(dict.fromkeys(chunk))
+        step_started = time.monotonic()
         bad, checked, unchecked = _bad_sources(engine, keys)
+        engine.check_step.took(time.monotonic() - step_started, len(keys))
         out.checked += checked
         out.unchecked += unchecked
         if bad:

@@ -161,6 +161,30 @@ def test_lease_keeper_keeps_the_lock_and_notices_loss(client: redis.Redis, index
     assert client.get(lock_key(index)) in (b"thief", "thief")
 
 
+def test_lease_keeper_stops_when_asked_not_at_its_next_renewal(client: redis.Redis,
+                                                                index: str) -> None:
+    """Stopping the renewer ends its thread at once, not when its wait for the next renewal
+    would have run out (issue #17: an apply's exit must not wait on a lease interval): with a
+    lease of two hours the thread would otherwise sleep 40 minutes. The lock is left held
+    until released, and nothing renews it after the stop."""
+    import threading
+
+    lock = IndexLock(client, index, owner="alice", lease_ms=7_200_000)
+    with lock:
+        keeper = LeaseKeeper(lock)
+        keeper.start()
+        name = f"rvlm-lease-{index}"
+        assert name in {t.name for t in threading.enumerate()}
+        stopper = threading.Thread(target=keeper.stop, daemon=True)
+        stopper.start()
+        stopper.join(timeout=60)  # a generous bound: an interval-bound stop takes 40 min
+        assert not stopper.is_alive()
+        assert name not in {t.name for t in threading.enumerate()}
+        keeper.check()
+        assert client.exists(lock_key(index)) == 1
+    assert client.exists(lock_key(index)) == 0
+
+
 # --------------------------------------------------------------------------- hold_locks
 
 

@@ -9,11 +9,12 @@ registers the test plugins, applies the plan, prints the result and exits 0 (suc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -276,6 +277,39 @@ def snapshot(client: Any, pattern: str = "*") -> dict[bytes, Any]:
         else:
             out[k] = (client.execute_command("JSON.GET", k, "$"), ttl)
     return out
+
+
+@contextlib.contextmanager
+def primary_with_replica() -> Iterator[tuple[str, Any, Any]]:
+    """Two embedded servers of the test's own, a primary and its synced replica: yields the
+    primary's URL and a client of each."""
+    import tempfile
+    from pathlib import Path
+
+    import redis
+
+    from rvlm.embedded.server import EmbeddedServer, free_port
+
+    servers = []
+    try:
+        for _ in range(2):
+            s = EmbeddedServer(port=free_port(),
+                               directory=Path(tempfile.mkdtemp(prefix="rvlm-r-")))
+            s.start()
+            servers.append(s)
+        primary, replica = servers
+        redis.Redis(port=primary.port).config_set("repl-diskless-sync-delay", 0)
+        rc = redis.Redis(port=replica.port)
+        rc.replicaof("127.0.0.1", primary.port)
+        deadline = time.monotonic() + 20
+        while rc.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica did not sync"
+            time.sleep(0.05)
+        yield primary.url, redis.Redis(port=primary.port), rc
+    finally:
+        for s in servers:
+            s.stop()
+            s.wipe()
 
 
 def search(client: Any, index: str, query: str = "@t:hello", **kw: Any) -> Any:

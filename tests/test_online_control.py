@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
-import redis
+from test_apply_helpers import primary_with_replica
 
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.online.control import (
@@ -81,25 +79,8 @@ def test_throttler_refuses_unknown_fields_before_anything(redis_client):
 @pytest.fixture(scope="module")
 def primary_and_replica():
     """Two embedded servers of this test's own: a primary and its replica."""
-    from rvlm.embedded.server import EmbeddedServer, free_port
-
-    servers = []
-    for _ in range(2):
-        s = EmbeddedServer(port=free_port(), directory=Path(tempfile.mkdtemp(prefix="rvlm-r-")))
-        s.start()
-        servers.append(s)
-    primary, replica = servers
-    redis.Redis(port=primary.port).config_set("repl-diskless-sync-delay", 0)
-    rc = redis.Redis(port=replica.port)
-    rc.replicaof("127.0.0.1", primary.port)
-    deadline = time.monotonic() + 20
-    while rc.info("replication").get("master_link_status") != "up":
-        assert time.monotonic() < deadline, "the replica did not sync"
-        time.sleep(0.05)
-    yield redis.Redis(port=primary.port), rc
-    for s in servers:
-        s.stop()
-        s.wipe()
+    with primary_with_replica() as (_url, primary, replica):
+        yield primary, replica
 
 
 def test_replica_lag_is_measured_in_ms_and_throttles(primary_and_replica):

@@ -5,15 +5,13 @@ the run moving on with writes a failover would lose."""
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import redis
 from online_helpers import copy_plan, dumps, points_at
-from test_apply_helpers import make_hash_index
+from test_apply_helpers import make_hash_index, primary_with_replica
 
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.online.options import OnlineOptions
@@ -23,25 +21,8 @@ from rvlm.core.redis.durability import TIMEOUT_ENV
 @pytest.fixture
 def primary_and_replica():
     """Two embedded servers of this test's own: a primary and its replica."""
-    from rvlm.embedded.server import EmbeddedServer, free_port
-
-    servers = []
-    for _ in range(2):
-        s = EmbeddedServer(port=free_port(), directory=Path(tempfile.mkdtemp(prefix="rvlm-r-")))
-        s.start()
-        servers.append(s)
-    primary, replica = servers
-    redis.Redis(port=primary.port).config_set("repl-diskless-sync-delay", 0)
-    rc = redis.Redis(port=replica.port)
-    rc.replicaof("127.0.0.1", primary.port)
-    deadline = time.monotonic() + 20
-    while rc.info("replication").get("master_link_status") != "up":
-        assert time.monotonic() < deadline, "the replica did not sync"
-        time.sleep(0.05)
-    yield primary.url, redis.Redis(port=primary.port), rc
-    for s in servers:
-        s.stop()
-        s.wipe()
+    with primary_with_replica() as (url, primary, replica):
+        yield url, primary, replica
 
 
 def _caught_up(primary: redis.Redis, replica: redis.Redis) -> None:

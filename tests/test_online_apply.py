@@ -35,16 +35,6 @@ from rvlm.core.redis.notify import read_setting
 from rvlm.core.storage.journal import RunState
 
 
-@pytest.fixture
-def notify(redis_client):
-    """Notifications off before the test; what the test leaves behind is checked by it, then
-    the setting is put back for the next test."""
-    before = read_setting(redis_client)
-    redis_client.config_set("notify-keyspace-events", "")
-    yield
-    redis_client.config_set("notify-keyspace-events", before)
-
-
 def fields_of(client, index: str) -> list[str]:
     return read_index(client, index).schema.field_names()
 

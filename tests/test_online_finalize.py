@@ -16,16 +16,7 @@ import rvlm.core.migrate.online.finalize as finalize_module
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.online.finalize import finalize_migration
 from rvlm.core.migrate.online.options import OnlineOptions
-from rvlm.core.redis.notify import read_setting
 from rvlm.core.storage.keylog import KeyLog
-
-
-@pytest.fixture
-def notify(redis_client):
-    before = read_setting(redis_client)
-    redis_client.config_set("notify-keyspace-events", "")
-    yield
-    redis_client.config_set("notify-keyspace-events", before)
 
 
 def test_a_key_recreated_right_after_finalize_deleted_it_reaches_its_target(

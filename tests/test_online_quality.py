@@ -4,7 +4,6 @@ recall check runs before the alias moves; under the floor the alias stays on the
 
 from __future__ import annotations
 
-import pytest
 from online_helpers import dumps, points_at
 from test_apply_helpers import wait_indexed
 from test_quality_helpers import cone, load, random_vectors, vector_index
@@ -20,14 +19,6 @@ from rvlm.core.schema.patch import patch_from_dict
 from rvlm.core.storage.journal import RunState
 
 POOR_HNSW = {"algorithm": "hnsw", "m": 2, "ef_construction": 2, "ef_runtime": 1}
-
-
-@pytest.fixture
-def notify(redis_client):
-    before = read_setting(redis_client)
-    redis_client.config_set("notify-keyspace-events", "")
-    yield
-    redis_client.config_set("notify-keyspace-events", before)
 
 
 def titled_index(client, data) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 from online_helpers import contents, copy_plan, dumps, points_at, renamed_quantized
 from test_apply_helpers import make_hash_index
 from test_online_cli import PATCH, apply_cli
@@ -21,17 +20,8 @@ from rvlm.core.migrate.online.copier import OnlineCopy
 from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.migrate.online.verify import EXTRA, check_targets
 from rvlm.core.redis.copyio import TargetDoc
-from rvlm.core.redis.notify import read_setting
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def notify(redis_client):
-    before = read_setting(redis_client)
-    redis_client.config_set("notify-keyspace-events", "")
-    yield
-    redis_client.config_set("notify-keyspace-events", before)
 
 
 def test_a_target_corrupted_before_the_cut_over_is_caught_and_copied_again(

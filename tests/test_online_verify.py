@@ -5,6 +5,7 @@ gone, the expiry); one that still differs after that fails the run with the sour
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -18,8 +19,9 @@ from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.online.control import read_status
 from rvlm.core.migrate.online.copier import OnlineCopy
 from rvlm.core.migrate.online.options import OnlineOptions
-from rvlm.core.migrate.online.verify import EXTRA, check_targets
-from rvlm.core.redis.copyio import TargetDoc
+from rvlm.core.migrate.online.verify import EXTRA, check_targets, verify_targets
+from rvlm.core.redis.connection import connect
+from rvlm.core.redis.copyio import TargetDoc, json_equal
 
 runner = CliRunner()
 
@@ -136,5 +138,115 @@ def test_a_target_that_still_differs_after_the_copy_again_fails_with_the_source_
     sources = contents(redis_client, "doc:*")
     targets = contents(redis_client, "new:*")
     assert {b"new:" + k[4:] for k in sources} == set(targets)
+    for k, (fields, expiry) in sources.items():
+        assert targets[b"new:" + k[4:]] == (renamed_quantized(fields), expiry), k
+
+
+def _engine(client, plan, work):
+    """An engine over ``plan`` with no capture (the check alone, as blue_green runs it)."""
+    from rvlm.core.migrate.online.mirror import Mirror
+    from rvlm.core.migrate.transform import transform_batch
+    from rvlm.core.plugins.context import ApplyContext
+    from rvlm.core.plugins.host import get_host
+    from rvlm.core.redis.capabilities import detect
+    from rvlm.core.storage.keylog import KeyLog
+    from rvlm.core.storage.pending import PendingKeys
+
+    ctx = ApplyContext(plan=plan, capabilities=detect(client), client=client)
+    return OnlineCopy(client, Mirror(plan, get_host(), ctx, transform_batch),
+                      PendingKeys(work / "pending"), [], KeyLog(work / "written.keys"))
+
+
+def test_the_check_catches_a_byte_of_a_384_d_vector_a_field_an_expiry_a_type_a_stray(
+        redis_client, redis_url, tmp_path, notify, protocol):
+    """The targets are read back and compared with the transform client-side: one byte of a
+    384-d vector, a field the copy does not have, an expiry each way, a target that holds
+    another type, a target whose source is gone. Each is copied again, then exact."""
+    make_hash_index(redis_client, n=40, dims=384, ttl_every=5)
+    redis_client.execute_command("FT.ALIASADD", "live", "idx")
+    plan = copy_plan(redis_client)
+    assert apply_plan(redis_url, plan, backup_dir=tmp_path / "b",
+                      accept_data_loss=True).succeeded
+    client = connect(redis_url)  # RESP2 or RESP3, as the protocol fixture says
+    vector = bytearray(client.hget("new:1", "v"))
+    assert len(vector) == 384 * 2  # float16
+    vector[501] ^= 0x01
+    client.hset("new:1", "v", bytes(vector))
+    client.hset("new:2", "stray", "x")
+    client.pexpire("new:3", 60_000)            # an expiry its source has not
+    client.persist("new:5")                    # doc 5 has one
+    client.delete("new:4")
+    client.set("new:4", "not a hash")          # another type
+    client.delete("doc:6")                     # no source: its target must go
+    keys = [b"doc:%d" % i for i in range(40)]
+    engine = _engine(client, plan, tmp_path)
+    got = verify_targets(engine, [keys])
+    assert (got.checked, got.recopied, got.failed, got.in_flight) == (40, 6, 0, 0), got
+    assert got.recopied_keys == [b"new:1", b"new:2", b"new:3", b"new:4", b"new:5"]
+    sources = contents(client, "doc:*")
+    targets = contents(client, "new:*")
+    assert {b"new:" + k[4:] for k in sources} == set(targets) and b"new:6" not in targets
+    for k, (fields, expiry) in sources.items():
+        assert targets[b"new:" + k[4:]] == (renamed_quantized(fields), expiry), k
+    again = verify_targets(engine, [keys])
+    assert (again.checked, again.ok, again.recopied) == (40, 40, 0), again
+
+
+def test_a_json_float_changed_in_its_last_digits_is_caught_and_one_read_back_off_is_not(
+        redis_client, protocol):
+    """RedisJSON reads some floats back a unit in the last place off: that is the same
+    document; any other change of a float is not (a digest at 12 bits of mantissa missed a
+    change smaller than 1/4096)."""
+    root = {"v": [0.1, -0.9304680228233337, 3.0], "n": 7, "b": True, "s": "x"}
+    redis_client.execute_command("JSON.SET", "vj:1", "$", json.dumps(root))
+
+    def doc(document: object) -> TargetDoc:
+        return TargetDoc(key=b"vj:1", storage="json", document=document, expire_at=-1)
+
+    off_by_a_unit = {**root, "v": [0.1, -0.9304680228233336, 3.0]}
+    changed = {**root, "v": [0.1, -0.9304680228233337 * (1 + 1e-9), 3.0]}
+    outcomes, _ = check_targets(redis_client, "json", [doc(root), doc(off_by_a_unit),
+                                                       doc(changed)], [])
+    assert outcomes == ["ok", "ok", "changed"]
+    assert not json_equal({"n": 7}, {"n": 7.0})      # an integer is not a float
+    assert not json_equal({"b": True}, {"b": 1})     # nor a boolean a number
+    assert json_equal(2**70, float(2**70))           # beyond 64 bits RedisJSON has a float
+    redis_client.delete("vj:1")
+
+
+def test_a_resumed_run_checks_each_key_once(redis_client, redis_url, tmp_path, notify):
+    """A run stopped before the cut-over and resumed has two key files (each copy enumerates
+    the source): the check reads each document once, and of the first copy's keys only
+    that a source deleted meanwhile has no target."""
+    make_hash_index(redis_client, n=50, dims=8, ttl_every=5)
+    redis_client.execute_command("FT.ALIASADD", "live", "idx")
+    plan = copy_plan(redis_client)
+    flag, stop = tmp_path / "postpone", tmp_path / "stop"
+    flag.write_text("")
+    out: dict[str, object] = {}
+    first = threading.Thread(target=lambda: out.setdefault("report", apply_plan(
+        redis_url, plan, backup_dir=tmp_path / "b", accept_data_loss=True,
+        online=OnlineOptions(postpone_flag_file=flag,
+                             should_stop=lambda: "asked" if stop.exists() else None))))
+    first.start()
+    deadline = time.monotonic() + 60
+    while (status := read_status(tmp_path / "b")) is None or status.phase != "postponed":
+        assert time.monotonic() < deadline and first.is_alive()
+        time.sleep(0.05)
+    stop.write_text("")
+    first.join(60)
+    assert not out["report"].succeeded  # type: ignore[attr-defined]
+    assert points_at(redis_client, "live") == "idx"
+    redis_client.delete("doc:9")  # while nothing runs: no capture sees it
+    flag.unlink()
+    report = apply_plan(redis_url, plan, backup_dir=tmp_path / "b", accept_data_loss=True)
+    assert report.succeeded, report.to_yaml()
+    assert len(list((tmp_path / "b").glob("keys-*.rvk"))) == 2
+    verified = report.online["verified"]
+    assert verified["checked"] == 50 and verified["ok"] == 50, verified  # 49 + doc:9's
+    assert points_at(redis_client, "live") == "idx_v2"
+    sources = contents(redis_client, "doc:*")
+    targets = contents(redis_client, "new:*")
+    assert {b"new:" + k[4:] for k in sources} == set(targets) and b"new:9" not in targets
     for k, (fields, expiry) in sources.items():
         assert targets[b"new:" + k[4:]] == (renamed_quantized(fields), expiry), k

@@ -24,6 +24,7 @@ inside the same ``MULTI``/``EXEC`` (and such copies are always rewritten on resu
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -88,6 +89,17 @@ def read_sources(client: redis.Redis, storage_type: str, keys: Sequence[bytes],
     ``now_ms`` (the server's clock, ``TIME``) turns expiry times into the ``pttl`` the
     executor's transform expects; None reads ``TIME`` in the same pipeline (one round trip
     fewer)."""
+    sources, _targets = read_sources_and_targets(client, storage_type, keys, names, "", (),
+                                                 now_ms=now_ms)
+    return sources
+
+
+def read_sources_and_targets(client: redis.Redis, storage_type: str, keys: Sequence[bytes],
+                             names: Sequence[str], target_storage: str,
+                             target_keys: Sequence[bytes], *, now_ms: int | None = None
+                             ) -> tuple[Sources, list[TargetDoc | None]]:
+    """:func:`read_sources` of ``keys`` and :func:`read_targets` of ``target_keys`` (of
+    ``target_storage``), in one pipeline: one round trip where two would do."""
     json_storage = storage_type == "json"
     if now_ms is None and routing.is_cluster(client):  # TIME has no key to route it by
         now_ms = server_time_ms(client)
@@ -100,6 +112,7 @@ def read_sources(client: redis.Redis, storage_type: str, keys: Sequence[bytes],
         else:
             commands.append((b"HGETALL", k))
         commands.append((b"PEXPIRETIME", k))
+    commands += _target_commands(target_storage, target_keys)
     replies = wire.execute(client, commands)
     if now_ms is None:
         now_ms = _time_ms(replies[0])
@@ -110,7 +123,7 @@ def read_sources(client: redis.Redis, storage_type: str, keys: Sequence[bytes],
         if isinstance(expiry, Exception):
             raise MigrationFailed(f"PEXPIRETIME {to_str(k)!r} failed: {expiry}")
         if isinstance(value, Exception):
-            if "WRONGTYPE" in str(value).upper() or "wrong" in str(value).lower():
+            if _wrong_type(value):
                 out.absent.append(k)
                 continue
             raise MigrationFailed(f"reading {to_str(k)!r} failed: {value}")
@@ -145,7 +158,12 @@ def read_sources(client: redis.Redis, storage_type: str, keys: Sequence[bytes],
         pttl = -1 if at < 0 else max(1, at - now_ms)
         out.docs.append(ReadDoc(key=k, values=values, raw_json=raw_json, pttl=pttl))
         out.expire_at[k] = at
-    return out
+    return out, _parse_targets(target_storage, target_keys, replies[2 * len(keys):])
+
+
+def _wrong_type(error: Exception) -> bool:
+    """Whether an error reply says the key holds another type (Redis, or RedisJSON)."""
+    return "WRONGTYPE" in str(error).upper() or "wrong" in str(error).lower()
 
 
 def server_time_ms(client: redis.Redis) -> int:
@@ -287,17 +305,38 @@ def _ok(reply: Any) -> bool:
 
 def read_targets(client: redis.Redis, storage_type: str, keys: Sequence[bytes]
                  ) -> list[TargetDoc | None]:
-    """What each target key holds now (None: it does not exist or holds another type)."""
+    """What each target key holds now: None where it does not exist; a key of another type
+    comes back as a :class:`TargetDoc` of storage :data:`OTHER_TYPE` (it exists, and holds
+    no copy)."""
+    return _parse_targets(storage_type, keys,
+                          wire.execute(client, _target_commands(storage_type, keys)))
+
+
+#: :attr:`TargetDoc.storage` of a target key read back that holds another type of value.
+OTHER_TYPE = "other"
+
+
+def _target_commands(storage_type: str, keys: Sequence[bytes]) -> list[tuple[Any, ...]]:
     json_storage = storage_type == "json"
     commands: list[tuple[Any, ...]] = []
     for k in keys:
         commands.append((b"JSON.GET", k, JSON_ROOT) if json_storage else (b"HGETALL", k))
         commands.append((b"PEXPIRETIME", k))
-    replies = wire.execute(client, commands)
+    return commands
+
+
+def _parse_targets(storage_type: str, keys: Sequence[bytes], replies: Sequence[Any]
+                   ) -> list[TargetDoc | None]:
+    json_storage = storage_type == "json"
     out: list[TargetDoc | None] = []
     for i, k in enumerate(keys):
         value, expiry = replies[2 * i], replies[2 * i + 1]
-        if isinstance(value, Exception) or value is None:
+        if isinstance(value, Exception):
+            if not _wrong_type(value):
+                raise MigrationFailed(f"reading the copy {to_str(k)!r} failed: {value}")
+            out.append(TargetDoc(key=k, storage=OTHER_TYPE, expire_at=to_int(expiry, -1)))
+            continue
+        if value is None:
             out.append(None)
             continue
         at = to_int(expiry, -1)
@@ -322,11 +361,40 @@ def _raw_pairs(value: Any) -> dict[bytes, bytes]:
 
 
 def same(want: TargetDoc, have: TargetDoc | None) -> bool:
-    """True when ``have`` (read back) holds exactly what ``want`` describes."""
+    """True when ``have`` (read back) holds exactly what ``want`` describes: the expiry, and
+    every hash field and no other (bytes), or the JSON document (:func:`json_equal`)."""
     if have is None or want.edits or want.storage != have.storage:
         return False
     if want.expire_at != have.expire_at:
         return False
     if want.storage == "json":
-        return bool(want.document == have.document)
+        return json_equal(want.document, have.document)
     return want.fields == have.fields
+
+
+#: How far apart two floats of a JSON document may be and still be the same value: RedisJSON
+#: reads some floats back a unit or two in the last place off (-0.9304680228233337 comes back
+#: as -0.9304680228233336); 2**-44 relative is 256 such units, and any change a user makes.
+FLOAT_TOLERANCE = 2.0 ** -44
+_INT64 = 2 ** 63
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Whether two JSON values (as ``json.loads`` gives them) are the same document: same
+    types (a boolean is not a number, an integer is not a float) and values, floats within
+    :data:`FLOAT_TOLERANCE` (an integer beyond 64 bits, which RedisJSON keeps as a float,
+    compared as one)."""
+    ta, tb = type(a), type(b)
+    if ta is float or tb is float:
+        if ta is tb:
+            return bool(a == b or math.isclose(a, b, rel_tol=FLOAT_TOLERANCE))
+        big = a if ta is int else b if tb is int else None
+        return (big is not None and not -_INT64 <= big < _INT64
+                and math.isclose(float(a), float(b), rel_tol=FLOAT_TOLERANCE))
+    if ta is not tb:
+        return False
+    if ta is dict:
+        return bool(a.keys() == b.keys() and all(json_equal(v, b[k]) for k, v in a.items()))
+    if ta is list:
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)

@@ -168,7 +168,7 @@ from rvlm.core.migrate.online.control import ControlChannel
 from rvlm.core.migrate.online.copier import OnlineCopy, Stopped
 from rvlm.core.migrate.online.finalize import finalize_in_run
 from rvlm.core.migrate.online.footprint import copy_footprint
-from rvlm.core.migrate.online.verify import verify_targets
+from rvlm.core.migrate.online.verify import keys_to_check, verify_targets
 from rvlm.core.migrate.report import MigrationReport, ValidationResult
 from rvlm.core.migrate.run import Run
 from rvlm.core.migrate.validate import validate_migration
@@ -422,7 +422,7 @@ class _BlueGreen:
             engine.drain()
             # in steps sized by time: changes are carried over between them, so a change
             # never waits behind more than one step of the pass
-            got = verify_targets(engine, copied_source_keys(self.run.dir, engine.batch_size))
+            got = verify_targets(engine, *keys_to_check(self.run.dir, engine.batch_size))
         self.report.online["verified"] = {
             "checked": got.checked, "ok": got.ok, "copied_again": got.recopied,
             "in_flight": got.in_flight, "failed": got.failed, "unchecked": got.unchecked,

@@ -30,6 +30,7 @@ from rvlm.core.redis.copyio import (
     apply_json,
     encode_field,
     read_sources,
+    read_sources_and_targets,
 )
 from rvlm.core.redis.docio.read import JSON_ROOT, ReadDoc
 from rvlm.core.redis.docio.write import KeyWrite
@@ -66,6 +67,15 @@ class Mirror:
         """Read ``keys`` of the source whole (:func:`~rvlm.core.redis.copyio.read_sources`;
         the server's clock read in the same round trip unless ``now_ms`` is given)."""
         return read_sources(client, self.source_storage, keys, self.paths, now_ms=now_ms)
+
+    def read_with_targets(self, client: Any, keys: Sequence[bytes]
+                          ) -> tuple[Sources, dict[bytes, TargetDoc | None]]:
+        """:meth:`read`, and what the target key (:meth:`target_key`) of each of ``keys``
+        holds now (:func:`~rvlm.core.redis.copyio.read_targets`), in one round trip."""
+        targets = [self.target_key(k) for k in keys]
+        sources, have = read_sources_and_targets(client, self.source_storage, keys, self.paths,
+                                                 self.target_storage, targets)
+        return sources, dict(zip(targets, have, strict=True))
 
     def target_key(self, key: bytes) -> bytes:
         return self.plan.map_key(key)

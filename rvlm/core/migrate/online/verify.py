@@ -1,20 +1,25 @@
 """Every target document checked against the transform of its source, before the alias moves.
 
-The same machinery as ``drop_recreate``'s verification pass (:mod:`rvlm.core.migrate.verify`,
-#12): a digest of what a document must hold (:func:`~rvlm.core.redis.docio.verify.written_of`)
-compared with the digest the server holds (:func:`~rvlm.core.redis.docio.verify.check_written`:
-for hashes the server takes the digests itself, the documents never travel). What the digest
-is taken of differs: here the *whole* target document (every hash field, or the JSON root),
-since the target key is new, plus what a digest of named fields cannot see: no extra hash
-field (``HLEN``) and the absolute expiry (``PEXPIRETIME``). A source key that is gone, or no
-document any more, must have no target key.
-
-:func:`verify_targets` goes through every source key the run copied or carried over (the key
-files and ``written.keys``, :func:`~rvlm.core.migrate.online.capture.copied_source_keys`),
-step by step (memory bounded by the batch; a step takes as many keys as fit in the engine's
-``step_seconds``, fewer for large vectors): read the sources, transform them
-(:class:`~rvlm.core.migrate.online.mirror.Mirror`, the plan's operations), check the targets.
+:func:`verify_targets` goes through every source key the run copied or carried over, step by
+step (memory bounded by the batch; a step takes as many keys as fit in the engine's
+``step_seconds``, fewer for large vectors or a busy server). A step reads the sources and
+their target keys whole (``HGETALL`` or ``JSON.GET``, and ``PEXPIRETIME``: one pipeline, one
+round trip, :meth:`~rvlm.core.migrate.online.mirror.Mirror.read_with_targets`), transforms
+the sources (the plan's operations, :class:`~rvlm.core.migrate.online.mirror.Mirror`) and
+compares what each target must hold with what it holds (:func:`outcome`, by
+:func:`~rvlm.core.redis.copyio.same`): every hash field byte for byte and no other field, or
+the JSON document (floats up to the last bits RedisJSON reads back differently), and the
+absolute expiry. A source key that is gone, or no document any more, must have no target key.
+The comparison is client-side: the server only reads (no script, no digest), so the check
+takes little of Redis's one thread, which the clients' queries and the target's build share.
 Changes keep being carried over between steps.
+
+Which keys: the key file of this run's copy and ``written.keys`` (the keys carried over),
+checked whole. A resumed run also has the key files of earlier copies; a key of those that is
+still a document of the source is in this run's key file or in ``written.keys`` (this run
+enumerated the source after subscribing: a key created since was carried over), so it is
+checked there, once; of the others only that their source is gone and their target with it
+(``TYPE`` and ``EXISTS``).
 
 A target that differs is not necessarily wrong: its source may have been written a moment
 ago, the change not carried over yet. So after a capture barrier (every event published
@@ -25,25 +30,28 @@ target must hold (a resume would do the same); the report names the keys (someon
 target prefix, or the server lost writes). A key that still differs after being copied again,
 with no change of its source in flight, fails the check: the alias stays on the source.
 A JSON target whose plan edits paths the client cannot apply itself (the server applies them
-after the root) cannot be digested here and is counted as unchecked.
+after the root) cannot be compared here and is counted as unchecked.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import attrs
 
+from rvlm.core.errors import MigrationFailed
+from rvlm.core.migrate.online.capture import WRITTEN_NAME, key_files
 from rvlm.core.migrate.online.copier import OnlineCopy
 from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.redis import wire
-from rvlm.core.redis.copyio import TargetDoc
-from rvlm.core.redis.docio.verify import CHANGED, GONE, OK, UNCHECKED, check_written, written_of
-from rvlm.core.redis.docio.write import KeyWrite
+from rvlm.core.redis.copyio import TargetDoc, read_targets, same
+from rvlm.core.redis.docio.verify import CHANGED, GONE, OK, UNCHECKED
 from rvlm.core.redis.resp import to_int, to_str
-from rvlm.core.storage.backup.records import WrittenRef
+from rvlm.core.storage.keyfile import KeyFileReader
+from rvlm.core.storage.keylog import KeyLog
 
 #: Keys named in a check's details.
 SHOWN = 5
@@ -93,88 +101,130 @@ class TargetsVerified:
         return CheckResult(name="documents", passed=True, details=details)
 
 
-def expected_ref(doc: TargetDoc) -> WrittenRef:
-    """The digest record of what ``doc``'s key must hold (``None`` digest: not checkable)."""
-    if doc.storage == "json":
-        if doc.edits:
-            return (doc.key, None, True, None)
-        w = KeyWrite(key=doc.key, set={}, delete=(), replace=doc.document, converts_to="json")
-        return (doc.key, None, True, written_of("json", w))
-    fields = cast(dict[str, Any], dict(doc.fields or {}))  # bytes names: digested as they are
-    w = KeyWrite.edit(doc.key, fields, (), None)
-    return (doc.key, None, False, written_of("hash", w))
+def outcome(want: TargetDoc, have: TargetDoc | None) -> str:
+    """Whether a target key read back (``have``; None: no such key) holds ``want``: ``ok``,
+    ``changed``, ``gone``, or ``unchecked`` (a JSON copy with edits the server applies)."""
+    if have is None:
+        return GONE
+    if want.edits:
+        return UNCHECKED
+    return OK if same(want, have) else CHANGED
 
 
-def check_targets(client: Any, storage: str, docs: list[TargetDoc],
-                  absent: list[bytes]) -> tuple[list[str], list[str]]:
-    """The outcome of each of ``docs`` (``ok``, ``changed``, ``gone``, ``unchecked``) and of
-    each key of ``absent`` (``ok``: no such key, or :data:`EXTRA`)."""
-    refs = [expected_ref(d) for d in docs]
-    outcomes = check_written(client, refs, storage) if refs else []
-    commands: list[tuple[Any, ...]] = []
-    for d in docs:
-        if d.storage == "hash":
-            commands.append((b"HLEN", d.key))
-        commands.append((b"PEXPIRETIME", d.key))
-    commands += [(b"EXISTS", k) for k in absent]
-    replies = iter(wire.execute(client, commands))
-    for i, d in enumerate(docs):
-        count = next(replies) if d.storage == "hash" else None
-        at = next(replies)
-        if outcomes[i] != OK:
-            continue
-        if count is not None and to_int(count, -1) != len(d.fields or {}):
-            outcomes[i] = CHANGED  # a field the copy does not have
-        elif to_int(at, -3) != d.expire_at:
-            outcomes[i] = CHANGED  # another expiry
-    gone = ["ok" if not to_int(next(replies), 0) else EXTRA for _ in absent]
+def check_targets(client: Any, storage: str, docs: list[TargetDoc], absent: list[bytes],
+                  have: Mapping[bytes, TargetDoc | None] | None = None
+                  ) -> tuple[list[str], list[str]]:
+    """The :func:`outcome` of each of ``docs`` and of each key of ``absent`` (``ok``: no such
+    key, or :data:`EXTRA`). ``have``: target keys already read back
+    (:meth:`~rvlm.core.migrate.online.mirror.Mirror.read_with_targets`); the others are read
+    here, in one round trip."""
+    got = dict(have or {})
+    missing = [k for k in dict.fromkeys([*(d.key for d in docs), *absent]) if k not in got]
+    if missing:
+        got.update(zip(missing, read_targets(client, storage, missing), strict=True))
+    outcomes = [outcome(d, got[d.key]) for d in docs]
+    gone = ["ok" if got[k] is None else EXTRA for k in absent]
     return outcomes, gone
 
 
 def _bad_sources(engine: OnlineCopy, keys: list[bytes]) -> tuple[list[bytes], int, int]:
-    """Read ``keys`` of the source, transform, check their targets: (source keys whose target
-    differs, documents checked, unchecked)."""
+    """Read ``keys`` of the source and their targets, transform, compare: (source keys whose
+    target differs, documents checked, unchecked)."""
     mirror = engine.mirror
-    sources = mirror.read(engine.client, keys)
+    sources, have = mirror.read_with_targets(engine.client, keys)
     docs, deletes = mirror.targets(sources)
-    outcomes, extra = check_targets(engine.client, mirror.target_storage, docs, deletes)
+    outcomes, extra = check_targets(engine.client, mirror.target_storage, docs, deletes, have)
     bad_targets = {d.key for d, o in zip(docs, outcomes, strict=True)
                    if o in (CHANGED, GONE)}
     bad_targets.update(k for k, o in zip(deletes, extra, strict=True) if o == EXTRA)
     unchecked = sum(1 for o in outcomes if o == UNCHECKED)
     if not bad_targets:
         return [], len(docs) + len(deletes) - unchecked, unchecked
-    by_target = {mirror.target_key(k): k for k in keys}
-    if any(t not in by_target for t in bad_targets):  # a plugin's own key: redo the batch
+    targets = [mirror.target_key(k) for k in keys]
+    if not bad_targets.issubset(targets):  # a plugin's own key: redo the batch
         bad = list(keys)
-    else:
-        bad = [by_target[t] for t in bad_targets]
+    else:  # in the order of the keys
+        bad = [k for k, t in zip(keys, targets, strict=True) if t in bad_targets]
     return bad, len(docs) + len(deletes) - unchecked, unchecked
 
 
-def _steps(engine: OnlineCopy, source_keys: Iterable[list[bytes]]) -> Iterator[list[bytes]]:
-    """``source_keys`` again, in steps of ``engine.check_step`` keys (sized by time: a step
-    of large vectors takes fewer keys), each without repeats."""
+#: The types of a source key that is a document (``TYPE``), by storage.
+_DOCUMENT_TYPE = {"hash": b"hash", "json": b"ReJSON-RL"}
+
+
+def _stray_targets(engine: OnlineCopy, keys: list[bytes]) -> tuple[list[bytes], int]:
+    """Of ``keys`` (an earlier copy's), those whose source is no document and whose target
+    key exists (source keys), and how many sources are no document (their targets checked
+    here; a key still a document is checked with this run's keys)."""
+    mirror = engine.mirror
+    want = _DOCUMENT_TYPE.get(mirror.source_storage, b"hash")
+    targets = [mirror.target_key(k) for k in keys]
+    replies = wire.execute(engine.client, [*((b"TYPE", k) for k in keys),
+                                           *((b"EXISTS", t) for t in targets)])
+    types, exist = replies[:len(keys)], replies[len(keys):]
+    gone = [i for i, t in enumerate(types) if _type_name(t) != want]
+    return [keys[i] for i in gone if to_int(exist[i], 1)], len(gone)
+
+
+def _type_name(reply: Any) -> bytes:
+    if isinstance(reply, Exception):
+        raise MigrationFailed(f"TYPE failed: {reply}")
+    return reply if isinstance(reply, bytes) else str(reply).encode()
+
+
+def keys_to_check(directory: Path, chunk: int
+                  ) -> tuple[Iterator[list[bytes]], Iterator[list[bytes]]]:
+    """The source keys :func:`verify_targets` checks, in chunks: (those checked whole: the
+    last copy's key file, then ``written.keys``; those of earlier copies' key files)."""
+    files = key_files(Path(directory))
+
+    def whole() -> Iterator[list[bytes]]:
+        yield from _file_keys(files[-1:], chunk)
+        yield from KeyLog(Path(directory) / WRITTEN_NAME).iter_keys(chunk)
+
+    return whole(), _file_keys(files[:-1], chunk)
+
+
+def _file_keys(paths: list[Path], chunk: int) -> Iterator[list[bytes]]:
+    for path in paths:
+        with KeyFileReader(path, verify=False) as reader:
+            yield from reader.iter_batches(chunk)
+
+
+def _steps(engine: OnlineCopy, source_keys: Iterable[list[bytes]], earlier: Iterable[list[bytes]]
+           ) -> Iterator[tuple[list[bytes], bool]]:
+    """``source_keys`` then ``earlier`` again, each key with whether it is checked whole, in
+    steps of ``engine.check_step`` keys (sized by time: a step of large vectors takes fewer
+    keys), each without repeats. An earlier copy's keys are checked a batch at a time (they
+    are cheap: no values are read)."""
     for chunk in source_keys:
         keys = list(dict.fromkeys(chunk))
         i = 0
         while i < len(keys):
             step = keys[i:i + engine.check_step.size]
             i += len(step)
-            yield step
+            yield step, True
+    for chunk in earlier:
+        yield list(dict.fromkeys(chunk)), False
 
 
-def verify_targets(engine: OnlineCopy, source_keys: Iterable[list[bytes]]) -> TargetsVerified:
-    """Check (and where needed copy again) the target of every key of ``source_keys`` (see
-    the module docstring). Runs on the engine's thread: the one writer of target keys."""
+def verify_targets(engine: OnlineCopy, source_keys: Iterable[list[bytes]],
+                   earlier: Iterable[list[bytes]] = ()) -> TargetsVerified:
+    """Check (and where needed copy again) the target of every key of ``source_keys``, and
+    that no key of ``earlier`` whose source is gone has a target (see the module docstring,
+    and :func:`keys_to_check`). Runs on the engine's thread: the one writer of target keys."""
     started = time.perf_counter()
     out = TargetsVerified()
     seen_recopied: set[bytes] = set()
-    for keys in _steps(engine, source_keys):
+    for keys, whole in _steps(engine, source_keys, earlier):
         engine.wait_while_throttled()
-        step_started = time.monotonic()
-        bad, checked, unchecked = _bad_sources(engine, keys)
-        engine.check_step.took(time.monotonic() - step_started, len(keys))
+        if whole:
+            step_started = time.monotonic()
+            bad, checked, unchecked = _bad_sources(engine, keys)
+            engine.check_step.took(time.monotonic() - step_started, len(keys))
+        else:
+            bad, checked = _stray_targets(engine, keys)
+            unchecked = 0
         out.checked += checked
         out.unchecked += unchecked
         if bad:
@@ -206,4 +256,5 @@ def verify_targets(engine: OnlineCopy, source_keys: Iterable[list[bytes]]) -> Ta
     return out
 
 
-__all__ = ["EXTRA", "TargetsVerified", "check_targets", "expected_ref", "verify_targets"]
+__all__ = ["EXTRA", "TargetsVerified", "check_targets", "keys_to_check", "outcome",
+           "verify_targets"]

@@ -354,10 +354,10 @@ def _parse_targets(storage_type: str, keys: Sequence[bytes], replies: Sequence[A
 
 
 def _raw_pairs(value: Any) -> dict[bytes, bytes]:
-    if isinstance(value, dict):
-        return {_key_bytes(n): _key_bytes(v) for n, v in value.items()}
-    items = list(value)
-    return {_key_bytes(items[j]): _key_bytes(items[j + 1]) for j in range(0, len(items), 2)}
+    pairs = value.items() if isinstance(value, dict) else zip(value[::2], value[1::2],
+                                                               strict=True)
+    return {n if type(n) is bytes else _key_bytes(n): v if type(v) is bytes else _key_bytes(v)
+            for n, v in pairs}
 
 
 def same(want: TargetDoc, have: TargetDoc | None) -> bool:

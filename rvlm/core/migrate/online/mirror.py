@@ -34,17 +34,15 @@ from rvlm.core.redis.copyio import (
 )
 from rvlm.core.redis.docio.read import JSON_ROOT, ReadDoc
 from rvlm.core.redis.docio.write import KeyWrite
-from rvlm.core.redis.resp import to_str
+from rvlm.core.redis.resp import to_bytes, to_str
 
 #: ``transform(host, plan, ctx, docs) -> (writes, backup records)``: the executor's
 #: ``transform_batch``.
 Transform = Callable[[PluginHost, Plan, ApplyContext, Sequence[ReadDoc]], tuple[list[KeyWrite],
                                                                               list[Any]]]
 _ROOT = JSON_ROOT.decode()
-
-
-def _name(value: str | bytes) -> bytes:
-    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+#: Field names a :class:`Mirror` keeps encoded (documents mostly share their names).
+NAMES_KEPT = 1024
 
 
 class Mirror:
@@ -62,6 +60,17 @@ class Mirror:
         #: JSON paths the operations read or write (hashes are read whole)
         self.paths = list(dict.fromkeys(n for op in plan.operations
                                         for n in (*op.reads, *op.writes)))
+        self._names: dict[str | bytes, bytes] = {}
+
+    def _name(self, name: str | bytes) -> bytes:
+        """``name`` as bytes (:func:`~rvlm.core.redis.resp.to_bytes`), kept for the next
+        document (up to :data:`NAMES_KEPT` names)."""
+        got = self._names.get(name)
+        if got is None:
+            got = to_bytes(name)
+            if len(self._names) < NAMES_KEPT:
+                self._names[name] = got
+        return got
 
     def read(self, client: Any, keys: Sequence[bytes], now_ms: int | None = None) -> Sources:
         """Read ``keys`` of the source whole (:func:`~rvlm.core.redis.copyio.read_sources`;
@@ -106,12 +115,13 @@ class Mirror:
                 out.append(TargetDoc(key=key, storage="json", document=doc, edits=edits,
                                      expire_at=at))
                 continue
-            fields = {_name(n): v for n, v in d.values.items() if v is not MISSING}
+            name = self._name
+            fields = {name(n): v for n, v in d.values.items() if v is not MISSING}
             if w is not None:
                 for n in w.delete:
-                    fields.pop(_name(n), None)
+                    fields.pop(name(n), None)
                 for n, v in w.set.items():
-                    fields[_name(n)] = encode_field(n, v, d.key)
+                    fields[name(n)] = encode_field(n, v, d.key)
             if fields:
                 out.append(TargetDoc(key=key, storage="hash", fields=fields, expire_at=at))
             else:
@@ -124,5 +134,5 @@ class Mirror:
         if not isinstance(w.replace, dict) or not w.replace:
             raise MigrationFailed(f"the new hash for {to_str(w.key)!r} must be a non-empty "
                                   f"mapping of field names to values, not {w.replace!r:.60}")
-        fields = {_name(n): encode_field(str(n), v, w.key) for n, v in w.replace.items()}
+        fields = {self._name(n): encode_field(str(n), v, w.key) for n, v in w.replace.items()}
         return TargetDoc(key=key, storage="hash", fields=fields, expire_at=at)

@@ -6,8 +6,8 @@ On an embedded Redis: load ``--docs`` hash documents (``--dims``-d float32 vecto
 index: the index build is not what is measured), run one online apply (rename ``title`` ->
 ``name`` + quantize to float16, target prefix ``doc_v2:``) so every target exists, then:
 
-* **the check alone** (``verify_targets``, the code the apply runs before the cut-over, in its
-  engine's time-sized steps), ``--repeat`` times: wall time, rvlm's CPU (``process_time``)
+* **the check alone** (``verify_targets``, the code the apply runs before the cut-over),
+  ``--repeat`` times: wall time, rvlm's CPU (``process_time``)
   and Redis's main-thread CPU (``INFO cpu``: ``used_cpu_*_main_thread``), per document;
 * with ``--reader S``, the check alone runs while another process queries the alias (a
   full-text query every document matches, and a KNN query) every ``S`` seconds, as
@@ -203,8 +203,8 @@ def main() -> None:
                 rows.append((wall, time.process_time() - c0, server_cpu(client) - s0))
                 assert got.passed and got.ok == args.docs, got
                 print(f"  check alone: {wall:6.2f} s wall, rvlm CPU {rows[-1][1]:6.2f} s, "
-                      f"Redis main thread {rows[-1][2]:6.2f} s, step now "
-                      f"{engine.check_step.size} keys, load {os.getloadavg()[0]:.1f}",
+                      f"Redis main thread {rows[-1][2]:6.2f} s, load "
+                      f"{os.getloadavg()[0]:.1f}",
                       flush=True)
             per = 1e6 / args.docs
             print(f"check alone, median of {args.repeat}: per document "

@@ -11,17 +11,22 @@ import time
 
 from online_helpers import contents, copy_plan, dumps, points_at, renamed_quantized
 from test_apply_helpers import make_hash_index
+from test_mirror import mirror_of, plan_for
 from test_online_cli import PATCH, apply_cli
+from test_online_copy import start
 from typer.testing import CliRunner
 
 from rvlm.cli.main import app
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.online.control import read_status
 from rvlm.core.migrate.online.copier import OnlineCopy
+from rvlm.core.migrate.online.mirror import Mirror
 from rvlm.core.migrate.online.options import OnlineOptions
 from rvlm.core.migrate.online.verify import EXTRA, check_targets, verify_targets
 from rvlm.core.redis.connection import connect
 from rvlm.core.redis.copyio import TargetDoc, json_equal
+from rvlm.core.storage.keylog import KeyLog
+from rvlm.core.storage.pending import PendingKeys
 
 runner = CliRunner()
 
@@ -144,17 +149,8 @@ def test_a_target_that_still_differs_after_the_copy_again_fails_with_the_source_
 
 def _engine(client, plan, work):
     """An engine over ``plan`` with no capture (the check alone, as blue_green runs it)."""
-    from rvlm.core.migrate.online.mirror import Mirror
-    from rvlm.core.migrate.transform import transform_batch
-    from rvlm.core.plugins.context import ApplyContext
-    from rvlm.core.plugins.host import get_host
-    from rvlm.core.redis.capabilities import detect
-    from rvlm.core.storage.keylog import KeyLog
-    from rvlm.core.storage.pending import PendingKeys
-
-    ctx = ApplyContext(plan=plan, capabilities=detect(client), client=client)
-    return OnlineCopy(client, Mirror(plan, get_host(), ctx, transform_batch),
-                      PendingKeys(work / "pending"), [], KeyLog(work / "written.keys"))
+    return OnlineCopy(client, mirror_of(client, plan), PendingKeys(work / "pending"), [],
+                      KeyLog(work / "written.keys"))
 
 
 def test_the_check_catches_a_byte_of_a_384_d_vector_a_field_an_expiry_a_type_a_stray(
@@ -250,3 +246,39 @@ def test_a_resumed_run_checks_each_key_once(redis_client, redis_url, tmp_path, n
     assert {b"new:" + k[4:] for k in sources} == set(targets) and b"new:9" not in targets
     for k, (fields, expiry) in sources.items():
         assert targets[b"new:" + k[4:]] == (renamed_quantized(fields), expiry), k
+
+
+def test_changes_are_carried_over_while_a_step_of_the_check_runs(
+        redis_client, redis_url, tmp_path, notify, monkeypatch):
+    """The check reads and compares in a thread of its own: a source written while one of its
+    steps takes a second reaches its target during that step, not after it."""
+    make_hash_index(redis_client, n=60, dims=8)
+    plan = plan_for(redis_client, "idx", {
+        "index": {"name": "idx_v2", "prefix": "new:"},
+        "rename_fields": [{"old_name": "t", "new_name": "title"}]})
+    setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path)
+    read = Mirror.read_with_targets
+    written: list[float] = []
+
+    def read_slowly(self: Mirror, client, keys):
+        if not written:  # the first step of the check
+            redis_client.hset("doc:7", "t", "written during the check")
+            written.append(time.monotonic())
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and redis_client.hget(
+                    "new:7", "title") != b"written during the check":
+                time.sleep(0.01)
+            written.append(time.monotonic())  # carried over (or a second gone by)
+        return read(self, client, keys)
+
+    try:
+        engine.copy(keyfile)
+        engine.drain()
+        monkeypatch.setattr(Mirror, "read_with_targets", read_slowly)
+        got = verify_targets(engine, [[b"doc:%d" % i for i in range(60)]])
+        assert written[1] - written[0] < 0.9, written
+        assert (got.checked, got.recopied, got.failed) == (60, 0, 0), got
+        assert redis_client.hget("new:7", "title") == b"written during the check"
+    finally:
+        sub.stop()
+        setting.leave()

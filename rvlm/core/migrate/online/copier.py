@@ -12,7 +12,7 @@ reordered) and owns the loop of :mod:`rvlm.core.migrate.online.blue_green`:
   (:class:`~rvlm.core.storage.keylog.KeyLog`), then read, transformed and written (or their
   targets deleted), each one's lag recorded;
 * :meth:`OnlineCopy.forward_during` runs a long read-only check (the validation before the
-  cut-over) in another thread while this one keeps forwarding;
+  cut-over, the check of every document) in another thread while this one keeps forwarding;
 * :meth:`OnlineCopy.drain` waits for a capture barrier, then forwards until the backlog is
   empty;
 * :meth:`OnlineCopy.sweep` deletes target keys whose source key is gone (a resume);
@@ -137,10 +137,9 @@ class OnlineCopy:
         self.started = time.monotonic()
         #: seconds one copy step should take (see :meth:`copy`)
         self.step_seconds = 0.04
-        #: keys per copy step, per check step (:mod:`~rvlm.core.migrate.online.verify`) and
-        #: per forward pass, each sized to take about :attr:`step_seconds`
+        #: keys per copy step and per forward pass, each sized to take about
+        #: :attr:`step_seconds`
         self.copy_step = StepSize(self.step_seconds, batch_size)
-        self.check_step = StepSize(self.step_seconds, batch_size)
         self.forward_step = StepSize(self.step_seconds, batch_size, start=batch_size)
         self._copy_started: float | None = None
         self._last_tick = 0.0
@@ -231,6 +230,11 @@ class OnlineCopy:
         if self.on_status is not None and (force or now - self._last_status >= self.status_every):
             self._last_status = now
             self.on_status(self.status())
+
+    @property
+    def throttled(self) -> str | None:
+        """Why the run is throttled now (None: it is not); set by :meth:`tick`."""
+        return self._throttled
 
     def wait_while_throttled(self) -> None:
         """Return once no throttle reason applies (ticking meanwhile)."""
@@ -337,18 +341,25 @@ class OnlineCopy:
                 raise MigrationFailed(f"the backlog ({len(self.pending)} keys) did not drain "
                                       f"within {timeout:.0f}s")
 
-    def forward_during(self, fn: Callable[[], T]) -> T:
+    def forward_during(self, fn: Callable[[], T], *, between: Callable[[], None] | None = None,
+                       stop: threading.Event | None = None) -> T:
         """``fn()`` (which must only read: this thread stays the one writer of target keys)
-        in a thread of its own, while this one keeps carrying changes over; returns its
-        result or raises its error. So a long check (round trips of validation, queries of
-        the quality gate) does not hold changes back."""
+        in a thread of its own, while this one keeps carrying changes over (and calls
+        ``between()`` between two forward passes); returns its result or raises its error.
+        So a long check (round trips of validation, queries of the quality gate, the check
+        of every document) does not hold changes back. If this thread fails, ``stop`` is
+        set before waiting for ``fn`` to end."""
         job: _Background[T] = _Background(fn, name="rvlm-check")
         try:
             while not job.done():
                 self.tick()
+                if between is not None:
+                    between()
                 if not self.forward():
                     self.idle(0.005)
         except BaseException:
+            if stop is not None:
+                stop.set()
             job.wait()  # nothing of it runs on once the run stops
             raise
         return job.result()

@@ -16,8 +16,11 @@ A source key that is not a document (gone, another type) means its target key is
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import attrs
 
 from rvlm.core.errors import MigrationFailed
 from rvlm.core.migrate.plan import Plan
@@ -61,6 +64,15 @@ class Mirror:
         self.paths = list(dict.fromkeys(n for op in plan.operations
                                         for n in (*op.reads, *op.writes)))
         self._names: dict[str | bytes, bytes] = {}
+        #: held while the operations run: a plugin need not be thread-safe
+        self._transforming = threading.Lock()
+
+    def another(self) -> Mirror:
+        """A Mirror of the same plan for another thread: its own context (what plugins
+        count), its transforms run one at a time with this one's."""
+        twin = Mirror(self.plan, self.host, attrs.evolve(self.ctx, tallies={}), self.transform)
+        twin._transforming = self._transforming
+        return twin
 
     def _name(self, name: str | bytes) -> bytes:
         """``name`` as bytes (:func:`~rvlm.core.redis.resp.to_bytes`), kept for the next
@@ -95,7 +107,8 @@ class Mirror:
         deletes = [self.target_key(k) for k in sources.absent]
         if not sources.docs:
             return [], deletes
-        writes, _records = self.transform(self.host, self.plan, self.ctx, sources.docs)
+        with self._transforming:
+            writes, _records = self.transform(self.host, self.plan, self.ctx, sources.docs)
         by_key: dict[bytes, KeyWrite] = {w.key: w for w in writes}
         out: list[TargetDoc] = []
         for d in sources.docs:

@@ -1,8 +1,8 @@
 """Every target document checked against the transform of its source, before the alias moves.
 
-:func:`verify_targets` goes through every source key the run copied or carried over, step by
-step (memory bounded by the batch; a step takes as many keys as fit in the engine's
-``step_seconds``, fewer for large vectors or a busy server). A step reads the sources and
+:func:`verify_targets` goes through every source key the run copied or carried over, a batch
+at a time (memory: a few batches), in a thread of its own while the engine's thread keeps
+carrying changes over, so no change waits behind the check. A step reads the sources and
 their target keys whole (``HGETALL`` or ``JSON.GET``, and ``PEXPIRETIME``: one pipeline, one
 round trip, :meth:`~rvlm.core.migrate.online.mirror.Mirror.read_with_targets`), transforms
 the sources (the plan's operations, :class:`~rvlm.core.migrate.online.mirror.Mirror`) and
@@ -12,7 +12,6 @@ the JSON document (floats up to the last bits RedisJSON reads back differently),
 absolute expiry. A source key that is gone, or no document any more, must have no target key.
 The comparison is client-side: the server only reads (no script, no digest), so the check
 takes little of Redis's one thread, which the clients' queries and the target's build share.
-Changes keep being carried over between steps.
 
 Which keys: the key file of this run's copy and ``written.keys`` (the keys carried over),
 checked whole. A resumed run also has the key files of earlier copies; a key of those that is
@@ -22,19 +21,24 @@ checked there, once; of the others only that their source is gone and their targ
 (``TYPE`` and ``EXISTS``).
 
 A target that differs is not necessarily wrong: its source may have been written a moment
-ago, the change not carried over yet. So after a capture barrier (every event published
-before it is in the backlog), a differing key with a change in the backlog is left to
-forwarding; any other is **copied again** and checked once more. Copying again, not stopping:
-the source is the truth and still serves, so a copy made again from it is exactly what the
-target must hold (a resume would do the same); the report names the keys (someone wrote the
-target prefix, or the server lost writes). A key that still differs after being copied again,
-with no change of its source in flight, fails the check: the alias stays on the source.
-A JSON target whose plan edits paths the client cannot apply itself (the server applies them
-after the root) cannot be compared here and is counted as unchecked.
+ago, the change not carried over yet. So the engine's thread checks it again at once (a
+change carried over since the step read it may have set it right), then, after a capture
+barrier (every event published before it is in the backlog), a differing key with a change
+in the backlog is left to forwarding; any other is **copied again** and checked once more.
+Copying again, not stopping: the source is the truth and still serves, so a copy made again
+from it is exactly what the target must hold (a resume would do the same); the report names
+the keys (someone wrote the target prefix, or the server lost writes). A key that still
+differs after being copied again, with no change of its source in flight, fails the check:
+the alias stays on the source. A JSON target whose plan edits paths the client cannot apply
+itself (the server applies them after the root) cannot be compared here and is counted as
+unchecked.
 """
 
 from __future__ import annotations
 
+import queue
+import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -45,6 +49,7 @@ import attrs
 from rvlm.core.errors import MigrationFailed
 from rvlm.core.migrate.online.capture import WRITTEN_NAME, key_files
 from rvlm.core.migrate.online.copier import OnlineCopy
+from rvlm.core.migrate.online.mirror import Mirror
 from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.redis import wire
 from rvlm.core.redis.copyio import TargetDoc, read_targets, same
@@ -127,13 +132,13 @@ def check_targets(client: Any, storage: str, docs: list[TargetDoc], absent: list
     return outcomes, gone
 
 
-def _bad_sources(engine: OnlineCopy, keys: list[bytes]) -> tuple[list[bytes], int, int]:
+def _bad_sources(client: Any, mirror: Mirror, keys: list[bytes]
+                 ) -> tuple[list[bytes], int, int]:
     """Read ``keys`` of the source and their targets, transform, compare: (source keys whose
     target differs, documents checked, unchecked)."""
-    mirror = engine.mirror
-    sources, have = mirror.read_with_targets(engine.client, keys)
+    sources, have = mirror.read_with_targets(client, keys)
     docs, deletes = mirror.targets(sources)
-    outcomes, extra = check_targets(engine.client, mirror.target_storage, docs, deletes, have)
+    outcomes, extra = check_targets(client, mirror.target_storage, docs, deletes, have)
     bad_targets = {d.key for d, o in zip(docs, outcomes, strict=True)
                    if o in (CHANGED, GONE)}
     bad_targets.update(k for k, o in zip(deletes, extra, strict=True) if o == EXTRA)
@@ -152,15 +157,14 @@ def _bad_sources(engine: OnlineCopy, keys: list[bytes]) -> tuple[list[bytes], in
 _DOCUMENT_TYPE = {"hash": b"hash", "json": b"ReJSON-RL"}
 
 
-def _stray_targets(engine: OnlineCopy, keys: list[bytes]) -> tuple[list[bytes], int]:
+def _stray_targets(client: Any, mirror: Mirror, keys: list[bytes]) -> tuple[list[bytes], int]:
     """Of ``keys`` (an earlier copy's), those whose source is no document and whose target
     key exists (source keys), and how many sources are no document (their targets checked
     here; a key still a document is checked with this run's keys)."""
-    mirror = engine.mirror
     want = _DOCUMENT_TYPE.get(mirror.source_storage, b"hash")
     targets = [mirror.target_key(k) for k in keys]
-    replies = wire.execute(engine.client, [*((b"TYPE", k) for k in keys),
-                                           *((b"EXISTS", t) for t in targets)])
+    replies = wire.execute(client, [*((b"TYPE", k) for k in keys),
+                                    *((b"EXISTS", t) for t in targets)])
     types, exist = replies[:len(keys)], replies[len(keys):]
     gone = [i for i, t in enumerate(types) if _type_name(t) != want]
     return [keys[i] for i in gone if to_int(exist[i], 1)], len(gone)
@@ -191,56 +195,88 @@ def _file_keys(paths: list[Path], chunk: int) -> Iterator[list[bytes]]:
             yield from reader.iter_batches(chunk)
 
 
-def _steps(engine: OnlineCopy, source_keys: Iterable[list[bytes]], earlier: Iterable[list[bytes]]
+def _steps(source_keys: Iterable[list[bytes]], earlier: Iterable[list[bytes]], size: int
            ) -> Iterator[tuple[list[bytes], bool]]:
-    """``source_keys`` then ``earlier`` again, each key with whether it is checked whole, in
-    steps of ``engine.check_step`` keys (sized by time: a step of large vectors takes fewer
-    keys), each without repeats. An earlier copy's keys are checked a batch at a time (they
-    are cheap: no values are read)."""
-    for chunk in source_keys:
-        keys = list(dict.fromkeys(chunk))
-        i = 0
-        while i < len(keys):
-            step = keys[i:i + engine.check_step.size]
-            i += len(step)
-            yield step, True
-    for chunk in earlier:
-        yield list(dict.fromkeys(chunk)), False
+    """``source_keys`` then ``earlier`` again, in steps of up to ``size`` keys without repeats,
+    each with whether its keys are checked whole."""
+    for chunks, whole in ((source_keys, True), (earlier, False)):
+        for chunk in chunks:
+            keys = list(dict.fromkeys(chunk))
+            for i in range(0, len(keys), size):
+                yield keys[i:i + size], whole
+
+
+#: The interpreter's thread switch interval while the check runs (default 5 ms): a forward
+#: pass takes the GIL back after each of its round trips; the checking thread, busy reading
+#: and transforming, holds it until asked to let go.
+SWITCH_SECONDS = 0.0005
+#: Steps the checking thread may be ahead of the engine thread's handling of what it found.
+AHEAD = 4
 
 
 def verify_targets(engine: OnlineCopy, source_keys: Iterable[list[bytes]],
                    earlier: Iterable[list[bytes]] = ()) -> TargetsVerified:
     """Check (and where needed copy again) the target of every key of ``source_keys``, and
     that no key of ``earlier`` whose source is gone has a target (see the module docstring,
-    and :func:`keys_to_check`). Runs on the engine's thread: the one writer of target keys."""
+    and :func:`keys_to_check`).
+
+    The reading and comparing runs in a thread of its own, in steps of the engine's batch
+    (it only reads; memory: a few steps), while the engine's thread goes on carrying changes
+    over (:meth:`~rvlm.core.migrate.online.copier.OnlineCopy.forward_during`), so no change
+    waits behind a step of the check; between two forward passes the engine's thread takes
+    what the check found: the keys that differ are checked again at once (a change carried
+    over meanwhile may have made them right), then, after a capture barrier, left to
+    forwarding when a change of theirs is in flight, else copied again and checked once more.
+    The engine's thread stays the one writer of target keys."""
     started = time.perf_counter()
     out = TargetsVerified()
     seen_recopied: set[bytes] = set()
-    for keys, whole in _steps(engine, source_keys, earlier):
-        engine.wait_while_throttled()
-        if whole:
-            step_started = time.monotonic()
-            bad, checked, unchecked = _bad_sources(engine, keys)
-            engine.check_step.took(time.monotonic() - step_started, len(keys))
-        else:
-            bad, checked = _stray_targets(engine, keys)
-            unchecked = 0
-        out.checked += checked
-        out.unchecked += unchecked
-        if bad:
-            for sub in engine.subscribers:
-                sub.barrier()
-            flying = engine.pending.holds(bad)
-            out.in_flight += len(flying)
-            bad = [k for k in bad if k not in flying]
-        if bad:
+    found: queue.Queue[list[bytes]] = queue.Queue(maxsize=AHEAD)
+    stop = threading.Event()
+    mirror = engine.mirror.another()
+
+    def check() -> None:  # the checking thread: reads only
+        for keys, whole in _steps(source_keys, earlier, engine.batch_size):
+            while engine.throttled is not None and not stop.is_set():
+                time.sleep(0.05)
+            if stop.is_set():
+                return
+            if whole:
+                bad, checked, unchecked = _bad_sources(engine.client, mirror, keys)
+            else:
+                (bad, checked), unchecked = _stray_targets(engine.client, mirror, keys), 0
+            out.checked += checked
+            out.unchecked += unchecked
+            while bad and not stop.is_set():
+                try:
+                    found.put(bad, timeout=0.05)
+                    break
+                except queue.Full:
+                    continue
+
+    def settle() -> None:  # the engine's thread: what the check found
+        while True:
+            try:
+                seen = found.get_nowait()
+            except queue.Empty:
+                return
+            bad, _n, _u = _bad_sources(engine.client, engine.mirror, seen)
+            out.in_flight += len(seen) - len(bad)
+            if bad:
+                for sub in engine.subscribers:
+                    sub.barrier()
+                flying = engine.pending.holds(bad)
+                out.in_flight += len(flying)
+                bad = [k for k in bad if k not in flying]
+            if not bad:
+                continue
             engine.copy_keys(bad)
             fresh = [k for k in bad if k not in seen_recopied]
             seen_recopied.update(fresh)
             out.recopied += len(fresh)
             out.recopied_keys += [engine.mirror.target_key(k) for k in fresh][
                 :max(0, SHOWN - len(out.recopied_keys))]
-            still, _n, _u = _bad_sources(engine, bad)
+            still, _n, _u = _bad_sources(engine.client, engine.mirror, bad)
             if still:
                 for sub in engine.subscribers:
                     sub.barrier()
@@ -249,8 +285,14 @@ def verify_targets(engine: OnlineCopy, source_keys: Iterable[list[bytes]],
             out.failed += len(still)
             out.failed_keys += [engine.mirror.target_key(k) for k in still][
                 :max(0, SHOWN - len(out.failed_keys))]
-        engine.tick()
-        engine.forward()
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_SECONDS)
+    try:
+        engine.forward_during(check, between=settle, stop=stop)
+    finally:
+        sys.setswitchinterval(switch)
+    settle()
     out.ok = out.checked - out.recopied - out.in_flight
     out.seconds = time.perf_counter() - started
     return out

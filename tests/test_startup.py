@@ -203,3 +203,38 @@ def test_exit_skips_the_shutdown_collections_and_keeps_finalizers(
     assert done.returncode == code, done.stderr[-2000:]
     assert int(frozen) > 1000
     assert finalized == "finalized"
+
+
+def test_whole_apply_into_a_pipe_prints_its_report_without_rich(
+        redis_client: Any, redis_url: str, tmp_path: Path) -> None:
+    """A whole ``rvlm apply`` (plan, apply, report) with stdout and stderr into pipes: the
+    report is printed (each check, the backup dir, the undo command) without rich's console
+    (its import and console were 0.02-0.04 s of CPU at every exit; the text is the same, see
+    tests/test_plain.py)."""
+    index = "startup_whole"
+    redis_client.execute_command(
+        "FT.CREATE", index, "ON", "HASH", "PREFIX", "1", "startup_whole:", "SCHEMA",
+        "title", "TEXT")
+    try:
+        for i in range(5):
+            redis_client.hset(f"startup_whole:{i}", mapping={"title": f"doc {i}"})
+        patch = tmp_path / "patch.yaml"
+        patch.write_text("version: 1\nchanges:\n  add_fields:\n    - name: extra\n"
+                         "      type: tag\n")
+        plan = tmp_path / "plan.yaml"
+        made = runner.invoke(app, ["plan", "--index", index, "--schema-patch", str(patch),
+                                   "--plan-out", str(plan), "--url", redis_url])
+        assert made.exit_code == 0, made.output
+        done, modules = _imported(tmp_path, "apply", "--plan", str(plan), "--backup-dir",
+                                  str(tmp_path / "backup"), "--url", redis_url, "--yes")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.startswith(f"apply {index}: succeeded\n")
+        assert "    ok   doc_count_match: indexed 5 + failures 0 = 5, source had 5\n" in done.stdout
+        assert "  roll back with:\n    rvlm rollback --backup-dir " in done.stdout
+        # rich's console and text never; only the size formatter human_bytes uses
+        # (rich.filesize, a module of plain functions) and the package it sits in
+        assert _loaded(modules, "rich") == ["rich", "rich._extension", "rich.filesize"]
+    finally:
+        redis_client.execute_command("FT.DROPINDEX", index)
+        for i in range(5):
+            redis_client.delete(f"startup_whole:{i}")

@@ -31,8 +31,10 @@ from rvlm.core.units import human_bytes, mib_to_bytes
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from rvlm.cli.plain import PlainConsole
+
 __all__ = ["console", "echo_json", "err_console", "err_line", "error_line", "human_bytes",
-           "mib_to_bytes", "rich_stderr", "say"]
+           "mib_to_bytes", "report_console", "rich_stderr", "say"]
 
 LOGGER = "rvlm"
 DEBUG_ENV = "RVLM_DEBUG"
@@ -117,6 +119,17 @@ def console(*, data: bool = False) -> Console:
         return Console(highlight=False, emoji=False, quiet=quiet)
     return Console(highlight=False, emoji=False, quiet=quiet,
                    file=cast("IO[str]", _Trimmed(sys.stdout)))
+
+
+def report_console(*, data: bool = False) -> Console | PlainConsole:
+    """The console a report is printed on: :func:`console`'s, or into a pipe or a file (where
+    rich would add no colour) a :class:`~rvlm.cli.plain.PlainConsole` writing the same text
+    without importing rich."""
+    from rvlm.cli.plain import PlainConsole, rich_is_plain
+
+    if rich_is_plain():
+        return PlainConsole(lambda: console(data=data), quiet=SETTINGS.quiet and not data)
+    return console(data=data)
 
 
 class _Trimmed:

@@ -1,7 +1,10 @@
-"""Human output for plans, estimates and reports (rich).
+"""Human output for plans, estimates and reports (rich markup).
 
 Long lines wrap at word boundaries with a hanging indent (:func:`print_wrapped`); a command
 the user may copy is printed on a line of its own and never wrapped (:func:`print_command`).
+The report at the end of a run goes to :func:`~rvlm.cli.output.report_console`: into a pipe
+or a file that is a :class:`~rvlm.cli.plain.PlainConsole` (the same text, without importing
+rich); rich is imported where a rich console is at work.
 """
 
 from __future__ import annotations
@@ -9,22 +12,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.text import Text
-
 from rvlm.cli.output import console as stdout_console
-from rvlm.cli.output import human_bytes
+from rvlm.cli.output import human_bytes, report_console
+from rvlm.cli.plain import PlainConsole, escape
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.report import RESUME_HINT
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from rvlm.core.migrate.report import MigrationReport, ValidationResult
 
 
-def print_wrapped(out: Console, head: str, body: str) -> None:
+def print_wrapped(out: Console | PlainConsole, head: str, body: str) -> None:
     """``head`` then ``body`` (both rich markup), the body wrapped at word boundaries to the
     console's width and its continuation lines indented to where it started."""
+    if isinstance(out, PlainConsole):
+        plain = out.wrapped_lines(head, body)
+        if plain is not None:
+            out.write_lines(plain)
+            return
+        out = out.rich
+    from rich.text import Text
+
     first = Text.from_markup(head, emoji=False)
     indent = first.cell_len
     lines = Text.from_markup(body, emoji=False).wrap(out, max(20, out.width - indent))
@@ -33,8 +43,13 @@ def print_wrapped(out: Console, head: str, body: str) -> None:
         out.print(Text.assemble(first if n == 0 else " " * indent, line), soft_wrap=True)
 
 
-def print_command(out: Console, command: str, indent: str = "  ") -> None:
+def print_command(out: Console | PlainConsole, command: str, indent: str = "  ") -> None:
     """A command to copy: one line, never wrapped."""
+    if isinstance(out, PlainConsole):
+        out.print(indent + command, soft_wrap=True, markup=False)
+        return
+    from rich.text import Text
+
     out.print(Text(indent + command, style="bold"), soft_wrap=True)
 
 
@@ -237,7 +252,7 @@ def lossy_summary(plan: Plan) -> str:
 # --------------------------------------------------------------------------- reports
 
 
-def print_checks(validation: ValidationResult, out: Console) -> None:
+def print_checks(validation: ValidationResult, out: Console | PlainConsole) -> None:
     """Every validation check on one line: ``ok`` or ``FAIL``, its name, its detail if any."""
     for c in validation.checks:
         mark = "[green]ok  [/green]" if c.passed else "[bold red]FAIL[/bold red]"
@@ -280,13 +295,14 @@ def resume_text(report: MigrationReport) -> str:
 
 
 def print_report(report: MigrationReport, *, resume: str | None = None,
-                 undo: str | None = None, console: Console | None = None) -> None:
+                 undo: str | None = None, console: Console | PlainConsole | None = None
+                 ) -> None:
     """The end of ``apply``, ``validate`` and ``rollback``: the result, what was done, every
     check (one line each), the backup dir and the exact command to resume or to undo.
 
     ``resume`` is the command that continues this run (shown when an error stopped it part-way);
     ``undo`` the one that rolls it back (shown after an apply, whatever its result)."""
-    out = console or stdout_console(data=not report.succeeded)
+    out = console or report_console(data=not report.succeeded)
     ok = report.succeeded
     colour = "green" if ok else "red"
     src, tgt = escape(report.source_index), escape(report.target_index)
@@ -374,17 +390,16 @@ def print_failure(report: MigrationReport, *, resume: str | None = None,
     """A failed run on stderr too (whoever reads only stderr, a log collector or a script
     keeping stdout for data, learns that it failed, why, and what to do): one ``error:`` line,
     then the advice, one ``next:`` line each."""
-    from rvlm.cli.output import err_console, error_line
+    from rvlm.cli.output import err_line, error_line
 
     route = (report.source_index if report.source_index == report.target_index
              else f"{report.source_index} -> {report.target_index}")
     why = report.error or "; ".join(report.validation.errors) or "a check failed"
     error_line(f"{report.mode} {route} failed: {why}")
-    err = err_console()
     actions = list(report.manual_actions)
     if resume:
         actions.append(f"resume with: {resume}")
     if undo and report.mode != "rollback":
         actions.append(f"roll back with: {undo}")
     for a in actions:
-        err.print(f"next: {a}", markup=False, soft_wrap=True, highlight=False)
+        err_line(f"next: {a}")

@@ -80,21 +80,40 @@ _converter.register_structure_hook(int, _strict_int)
 _converter.register_structure_hook(float, _strict_float)
 _converter.register_structure_hook(str, _strict_str)
 
-for _cls in (*ATTRS_BY_TYPE.values(), IndexDefinition):
-    _overrides: dict[str, Any] = {}
-    if _cls is VectorAttrs:
-        _overrides = {
-            k: override(omit_if_default=False)
-            for k in ("dims", "algorithm", "datatype", "distance_metric")
-        }
-    if _cls is IndexDefinition:
-        _overrides = {k: override(omit_if_default=False) for k in ("name", "storage_type")}
-    _converter.register_unstructure_hook(
-        _cls, make_dict_unstructure_fn(_cls, _converter, _cattrs_omit_if_default=True, **_overrides)
-    )
-    _converter.register_structure_hook(
-        _cls, make_dict_structure_fn(_cls, _converter, _cattrs_forbid_extra_keys=True)
-    )
+#: The classes written to and read from YAML with generated hooks. Each hook is generated
+#: (cattrs compiles its code) the first time its class is converted, not at import: a run
+#: reads and writes only the field types its schemas hold (issue #17, start-up). Kept here
+#: once made (cattrs forgets its dispatch cache whenever a hook is registered).
+_HOOKED = frozenset((*ATTRS_BY_TYPE.values(), IndexDefinition))
+_hooks: dict[tuple[str, type], Any] = {}
+
+
+def _unstructure_fn(cls: type) -> Any:
+    hook = _hooks.get(("unstructure", cls))
+    if hook is None:
+        overrides: dict[str, Any] = {}
+        if cls is VectorAttrs:
+            overrides = {
+                k: override(omit_if_default=False)
+                for k in ("dims", "algorithm", "datatype", "distance_metric")
+            }
+        if cls is IndexDefinition:
+            overrides = {k: override(omit_if_default=False) for k in ("name", "storage_type")}
+        hook = _hooks[("unstructure", cls)] = make_dict_unstructure_fn(
+            cls, _converter, _cattrs_omit_if_default=True, **overrides)
+    return hook
+
+
+def _structure_fn(cls: type) -> Any:
+    hook = _hooks.get(("structure", cls))
+    if hook is None:
+        hook = _hooks[("structure", cls)] = make_dict_structure_fn(
+            cls, _converter, _cattrs_forbid_extra_keys=True)
+    return hook
+
+
+_converter.register_unstructure_hook_factory(_HOOKED.__contains__, _unstructure_fn)
+_converter.register_structure_hook_factory(_HOOKED.__contains__, _structure_fn)
 
 
 def _format_exception(exc: BaseException, type_: Any) -> str:

@@ -191,6 +191,10 @@ def apply(
     if copies and use_async:
         raise RvlmError("--async runs a plan that rewrites documents in place; an online plan "
                         "that copies documents runs without it")
+    import rvlm.core.migrate.executor  # noqa: F401  (part of start-up: frozen with the rest)
+    from rvlm.cli.main import settle_start_up
+
+    settle_start_up()
     arguments: dict[str, Any] = dict(
         redis_url=url, backup_dir=backup_dir, batch_size=batch_size, num_workers=workers,
         accept_data_loss=accept_data_loss, index_timeout=index_timeout,

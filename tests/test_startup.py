@@ -23,6 +23,11 @@ from rvlm.embedded.server import free_port
 
 runner = CliRunner()
 
+#: The end of a ``python -c`` program that runs the ``rvlm`` command on its arguments.
+RUN_RVLM = ("sys.argv = ['rvlm'] + sys.argv[1:]\n"
+            "from rvlm.cli.main import main\n"
+            "main()\n")
+
 #: Command modules that ``rvlm apply`` has no use for.
 OTHER_COMMANDS = ("rvlm.cli.plan", "rvlm.cli.batch", "rvlm.cli.index", "rvlm.cli.server",
                   "rvlm.cli.demo", "rvlm.cli.wizard", "rvlm.cli.plugins", "rvlm.cli.ctl")
@@ -37,10 +42,7 @@ def _imported(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
     code = ("import atexit, sys\n"
             "def dump():\n"
             f"    open({str(dump)!r}, 'w').write('\\n'.join(sorted(sys.modules)))\n"
-            "atexit.register(dump)\n"
-            "sys.argv = ['rvlm'] + sys.argv[1:]\n"
-            "from rvlm.cli.main import main\n"
-            "main()\n")
+            "atexit.register(dump)\n" + RUN_RVLM)
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=env, timeout=120, check=False)
     modules = set(dump.read_text().split())
@@ -165,6 +167,13 @@ print("ok")
 
 
 
+def _holder(finalized: Path) -> str:
+    """Source of a class ``Holder`` whose finalizer writes ``finalized`` into that file."""
+    return ("class Holder:\n"
+            "    def __del__(self):\n"
+            "        open(" + repr(str(finalized)) + ", 'w').write('finalized')\n")
+
+
 def _exit_state(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str, str]:
     """Run ``rvlm ARGS`` through the command's entry point in a fresh process, with an object
     that only a garbage reference cycle holds when the command ends and whose finalizer writes
@@ -175,15 +184,10 @@ def _exit_state(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess
             "atexit.register(lambda: open(" + repr(str(frozen)) + ", 'w')"
             ".write(str(gc.get_freeze_count())))\n"
             "gc.disable()  # the cycle below stays until someone collects\n"
-            "class Holder:\n"
-            "    def __del__(self):\n"
-            "        open(" + repr(str(finalized)) + ", 'w').write('finalized')\n"
+            + _holder(finalized) +
             "h = Holder()\n"
             "h.me = h\n"
-            "del h\n"
-            "sys.argv = ['rvlm'] + sys.argv[1:]\n"
-            "from rvlm.cli.main import main\n"
-            "main()\n")
+            "del h\n" + RUN_RVLM)
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           timeout=120, check=False)
     text = finalized.read_text() if finalized.exists() else ""
@@ -248,10 +252,7 @@ def test_the_run_collects_without_start_up_objects_and_finalizes_its_garbage(
     collection's reach); a garbage cycle made during the run is still collected at exit, its
     finalizer run. A CliRunner or library caller's collector is left alone (next test)."""
     state, finalized = tmp_path / "state.txt", tmp_path / "finalized.txt"
-    code = ("import gc, socket, sys\n"
-            "class Holder:\n"
-            "    def __del__(self):\n"
-            "        open(" + repr(str(finalized)) + ", 'w').write('finalized')\n"
+    code = ("import gc, socket, sys\n" + _holder(finalized) +
             "connect = socket.socket.connect\n"
             "def first_connect(self, *args):\n"
             "    if not hasattr(first_connect, 'seen'):\n"
@@ -261,10 +262,7 @@ def test_the_run_collects_without_start_up_objects_and_finalizes_its_garbage(
             "        h = Holder()\n"
             "        h.me = h\n"
             "    return connect(self, *args)\n"
-            "socket.socket.connect = first_connect\n"
-            "sys.argv = ['rvlm'] + sys.argv[1:]\n"
-            "from rvlm.cli.main import main\n"
-            "main()\n")
+            "socket.socket.connect = first_connect\n" + RUN_RVLM)
     closed = f"redis://127.0.0.1:{free_port()}/0"
     done = subprocess.run([sys.executable, "-c", code, "apply", "--plan", str(plans["rename"]),
                            "--backup-dir", str(tmp_path / "backup"), "--url", closed, "--yes"],

@@ -123,15 +123,30 @@ def _valid_frame_header(buf: Any, pos: int, size: int) -> tuple[int, int, int, i
     return length, crc, batch, count
 
 
-def _next_valid_frame(buf: mmap.mmap, start: int, size: int) -> int | None:
-    pos = start
-    while True:
-        pos = buf.find(FRAME_MAGIC, pos, size)
-        if pos < 0:
-            return None
-        if _valid_frame_header(buf, pos, size) is not None:
-            return pos
-        pos += 1
+def _next_valid_frame(fileno: int, start: int, size: int) -> int | None:
+    """Where the next valid frame header after ``start`` begins (a damaged file only)."""
+    with mmap.mmap(fileno, size, access=mmap.ACCESS_READ) as buf:
+        pos = start
+        while True:
+            pos = buf.find(FRAME_MAGIC, pos, size)
+            if pos < 0:
+                return None
+            if _valid_frame_header(buf, pos, size) is not None:
+                return pos
+            pos += 1
+
+
+def _pread(fileno: int, n: int, offset: int) -> bytes:
+    """``n`` bytes at ``offset`` (fewer only at the end of the file)."""
+    parts = []
+    while n > 0:
+        chunk = os.pread(fileno, n, offset)
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+        offset += len(chunk)
+    return b"".join(parts)
 
 
 def scan_file(
@@ -144,52 +159,55 @@ def scan_file(
 
     Reads frame headers only, plus the payload of the last frame (a torn append can leave a
     full-size frame whose payload never reached the disk). Middle payloads are verified when
-    they are read.
+    they are read. The headers are read with ``pread``, not through a memory map: a mapped
+    file's pages count in the process's resident memory, and the kernel maps the pages
+    around each header it faults in (64 KiB each), so a map of a 1M-document backup (2,000
+    frames) showed 120 MB of resident memory for 56 KB of headers.
     """
     size = os.fstat(fileno).st_size
     if size == 0:
         raise BackupCorrupt(f"{path}: empty file (no header)", path=path, offset=0)
-    with mmap.mmap(fileno, size, access=mmap.ACCESS_READ) as buf:
-        worker, fingerprint, pos = _parse_header(path, buf, size)
-        if expect_worker is not None and worker != expect_worker:
-            raise BackupCorrupt(
-                f"{path}: header says worker {worker}, file name says {expect_worker}", path=path
-            )
-        if expect_fingerprint is not None and fingerprint != expect_fingerprint:
-            raise BackupCorrupt(
-                f"{path}: backup belongs to plan {fingerprint!r}, not {expect_fingerprint!r} "
-                "(foreign plan)",
-                path=path,
-            )
-        frames: list[FrameRef] = []
-        torn: TornTail | None = None
-        while pos < size:
-            head = _valid_frame_header(buf, pos, size)
-            if head is None:
-                if size - pos < FRAME_SIZE:
-                    torn = TornTail(path, pos, size - pos, None, "frame header incomplete")
-                    break
-                nxt = _next_valid_frame(buf, pos + 1, size)
-                if nxt is not None:
-                    raise BackupCorrupt(
-                        f"{path}: damaged frame header at offset {pos} "
-                        f"(after batch {frames[-1].batch if frames else '-'}; "
-                        f"valid frames follow at offset {nxt})",
-                        path=path,
-                        offset=pos,
-                    )
-                torn = TornTail(path, pos, size - pos, None, "frame header damaged")
+    head = _pread(fileno, min(size, _HDR_FIXED.size + 0xFFFF + U32.size), 0)
+    worker, fingerprint, pos = _parse_header(path, head, size)
+    if expect_worker is not None and worker != expect_worker:
+        raise BackupCorrupt(
+            f"{path}: header says worker {worker}, file name says {expect_worker}", path=path
+        )
+    if expect_fingerprint is not None and fingerprint != expect_fingerprint:
+        raise BackupCorrupt(
+            f"{path}: backup belongs to plan {fingerprint!r}, not {expect_fingerprint!r} "
+            "(foreign plan)",
+            path=path,
+        )
+    frames: list[FrameRef] = []
+    torn: TornTail | None = None
+    while pos < size:
+        frame_head = _valid_frame_header(_pread(fileno, FRAME_SIZE, pos), 0, size - pos)
+        if frame_head is None:
+            if size - pos < FRAME_SIZE:
+                torn = TornTail(path, pos, size - pos, None, "frame header incomplete")
                 break
-            length, crc, batch, count = head
-            end = pos + FRAME_SIZE + length
-            if end > size:
-                torn = TornTail(path, pos, size - pos, batch, "frame runs past end of file")
-                break
-            if end == size and zlib.crc32(buf[pos + FRAME_SIZE : end]) != crc:
-                torn = TornTail(path, pos, size - pos, batch, "payload checksum mismatch")
-                break
-            frames.append(FrameRef(batch, pos, length, crc, count))
-            pos = end
+            nxt = _next_valid_frame(fileno, pos + 1, size)
+            if nxt is not None:
+                raise BackupCorrupt(
+                    f"{path}: damaged frame header at offset {pos} "
+                    f"(after batch {frames[-1].batch if frames else '-'}; "
+                    f"valid frames follow at offset {nxt})",
+                    path=path,
+                    offset=pos,
+                )
+            torn = TornTail(path, pos, size - pos, None, "frame header damaged")
+            break
+        length, crc, batch, count = frame_head
+        end = pos + FRAME_SIZE + length
+        if end > size:
+            torn = TornTail(path, pos, size - pos, batch, "frame runs past end of file")
+            break
+        if end == size and zlib.crc32(_pread(fileno, length, pos + FRAME_SIZE)) != crc:
+            torn = TornTail(path, pos, size - pos, batch, "payload checksum mismatch")
+            break
+        frames.append(FrameRef(batch, pos, length, crc, count))
+        pos = end
     return FileScan(worker, fingerprint, frames, pos, size, torn)
 
 

@@ -30,12 +30,14 @@ VECTOR = "embedding"
 
 
 @contextlib.contextmanager
-def embedded_server(keep_dir: bool = False,
-                    port: int | None = None) -> Iterator[tuple[EmbeddedServer, Path]]:
+def embedded_server(keep_dir: bool = False, port: int | None = None,
+                    search_args: tuple[str, ...] = ()
+                    ) -> Iterator[tuple[EmbeddedServer, Path]]:
     """An embedded Redis (Search + JSON) on ``port`` (a free one by default) in a new
-    temporary directory."""
+    temporary directory; ``search_args``: load-time arguments of the Search module."""
     work = Path(tempfile.mkdtemp(prefix="rvlm-bench-"))
-    server = EmbeddedServer(port=port or free_port(), directory=work / "server")
+    server = EmbeddedServer(port=port or free_port(), directory=work / "server",
+                            search_args=search_args)
     server.start()
     try:
         yield server, work

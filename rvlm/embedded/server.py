@@ -76,6 +76,9 @@ class EmbeddedServer:
     #: more ``redis-server`` arguments (e.g. the cluster settings of
     #: :class:`~rvlm.embedded.cluster.EmbeddedCluster`)
     extra_args: tuple[str, ...] = ()
+    #: load-time arguments of the Search module (e.g. ``("BG_INDEX_SLEEP_GAP", "1")``: they
+    #: follow its ``--loadmodule`` path; RediSearch 2.10 refuses to change them at run time)
+    search_args: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.directory is None:
@@ -111,7 +114,7 @@ class EmbeddedServer:
             "--logfile", str(self.log_path),
             "--pidfile", str(self.pid_path),
             "--daemonize", "yes",
-            "--loadmodule", str(b.redisearch),
+            "--loadmodule", str(b.redisearch), *self.search_args,
             "--loadmodule", str(b.rejson),
         ]
         if self.persist:

@@ -167,6 +167,44 @@ class Writer(threading.Thread):
             time.sleep(gap)
 
 
+class Prober(threading.Thread):
+    """A PING every ``every`` seconds on a connection of its own, each round trip recorded
+    (wall-clock start, ms): how long any client waited for Redis's main thread."""
+
+    def __init__(self, url: str, every: float = 0.002) -> None:
+        super().__init__(daemon=True)
+        self.client = client_for(url)
+        self.every = every
+        self.stop = threading.Event()
+        self.samples: list[tuple[float, float]] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t0, m0 = time.time(), time.monotonic()
+            self.client.ping()
+            self.samples.append((t0, (time.monotonic() - m0) * 1000.0))
+            time.sleep(self.every)
+
+    def by_phase(self, started: float, timings: dict[str, Any]) -> dict[str, dict[str, float]]:
+        """PING p50/p99/max and counts over 50/100 ms per phase of the apply, the phases
+        placed end to end from ``started`` (wall clock) in the order of the report's
+        timings."""
+        bounds, at = [], started
+        for name, seconds in timings.items():
+            if isinstance(seconds, (int, float)):
+                bounds.append((name, at, at + seconds))
+                at += seconds
+        out: dict[str, dict[str, float]] = {}
+        for name, lo, hi in [("whole run", started, float("inf")), *bounds]:
+            ms = np.array([m for t, m in self.samples if lo <= t < hi])
+            if len(ms):
+                out[name] = {"pings": len(ms), "p50": round(float(np.percentile(ms, 50)), 2),
+                             "p99": round(float(np.percentile(ms, 99)), 2),
+                             "max": round(float(ms.max()), 1),
+                             "over50": int((ms > 50).sum()), "over100": int((ms > 100).sum())}
+        return out
+
+
 class Memory(threading.Thread):
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
@@ -197,6 +235,7 @@ def _run_rvlm(url: str, mode: str, backup: str, batch: int, index_timeout: float
                                                           "bench"), options=options)
     client.close()
     assert plan.supported, plan.blocked_reasons
+    started_at = time.time()
     t0 = time.perf_counter()
     report = apply_plan(url, plan, backup_dir=backup, batch_size=batch, accept_data_loss=True,
                         index_timeout=index_timeout)
@@ -206,6 +245,7 @@ def _run_rvlm(url: str, mode: str, backup: str, batch: int, index_timeout: float
               "downtime_s": report.downtime_duration_seconds or 0.0,
               "lag": report.forward_lag_ms, "timings": dict(report.timings),
               "online": dict(report.online), "rss_peak_mb": peak_rss_mb(),
+              "started_at": started_at,
               "error": report.error})
     out.close()
 
@@ -225,9 +265,12 @@ def _in_child(*args: Any) -> dict[str, Any]:
 
 
 def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    with embedded_server(port=args.port) as (server, work):
+    search_args = tuple(x for a in args.search_arg for x in a.split("=", 1))
+    with embedded_server(port=args.port, search_args=search_args) as (server, work):
         url = server.url
         client = client_for(url)
+        gap = client.execute_command("FT.CONFIG", "GET", "BG_INDEX_SLEEP_GAP")
+        print(f"{mode}: Search module BG_INDEX_SLEEP_GAP {gap}", flush=True)
         t0 = time.monotonic()
         load_docs(client, args.docs, args.dims)
         create_index(client, args.dims, algorithm=args.algorithm)
@@ -240,10 +283,12 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         writer = Writer(url, args.docs, args.dims, args.write_rate) if (
             mode == "online" and args.write_rate > 0) else None
         memory = Memory(url)
-        for t in (reader, memory, writer):
+        prober = Prober(url) if args.probe else None
+        for t in (reader, memory, writer, prober):
             if t is not None:
                 t.start()
         time.sleep(1.0)
+        started = time.time()
         try:
             if mode == "rvl":
                 patch = work / "patch.yaml"
@@ -262,12 +307,15 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
                 got = _in_child(url, mode, str(work / "backup"), args.batch, args.index_timeout)
             time.sleep(1.0)
         finally:
-            for t in (reader, memory, writer):
+            for t in (reader, memory, writer, prober):
                 if t is not None:
                     t.stop.set()
-            for t in (reader, memory, writer):
+            for t in (reader, memory, writer, prober):
                 if t is not None:
                     t.join(10)
+        if prober is not None:
+            got["stalls"] = prober.by_phase(got.get("started_at", started),
+                                            got.get("timings") or {})
         got.update(load_s=load_s, queries=reader.queries, failed=reader.failed,
                    incomplete=reader.incomplete, retries=reader.retries,
                    errors=reader.errors, writes=writer.ops if writer else 0,
@@ -289,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index-timeout", type=float, default=3600.0,
                     help="seconds rvlm waits for an index to build (apply's default: 600)")
     ap.add_argument("--rvl-python", default=os.environ.get("RVL_PYTHON", ""))
+    ap.add_argument("--search-arg", action="append", default=[], metavar="NAME=VALUE",
+                    help="a load-time argument of the Search module, e.g. "
+                         "BG_INDEX_SLEEP_GAP=1 (repeatable)")
+    ap.add_argument("--probe", action="store_true",
+                    help="PING every 2 ms during the migration: main-thread stalls per phase")
     ap.add_argument("--json-out", type=Path)
     ap.add_argument("--port", type=int, default=None,
                     help="port of the embedded Redis (default: a free one)")
@@ -323,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
             phases = ", ".join(f"{k} {v:.1f}s" for k, v in got["timings"].items()
                                if isinstance(v, (int, float)) and v >= 0.05)
             print(f"  where the time goes: {phases}", flush=True)
+        for phase, st in (got.get("stalls") or {}).items():
+            print(f"  PING {phase}: {st['pings']} p50 {st['p50']} p99 {st['p99']} max "
+                  f"{st['max']} ms, over 50/100 ms {st['over50']}/{st['over100']}", flush=True)
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2, default=str))
     return 0

@@ -202,6 +202,10 @@ class Prober(threading.Thread):
                              "p99": round(float(np.percentile(ms, 99)), 2),
                              "max": round(float(ms.max()), 1),
                              "over50": int((ms > 50).sum()), "over100": int((ms > 100).sum())}
+        # the longest stalls, seconds after the apply started: a period (e.g. the fork GC's
+        # 30 s) shows what causes them
+        out["longest"] = {f"{t - started:.1f}s": round(m, 1)
+                          for t, m in sorted(self.samples, key=lambda s: -s[1])[:30]}
         return out
 
 
@@ -377,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
                                if isinstance(v, (int, float)) and v >= 0.05)
             print(f"  where the time goes: {phases}", flush=True)
         for phase, st in (got.get("stalls") or {}).items():
+            if phase == "longest":
+                print("  longest PINGs (s after the start: ms): " + ", ".join(
+                    f"{k} {v}" for k, v in sorted(st.items(), key=lambda kv: float(kv[0][:-1]))))
+                continue
             print(f"  PING {phase}: {st['pings']} p50 {st['p50']} p99 {st['p99']} max "
                   f"{st['max']} ms, over 50/100 ms {st['over50']}/{st['over100']}", flush=True)
     if args.json_out:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from rvlm.core.migrate.report import MigrationReport
     from rvlm.core.multi.executor import BatchMigrationExecutor
     from rvlm.core.multi.planner import BatchMigrationPlanner
-    from rvlm.core.quality.gate import QualityOptions
+    from rvlm.core.quality.model import QualityOptions
     from rvlm.core.schema.model import IndexSchema
     from rvlm.core.schema.patch import SchemaPatch
 
@@ -240,10 +240,13 @@ def quality_options(*, min_recall: float | None = None, recall_queries: int = 10
                     ) -> QualityOptions:
     """The quality gate's options, the query check file read and checked (one-line
     :class:`~rvlm.RvlmError` for a bad one) before anything touches a server."""
-    from rvlm.core.quality.checks import load_query_checks
-    from rvlm.core.quality.gate import QualityOptions
+    from rvlm.core.quality.model import QualityOptions
 
-    checks = load_query_checks(query_check_file) if query_check_file is not None else None
+    checks = None
+    if query_check_file is not None:  # only then the query check module
+        from rvlm.core.quality.checks import load_query_checks
+
+        checks = load_query_checks(query_check_file)
     return QualityOptions(min_recall=min_recall, recall_queries=recall_queries,
                           recall_k=recall_k, query_checks=checks)
 

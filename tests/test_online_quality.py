@@ -13,7 +13,7 @@ from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.planner import PlanOptions, make_plan
 from rvlm.core.migrate.rollback import rollback
 from rvlm.core.quality.answers import ANSWERS_NAME
-from rvlm.core.quality.gate import QualityOptions
+from rvlm.core.quality.model import QualityOptions
 from rvlm.core.redis.notify import read_setting
 from rvlm.core.schema.patch import patch_from_dict
 from rvlm.core.storage.journal import RunState

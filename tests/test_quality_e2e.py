@@ -27,7 +27,7 @@ from rvlm.core.migrate.planner import PlanOptions, make_plan
 from rvlm.core.migrate.rollback import rollback
 from rvlm.core.quality.answers import ANSWERS_NAME, read_answers
 from rvlm.core.quality.estimate import estimate_recall
-from rvlm.core.quality.gate import QualityOptions
+from rvlm.core.quality.model import QualityOptions
 from rvlm.core.quality.probes import measure_field
 from rvlm.core.redis.capabilities import Capabilities
 from rvlm.core.redis.connection import index_exists, read_index

@@ -16,7 +16,8 @@ from rvlm.core.plugins.documents import Document
 from rvlm.core.quality.answers import ANSWERS_NAME, read_answers
 from rvlm.core.quality.checks import parse_query_checks
 from rvlm.core.quality.estimate import vector_matrix
-from rvlm.core.quality.gate import QualityOptions, Sides, measure, take_source_answers
+from rvlm.core.quality.gate import measure, take_source_answers
+from rvlm.core.quality.model import QualityOptions, Sides
 from rvlm.core.quality.planning import plan_quality
 from rvlm.core.redis.connection import read_index
 

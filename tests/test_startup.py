@@ -214,7 +214,8 @@ def test_whole_apply_into_a_pipe_prints_its_report_without_rich(
     """A whole ``rvlm apply`` (plan, apply, report) with stdout and stderr into pipes: the
     report is printed (each check, the backup dir, the undo command) without rich's console
     (its import and console were 0.02-0.04 s of CPU at every exit; the text is the same, see
-    tests/test_plain.py)."""
+    tests/test_plain.py), and an add-field plan loads none of the quality gate's machinery
+    (about 0.01 s)."""
     index = "startup_whole"
     redis_client.execute_command(
         "FT.CREATE", index, "ON", "HASH", "PREFIX", "1", "startup_whole:", "SCHEMA",
@@ -238,6 +239,11 @@ def test_whole_apply_into_a_pipe_prints_its_report_without_rich(
         # rich's console and text never; only the size formatter human_bytes uses
         # (rich.filesize, a module of plain functions) and the package it sits in
         assert _loaded(modules, "rich") == ["rich", "rich._extension", "rich.filesize"]
+        # a plan whose vector answers cannot change, without query checks: the quality
+        # gate's terms and its "anything to measure?" only, not its probes and searches
+        assert _loaded(modules, "rvlm.core.quality") == [
+            "rvlm.core.quality", "rvlm.core.quality.defaults", "rvlm.core.quality.model",
+            "rvlm.core.quality.planning"]
     finally:
         redis_client.execute_command("FT.DROPINDEX", index)
         for i in range(5):

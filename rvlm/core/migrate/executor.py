@@ -35,8 +35,7 @@ from rvlm.core.migrate.report import MigrationReport, Timings
 from rvlm.core.migrate.rollback import rollback
 from rvlm.core.migrate.run import Progress, Run, check_live_source
 from rvlm.core.plugins.host import host_with
-from rvlm.core.quality.answers import ANSWERS_NAME
-from rvlm.core.quality.gate import QualityOptions
+from rvlm.core.quality.model import QualityOptions
 from rvlm.core.redis.lock import hold_locks, lock_owner
 
 if TYPE_CHECKING:
@@ -146,6 +145,8 @@ def roll_back_below_recall(url: str | None, client: Any, directory: Path,
                            progress: Progress | None) -> None:
     """``--rollback-below-recall``: undo the run (its locks are released by now) and say so
     in ``report``, which stays ``failed``."""
+    from rvlm.core.quality.answers import ANSWERS_NAME
+
     undone = rollback(url, directory, index_timeout=index_timeout, progress=progress,
                       client=client)
     report.timings["rollback"] = sum(undone.timings.values())

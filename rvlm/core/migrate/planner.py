@@ -38,9 +38,9 @@ from rvlm.core.plugins.changes import Change, Classification
 from rvlm.core.plugins.context import PlanContext
 from rvlm.core.plugins.documents import Document, DocumentOperation, operation_problems
 from rvlm.core.plugins.host import PluginHost, host_with, rvlm_version
-from rvlm.core.quality.gate import QualityOptions
+from rvlm.core.quality.defaults import DEFAULT_K
+from rvlm.core.quality.model import QualityOptions
 from rvlm.core.quality.planning import below_floor, describe, plan_quality
-from rvlm.core.quality.probes import DEFAULT_K
 from rvlm.core.redis.capabilities import Capabilities, detect
 from rvlm.core.redis.connection import index_exists, list_indexes, other_indexes, read_index
 from rvlm.core.redis.docio.sample import last_failed_key, read_documents, sample_keys

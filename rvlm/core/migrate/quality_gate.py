@@ -1,7 +1,7 @@
 """The quality gate of one apply (or validate): the plan's side of :mod:`rvlm.core.quality.gate`.
 
 A :class:`QualityGate` is built from the plan, the backup dir and the user's
-:class:`~rvlm.core.quality.gate.QualityOptions` (the floor defaults to the one the plan
+:class:`~rvlm.core.quality.model.QualityOptions` (the floor defaults to the one the plan
 recorded with ``rvlm plan --min-recall``). Every executor uses it the same way, through its
 :class:`~rvlm.core.migrate.run.Run`:
 
@@ -23,22 +23,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import redis
 
 from rvlm.core.errors import RvlmError
 from rvlm.core.migrate.plan import Plan
-from rvlm.core.quality.answers import SourceAnswers, read_answers
-from rvlm.core.quality.gate import (
-    QualityOptions,
-    QualityResult,
-    Sides,
-    measure,
-    take_source_answers,
-)
-from rvlm.core.quality.probes import SEED
+from rvlm.core.quality.defaults import SEED
+from rvlm.core.quality.model import QualityOptions, QualityResult, Sides
 from rvlm.core.redis.resp import to_bytes, to_str
+
+if TYPE_CHECKING:
+    from rvlm.core.quality.answers import SourceAnswers
 
 
 def sides_of(plan: Plan, key_map: Callable[[str], str] | None = None) -> Sides:
@@ -81,9 +78,13 @@ class QualityGate:
         """Ask the source what is not stored yet (idempotent; nothing when the source is gone).
         Raises :class:`RvlmError` when the source refuses a query check."""
         if self.wanted and self.dir is not None:
+            from rvlm.core.quality.gate import take_source_answers
+
             take_source_answers(client, self.sides, self.dir, self.options)
 
     def stored(self) -> SourceAnswers:
+        from rvlm.core.quality.answers import SourceAnswers, read_answers
+
         found = read_answers(self.dir, self.plan.fingerprint) if self.dir is not None else None
         return found or SourceAnswers(plan_fingerprint=self.plan.fingerprint,
                                       index=self.plan.source_index, seed=SEED)
@@ -92,6 +93,8 @@ class QualityGate:
         """Ask the target and compare with the stored answers (see the module docstring)."""
         if not self.wanted:
             return QualityResult()
+        from rvlm.core.quality.gate import measure
+
         return measure(client, self.sides, self.stored(), self.options, directory=self.dir)
 
 

@@ -33,7 +33,7 @@ from rvlm.core.migrate.verify import DocumentsVerified
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.plugins.documents import operation_problems
 from rvlm.core.plugins.host import PluginHost
-from rvlm.core.quality.gate import QualityOptions
+from rvlm.core.quality.model import QualityOptions
 from rvlm.core.redis import durability
 from rvlm.core.redis.capabilities import Capabilities, detect
 from rvlm.core.redis.connection import connect, index_exists, read_index, wait_indexed

@@ -33,7 +33,7 @@ from rvlm.core.migrate.report import now_iso
 from rvlm.core.multi.plan import BatchPlan, safe_name
 from rvlm.core.multi.report import REPORT_NAME, BatchReport
 from rvlm.core.multi.state import BatchState, IndexState, state_in_use, state_lock
-from rvlm.core.quality.gate import QualityOptions
+from rvlm.core.quality.model import QualityOptions
 from rvlm.core.redis.connection import redact, resolve_url
 from rvlm.core.storage.files import atomic_write_text
 from rvlm.core.storage.redisvl import redisvl_backup

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rvlm.core.plugins.documents import Document
-from rvlm.core.quality.probes import DEFAULT_K
+from rvlm.core.quality.defaults import DEFAULT_K
 from rvlm.core.schema.model import Field, IndexSchema, VectorAttrs
 
 if TYPE_CHECKING:  # numpy loads only when an estimate is made

@@ -17,6 +17,7 @@ import redis
 
 from rvlm.core.errors import RvlmError
 from rvlm.core.quality.answers import FieldProbes, Probe
+from rvlm.core.quality.defaults import DEFAULT_K, DEFAULT_QUERIES, SEED
 from rvlm.core.quality.recall import FieldQuality, KeyMap, measure
 from rvlm.core.quality.search import Answer, draw_keys, knn_answers, read_vectors
 from rvlm.core.redis.resp import to_str
@@ -24,10 +25,6 @@ from rvlm.core.schema.model import IndexSchema, VectorAttrs
 
 if TYPE_CHECKING:  # numpy loads only where vectors are converted
     from rvlm.core import vectors
-
-DEFAULT_QUERIES = 100
-DEFAULT_K = 10
-SEED = 0
 
 #: ``convert(source vectors) -> target vectors`` (bytes in, bytes out, same order).
 Converter = Callable[[Sequence[bytes]], list[bytes]]

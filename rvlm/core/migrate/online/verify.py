@@ -254,8 +254,8 @@ def verify_targets(engine: OnlineCopy, source_keys: Iterable[list[bytes]],
                 except queue.Full:
                     continue
 
-    def settle() -> None:  # the engine's thread: what the check found
-        while True:
+    def settle() -> None:  # the engine's thread: what the check found (not while throttled)
+        while engine.throttled is None:
             try:
                 seen = found.get_nowait()
             except queue.Empty:
@@ -292,7 +292,9 @@ def verify_targets(engine: OnlineCopy, source_keys: Iterable[list[bytes]],
         engine.forward_during(check, between=settle, stop=stop)
     finally:
         sys.setswitchinterval(switch)
-    settle()
+    while not found.empty():
+        engine.wait_while_throttled()
+        settle()
     out.ok = out.checked - out.recopied - out.in_flight
     out.seconds = time.perf_counter() - started
     return out

@@ -62,6 +62,15 @@ def _command(*parts: str, url: str | None) -> str:
     return shlex.join(words)
 
 
+def _start_run() -> None:
+    """The run begins: the executor's modules are loaded now, as part of start-up, and frozen
+    with the rest of it (:func:`rvlm.cli.main.settle_start_up`)."""
+    import rvlm.core.migrate.executor  # noqa: F401
+    from rvlm.cli.main import settle_start_up
+
+    settle_start_up()
+
+
 def _summary(report: MigrationReport, *, resume: str | None = None,
              undo: str | None = None) -> None:
     from rvlm.cli.render import print_report
@@ -191,10 +200,7 @@ def apply(
     if copies and use_async:
         raise RvlmError("--async runs a plan that rewrites documents in place; an online plan "
                         "that copies documents runs without it")
-    import rvlm.core.migrate.executor  # noqa: F401  (part of start-up: frozen with the rest)
-    from rvlm.cli.main import settle_start_up
-
-    settle_start_up()
+    _start_run()
     arguments: dict[str, Any] = dict(
         redis_url=url, backup_dir=backup_dir, batch_size=batch_size, num_workers=workers,
         accept_data_loss=accept_data_loss, index_timeout=index_timeout,
@@ -321,6 +327,7 @@ def validate(
     from rvlm.api import validate as validate_plan
 
     output_file(report_out, "--report-out")
+    _start_run()
     report = validate_plan(plan, redis_url=url, backup_dir=backup_dir, min_recall=min_recall,
                            query_check_file=query_check_file)
     if report_out is not None:
@@ -361,6 +368,7 @@ def rollback(
             f"Roll back {plan.target_index!r} -> {plan.source_index!r} from {directory}?",
             default=False, err=json_out):
         raise RvlmError("not rolled back")
+    _start_run()
     with progress_display() as progress:
         report = do_rollback(directory, redis_url=url, progress_callback=progress,
                              force=force)

@@ -87,33 +87,6 @@ class Capabilities:
         }
 
 
-def search_setting(client: redis.Redis, name: str) -> str | None:
-    """A setting of the Search module (``FT.CONFIG GET name``; on Redis 8, the ``search-*``
-    name of ``CONFIG GET`` when FT.CONFIG does not answer), or None when the server does not
-    say (refused, or no such setting). On a cluster, one primary's."""
-    node = routing.primaries(client)[0][1]
-    asks = ((b"FT.CONFIG", b"GET", name),
-            (b"CONFIG", b"GET", "search-" + name.lower().replace("_", "-")))
-    for command in asks:
-        try:
-            reply = node.execute_command(*command)
-        except redis.RedisError:
-            continue
-        # RESP3: {name: value}; RESP2: [[name, value]] (FT.CONFIG) or [name, value] (CONFIG)
-        rows = to_list(reply) if not isinstance(reply, dict) else [reply]
-        pairs: dict[str, Any] = {}
-        for row in rows:
-            if isinstance(row, (dict, list, tuple)):
-                with contextlib.suppress(ValueError):
-                    pairs.update(to_map(row))
-        if not pairs and len(rows) == 2:
-            pairs = to_map(rows)
-        for key, value in pairs.items():
-            if key.lower().replace("-", "_").endswith(name.lower()) and value is not None:
-                return to_str(value)
-    return None
-
-
 def detect(client: redis.Redis) -> Capabilities:
     """Ask the server (INFO server, MODULE LIST, INFO cluster; on a cluster, one primary, and
     whether its search module has a coordinator)."""

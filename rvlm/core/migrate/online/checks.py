@@ -12,11 +12,6 @@ and again before apply changes anything.
   run, or, where CONFIG is refused, already configured (checked with a probe); otherwise the
   exact value to configure.
 * A vector datatype change changes the bytes a KNN query must send: said in the plan.
-* The target's HNSW graph builds in the background after the copy; RediSearch's background
-  indexer lets other clients in only every ``BG_INDEX_SLEEP_GAP`` documents (a load-time
-  setting of the module, 100 by default), so every client, forwarding included, can wait
-  behind that many graph inserts: said in the plan with the setting an operator can change
-  (rvlm never changes it).
 """
 
 from __future__ import annotations
@@ -29,7 +24,6 @@ import redis
 from rvlm.core.migrate.online.footprint import copy_footprint
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.redis import routing, wire
-from rvlm.core.redis.capabilities import search_setting
 from rvlm.core.redis.docio.keys import escape_glob
 from rvlm.core.redis.nodes import NodeClients, key_on
 from rvlm.core.redis.notify import ConfigRefused, advice, missing, needed_flags, probe, read_setting
@@ -227,30 +221,6 @@ def client_caveat(plan: Plan, aliases: Sequence[str]) -> str | None:
             "datatype change')")
 
 
-#: Above this BG_INDEX_SLEEP_GAP, the plan says what the target's background build costs
-#: the other clients.
-QUIET_BUILD_GAP = 10
-
-
-def build_stall_caveat(client: redis.Redis, plan: Plan) -> str | None:
-    """The warning an online plan needs when its target's HNSW graph will be built by a
-    background indexer that holds the server for ``BG_INDEX_SLEEP_GAP`` documents at a time
-    (None when the target has no HNSW field, the gap is small or the server does not say)."""
-    hnsw = [f.name for f in plan.target_schema.fields
-            if isinstance(f.attrs, VectorAttrs) and f.attrs.algorithm == "hnsw"]
-    gap = search_setting(client, "BG_INDEX_SLEEP_GAP") if hnsw else None
-    if gap is None or not gap.isdigit() or int(gap) <= QUIET_BUILD_GAP:
-        return None
-    return (f"the target's HNSW graph ({', '.join(hnsw)}) builds in the background after the "
-            f"copy, and the search module's background indexer lets other clients in only "
-            f"every {gap} documents (BG_INDEX_SLEEP_GAP {gap}): every client, change "
-            "forwarding included, can wait behind that many graph inserts (measured on 384-d "
-            "vectors: stalls up to 95 ms at 20K documents, longer as the graph grows). The "
-            "server's operator can start it with the module argument BG_INDEX_SLEEP_GAP 1 "
-            "(Redis 8: search-bg-index-sleep-gap 1; a load-time setting, rvlm does not change "
-            "it); see docs/online.md, 'Forwarding lag while the target builds'")
-
-
 def blue_green_findings(client: redis.Redis, plan: Plan, others: Mapping[str, IndexSchema],
                         sample: Sequence[bytes]) -> tuple[list[str], list[str]]:
     """(warnings, blocking reasons) of an online plan that copies documents."""
@@ -262,7 +232,7 @@ def blue_green_findings(client: redis.Redis, plan: Plan, others: Mapping[str, In
         blocked.append(str(fp.problem()))
     status = notify_status(client, plan.source_schema.storage_type)
     warnings.append(status.sentence())
-    for caveat in (client_caveat(plan, plan.aliases), build_stall_caveat(client, plan)):
-        if caveat:
-            warnings.append(caveat)
+    caveat = client_caveat(plan, plan.aliases)
+    if caveat:
+        warnings.append(caveat)
     return warnings, blocked

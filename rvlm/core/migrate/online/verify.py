@@ -197,13 +197,19 @@ def _file_keys(paths: list[Path], chunk: int) -> Iterator[list[bytes]]:
 
 def _steps(source_keys: Iterable[list[bytes]], earlier: Iterable[list[bytes]], size: int
            ) -> Iterator[tuple[list[bytes], bool]]:
-    """``source_keys`` then ``earlier`` again, in steps of up to ``size`` keys without repeats,
-    each with whether its keys are checked whole."""
+    """``source_keys`` then ``earlier`` again, in steps of ``size`` keys (across their
+    chunks; the last of each shorter), each without repeats, each with whether its keys are
+    checked whole."""
     for chunks, whole in ((source_keys, True), (earlier, False)):
+        step: dict[bytes, None] = {}
         for chunk in chunks:
-            keys = list(dict.fromkeys(chunk))
-            for i in range(0, len(keys), size):
-                yield keys[i:i + size], whole
+            for key in chunk:
+                step[key] = None
+                if len(step) == size:
+                    yield list(step), whole
+                    step = {}
+        if step:
+            yield list(step), whole
 
 
 #: The interpreter's thread switch interval while the check runs (default 5 ms): a forward

@@ -22,6 +22,7 @@ from rvlm.core.migrate.online.control import read_status
 from rvlm.core.migrate.online.copier import OnlineCopy
 from rvlm.core.migrate.online.mirror import Mirror
 from rvlm.core.migrate.online.options import OnlineOptions
+from rvlm.core.migrate.online.throttle import Throttler
 from rvlm.core.migrate.online.verify import EXTRA, check_targets, verify_targets
 from rvlm.core.redis.connection import connect
 from rvlm.core.redis.copyio import TargetDoc, json_equal
@@ -279,6 +280,44 @@ def test_changes_are_carried_over_while_a_step_of_the_check_runs(
         assert written[1] - written[0] < 0.9, written
         assert (got.checked, got.recopied, got.failed) == (60, 0, 0), got
         assert redis_client.hget("new:7", "title") == b"written during the check"
+    finally:
+        sub.stop()
+        setting.leave()
+
+
+def test_the_check_neither_reads_nor_copies_again_while_the_run_is_throttled(
+        redis_client, redis_url, tmp_path, notify):
+    """Throttled (here by 'rvlm ctl throttle'), the check waits: a target corrupted
+    meanwhile is copied again only once the throttle lifts."""
+    make_hash_index(redis_client, n=40, dims=8)
+    plan = plan_for(redis_client, "idx", {
+        "index": {"name": "idx_v2", "prefix": "new:"},
+        "rename_fields": [{"old_name": "t", "new_name": "title"}]})
+    throttler = Throttler(redis_client, interval=0.05)
+    setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path,
+                                          throttler=throttler)
+    seen: dict[str, object] = {}
+
+    def operator() -> None:
+        time.sleep(0.5)
+        seen["target"] = redis_client.hget("new:3", "title")  # still as corrupted
+        throttler.forced = False
+
+    try:
+        engine.copy(keyfile)
+        engine.drain()
+        redis_client.hset("new:3", "title", "corrupted")
+        throttler.forced = True
+        engine.tick(force=True)
+        t = threading.Thread(target=operator)
+        t.start()
+        started = time.monotonic()
+        got = verify_targets(engine, [[b"doc:%d" % i for i in range(40)]])
+        t.join()
+        assert time.monotonic() - started >= 0.5
+        assert seen["target"] == b"corrupted"
+        assert (got.checked, got.recopied, got.failed) == (40, 1, 0), got
+        assert redis_client.hget("new:3", "title") == redis_client.hget("doc:3", "t")
     finally:
         sub.stop()
         setting.leave()

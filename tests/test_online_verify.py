@@ -9,6 +9,7 @@ import json
 import threading
 import time
 
+import pytest
 from online_helpers import contents, copy_plan, dumps, points_at, renamed_quantized
 from test_apply_helpers import make_hash_index
 from test_mirror import mirror_of, plan_for
@@ -249,15 +250,29 @@ def test_a_resumed_run_checks_each_key_once(redis_client, redis_url, tmp_path, n
         assert targets[b"new:" + k[4:]] == (renamed_quantized(fields), expiry), k
 
 
+def _copied(client, url, tmp_path, n, **engine_options):
+    """``n`` documents copied to ``new:`` (t renamed title) by an engine with capture, the
+    backlog drained: (notification setting, subscriber, engine), to stop and leave."""
+    make_hash_index(client, n=n, dims=8)
+    plan = plan_for(client, "idx", {
+        "index": {"name": "idx_v2", "prefix": "new:"},
+        "rename_fields": [{"old_name": "t", "new_name": "title"}]})
+    setting, sub, engine, keyfile = start(client, url, plan, tmp_path, **engine_options)
+    try:
+        engine.copy(keyfile)
+        engine.drain()
+    except BaseException:
+        sub.stop()
+        setting.leave()
+        raise
+    return setting, sub, engine
+
+
 def test_changes_are_carried_over_while_a_step_of_the_check_runs(
         redis_client, redis_url, tmp_path, notify, monkeypatch):
     """The check reads and compares in a thread of its own: a source written while one of its
     steps takes a second reaches its target during that step, not after it."""
-    make_hash_index(redis_client, n=60, dims=8)
-    plan = plan_for(redis_client, "idx", {
-        "index": {"name": "idx_v2", "prefix": "new:"},
-        "rename_fields": [{"old_name": "t", "new_name": "title"}]})
-    setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path)
+    setting, sub, engine = _copied(redis_client, redis_url, tmp_path, 60)
     read = Mirror.read_with_targets
     written: list[float] = []
 
@@ -273,8 +288,6 @@ def test_changes_are_carried_over_while_a_step_of_the_check_runs(
         return read(self, client, keys)
 
     try:
-        engine.copy(keyfile)
-        engine.drain()
         monkeypatch.setattr(Mirror, "read_with_targets", read_slowly)
         got = verify_targets(engine, [[b"doc:%d" % i for i in range(60)]])
         assert written[1] - written[0] < 0.9, written
@@ -289,13 +302,8 @@ def test_the_check_neither_reads_nor_copies_again_while_the_run_is_throttled(
         redis_client, redis_url, tmp_path, notify):
     """Throttled (here by 'rvlm ctl throttle'), the check waits: a target corrupted
     meanwhile is copied again only once the throttle lifts."""
-    make_hash_index(redis_client, n=40, dims=8)
-    plan = plan_for(redis_client, "idx", {
-        "index": {"name": "idx_v2", "prefix": "new:"},
-        "rename_fields": [{"old_name": "t", "new_name": "title"}]})
     throttler = Throttler(redis_client, interval=0.05)
-    setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path,
-                                          throttler=throttler)
+    setting, sub, engine = _copied(redis_client, redis_url, tmp_path, 40, throttler=throttler)
     seen: dict[str, object] = {}
 
     def operator() -> None:
@@ -304,8 +312,6 @@ def test_the_check_neither_reads_nor_copies_again_while_the_run_is_throttled(
         throttler.forced = False
 
     try:
-        engine.copy(keyfile)
-        engine.drain()
         redis_client.hset("new:3", "title", "corrupted")
         throttler.forced = True
         engine.tick(force=True)
@@ -318,6 +324,38 @@ def test_the_check_neither_reads_nor_copies_again_while_the_run_is_throttled(
         assert seen["target"] == b"corrupted"
         assert (got.checked, got.recopied, got.failed) == (40, 1, 0), got
         assert redis_client.hget("new:3", "title") == redis_client.hget("doc:3", "t")
+    finally:
+        sub.stop()
+        setting.leave()
+
+
+def test_a_capture_lost_during_the_check_stops_it_at_once(redis_client, redis_url, tmp_path,
+                                                          notify, monkeypatch):
+    """The check's thread stops within a step when the engine's thread fails (here the
+    capture's connection killed): the run stops cleanly, it does not wait for the whole
+    check."""
+    from rvlm.core.redis.capture import CLIENT_NAME, CaptureLost
+
+    setting, sub, engine = _copied(redis_client, redis_url, tmp_path, 600)
+    read = Mirror.read_with_targets
+    steps: list[int] = []
+
+    def read_slowly(self: Mirror, client, keys):
+        steps.append(len(keys))
+        if len(steps) == 1:
+            for c in redis_client.client_list():
+                if c.get("name") == CLIENT_NAME:
+                    redis_client.client_kill_filter(_id=c["id"])
+        time.sleep(0.3)
+        return read(self, client, keys)
+
+    try:
+        monkeypatch.setattr(Mirror, "read_with_targets", read_slowly)
+        started = time.monotonic()
+        with pytest.raises(CaptureLost, match="lost its subscription"):
+            verify_targets(engine, [[b"doc:%d" % i for i in range(600)]])
+        assert time.monotonic() - started < 1.0 and len(steps) <= 2, steps  # of 4 steps
+        assert not any(t.name == "rvlm-check" for t in threading.enumerate())
     finally:
         sub.stop()
         setting.leave()

@@ -62,6 +62,7 @@ from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.plugins.host import get_host
 from rvlm.core.redis import wire
 from rvlm.core.redis.capabilities import detect
+from rvlm.core.redis.docio import verify as docio_verify
 from rvlm.core.redis.docio.verify import check_written, written_of
 from rvlm.core.redis.docio.write import KeyWrite
 from rvlm.core.schema.patch import patch_from_dict
@@ -127,6 +128,9 @@ def breakdown(client: Any, engine: OnlineCopy, n: int, step: int) -> Stages:
     """One pass over the ``n`` documents in steps of ``step``, stage by stage, both ways."""
     st = Stages(client)
     mirror = engine.mirror
+    # the digests as the check took them before: by the server's script (check_written now
+    # takes them client-side for a server on this machine)
+    docio_verify.DIGESTS_ON_SERVER = True
     for keys in chunks(n, step):
         # the digests (before this session): read, transform, digest each side, HLEN + expiry
         sources = st.run("digests: read sources", lambda keys=keys: mirror.read(client, keys))

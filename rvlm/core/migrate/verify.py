@@ -16,6 +16,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -169,8 +170,10 @@ def verify_documents(client: redis.Redis, plan: Plan, directory: Path, *,
                      progress: Callable[[int, int], None] | None = None,
                      kept: WrittenLog | None = None) -> DocumentsVerified:
     """Check every record of the backup in ``directory`` (or of ``batches``) against the
-    server. Reads one batch of digests at a time (memory bounded by the batch), from ``kept``
-    where the apply kept that batch in memory (the same records as its backup frame)."""
+    server. Reads one batch of digests at a time, from ``kept`` where the apply kept that
+    batch in memory (the same records as its backup frame); the next batch's are read from
+    the backup on a thread of their own while the server answers for this one (memory: two
+    batches)."""
     started = time.perf_counter()
     reader = BackupReader(directory, plan.fingerprint)
     rewritten = RunState.load(directory).rewritten
@@ -178,33 +181,46 @@ def verify_documents(client: redis.Redis, plan: Plan, directory: Path, *,
     numbers = [b for b in reader.batch_numbers() if wanted is None or b in wanted]
     storage = plan.target_schema.storage_type
     out = DocumentsVerified()
-    for n, b in enumerate(numbers, 1):
+
+    def refs_of(b: int) -> list[WrittenRef]:
         mine = kept.batches.get(b) if kept is not None else None
-        refs = mine if mine is not None and b not in rewritten else written_refs(
+        return mine if mine is not None and b not in rewritten else written_refs(
             reader, b, rewritten)
-        outcomes = check_written(client, refs, storage)
-        for ref, outcome in zip(refs, outcomes, strict=True):
-            if outcome == UNCHECKED:
-                out.unchecked += 1
-                continue
-            out.checked += 1
-            if outcome == OK:
-                out.ok += 1
-                continue
-            out.bad_batches.add(b)
-            key = ref[1] or ref[0]
-            if outcome == CHANGED:
-                out.changed += 1
-                if len(out.changed_keys) < SHOWN:
-                    out.changed_keys.append(key)
-            elif outcome == GONE:
-                out.gone += 1
-                if len(out.gone_keys) < SHOWN:
-                    out.gone_keys.append(key)
-        if progress is not None:
-            progress(n, len(numbers))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvlm-verify") as ahead:
+        following = ahead.submit(refs_of, numbers[0]) if numbers else None
+        for n, b in enumerate(numbers, 1):
+            assert following is not None
+            refs = following.result()
+            following = ahead.submit(refs_of, numbers[n]) if n < len(numbers) else None
+            _count(out, b, refs, check_written(client, refs, storage))
+            if progress is not None:
+                progress(n, len(numbers))
     out.seconds = time.perf_counter() - started
     return out
+
+
+def _count(out: DocumentsVerified, b: int, refs: list[WrittenRef], outcomes: list[str]
+           ) -> None:
+    """Add batch ``b``'s outcomes to ``out``."""
+    for ref, outcome in zip(refs, outcomes, strict=True):
+        if outcome == UNCHECKED:
+            out.unchecked += 1
+            continue
+        out.checked += 1
+        if outcome == OK:
+            out.ok += 1
+            continue
+        out.bad_batches.add(b)
+        key = ref[1] or ref[0]
+        if outcome == CHANGED:
+            out.changed += 1
+            if len(out.changed_keys) < SHOWN:
+                out.changed_keys.append(key)
+        elif outcome == GONE:
+            out.gone += 1
+            if len(out.gone_keys) < SHOWN:
+                out.gone_keys.append(key)
 
 
 __all__ = ["KEPT_DOCUMENTS", "DocumentsVerified", "WrittenLog", "backup_dirs_file",

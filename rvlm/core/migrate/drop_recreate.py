@@ -13,8 +13,9 @@ Nothing is mutated before ``dropped``: every check, the key file and the collisi
 over *all* keys come first. A plan without document operations (an index-only change) has
 no key file and no transform: it drops, creates and validates.
 
-Each batch is: read -> transform (all operations, in plan order, each seeing the previous
-one's values; :mod:`rvlm.core.migrate.transform`) -> backup (fsynced) -> ``batch_started``
+Each batch is: read (one batch ahead, on a thread of its own) -> transform (all operations,
+in plan order, each seeing the previous one's values; :mod:`rvlm.core.migrate.transform`)
+-> backup (fsynced) -> ``batch_started``
 -> write one pipeline (renames last) -> ``batch_done``. The backup's fsync is the one durable
 point on a batch's critical path: ``batch_started`` is written after it and fsynced while the
 batch's writes are under way, ``batch_done`` becomes durable with the next fsync of the
@@ -63,6 +64,7 @@ from rvlm.core.redis import durability
 from rvlm.core.redis.connection import connect, index_exists, read_index
 from rvlm.core.redis.docio.keys import Enumeration, enumerate_keys
 from rvlm.core.redis.docio.read import (
+    ReadDoc,
     count_existing,
     count_holding,
     fields_exist,
@@ -522,13 +524,27 @@ class DropRecreate:
                 elif prev is not None:
                     finish(*prev)
 
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvlm-writer") as out:
+            todo = list(batches)
+
+            def read(i: int) -> list[ReadDoc]:
+                keys = reader.batch(todo[i], run.batch_size)
+                return read_batch(client, self.storage, keys, self.names, whole=self.whole,
+                                  ttl=self.ttl)
+
+            # Read ahead (no side effect; its keys are no other batch's): batch b+1 is read on
+            # thread "reader", on a pooled connection of its own, while b is transformed, so
+            # the server answers b+1's reads while the client works on b.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvlm-writer") as out, \
+                    ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvlm-reader") as ahead:
+                following = ahead.submit(read, 0) if overlap and todo else None
                 try:
-                    for n, b in enumerate(batches, 1):
+                    for n, b in enumerate(todo, 1):
                         run.check_leases()
-                        keys = reader.batch(b, run.batch_size)
-                        docs = read_batch(client, self.storage, keys, self.names,
-                                          whole=self.whole, ttl=self.ttl)
+                        if following is not None:
+                            docs = following.result()
+                            following = ahead.submit(read, n) if n < len(todo) else None
+                        else:
+                            docs = read(n - 1)
                         writes, records = transform_batch(run.host, run.plan, ctx, docs)
                         settle()  # b-1 written and journaled done before b is backed up
                         durable = bg.submit(make_durable, b, records)

@@ -546,7 +546,7 @@ class AsyncMigrationExecutor:
         index_timeout: float = 600.0,
         redis_client: aioredis.Redis | None = None,
         min_recall: float | None = None,
-        recall_queries: int = 100,
+        recall_queries: int | None = None,
         recall_k: int = 10,
         query_check_file: str | Path | None = None,
         rollback_below_recall: bool = False,

@@ -195,7 +195,7 @@ class MigrationExecutor:
         index_timeout: float = 600.0,
         redis_client: Any = None,
         min_recall: float | None = None,
-        recall_queries: int = 100,
+        recall_queries: int | None = None,
         recall_k: int = 10,
         query_check_file: str | Path | None = None,
         rollback_below_recall: bool = False,
@@ -210,7 +210,8 @@ class MigrationExecutor:
         throttling, a postponed cut-over, forwarding after it (``follow``), finalize, status.
 
         The quality gate: before the source stops serving, ``recall_queries`` KNN queries per
-        vector field whose answers can change (vectors of stored documents, a fixed seed) and
+        vector field whose answers can change (vectors of stored documents, a fixed seed;
+        None: 100, fewer on a source of more than 200,000 documents without ``min_recall``) and
         the checks of ``query_check_file`` are asked of the source and kept in ``backup_dir``;
         once the target is indexed they are asked of it. ``report.validation.quality`` (the
         report's ``quality``) has each field's recall@``recall_k``; a field under
@@ -235,7 +236,7 @@ class MigrationExecutor:
                           rollback_below_recall=rollback_below_recall, online=online)
 
 
-def quality_options(*, min_recall: float | None = None, recall_queries: int = 100,
+def quality_options(*, min_recall: float | None = None, recall_queries: int | None = None,
                     recall_k: int = 10, query_check_file: str | Path | None = None
                     ) -> QualityOptions:
     """The quality gate's options, the query check file read and checked (one-line

@@ -91,6 +91,34 @@ def test_stored_answers_are_reused_and_the_gone_source_is_not_asked(redis_client
         assert not names[name].passed and "no source answer stored" in names[name].details
 
 
+@pytest.mark.parametrize(("given", "expected"), [
+    ({}, 33),  # 100 x 200 / 600 documents: sized to the source
+    ({"min_recall": 0.1}, 100),  # a floor decides on the result: the full number
+    ({"recall_queries": 50}, 50),  # the user's number
+])
+def test_recall_queries_are_sized_to_a_large_source_unless_given_or_decided_on(
+        redis_client, tmp_path, monkeypatch, given, expected):
+    """Without --recall-queries and --min-recall, a source over SIZED_FROM documents gets
+    100 x SIZED_FROM / documents queries (at 1M x 128-d FLAT: 20, each query reading every
+    vector); here SIZED_FROM is 200 and the source holds 600."""
+    from rvlm.core.quality import defaults
+
+    monkeypatch.setattr(defaults, "SIZED_FROM", 200)
+    sides = two_sides(redis_client, "float16")
+    answers = take_source_answers(redis_client, sides, tmp_path, QualityOptions(**given))
+    assert len(answers.field("emb").probes) == expected
+    result = measure(redis_client, sides, answers, QualityOptions(**given))
+    assert result.fields[0].queries == expected
+
+
+def test_sized_queries():
+    from rvlm.core.quality.defaults import sized_queries
+
+    assert sized_queries(50_000) == sized_queries(200_000) == 100
+    assert sized_queries(400_000) == 50
+    assert sized_queries(1_000_000) == 20 == sized_queries(10_000_000)
+
+
 def test_a_check_the_source_refuses_stops_before_anything(redis_client, tmp_path):
     sides = two_sides(redis_client, "float16")
     bad = parse_query_checks({"queries": [{"name": "oops", "query": "@category:{red"}]})

@@ -104,7 +104,7 @@ def apply(
     ] = 600.0,
     json_out: JsonOption = False,
     min_recall: MinRecallOption = None,
-    recall_queries: RecallQueriesOption = 100,
+    recall_queries: RecallQueriesOption = None,
     recall_k: RecallKOption = 10,
     query_check_file: QueryCheckOption = None,
     rollback_below_recall: RollbackBelowOption = False,

@@ -30,9 +30,11 @@ MinRecallOption = Annotated[float | None, typer.Option(
     help="Floor of recall@k for every vector field whose KNN answers can change: the target's "
          "answers to the same queries must keep this share of the source's (plan: the "
          "estimate; apply and validate: measured). Under it the result is failed (exit 1).")]
-RecallQueriesOption = Annotated[int, typer.Option(
+RecallQueriesOption = Annotated[int | None, typer.Option(
     "--recall-queries", min=1, help="KNN queries measured per vector field (vectors of stored "
-                                    "documents, drawn with a fixed seed).")]
+                                    "documents, drawn with a fixed seed). Default 100; without "
+                                    "--min-recall, fewer on a source of more than 200,000 "
+                                    "documents (100 x 200,000 / documents, at least 20).")]
 RecallKOption = Annotated[int, typer.Option(
     "--recall-k", min=1, help="k of recall@k: the nearest documents compared per query.")]
 KeySampleOption = Annotated[int, typer.Option(

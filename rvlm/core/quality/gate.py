@@ -39,6 +39,7 @@ from rvlm.core.quality.defaults import SEED
 from rvlm.core.quality.model import QualityOptions, QualityResult, Sides
 from rvlm.core.quality.probes import measure_field, probe_source
 from rvlm.core.quality.recall import FieldQuality
+from rvlm.core.quality.search import count_documents
 from rvlm.core.redis.connection import index_exists
 
 
@@ -67,8 +68,9 @@ def take_source_answers(client: redis.Redis, sides: Sides, directory: str | Path
     fields = list(answers.fields)
     for s, t in sides.fields():
         if answers.field(s) is None:
+            queries = options.queries_for(lambda: count_documents(client, sides.source.name))
             fields.append(probe_source(client, sides.source, s, target_field=t,
-                                       queries=options.recall_queries, k=options.recall_k,
+                                       queries=queries, k=options.recall_k,
                                        seed=answers.seed))
     checks = list(answers.checks)
     wanted = options.query_checks

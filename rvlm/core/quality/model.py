@@ -17,7 +17,7 @@ import attrs
 
 from rvlm.core.convert import items
 from rvlm.core.errors import RvlmError
-from rvlm.core.quality.defaults import DEFAULT_K, DEFAULT_QUERIES
+from rvlm.core.quality.defaults import DEFAULT_K, DEFAULT_QUERIES, sized_queries
 from rvlm.core.quality.planning import changed_vector_fields
 from rvlm.core.schema.model import IndexSchema, VectorAttrs
 
@@ -33,10 +33,12 @@ if TYPE_CHECKING:  # numpy loads only where vectors are converted
 class QualityOptions:
     """``min_recall``: the floor of every measured field's mean recall@k (None: measure and
     report only). ``recall_queries`` (N) and ``recall_k`` (K): how many query vectors and how
-    deep. ``query_checks``: the user's query check file, loaded."""
+    deep (N None: :data:`~rvlm.core.quality.defaults.DEFAULT_QUERIES`, fewer for a large index
+    when there is no ``min_recall``: :meth:`queries_for`). ``query_checks``: the user's query
+    check file, loaded."""
 
     min_recall: float | None = None
-    recall_queries: int = DEFAULT_QUERIES
+    recall_queries: int | None = None
     recall_k: int = DEFAULT_K
     query_checks: QueryChecks | None = None
 
@@ -45,13 +47,25 @@ class QualityOptions:
         if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float))
                               or math.isnan(r) or not 0.0 <= r <= 1.0):
             raise RvlmError(f"--min-recall must be a number from 0 to 1, not {r!r}")
-        if isinstance(self.recall_queries, bool) or not isinstance(self.recall_queries, int) \
-                or self.recall_queries < 1:
+        if self.recall_queries is not None and (
+                isinstance(self.recall_queries, bool) or not isinstance(self.recall_queries, int)
+                or self.recall_queries < 1):
             raise RvlmError(f"--recall-queries must be a positive integer, not "
                             f"{self.recall_queries!r}")
         if isinstance(self.recall_k, bool) or not isinstance(self.recall_k, int) \
                 or self.recall_k < 1:
             raise RvlmError(f"--recall-k must be a positive integer, not {self.recall_k!r}")
+
+    def queries_for(self, documents: Callable[[], int]) -> int:
+        """The recall queries per vector field: the user's number, else
+        :data:`~rvlm.core.quality.defaults.DEFAULT_QUERIES` when a ``min_recall`` decides on
+        the result, else as many as the source's size (``documents()``, asked only then)
+        makes worth their cost (:func:`~rvlm.core.quality.defaults.sized_queries`)."""
+        if self.recall_queries is not None:
+            return self.recall_queries
+        if self.min_recall is not None:
+            return DEFAULT_QUERIES
+        return sized_queries(documents())
 
 
 @attrs.frozen(kw_only=True)

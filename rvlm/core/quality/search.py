@@ -174,6 +174,14 @@ def search(client: redis.Redis, index: str, query: str, params: Mapping[str, Any
     return Answer(keys=keys, total=total)
 
 
+def count_documents(client: redis.Redis, index: str) -> int:
+    """How many documents ``index`` holds (``FT.SEARCH index * LIMIT 0 0``: a count, no
+    document)."""
+    reply = client.execute_command("FT.SEARCH", index, "*", "LIMIT", "0", "0", "TIMEOUT", "0",
+                                   "DIALECT", "2")
+    return parse_search(reply)[0]
+
+
 def draw_keys(client: redis.Redis, index: str, count: int, seed: int,
               pool: int = KEY_POOL) -> list[bytes]:
     """``count`` document keys of ``index`` picked with ``seed`` among its first ``pool``

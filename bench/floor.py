@@ -377,19 +377,52 @@ def run_floor(bench: Bench, change: Change, algorithm: str, batch: int) -> dict[
 # --------------------------------------------------------------------------- subprocess tools
 
 
+def _hwm_kb(pid: int) -> int | None:
+    """``pid``'s peak resident memory so far (VmHWM, KiB), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def timed_child(argv: list[str], log: Path, env: dict[str, str] | None = None
                 ) -> tuple[float, int, float, float]:
     """Run ``argv`` to its end: (seconds from spawn to exit, exit code, peak RSS MiB, CPU
-    seconds of the child and the children it waited for)."""
+    seconds of the child and the children it waited for).
+
+    The peak RSS is the child's own VmHWM, read every 20 ms while it runs (the last reading
+    before it exits), not ``ru_maxrss``: Linux carries the spawning process's high-water mark
+    across fork/vfork + exec, so ``ru_maxrss`` of a child is at least this bench's own peak
+    (which holds 1M documents' worth of load buffers at 1M)."""
+    import threading
+
     with open(log, "wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 env=env)
+        peak = [0]
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                got = _hwm_kb(proc.pid)
+                if got is not None:
+                    peak[0] = max(peak[0], got)
+                done.wait(0.02)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         _pid, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
+        done.set()
+        watcher.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return (seconds, proc.returncode, usage.ru_maxrss / 1024,
-            usage.ru_utime + usage.ru_stime)
+    rss_kb = peak[0] or usage.ru_maxrss  # (a child too short to be read: ru_maxrss)
+    return (seconds, proc.returncode, rss_kb / 1024, usage.ru_utime + usage.ru_stime)
 
 
 def startup_probe(bench: Bench, change: Change, algorithm: str, rvlm_bin: str, work: Path,

@@ -347,6 +347,7 @@ class _BlueGreen:
         engine, plan, client, run = self.engine, self.plan, self.client, self.run
         assert engine is not None
         with run.timer.step("validation"):
+            tries = 0
             for attempt in range(GATE_TRIES + 1):
                 src, failures, dst, in_flight = self._settled_counts()
                 # the gate before the alias moves: the same checks as rvlm validate, the
@@ -363,8 +364,12 @@ class _BlueGreen:
                         live_source=True, gate=run.gate)
                 applied = engine.applied
                 result = engine.forward_during(gate) if attempt < GATE_TRIES else gate()
+                tries = attempt + 1
                 if result.passed or engine.applied == applied:
                     break
+            # how many tries the gate took (more than 1: changes carried over meanwhile made
+            # a try fail; the last of GATE_TRIES + 1 held forwarding)
+            self.report.online["gate_tries"] = tries
             if src != dst:
                 result.add(CheckResult(
                     name="doc_count_in_flight", passed=abs(src - dst) <= in_flight,
@@ -527,7 +532,8 @@ class _BlueGreen:
                 report.validation = result
                 if not result.passed:
                     run.journal.append("error", message="validation failed: "
-                                       + "; ".join(result.errors))
+                                       + "; ".join(result.errors),
+                                       gate_tries=report.online["gate_tries"])
                     report.manual_actions.append(
                         f"the aliases still point at {plan.source_index!r}, so queries were "
                         f"not affected; inspect {plan.target_index!r}, then re-run the same "
@@ -536,7 +542,8 @@ class _BlueGreen:
                         "notify-keyspace-events keeps the classes this run turned on until it "
                         "is resumed or rolled back")
                     return report.finish(False)
-                run.phase("validated", docs=report.documents)
+                run.phase("validated", docs=report.documents,
+                          gate_tries=report.online["gate_tries"])
                 fault("online_after_validate")
                 self.postpone()
                 checked = self.verify()

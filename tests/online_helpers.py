@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import redis
 
+from rvlm import hookimpl
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.planner import PlanOptions, make_plan
+from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.redis.connection import connect, index_exists, read_index
 from rvlm.core.schema.patch import patch_from_dict
 
@@ -79,6 +81,35 @@ def first_id(reply: Any) -> bytes | None:
         r = results[0]
         return r.get(b"id") or r.get("id")
     return reply[1] if len(reply) > 1 else None
+
+
+class GateProbe:
+    """A plugin whose validate hook (the gate before the cut-over) writes the field
+    ``source_field`` of ``source`` at each call (with ``client``, as another client would),
+    waits up to ``wait`` seconds for ``target``'s ``field`` to hold it, records whether it did,
+    and fails its first ``fail_first`` calls."""
+
+    name = "gate_probe"
+
+    def __init__(self, client: Any, fail_first: int, source: str = "doc:3",
+                 target: str = "new:3", source_field: str = "t", field: str = "title",
+                 wait: float = 1.5) -> None:
+        self.client, self.fail_first = client, fail_first
+        self.source, self.target, self.wait = source, target, wait
+        self.source_field, self.field = source_field, field
+        self.carried: list[bool] = []
+
+    @hookimpl
+    def validate(self, plan: Any, context: Any) -> list[CheckResult]:
+        n = len(self.carried) + 1
+        value = f"written during try {n}".encode()
+        self.client.hset(self.source, self.source_field, value)
+        deadline = time.monotonic() + self.wait
+        while self.client.hget(self.target, self.field) != value \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.carried.append(self.client.hget(self.target, self.field) == value)
+        return [CheckResult(name="gate_probe", passed=n > self.fail_first, details=f"try {n}")]
 
 
 class Reader(threading.Thread):

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import redis
 from cluster_data import DIMS, load
+from online_helpers import GateProbe
 
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.online.options import OnlineOptions
@@ -257,6 +258,32 @@ def _run_with_writer(cluster: Any, rc: Any, storage: str, n: int, tmp_path: Path
 def test_online_copy_with_writes_on_the_cluster(redis_cluster, cluster_client, tmp_path,
                                                 storage) -> None:
     _run_with_writer(redis_cluster, cluster_client, storage, 2000, tmp_path)
+
+
+def test_changes_are_carried_over_while_a_long_check_runs_on_the_cluster(
+        redis_cluster, cluster_client, tmp_path) -> None:
+    """The gate before the cut-over runs in a thread of its own on a cluster too: a write made
+    during it (a plugin's validate hook writes a source key through ``RedisCluster`` and waits
+    for its target) is carried over before the check ends, so before the alias moves; a try
+    it failed is tried again, and the run cuts over to exact targets."""
+    cluster, rc = redis_cluster, cluster_client
+    _notify_off(cluster)
+    load(rc, "hash", 200)
+    rc.execute_command("FT.ALIASADD", ALIAS, "{t1}idx")
+    plan = plan_online(cluster.url)
+    probe = GateProbe(rc, fail_first=1, source="{t1}doc:7", target="{t1}new:7",
+                      source_field="title", field="headline", wait=5.0)
+    report = _apply(cluster.url, plan, tmp_path / "b", plugins=[probe])
+    assert report.succeeded, report.to_yaml()
+    assert probe.carried == [True, True]  # each write reached its target during the check
+    assert report.online["gate_tries"] == 2
+    assert points_at(rc, ALIAS) == "{t1}idx_v2"
+    assert rc.hget(DST + b"7", "headline") == b"written during try 2"
+    sources, targets = hash_docs(rc, SRC), hash_docs(rc, DST)
+    assert len(sources) == 200 and {DST + k[len(SRC):] for k in sources} == set(targets)
+    for k, (fields, expiry) in sources.items():
+        assert targets[DST + k[len(SRC):]] == (transformed(fields), expiry), k
+    assert set(_settings(cluster)) == {""}
 
 
 def test_a_target_prefix_in_another_hash_tag_is_refused(redis_cluster, cluster_client) -> None:

@@ -5,43 +5,14 @@ key during each call and fails its first calls."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from online_helpers import contents, copy_plan, dumps, points_at, renamed_quantized
+from online_helpers import GateProbe, contents, copy_plan, dumps, points_at, renamed_quantized
 from test_apply_helpers import make_hash_index
 
-from rvlm import hookimpl
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.online.blue_green import GATE_TRIES
-from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.storage.journal import Journal, RunState, phase_data
-
-
-class GateProbe:
-    """A validate hook: each call writes ``source``'s field ``t`` (another client, as a user
-    would), waits up to ``wait`` seconds for its target to hold it, records whether it did,
-    and fails while it has been called at most ``fail_first`` times."""
-
-    name = "gate_probe"
-
-    def __init__(self, client: Any, fail_first: int, source: str = "doc:3",
-                 target: str = "new:3", field: str = "title", wait: float = 1.5) -> None:
-        self.client, self.fail_first = client, fail_first
-        self.source, self.target, self.field, self.wait = source, target, field, wait
-        self.carried: list[bool] = []
-
-    @hookimpl
-    def validate(self, plan: Any, context: Any) -> list[CheckResult]:
-        n = len(self.carried) + 1
-        value = f"written during try {n}".encode()
-        self.client.hset(self.source, "t", value)
-        deadline = time.monotonic() + self.wait
-        while self.client.hget(self.target, self.field) != value \
-                and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self.carried.append(self.client.hget(self.target, self.field) == value)
-        return [CheckResult(name="gate_probe", passed=n > self.fail_first, details=f"try {n}")]
 
 
 def _targets_right(client: Any) -> None:

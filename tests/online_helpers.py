@@ -83,6 +83,22 @@ def first_id(reply: Any) -> bytes | None:
     return reply[1] if len(reply) > 1 else None
 
 
+def wait_spilled(backup_dir: Path, keys: list[bytes], timeout: float = 10.0) -> int:
+    """Wait until the backlog's spill file(s) in ``backup_dir`` hold a record of every key of
+    ``keys`` (written in this order) but the first (the backlog holds one key in memory) and
+    the last (the spill's latest record may still sit in the file object's write buffer, which
+    the next record's seek flushes); returns their size in bytes. A record is a 4-byte length,
+    the key, an 8-byte time."""
+    want = sum(12 + len(k) for k in keys[1:-1])
+    deadline = time.monotonic() + timeout
+    while True:
+        size = sum(p.stat().st_size for p in (backup_dir / "backlog").glob(".pending-*.spill"))
+        if size >= want:
+            return size
+        assert time.monotonic() < deadline, f"spilled {size} of {want} bytes"
+        time.sleep(0.02)
+
+
 class GateProbe:
     """A plugin whose validate hook (the gate before the cut-over) writes the field
     ``source_field`` of ``source`` at each call (with ``client``, as another client would),

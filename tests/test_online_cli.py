@@ -10,11 +10,14 @@ import uuid
 
 import pytest
 import yaml
-from online_helpers import contents, dumps, points_at, renamed_quantized
+from online_helpers import contents, dumps, points_at, renamed_quantized, wait_spilled
 from test_apply_helpers import make_hash_index
 from typer.testing import CliRunner
 
+import rvlm.core.migrate.online.blue_green as blue_green_module
+import rvlm.core.migrate.online.finalize as finalize_module
 from rvlm.cli.main import app
+from rvlm.core.errors import MigrationFailed
 from rvlm.core.migrate.online.control import read_status, send
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.redis.notify import read_setting
@@ -182,6 +185,143 @@ def test_backlog_memory_keys_is_checked_before_anything_and_bounds_the_memory(
                   redis_client.execute_command("PEXPIRETIME", b"new:" + k[4:]))
         assert target == (renamed_quantized(fields), expiry), k
     assert redis_client.hget("new:58", "title") == b"changed doc:58"
+
+
+def _refused_in_one_line(res) -> None:
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "--backlog-memory-keys" in lines[0], res.output
+
+
+def test_finalize_takes_backlog_memory_keys_and_spilled_changes_reach_their_targets(
+        redis_client, redis_url, tmp_path, setup, monkeypatch):
+    assert plan_cli(tmp_path, redis_url, "--target-prefix", "new:").exit_code == 0
+    res = apply_cli(tmp_path, redis_url)
+    assert res.exit_code == 0, res.output
+    backup = tmp_path / "b"
+    source, journal = dumps(redis_client, "doc:*"), (backup / "journal-0.jsonl").read_bytes()
+
+    def finalize(*extra: str):
+        return runner.invoke(app, ["finalize", "--backup-dir", str(backup), "--url", redis_url,
+                                   "-y", *extra])
+
+    for bad in ("0", "-5", "many"):
+        _refused_in_one_line(finalize("--backlog-memory-keys", bad))
+        assert dumps(redis_client, "doc:*") == source
+        assert (backup / "journal-0.jsonl").read_bytes() == journal
+        assert not list(backup.glob("data-*.rvb")) and read_setting(redis_client) == ""
+    # one key in memory: 29 source keys written while finalize holds its first batch (backed
+    # up, not deleted yet) wait in the backlog, at least 27 of them in its spill file (the
+    # last may arrive once forwarding drained the spill)
+    changed = [f"doc:{i}".encode() for i in range(1, 200, 7)]
+    real_fault = finalize_module.fault
+    spilled: list[int] = []
+
+    def client_writes(point: str, batch: int | None = None) -> None:
+        if point == "finalize_backup" and not spilled:
+            for k in changed:
+                redis_client.hset(k, "t", b"changed " + k)
+            spilled.append(wait_spilled(backup, changed))
+        real_fault(point, batch)
+
+    monkeypatch.setattr(finalize_module, "fault", client_writes)
+    res = finalize("--backlog-memory-keys", "1", "--report-out", str(tmp_path / "f.yaml"))
+    assert res.exit_code == 0, res.output
+    assert spilled
+    online = yaml.safe_load((tmp_path / "f.yaml").read_text())["rvlm"]["online"]
+    assert online["backlog_spilled_to_disk"] >= len(changed) - 2, online
+    assert online["deleted"] == 200 and list(redis_client.scan_iter(match="doc:*")) == []
+    # every target holds its source's last state: the changes, and the rest as before
+    for k, (_dump, expiry) in source.items():
+        target = b"new:" + k[4:]
+        fields = {n: v for n, v in redis_client.hgetall(target).items()}
+        assert redis_client.execute_command("PEXPIRETIME", target) == expiry, k
+        if k in changed:
+            assert fields[b"title"] == b"changed " + k, k
+    assert len(list(redis_client.scan_iter(match="new:*"))) == 200
+    assert read_setting(redis_client) == ""
+
+
+BATCH_PATCH = """version: 1
+changes:
+  rename_fields: [{old_name: t, new_name: title}]
+  update_fields: [{name: v, attrs: {datatype: float16}}]
+"""
+
+
+def test_batch_apply_and_resume_take_backlog_memory_keys(redis_client, redis_url, tmp_path,
+                                                          notify, monkeypatch):
+    make_hash_index(redis_client, name="docs_idx", prefix="doc:", n=120, dims=8, ttl_every=9)
+    make_hash_index(redis_client, name="items_idx", prefix="item:", n=80, dims=8)
+    for name in ("docs_idx", "items_idx"):
+        redis_client.execute_command("FT.ALIASADD", f"{name}_live", name)
+    (tmp_path / "patch.yaml").write_text(BATCH_PATCH)
+    res = runner.invoke(app, ["batch", "plan", "--schema-patch", str(tmp_path / "patch.yaml"),
+                              "--pattern", "*_idx", "--mode", "online", "--alias",
+                              "{index}_live", "--target-prefix", "{prefix}_v2:", "--url",
+                              redis_url, "--plan-out", str(tmp_path / "bp.yaml")])
+    assert res.exit_code == 0, res.output
+    docs, items = contents(redis_client, "doc:*"), contents(redis_client, "item:*")
+    state, backup = tmp_path / "state.yaml", tmp_path / "bb"
+
+    def batch(*args: str):
+        return runner.invoke(app, ["batch", *args, "--state", str(state), "--url", redis_url,
+                                   "--accept-data-loss", "--report-dir", str(tmp_path / "r")])
+
+    for bad in ("0", "-5", "many"):
+        _refused_in_one_line(batch("apply", "--plan", str(tmp_path / "bp.yaml"),
+                                   "--backup-dir", str(backup), "--backlog-memory-keys", bad))
+        _refused_in_one_line(batch("resume", "--backlog-memory-keys", bad))
+        assert not backup.exists() and not state.exists() and not (tmp_path / "r").exists()
+        assert contents(redis_client, "doc:*") == docs
+        assert contents(redis_client, "item:*") == items
+        assert not list(redis_client.scan_iter(match="*_v2:*"))
+        assert read_setting(redis_client) == ""
+    # one key in memory: 20 source keys of an index written while its target indexes
+    # (nothing carried over meanwhile) wait in the backlog, at least 18 of them in its spill
+    # file (the last may arrive once forwarding drained the spill). batch apply: docs_idx so,
+    # and items_idx stopped after its copy; batch resume: items_idx so
+    real_fault = blue_green_module.fault
+    spilled: dict[str, int] = {}
+    stop_items = [True]
+
+    def client_writes(point: str, batch: int | None = None) -> None:
+        prefix = "item" if "doc" in spilled else "doc"
+        if point == "online_after_copy" and prefix == "item" and stop_items[0]:
+            stop_items[0] = False
+            raise MigrationFailed("stopped by the test after the copy")
+        if point == "online_after_indexed" and prefix not in spilled:
+            changed = [f"{prefix}:{i}".encode() for i in range(0, 80, 4)]
+            for k in changed:
+                redis_client.hset(k, "t", b"changed " + k)
+            spilled[prefix] = wait_spilled(backup / f"{prefix}s_idx", changed)
+        real_fault(point, batch)
+
+    monkeypatch.setattr(blue_green_module, "fault", client_writes)
+    res = batch("apply", "--plan", str(tmp_path / "bp.yaml"), "--backup-dir", str(backup),
+                "--backlog-memory-keys", "1")
+    assert res.exit_code == 1 and "stopped by the test" in res.output, res.output
+    assert set(spilled) == {"doc"}
+    res = batch("resume", "--retry-failed", "--backlog-memory-keys", "1")
+    assert res.exit_code == 0, res.output
+    assert set(spilled) == {"doc", "item"}
+    for name in ("docs_idx", "items_idx"):
+        online = yaml.safe_load((tmp_path / "r" / f"{name}_report.yaml").read_text())[
+            "rvlm"]["online"]
+        assert online["backlog_spilled_to_disk"] >= 18, (name, online)
+    assert points_at(redis_client, "docs_idx_live") == "docs_idx_v2"
+    assert points_at(redis_client, "items_idx_live") == "items_idx_v2"
+    for prefix, n in (("doc", 120), ("item", 80)):
+        sources = contents(redis_client, f"{prefix}:*")
+        assert len(sources) == n
+        for k, (fields, expiry) in sources.items():
+            target = f"{prefix}_v2:".encode() + k[len(prefix) + 1:]
+            assert (redis_client.hgetall(target),
+                    redis_client.execute_command("PEXPIRETIME", target)) \
+                == (renamed_quantized(fields), expiry), k
+    assert redis_client.hget("doc_v2:8", "title") == b"changed doc:8"
+    assert redis_client.hget("item_v2:8", "title") == b"changed item:8"
+    assert read_setting(redis_client) == ""
 
 
 def test_where_config_is_refused_plan_and_apply_say_what_to_configure(

@@ -377,6 +377,9 @@ def finalize_migration(
     if running(directory) is not None:
         answer = send(directory, "finalize")
         report.warnings.append(f"the running apply was asked to finalize ({answer})")
+        if options is not None:
+            report.warnings.append("the running apply finalizes with its own options (its "
+                                   "backlog's memory bound included); this call's are not used")
         deadline = time.monotonic() + wait
         while running(directory) is not None:
             if time.monotonic() > deadline:
@@ -418,6 +421,7 @@ def finalize_migration(
                 engine.sweep(copied_source_keys(directory, engine.batch_size))
             done = finalize_in_run(run, engine)
             report.online.update(done)
+            report.online["backlog_spilled_to_disk"] = engine.pending.spilled_total
             report.forward_lag_ms = engine.lag.to_dict()
             capture.stop()
             if not done.get("left"):

@@ -109,7 +109,7 @@ class GateProbe:
 
     def __init__(self, client: Any, fail_first: int, source: str = "doc:3",
                  target: str = "new:3", source_field: str = "t", field: str = "title",
-                 wait: float = 1.5) -> None:
+                 wait: float = 3.0) -> None:
         self.client, self.fail_first = client, fail_first
         self.source, self.target, self.wait = source, target, wait
         self.source_field, self.field = source_field, field

@@ -280,30 +280,49 @@ def indexing_progress(client: redis.Redis, name: str) -> tuple[bool, float]:
 
 
 #: The indexing wait polls quickly at first (a small or fast index is often done within a
-#: few milliseconds), then less often, never more than every 50 ms.
-POLL_FIRST, POLL_MAX = 0.002, 0.05
+#: few milliseconds), then less often: every 50 ms near the end, up to every 2 s while the
+#: end is far (FT.INFO during a build holds Redis's main thread for milliseconds).
+POLL_FIRST, POLL_MAX, POLL_FAR = 0.002, 0.05, 2.0
+
+
+def next_poll(interval: float, before: float, done: float, elapsed: float, *,
+              low: float, high: float) -> float:
+    """Seconds until the next indexing poll, after one ``interval`` ago that saw fraction
+    ``before`` (0-1) indexed and one ``elapsed`` seconds later that saw ``done``: half the
+    remaining time estimated from that rate, at least ``low``, and at most ``high`` and one and
+    a half ``interval`` (unknown rate: just that growth). Once ``done`` reaches 1, ``low``."""
+    grown = min(high, interval * 1.5)
+    if done >= 1.0:
+        return min(grown, low)
+    rate = (done - before) / elapsed if elapsed > 0 else 0.0
+    if rate <= 0:
+        return grown
+    return min(grown, max(low, 0.5 * (1.0 - done) / rate))
 
 
 def wait_indexed(client: redis.Redis, name: str, timeout: float, *,
                  progress: Callable[[int], None] | None = None, hint: str = "") -> None:
     """Poll FT.INFO until index ``name`` finished indexing: after 2 ms, then at intervals
-    growing by half up to 50 ms (the user waits at most one interval past the end, and the
-    server is asked at most about 25 times in the first second).
+    growing by half (the server is asked at most about 25 times in the first second), at most
+    half the remaining time estimated from the indexing rate (see :func:`next_poll`), between
+    50 ms and 2 s, so the user waits at most about 50 ms past the end of a steady build.
 
     ``progress(percent)`` is called with each poll's percentage (0-100). After ``timeout``
     seconds raises :class:`~rvlm.core.errors.MigrationFailed` naming the index and how far
     it got, followed by ``hint`` (what the user can do) when given.
     """
     deadline = time.monotonic() + timeout
-    interval = POLL_FIRST
+    interval, before, at = POLL_FIRST, 0.0, time.monotonic()
     while True:
         indexing, pct = indexing_progress(client, name)
+        now = time.monotonic()
         if progress is not None:
             progress(int(pct * 100))
         if not indexing and pct >= 1.0:
             return
-        if time.monotonic() > deadline:
+        if now > deadline:
             raise MigrationFailed(f"index {name!r} still indexing ({pct:.0%}) after "
                                   f"{timeout:.0f}s" + (f"; {hint}" if hint else ""))
-        time.sleep(interval)
-        interval = min(POLL_MAX, interval * 1.5)
+        interval = next_poll(interval, before, pct, now - at, low=POLL_MAX, high=POLL_FAR)
+        before, at = pct, now
+        time.sleep(min(interval, max(0.0, deadline - now) + POLL_MAX))

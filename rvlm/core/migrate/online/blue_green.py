@@ -175,15 +175,23 @@ from rvlm.core.migrate.validate import validate_migration
 from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.redis import routing, wire
 from rvlm.core.redis.capture import CaptureLost
-from rvlm.core.redis.connection import index_exists, other_indexes, read_index
+from rvlm.core.redis.connection import (
+    index_exists,
+    indexing_progress,
+    next_poll,
+    other_indexes,
+    read_index,
+)
 from rvlm.core.redis.docio.keys import enumerate_keys, escape_glob
 from rvlm.core.redis.lock import LockLost
 from rvlm.core.redis.resp import to_list
 from rvlm.core.schema.ftinfo import parse_ft_info
 from rvlm.core.storage.journal import phase_data
 
-#: Seconds between two FT.INFO reads while the target index builds.
-INDEX_POLL = 0.25
+#: Seconds between two FT.INFO reads while the target index builds: 0.25 s near the end,
+#: up to 2 s while the end is far (each FT.INFO during a build holds Redis's main thread,
+#: and this thread, for 7-38 ms; every carried-over change queues behind it).
+INDEX_POLL, INDEX_POLL_FAR = 0.25, 2.0
 #: Tries of the gate with changes carried over meanwhile, before one with forwarding held.
 GATE_TRIES = 3
 
@@ -318,22 +326,25 @@ class _BlueGreen:
         assert engine is not None
         engine.phase = "catch-up"
         deadline = time.monotonic() + self.run.index_timeout
+        interval, before, at = INDEX_POLL / 1.5, 0.0, time.monotonic()
         with self.run.timer.step("indexing"):
             while True:
-                stats = read_index(self.client, plan.target_index).stats
-                pct = stats.percent_indexed if stats.percent_indexed == stats.percent_indexed \
-                    else 1.0
+                indexing, pct = indexing_progress(self.client, plan.target_index)
+                now = time.monotonic()
                 self.run.progress("indexing", int(pct * 100), 100)
-                if not stats.indexing and pct >= 1.0:
+                if not indexing and pct >= 1.0:
                     return
-                if time.monotonic() > deadline:
+                if now > deadline:
                     raise MigrationFailed(
                         f"index {plan.target_index!r} still indexing ({pct:.0%}) after "
                         f"{self.run.index_timeout:.0f}s; re-run the same command to keep "
                         "waiting")
-                # FT.INFO every INDEX_POLL seconds; meanwhile a change is carried over as
+                # FT.INFO at intervals from next_poll; meanwhile a change is carried over as
                 # soon as it arrives (not after a sleep, nor behind an FT.INFO per change)
-                until = time.monotonic() + INDEX_POLL
+                interval = next_poll(interval, before, pct, now - at, low=INDEX_POLL,
+                                     high=INDEX_POLL_FAR)
+                before, at = pct, now
+                until = now + min(interval, max(0.0, deadline - now) + INDEX_POLL)
                 while time.monotonic() < until:
                     engine.tick()
                     if not engine.forward():

@@ -10,7 +10,14 @@ import uuid
 
 import pytest
 import yaml
-from online_helpers import contents, dumps, points_at, renamed_quantized, wait_spilled
+from online_helpers import (
+    GateProbe,
+    contents,
+    dumps,
+    points_at,
+    renamed_quantized,
+    wait_spilled,
+)
 from test_apply_helpers import make_hash_index
 from typer.testing import CliRunner
 
@@ -18,8 +25,10 @@ import rvlm.core.migrate.online.blue_green as blue_green_module
 import rvlm.core.migrate.online.finalize as finalize_module
 from rvlm.cli.main import app
 from rvlm.core.errors import MigrationFailed
+from rvlm.core.migrate.online.blue_green import GATE_TRIES
 from rvlm.core.migrate.online.control import read_status, send
 from rvlm.core.migrate.plan import Plan
+from rvlm.core.plugins.host import registered
 from rvlm.core.redis.notify import read_setting
 
 runner = CliRunner()
@@ -185,6 +194,27 @@ def test_backlog_memory_keys_is_checked_before_anything_and_bounds_the_memory(
                   redis_client.execute_command("PEXPIRETIME", b"new:" + k[4:]))
         assert target == (renamed_quantized(fields), expiry), k
     assert redis_client.hget("new:58", "title") == b"changed doc:58"
+
+
+def test_a_gate_failing_every_try_exits_1_with_the_alias_on_the_source(
+        redis_client, redis_url, tmp_path, setup):
+    """The gate before the cut-over fails every try (a plugin's validate hook, installed in
+    the default host like an entry point's): exit 1, the resume/rollback line, the alias on
+    the source, no source key written by rvlm (the hook's doc:3 aside)."""
+    assert plan_cli(tmp_path, redis_url, "--target-prefix", "new:").exit_code == 0
+    source = dumps(redis_client, "doc:*")
+    probe = GateProbe(redis_client, fail_first=99)
+    with registered(probe):
+        res = apply_cli(tmp_path, redis_url)
+    assert res.exit_code == 1, res.output
+    assert len(probe.carried) == GATE_TRIES + 1
+    out = " ".join(res.output.split())
+    assert "gate_probe" in out, out
+    assert ("re-run the same command to validate again, or 'rvlm rollback --backup-dir "
+            f"{tmp_path / 'b'}'") in out, out
+    assert points_at(redis_client, "live") == "idx"
+    assert {k: v for k, v in dumps(redis_client, "doc:*").items() if k != b"doc:3"} \
+        == {k: v for k, v in source.items() if k != b"doc:3"}
 
 
 def _refused_in_one_line(res) -> None:

@@ -15,6 +15,7 @@ from online_helpers import RENAME_QUANTIZE, copy_plan
 
 from rvlm.core.errors import MigrationFailed
 from rvlm.core.migrate.executor import apply_plan
+from rvlm.core.redis.capture import CLIENT_NAME
 from rvlm.core.redis.connection import indexing_progress, next_poll, read_index, wait_indexed
 
 N, DIMS = 10_000, 128
@@ -138,3 +139,29 @@ def test_online_cuts_over_only_once_the_target_is_built_and_a_timeout_resumes(
     stats = read_index(redis_client, "idx_v2").stats
     assert not stats.indexing and stats.percent_indexed == 1.0 and stats.num_docs == N // 2
     assert nearest(redis_client, "live", vecs[7].astype(np.float16)) == b"new:7"
+
+
+def test_online_stops_at_once_when_capture_is_lost_during_the_build(
+        redis_client, redis_url, tmp_path, notify):
+    # FT.INFO is polled in a thread of its own during the target's build: when the engine's
+    # thread fails, that thread stops too, and the run ends before the build does
+    vecs = load_then_index(redis_client)
+    wait_indexed(redis_client, "idx", 300)
+    redis_client.execute_command("FT.ALIASADD", "live", "idx")
+    plan = copy_plan(redis_client, RENAME_QUANTIZE)
+    killed: list[int] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "indexing" and done < 50 and not killed:
+            for c in redis_client.client_list():
+                if c.get("name") == CLIENT_NAME:
+                    redis_client.client_kill_filter(_id=c["id"])
+                    killed.append(c["id"])
+
+    report = apply_plan(redis_url, plan, backup_dir=tmp_path / "b", batch_size=1000,
+                        accept_data_loss=True, index_timeout=300, progress=progress)
+    assert killed and not report.succeeded
+    assert "lost its subscription" in (report.error or ""), report.error
+    assert read_index(redis_client, "idx_v2").stats.indexing  # ended before the build did
+    assert read_index(redis_client, "live").schema.name == "idx"
+    assert nearest(redis_client, "live", vecs[7]) == b"doc:7"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -301,18 +302,22 @@ def next_poll(interval: float, before: float, done: float, elapsed: float, *,
 
 
 def wait_indexed(client: redis.Redis, name: str, timeout: float, *,
-                 progress: Callable[[int], None] | None = None, hint: str = "") -> None:
-    """Poll FT.INFO until index ``name`` finished indexing: after 2 ms, then at intervals
-    growing by half (the server is asked at most about 25 times in the first second), at most
-    half the remaining time estimated from the indexing rate (see :func:`next_poll`), between
-    50 ms and 2 s, so the user waits at most about 50 ms past the end of a steady build.
+                 progress: Callable[[int], None] | None = None, hint: str = "",
+                 first: float = POLL_FIRST, low: float = POLL_MAX, high: float = POLL_FAR,
+                 stop: threading.Event | None = None) -> None:
+    """Poll FT.INFO until index ``name`` finished indexing: after ``first`` (2 ms), then at
+    intervals growing by half (the server is asked at most about 25 times in the first
+    second), at most half the remaining time estimated from the indexing rate (see
+    :func:`next_poll`), between ``low`` (50 ms) and ``high`` (2 s), so the user waits at most
+    about ``low`` past the end of a steady build.
 
     ``progress(percent)`` is called with each poll's percentage (0-100). After ``timeout``
     seconds raises :class:`~rvlm.core.errors.MigrationFailed` naming the index and how far
-    it got, followed by ``hint`` (what the user can do) when given.
+    it got, followed by ``hint`` (what the user can do) when given; as soon as ``stop`` is set
+    (the caller gave up), raises it saying so.
     """
     deadline = time.monotonic() + timeout
-    interval, before, at = POLL_FIRST, 0.0, time.monotonic()
+    interval, before, at = first / 1.5, 0.0, time.monotonic()
     while True:
         indexing, pct = indexing_progress(client, name)
         now = time.monotonic()
@@ -323,6 +328,10 @@ def wait_indexed(client: redis.Redis, name: str, timeout: float, *,
         if now > deadline:
             raise MigrationFailed(f"index {name!r} still indexing ({pct:.0%}) after "
                                   f"{timeout:.0f}s" + (f"; {hint}" if hint else ""))
-        interval = next_poll(interval, before, pct, now - at, low=POLL_MAX, high=POLL_FAR)
+        interval = next_poll(interval, before, pct, now - at, low=low, high=high)
         before, at = pct, now
-        time.sleep(min(interval, max(0.0, deadline - now) + POLL_MAX))
+        pause = min(interval, max(0.0, deadline - now) + low)
+        if stop is None:
+            time.sleep(pause)
+        elif stop.wait(pause):
+            raise MigrationFailed(f"stopped waiting for index {name!r} ({pct:.0%} indexed)")

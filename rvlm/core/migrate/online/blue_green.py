@@ -137,6 +137,7 @@ plan built by hand.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -177,10 +178,9 @@ from rvlm.core.redis import routing, wire
 from rvlm.core.redis.capture import CaptureLost
 from rvlm.core.redis.connection import (
     index_exists,
-    indexing_progress,
-    next_poll,
     other_indexes,
     read_index,
+    wait_indexed,
 )
 from rvlm.core.redis.docio.keys import enumerate_keys, escape_glob
 from rvlm.core.redis.lock import LockLost
@@ -189,8 +189,8 @@ from rvlm.core.schema.ftinfo import parse_ft_info
 from rvlm.core.storage.journal import phase_data
 
 #: Seconds between two FT.INFO reads while the target index builds: 0.25 s near the end,
-#: up to 2 s while the end is far (each FT.INFO during a build holds Redis's main thread,
-#: and this thread, for 7-38 ms; every carried-over change queues behind it).
+#: up to 2 s while the end is far (each FT.INFO during a build holds Redis's main thread for
+#: up to 17-38 ms, and its round trip waited up to 143 ms: every change queues behind it).
 INDEX_POLL, INDEX_POLL_FAR = 0.25, 2.0
 #: Tries of the gate with changes carried over meanwhile, before one with forwarding held.
 GATE_TRIES = 3
@@ -321,34 +321,31 @@ class _BlueGreen:
                 engine.sweep(copied_source_keys(self.run.dir, engine.batch_size))
 
     def wait_indexed(self) -> None:
-        """Carry changes over until the target finished indexing."""
+        """Carry changes over until the target finished indexing. FT.INFO is read in a
+        thread of its own (reads only; at intervals from ``next_poll``), so this thread
+        never waits for it: a change is carried over as soon as it arrives. The wait ends
+        on a poll that says the target is fully indexed; a timeout names it and how far it
+        got."""
         engine, plan = self.engine, self.plan
         assert engine is not None
         engine.phase = "catch-up"
-        deadline = time.monotonic() + self.run.index_timeout
-        interval, before, at = INDEX_POLL / 1.5, 0.0, time.monotonic()
+        seen, shown = [0], [-1]  # the poll thread's last percentage; the last one reported
+        stop = threading.Event()
+
+        def report() -> None:  # progress callbacks stay on this thread
+            if seen[0] != shown[0]:
+                shown[0] = seen[0]
+                self.run.progress("indexing", seen[0], 100)
+
+        def poll() -> None:
+            wait_indexed(self.client, plan.target_index, self.run.index_timeout,
+                         progress=lambda pct: seen.__setitem__(0, pct),
+                         hint="re-run the same command to keep waiting", first=INDEX_POLL,
+                         low=INDEX_POLL, high=INDEX_POLL_FAR, stop=stop)
+
         with self.run.timer.step("indexing"):
-            while True:
-                indexing, pct = indexing_progress(self.client, plan.target_index)
-                now = time.monotonic()
-                self.run.progress("indexing", int(pct * 100), 100)
-                if not indexing and pct >= 1.0:
-                    return
-                if now > deadline:
-                    raise MigrationFailed(
-                        f"index {plan.target_index!r} still indexing ({pct:.0%}) after "
-                        f"{self.run.index_timeout:.0f}s; re-run the same command to keep "
-                        "waiting")
-                # FT.INFO at intervals from next_poll; meanwhile a change is carried over as
-                # soon as it arrives (not after a sleep, nor behind an FT.INFO per change)
-                interval = next_poll(interval, before, pct, now - at, low=INDEX_POLL,
-                                     high=INDEX_POLL_FAR)
-                before, at = pct, now
-                until = now + min(interval, max(0.0, deadline - now) + INDEX_POLL)
-                while time.monotonic() < until:
-                    engine.tick()
-                    if not engine.forward():
-                        engine.idle(min(0.05, max(0.0, until - time.monotonic())))
+            engine.forward_during(poll, between=report, stop=stop)
+            report()
 
     def validate(self) -> ValidationResult:
         """With the backlog drained, the target holds as many documents as the source (read

@@ -218,7 +218,7 @@ class Writer(threading.Thread):
                     self.model[key] = None
             else:
                 r.pexpire(key, rng.randrange(600_000, 900_000))
-            self.times.append((time.monotonic(), key))
+            self.times.append((time.time(), key))  # acknowledged at (Unix time)
             self.ops += 1
             time.sleep(self.pause)
 

@@ -9,13 +9,14 @@ import time
 
 import pytest
 import redis
-from online_helpers import contents, copy_plan, points_at, renamed_quantized
+from online_helpers import Writer, contents, copy_plan, points_at, renamed_quantized
 from test_apply_helpers import make_hash_index
 
 import rvlm.core.migrate.online.finalize as finalize_module
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.online.finalize import finalize_migration
 from rvlm.core.migrate.online.options import OnlineOptions
+from rvlm.core.migrate.rollback import rollback
 from rvlm.core.storage.keylog import KeyLog
 
 
@@ -133,3 +134,112 @@ def test_finalize_deletes_whose_events_wait_in_the_backlog_leave_every_target(
     assert not missing, f"{len(missing)} targets deleted, e.g. {missing[:5]}"
     wrong = [k for k, fields in expected.items() if targets[k][0] != fields]
     assert not wrong, f"{len(wrong)} targets hold an older value, e.g. {wrong[:5]}"
+
+
+def test_a_write_under_the_last_scans_cursor_is_carried_over_and_deleted(
+        redis_client, redis_url, tmp_path, notify, monkeypatch):
+    """A client writes a source key right after the scan that found the source empty (as if
+    under its cursor): the quiet check sees its event, so finalize passes again instead of
+    ending with the key in place and its write missing from the target."""
+    make_hash_index(redis_client, n=60, dims=8)
+    redis_client.execute_command("FT.ALIASADD", "live", "idx")
+    report = apply_plan(redis_url, copy_plan(redis_client), backup_dir=tmp_path / "b",
+                        accept_data_loss=True)
+    assert report.succeeded, report.to_yaml()
+    client = redis.Redis.from_url(redis_url)
+    real_scan = finalize_module.source_documents
+    fired: list[bool] = []
+
+    def scan_then_write(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found = 0
+        for keys in real_scan(*args, **kwargs):
+            found += len(keys)
+            yield keys
+        if not found and not fired:
+            fired.append(True)
+            client.hset("doc:9", mapping={"t": "under the cursor", "g": "g9"})
+
+    monkeypatch.setattr(finalize_module, "source_documents", scan_then_write)
+    done = finalize_migration(redis_url, tmp_path / "b")
+    client.close()
+    assert fired and done.succeeded, done.to_yaml()
+    assert done.online["passes"] == 2
+    assert list(redis_client.scan_iter(match="doc:*")) == []
+    assert redis_client.hgetall("new:9") == {b"title": b"under the cursor", b"g": b"g9"}
+
+
+def test_a_write_after_finalizes_last_check_fails_it_and_a_second_finalize_carries_it_over(
+        redis_client, redis_url, tmp_path, notify, monkeypatch):
+    """A client writes a source key once finalize's last check found the source empty and
+    quiet (its change capture about to stop): the write cannot be carried over, so finalize
+    says so and fails; run again (the run is ``finalized``) it carries the write over, backs
+    the key up and deletes it, and a rollback restores the key with that write."""
+    make_hash_index(redis_client, n=60, dims=8)
+    redis_client.execute_command("FT.ALIASADD", "live", "idx")
+    report = apply_plan(redis_url, copy_plan(redis_client), backup_dir=tmp_path / "b",
+                        accept_data_loss=True)
+    assert report.succeeded, report.to_yaml()
+    client = redis.Redis.from_url(redis_url)
+    real_fault = finalize_module.fault
+
+    def late_write(point: str, batch: int | None = None) -> None:
+        if point == "finalize_after_batches":
+            client.hset("doc:7", mapping={"t": "too late", "g": "g7"})
+        real_fault(point, batch)
+
+    monkeypatch.setattr(finalize_module, "fault", late_write)
+    first = finalize_migration(redis_url, tmp_path / "b")
+    monkeypatch.setattr(finalize_module, "fault", real_fault)
+    assert not first.succeeded
+    assert "1 source keys were written after finalize's last check" in (first.error or "")
+    assert any("re-run 'rvlm finalize" in a for a in first.manual_actions)
+    empty_at = first.online["source_empty_at"]
+    assert isinstance(empty_at, float)
+    assert redis_client.hget("new:7", "title") != b"too late"  # not carried over
+    assert redis_client.exists("doc:7")
+
+    second = finalize_migration(redis_url, tmp_path / "b")
+    assert second.succeeded, second.to_yaml()
+    assert any("1 source keys were written after the finalize's last check" in w
+               for w in second.warnings), second.warnings
+    assert second.online["late_writes_carried_over"] == 1
+    assert second.online["source_empty_at"] == empty_at  # what the guarantee dates from
+    assert redis_client.hgetall("new:7") == {b"title": b"too late", b"g": b"g7"}
+    assert list(redis_client.scan_iter(match="doc:*")) == []
+    assert finalize_migration(redis_url, tmp_path / "b").succeeded  # nothing left to do
+    back = rollback(redis_url, tmp_path / "b")
+    assert back.succeeded, back.to_yaml()
+    assert redis_client.hgetall("doc:7") == {b"t": b"too late", b"g": b"g7"}
+    assert len(list(redis_client.scan_iter(match="doc:*"))) == 60
+    client.close()
+
+
+def test_a_client_that_never_stops_writing_leaves_finalize_unfinished_until_it_stops(
+        redis_client, redis_url, tmp_path, notify):
+    """Finalize passes while a client writes the source prefix, for ``finalize_settle``
+    seconds after its first pass; a client that writes longer gets the keys it still
+    changes left in place (carried over), a failed report that says so, and once it stops,
+    the same command finishes with every write in its target."""
+    n, dims = 300, 8
+    make_hash_index(redis_client, n=n, dims=dims)
+    redis_client.execute_command("FT.ALIASADD", "live", "idx")
+    report = apply_plan(redis_url, copy_plan(redis_client), backup_dir=tmp_path / "b",
+                        accept_data_loss=True)
+    assert report.succeeded, report.to_yaml()
+    writer = Writer(redis_url, n, dims, pause=0.002)
+    writer.start()
+    started = time.monotonic()
+    first = finalize_migration(redis_url, tmp_path / "b",
+                               options=OnlineOptions(finalize_settle=0.5))
+    assert writer.is_alive()  # it wrote through the whole finalize
+    writer.stop.set()
+    writer.join()
+    assert not first.succeeded, first.to_yaml()
+    assert any("still being written" in a for a in first.manual_actions), first.to_yaml()
+    assert first.online["passes"] >= 3 and time.monotonic() - started >= 0.5
+    second = finalize_migration(redis_url, tmp_path / "b")
+    assert second.succeeded, second.to_yaml()
+    assert list(redis_client.scan_iter(match="doc:*")) == []
+    for key, model in writer.model.items():
+        if model is not None:  # a key the client still holds: its last write was carried over
+            assert redis_client.hgetall(b"new:" + key[4:]) == renamed_quantized(model), key

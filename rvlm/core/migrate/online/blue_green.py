@@ -81,9 +81,13 @@ With change capture running again (subscribed before reading), every source key 
 (atomically with its PTTL and a digest of its value), carried over to its target if the
 target differs, backed up (``data-*.rvb``, fsynced, as replaced records), journaled as
 ``batch_started``, deleted only if still unchanged (digest), journaled as ``batch_done``. A
-key changed in between is not deleted; it is carried over and tried again. So no write to a
-source key made before finalize returns is missing from the target, and every deleted source
-key is in the backup.
+key changed in between is not deleted; it is carried over and tried again. Finalize ends when
+a scan finds no source key and no write reached one from its start to a capture barrier after
+it (``source_empty_at``: when that barrier was asked). So no write to a source key
+acknowledged before then is missing from the target, and every deleted source key is in the
+backup. Once capture stopped, the source prefixes are scanned again: a document written after
+that check fails the run (its write was not carried over), and ``rvlm finalize`` carries it
+over.
 
 Rollback
 --------
@@ -167,7 +171,7 @@ from rvlm.core.migrate.online.checks import (
 )
 from rvlm.core.migrate.online.control import ControlChannel
 from rvlm.core.migrate.online.copier import OnlineCopy, Stopped
-from rvlm.core.migrate.online.finalize import finalize_in_run
+from rvlm.core.migrate.online.finalize import check_late_writes, finalize_in_run
 from rvlm.core.migrate.online.footprint import copy_footprint
 from rvlm.core.migrate.online.verify import keys_to_check, verify_targets
 from rvlm.core.migrate.report import MigrationReport, ValidationResult
@@ -585,11 +589,13 @@ class _BlueGreen:
             fault("online_after_forwarding")
             run.phase("done")
             self._summarise()
+            finalized = False
             if self.options.finalize or engine.finalize_requested:
                 fin = finalize_in_run(run, engine)
                 report.online["finalize"] = fin
-                if fin.get("left"):
+                if not fin["finished"]:
                     return report.finish(False)
+                finalized = True
             elif self.options.follow:
                 report.manual_actions.append(
                     f"forwarding stopped ({self.why}): writes to source keys from now on are "
@@ -605,8 +611,10 @@ class _BlueGreen:
                     f"--backup-dir {run.dir}' (backs them up, then deletes them)")
             self.capture.stop()
             self.capture.leave()
-            ended = "succeeded" if report.validation.passed else "failed"
-            return report.finish(report.validation.passed)
+            passed = report.validation.passed and (
+                not finalized or check_late_writes(client, plan, run.dir, report))
+            ended = "succeeded" if passed else "failed"
+            return report.finish(passed)
         except (CaptureLost, Stopped, MigrationFailed, LockLost, redis.RedisError) as exc:
             return self._stopped(exc)
         finally:

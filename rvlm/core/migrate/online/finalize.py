@@ -2,7 +2,9 @@
 
 Runs with change capture on the source prefixes (subscribed before the first key is read) and
 the online copy engine (:class:`~rvlm.core.migrate.online.copier.OnlineCopy`) in compare mode.
-In passes until a pass finds no source key (at most ``max_passes``):
+In passes until a scan finds no source key *and* no write reached a source key from the scan's
+start to a capture barrier after it (while clients still write: at least ``max_passes``, and for
+``settle`` seconds after the first pass; then a last scan counts what is left):
 
 1. SCAN the source prefixes for documents of the source's type into a key file;
 2. per batch: read each key *atomically* with its value, PTTL, expiry and a digest of its
@@ -29,6 +31,12 @@ A key written between its read and its delete is not deleted (its digest changed
 pass reads, carries over and deletes it. Keys still being written after the last pass are left
 in place (carried over) and counted: some client still writes the source prefix.
 
+The quiet check dates the guarantee: :attr:`FinalizeResult.source_empty_at` is when its barrier
+was asked, and every write acknowledged before it is in the target (its source key deleted).
+A write after it (a client that still writes the source prefix once finalize is done) is not
+carried over: :func:`late_writes`, run once capture has stopped, finds its key, the command
+says so and fails, and running finalize again (even after ``finalized``) carries it over.
+
 Batch numbers continue across passes and resumes (after the highest started), so each backup
 frame holds the originals of one attempt; a key backed up twice is restored from either (the
 same value, or the later one for a key that changed and was carried over).
@@ -37,8 +45,9 @@ same value, or the later one for a key that changed and was carried over).
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +61,14 @@ from rvlm.core.migrate.faults import Fault, fault
 from rvlm.core.migrate.online.capture import CaptureSession, copied_source_keys
 from rvlm.core.migrate.online.control import ControlChannel, running, send
 from rvlm.core.migrate.online.copier import OnlineCopy
-from rvlm.core.migrate.online.options import OnlineOptions
+from rvlm.core.migrate.online.options import FINALIZE_SETTLE, OnlineOptions
+from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.report import MigrationReport, Timings
 from rvlm.core.migrate.run import Run
 from rvlm.core.plugins.documents import MISSING
 from rvlm.core.plugins.host import host_with
 from rvlm.core.redis import routing, wire
+from rvlm.core.redis.connection import connect
 from rvlm.core.redis.copyio import Sources, encode_json
 from rvlm.core.redis.docio.keys import escape_glob
 from rvlm.core.redis.docio.read import JSON_ROOT, ReadDoc
@@ -101,7 +112,8 @@ _SCAN_COUNT = 1000
 @attrs.define
 class FinalizeResult:
     """What a finalize did: keys backed up and deleted, keys carried over on the way, keys
-    left because they kept changing, passes run."""
+    left because they kept changing, passes run, and when the source was last found empty
+    and quiet (None: never, because writes to it kept arriving)."""
 
     deleted: int = 0
     backed_up: int = 0
@@ -109,6 +121,38 @@ class FinalizeResult:
     left: int = 0
     passes: int = 0
     batches: int = 0
+    #: Unix time of the last check that found the source prefixes empty with no write to
+    #: them since (None: not found so): every write acknowledged before it was carried over
+    source_empty_at: float | None = None
+
+
+def source_documents(client: Any, prefixes: Sequence[str], storage: str,
+                     tick: Callable[[], None] | None = None) -> Iterator[list[bytes]]:
+    """The keys of the documents of type ``storage`` under ``prefixes``, in SCAN pages, from
+    every primary of a cluster; ``tick`` is called before each page."""
+    type_name = b"ReJSON-RL" if storage == "json" else b"hash"
+    for _name, node in routing.primaries(client):
+        for prefix in prefixes:
+            cursor = 0
+            match = escape_glob(prefix) + b"*"
+            while True:
+                if tick is not None:
+                    tick()
+                cursor, keys = to_list(wire.send(node, [(
+                    b"SCAN", cursor, b"MATCH", match, b"COUNT", _SCAN_COUNT, b"TYPE",
+                    type_name)])[0])
+                cursor = to_int(cursor)
+                yield [bytes(k) for k in to_list(keys)]
+                if cursor == 0:
+                    break
+
+
+def late_writes(client: Any, plan: Plan) -> int:
+    """After finalize stopped its change capture: how many documents stand under the source
+    prefixes. Each was written after finalize's last check (some client still writes the
+    source prefix), and its write was not carried over."""
+    return sum(len(keys) for keys in source_documents(
+        client, plan.source_schema.index.prefix, plan.source_schema.storage_type))
 
 
 class _Scripts:
@@ -138,8 +182,8 @@ class Finalizer:
 
     def __init__(self, engine: OnlineCopy, journal: Journal, directory: Path, fingerprint: str,
                  *, prefixes: Sequence[str], fault: Fault,
-                 max_passes: int = 3, progress: Callable[[int, int], None] | None = None
-                 ) -> None:
+                 max_passes: int = 3, settle: float = FINALIZE_SETTLE,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         self.engine = engine
         self.client = engine.client
         self.mirror = engine.mirror
@@ -150,27 +194,33 @@ class Finalizer:
         self.prefixes = list(prefixes)
         self.fault = fault
         self.max_passes = max_passes
+        self.settle = settle
         self.progress = progress
         self.scripts = _Scripts(self.client)
         self.result = FinalizeResult()
 
     def _scan(self, path: Path) -> int:
-        type_name = b"ReJSON-RL" if self.storage == "json" else b"hash"
         with KeyFileWriter(path) as writer:
-            for _name, node in routing.primaries(self.client):  # every primary of a cluster
-                for prefix in self.prefixes:
-                    cursor = 0
-                    match = escape_glob(prefix) + b"*"
-                    while True:
-                        self.engine.tick()
-                        cursor, keys = to_list(wire.send(node, [(
-                            b"SCAN", cursor, b"MATCH", match, b"COUNT", _SCAN_COUNT, b"TYPE",
-                            type_name)])[0])
-                        cursor = to_int(cursor)
-                        writer.add_many(bytes(k) for k in to_list(keys))
-                        if cursor == 0:
-                            break
+            for keys in source_documents(self.client, self.prefixes, self.storage,
+                                         tick=self.engine.tick):
+                writer.add_many(keys)
             return writer.close()
+
+    def _events(self) -> int:
+        """Keyspace events of source keys received so far (every subscriber)."""
+        return sum(sub.received for sub in self.engine.subscribers)
+
+    def _quiet(self, seen: int) -> bool:
+        """True when no event of a source key arrived since :meth:`_events` was ``seen``, as
+        of a capture barrier; then :attr:`FinalizeResult.source_empty_at` is when the
+        barrier was asked (every write acknowledged before it had its event delivered)."""
+        began = time.time()
+        for sub in self.engine.subscribers:
+            sub.barrier()
+        if self._events() != seen:
+            return False
+        self.result.source_empty_at = began
+        return True
 
     def _read(self, keys: Sequence[bytes]) -> tuple[Sources, dict[bytes, bytes]]:
         names = [p.encode() for p in self.mirror.paths if p != JSON_ROOT.decode()]
@@ -240,14 +290,31 @@ class Finalizer:
         engine.phase = "finalize"
         with BackupWriter(self.dir, 0, self.fingerprint) as writer:
             next_batch = max(next_batch, max(writer.committed_batches(), default=-1) + 1)
-            for n in range(1, self.max_passes + 1):
+            # a pass per scan, until a scan finds no document and no write reached a source
+            # key from the scan's start to a capture barrier after it (so none was made
+            # under the cursor either); at least max_passes, and for settle seconds after the
+            # first, while clients still write: then the last scan only counts what is left
+            settle_until = math.inf
+            n = 0
+            while True:
+                n += 1
+                seen = self._events()
                 path = self.dir / f"finalize-keys-{n}.rvk"
                 found = self._scan(path)
-                self.result.passes = n
-                if not found:
+                if not found and self._quiet(seen):
+                    path.unlink(missing_ok=True)
                     self.result.left = 0
                     break
                 self.result.left = found
+                if n > self.max_passes and time.monotonic() > settle_until:
+                    path.unlink(missing_ok=True)
+                    break
+                if not found:  # writes, but none left a key: wait for the next change
+                    path.unlink(missing_ok=True)
+                    engine.idle(0.05)
+                    engine.forward()
+                    continue
+                self.result.passes += 1
                 done = 0
                 with KeyFileReader(path, verify=False) as reader:
                     for keys in reader.iter_batches(engine.batch_size):
@@ -256,10 +323,8 @@ class Finalizer:
                         if self.progress is not None:
                             self.progress(done, found)
                 path.unlink(missing_ok=True)
-            else:
-                left = self._scan(self.dir / "finalize-keys-left.rvk")
-                (self.dir / "finalize-keys-left.rvk").unlink(missing_ok=True)
-                self.result.left = left
+                if n == 1:
+                    settle_until = time.monotonic() + self.settle
         engine.drain()
         self.fault("finalize_after_batches", None)
         return self.result
@@ -320,20 +385,45 @@ def finalize_in_run(run: Run, engine: OnlineCopy) -> dict[str, Any]:
     with run.timer.step("finalize"):
         fin = Finalizer(engine, run.journal, run.dir, plan.fingerprint,
                         prefixes=plan.source_schema.index.prefix, fault=fault,
+                        settle=run.online.finalize_settle,
                         progress=lambda done, total: run.progress("finalize", done, total))
         result = fin.run()
     done = attrs.asdict(result)
-    if result.left:
-        run.journal.append("error", message=f"finalize: {result.left} source keys kept "
-                           "changing and were left in place")
+    if result.left or result.source_empty_at is None:
+        run.journal.append("error", message=f"finalize: source keys kept changing ({result.left} "
+                           "left in place)")
         run.report.manual_actions.append(
-            f"{result.left} source keys were still being written (some client still uses the "
-            "source prefix); they were carried over and left in place: re-run 'rvlm finalize "
-            f"--backup-dir {run.dir}' once no client writes them")
+            f"source keys were still being written after {result.passes} passes (some client "
+            f"still uses the source prefix); {result.left} were carried over and left in place: "
+            f"re-run 'rvlm finalize --backup-dir {run.dir}' once no client writes them")
+        done["finished"] = False
         return done
-    run.phase("finalized", deleted=result.deleted, backed_up=result.backed_up)
+    run.phase("finalized", deleted=result.deleted, backed_up=result.backed_up,
+              source_empty_at=result.source_empty_at)
     run.report.online["finalized"] = True
+    done["finished"] = True
     return done
+
+
+def check_late_writes(client: Any, plan: Plan, directory: Path,
+                      report: MigrationReport) -> bool:
+    """After a finished finalize stopped its change capture: True when no document stands
+    under the source prefixes; else the report says how many were written after finalize's
+    last check (not carried over) and how to carry them over (see the module docstring)."""
+    late = late_writes(client, plan)
+    if not late:
+        return True
+    empty_at = phase_data(directory, "finalized").get("source_empty_at")
+    when = (time.strftime(" (%H:%M:%S", time.localtime(float(empty_at)))
+            + f".{int(float(empty_at) * 1000) % 1000:03d})" if empty_at else "")
+    report.error = (f"{late} source keys were written after finalize's last check{when}: "
+                    "their writes were not carried over to the target (some client still "
+                    "writes the source prefix)")
+    report.manual_actions.append(
+        f"stop the clients that write {', '.join(plan.source_schema.index.prefix)!r}, then "
+        f"re-run 'rvlm finalize --backup-dir {directory}' (carries them over, backs them up "
+        "and deletes them)")
+    return False
 
 
 def finalize_migration(
@@ -351,9 +441,11 @@ def finalize_migration(
     Needs the aliases to have moved. When an apply is running on ``backup_dir`` (``--follow``),
     it is asked to finalize (it keeps its change capture, so nothing written meanwhile is
     lost) and this waits up to ``wait`` seconds for it to end; otherwise this process takes
-    the index locks, starts change capture and finalizes. Raises :class:`RvlmError` for a
-    refused request (nothing changed); a failure afterwards is a failed report, and running
-    it again resumes.
+    the index locks, starts change capture and finalizes. Either way it then checks the
+    source prefixes once more: documents written there after finalize's last check (a client
+    that still writes them) fail the report, and running it again (even once ``finalized``)
+    carries them over and deletes them. Raises :class:`RvlmError` for a refused request
+    (nothing changed); a failure afterwards is a failed report, and running it again resumes.
     """
     directory = Path(backup_dir)
     plan = load_backup_plan(directory)
@@ -371,10 +463,9 @@ def finalize_migration(
                              plan_fingerprint=plan.fingerprint, resumed=state.reached(
                                  "finalizing"))
     report.downtime_duration_seconds = 0.0
-    if state.reached("finalized"):
-        report.warnings.append("already finalized; nothing to do")
-        return report.finish(True)
-    if running(directory) is not None:
+    late, earlier = 0, None
+    handed_over = running(directory) is not None
+    if handed_over:
         answer = send(directory, "finalize")
         report.warnings.append(f"the running apply was asked to finalize ({answer})")
         if options is not None:
@@ -385,15 +476,40 @@ def finalize_migration(
             if time.monotonic() > deadline:
                 raise MigrationFailed(f"the apply running on {directory} did not finish "
                                       f"finalizing within {wait:.0f}s; it goes on")
-            time.sleep(0.2)
+            time.sleep(0.05)
         final = phase_data(directory, "finalized")
         if not final:
-            report.error = "the apply stopped without finalizing (see its report)"
-            report.manual_actions.append(f"re-run 'rvlm finalize --backup-dir {directory}'")
+            errors = RunState.load(directory).errors
+            why = f": {errors[-1].get('message')}" if errors else " (see its report)"
+            report.error = f"the apply stopped without finalizing{why}"
+            report.manual_actions.append(f"re-run 'rvlm finalize --backup-dir {directory}'"
+                                         + (" once no client writes the source keys"
+                                            if "kept changing" in why else ""))
             return report.finish(False)
         report.online = {"deleted": final.get("deleted"), "backed_up": final.get("backed_up")}
-        report.backup_paths = sorted(str(p) for p in directory.glob("data-*.rvb"))
-        return report.finish(True)
+        state = RunState.load(directory)
+    if handed_over or state.reached("finalized"):
+        # finalized already (by the apply just now, or earlier): done unless a client wrote
+        # the source prefix after that finalize's last check (then carry those writes over)
+        client = connect(url or "")
+        try:
+            late = late_writes(client, plan)
+        finally:
+            client.close()
+        if not late:
+            if not handed_over:
+                report.warnings.append("already finalized; nothing to do")
+            report.online["source_empty_at"] = phase_data(directory, "finalized").get(
+                "source_empty_at")
+            report.backup_paths = sorted(str(p) for p in directory.glob("data-*.rvb"))
+            return report.finish(True)
+        earlier = phase_data(directory, "finalized").get("source_empty_at")
+        report.warnings.append(
+            f"{late} source keys were written after {'the apply' if handed_over else 'the'}"
+            " finalize's last check; this call carries them over, backs them up and deletes "
+            "them (a key created and deleted again meanwhile, while no change capture ran, "
+            "keeps its target as it was)")
+        report.resumed = True
     host = host_with(plugins)
     host.check()
     size = int(read_manifest(directory)["batch_size"])
@@ -421,13 +537,19 @@ def finalize_migration(
                 engine.sweep(copied_source_keys(directory, engine.batch_size))
             done = finalize_in_run(run, engine)
             report.online.update(done)
+            if late:
+                # the guarantee still dates from the earlier finalize's check
+                report.online["source_empty_at"] = earlier
+                report.online["late_writes_carried_over"] = late
             report.online["backlog_spilled_to_disk"] = engine.pending.spilled_total
             report.forward_lag_ms = engine.lag.to_dict()
             capture.stop()
-            if not done.get("left"):
+            finished = bool(done["finished"])
+            if finished:
                 capture.leave()
-            control.close("succeeded" if not done.get("left") else "failed")
-            report.finish(not done.get("left"))
+                finished = check_late_writes(run.client, plan, directory, report)
+            control.close("succeeded" if finished else "failed")
+            report.finish(finished)
     except (MigrationFailed, redis.RedisError) as exc:
         if not run.mutated:
             raise

@@ -16,6 +16,8 @@ from rvlm.core.migrate.online.control import Status
 
 #: changed keys the backlog holds in memory before it spills to disk, unless told otherwise
 BACKLOG_MEMORY_KEYS = 100_000
+#: seconds finalize waits for the source prefixes to be quiet after its first pass
+FINALIZE_SETTLE = 30.0
 
 
 @attrs.frozen(kw_only=True)
@@ -28,7 +30,9 @@ class OnlineOptions:
     ``postpone_flag_file``: the alias moves only once this file does not exist (or
     ``rvlm ctl cut-over``). ``status_every``: seconds between ``on_status`` calls.
     ``should_stop``: polled; returns why to stop (a signal) or None. ``backlog_memory_keys``:
-    changed keys held in memory before the backlog spills to disk."""
+    changed keys held in memory before the backlog spills to disk. ``finalize_settle``:
+    seconds finalize keeps passing over the source keys, after its first pass, while clients
+    still write them (at least 3 passes); then it leaves what still changes in place."""
 
     follow: bool = False
     finalize: bool = False
@@ -41,6 +45,7 @@ class OnlineOptions:
     on_status: Callable[[Status], None] | None = None
     should_stop: Callable[[], str | None] | None = None
     backlog_memory_keys: int = BACKLOG_MEMORY_KEYS
+    finalize_settle: float = FINALIZE_SETTLE
 
 
-__all__ = ["BACKLOG_MEMORY_KEYS", "OnlineOptions"]
+__all__ = ["BACKLOG_MEMORY_KEYS", "FINALIZE_SETTLE", "OnlineOptions"]

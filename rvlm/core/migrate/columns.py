@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 from rvlm.core.migrate.plan import Plan
@@ -61,6 +62,7 @@ def transform_columns_batch(
     size = len(docs)
     originals = [d.values for d in docs]
     cols: dict[str, list[Any]] = {}  # every name an operation wrote: its current values
+    firsts: dict[str, list[Any]] = {}  # the original column of each name given (as read)
     touched: dict[str, None] = {}  # those names, in the order first written
     keys = [d.key for d in docs]
     tallies = dict(ctx.tallies)  # put back if a plugin hands the batch back
@@ -70,8 +72,11 @@ def transform_columns_batch(
             given: dict[str, list[Any]] = {}
             for name in names:
                 col = cols.get(name)
-                given[name] = col if col is not None else [v.get(name, MISSING)
-                                                          for v in originals]
+                if col is None:
+                    col = firsts.get(name)
+                    if col is None:
+                        col = firsts[name] = [v.get(name, MISSING) for v in originals]
+                given[name] = col
             new = host.transform_columns(op, given, size, ctx)
             if new is None:  # (what earlier operations counted is counted again there)
                 ctx.tallies.clear()
@@ -90,7 +95,7 @@ def transform_columns_batch(
         ttls = read_ttls(ctx.client, [docs[i].key for i in unread])
         for i, ttl in zip(unread, ttls, strict=True):
             docs[i].pttl = ttl
-    return _merge(docs, keys, list(touched), cols)
+    return _merge(docs, keys, list(touched), cols, firsts)
 
 
 #: per document and written name: the value is the original (kept), set, or deleted
@@ -98,81 +103,137 @@ _KEPT, _SET, _DELETED = 0, 1, 2
 
 
 def _merge(docs: Sequence[ReadDoc], keys: list[bytes], touched: list[str],
-           cols: dict[str, list[Any]]) -> tuple[list[KeyWrite], list[RawRecord]]:
+           cols: dict[str, list[Any]],
+           firsts: dict[str, list[Any]]) -> tuple[list[KeyWrite], list[RawRecord]]:
     """Per document the names whose value changed, its write, its backup record (the
     originals of those names) and the digest of what it writes (the byte stream
-    :func:`~rvlm.core.redis.docio.verify.written_of` hashes). Worked out a column at a time;
-    documents then share what their pattern of changes (kept / set / deleted per name) makes
-    alike: the names, the order of the digest's parts."""
-    pack = _LEN.pack
-    sha1 = hashlib.sha1
+    :func:`~rvlm.core.redis.docio.verify.written_of` hashes).
+
+    Documents are grouped by their pattern of changes (kept / set / deleted per name: in a
+    batch usually one pattern for all), and each group is built a column at a time with
+    comprehensions over the columns: the names, the digest's order, the deleted names are
+    worked out once per pattern, and per document only its values, its digest stream, its
+    record tuple and its write are made. ``firsts`` holds each touched name's original
+    column (as read) where the caller already built it."""
     size = len(docs)
-    befores = [d.values for d in docs]
+    m = MISSING
     wire = [field_bytes(n) for n in touched]
+    befores: list[list[Any]] = []
     states: list[list[int]] = []
-    pieces: list[list[bytes]] = []  # the digest's part of each name (length-prefixed)
-    origs: list[list[bytes | None]] = []  # the backup's original of each name
-    for j, name in enumerate(touched):
-        head = pack(len(wire[j])) + wire[j]
-        deleted = head + ABSENT
-        state: list[int] = []
-        piece: list[bytes] = []
-        orig: list[bytes | None] = []
-        for before, b, key in zip(befores, cols[name], keys, strict=True):
-            a = before.get(name, MISSING)
-            if a is b or (a is not MISSING and b is not MISSING and type(a) is type(b)
-                          and a == b):
-                state.append(_KEPT)
-                piece.append(b"")
-                orig.append(None)
-                continue
-            if b is MISSING:
-                state.append(_DELETED)
-                piece.append(deleted)
-            else:
-                v = b if type(b) is bytes else encode_value("hash", name, b, key)
-                state.append(_SET)
-                piece.append(head + pack(len(v)) + v)
-            orig.append(None if a is MISSING else a if type(a) is bytes else bytes(a))
-        states.append(state)
-        pieces.append(piece)
-        origs.append(orig)
+    for name in touched:
+        before = firsts.get(name)
+        if before is None:
+            before = [d.values.get(name, m) for d in docs]
+        befores.append(before)
+        states.append([
+            _KEPT if a is b or (a is not m and b is not m and type(a) is type(b) and a == b)
+            else _DELETED if b is m else _SET
+            for a, b in zip(before, cols[name], strict=True)])
     # the digest takes names in byte order
     order = sorted(range(len(touched)), key=wire.__getitem__)
-    patterns: dict[tuple[int, ...], _Pattern] = {}
-    edit = KeyWrite.edit
-    writes: list[KeyWrite] = []
-    records: list[RawRecord] = []
-    add_write, add_record = writes.append, records.append
-    columns = [cols[n] for n in touched]
-    sigs: list[tuple[int, ...]] = (list(zip(*states, strict=True)) if touched
-                                   else [()] * size)
-    for i, sig in enumerate(sigs):
-        d = docs[i]
-        key = d.key
-        new_key = keys[i] if keys[i] != key else None
-        pat = patterns.get(sig)
-        if pat is None:
-            pat = patterns[sig] = _Pattern(sig, touched, wire, order)
-        if not pat.changed:
-            if new_key is None:
-                continue
-            set_values: dict[str, Any] = {}
-            fields: tuple[tuple[bytes, bytes | None], ...] = ()
-            written = _MOVED_ONLY
+    groups: dict[tuple[int, ...], Sequence[int]]
+    if not touched:
+        groups = {(): range(size)}
+    else:
+        sigs = list(zip(*states, strict=True))
+        first = sigs[0] if sigs else ()
+        if sigs.count(first) == size:
+            groups = {first: range(size)}
         else:
-            set_values = {name: columns[j][i] for j, name in pat.sets}
-            fields = tuple([(wire[j], origs[j][i]) for j in pat.changed])
-            digest_order = pat.digest_order
-            stream = (pieces[digest_order[0]][i] if len(digest_order) == 1
-                      else b"".join([pieces[j][i] for j in digest_order]))
-            written = trusted_written(sha1(stream).digest()[:DIGEST_SIZE], pat.names)
-        add_write(edit(key, set_values, pat.dels, new_key))
-        pttl = d.pttl
-        add_record((key, new_key, fields,
-                    pttl if new_key is not None and pttl is not None and pttl >= 0 else None,
-                    False, written))
-    return writes, records
+            grouped: dict[tuple[int, ...], list[int]] = {}
+            for i, sig in enumerate(sigs):
+                at = grouped.get(sig)
+                if at is None:
+                    grouped[sig] = [i]
+                else:
+                    at.append(i)
+            groups = dict(grouped)
+    write_at: list[KeyWrite | None] = [None] * size
+    record_at: list[RawRecord | None] = [None] * size
+    every = True  # every document has a write (no need to filter)
+    columns = [cols[n] for n in touched]
+    for sig, idx in groups.items():
+        pat = _Pattern(sig, touched, wire, order)
+        every = _build(docs, keys, pat, idx, wire, befores, columns, write_at,
+                       record_at) and every
+    if every:
+        return write_at, record_at  # type: ignore[return-value]
+    return ([w for w in write_at if w is not None],
+            [r for r in record_at if r is not None])
+
+
+def _build(docs: Sequence[ReadDoc], keys: list[bytes], pat: _Pattern, idx: Sequence[int],
+           wire: list[bytes], befores: list[list[Any]], columns: list[list[Any]],
+           write_at: list[KeyWrite | None], record_at: list[RawRecord | None]) -> bool:
+    """The writes and records of the documents ``idx`` (all of pattern ``pat``), into
+    ``write_at`` / ``record_at`` at their positions (None stays where nothing is written).
+    Returns whether every one of them has a write."""
+    edit = KeyWrite.edit
+    m = MISSING
+    whole = isinstance(idx, range) and len(idx) == len(docs)
+    olds = [d.key for d in docs] if whole else [docs[i].key for i in idx]
+    news = keys if whole else [keys[i] for i in idx]
+    moved = [None if n == o else n for o, n in zip(olds, news, strict=True)]
+    if not pat.changed:  # only moved, or untouched (no write, no record)
+        for i, key, new_key in zip(idx, olds, moved, strict=True):
+            if new_key is not None:
+                pttl = docs[i].pttl
+                write_at[i] = edit(key, {}, (), new_key)
+                record_at[i] = (key, new_key, (),
+                                pttl if pttl is not None and pttl >= 0 else None, False,
+                                _MOVED_ONLY)
+        return all(moved)
+    pick = (lambda col: col) if whole else (lambda col: [col[i] for i in idx])
+    # per set name: its values (as written: bytes), per changed name: its originals
+    values: dict[int, list[Any]] = {}
+    for j, name in pat.sets:
+        col = pick(columns[j])
+        values[j] = [v if type(v) is bytes else encode_value("hash", name, v, key)
+                     for v, key in zip(col, olds, strict=True)]
+    # the digest stream of each document: per name in byte order, its length-prefixed name
+    # and its value's length and bytes, or its absence
+    parts: list[Any] = []
+    pack = _LEN.pack
+    for j in pat.digest_order:
+        head = pack(len(wire[j])) + wire[j]
+        if j in values:
+            parts.append([head + pack(len(v)) for v in values[j]])
+            parts.append(values[j])
+        else:
+            parts.append(repeat(head + ABSENT, len(idx)))
+    sha1 = hashlib.sha1
+    written = [trusted_written(sha1(s).digest()[:DIGEST_SIZE], pat.names)
+               for s in map(b"".join, zip(*parts, strict=True))]
+    # the backup's originals of the changed names, in the order first written
+    origs = []
+    for j in pat.changed:
+        wname = wire[j]
+        origs.append([(wname, None if a is m else a if type(a) is bytes else bytes(a))
+                      for a in pick(befores[j])])
+    fields = list(zip(*origs, strict=True))
+    # the writes hold the values as the plugins gave them (write_batch encodes them)
+    if len(pat.sets) == 1:
+        ((j, name),) = pat.sets
+        sets: Any = [{name: v} for v in pick(columns[j])]
+    elif len(pat.sets) == 2:
+        (j0, n0), (j1, n1) = pat.sets
+        sets = [{n0: a, n1: b}
+                for a, b in zip(pick(columns[j0]), pick(columns[j1]), strict=True)]
+    elif pat.sets:
+        set_names = [name for _j, name in pat.sets]
+        sets = [dict(zip(set_names, t, strict=True))
+                for t in zip(*[pick(columns[j]) for j, _n in pat.sets], strict=True)]
+    else:
+        sets = [{} for _ in idx]
+    dels = pat.dels
+    ttl_of = [docs[i].pttl for i in idx] if any(moved) else [None] * len(idx)
+    for i, key, new_key, s, f, w, pttl in zip(idx, olds, moved, sets, fields, written,
+                                              ttl_of, strict=True):
+        write_at[i] = edit(key, s, dels, new_key)
+        record_at[i] = (key, new_key, f,
+                        pttl if new_key is not None and pttl is not None and pttl >= 0
+                        else None, False, w)
+    return True
 
 
 class _Pattern:

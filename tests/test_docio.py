@@ -119,6 +119,25 @@ def test_hash_read_write_and_restore(client):
     assert client.hgetall("h:1") == {b"a": b"1", b"b": b"\x00\xff"}
 
 
+@pytest.mark.parametrize("names", [["a", "b"], ["a"], ["b", "a", "new"]])
+def test_hash_read_without_ttls_keeps_every_document_and_only_those(client, names):
+    """The executor's read (no TTLs): a key deleted since enumeration is left out, a document
+    holding none of the names is kept (every name MISSING), a nil value is MISSING."""
+    client.hset("h:1", mapping={"a": b"1", "b": b"\x00\xff"})
+    client.hset("h:2", mapping={"a": b"2"})
+    client.hset("h:3", mapping={"z": b"other"})
+    keys = [b"h:1", b"h:gone", b"h:2", b"h:3"]
+    docs = read_batch(client, "hash", keys, names, ttl=False)
+    assert [d.key for d in docs] == [b"h:1", b"h:2", b"h:3"]
+    held = {b"h:1": {"a": b"1", "b": b"\x00\xff"}, b"h:2": {"a": b"2"}, b"h:3": {}}
+    for d in docs:
+        assert d.pttl is None
+        assert d.values == {n: held[d.key].get(n, MISSING) for n in names}
+        assert list(d.values) == names
+    assert read_batch(client, "hash", [b"h:gone", b"h:also-gone"], names, ttl=False) == []
+    assert read_batch(client, "hash", [], names, ttl=False) == []
+
+
 def test_json_read_write_restore_keeps_key_order(client):
     make_json_index(client, n=3)
     original = client.execute_command("JSON.GET", "j:1", "$")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import attrs
@@ -141,12 +142,15 @@ def _read_hash_fields(client: redis.Redis, keys: Sequence[bytes], names: Sequenc
     only for those) and left out when it does not exist."""
     replies = wire.execute(client, [(b"HMGET", k, *bnames) for k in keys])
     raise_first(replies)
-    out: list[ReadDoc] = []
-    add = out.append
     if len(names) == 1:
         only = names[0]
         unsure = [i for i, v in enumerate(replies) if v[0] is None]
+        if not unsure:
+            return list(map(ReadDoc, keys, [{only: v[0]} for v in replies], repeat(None),
+                            repeat(None)))
         gone = _gone(client, keys, unsure)
+        out: list[ReadDoc] = []
+        add = out.append
         for i, k in enumerate(keys):
             v = replies[i][0]
             if v is None:
@@ -155,19 +159,27 @@ def _read_hash_fields(client: redis.Redis, keys: Sequence[bytes], names: Sequenc
                 v = MISSING
             add(ReadDoc(k, {only: v}, None, None))
         return out
-    width = len(names)
-    unsure = [i for i, v in enumerate(replies) if v.count(None) == width]
-    gone = _gone(client, keys, unsure)
-    for i, k in enumerate(keys):
-        vals = replies[i]
-        if None in vals:
-            if i in gone:
-                continue
-            add(ReadDoc(k, {n: MISSING if v is None else v
-                            for n, v in zip(names, vals, strict=False)}, None, None))
+    # a column at a time: nil (None) becomes MISSING, then one dict per document, built in C
+    # (a name the plan creates is nil in every document: its column is replaced whole)
+    size = len(keys)
+    columns: list[Sequence[Any]] = []
+    holes = 0  # columns with a nil
+    for col in zip(*replies, strict=True):
+        if None in col:
+            holes += 1
+            columns.append([MISSING] * size if col.count(None) == size
+                           else [MISSING if v is None else v for v in col])
         else:
-            add(ReadDoc(k, dict(zip(names, vals, strict=False)), None, None))
-    return out
+            columns.append(col)
+    docs = list(map(ReadDoc, keys, map(dict, map(zip, repeat(names), zip(*columns, strict=True))),
+                    repeat(None), repeat(None)))
+    if holes == len(columns):  # some document may hold none of the names
+        width = len(names)
+        gone = _gone(client, keys, [i for i, v in enumerate(replies)
+                                    if v.count(None) == width])
+        if gone:
+            return [d for i, d in enumerate(docs) if i not in gone]
+    return docs
 
 
 def _gone(client: redis.Redis, keys: Sequence[bytes], unsure: Sequence[int]) -> set[int]:

@@ -45,7 +45,8 @@ Command = Sequence[Any]
 
 def _pack(conn: Any, commands: Sequence[Command]) -> list[bytes]:
     if _hiredis_pack is not None:
-        return [b"".join([_hiredis_pack(tuple(c)) for c in commands])]
+        pack = _hiredis_pack
+        return [b"".join([pack(c if type(c) is tuple else tuple(c)) for c in commands])]
     packed: list[bytes] = conn.pack_commands(commands)
     return packed
 

@@ -214,18 +214,29 @@ def _write_hashes(client: redis.Redis, writes: Sequence[KeyWrite]) -> int:
     commands: list[tuple[Any, ...]] = []
     add = commands.append
     written = 0
+    # the few names of a batch as bytes, and each deleted-names tuple as the HDEL's tail
+    # (the columnar transform shares one tuple among the documents of a pattern)
+    wire_names: dict[Any, bytes] = {}
+    tails: dict[tuple[str, ...], tuple[bytes, ...]] = {}
     for w in writes:
         key = w.key
-        if w.set:
+        values = w.set
+        if values:
             args: list[Any] = [b"HSET", key]
-            for n, v in w.set.items():
+            for n, v in values.items():
                 data = v if type(v) is bytes else encode_value("hash", n, v, key)
                 written += len(data)
-                args.append(field_bytes(n))
-                args.append(data)
+                name = wire_names.get(n)
+                if name is None:
+                    name = wire_names[n] = field_bytes(n)
+                args += (name, data)
             add(tuple(args))
-        if w.delete:
-            add((b"HDEL", key, *[field_bytes(n) for n in w.delete]))
+        gone = w.delete
+        if gone:
+            tail = tails.get(gone)
+            if tail is None:
+                tail = tails[gone] = tuple([field_bytes(n) for n in gone])
+            add((b"HDEL", key, *tail))
     if commands:
         replies = wire.execute(client, commands)
         err = wire.first_error(replies)

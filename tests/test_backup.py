@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,8 @@ from rvlm.core.storage.backup.records import (
     decode_records,
     decode_written,
     encode_records,
+    raw_record,
+    trusted_written,
 )
 from rvlm.core.storage.backup.writer import BackupWriter
 from rvlm.core.storage.files import BackupBusy, BackupCorrupt
@@ -80,6 +83,26 @@ def frame_offsets(path: Path) -> list[int]:
 @given(records=st.lists(records_st, max_size=8))
 def test_records_encode_decode_exactly(records: list[BackupRecord]) -> None:
     assert decode_records(encode_records(records), len(records)) == records
+
+
+#: names tuples shared by many records, as the executor's records of one pattern share them
+SHARED_NAMES = [(), (b"a",), (b"a", b"bb"), (b"", b"x" * 40)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(records=st.lists(st.tuples(records_st, st.none() | st.tuples(
+    st.binary(min_size=8, max_size=8), st.sampled_from(range(len(SHARED_NAMES))))),
+    max_size=12))
+def test_raw_records_sharing_names_and_absent_fields_encode_exactly(
+        records: list[tuple[BackupRecord, tuple[bytes, int] | None]]) -> None:
+    """The executor's raw tuples, whose digests' names tuples (and absent fields' names) are
+    shared between records, decode to the records they stand for: the encoder's per-batch
+    reuse of a names block or an absent field's bytes never mixes two records up."""
+    built = [attrs.evolve(r, written=None if w is None else trusted_written(
+        w[0], SHARED_NAMES[w[1]])) for r, w in records]
+    raw = [raw_record(r) for r in built]
+    assert decode_records(encode_records(raw), len(raw)) == built
+    assert encode_records(raw) == encode_records(built)
 
 
 @settings(max_examples=15, deadline=None)

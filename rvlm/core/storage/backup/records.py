@@ -178,6 +178,9 @@ def encode_records(records: Sequence[BackupRecord | RawRecord]) -> bytes:
     field_pack = _FIELD.pack
     none_len = _NONE_LEN
     limit = MAX_ITEM_LEN
+    blocks: dict[int, bytes] = {}  # id of a written names tuple: its bytes in the record
+    held: list[tuple[bytes, ...]] = []  # those tuples
+    absents: dict[bytes, bytes] = {}  # a field name: its bytes when it did not exist
     for r in records:
         if type(r) is tuple:
             if len(r) == 6:
@@ -222,12 +225,17 @@ def encode_records(records: Sequence[BackupRecord | RawRecord]) -> bytes:
             flags |= _REC_WRITTEN
         append(rec_pack(len(key), flags, len(new_key), ttl, fields_n))
         append(key)
-        append(new_key)
+        if new_key:
+            append(new_key)
         if written is not None:
-            append(_WRITTEN.pack(written.digest, len(written.names)))
-            for name in written.names:
-                append(_NAME.pack(len(name)))
-                append(name)
+            names = written.names
+            block = blocks.get(id(names))
+            if block is None:  # (the records of a batch mostly share one names tuple)
+                block = b"".join([_NAME.pack(len(name)) + name for name in names])
+                blocks[id(names)] = block
+                held.append(names)  # its id stays its own until the end of the call
+            append(_WRITTEN.pack(written.digest, len(names)))
+            append(block)
         for pair in pairs:
             name, value = pair
             if type(name) is not bytes and not isinstance(name, bytes):
@@ -236,8 +244,10 @@ def encode_records(records: Sequence[BackupRecord | RawRecord]) -> bytes:
                 raise ValueError(f"field name is {len(name)} bytes; at most {limit} are "
                                  "supported")
             if value is None:
-                append(field_pack(len(name), none_len))
-                append(name)
+                absent = absents.get(name)
+                if absent is None:
+                    absent = absents[name] = field_pack(len(name), none_len) + name
+                append(absent)
             else:
                 if type(value) is not bytes and not isinstance(value, bytes):
                     raise TypeError(f"field value must be bytes or None, not "
@@ -245,8 +255,7 @@ def encode_records(records: Sequence[BackupRecord | RawRecord]) -> bytes:
                 if len(value) > limit:
                     raise ValueError(f"field value is {len(value)} bytes; at most {limit} "
                                      "are supported")
-                append(field_pack(len(name), len(value)))
-                append(name)
+                append(field_pack(len(name), len(value)) + name)
                 append(value)
     return b"".join(parts)
 

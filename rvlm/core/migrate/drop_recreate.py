@@ -47,6 +47,7 @@ import redis
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.aliases import check_aliases, lost_aliases_note, point_aliases
 from rvlm.core.migrate.backup_dir import KEYS_NAME, PLAN_NAME
+from rvlm.core.migrate.collisions import CollisionCheck, StreamedCollisions
 from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.report import MigrationReport
 from rvlm.core.migrate.run import Run
@@ -63,17 +64,9 @@ from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.redis import durability
 from rvlm.core.redis.connection import connect, index_exists, read_index
 from rvlm.core.redis.docio.keys import Enumeration, enumerate_keys
-from rvlm.core.redis.docio.read import (
-    ReadDoc,
-    count_existing,
-    count_holding,
-    fields_exist,
-    keys_exist,
-    read_batch,
-)
+from rvlm.core.redis.docio.read import ReadDoc, read_batch
 from rvlm.core.redis.docio.restore import conflict_actions, conflict_message, restore_records
 from rvlm.core.redis.docio.write import KeyWrite, write_batch
-from rvlm.core.redis.resp import to_str
 from rvlm.core.storage.backup.reader import BackupReader
 from rvlm.core.storage.backup.records import RawRecord
 from rvlm.core.storage.backup.writer import BackupWriter
@@ -81,10 +74,6 @@ from rvlm.core.storage.journal import Journal, RunState, phase_data
 from rvlm.core.storage.keyfile import KeyFileReader
 
 log = logging.getLogger(__name__)
-
-#: Keys per round trip of the collision checks (they read nothing back but counts and flags).
-COLLISION_PAGE = 5000
-
 
 #: Send each batch's writes from a writer thread (see ``DropRecreate._work``); False writes
 #: them inline, after the next batch was read and transformed.
@@ -148,49 +137,6 @@ class DropRecreate:
         #: the plan renames keys (a plugin's own new_key is handled in transform_batch)
         self.ttl = any(op.rename_prefix is not None for op in plan.operations)
 
-    # -- checks --------------------------------------------------------------------------
-    def check_collisions(self, keyfile: Path) -> None:
-        """Over every key: no document already holds a field an operation creates, and no
-        key a prefix rename would create exists. Raises RvlmError naming up to 5 keys."""
-        run = self.run
-        creates = list(dict.fromkeys(n for op in run.plan.operations for n in op.creates))
-        renames = any(op.rename_prefix for op in run.plan.operations)
-        if not creates and not renames:
-            return
-        held: list[str] = []
-        held_n = 0
-        taken: list[bytes] = []
-        taken_n = 0
-        with KeyFileReader(keyfile, verify=False) as reader:
-            for keys in reader.iter_batches(COLLISION_PAGE):
-                if creates and not (
-                        self.storage == "hash" and not run.caps.cluster
-                        and count_holding(run.client, keys, creates) == 0):
-                    # (the common case, none holds one, is one EVAL per 1000 keys; else, or
-                    # without scripting, HEXISTS per key and field names them)
-                    for k, names in zip(keys, fields_exist(run.client, self.storage, keys,
-                                                           creates), strict=True):
-                        if names:
-                            held_n += 1
-                            if len(held) < 5:
-                                held.append(f"{to_str(k)!r} ({', '.join(names)})")
-                if renames:
-                    moved = [nk for k in keys if (nk := run.plan.map_key(k)) != k]
-                    if not run.caps.cluster and count_existing(run.client, moved) == 0:
-                        continue  # the common case: none exists, one command says so
-                    for nk, ex in zip(moved, keys_exist(run.client, moved), strict=True):
-                        if ex:
-                            taken_n += 1
-                            if len(taken) < 5:
-                                taken.append(nk)
-        if held:
-            raise RvlmError(f"{held_n} document(s) already hold a field this migration "
-                            f"creates, e.g. {'; '.join(held)}; nothing was changed")
-        if taken:
-            raise RvlmError(f"{taken_n} key(s) the prefix change would create already exist, "
-                            f"e.g. {', '.join(repr(to_str(k)) for k in taken)}; nothing was "
-                            "changed")
-
     # -- phases --------------------------------------------------------------------------
     def execute(self) -> MigrationReport:
         run = self.run
@@ -214,36 +160,57 @@ class DropRecreate:
                     run.check_free_space(info.stats.num_docs + info.stats.indexing_failures)
             run.phase("checked", sync=False, **({"aliases": aliases} if aliases else {}))
             fault("after_checks")
-            if plan.operations:
-                with timer.step("keys"):
-                    seen = 0
-
-                    def on_page(n: int) -> None:
-                        nonlocal seen
-                        seen += n
-                        run.progress("keys", seen, info.stats.num_docs)
-
-                    en = enumerate_keys(client, plan.source_schema, info.stats.num_docs,
-                                        info.stats.indexing_failures, keyfile,
-                                        on_page=on_page)
-                    if en.fallback:
-                        report.warnings.append(f"keys enumerated with SCAN: {en.fallback}")
-            else:
-                # an index-only change rewrites no document: no key file, no transform; the
-                # documents are those the source index counts
-                en = Enumeration(count=info.stats.num_docs + info.stats.indexing_failures,
-                                 method="none")
-            run.phase("keys_enumerated", sync=False, count=en.count, method=en.method,
-                      source_docs=info.stats.num_docs + info.stats.indexing_failures,
-                      source_failures=info.stats.indexing_failures)
-            with timer.step("checks"):
-                self.check_collisions(keyfile)
+            collisions = CollisionCheck(plan, client, cluster=run.caps.cluster)
+            # Beside the key enumeration (a plain redis.Redis only; each on a pooled
+            # connection of its own, reading only): the source answers the quality gate's
+            # queries on one thread, and the collision check counts each page of keys on
+            # another as the enumeration finds it, so the server works on them while the
+            # client writes the key file. Both end (and their errors are raised) below,
+            # before anything changes; the answers are written only once every check passed.
+            overlap = bool(plan.operations) and type(client) is redis.Redis
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvlm-source") as side, \
+                    StreamedCollisions(collisions) as streamed:
+                asked = side.submit(run.gate.ask_source, client, keep=False) if overlap \
+                    else None
                 if plan.operations:
-                    run.check_free_space(en.count)
-                problems = run.host.pre_drop(plan, run.ctx)
-                if problems:
-                    raise RvlmError("a plugin refused the migration: " + "; ".join(problems))
-            run.ask_source()  # the last moment the source answers queries
+                    with timer.step("keys"):
+                        seen = 0
+
+                        def on_page(keys: list[bytes]) -> None:
+                            nonlocal seen
+                            seen += len(keys)
+                            run.progress("keys", seen, info.stats.num_docs)
+                            if overlap and collisions.wanted:
+                                streamed.add(keys)
+
+                        en = enumerate_keys(client, plan.source_schema, info.stats.num_docs,
+                                            info.stats.indexing_failures, keyfile,
+                                            on_page=on_page)
+                        if en.fallback:
+                            report.warnings.append(f"keys enumerated with SCAN: {en.fallback}")
+                else:
+                    # an index-only change rewrites no document: no key file, no transform;
+                    # the documents are those the source index counts
+                    en = Enumeration(count=info.stats.num_docs + info.stats.indexing_failures,
+                                     method="none")
+                run.phase("keys_enumerated", sync=False, count=en.count, method=en.method,
+                          source_docs=info.stats.num_docs + info.stats.indexing_failures,
+                          source_failures=info.stats.indexing_failures)
+                with timer.step("checks"):
+                    if overlap:
+                        streamed.finish(keyfile)
+                    elif plan.operations:
+                        collisions.over_file(keyfile)
+                    if plan.operations:
+                        run.check_free_space(en.count)
+                    problems = run.host.pre_drop(plan, run.ctx)
+                    if problems:
+                        raise RvlmError("a plugin refused the migration: "
+                                        + "; ".join(problems))
+                    if asked is not None:
+                        run.gate.keep(asked.result())
+            if asked is None:
+                run.ask_source()  # the last moment the source answers queries
             # one fsync makes checked, keys_enumerated and pre_drop_done durable, after the
             # key file (fsynced when written) and before the drop
             run.phase("pre_drop_done")

@@ -74,13 +74,24 @@ class QualityGate:
         """There is something to ask: a field whose answers can change, or query checks."""
         return bool(self.sides.fields()) or self.options.query_checks is not None
 
-    def ask_source(self, client: redis.Redis) -> None:
+    def ask_source(self, client: redis.Redis, *, keep: bool = True) -> SourceAnswers | None:
         """Ask the source what is not stored yet (idempotent; nothing when the source is gone).
-        Raises :class:`RvlmError` when the source refuses a query check."""
+        Raises :class:`RvlmError` when the source refuses a query check. ``keep=False``: the
+        answers are returned, not written (:meth:`keep` writes them once the apply goes on:
+        a refused apply leaves none for a later run to compare with); None when nothing is
+        asked."""
         if self.wanted and self.dir is not None:
             from rvlm.core.quality.gate import take_source_answers
 
-            take_source_answers(client, self.sides, self.dir, self.options)
+            return take_source_answers(client, self.sides, self.dir, self.options, keep=keep)
+        return None
+
+    def keep(self, answers: SourceAnswers | None) -> None:
+        """Write the answers :meth:`ask_source` returned with ``keep=False``."""
+        if answers is not None and self.dir is not None:
+            from rvlm.core.quality.gate import keep_answers
+
+            keep_answers(self.dir, answers)
 
     def stored(self) -> SourceAnswers:
         from rvlm.core.quality.answers import SourceAnswers, read_answers

@@ -55,11 +55,13 @@ def _unanswered(checks: QueryChecks, answers: SourceAnswers) -> list[str]:
 
 
 def take_source_answers(client: redis.Redis, sides: Sides, directory: str | Path,
-                        options: QualityOptions, *, source_alive: bool = True
-                        ) -> SourceAnswers:
+                        options: QualityOptions, *, source_alive: bool = True,
+                        keep: bool = True) -> SourceAnswers:
     """The source's answers for this migration, kept in ``directory``: what is stored already
-    (a resume), plus what is missing when ``source_alive`` (asked now and written). Raises
-    :class:`RvlmError` when the source refuses a query check (nothing has changed yet)."""
+    (a resume), plus what is missing when ``source_alive`` (asked now and written; with
+    ``keep=False`` only returned: write them with :func:`keep_answers` once the migration
+    goes on). Raises :class:`RvlmError` when the source refuses a query check (nothing has
+    changed yet)."""
     stored = read_answers(directory, sides.fingerprint)
     answers = stored or SourceAnswers(plan_fingerprint=sides.fingerprint,
                                       index=sides.source.name, seed=SEED)
@@ -87,9 +89,16 @@ def take_source_answers(client: redis.Redis, sides: Sides, directory: str | Path
             checks += [StoredCheck(name=n, check=subset.query(n), answer=got[n])
                        for n in subset.names()]
     fresh = attrs.evolve(answers, fields=fields, checks=checks)
-    if fresh != stored:
+    if keep and fresh != stored:
         write_answers(directory, fresh)
     return fresh
+
+
+def keep_answers(directory: str | Path, answers: SourceAnswers) -> None:
+    """Write ``answers`` (from :func:`take_source_answers` with ``keep=False``) to
+    ``directory`` unless it holds them already."""
+    if read_answers(directory, answers.plan_fingerprint) != answers:
+        write_answers(directory, answers)
 
 
 def measure(client: redis.Redis, sides: Sides, answers: SourceAnswers,

@@ -168,17 +168,17 @@ class _Fingerprints:
 
 
 def _scan_to_file(client: redis.Redis, schema: IndexSchema, path: Path,
-                  on_page: Callable[[int], None] | None) -> int:
+                  on_page: Callable[[list[bytes]], None] | None) -> int:
     """SCAN the index's prefixes into the key file ``path`` without duplicates; the count."""
     raw = path.with_name(f".{path.name}.scan")
     seen = _Fingerprints(path.parent)
     try:
         with KeyFileWriter(raw) as writer:
             for page in scan_keys(client, schema):
+                if on_page:
+                    on_page(page)
                 writer.add_many(page)
                 seen.add(page)
-                if on_page:
-                    on_page(len(page))
             writer.close()
         drop: set[int] = set()
         with KeyFileReader(raw, verify=False) as reader:
@@ -215,7 +215,7 @@ def enumerate_keys(
     failures: int,
     path: Path,
     *,
-    on_page: Callable[[int], None] | None = None,
+    on_page: Callable[[list[bytes]], None] | None = None,
     scan: str = "",
 ) -> Enumeration:
     """Write every key of the index ``schema`` describes to the key file ``path``.
@@ -224,9 +224,10 @@ def enumerate_keys(
     before. SCAN over each prefix when the index has failures or a FILTER, or when the
     keyspace is at most :data:`SCAN_WALK_RATIO` times the index (see the module docstring);
     otherwise the cursor, checked against ``expected`` (SCAN when it differs). Keys are unique
-    in the file. ``on_page(n)`` is called with each page's size. ``scan`` (a reason, e.g. the
-    index no longer exists) forces SCAN. Memory: one page plus one fingerprint bucket; never
-    all keys.
+    in the file. ``on_page(keys)`` is called with each page of keys as it comes, before it is
+    written (a key may come twice, and after a fallback to SCAN the cursor's pages came too).
+    ``scan`` (a reason, e.g. the index no longer exists) forces SCAN. Memory: one page plus
+    one fingerprint bucket; never all keys.
     """
     path = Path(path)
     if scan:
@@ -249,10 +250,10 @@ def enumerate_keys(
     count = 0
     with KeyFileWriter(path) as writer:
         for page in _cursor_keys(client, schema.name):
+            if on_page:
+                on_page(page)
             writer.add_many(page)
             count += len(page)
-            if on_page:
-                on_page(len(page))
         if count == expected:
             return Enumeration(count=writer.close(), method="cursor")
         writer.abort()

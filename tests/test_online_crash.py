@@ -206,3 +206,37 @@ def test_kill_9_from_outside_mid_copy_then_the_same_command(redis_client, redis_
         assert read_setting(redis_client) == ""
     finally:
         redis_client.config_set("notify-keyspace-events", before)
+
+
+def test_deletes_made_after_a_finalize_was_killed_reach_their_targets_but_not_its_own(
+        redis_client, redis_url, tmp_path, setup):
+    """kill -9 of finalize right after it deleted its first batch (nothing else recorded).
+    With no finalize running, a client deletes a source key finalize had not reached and
+    changes another. The next finalize deletes that key's target (the key is not in the
+    finalize backup: a client deleted it) and keeps the targets of the keys the killed
+    finalize deleted (in its backup); every other target holds its source."""
+    from rvlm.core.migrate.online.finalize import finalize_migration
+
+    before = contents(redis_client, "doc:*")
+    done = drive("apply", redis_url, str(tmp_path / "plan.yaml"), str(tmp_path / "b"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    crashed = drive("finalize", redis_url, str(tmp_path / "b"), fault="finalize_delete:0")
+    assert crashed.returncode == 137, crashed.stdout + crashed.stderr
+    standing = sorted(redis_client.scan_iter(match="doc:*", count=1000))
+    assert len(standing) == N - 50  # the first batch was deleted
+    gone, changed = standing[0], standing[1]
+    redis_client.delete(gone)
+    redis_client.hset(changed, "t", b"changed meanwhile")
+
+    again = finalize_migration(redis_url, tmp_path / "b")
+    assert again.succeeded, again.to_yaml()
+    assert list(redis_client.scan_iter(match="doc:*")) == []
+    targets = contents(redis_client, "new:*")
+    assert b"new:" + gone[4:] not in targets  # before the fix: its old copy stayed
+    assert set(targets) == {b"new:" + k[4:] for k in before} - {b"new:" + gone[4:]}
+    for k, (fields, expiry) in before.items():
+        if k != gone:
+            want = {**fields, b"t": b"changed meanwhile"} if k == changed else fields
+            assert targets[b"new:" + k[4:]] == (renamed_quantized(want), expiry), k
+    assert again.online["sweep"]["deleted"] == 1
+    assert again.online["sweep"]["kept"] == 50  # the killed finalize's own deletes

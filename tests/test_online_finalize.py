@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -14,19 +16,51 @@ from test_apply_helpers import make_hash_index
 
 import rvlm.core.migrate.online.finalize as finalize_module
 from rvlm.core.migrate.executor import apply_plan
+from rvlm.core.migrate.online.copier import OnlineCopy
 from rvlm.core.migrate.online.finalize import finalize_migration
 from rvlm.core.migrate.online.options import OnlineOptions
+from rvlm.core.migrate.report import MigrationReport
 from rvlm.core.migrate.rollback import rollback
 from rvlm.core.storage.keylog import KeyLog
 
 
-def test_a_key_recreated_right_after_finalize_deleted_it_reaches_its_target(
-        redis_client, redis_url, tmp_path, notify, monkeypatch):
-    make_hash_index(redis_client, n=60, dims=8)
+def applied_online(redis_client: redis.Redis, redis_url: str, backup: Path, n: int = 60,
+                   dims: int = 8) -> None:
+    """``n`` source hashes (doc:) under the alias 'live', applied online (copied to new:)."""
+    make_hash_index(redis_client, n=n, dims=dims)
     redis_client.execute_command("FT.ALIASADD", "live", "idx")
-    report = apply_plan(redis_url, copy_plan(redis_client), backup_dir=tmp_path / "b",
+    report = apply_plan(redis_url, copy_plan(redis_client), backup_dir=backup,
                         accept_data_loss=True)
     assert report.succeeded, report.to_yaml()
+
+
+def finalize_with_a_late_write(redis_url: str, backup: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> MigrationReport:
+    """``rvlm finalize`` while a client writes doc:7 ('too late') once its last check found
+    the source empty and quiet (its change capture about to stop): the command fails and
+    says so. Returns its report."""
+    client = redis.Redis.from_url(redis_url)
+    real_fault = finalize_module.fault
+
+    def late_write(point: str, batch: int | None = None) -> None:
+        if point == "finalize_after_batches":
+            client.hset("doc:7", mapping={"t": "too late", "g": "g7"})
+        real_fault(point, batch)
+
+    monkeypatch.setattr(finalize_module, "fault", late_write)
+    try:
+        first = finalize_migration(redis_url, backup)
+    finally:
+        monkeypatch.setattr(finalize_module, "fault", real_fault)
+        client.close()
+    assert not first.succeeded
+    assert "1 source keys were written after finalize's last check" in (first.error or "")
+    return first
+
+
+def test_a_key_recreated_right_after_finalize_deleted_it_reaches_its_target(
+        redis_client, redis_url, tmp_path, notify, monkeypatch):
+    applied_online(redis_client, redis_url, tmp_path / "b")
     before = contents(redis_client, "doc:*")
     client = redis.Redis.from_url(redis_url)
     real_fault = finalize_module.fault
@@ -141,11 +175,7 @@ def test_a_write_under_the_last_scans_cursor_is_carried_over_and_deleted(
     """A client writes a source key right after the scan that found the source empty (as if
     under its cursor): the quiet check sees its event, so finalize passes again instead of
     ending with the key in place and its write missing from the target."""
-    make_hash_index(redis_client, n=60, dims=8)
-    redis_client.execute_command("FT.ALIASADD", "live", "idx")
-    report = apply_plan(redis_url, copy_plan(redis_client), backup_dir=tmp_path / "b",
-                        accept_data_loss=True)
-    assert report.succeeded, report.to_yaml()
+    applied_online(redis_client, redis_url, tmp_path / "b")
     client = redis.Redis.from_url(redis_url)
     real_scan = finalize_module.source_documents
     fired: list[bool] = []
@@ -174,24 +204,8 @@ def test_a_write_after_finalizes_last_check_fails_it_and_a_second_finalize_carri
     quiet (its change capture about to stop): the write cannot be carried over, so finalize
     says so and fails; run again (the run is ``finalized``) it carries the write over, backs
     the key up and deletes it, and a rollback restores the key with that write."""
-    make_hash_index(redis_client, n=60, dims=8)
-    redis_client.execute_command("FT.ALIASADD", "live", "idx")
-    report = apply_plan(redis_url, copy_plan(redis_client), backup_dir=tmp_path / "b",
-                        accept_data_loss=True)
-    assert report.succeeded, report.to_yaml()
-    client = redis.Redis.from_url(redis_url)
-    real_fault = finalize_module.fault
-
-    def late_write(point: str, batch: int | None = None) -> None:
-        if point == "finalize_after_batches":
-            client.hset("doc:7", mapping={"t": "too late", "g": "g7"})
-        real_fault(point, batch)
-
-    monkeypatch.setattr(finalize_module, "fault", late_write)
-    first = finalize_migration(redis_url, tmp_path / "b")
-    monkeypatch.setattr(finalize_module, "fault", real_fault)
-    assert not first.succeeded
-    assert "1 source keys were written after finalize's last check" in (first.error or "")
+    applied_online(redis_client, redis_url, tmp_path / "b")
+    first = finalize_with_a_late_write(redis_url, tmp_path / "b", monkeypatch)
     assert any("re-run 'rvlm finalize" in a for a in first.manual_actions)
     empty_at = first.online["source_empty_at"]
     assert isinstance(empty_at, float)
@@ -211,7 +225,6 @@ def test_a_write_after_finalizes_last_check_fails_it_and_a_second_finalize_carri
     assert back.succeeded, back.to_yaml()
     assert redis_client.hgetall("doc:7") == {b"t": b"too late", b"g": b"g7"}
     assert len(list(redis_client.scan_iter(match="doc:*"))) == 60
-    client.close()
 
 
 def test_a_client_that_never_stops_writing_leaves_finalize_unfinished_until_it_stops(
@@ -221,11 +234,7 @@ def test_a_client_that_never_stops_writing_leaves_finalize_unfinished_until_it_s
     changes left in place (carried over), a failed report that says so, and once it stops,
     the same command finishes with every write in its target."""
     n, dims = 300, 8
-    make_hash_index(redis_client, n=n, dims=dims)
-    redis_client.execute_command("FT.ALIASADD", "live", "idx")
-    report = apply_plan(redis_url, copy_plan(redis_client), backup_dir=tmp_path / "b",
-                        accept_data_loss=True)
-    assert report.succeeded, report.to_yaml()
+    applied_online(redis_client, redis_url, tmp_path / "b", n=n, dims=dims)
     writer = Writer(redis_url, n, dims, pause=0.002)
     writer.start()
     started = time.monotonic()
@@ -243,3 +252,107 @@ def test_a_client_that_never_stops_writing_leaves_finalize_unfinished_until_it_s
     for key, model in writer.model.items():
         if model is not None:  # a key the client still holds: its last write was carried over
             assert redis_client.hgetall(b"new:" + key[4:]) == renamed_quantized(model), key
+
+
+def test_deletes_made_after_a_failed_finalize_reach_their_targets_on_the_next(
+        redis_client, redis_url, tmp_path, notify, monkeypatch):
+    """A finalize fails because a client keeps writing the source prefix (the keys it still
+    changes are left in place, carried over). The client stops right after finalize's last
+    scan, then, with no finalize running (no change capture), deletes some of the keys left
+    and writes the others. The next finalize must delete the targets of the deleted keys
+    (before the fix they kept their documents: the source was gone, so no pass saw them)
+    while keeping the targets of every key finalize itself deleted."""
+    n, dims = 300, 8
+    applied_online(redis_client, redis_url, tmp_path / "b", n=n, dims=dims)
+    before = contents(redis_client, "doc:*")
+    writer = Writer(redis_url, n, dims, pause=0.001)
+
+    real_drain = OnlineCopy.drain
+
+    def stop_the_writer_first(self: OnlineCopy, **kwargs: Any) -> None:
+        # finalize's passes are over (its last scan done): the client stops here, so every
+        # write it made is carried over by this drain, or is to a key finalize left in place
+        writer.stop.set()
+        writer.join()
+        return real_drain(self, **kwargs)
+
+    monkeypatch.setattr(OnlineCopy, "drain", stop_the_writer_first)
+    writer.start()
+    first = finalize_migration(redis_url, tmp_path / "b",
+                               options=OnlineOptions(finalize_settle=0.3))
+    monkeypatch.undo()
+    assert not writer.is_alive()
+    assert not first.succeeded, first.to_yaml()
+    assert any("still being written" in a for a in first.manual_actions), first.to_yaml()
+    left = sorted(redis_client.scan_iter(match="doc:*", count=1000))
+    assert left
+    # with no finalize running: delete half of the keys left, write the others and a new one
+    model = dict(writer.model)
+    deleted = left[::2]
+    wrote = {k: {b"t": f"after the failure {k.decode()}".encode(), b"g": b"a"}
+             for k in [*left[1::2], b"doc:new"]}
+    redis_client.delete(*deleted)
+    model.update(dict.fromkeys(deleted))
+    for k, doc in wrote.items():
+        redis_client.delete(k)
+        redis_client.hset(k, mapping=doc)
+    model.update(wrote)
+
+    second = finalize_migration(redis_url, tmp_path / "b")
+    assert second.succeeded, second.to_yaml()
+    assert list(redis_client.scan_iter(match="doc:*")) == []
+    targets = contents(redis_client, "new:*")
+    kept = [k for k in deleted if b"new:" + k[4:] in targets]
+    assert not kept, f"{len(kept)} of {len(deleted)} deleted keys keep their targets: {kept}"
+    assert second.online["sweep"]["deleted"] == len(deleted), second.online
+    for k, doc in wrote.items():
+        assert targets[b"new:" + k[4:]][0] == renamed_quantized(doc), k
+    # every other target: the client's last write, or the copy finalize left alone
+    touched = {k for _at, k in writer.times} | set(left) | set(wrote)
+    for k in touched:
+        want = model.get(k, before[k][0] if k in before else None)
+        got = targets.get(b"new:" + k[4:])
+        assert (got[0] if got else None) == (
+            renamed_quantized(want) if want is not None else None), k
+    for k, (fields, expiry) in before.items():
+        if k not in touched:
+            assert targets[b"new:" + k[4:]] == (renamed_quantized(fields), expiry), k
+    assert not (tmp_path / "b" / "finalize-left.keys").exists()
+    assert not list((tmp_path / "b").glob("*.sqlite"))
+
+
+@pytest.mark.parametrize("also_write", [True, False], ids=["delete-and-write", "delete-only"])
+def test_a_late_write_then_deleted_with_no_finalize_running_deletes_its_target(
+        redis_client, redis_url, tmp_path, notify, monkeypatch, also_write):
+    """A client writes a source key after a finished finalize's last check (the command
+    fails and says so), then deletes it again before the next finalize; maybe it also writes
+    another. The next finalize must delete the deleted key's target (before the fix it kept
+    its pre-finalize copy, and with no other late write the command said 'nothing to do'),
+    carry the other write over, and leave every other target alone; a rollback still
+    restores every source key finalize deleted."""
+    applied_online(redis_client, redis_url, tmp_path / "b")
+    before = contents(redis_client, "doc:*")
+    finalize_with_a_late_write(redis_url, tmp_path / "b", monkeypatch)
+    redis_client.delete("doc:7")
+    if also_write:
+        redis_client.hset("doc:8", mapping={"t": "late 8", "g": "g8"})
+
+    second = finalize_migration(redis_url, tmp_path / "b")
+    assert second.succeeded, second.to_yaml()
+    assert not redis_client.exists("new:7")  # before the fix: its pre-finalize copy
+    assert second.online["sweep"]["deleted"] == 1, second.online
+    assert list(redis_client.scan_iter(match="doc:*")) == []
+    targets = contents(redis_client, "new:*")
+    if also_write:
+        assert targets[b"new:8"][0] == {b"title": b"late 8", b"g": b"g8"}
+    for k, (fields, expiry) in before.items():
+        if k == b"doc:7" or (also_write and k == b"doc:8"):
+            continue
+        assert targets[b"new:" + k[4:]] == (renamed_quantized(fields), expiry), k
+    assert set(targets) == {b"new:" + k[4:] for k in before} - {b"new:7"}
+    again = finalize_migration(redis_url, tmp_path / "b")
+    assert again.succeeded and "already finalized; nothing to do" in again.warnings
+    back = rollback(redis_url, tmp_path / "b")
+    assert back.succeeded, back.to_yaml()
+    assert len(list(redis_client.scan_iter(match="doc:*"))) == 60
+

@@ -15,7 +15,8 @@ reordered) and owns the loop of :mod:`rvlm.core.migrate.online.blue_green`:
   cut-over, the check of every document) in another thread while this one keeps forwarding;
 * :meth:`OnlineCopy.drain` waits for a capture barrier, then forwards until the backlog is
   empty;
-* :meth:`OnlineCopy.sweep` deletes target keys whose source key is gone (a resume);
+* :meth:`OnlineCopy.sweep` deletes target keys whose source key is gone (a resume, a
+  finalize: :mod:`rvlm.core.migrate.online.sweep`);
 * :meth:`OnlineCopy.tick` (called between batches, and while waiting) checks the capture
   subscriptions, the throttle and critical load, takes commands from another shell, publishes
   the status and calls ``on_status`` every ``status_every`` seconds.
@@ -381,9 +382,11 @@ class OnlineCopy:
                 self.idle(idle)
 
     # -- resume --------------------------------------------------------------------------
-    def sweep(self, source_keys: Iterable[list[bytes]]) -> int:
+    def sweep(self, source_keys: Iterable[list[bytes]],
+              keep: Callable[[list[bytes]], set[bytes]] | None = None) -> int:
         """Delete the target of every source key in ``source_keys`` that is gone (or is no
-        document any more); returns how many targets were deleted."""
+        document any more), except those ``keep`` returns when given the gone keys of a
+        chunk; returns how many targets were deleted."""
         n = 0
         for keys in source_keys:
             self.tick()
@@ -391,6 +394,9 @@ class OnlineCopy:
             want = b"ReJSON-RL" if self.mirror.source_storage == "json" else b"hash"
             gone = [k for k, t in zip(keys, types, strict=True)
                     if not isinstance(t, Exception) and _type_name(t) != want]
+            if gone and keep is not None:
+                stay = keep(gone)
+                gone = [k for k in gone if k not in stay]
             if gone:
                 targets = [self.mirror.target_key(k) for k in gone]
                 replies = wire.execute(self.client, [(b"DEL", t) for t in targets])

@@ -37,6 +37,18 @@ A write after it (a client that still writes the source prefix once finalize is 
 carried over: :func:`late_writes`, run once capture has stopped, finds its key, the command
 says so and fails, and running finalize again (even after ``finalized``) carries it over.
 
+Between a finalize that failed (keys still being written) or ended before a late write and
+the next one, no change capture runs: a client's delete of a source key reaches no target,
+and the next finalize's scan cannot see a key that is gone. So :func:`finalize_migration`,
+once capture started and before the passes, sweeps: on a run not yet ``finalizing``, every
+copied source key that is gone has its target deleted; after that, all but those finalize
+itself backed up and deleted (:func:`~rvlm.core.migrate.online.sweep.sweep_after_finalize`:
+the finalize backup, less the keys that stood once a finalize had made its last delete, which
+each finalize records and the next forgets before deleting anything). What that misses is
+said there: a key finalize deleted that a client recreated and deleted again, both after
+that finalize's last scan, and a key a killed finalize backed up but did not delete, deleted
+by a client before the next finalize, keep their pre-finalize targets.
+
 Batch numbers continue across passes and resumes (after the highest started), so each backup
 frame holds the originals of one attempt; a key backed up twice is restored from either (the
 same value, or the later one for a key that changed and was carried over).
@@ -62,6 +74,7 @@ from rvlm.core.migrate.online.capture import CaptureSession, copied_source_keys
 from rvlm.core.migrate.online.control import ControlChannel, running, send
 from rvlm.core.migrate.online.copier import OnlineCopy
 from rvlm.core.migrate.online.options import FINALIZE_SETTLE, OnlineOptions
+from rvlm.core.migrate.online.sweep import LeftKeys, sweep_after_finalize
 from rvlm.core.migrate.plan import Plan
 from rvlm.core.migrate.report import MigrationReport, Timings
 from rvlm.core.migrate.run import Run
@@ -147,12 +160,17 @@ def source_documents(client: Any, prefixes: Sequence[str], storage: str,
                     break
 
 
-def late_writes(client: Any, plan: Plan) -> int:
+def late_writes(client: Any, plan: Plan, record: Path | None = None) -> int:
     """After finalize stopped its change capture: how many documents stand under the source
     prefixes. Each was written after finalize's last check (some client still writes the
-    source prefix), and its write was not carried over."""
-    return sum(len(keys) for keys in source_documents(
-        client, plan.source_schema.index.prefix, plan.source_schema.storage_type))
+    source prefix), and its write was not carried over. With ``record`` (the backup dir; only
+    while this process holds the run's locks) their keys are added to its
+    :class:`~rvlm.core.migrate.online.sweep.LeftKeys`."""
+    pages = source_documents(client, plan.source_schema.index.prefix,
+                             plan.source_schema.storage_type)
+    if record is None:
+        return sum(len(keys) for keys in pages)
+    return LeftKeys(record).add(keys for keys in pages if keys)
 
 
 class _Scripts:
@@ -307,6 +325,10 @@ class Finalizer:
                     break
                 self.result.left = found
                 if n > self.max_passes and time.monotonic() > settle_until:
+                    # the keys left in place: no finalize deletes one of them before the
+                    # next forgets this list, so one gone by then was deleted by a client
+                    with KeyFileReader(path, verify=False) as reader:
+                        LeftKeys(self.dir).add(reader.iter_batches(_SCAN_COUNT))
                     path.unlink(missing_ok=True)
                     break
                 if not found:  # writes, but none left a key: wait for the next change
@@ -382,6 +404,9 @@ def finalize_in_run(run: Run, engine: OnlineCopy) -> dict[str, Any]:
         run.phase("finalizing", ttl="absolute")
     if alias_index(run.client, plan.source_index) == plan.source_index:
         run.client.execute_command("FT.DROPINDEX", plan.source_index)
+    # durably, before the first delete: a key in the list that this finalize deletes must
+    # not read as deleted by a client later
+    LeftKeys(run.dir).forget()
     with run.timer.step("finalize"):
         fin = Finalizer(engine, run.journal, run.dir, plan.fingerprint,
                         prefixes=plan.source_schema.index.prefix, fault=fault,
@@ -410,7 +435,7 @@ def check_late_writes(client: Any, plan: Plan, directory: Path,
     """After a finished finalize stopped its change capture: True when no document stands
     under the source prefixes; else the report says how many were written after finalize's
     last check (not carried over) and how to carry them over (see the module docstring)."""
-    late = late_writes(client, plan)
+    late = late_writes(client, plan, record=directory)
     if not late:
         return True
     empty_at = phase_data(directory, "finalized").get("source_empty_at")
@@ -496,7 +521,9 @@ def finalize_migration(
             late = late_writes(client, plan)
         finally:
             client.close()
-        if not late:
+        # keys that stood after the last finalize and may have been deleted since
+        swept_left = LeftKeys(directory).exists()
+        if not late and not swept_left:
             if not handed_over:
                 report.warnings.append("already finalized; nothing to do")
             report.online["source_empty_at"] = phase_data(directory, "finalized").get(
@@ -504,11 +531,16 @@ def finalize_migration(
             report.backup_paths = sorted(str(p) for p in directory.glob("data-*.rvb"))
             return report.finish(True)
         earlier = phase_data(directory, "finalized").get("source_empty_at")
-        report.warnings.append(
-            f"{late} source keys were written after {'the apply' if handed_over else 'the'}"
-            " finalize's last check; this call carries them over, backs them up and deletes "
-            "them (a key created and deleted again meanwhile, while no change capture ran, "
-            "keeps its target as it was)")
+        if late:
+            report.warnings.append(
+                f"{late} source keys were written after {'the apply' if handed_over else 'the'}"
+                " finalize's last check; this call carries them over, backs them up and "
+                "deletes them (a key created and deleted again meanwhile, while no change "
+                "capture ran, keeps its target as it was)")
+        else:
+            report.warnings.append(
+                "source keys stood after the last finalize (written after its last check): "
+                "this call deletes the targets of those deleted since")
         report.resumed = True
     host = host_with(plugins)
     host.check()
@@ -530,11 +562,14 @@ def finalize_migration(
             engine = capture.engine(control, None)
             engine.on_tick = run.check_leases
             engine.serving = True
+            # what happened while no capture ran: deletes of source keys reach the targets
+            # (the finalize pass itself carries every other change over)
+            engine.compare = True
             if not state.reached("finalizing"):
-                # what happened while no capture ran: deletes of source keys reach the
-                # targets (the finalize pass itself carries every other change over)
-                engine.compare = True
                 engine.sweep(copied_source_keys(directory, engine.batch_size))
+            else:  # except those of keys a finalize deleted (see online.sweep)
+                swept = sweep_after_finalize(engine, directory, plan.fingerprint)
+                report.online["sweep"] = attrs.asdict(swept)
             done = finalize_in_run(run, engine)
             report.online.update(done)
             if late:
@@ -548,6 +583,9 @@ def finalize_migration(
             if finished:
                 capture.leave()
                 finished = check_late_writes(run.client, plan, directory, report)
+            else:
+                # keys written since finalize's last scan stood too (see online.sweep)
+                late_writes(run.client, plan, record=directory)
             control.close("succeeded" if finished else "failed")
             report.finish(finished)
     except (MigrationFailed, redis.RedisError) as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import pstats
 import sys
@@ -59,6 +60,31 @@ def main() -> None:
         from rvlm.core.migrate import drop_recreate
 
         drop_recreate.verifies = lambda _plan: False  # type: ignore[assignment]
+    # the client CPU of the transform phase alone (every thread of the process: reader,
+    # writer and durable threads included), around DropRecreate.transform
+    from rvlm.core.migrate.drop_recreate import DropRecreate
+
+    transform_cpu: list[float] = []
+    plain_transform = DropRecreate.transform
+    # the time the garbage collector takes during the apply (every generation, every thread)
+    gc_spent = [0.0, 0.0]  # total, start of the running collection
+
+    def on_gc(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_spent[1] = time.perf_counter()
+        else:
+            gc_spent[0] += time.perf_counter() - gc_spent[1]
+
+    gc.callbacks.append(on_gc)
+
+    def timed_transform(self: DropRecreate, keyfile: Path) -> None:
+        c0 = time.process_time()
+        try:
+            plain_transform(self, keyfile)
+        finally:
+            transform_cpu.append(time.process_time() - c0)
+
+    DropRecreate.transform = timed_transform  # type: ignore[method-assign]
     with embedded_server(port=args.port) as (server, _work):
         client = client_for(server.url)
         for name in args.plans.split(","):
@@ -72,6 +98,7 @@ def main() -> None:
                 s0 = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
                 with tempfile.TemporaryDirectory(prefix="rvlm-prof-") as tmp:
                     prof = cProfile.Profile() if args.profile else None
+                    gc_spent[0] = 0.0
                     t0, c0 = time.perf_counter(), time.process_time()
                     if prof:
                         prof.enable()
@@ -81,13 +108,17 @@ def main() -> None:
                     if prof:
                         prof.disable()
                     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                    in_gc = gc_spent[0]
                 assert report.succeeded, report.error or report.validation.errors
                 info = client.info("cpu")
                 s1 = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
                 phases = "  ".join(f"{k} {v:.2f}" for k, v in report.timings.items())
+                tcpu = transform_cpu.pop() if transform_cpu else float("nan")
                 print(f"{name:16s} wall {wall:5.2f} s  client CPU {cpu:5.2f} s = "
-                      f"{cpu / args.docs * 1e6:5.1f} us/doc  server CPU {s1 - s0:5.2f} s  "
-                      f"load {os.getloadavg()[0]:.1f}\n    {phases}", flush=True)
+                      f"{cpu / args.docs * 1e6:5.1f} us/doc (transform {tcpu:5.2f} s = "
+                      f"{tcpu / args.docs * 1e6:4.1f} us/doc; gc {in_gc:4.2f} s)  "
+                      f"server CPU {s1 - s0:5.2f} s  load {os.getloadavg()[0]:.1f}\n    {phases}",
+                      flush=True)
                 if prof:
                     st = pstats.Stats(prof)
                     st.sort_stats("tottime").print_stats(args.profile)

@@ -47,6 +47,7 @@ import redis
 from rvlm.core.errors import MigrationFailed, RvlmError
 from rvlm.core.migrate.aliases import check_aliases, lost_aliases_note, point_aliases
 from rvlm.core.migrate.backup_dir import KEYS_NAME, PLAN_NAME
+from rvlm.core.migrate.collector import fewer_collections
 from rvlm.core.migrate.collisions import CollisionCheck, StreamedCollisions
 from rvlm.core.migrate.faults import fault
 from rvlm.core.migrate.report import MigrationReport
@@ -351,7 +352,12 @@ class DropRecreate:
 
     # -- transform -----------------------------------------------------------------------
     def transform(self, keyfile: Path) -> None:
-        """Restore unfinished batches, then run every batch not done (in N processes)."""
+        """Restore unfinished batches, then run every batch not done (in N processes), with
+        the garbage collector run less often (:func:`fewer_collections`)."""
+        with fewer_collections():
+            self._transform(keyfile)
+
+    def _transform(self, keyfile: Path) -> None:
         run = self.run
         state = RunState.load(run.dir)
         backup = BackupReader(run.dir, run.plan.fingerprint)

@@ -48,6 +48,35 @@ def test_add_one_by_one_equals_add_many(tmp_path: Path) -> None:
     assert a.read_bytes() == b.read_bytes()
 
 
+def test_pages_generators_and_single_keys_write_the_same_bytes(tmp_path: Path) -> None:
+    """add_many of a list (sliced, a chunk at a time without a step per key), of a generator
+    and add per key: the same file, across chunks and the offsets' spill."""
+    keys = [b"doc:%d" % i for i in range(70_000)] + ODD_KEYS
+    files = [tmp_path / n for n in ("list", "gen", "one")]
+    write_keys(files[0], keys)
+    with KeyFileWriter(files[1]) as w:
+        w.add_many(k for k in keys)
+        w.close()
+    with KeyFileWriter(files[2]) as w:
+        for k in keys:
+            w.add(k)
+        w.close()
+    assert files[0].read_bytes() == files[1].read_bytes() == files[2].read_bytes()
+    with KeyFileReader(files[0]) as r:
+        assert [k for b in r.iter_batches(4096) for k in b] == keys
+
+
+def test_a_refused_key_late_in_a_page_keeps_the_keys_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "keys.rvk"
+    page = [b"k%d" % i for i in range(5000)]
+    with KeyFileWriter(path) as w:
+        with pytest.raises(TypeError):
+            w.add_many([*page, "str", b"after"])  # type: ignore[list-item]
+        w.add(b"last")
+    with KeyFileReader(path) as r:
+        assert r.batch(0, 10_000) == [*page, b"last"]
+
+
 def test_batches_are_the_right_slices(tmp_path: Path) -> None:
     keys = [f"k{i}".encode() for i in range(1003)]
     path = tmp_path / "keys.rvk"

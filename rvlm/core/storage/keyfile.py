@@ -31,6 +31,7 @@ import sys
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator
+from itertools import accumulate, islice
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -50,6 +51,7 @@ _MAX_KEY = 0xFFFFFFFF
 _OFFSET_CHUNK = 65536  # offsets buffered in memory before spilling (512 KiB)
 _COPY_CHUNK = 1 << 20
 _ADD_CHUNK = 4096  # keys joined per write in add_many
+_PLUS_LEN = (4).__add__  # a key's bytes in the file: its length prefix and itself
 
 
 class KeyFileWriter:
@@ -91,6 +93,32 @@ class KeyFileWriter:
         """Append keys in order. Memory is bounded by a few thousand keys at a time."""
         if self._closed:
             raise ValueError(f"{self.path}: key file writer is closed")
+        if isinstance(keys, list):  # a page of keys: sliced, not iterated
+            chunks: Iterable[list[bytes]] = (keys[i:i + _ADD_CHUNK]
+                                             for i in range(0, len(keys), _ADD_CHUNK))
+        else:
+            it = iter(keys)
+            chunks = iter(lambda: list(islice(it, _ADD_CHUNK)), [])
+        for chunk in chunks:
+            lens = list(map(len, chunk)) if set(map(type, chunk)) == {bytes} else None
+            if lens is not None and max(lens) <= _MAX_KEY:
+                self._add_chunk(chunk, lens)
+            else:  # a key to refuse: one at a time, so those before it are kept
+                self._add_each(chunk)
+
+    def _add_chunk(self, keys: list[bytes], lens: list[int]) -> None:
+        """Append ``keys`` (bytes, none too long; ``lens`` their lengths) without a Python
+        step per key: the same bytes and offsets as :meth:`_add_each`."""
+        n = len(keys)
+        ends = list(accumulate(map(_PLUS_LEN, lens), initial=self._pos))
+        self._offsets.extend(ends[:n])
+        parts: list[bytes] = [b""] * (2 * n)
+        parts[0::2] = map(_LEN.pack, lens)
+        parts[1::2] = keys
+        self._count += n
+        self._write(parts, ends[n])
+
+    def _add_each(self, keys: Iterable[bytes]) -> None:
         parts: list[bytes] = []
         pos = self._pos
         offsets = self._offsets

@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -110,7 +110,8 @@ def scan_keys(client: redis.Redis, schema: IndexSchema) -> Iterator[list[bytes]]
                     "SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT, "TYPE", type_name
                 )
                 cursor = to_int(cursor)
-                yield [to_bytes(k) for k in to_list(keys)]
+                page = to_list(keys)
+                yield page if set(map(type, page)) <= {bytes} else list(map(to_bytes, page))
                 if cursor == 0:
                     break
 
@@ -126,21 +127,28 @@ class _Fingerprints:
         self.files = [open(self.dir / f"b{i}", "wb") for i in range(_BUCKETS)]  # noqa: SIM115
         self.count = 0
 
-    def add(self, keys: Iterable[bytes]) -> None:
-        buffers = self.buffers
-        pos = self.count
-        mask = _BUCKETS - 1
-        for k in keys:
-            h = hash(k)
-            b = buffers[h & mask]
-            b.append(h)
-            b.append(pos)
-            pos += 1
-        self.count = pos
-        for i, b in enumerate(buffers):
-            if len(b) >= _FLUSH_AT:
-                b.tofile(self.files[i])
-                del b[:]
+    def add(self, keys: Sequence[bytes]) -> None:
+        import numpy as np  # (imported by the apply's transform anyway; not at start-up)
+
+        n = len(keys)
+        prints = np.fromiter(map(hash, keys), dtype=np.int64, count=n)
+        buckets = prints & (_BUCKETS - 1)
+        order = np.argsort(buckets, kind="stable")  # positions ascending within a bucket
+        pairs = np.empty((n, 2), dtype=np.int64)
+        pairs[:, 0] = prints[order]
+        pairs[:, 1] = order
+        pairs[:, 1] += self.count
+        ends = np.cumsum(np.bincount(buckets, minlength=_BUCKETS)).tolist()
+        start = 0
+        for i, end in enumerate(ends):
+            if end > start:
+                b = self.buffers[i]
+                b.frombytes(pairs[start:end].tobytes())
+                if len(b) >= _FLUSH_AT:
+                    b.tofile(self.files[i])
+                    del b[:]
+            start = end
+        self.count += n
 
     def repeats(self) -> Iterator[list[int]]:
         """Positions sharing a fingerprint (ascending), one list per fingerprint."""

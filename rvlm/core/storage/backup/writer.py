@@ -10,7 +10,7 @@ import fcntl
 import logging
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -111,13 +111,16 @@ class BackupWriter:
         self._end = scan.end
         self._f.seek(self._end)
 
-    def append_batch(self, batch: int, records: Sequence[BackupRecord | RawRecord]) -> None:
+    def append_batch(self, batch: int, records: Sequence[BackupRecord | RawRecord], *,
+                     before_sync: Callable[[], None] | None = None) -> None:
         """Append one batch as one frame, then flush and ``os.fsync`` before returning.
 
         Once this returns, the batch survives a crash. If it raises, the file is cut back to
         where it was (nothing of the batch is kept). A batch number already in the file is
         refused with ``ValueError``: its first backup holds the true originals and must not be
         shadowed (check :meth:`committed_batches` on resume and skip those batches' backup).
+        ``before_sync`` is called once the frame is written to the OS, before its fsync (a
+        crash test's fault point: the frame is complete in the page cache, not on disk).
         """
         if self._f.closed or self._broken:
             raise ValueError(f"{self.path}: writer is closed")
@@ -138,6 +141,8 @@ class BackupWriter:
             self._f.write(header)
             self._f.write(payload)
             self._f.flush()
+            if before_sync is not None:
+                before_sync()
             os.fsync(self._f.fileno())
         except BaseException:
             self._cut_back(start)

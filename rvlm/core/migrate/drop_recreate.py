@@ -15,17 +15,33 @@ no key file and no transform: it drops, creates and validates.
 
 Each batch is: read (one batch ahead, on a thread of its own) -> transform (all operations,
 in plan order, each seeing the previous one's values; :mod:`rvlm.core.migrate.transform`)
--> backup (fsynced) -> ``batch_started``
--> write one pipeline (renames last) -> ``batch_done``. The backup's fsync is the one durable
-point on a batch's critical path: ``batch_started`` is written after it and fsynced while the
-batch's writes are under way, ``batch_done`` becomes durable with the next fsync of the
-journal. Re-running the same apply with the same backup dir resumes: batches backed up (or
-journaled as started) but not done are restored from their backup records and redone from the
-originals, so no value is transformed twice and no rename is lost. Why a crash at any point
-resumes right: before the backup's fsync returns no key of the batch was written (the batch
-is redone from the documents as they are); after it, the backup holds the originals and the
-batch counts as started whether or not its ``batch_started`` reached the disk; a lost
-``batch_done`` only redoes a batch from its backup.
+-> backup (encoded, written, fsynced: thread "durable") -> ``batch_started`` -> write one
+pipeline (renames last: thread "writer") -> ``batch_done``. Batches overlap: while batch b's
+writes are sent, batch b+1's backup is encoded and fsynced and batch b+2 is transformed, so
+the backup's fsync is off the critical path too.
+
+The invariant, per batch N: **no key of batch N is written before batch N's backup frame is
+fsynced** (the writer waits for the backup's future), and ``batch_started(N)`` is journaled
+only after that fsync, ``batch_done(N)`` only after every write of N was acknowledged. Across
+batches nothing is ordered but the backup frames (in batch order in each worker's data file)
+and the writes (in batch order on the writer thread): ``backup(N+1)`` and
+``batch_started(N+1)`` may come before ``writes(N)`` and ``batch_done(N)``, so a crash can
+leave two batches backed up and not done (N half written, N+1 not written at all, its frame
+fsynced, or written and not yet fsynced: complete in the page cache, torn or gone after an OS
+crash). The journal is fsynced at most every :data:`JOURNAL_SYNC_SECONDS`: its events order
+nothing, since the backup's fsync is a batch's one durable point.
+
+Re-running the same apply with the same backup dir resumes: batches backed up (or journaled as
+started) but not done are restored from their backup records and redone from the originals,
+so no value is transformed twice and no rename is lost. Why a crash at any point resumes
+right: before a batch's backup fsync returns, no key of the batch was written (it is redone
+from the documents as they are; a torn or lost frame is cut off by the backup writer); after
+it, the backup holds the originals and the batch counts as started whether or not its
+``batch_started`` reached the disk; a backed-up batch none of whose writes happened is restored
+to the values it still holds (a no-op) and redone; a lost ``batch_done`` only redoes a batch
+from its backup. Batches hold disjoint keys (and a rename's new keys were checked not to
+exist), so restoring N+1 never touches N's keys. A rollback restores every batch in the
+backup, written or not, the same way.
 
 Crash tests stop it at fault points (:mod:`rvlm.core.migrate.faults`). ``RVLM_RENAME_MODE=dump``
 forces the DUMP/RESTORE rename path used on clusters.
@@ -37,6 +53,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -79,6 +96,16 @@ log = logging.getLogger(__name__)
 #: Send each batch's writes from a writer thread (see ``DropRecreate._work``); False writes
 #: them inline, after the next batch was read and transformed.
 WRITER_THREAD = True
+
+#: Batches transformed and queued for the writer thread at once (the oldest may be being
+#: written while the next one's backup is fsynced): 2 lets batch b+1's backup overlap batch
+#: b's writes; 1 is the order of the fifth session (backup(b+1) only after b is done).
+WRITE_QUEUE = 2
+
+#: The journal is fsynced (beside the writes, on thread "durable") at most this often: its
+#: events order nothing (see the module docstring); a batch_done lost with the page cache
+#: only redoes that batch, so this bounds the work an OS crash makes a resume redo.
+JOURNAL_SYNC_SECONDS = 0.5
 
 #: A worker process is started only for at least this many batches (forking, connecting and
 #: opening its backup file and journal cost about as much as a few batches).
@@ -421,29 +448,35 @@ class DropRecreate:
             earlier: BackupReader | None = None
 
             sync_failed: list[OSError] = []
+            synced_at = time.monotonic()
 
             def sync_journal() -> None:
-                # a failed fsync of the journal is raised with the next batch (or at the end):
-                # nothing depends on it yet, but the disk is failing
+                # at most every JOURNAL_SYNC_SECONDS (durability of the journal decides no
+                # ordering; see the module docstring). A failed fsync of the journal is
+                # raised with the next batch (or at the end): the disk is failing
+                nonlocal synced_at
+                if time.monotonic() - synced_at < JOURNAL_SYNC_SECONDS:
+                    return
                 try:
                     journal.sync()
                 except OSError as exc:
                     sync_failed.append(exc)
+                synced_at = time.monotonic()
 
             def make_durable(b: int, records: list[RawRecord]) -> dict[str, Any]:
                 # the backup fsynced (the batch's one durable point), then batch_started
-                # journaled: only after both may a key of the batch be written. The journal's
-                # fsync runs next on this thread, beside the batch's writes (a crash that
-                # loses batch_started only leaves a backed-up batch not done, which resume
-                # and rollback restore as started). A batch backed up by an earlier
-                # attempt keeps that backup (its originals); what this attempt writes that
-                # differs from its records is returned, for batch_done to say.
+                # journaled: only after both may a key of the batch be written (finish waits
+                # for this). Runs on thread "durable", in batch order, beside the previous
+                # batch's writes. A batch backed up by an earlier attempt keeps that backup
+                # (its originals); what this attempt writes that differs from its records is
+                # returned, for batch_done to say.
                 nonlocal earlier
                 if sync_failed:
                     raise sync_failed[0]
                 rewritten: dict[str, Any] = {}
                 if b not in backed and b not in committed:
-                    writer.append_batch(b, records)
+                    writer.append_batch(b, records,
+                                        before_sync=lambda: fault("backup_unsynced", b))
                     if keep:  # the verification pass need not read it back
                         self.written.add(b, records)
                 else:
@@ -458,15 +491,24 @@ class DropRecreate:
                 fault("after_started", b)
                 return rewritten
 
+            # the first error of a batch's writes: no later batch is written after it
+            failed: list[BaseException] = []
+
             def finish(n: int, b: int, writes: list[KeyWrite],
                        durable: Future[dict[str, Any]]) -> None:
-                rewritten = durable.result()  # raises if the backup or the journal failed
-                run.check_leases()
-                written = write_batch(client, self.storage, writes,
-                                      fault=lambda: fault("mid_write", b),
-                                      move_fault=lambda: fault("mid_move", b))
-                # not fsynced on its own: the next batch's journal sync (or the journal's
-                # close) makes it durable, and a batch_done lost in a crash only means the batch is
+                if failed:
+                    raise MigrationFailed(f"batch {b} not written: an earlier batch failed")
+                try:
+                    rewritten = durable.result()  # raises if the backup or the journal failed
+                    run.check_leases()
+                    written = write_batch(client, self.storage, writes,
+                                          fault=lambda: fault("mid_write", b),
+                                          move_fault=lambda: fault("mid_move", b))
+                except BaseException as exc:
+                    failed.append(exc)
+                    raise
+                # not fsynced on its own: the next journal sync (or the journal's close) makes
+                # it durable, and a batch_done lost in a crash only means the batch is
                 # restored from its backup and redone on resume
                 journal.append("batch_done", sync=False, batch=b, docs=len(writes),
                                bytes=written, **({"rewritten": rewritten} if rewritten else {}))
@@ -475,26 +517,29 @@ class DropRecreate:
                 stats["bytes"] += written
                 tick(n)
 
-            # Pipelined: while batch b's backup is fsynced and batch_started written (thread
-            # "durable") and then its writes are sent and their replies awaited (thread
-            # "writer", on its own pooled connection), batch b+1 is read and transformed (no
-            # side effect; its keys are not b's): the server works on b's writes while this
-            # thread works on b+1. The effects on disk and in Redis keep their order:
-            # backup(b), batch_started(b), writes(b), batch_done(b), backup(b+1), ...
-            # A client that is not a plain redis.Redis (the async bridge) writes inline.
+            # Pipelined, three threads: this one transforms batch b+1 (read ahead on thread
+            # "reader"), thread "durable" backs b+1 up and fsyncs it, and thread "writer" (on
+            # its own pooled connection) sends batch b's writes and awaits their replies, all
+            # at once. Per batch the effects keep their order: backup(b) fsynced ->
+            # batch_started(b) -> writes(b) -> batch_done(b); across batches, backup(b+1)
+            # and batch_started(b+1) may come before writes(b) and batch_done(b) (see the
+            # module docstring for why a crash anywhere still resumes and rolls back right).
+            # A client that is not a plain redis.Redis (the async bridge) writes inline, on
+            # this thread, while thread "durable" backs up the next batch.
             overlap = WRITER_THREAD and type(client) is redis.Redis
-            # the batch being written: a Future (writer thread), or the arguments of a finish
-            # still to call here (inline: after the next batch was read and transformed)
-            in_flight: (Future[None] | tuple[int, int, list[KeyWrite], Future[dict[str, Any]]]
-                        | None)
-            in_flight = None
+            # batches transformed, not yet settled, oldest first: a Future (writer thread),
+            # or the arguments of a finish still to call here (inline)
+            in_flight: deque[Future[None] | tuple[int, int, list[KeyWrite],
+                                                  Future[dict[str, Any]]]] = deque()
+            # how many may wait or be written at once (memory: these, the batch being
+            # transformed and the one read ahead)
+            depth = WRITE_QUEUE if overlap else 1
 
             def settle() -> None:
-                nonlocal in_flight
-                prev, in_flight = in_flight, None
+                prev = in_flight.popleft()
                 if isinstance(prev, Future):
                     prev.result()  # written (or its error raised here)
-                elif prev is not None:
+                else:
                     finish(*prev)
 
             todo = list(batches)
@@ -513,18 +558,22 @@ class DropRecreate:
                 try:
                     for n, b in enumerate(todo, 1):
                         run.check_leases()
+                        while failed and in_flight:  # the writer's error, before a transform
+                            settle()
                         if following is not None:
                             docs = following.result()
                             following = ahead.submit(read, n) if n < len(todo) else None
                         else:
                             docs = read(n - 1)
                         writes, records = transform_batch(run.host, run.plan, ctx, docs)
-                        settle()  # b-1 written and journaled done before b is backed up
                         durable = bg.submit(make_durable, b, records)
                         bg.submit(sync_journal)  # off the critical path (make_durable)
-                        in_flight = (out.submit(finish, n, b, writes, durable) if overlap
-                                     else (n, b, writes, durable))
-                    settle()
+                        in_flight.append(out.submit(finish, n, b, writes, durable) if overlap
+                                         else (n, b, writes, durable))
+                        while len(in_flight) > depth:
+                            settle()
+                    while in_flight:
+                        settle()
                     bg.submit(lambda: None).result()  # the last journal sync ended
                     if sync_failed:
                         raise sync_failed[0]
@@ -532,12 +581,12 @@ class DropRecreate:
                         stats[TALLY + what] = stats.get(TALLY + what, 0) + count
                     ctx.tallies.clear()
                 finally:
-                    if isinstance(in_flight, Future):  # failing: let the batch in flight end
+                    failed.append(MigrationFailed("stopped"))  # queued batches write nothing
+                    for left in in_flight:
+                        # failing: let the batch being written end; one never written: let
+                        # its backup's fsync end
                         with contextlib.suppress(BaseException):
-                            in_flight.result()
-                    elif in_flight is not None:  # never written: let its fsyncs end
-                        with contextlib.suppress(BaseException):
-                            in_flight[3].result()
+                            (left if isinstance(left, Future) else left[3]).result()
 
     def _parallel(self, workers: int, pending: list[int], backed: set[int],
                   stats: dict[str, int], done_count: int, total: int) -> None:

@@ -20,7 +20,10 @@ Vocabulary (every event also carries ``ts``, seconds since the epoch, and ``work
   after its backup is fsynced, and as done only after all its writes succeeded. Neither is
   fsynced on the critical path: the backup's fsync is the batch's one durable point (a batch
   whose backup frame is committed counts as started on resume and rollback, journaled or not),
-  and the executor fsyncs the journal beside the batch's writes (:meth:`Journal.sync`). A redone
+  and the executor fsyncs the journal beside the writes, at most twice a second
+  (:meth:`Journal.sync`; a ``batch_done`` lost in an OS crash only redoes its batch). The
+  events of two batches may interleave (``batch_started`` of b+1 before ``batch_done`` of b):
+  the executor backs up the next batch while it writes this one. A redone
   batch (resumed) whose writes differ from what its backup records says were written carries
   ``rewritten``: ``{key hex: [digest hex, [name hex, ...]]}`` for those documents (the backup
   keeps the first attempt's originals and digests).

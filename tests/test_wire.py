@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hiredis
 import pytest
 import redis
 
@@ -37,3 +38,27 @@ def test_batch_like_a_pipeline_and_chunks(redis_client, monkeypatch):
     batch.execute_command("HGET", "str", "a")
     with pytest.raises(redis.ResponseError):
         batch.execute()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_commands_packed_ahead_read_what_packed_commands_read(redis_url, redis_client,
+                                                              monkeypatch, protocol):
+    """``same_tail`` (an HMGET per key, its bytes made by a format) sends what hiredis would
+    pack: binary keys and names (CRLF, '%', NUL), empty ones, every chunk."""
+    monkeypatch.setattr(wire, "CHUNK", 4)
+    client = connect(redis_url, protocol=protocol)
+    keys = [b"k\r\n%s%d\x00", b"", b"plain", b"\xff" * 300, b"gone"] + [b"n%d" % i
+                                                                        for i in range(6)]
+    names = [b"f", b"%d\r\n", b"", b"absent"]
+    for i, k in enumerate(keys[:4] + keys[5:]):
+        redis_client.hset(k, mapping={b"f": b"v%d" % i, b"%d\r\n": b"\r\n" * i, b"": b"e"})
+    commands = wire.same_tail(b"HMGET", keys, names)
+    assert isinstance(commands, wire.Packed) and len(commands.packed) == len(keys)
+    assert list(commands) == [(b"HMGET", k, *names) for k in keys]
+    assert [hiredis.pack_command(c) for c in commands] == commands.packed
+    assert wire.execute(client, commands) == wire.execute(client, list(commands))
+    assert wire.execute(client, commands)[4] == [None] * 4
+    # anything not bytes: plain commands, packed by hiredis as before
+    mixed = wire.same_tail(b"HMGET", ["str-key"], names)
+    assert type(mixed) is list and wire.execute(client, mixed) == [[None] * 4]
+    client.close()

@@ -51,6 +51,41 @@ def _pack(conn: Any, commands: Sequence[Command]) -> list[bytes]:
     return packed
 
 
+class Packed(list):
+    """Commands (argument tuples) whose RESP bytes were made ahead: ``packed[i]`` is command
+    ``i`` on the wire. :func:`send` writes those bytes instead of packing each command again;
+    every other path (a cluster's routing, a replica ``WAIT`` appended, the async bridge)
+    takes the commands themselves."""
+
+    def __init__(self, commands: list[tuple[Any, ...]], packed: list[bytes]) -> None:
+        super().__init__(commands)
+        self.packed = packed
+
+
+def _bulk(arg: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(arg), arg)
+
+
+def around_key(name: bytes, tail: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """The RESP bytes of ``(name, key, *tail)`` before and after the key's length and bytes:
+    ``head + b"$%d\\r\\n" % len(key) + key + rest`` is that command on the wire (all of
+    them bytes), in a fraction of ``hiredis.pack_command``'s time."""
+    return (b"*%d\r\n" % (2 + len(tail)) + _bulk(name),
+            b"\r\n" + b"".join(map(_bulk, tail)))
+
+
+def same_tail(name: bytes, keys: Sequence[bytes], tail: Sequence[bytes]) -> list[Any]:
+    """The commands ``(name, key, *tail)`` for each of ``keys`` (e.g. ``HMGET key f1 f2``),
+    as a :class:`Packed` list when every argument is bytes (:func:`around_key`:
+    ``hiredis.pack_command`` takes 3-5 times as long for an ``HMGET`` of three names)."""
+    commands = [(name, k, *tail) for k in keys]
+    if type(name) is not bytes or not all(type(a) is bytes for a in tail) \
+            or not all(type(k) is bytes for k in keys):
+        return commands
+    head, rest = around_key(name, tail)
+    return Packed(commands, [head + b"$%d\r\n" % len(k) + k + rest for k in keys])
+
+
 def _get_connection(client: redis.Redis) -> Any:
     pool = client.connection_pool
     try:
@@ -135,10 +170,12 @@ def send(client: Any, commands: Sequence[Command]) -> list[Any]:
     conn = _get_connection(client)
     replies: list[Any] = []
     append = replies.append
+    made = commands.packed if type(commands) is Packed else None
     try:
         for start in range(0, len(commands), CHUNK):
             part = commands[start:start + CHUNK]
-            conn.send_packed_command(_pack(conn, part))
+            conn.send_packed_command(_pack(conn, part) if made is None
+                                     else [b"".join(made[start:start + CHUNK])])
             if _read_hiredis(conn, len(part), append):
                 continue
             read = _reader(conn)
@@ -238,4 +275,5 @@ class Batch:
         return replies
 
 
-__all__ = ["CHUNK", "Batch", "execute", "first_error", "raise_first", "send"]
+__all__ = ["CHUNK", "Batch", "Packed", "around_key", "execute", "first_error", "raise_first",
+           "same_tail", "send"]

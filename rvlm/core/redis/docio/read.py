@@ -140,7 +140,7 @@ def _read_hash_fields(client: redis.Redis, keys: Sequence[bytes], names: Sequenc
     """:func:`read_batch` of hash fields without TTLs (the executor's hot path): ``HMGET``
     per key; a key whose fields are all nil is checked with ``EXISTS`` (a second round trip,
     only for those) and left out when it does not exist."""
-    replies = wire.execute(client, [(b"HMGET", k, *bnames) for k in keys])
+    replies = wire.execute(client, wire.same_tail(b"HMGET", keys, bnames))
     raise_first(replies)
     if len(names) == 1:
         only = names[0]

@@ -353,10 +353,16 @@ def decode_written(payload: bytes, count: int) -> list[WrittenRef]:
 def trusted_written(digest: bytes, names: tuple[bytes, ...]) -> Written:
     """A :class:`Written` without the validators, for the hot paths: from a checksummed frame,
     or from the executor, which computed an 8-byte digest over byte names itself."""
-    w = object.__new__(Written)
-    object.__setattr__(w, "digest", digest)
-    object.__setattr__(w, "names", names)
+    w = _new(Written)
+    _set_digest(w, digest)
+    _set_names(w, names)
     return w
+
+
+# the frozen class's slots, set without its __setattr__ (which refuses) nor a lookup by name
+_new = object.__new__
+_set_digest = Written.__dict__["digest"].__set__
+_set_names = Written.__dict__["names"].__set__
 
 
 def _decode_written(payload: bytes, count: int) -> list[WrittenRef]:

@@ -3,7 +3,8 @@
     python bench/transform_steps.py --docs 20000 --plans rename_quantize
 
 Starts an embedded server, loads ``--docs`` hash documents of ``--dims`` dims and, per plan,
-runs the executor's per-batch steps on one thread, each timed with ``time.thread_time``:
+runs the executor's per-batch steps on one thread (with the garbage collector's thresholds the
+executor's transform has), each timed with ``time.thread_time``:
 read (``read_batch``), transform (``transform_batch``: the plugins, the merge, the digests),
 encode (``encode_records``: the backup payload, no file), write (``write_batch``: HSET/HDEL
 pipeline to the server). The documents are restored between plans (the write step rewrites
@@ -14,6 +15,7 @@ load average: the numbers are CPU time of this thread, the server's share is not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import os
 import pstats
@@ -38,6 +40,11 @@ from _common import (
 )
 
 from rvlm.core.migrate.transform import transform_batch
+
+try:  # the executor's transform runs with fewer garbage collections (since xform)
+    from rvlm.core.migrate.collector import fewer_collections
+except ImportError:  # an older tree (PYTHONPATH): the default thresholds, as its executor had
+    fewer_collections = contextlib.nullcontext  # type: ignore[assignment]
 from rvlm.core.plugins.context import ApplyContext
 from rvlm.core.plugins.host import get_host
 from rvlm.core.redis.capabilities import detect
@@ -80,6 +87,8 @@ def main() -> None:
                 prof = cProfile.Profile() if args.profile else None
                 if prof:
                     prof.enable()
+                collecting = fewer_collections()
+                collecting.__enter__()
                 for start in range(0, args.docs, args.batch):
                     keys = [key(i) for i in range(start, min(args.docs, start + args.batch))]
                     t0 = clock()
@@ -95,6 +104,7 @@ def main() -> None:
                     spent["transform"] += t2 - t1
                     spent["encode"] += t3 - t2
                     spent["write"] += t4 - t3
+                collecting.__exit__(None, None, None)
                 if prof:
                     prof.disable()
                     pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)

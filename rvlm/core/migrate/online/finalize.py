@@ -535,8 +535,8 @@ def finalize_migration(
             report.warnings.append(
                 f"{late} source keys were written after {'the apply' if handed_over else 'the'}"
                 " finalize's last check; this call carries them over, backs them up and "
-                "deletes them (a key created and deleted again meanwhile, while no change "
-                "capture ran, keeps its target as it was)")
+                "deletes them (a key created and deleted again after that finalize's last "
+                "scan, while no change capture ran, keeps its target as it was)")
         else:
             report.warnings.append(
                 "source keys stood after the last finalize (written after its last check): "

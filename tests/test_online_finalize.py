@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,12 @@ def applied_online(redis_client: redis.Redis, redis_url: str, backup: Path, n: i
     assert report.succeeded, report.to_yaml()
 
 
-def finalize_with_a_late_write(redis_url: str, backup: Path,
-                               monkeypatch: pytest.MonkeyPatch) -> MigrationReport:
-    """``rvlm finalize`` while a client writes doc:7 ('too late') once its last check found
-    the source empty and quiet (its change capture about to stop): the command fails and
-    says so. Returns its report."""
+def finalize_with_a_late_write(redis_url: str, backup: Path, monkeypatch: pytest.MonkeyPatch,
+                               finalize: Callable[[], MigrationReport] | None = None
+                               ) -> MigrationReport:
+    """``rvlm finalize`` (or ``finalize()``) while a client writes doc:7 ('too late') once its
+    last check found the source empty and quiet (its change capture about to stop): the
+    command fails and says so. Returns its report."""
     client = redis.Redis.from_url(redis_url)
     real_fault = finalize_module.fault
 
@@ -49,7 +51,7 @@ def finalize_with_a_late_write(redis_url: str, backup: Path,
 
     monkeypatch.setattr(finalize_module, "fault", late_write)
     try:
-        first = finalize_migration(redis_url, backup)
+        first = finalize() if finalize else finalize_migration(redis_url, backup)
     finally:
         monkeypatch.setattr(finalize_module, "fault", real_fault)
         client.close()
@@ -356,3 +358,28 @@ def test_a_late_write_then_deleted_with_no_finalize_running_deletes_its_target(
     assert back.succeeded, back.to_yaml()
     assert len(list(redis_client.scan_iter(match="doc:*"))) == 60
 
+
+
+def test_apply_finalize_with_a_late_write_then_deleted_lets_rvlm_finalize_delete_its_target(
+        redis_client, redis_url, tmp_path, notify, monkeypatch):
+    """``apply --finalize``: a client writes a source key after the apply's finalize made its
+    last check (the apply fails and says so), then deletes it before anyone runs finalize
+    again. ``rvlm finalize`` then deletes its target (before the fix: 'already finalized;
+    nothing to do', and the target kept its pre-finalize copy)."""
+    make_hash_index(redis_client, n=60, dims=8)
+    redis_client.execute_command("FT.ALIASADD", "live", "idx")
+    before = contents(redis_client, "doc:*")
+    applied = finalize_with_a_late_write(
+        redis_url, tmp_path / "b", monkeypatch, lambda: apply_plan(
+            redis_url, copy_plan(redis_client), backup_dir=tmp_path / "b",
+            accept_data_loss=True, online=OnlineOptions(finalize=True)))
+    assert any("re-run 'rvlm finalize" in a for a in applied.manual_actions), applied.to_yaml()
+    redis_client.delete("doc:7")
+    again = finalize_migration(redis_url, tmp_path / "b")
+    assert again.succeeded, again.to_yaml()
+    assert not redis_client.exists("new:7")  # before the fix: its pre-finalize copy
+    targets = contents(redis_client, "new:*")
+    assert targets == {b"new:" + k[4:]: (renamed_quantized(fields), expiry)
+                       for k, (fields, expiry) in before.items() if k != b"doc:7"}
+    assert list(redis_client.scan_iter(match="doc:*")) == []
+    assert again.online["sweep"]["deleted"] == 1

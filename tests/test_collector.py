@@ -1,5 +1,5 @@
-"""The transform runs with the garbage collector's first threshold raised, and puts the
-thresholds back afterwards, whatever happens."""
+"""The transform and the verification pass run with the garbage collector's first threshold
+raised, and put the thresholds back afterwards, whatever happens."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import gc
 import pytest
 from test_apply_helpers import make_hash_index, reset
 
-from rvlm.core.migrate import drop_recreate
+from rvlm.core.migrate import drop_recreate, verify
 from rvlm.core.migrate.collector import FIRST_GENERATION, fewer_collections
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.planner import make_plan
@@ -49,7 +49,7 @@ def test_never_lowered_nor_turned_on(thresholds):
         gc.enable()
 
 
-def test_the_transform_runs_with_it_and_the_apply_leaves_the_default(
+def test_the_transform_and_the_verification_run_with_it_and_the_apply_leaves_the_default(
         redis_client, redis_url, tmp_path, monkeypatch, thresholds):
     reset(redis_client)
     make_hash_index(redis_client, n=30)
@@ -65,9 +65,18 @@ def test_the_transform_runs_with_it_and_the_apply_leaves_the_default(
         plain(self, keyfile)
 
     monkeypatch.setattr(drop_recreate.DropRecreate, "_transform", spy)
+    checked: list[tuple[int, int, int]] = []
+    plain_check = verify.check_written
+
+    def check_spy(*args, **kwargs):
+        checked.append(gc.get_threshold())
+        return plain_check(*args, **kwargs)
+
+    monkeypatch.setattr(verify, "check_written", check_spy)
     report = apply_plan(redis_url, plan, backup_dir=tmp_path / "b", batch_size=7,
                         accept_data_loss=True)
     assert report.succeeded, report.to_yaml()
     assert seen == [(FIRST_GENERATION, 10, 10)]
+    assert checked == [(FIRST_GENERATION, 10, 10)] * 5  # every batch of 7 (of 30) checked
     assert gc.get_threshold() == (700, 10, 10)
     assert all(redis_client.hget(f"doc:{i}", "title") is not None for i in range(30))

@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 import redis
 
+from rvlm.core.migrate.collector import fewer_collections
 from rvlm.core.migrate.plan import DROP_RECREATE, Plan
 from rvlm.core.plugins.checks import CheckResult
 from rvlm.core.redis.docio.verify import CHANGED, GONE, OK, UNCHECKED, check_written
@@ -173,7 +174,8 @@ def verify_documents(client: redis.Redis, plan: Plan, directory: Path, *,
     server. Reads one batch of digests at a time, from ``kept`` where the apply kept that
     batch in memory (the same records as its backup frame); the next batch's are read from
     the backup on a thread of their own while the server answers for this one (memory: two
-    batches)."""
+    batches). Runs with fewer garbage collections, as the transform does
+    (:func:`~rvlm.core.migrate.collector.fewer_collections`)."""
     started = time.perf_counter()
     reader = BackupReader(directory, plan.fingerprint)
     rewritten = RunState.load(directory).rewritten
@@ -187,7 +189,8 @@ def verify_documents(client: redis.Redis, plan: Plan, directory: Path, *,
         return mine if mine is not None and b not in rewritten else written_refs(
             reader, b, rewritten)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvlm-verify") as ahead:
+    with fewer_collections(), \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvlm-verify") as ahead:
         following = ahead.submit(refs_of, numbers[0]) if numbers else None
         for n, b in enumerate(numbers, 1):
             assert following is not None

@@ -182,7 +182,7 @@ def _build(docs: Sequence[ReadDoc], keys: list[bytes], pat: _Pattern, idx: Seque
                 record_at[i] = (key, new_key, (),
                                 pttl if pttl is not None and pttl >= 0 else None, False,
                                 _MOVED_ONLY)
-        return all(moved)
+        return all(m is not None for m in moved)
     pick = (lambda col: col) if whole else (lambda col: [col[i] for i in idx])
     # per set name: its values (as written: bytes), per changed name: its originals
     values: dict[int, list[Any]] = {}
@@ -226,7 +226,8 @@ def _build(docs: Sequence[ReadDoc], keys: list[bytes], pat: _Pattern, idx: Seque
     else:
         sets = [{} for _ in idx]
     dels = pat.dels
-    ttl_of = [docs[i].pttl for i in idx] if any(moved) else [None] * len(idx)
+    ttl_of = ([docs[i].pttl for i in idx] if any(m is not None for m in moved)
+              else [None] * len(idx))
     for i, key, new_key, s, f, w, pttl in zip(idx, olds, moved, sets, fields, written,
                                               ttl_of, strict=True):
         write_at[i] = edit(key, s, dels, new_key)

@@ -225,12 +225,12 @@ def _build(docs: Sequence[ReadDoc], keys: list[bytes], pat: _Pattern, idx: Seque
                 for t in zip(*[pick(columns[j]) for j, _n in pat.sets], strict=True)]
     else:
         sets = [{} for _ in idx]
-    dels = pat.dels
     ttl_of = ([docs[i].pttl for i in idx] if any(m is not None for m in moved)
               else [None] * len(idx))
-    for i, key, new_key, s, f, w, pttl in zip(idx, olds, moved, sets, fields, written,
-                                              ttl_of, strict=True):
-        write_at[i] = edit(key, s, dels, new_key)
+    for i, key, new_key, f, w, pttl, kw in zip(idx, olds, moved, fields, written, ttl_of,
+                                               KeyWrite.edits(olds, sets, pat.dels, moved),
+                                               strict=True):
+        write_at[i] = kw
         record_at[i] = (key, new_key, f,
                         pttl if new_key is not None and pttl is not None and pttl >= 0
                         else None, False, w)

@@ -61,6 +61,29 @@ class KeyWrite:
         return w
 
 
+    @classmethod
+    def edits(cls, keys: Sequence[bytes], sets: Sequence[dict[str, Any]],
+              delete: tuple[str, ...], new_keys: Sequence[bytes | None]) -> list[KeyWrite]:
+        """:meth:`edit` for each document of ``keys`` (its values ``sets[i]``, its new key
+        ``new_keys[i]``), all deleting ``delete``: one loop, no call per document."""
+        new = object.__new__
+        key_of, set_of, delete_of, new_key_of = _kw_key, _kw_set, _kw_delete, _kw_new_key
+        replace_of, converts_of, pttl_of = _kw_replace, _kw_converts_to, _kw_pttl
+        out: list[KeyWrite] = []
+        add = out.append
+        for key, values, new_key in zip(keys, sets, new_keys, strict=True):
+            w = new(cls)
+            key_of(w, key)
+            set_of(w, values)
+            delete_of(w, delete)
+            new_key_of(w, new_key)
+            replace_of(w, MISSING)
+            converts_of(w, None)
+            pttl_of(w, -1)
+            add(w)
+        return out
+
+
 def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
     setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
     return setter

@@ -26,8 +26,9 @@ only after that fsync, ``batch_done(N)`` only after every write of N was acknowl
 batches nothing is ordered but the backup frames (in batch order in each worker's data file)
 and the writes (in batch order on the writer thread): ``backup(N+1)`` and
 ``batch_started(N+1)`` may come before ``writes(N)`` and ``batch_done(N)``, so a crash can
-leave two batches backed up and not done (N half written, N+1 not written at all, its frame
-fsynced, or written and not yet fsynced: complete in the page cache, torn or gone after an OS
+leave up to ``WRITE_QUEUE + 1`` (three) batches backed up and not done: N half written, N+1
+queued for the writer and N+2 just transformed, neither written at all, the last frame
+fsynced, or written and not yet fsynced (complete in the page cache, torn or gone after an OS
 crash). The journal is fsynced at most every :data:`JOURNAL_SYNC_SECONDS`: its events order
 nothing, since the backup's fsync is a batch's one durable point.
 

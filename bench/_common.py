@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,30 @@ RENAME_QUANTIZE_PATCH: dict[str, Any] = {
         "update_fields": [{"name": VECTOR, "attrs": {"datatype": "float16"}}],
     },
 }
+PREFIX_PATCH: dict[str, Any] = {"version": 1, "changes": {"index": {"prefix": "item:"}}}
+#: the document-rewriting plans the transform and verification benches run, by name
+PLANS: dict[str, dict[str, Any]] = {"quantize": QUANTIZE_PATCH, "rename": RENAME_PATCH,
+                                    "rename_quantize": RENAME_QUANTIZE_PATCH}
+
+
+def in_child(target: Callable[..., None], *args: Any) -> dict[str, Any]:
+    """Run ``target(*args, send)`` in a spawned process (its own memory high-water mark) and
+    return the dict it sent; a child that died first gives ``result: crashed`` with its exit
+    code as ``error`` (and ``errors``)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=target, args=(*args, send))
+    proc.start()
+    send.close()
+    try:
+        got: dict[str, Any] = recv.recv()
+    except EOFError:
+        why = f"exit code {proc.exitcode}"
+        got = {"result": "crashed", "error": why, "errors": [why]}
+    proc.join()
+    return got
 
 
 def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:

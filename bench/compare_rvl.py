@@ -26,7 +26,6 @@ ratios rvl / rvlm (above 1: rvlm is faster or smaller).
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import re
 import sys
 import time
@@ -44,6 +43,7 @@ from _common import (
     client_for,
     create_index,
     embedded_server,
+    in_child,
     load_docs,
     machine,
     peak_rss_mb,
@@ -124,20 +124,6 @@ def _run_rvlm(url: str, patch_path: str, backup_dir: str, batch: int, workers: i
     out.close()
 
 
-def _in_child(target: Any, *args: Any) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=target, args=(*args, send))
-    proc.start()
-    send.close()
-    try:
-        got: dict[str, Any] = recv.recv()
-    except EOFError:
-        got = {"result": "crashed", "errors": [f"exit code {proc.exitcode}"]}
-    proc.join()
-    return got
-
-
 def _reload(url: str, n: int, dims: int, algorithm: str) -> None:
     client = client_for(url)
     reset(client)
@@ -181,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             results: dict[str, dict[str, Any]] = {}
             for tool, target in (("rvl", _run_rvl), ("rvlm", _run_rvlm)):
                 _reload(server.url, args.docs, args.dims, args.algorithm)
-                got = _in_child(target, server.url, str(patch_path),
+                got = in_child(target, server.url, str(patch_path),
                                 str(work / f"backup-{scenario}-{tool}"), args.batch,
                                 args.workers)
                 results[tool] = got

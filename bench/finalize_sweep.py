@@ -16,7 +16,6 @@ lock for runs over a minute: ``flock /work/wt/bench.lock python bench/finalize_s
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ from _common import (
     client_for,
     create_index,
     embedded_server,
+    in_child,
     load_docs,
     machine,
     wait_indexed,
@@ -56,17 +56,6 @@ def _finalize_child(url: str, backup: str, out: Any) -> None:
               "sweep": dict(report.online.get("sweep") or {}), "rss_peak_mb": own_peak_mb(),
               "late": report.online.get("late_writes_carried_over"), "error": report.error})
     out.close()
-
-
-def _in_child(*args: Any) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_finalize_child, args=(*args, send))
-    proc.start()
-    send.close()
-    got: dict[str, Any] = recv.recv()
-    proc.join()
-    return got
 
 
 def run_one(n: int, dims: int, batch: int) -> None:
@@ -107,7 +96,7 @@ def run_one(n: int, dims: int, batch: int) -> None:
         for i in range(LATE):
             client.hset(f"doc:late-{i}", mapping={"title": "late", "tag": "t0", "price": 1})
         load_before = os.getloadavg()[0]
-        got = _in_child(url, str(backup))
+        got = in_child(_finalize_child, url, str(backup))
         load_after = os.getloadavg()[0]
         assert got["result"] == "succeeded", got
         sw = got["sweep"]

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import random
 import subprocess
@@ -56,6 +55,7 @@ from _common import (
     client_for,
     create_index,
     embedded_server,
+    in_child,
     load_docs,
     machine,
     peak_rss_mb,
@@ -265,20 +265,6 @@ def _run_rvlm(url: str, mode: str, backup: str, batch: int, index_timeout: float
     out.close()
 
 
-def _in_child(*args: Any) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_run_rvlm, args=(*args, send))
-    proc.start()
-    send.close()
-    try:
-        got: dict[str, Any] = recv.recv()
-    except EOFError:
-        got = {"result": "crashed", "error": f"exit code {proc.exitcode}"}
-    proc.join()
-    return got
-
-
 def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     search_args = tuple(x for a in args.search_arg for x in a.split("=", 1))
     with embedded_server(port=args.port, search_args=search_args) as (server, work):
@@ -319,7 +305,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
                     got = {"result": "crashed", "error": (proc.stderr or proc.stdout)[-400:]}
                 got.setdefault("cut_over_s", got.get("total_s", 0.0))
             else:
-                got = _in_child(url, mode, str(work / "backup"), args.batch, args.index_timeout)
+                got = in_child(_run_rvlm, url, mode, str(work / "backup"), args.batch,
+                               args.index_timeout)
             time.sleep(1.0)
         finally:
             for t in (reader, memory, writer, prober):

@@ -25,9 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    QUANTIZE_PATCH,
-    RENAME_PATCH,
-    RENAME_QUANTIZE_PATCH,
+    PLANS,
+    PREFIX_PATCH,
     client_for,
     create_index,
     embedded_server,
@@ -39,9 +38,7 @@ from _common import (
 
 from rvlm.core.migrate.executor import apply_plan
 
-PLANS = {"quantize": QUANTIZE_PATCH, "rename": RENAME_PATCH,
-         "rename_quantize": RENAME_QUANTIZE_PATCH,
-         "prefix": {"version": 1, "changes": {"index": {"prefix": "item:"}}}}
+PROFILED = {**PLANS, "prefix": PREFIX_PATCH}
 
 
 def main() -> None:
@@ -93,7 +90,7 @@ def main() -> None:
                 load_docs(client, args.docs, args.dims)
                 create_index(client, args.dims)
                 wait_indexed(client)
-                plan = make_rvlm_plan(client, PLANS[name])
+                plan = make_rvlm_plan(client, PROFILED[name])
                 info = client.info("cpu")
                 s0 = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
                 with tempfile.TemporaryDirectory(prefix="rvlm-prof-") as tmp:

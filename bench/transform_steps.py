@@ -26,9 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    QUANTIZE_PATCH,
-    RENAME_PATCH,
-    RENAME_QUANTIZE_PATCH,
+    PLANS,
     client_for,
     create_index,
     embedded_server,
@@ -51,9 +49,6 @@ from rvlm.core.redis.capabilities import detect
 from rvlm.core.redis.docio.read import read_batch
 from rvlm.core.redis.docio.write import write_batch
 from rvlm.core.storage.backup.records import encode_records
-
-PLANS = {"quantize": QUANTIZE_PATCH, "rename": RENAME_PATCH,
-         "rename_quantize": RENAME_QUANTIZE_PATCH}
 
 
 def main() -> None:

@@ -25,9 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    QUANTIZE_PATCH,
-    RENAME_PATCH,
-    RENAME_QUANTIZE_PATCH,
+    PLANS,
     client_for,
     create_index,
     embedded_server,
@@ -40,9 +38,6 @@ from _common import (
 
 from rvlm.core.migrate.executor import apply_plan
 from rvlm.core.migrate.verify import verify_documents
-
-PLANS = {"quantize": QUANTIZE_PATCH, "rename": RENAME_PATCH,
-         "rename_quantize": RENAME_QUANTIZE_PATCH}
 
 
 def _server_cpu(client: Any) -> float:

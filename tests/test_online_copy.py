@@ -402,3 +402,59 @@ def test_step_sizes_follow_time() -> None:
     assert step.size == 500  # never over the batch
     step.took(0.2, keys=20)  # a slow short step shrinks it from what it held
     assert step.size == 14
+
+
+def test_finalize_ends_when_writes_never_leave_a_key_standing(redis_client, redis_url, tmp_path,
+                                                             notify):
+    """A client that creates a source key and deletes it at once, over and over, keeps the
+    source from being quiet but never leaves a key for a scan to find: finalize must still
+    end once ``settle`` seconds have passed after its first scan (before, they only started
+    after a scan that found keys, so this finalize never ended), with nothing deleted and
+    the source not found quiet."""
+    from rvlm.core.migrate.online.finalize import Finalizer
+    from rvlm.core.storage.journal import Journal
+
+    make_hash_index(redis_client, n=30, dims=DIMS)
+    plan = plan_for(redis_client, "idx", {"index": {"name": "idx_v2", "prefix": "new:"}})
+    setting, sub, engine, keyfile = start(redis_client, redis_url, plan, tmp_path)
+    engine.copy(keyfile)
+    engine.drain()
+    redis_client.delete(*redis_client.keys("doc:*"))  # the source is empty from the start
+    engine.drain()
+    stop = threading.Event()
+
+    def flicker() -> None:
+        client = connect(redis_url)
+        while not stop.is_set():
+            pipe = client.pipeline(transaction=True)
+            pipe.hset("doc:1000", mapping={"t": "here and gone"})
+            pipe.delete("doc:1000")
+            pipe.execute()
+            time.sleep(0.002)
+        client.close()
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    journal = Journal(backup, 0)
+    fin = Finalizer(engine, journal, backup, plan.fingerprint, prefixes=["doc:"],
+                    fault=lambda p, b: None, settle=0.3)
+    out: list[Any] = []
+    flickering = threading.Thread(target=flicker, daemon=True)
+    flickering.start()
+    time.sleep(0.05)
+    finalizing = threading.Thread(target=lambda: out.append(fin.run()), daemon=True)
+    finalizing.start()
+    finalizing.join(30)
+    stop.set()
+    flickering.join()
+    ended = not finalizing.is_alive()
+    if not ended:  # let it end, so the subscriber can be stopped
+        fin.settle = 0.0
+        fin.max_passes = 0
+        finalizing.join(30)
+    sub.stop()
+    setting.leave()
+    journal.close()
+    assert ended, "finalize kept waiting for a quiet source"
+    result = out[0]
+    assert result.deleted == 0 and result.left == 0 and result.source_empty_at is None

@@ -332,20 +332,19 @@ class Finalizer:
                     path.unlink(missing_ok=True)
                     break
                 if not found:  # writes, but none left a key: wait for the next change
-                    path.unlink(missing_ok=True)
                     engine.idle(0.05)
                     engine.forward()
-                    continue
-                self.result.passes += 1
-                done = 0
-                with KeyFileReader(path, verify=False) as reader:
-                    for keys in reader.iter_batches(engine.batch_size):
-                        next_batch = self._batch(writer, next_batch, keys)
-                        done += len(keys)
-                        if self.progress is not None:
-                            self.progress(done, found)
+                else:
+                    self.result.passes += 1
+                    done = 0
+                    with KeyFileReader(path, verify=False) as reader:
+                        for keys in reader.iter_batches(engine.batch_size):
+                            next_batch = self._batch(writer, next_batch, keys)
+                            done += len(keys)
+                            if self.progress is not None:
+                                self.progress(done, found)
                 path.unlink(missing_ok=True)
-                if n == 1:
+                if n == 1:  # the settle time runs from the first scan's end, found or not
                     settle_until = time.monotonic() + self.settle
         engine.drain()
         self.fault("finalize_after_batches", None)
